@@ -1,0 +1,538 @@
+//! The command line: arguments (checked by clap), then the real objects (which may fail),
+//! then one library call per command, then a summary. Errors carry their chain to `main`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use blindspot::embed::{self, EmbedParams, EmbedSummary};
+use blindspot::encoder::{self, OnnxEncoder, SessionParams};
+use blindspot::preprocess::{DecodeParams, Preprocessor, Transform};
+use blindspot::progress::Progress;
+use blindspot::runtime::Device;
+use blindspot::schema::FloatType;
+use blindspot::spec;
+use blindspot::storage::Location;
+use blindspot::synth::{self, SynthFormat, SynthParams};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Mines CLIP-blind image pairs from image corpora in object storage.
+#[derive(Parser, Debug)]
+#[command(name = "blindspot", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr: text for people, json for schedulers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make the synthetic corpus, embed it with the tiny encoders and print a summary.
+    Demo(DemoArgs),
+    /// Write a synthetic corpus with known CLIP-blind pairs and its truth file.
+    Synth(SynthArgs),
+    /// Embed images (folders, prefixes or webdataset tars) with CLIP and DINOv2 into Parquet.
+    Embed(EmbedArgs),
+    /// Check a pipeline spec completely (paths, manifests, encoders) without running it.
+    Validate {
+        /// The spec (TOML).
+        spec: PathBuf,
+    },
+    /// Run the stages a pipeline spec names.
+    Run {
+        /// The spec (TOML).
+        spec: PathBuf,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure decode + preprocess throughput on a folder of images (for scripts/bench_preprocess.py).
+    BenchPreprocess(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Where the demo writes its corpus (`corpus/`) and run root (`run/`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Corpus layout.
+    #[arg(long, value_enum, default_value_t = SynthFormat::Folder)]
+    format: SynthFormat,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    /// Output URL or path: writes `images/` and `truth.json` under it.
+    #[arg(long)]
+    out: String,
+    /// Corpus layout.
+    #[arg(long, value_enum, default_value_t = SynthFormat::Folder)]
+    format: SynthFormat,
+    /// Images per shard.
+    #[arg(long, default_value_t = SynthParams::default().per_shard)]
+    per_shard: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = SynthParams::default().seed)]
+    seed: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct EncoderArgs {
+    /// CLIP encoder manifest [default: models/tiny/clip-tiny.toml of this checkout].
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    /// DINOv2 encoder manifest [default: models/tiny/dino-tiny.toml of this checkout].
+    #[arg(long)]
+    dino: Option<PathBuf>,
+    /// Where the encoders run: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// ONNX Runtime intra-op threads per encoder (0: ONNX Runtime decides).
+    #[arg(long, default_value_t = 0)]
+    intra_threads: usize,
+}
+
+#[derive(Args, Debug)]
+struct EmbedArgs {
+    /// Input: a folder, a prefix URL, a .tar or an image (file://, s3://, gs://, az://, memory://).
+    input: String,
+    /// Run root: outputs go under it.
+    #[arg(long)]
+    out: String,
+    #[command(flatten)]
+    encoders: EncoderArgs,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = EmbedParams::default().batch_size)]
+    batch_size: usize,
+    /// Decode threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    decode_threads: usize,
+    /// Objects fetched at once.
+    #[arg(long, default_value_t = EmbedParams::default().fetch_concurrency)]
+    fetch_concurrency: usize,
+    /// Embedding float type: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: FloatType,
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, default_value_t = DecodeParams::default().max_pixels)]
+    max_pixels: u64,
+    /// Always decode JPEGs at full size (no DCT scaling).
+    #[arg(long)]
+    no_dct_scaling: bool,
+    /// Only this worker's shards, as i/N (e.g. a Kubernetes indexed Job or Slurm array).
+    #[arg(long, value_parser = parse_worker)]
+    worker: Option<(u32, u32)>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Folder of images (top level only).
+    #[arg(long)]
+    images: PathBuf,
+    /// CLIP manifest (only its preprocessing is used; the model is not loaded).
+    #[arg(long)]
+    clip: PathBuf,
+    /// DINOv2 manifest (only its preprocessing is used).
+    #[arg(long)]
+    dino: PathBuf,
+    /// Threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Passes over the images.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Always decode JPEGs at full size.
+    #[arg(long)]
+    no_dct_scaling: bool,
+}
+
+fn parse_worker(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s.split_once('/').ok_or("use i/N, e.g. 0/8")?;
+    let (i, n): (u32, u32) = (i.parse().map_err(|_| "i is not a number")?, n.parse().map_err(|_| "N is not a number")?);
+    if n == 0 || i >= n {
+        return Err(format!("worker {i}/{n}: need 0 <= i < N"));
+    }
+    Ok((i, n))
+}
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    /// The command did what it was asked (per-image errors included).
+    pub const OK: i32 = 0;
+    /// The run failed while working (storage, inference, a bug).
+    pub const FAILED: i32 = 1;
+    /// The command was wrong before any data moved: arguments, spec, manifest, encoder set-up.
+    pub const CONFIG: i32 = 2;
+    /// Another run holds the run root.
+    pub const LOCKED: i32 = 3;
+}
+
+/// Maps an error chain to its exit code.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    use blindspot::Error as E;
+    match err.chain().find_map(|e| e.downcast_ref::<E>()) {
+        Some(E::Locked { .. }) => exit::LOCKED,
+        Some(E::Spec { .. } | E::Manifest { .. } | E::Usage(_) | E::Url { .. } | E::Encoder { .. } | E::Runtime(_)) => exit::CONFIG,
+        _ => exit::FAILED,
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    // ONNX Runtime's own logs are noisy at info.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{level},ort=warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Parses arguments, runs the command, returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit_code(&e)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo(a) => demo(a).await,
+        Command::Synth(a) => synth_cmd(a).await,
+        Command::Embed(a) => embed_cmd(a).await,
+        Command::Validate { spec } => validate(&spec).await,
+        Command::Run { spec, json } => run(&spec, json).await,
+        Command::BenchPreprocess(a) => bench_preprocess(a),
+    }
+}
+
+/// The checkout this binary was built from: the default home of the tiny encoders.
+fn checkout() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load_encoders(args: &EncoderArgs) -> Result<(OnnxEncoder, OnnxEncoder)> {
+    let clip = args.clip.clone().unwrap_or_else(|| checkout().join("models/tiny/clip-tiny.toml"));
+    let dino = args.dino.clone().unwrap_or_else(|| checkout().join("models/tiny/dino-tiny.toml"));
+    let params = SessionParams { device: args.device, intra_threads: args.intra_threads };
+    let c = OnnxEncoder::load(encoder::load_manifest(&clip)?, &params).context("loading the CLIP encoder")?;
+    let d = OnnxEncoder::load(encoder::load_manifest(&dino)?, &params).context("loading the DINOv2 encoder")?;
+    tracing::info!(clip = %c.manifest().id, dino = %d.manifest().id, device = %args.device, "encoders loaded");
+    Ok((c, d))
+}
+
+async fn embed_cmd(a: EmbedArgs) -> Result<()> {
+    let input = Location::open(&a.input)?;
+    let root = Location::open(&a.out)?;
+    let (clip, dino) = load_encoders(&a.encoders)?;
+    let params = EmbedParams {
+        batch_size: a.batch_size,
+        decode_threads: a.decode_threads,
+        fetch_concurrency: a.fetch_concurrency,
+        float: a.dtype,
+        decode: DecodeParams { max_pixels: a.max_pixels, dct_scaling: !a.no_dct_scaling },
+        worker: a.worker,
+        ..EmbedParams::default()
+    };
+    let summary = embed::embed(&input, &root, clip, dino, &params, progress()).await?;
+    report_embed(&summary, &root, a.json);
+    Ok(())
+}
+
+fn report_embed(s: &EmbedSummary, root: &Location, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        return;
+    }
+    let rate = if s.seconds > 0.0 { s.images as f64 / s.seconds } else { 0.0 };
+    println!("embed: {} -> {}", s.shards, root.url);
+    println!("  shards     {} ({} committed now, {} already committed)", s.shards, s.committed, s.skipped);
+    println!("  images     {} embedded in {:.1}s ({rate:.1} images/s)", s.images, s.seconds);
+    println!("  errors     {}", s.errors);
+    for (kind, n) in &s.errors_by_kind {
+        println!("    {kind:<14} {n}");
+    }
+}
+
+async fn synth_cmd(a: SynthArgs) -> Result<()> {
+    let out = Location::open(&a.out)?;
+    let params = SynthParams { format: a.format, per_shard: a.per_shard, seed: a.seed, ..Default::default() };
+    let truth = synth::synth(&out, &params).await?;
+    println!(
+        "synth: {} images in {} ({} blind pairs, {} near-duplicates, {} exact duplicates); truth in {}/truth.json",
+        truth.keys.len(),
+        truth.images,
+        truth.blind_pairs.len(),
+        truth.near_duplicates.len(),
+        truth.exact_duplicates.len(),
+        out.url
+    );
+    Ok(())
+}
+
+async fn validate(path: &Path) -> Result<()> {
+    let resolved = load_spec(path).await?;
+    println!(
+        "{}: ok (stages {:?}; input {}; root {})",
+        path.display(),
+        resolved.stages,
+        resolved.input.url,
+        resolved.root.url
+    );
+    if let Some((c, d)) = &resolved.encoders {
+        println!("  clip {} (dim {}), dino {} (dim {})", c.manifest().id, c.manifest().dim, d.manifest().id, d.manifest().dim);
+    }
+    Ok(())
+}
+
+async fn load_spec(path: &Path) -> Result<spec::Resolved> {
+    let text = std::fs::read_to_string(path).map_err(|e| blindspot::Error::Spec {
+        path: path.to_path_buf(),
+        problems: vec![format!("cannot read it: {e}")],
+    })?;
+    let parsed = spec::parse(path, &text)?;
+    Ok(spec::resolve(path, parsed).await?)
+}
+
+async fn run(path: &Path, json: bool) -> Result<()> {
+    let resolved = load_spec(path).await?;
+    run_resolved(resolved, json).await
+}
+
+async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
+    for stage in r.stages.clone() {
+        tracing::info!(stage = %stage, "stage starts");
+        match stage.as_str() {
+            "synth" => {
+                // The corpus goes one level above `images/`, where synth puts the images.
+                let out_url = r.input.url.strip_suffix("/images").unwrap_or(&r.input.url).to_string();
+                let out = Location::open(&out_url)?;
+                let params = SynthParams {
+                    format: r.spec.synth.format,
+                    per_shard: r.spec.synth.per_shard,
+                    seed: r.spec.synth.seed,
+                    ..Default::default()
+                };
+                let truth = synth::synth(&out, &params).await?;
+                if !json {
+                    println!("synth: {} images, {} known blind pairs, in {}", truth.keys.len(), truth.blind_pairs.len(), truth.images);
+                }
+            }
+            "embed" => {
+                let (clip, dino) = r.encoders.take().context("the embed stage needs encoders")?;
+                let summary = embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress()).await?;
+                report_embed(&summary, &r.root, json);
+            }
+            other => anyhow::bail!("unknown stage {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+async fn demo(a: DemoArgs) -> Result<()> {
+    let spec_path = checkout().join("pipelines/demo.toml");
+    let text = std::fs::read_to_string(&spec_path).with_context(|| format!("reading {}", spec_path.display()))?;
+    let mut parsed = spec::parse(&spec_path, &text)?;
+    if let Some(out) = &a.out {
+        let out = std::path::absolute(out).context("resolving --out")?;
+        parsed.run.input = out.join("corpus/images").to_string_lossy().into_owned();
+        parsed.run.root = out.join("run").to_string_lossy().into_owned();
+    }
+    parsed.synth.format = a.format;
+    let resolved = spec::resolve(&spec_path, parsed).await?;
+    let root = resolved.root.clone();
+    let corpus = resolved.input.url.strip_suffix("/images").unwrap_or(&resolved.input.url).to_string();
+    run_resolved(resolved, a.json).await?;
+    if !a.json {
+        print_demo_summary(&root, &corpus).await?;
+    }
+    Ok(())
+}
+
+/// Reads back what the demo wrote: the known pairs' similarities under both tiny encoders.
+async fn print_demo_summary(root: &Location, corpus: &str) -> Result<()> {
+    let truth_loc = Location::open(corpus)?;
+    let bytes = truth_loc.get_bytes(&truth_loc.path("truth.json")).await.context("reading truth.json")?;
+    let truth: synth::Truth = serde_json::from_slice(&bytes).context("parsing truth.json")?;
+    let vectors = blindspot::embed::read_vectors(root).await?;
+    println!("\nknown pairs under the tiny encoders (CLIP-blind: clip > 0.95 and dino < 0.6):");
+    println!("  {:<16} {:<34} {:<34} {:>6} {:>6}  blind?", "kind", "a", "b", "clip", "dino");
+    let groups = [("blind", &truth.blind_pairs), ("near-duplicate", &truth.near_duplicates), ("exact-duplicate", &truth.exact_duplicates)];
+    for (_, pairs) in groups {
+        for p in pairs {
+            let (Some(a), Some(b)) = (vectors.get(&p.a), vectors.get(&p.b)) else { continue };
+            let clip = dot(&a.0, &b.0);
+            let dino = dot(&a.1, &b.1);
+            let blind = clip > 0.95 && dino < 0.6;
+            println!("  {:<16} {:<34} {:<34} {clip:>6.3} {dino:>6.3}  {}", p.kind, p.a, p.b, if blind { "yes" } else { "no" });
+        }
+    }
+    println!("\noutputs: {}/embeddings/*.parquet, {}/errors/*.parquet", root.url, root.url);
+    Ok(())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn bench_preprocess(a: BenchArgs) -> Result<()> {
+    let clip = encoder::load_manifest_unchecked(&a.clip)?;
+    let dino = encoder::load_manifest_unchecked(&a.dino)?;
+    let transforms = vec![Transform::new(&clip), Transform::new(&dino)];
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&a.images).with_context(|| format!("reading {}", a.images.display()))? {
+        let path = entry?.path();
+        if path.is_file() && blindspot::ingest::is_image_name(&path.to_string_lossy()) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let images: Vec<bytes::Bytes> = files.iter().map(|p| std::fs::read(p).map(bytes::Bytes::from)).collect::<Result<_, _>>()?;
+    anyhow::ensure!(!images.is_empty(), "no images in {}", a.images.display());
+    let decode = DecodeParams { dct_scaling: !a.no_dct_scaling, ..DecodeParams::default() };
+    let threads = a.threads.max(1);
+    let started = Instant::now();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (images, transforms, decode, done) = (&images, transforms.clone(), &decode, &done);
+            s.spawn(move || {
+                let mut pre = Preprocessor::new(transforms);
+                let min_side = pre.min_side();
+                for r in 0..a.repeat {
+                    for (i, img) in images.iter().enumerate() {
+                        if (i + r * images.len()) % threads == t && embed::prepare(&mut pre, img, min_side, decode).is_ok() {
+                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let n = done.into_inner();
+    println!(
+        "{}",
+        serde_json::json!({"images": n, "seconds": seconds, "images_per_sec": n as f64 / seconds, "threads": threads})
+    );
+    Ok(())
+}
+
+/// A progress bar when stderr is a terminal, periodic log lines otherwise.
+fn progress() -> Arc<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        Arc::new(BarProgress::default())
+    } else {
+        Arc::new(LogProgress::default())
+    }
+}
+
+#[derive(Default)]
+struct BarProgress {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl Progress for BarProgress {
+    fn start(&self, stage: &str, total: Option<u64>) {
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        let style = indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(stage.to_string());
+        *self.bar.lock().expect("progress lock") = Some(bar);
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = &*self.bar.lock().expect("progress lock") {
+            b.inc(n);
+        }
+    }
+    fn message(&self, msg: &str) {
+        if let Some(b) = &*self.bar.lock().expect("progress lock") {
+            b.set_message(msg.to_string());
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().expect("progress lock").take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Logs progress at most every ten seconds, for logs and schedulers.
+struct LogProgress {
+    state: std::sync::Mutex<(String, u64, Option<u64>, Instant)>,
+}
+
+impl Default for LogProgress {
+    fn default() -> Self {
+        LogProgress { state: std::sync::Mutex::new((String::new(), 0, None, Instant::now())) }
+    }
+}
+
+impl Progress for LogProgress {
+    fn start(&self, stage: &str, total: Option<u64>) {
+        *self.state.lock().expect("progress lock") = (stage.to_string(), 0, total, Instant::now());
+    }
+    fn advance(&self, n: u64) {
+        let mut s = self.state.lock().expect("progress lock");
+        s.1 += n;
+        if s.3.elapsed() >= Duration::from_secs(10) {
+            s.3 = Instant::now();
+            match s.2 {
+                Some(total) => tracing::info!(stage = %s.0, done = s.1, total, "progress"),
+                None => tracing::info!(stage = %s.0, done = s.1, "progress"),
+            }
+        }
+    }
+    fn message(&self, msg: &str) {
+        tracing::debug!("{msg}");
+    }
+    fn finish(&self) {}
+}

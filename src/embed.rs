@@ -1,0 +1,652 @@
+//! The embed stage: input shards to `embeddings` and `errors` Parquet under a run root.
+//!
+//! Four parts overlap through bounded queues, so memory is set by batch and queue sizes,
+//! never by the corpus:
+//!
+//! ```text
+//! fetch (async, per shard) -> decode + preprocess (thread pool) -> inference (one thread,
+//! both encoders) -> writer (async, one Parquet object per shard, then its commit manifest)
+//! ```
+//!
+//! A shard is committed by writing its data objects and then `_commits/embed/<id>.json`;
+//! a rerun skips committed shards and redoes any other, so a killed run loses and repeats
+//! nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::{Field, SchemaRef};
+use bytes::Bytes;
+use ndarray::Array4;
+use parquet::arrow::async_writer::ParquetObjectWriter;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::encoder::OnnxEncoder;
+use crate::error::{Error, Result};
+use crate::ingest::{self, Failure, Ingested, Shard, ShardKind};
+use crate::preprocess::{self, DecodeParams, Preprocessor, Transform};
+use crate::progress::Progress;
+use crate::schema::{self, FloatType};
+use crate::storage::{Location, RunLock};
+
+/// Where commit manifests of this stage live under the run root.
+pub const COMMITS: &str = "_commits/embed";
+
+/// Settings of the embed stage.
+#[derive(Clone, Debug)]
+pub struct EmbedParams {
+    /// Images per inference batch.
+    pub batch_size: usize,
+    /// Decode and preprocess threads; 0 means one per core.
+    pub decode_threads: usize,
+    /// Objects fetched at once from a folder shard.
+    pub fetch_concurrency: usize,
+    /// Batches that may wait between stages.
+    pub queue_batches: usize,
+    /// Float type of the stored embeddings.
+    pub float: FloatType,
+    /// Decoding limits.
+    pub decode: DecodeParams,
+    /// Only shards assigned to worker `i` of `n` (by a hash of the shard name).
+    pub worker: Option<(u32, u32)>,
+    /// Rows per Parquet row group.
+    pub rows_per_group: usize,
+}
+
+impl Default for EmbedParams {
+    fn default() -> Self {
+        EmbedParams {
+            batch_size: 32,
+            decode_threads: 0,
+            fetch_concurrency: 16,
+            queue_batches: 4,
+            float: FloatType::F32,
+            decode: DecodeParams::default(),
+            worker: None,
+            rows_per_group: 8192,
+        }
+    }
+}
+
+/// What a shard's commit manifest records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardCommit {
+    /// The shard, relative to the input.
+    pub shard: String,
+    /// Where the shard is.
+    pub shard_uri: String,
+    /// The shard's output id.
+    pub id: String,
+    /// The embeddings object, relative to the run root.
+    pub embeddings: String,
+    /// The errors object, relative to the run root.
+    pub errors: String,
+    /// Rows in the embeddings object.
+    pub rows: u64,
+    /// Rows in the errors object.
+    pub error_rows: u64,
+    /// Encoder ids, `clip` then `dino`.
+    pub encoders: [String; 2],
+    /// The blindspot version that wrote it.
+    pub version: String,
+}
+
+/// What an embed run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EmbedSummary {
+    /// Shards in the input (for this worker).
+    pub shards: usize,
+    /// Shards already committed by an earlier run, skipped.
+    pub skipped: usize,
+    /// Shards embedded and committed by this run.
+    pub committed: usize,
+    /// Images embedded by this run.
+    pub images: u64,
+    /// Inputs that became `errors` rows in this run.
+    pub errors: u64,
+    /// Those errors by kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Wall time of the run.
+    pub seconds: f64,
+}
+
+/// The committed shards under a run root, by shard id.
+pub async fn committed(root: &Location) -> Result<HashMap<String, ShardCommit>> {
+    let commits: Vec<ShardCommit> = root.read_json_dir(COMMITS).await?;
+    Ok(commits.into_iter().map(|c| (c.id.clone(), c)).collect())
+}
+
+fn assigned(shard: &Shard, worker: Option<(u32, u32)>) -> bool {
+    match worker {
+        None => true,
+        Some((i, n)) => {
+            let h = blake3::hash(shard.name.as_bytes());
+            let v = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+            v % n as u64 == i as u64
+        }
+    }
+}
+
+/// One decoded and preprocessed image on its way to inference.
+struct Prepared {
+    shard: usize,
+    key: String,
+    uri: String,
+    width: u32,
+    height: u32,
+    hash: String,
+    tensors: Vec<Vec<f32>>,
+}
+
+/// An embedded image.
+struct Row {
+    key: String,
+    uri: String,
+    width: u32,
+    height: u32,
+    hash: String,
+    clip: Vec<f32>,
+    dino: Vec<f32>,
+}
+
+/// What reaches the writer.
+enum Out {
+    Row(usize, Row),
+    Failed(usize, &'static str, Failure),
+    End(usize, u64),
+    Fatal(Error),
+}
+
+/// Embeds every uncommitted shard of `input` into `root`. Encoders are loaded (and so
+/// validated) by the caller before any data moves.
+pub async fn embed(
+    input: &Location,
+    root: &Location,
+    clip: OnnxEncoder,
+    dino: OnnxEncoder,
+    params: &EmbedParams,
+    progress: Arc<dyn Progress>,
+) -> Result<EmbedSummary> {
+    let started = Instant::now();
+    if params.batch_size == 0 {
+        return Err(Error::Usage("batch size must be at least 1".into()));
+    }
+    if let Some((i, n)) = params.worker {
+        if n == 0 || i >= n {
+            return Err(Error::Usage(format!("worker {i}/{n}: need 0 <= i < n")));
+        }
+    }
+    let lock = RunLock::acquire(root, "embed").await?;
+    let result = embed_locked(input, root, clip, dino, params, progress, started).await;
+    lock.release().await;
+    result
+}
+
+async fn embed_locked(
+    input: &Location,
+    root: &Location,
+    clip: OnnxEncoder,
+    dino: OnnxEncoder,
+    params: &EmbedParams,
+    progress: Arc<dyn Progress>,
+    started: Instant,
+) -> Result<EmbedSummary> {
+    let all = ingest::list_shards(input).await?;
+    let done = committed(root).await?;
+    let mine: Vec<Shard> = all.into_iter().filter(|s| assigned(s, params.worker)).collect();
+    let mut summary = EmbedSummary { shards: mine.len(), ..Default::default() };
+    let pending: Vec<Shard> = mine.into_iter().filter(|s| !done.contains_key(&s.id)).collect();
+    summary.skipped = summary.shards - pending.len();
+    if summary.skipped > 0 {
+        tracing::info!(skipped = summary.skipped, "shards already committed by an earlier run are skipped");
+    }
+    let total_items: Option<u64> = pending
+        .iter()
+        .map(|s| match &s.kind {
+            ShardKind::Folder(o) => Some(o.len() as u64),
+            ShardKind::Tar(_) => None,
+        })
+        .sum();
+    progress.start("embed", total_items);
+
+    let schema = schema::embeddings(&clip.meta(), &dino.meta(), params.float);
+    let transforms = vec![Transform::new(clip.manifest()), Transform::new(dino.manifest())];
+    let queue = params.batch_size * params.queue_batches.max(1);
+    let (work_tx, work_rx) = mpsc::channel::<(usize, Ingested)>(queue);
+    let (prep_tx, prep_rx) = std_mpsc::sync_channel::<Prepared>(queue);
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(queue * 2);
+
+    let threads = if params.decode_threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        params.decode_threads
+    };
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let mut decoders = Vec::new();
+    for _ in 0..threads {
+        let rx = work_rx.clone();
+        let prep_tx = prep_tx.clone();
+        let out_tx = out_tx.clone();
+        let transforms = transforms.clone();
+        let decode = params.decode.clone();
+        decoders.push(std::thread::spawn(move || decode_worker(rx, prep_tx, out_tx, transforms, decode)));
+    }
+    drop(prep_tx);
+    let infer_out = out_tx.clone();
+    let batch_size = params.batch_size;
+    let inference = std::thread::spawn(move || inference_worker(prep_rx, infer_out, clip, dino, batch_size));
+
+    let reader = {
+        let input = input.clone();
+        let pending = pending.clone();
+        let out_tx = out_tx.clone();
+        let fetch = params.fetch_concurrency;
+        tokio::spawn(async move {
+            for (idx, shard) in pending.iter().enumerate() {
+                let (tx, mut rx) = mpsc::channel(64);
+                let read = ingest::read_shard(&input, shard, fetch, tx);
+                let forward = async {
+                    let mut n = 0u64;
+                    while let Some(item) = rx.recv().await {
+                        if work_tx.send((idx, item)).await.is_err() {
+                            break;
+                        }
+                        n += 1;
+                    }
+                    n
+                };
+                let (read, n) = tokio::join!(read, forward);
+                if let Err(e) = read {
+                    let _ = out_tx.send(Out::Fatal(e)).await;
+                    return;
+                }
+                if out_tx.send(Out::End(idx, n)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    drop(out_tx);
+
+    let mut writers: HashMap<usize, ShardWriter> = HashMap::new();
+    let mut fatal = None;
+    while let Some(msg) = out_rx.recv().await {
+        let idx = match &msg {
+            Out::Row(i, _) | Out::Failed(i, _, _) | Out::End(i, _) => *i,
+            Out::Fatal(_) => usize::MAX,
+        };
+        if let Out::Fatal(e) = msg {
+            fatal = Some(e);
+            break;
+        }
+        let shard = &pending[idx];
+        let writer = match writers.entry(idx) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(ShardWriter::new(root, shard, schema.clone(), params)?),
+        };
+        match msg {
+            Out::Row(_, row) => {
+                writer.push(row).await?;
+                summary.images += 1;
+                progress.advance(1);
+            }
+            Out::Failed(_, stage, f) => {
+                tracing::debug!(key = %f.key, kind = %f.kind, "input became an errors row: {}", f.message);
+                *summary.errors_by_kind.entry(f.kind.clone()).or_default() += 1;
+                summary.errors += 1;
+                writer.fail(stage, f);
+                progress.advance(1);
+            }
+            Out::End(_, n) => writer.expected = Some(n),
+            Out::Fatal(_) => unreachable!("handled above"),
+        }
+        if writer.complete() {
+            let writer = writers.remove(&idx).expect("present");
+            let commit = writer.commit(root, shard, &schema).await?;
+            summary.committed += 1;
+            progress.message(&format!("committed {} ({} images, {} errors)", shard.name, commit.rows, commit.error_rows));
+            tracing::info!(shard = %shard.name, rows = commit.rows, errors = commit.error_rows, "shard committed");
+        }
+    }
+    drop(out_rx);
+    reader.abort();
+    for d in decoders {
+        let _ = d.join();
+    }
+    let _ = inference.join();
+    progress.finish();
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    if !writers.is_empty() {
+        return Err(Error::Internal(format!("{} shard(s) ended without all their rows", writers.len())));
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn decode_worker(
+    rx: Arc<Mutex<mpsc::Receiver<(usize, Ingested)>>>,
+    prep_tx: std_mpsc::SyncSender<Prepared>,
+    out_tx: mpsc::Sender<Out>,
+    transforms: Vec<Transform>,
+    decode: DecodeParams,
+) {
+    let mut pre = Preprocessor::new(transforms);
+    let min_side = pre.min_side();
+    loop {
+        let next = rx.lock().map(|mut r| r.blocking_recv());
+        let Ok(Some((shard, item))) = next else { return };
+        let item = match item {
+            Ingested::Failed(f) => {
+                if out_tx.blocking_send(Out::Failed(shard, "ingest", f)).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ingested::Image(item) => item,
+        };
+        match prepare(&mut pre, &item.bytes, min_side, &decode) {
+            Ok((width, height, tensors)) => {
+                let hash = blake3::hash(&item.bytes).to_hex().to_string();
+                let p = Prepared { shard, key: item.key, uri: item.uri, width, height, hash, tensors };
+                if prep_tx.send(p).is_err() {
+                    return;
+                }
+            }
+            Err(fault) => {
+                let f = Failure { key: item.key, uri: item.uri, kind: fault.kind.to_string(), message: fault.message };
+                if out_tx.blocking_send(Out::Failed(shard, "decode", f)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes once and preprocesses for every transform.
+pub fn prepare(
+    pre: &mut Preprocessor,
+    bytes: &Bytes,
+    min_side: u32,
+    decode: &DecodeParams,
+) -> Result<(u32, u32, Vec<Vec<f32>>), preprocess::ImageFault> {
+    let decoded = preprocess::decode(bytes, min_side, decode)?;
+    let mut tensors: Vec<Vec<f32>> = pre.transforms().iter().map(|t| vec![0f32; t.len()]).collect();
+    let mut slices: Vec<&mut [f32]> = tensors.iter_mut().map(|v| v.as_mut_slice()).collect();
+    pre.run(&decoded.rgb, &mut slices)?;
+    Ok((decoded.width, decoded.height, tensors))
+}
+
+fn inference_worker(
+    rx: std_mpsc::Receiver<Prepared>,
+    out_tx: mpsc::Sender<Out>,
+    mut clip: OnnxEncoder,
+    mut dino: OnnxEncoder,
+    batch_size: usize,
+) {
+    let mut batch: Vec<Prepared> = Vec::with_capacity(batch_size);
+    loop {
+        // Wait briefly for a full batch; run a partial one when the queue goes quiet.
+        let wait = if batch.is_empty() { Duration::from_secs(3600) } else { Duration::from_millis(20) };
+        let closed = match rx.recv_timeout(wait) {
+            Ok(p) => {
+                batch.push(p);
+                if batch.len() < batch_size {
+                    continue;
+                }
+                false
+            }
+            Err(std_mpsc::RecvTimeoutError::Timeout) => false,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => true,
+        };
+        if !batch.is_empty() {
+            let items = std::mem::take(&mut batch);
+            match run_batch(&mut clip, &mut dino, &items) {
+                Ok((c, d)) => {
+                    for ((p, c), d) in items.into_iter().zip(c).zip(d) {
+                        let row = Row { key: p.key, uri: p.uri, width: p.width, height: p.height, hash: p.hash, clip: c, dino: d };
+                        if out_tx.blocking_send(Out::Row(p.shard, row)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = out_tx.blocking_send(Out::Fatal(e));
+                    return;
+                }
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+type Embeddings = Vec<Vec<f32>>;
+
+fn run_batch(clip: &mut OnnxEncoder, dino: &mut OnnxEncoder, items: &[Prepared]) -> Result<(Embeddings, Embeddings)> {
+    let mut results = Vec::with_capacity(2);
+    for (i, enc) in [clip, dino].into_iter().enumerate() {
+        let s = enc.manifest().image_size as usize;
+        let mut input = Array4::<f32>::zeros((items.len(), 3, s, s));
+        for (n, p) in items.iter().enumerate() {
+            input
+                .index_axis_mut(ndarray::Axis(0), n)
+                .as_slice_mut()
+                .expect("a fresh array is contiguous")
+                .copy_from_slice(&p.tensors[i]);
+        }
+        let out = enc.embed(input.view())?;
+        results.push(out.rows().into_iter().map(|r| r.to_vec()).collect::<Vec<_>>());
+    }
+    let dino = results.pop().expect("two encoders");
+    let clip = results.pop().expect("two encoders");
+    Ok((clip, dino))
+}
+
+/// Rows of one shard on their way to storage.
+struct ShardWriter {
+    expected: Option<u64>,
+    received: u64,
+    rows: Vec<Row>,
+    rows_written: u64,
+    errors: Vec<(&'static str, Failure)>,
+    writer: AsyncArrowWriter<ParquetObjectWriter>,
+    float: FloatType,
+    rows_per_group: usize,
+    schema: SchemaRef,
+    shard: String,
+    embeddings_rel: String,
+}
+
+fn writer_props(schema: &SchemaRef) -> WriterProperties {
+    let kv = schema
+        .metadata()
+        .iter()
+        .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_key_value_metadata(Some(kv))
+        .build()
+}
+
+impl ShardWriter {
+    fn new(root: &Location, shard: &Shard, schema: SchemaRef, params: &EmbedParams) -> Result<ShardWriter> {
+        let embeddings_rel = format!("{}/{}.parquet", schema::EMBEDDINGS, shard.id);
+        let object = ParquetObjectWriter::new(root.store.clone(), root.path(&embeddings_rel));
+        let writer = AsyncArrowWriter::try_new(object, schema.clone(), Some(writer_props(&schema)))
+            .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
+        Ok(ShardWriter {
+            expected: None,
+            received: 0,
+            rows: Vec::new(),
+            rows_written: 0,
+            errors: Vec::new(),
+            writer,
+            float: params.float,
+            rows_per_group: params.rows_per_group.max(1),
+            schema,
+            shard: shard.name.clone(),
+            embeddings_rel,
+        })
+    }
+
+    fn complete(&self) -> bool {
+        self.expected == Some(self.received)
+    }
+
+    async fn push(&mut self, row: Row) -> Result<()> {
+        self.received += 1;
+        self.rows.push(row);
+        if self.rows.len() >= self.rows_per_group {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, stage: &'static str, f: Failure) {
+        self.received += 1;
+        self.errors.push((stage, f));
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let batch = rows_to_batch(&self.schema, &self.shard, &rows, self.float)?;
+        self.rows_written += rows.len() as u64;
+        self.writer.write(&batch).await.map_err(|e| Error::table(schema::EMBEDDINGS, e))
+    }
+
+    async fn commit(mut self, root: &Location, shard: &Shard, schema: &SchemaRef) -> Result<ShardCommit> {
+        self.flush().await?;
+        self.writer.close().await.map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
+        let errors_rel = format!("{}/{}.parquet", schema::ERRORS, shard.id);
+        let bytes = errors_parquet(&shard.name, &self.errors)?;
+        root.put(&errors_rel, bytes).await?;
+        let meta = schema.metadata();
+        let commit = ShardCommit {
+            shard: shard.name.clone(),
+            shard_uri: shard.uri.clone(),
+            id: shard.id.clone(),
+            embeddings: self.embeddings_rel.clone(),
+            errors: errors_rel,
+            rows: self.rows_written,
+            error_rows: self.errors.len() as u64,
+            encoders: [meta["blindspot.clip.id"].clone(), meta["blindspot.dino.id"].clone()],
+            version: crate::VERSION.to_string(),
+        };
+        root.put_json(&format!("{COMMITS}/{}.json", shard.id), &commit).await?;
+        Ok(commit)
+    }
+}
+
+fn vectors(field: &Field, rows: &[Row], pick: impl Fn(&Row) -> &[f32], float: FloatType) -> Result<ArrayRef> {
+    let arrow::datatypes::DataType::FixedSizeList(item, dim) = field.data_type() else {
+        return Err(Error::table(schema::EMBEDDINGS, format!("{} is not a vector column", field.name())));
+    };
+    let flat: Vec<f32> = rows.iter().flat_map(|r| pick(r).iter().copied()).collect();
+    let values: ArrayRef = match float {
+        FloatType::F32 => Arc::new(Float32Array::from(flat)),
+        FloatType::F16 => Arc::new(Float16Array::from(flat.into_iter().map(half::f16::from_f32).collect::<Vec<_>>())),
+    };
+    let list = FixedSizeListArray::try_new(item.clone(), *dim, values, None).map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
+    Ok(Arc::new(list))
+}
+
+fn rows_to_batch(schema: &SchemaRef, shard: &str, rows: &[Row], float: FloatType) -> Result<RecordBatch> {
+    let strings = |f: &dyn Fn(&Row) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
+    let columns: Vec<ArrayRef> = vec![
+        strings(&|r| r.key.as_str()),
+        strings(&|r| r.uri.as_str()),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|_| shard))),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.width))),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.height))),
+        strings(&|r| r.hash.as_str()),
+        vectors(schema.field_with_name("clip").expect("schema has clip"), rows, |r| &r.clip, float)?,
+        vectors(schema.field_with_name("dino").expect("schema has dino"), rows, |r| &r.dino, float)?,
+    ];
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::table(schema::EMBEDDINGS, e))
+}
+
+fn errors_parquet(shard: &str, errors: &[(&'static str, Failure)]) -> Result<Bytes> {
+    let schema = schema::errors();
+    let col = |f: &dyn Fn(&(&'static str, Failure)) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(errors.iter().map(f)))
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            col(&|e| e.1.key.as_str()),
+            col(&|e| e.1.uri.as_str()),
+            col(&|_| shard),
+            col(&|e| e.0),
+            col(&|e| e.1.kind.as_str()),
+            col(&|e| e.1.message.as_str()),
+        ],
+    )
+    .map_err(|e| Error::table(schema::ERRORS, e))?;
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_props(&schema)))
+        .map_err(|e| Error::table(schema::ERRORS, e))?;
+    w.write(&batch).map_err(|e| Error::table(schema::ERRORS, e))?;
+    w.close().map_err(|e| Error::table(schema::ERRORS, e))?;
+    Ok(Bytes::from(buf))
+}
+
+/// Every committed embedding under a run root, by key: `(clip, dino)` as f32. For tests,
+/// the demo and small corpora; large runs are read with SQL instead.
+pub async fn read_vectors(root: &Location) -> Result<HashMap<String, (Vec<f32>, Vec<f32>)>> {
+    use futures::TryStreamExt;
+    let mut out = HashMap::new();
+    let mut commits: Vec<ShardCommit> = committed(root).await?.into_values().collect();
+    commits.sort_by(|a, b| a.id.cmp(&b.id));
+    for commit in commits {
+        let path = root.path(&commit.embeddings);
+        let reader = parquet::arrow::async_reader::ParquetObjectReader::new(root.store.clone(), path);
+        let stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(|e| Error::table(schema::EMBEDDINGS, e))?
+            .build()
+            .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
+        for batch in batches {
+            let keys = batch
+                .column_by_name("key")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| Error::table(schema::EMBEDDINGS, "no key column"))?;
+            let clip = vector_rows(&batch, "clip")?;
+            let dino = vector_rows(&batch, "dino")?;
+            for ((k, c), d) in keys.iter().zip(clip).zip(dino) {
+                out.insert(k.unwrap_or_default().to_string(), (c, d));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of a vector column as f32, whichever float type it is stored in.
+pub fn vector_rows(batch: &RecordBatch, column: &str) -> Result<Vec<Vec<f32>>> {
+    let list = batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+        .ok_or_else(|| Error::table(schema::EMBEDDINGS, format!("no vector column {column}")))?;
+    let dim = list.value_length() as usize;
+    let values: Vec<f32> = if let Some(v) = list.values().as_any().downcast_ref::<Float32Array>() {
+        v.values().to_vec()
+    } else if let Some(v) = list.values().as_any().downcast_ref::<Float16Array>() {
+        v.values().iter().map(|h| h.to_f32()).collect()
+    } else {
+        return Err(Error::table(schema::EMBEDDINGS, format!("{column} is neither f32 nor f16")));
+    };
+    let offset = list.offset() * dim;
+    Ok((0..list.len()).map(|i| values[offset + i * dim..offset + (i + 1) * dim].to_vec()).collect())
+}

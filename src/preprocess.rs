@@ -1,0 +1,467 @@
+//! Decode once, preprocess for every encoder: bytes to RGB (EXIF orientation applied, every
+//! colour model brought to 8-bit RGB, decompression bombs refused), then per encoder a resize,
+//! a centre crop and a normalisation into a CHW float tensor, matching torchvision's
+//! `Resize(int) + CenterCrop + ToTensor + Normalize` on a PIL image.
+//!
+//! Speed comes from three things: encoders whose geometry matches share one resize; a JPEG
+//! much larger than every encoder's input is decoded at 1/2, 1/4 or 1/8 scale in the DCT
+//! (as PIL's `draft` does); and normalisation is a per-channel lookup table.
+
+use std::io::Cursor;
+
+use fast_image_resize::images::{Image as FirImage, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+use crate::encoder::{Interpolation, Manifest, ResizeRule};
+
+/// Why an image could not be used; becomes an `errors` row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageFault {
+    /// A short machine-readable word: `empty`, `not_an_image`, `truncated`, `too_large`,
+    /// `unsupported`, `decode`.
+    pub kind: &'static str,
+    /// What was wrong, for people.
+    pub message: String,
+}
+
+fn fault(kind: &'static str, message: impl Into<String>) -> ImageFault {
+    ImageFault { kind, message: message.into() }
+}
+
+/// Limits and switches for decoding.
+#[derive(Clone, Debug)]
+pub struct DecodeParams {
+    /// Images with more pixels than this are refused as decompression bombs.
+    pub max_pixels: u64,
+    /// Decode large JPEGs at a reduced DCT scale when every encoder needs far fewer pixels.
+    pub dct_scaling: bool,
+}
+
+impl Default for DecodeParams {
+    fn default() -> Self {
+        // PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS).
+        DecodeParams { max_pixels: 89_478_485, dct_scaling: true }
+    }
+}
+
+/// A decoded image in 8-bit RGB, upright.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The pixels, after EXIF orientation (and DCT scaling, if any).
+    pub rgb: RgbImage,
+    /// Width of the original image, upright.
+    pub width: u32,
+    /// Height of the original image, upright.
+    pub height: u32,
+}
+
+/// Decodes `bytes` to upright 8-bit RGB. `min_side` is the smallest shortest side that every
+/// encoder still needs; it only allows DCT-scaled decoding, never changes the reported size.
+pub fn decode(bytes: &[u8], min_side: u32, params: &DecodeParams) -> Result<Decoded, ImageFault> {
+    if bytes.is_empty() {
+        return Err(fault("empty", "the object has zero bytes"));
+    }
+    let format = image::guess_format(bytes).map_err(|_| {
+        let head: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        fault("not_an_image", format!("not a known image format (starts with {head})"))
+    })?;
+    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif) {
+        return Err(fault("unsupported", format!("{format:?} images are not supported; use JPEG, PNG, WebP or GIF")));
+    }
+    if format == ImageFormat::Jpeg {
+        check_jpeg_complete(bytes)?;
+        if params.dct_scaling {
+            if let Some(decoded) = decode_jpeg_scaled(bytes, min_side, params)? {
+                return Ok(decoded);
+            }
+        }
+    }
+    decode_full(bytes, format, params)
+}
+
+/// A JPEG whose last scan is not followed by an end-of-image marker was cut short; most
+/// decoders fill the rest with grey instead of failing, which would embed a damaged image.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<(), ImageFault> {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let eoi_after = |start: usize| bytes[start..].windows(2).any(|w| w == [0xFF, 0xD9]);
+    match last_sos {
+        Some(sos) if eoi_after(sos) => Ok(()),
+        Some(_) => Err(fault("truncated", "the JPEG ends before its end-of-image marker")),
+        None => Err(fault("truncated", "the JPEG has no image data (no start-of-scan marker)")),
+    }
+}
+
+fn check_size(width: u32, height: u32, params: &DecodeParams) -> Result<(), ImageFault> {
+    let pixels = width as u64 * height as u64;
+    if pixels > params.max_pixels {
+        return Err(fault(
+            "too_large",
+            format!("{width}x{height} is {pixels} pixels, over the limit of {} (a decompression bomb?)", params.max_pixels),
+        ));
+    }
+    if width == 0 || height == 0 {
+        return Err(fault("decode", format!("the image declares a size of {width}x{height}")));
+    }
+    Ok(())
+}
+
+fn classify(err: image::ImageError) -> ImageFault {
+    use image::ImageError;
+    let msg = err.to_string();
+    match err {
+        ImageError::Limits(_) => fault("too_large", msg),
+        ImageError::Unsupported(_) => fault("unsupported", msg),
+        ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => fault("truncated", msg),
+        _ => {
+            let lower = msg.to_lowercase();
+            if lower.contains("eof") || lower.contains("end of") || lower.contains("unexpected end") || lower.contains("truncat") {
+                fault("truncated", msg)
+            } else {
+                fault("decode", msg)
+            }
+        }
+    }
+}
+
+fn decode_full(bytes: &[u8], format: ImageFormat, params: &DecodeParams) -> Result<Decoded, ImageFault> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(params.max_pixels.saturating_mul(8));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(classify)?;
+    let (w, h) = decoder.dimensions();
+    check_size(w, h, params)?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(classify)?;
+    img.apply_orientation(orientation);
+    let rgb = img.into_rgb8();
+    let (width, height) = rgb.dimensions();
+    Ok(Decoded { rgb, width, height })
+}
+
+/// DCT-scaled decoding of a large baseline/progressive JPEG in RGB or greyscale. Returns
+/// `None` when no reduction applies (small image, CMYK, 16-bit), so the full path runs.
+fn decode_jpeg_scaled(bytes: &[u8], min_side: u32, params: &DecodeParams) -> Result<Option<Decoded>, ImageFault> {
+    let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    if dec.read_info().is_err() {
+        return Ok(None);
+    }
+    let Some(info) = dec.info() else { return Ok(None) };
+    let (w, h) = (info.width as u32, info.height as u32);
+    check_size(w, h, params)?;
+    if !matches!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8) {
+        return Ok(None);
+    }
+    let short = w.min(h);
+    if min_side == 0 || short < 2 * min_side {
+        return Ok(None);
+    }
+    // Ask for the smallest scale whose shortest side is still at least `min_side`.
+    let factor = (short / min_side).min(8);
+    let (rw, rh) = (w.div_ceil(factor), h.div_ceil(factor));
+    let (sw, sh) = match dec.scale(rw.min(u16::MAX as u32) as u16, rh.min(u16::MAX as u32) as u16) {
+        Ok(s) => (s.0 as u32, s.1 as u32),
+        Err(_) => return Ok(None),
+    };
+    let pixels = dec.decode().map_err(|e| classify_jpeg(&e))?;
+    let orientation = dec
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => {
+            let grey = image::GrayImage::from_raw(sw, sh, pixels).ok_or_else(|| fault("decode", "short greyscale buffer"))?;
+            image::DynamicImage::ImageLuma8(grey).into_rgb8()
+        }
+        _ => RgbImage::from_raw(sw, sh, pixels).ok_or_else(|| fault("decode", "short RGB buffer"))?,
+    };
+    let mut img = image::DynamicImage::ImageRgb8(rgb);
+    img.apply_orientation(orientation);
+    let swaps = matches!(
+        orientation,
+        image::metadata::Orientation::Rotate90
+            | image::metadata::Orientation::Rotate270
+            | image::metadata::Orientation::Rotate90FlipH
+            | image::metadata::Orientation::Rotate270FlipH
+    );
+    let (width, height) = if swaps { (h, w) } else { (w, h) };
+    Ok(Some(Decoded { rgb: img.into_rgb8(), width, height }))
+}
+
+fn classify_jpeg(err: &jpeg_decoder::Error) -> ImageFault {
+    let msg = err.to_string();
+    if msg.to_lowercase().contains("eof") {
+        fault("truncated", msg)
+    } else {
+        fault("decode", msg)
+    }
+}
+
+/// The geometry of one encoder's preprocessing, what decides whether two encoders can share
+/// a resize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ResizeKey {
+    rule: ResizeRuleKey,
+    interpolation: Interpolation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ResizeRuleKey {
+    ShortestSide(u32),
+    Squash(u32),
+}
+
+/// One encoder's preprocessing, compiled from its manifest.
+#[derive(Clone, Debug)]
+pub struct Transform {
+    key: ResizeKey,
+    crop: u32,
+    /// Per channel, the normalised value of each 8-bit level: `(v / 255 - mean) / std`.
+    lut: [[f32; 256]; 3],
+}
+
+impl Transform {
+    /// Compiles a manifest's preprocessing.
+    pub fn new(m: &Manifest) -> Transform {
+        let rule = match m.resize {
+            ResizeRule::ShortestSide => ResizeRuleKey::ShortestSide(m.resize_size()),
+            ResizeRule::Squash => ResizeRuleKey::Squash(m.image_size),
+        };
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                // The same float32 operations, in the same order, as ToTensor + Normalize.
+                *slot = (v as f32 / 255.0 - m.mean[c]) / m.std[c];
+            }
+        }
+        Transform { key: ResizeKey { rule, interpolation: m.interpolation }, crop: m.image_size, lut }
+    }
+
+    /// Side of the output tensor.
+    pub fn size(&self) -> u32 {
+        self.crop
+    }
+
+    /// Number of floats in one preprocessed image.
+    pub fn len(&self) -> usize {
+        3 * (self.crop as usize).pow(2)
+    }
+
+    /// Never true: a transform always yields 3 x size x size values.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The shortest side this transform needs from the decoder.
+    fn min_side(&self) -> u32 {
+        match self.key.rule {
+            ResizeRuleKey::ShortestSide(s) => s,
+            ResizeRuleKey::Squash(s) => s,
+        }
+    }
+}
+
+/// torchvision's `Resize(int)` output size: the short side becomes `size`, the long side
+/// `int(size * long / short)`.
+pub fn shortest_side_size(width: u32, height: u32, size: u32) -> (u32, u32) {
+    if width <= height {
+        (size, (size as f64 * height as f64 / width as f64) as u32)
+    } else {
+        ((size as f64 * width as f64 / height as f64) as u32, size)
+    }
+}
+
+/// torchvision's `CenterCrop` offset: `int(round((len - crop) / 2))`, rounding halves to even.
+pub fn centre_offset(len: u32, crop: u32) -> u32 {
+    let d = (len as f64 - crop as f64) / 2.0;
+    d.round_ties_even().max(0.0) as u32
+}
+
+/// Preprocesses decoded images for a fixed set of encoders, reusing its buffers. One per
+/// worker thread.
+pub struct Preprocessor {
+    transforms: Vec<Transform>,
+    /// For each transform, the index of the first transform with the same resize.
+    share: Vec<usize>,
+    resizer: Resizer,
+}
+
+impl Preprocessor {
+    /// A preprocessor for these encoders' transforms, in order.
+    pub fn new(transforms: Vec<Transform>) -> Preprocessor {
+        let share = (0..transforms.len())
+            .map(|i| (0..=i).find(|&j| transforms[j].key == transforms[i].key).unwrap_or(i))
+            .collect();
+        Preprocessor { transforms, share, resizer: Resizer::new() }
+    }
+
+    /// The transforms, in order.
+    pub fn transforms(&self) -> &[Transform] {
+        &self.transforms
+    }
+
+    /// The smallest shortest side that still serves every transform (for DCT scaling).
+    pub fn min_side(&self) -> u32 {
+        self.transforms.iter().map(Transform::min_side).max().unwrap_or(0)
+    }
+
+    /// Fills `outs[i]` (length `transforms[i].len()`, CHW) for every transform.
+    pub fn run(&mut self, img: &RgbImage, outs: &mut [&mut [f32]]) -> Result<(), ImageFault> {
+        let (w, h) = img.dimensions();
+        let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).map_err(|e| fault("decode", e.to_string()))?;
+        let mut resized: Vec<Option<(FirImage<'static>, u32, u32)>> = vec![None; 0];
+        resized.resize_with(self.transforms.len(), || None);
+        for i in 0..self.transforms.len() {
+            let owner = self.share[i];
+            if resized[owner].is_none() {
+                resized[owner] = Some(self.resize(&src, owner)?);
+            }
+            let (img, off_x, off_y) = resized[owner].as_ref().expect("resized above");
+            let t = &self.transforms[i];
+            let (ox, oy) = match t.key.rule {
+                ResizeRuleKey::ShortestSide(_) => {
+                    // The shared image holds the owner's crop box; this crop is centred in it.
+                    let (nw, nh) = full_size(&self.transforms[owner], w, h);
+                    (centre_offset(nw, t.crop) - off_x, centre_offset(nh, t.crop) - off_y)
+                }
+                ResizeRuleKey::Squash(_) => (0, 0),
+            };
+            normalise_into(img, ox, oy, t, outs[i]);
+        }
+        Ok(())
+    }
+
+    /// Resizes for transform `owner` (and every transform sharing it): only the region that
+    /// survives the largest of their centre crops is computed. Returns the image and where
+    /// that region starts in the full resized image.
+    fn resize(&mut self, src: &ImageRef<'_>, owner: usize) -> Result<(FirImage<'static>, u32, u32), ImageFault> {
+        let t = &self.transforms[owner];
+        let (w, h) = (src.width(), src.height());
+        let crop = (0..self.transforms.len())
+            .filter(|&j| self.share[j] == owner)
+            .map(|j| self.transforms[j].crop)
+            .max()
+            .unwrap_or(t.crop);
+        let alg = ResizeAlg::Convolution(match t.key.interpolation {
+            Interpolation::Bicubic => FilterType::CatmullRom,
+            Interpolation::Bilinear => FilterType::Bilinear,
+        });
+        let (nw, nh) = full_size(t, w, h);
+        let (out_w, out_h, off_x, off_y) = match t.key.rule {
+            ResizeRuleKey::ShortestSide(_) => {
+                let (cw, ch) = (crop.min(nw), crop.min(nh));
+                (cw, ch, centre_offset(nw, cw), centre_offset(nh, ch))
+            }
+            ResizeRuleKey::Squash(s) => (s, s, 0, 0),
+        };
+        let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
+        let options = ResizeOptions::new()
+            .resize_alg(alg)
+            .crop(off_x as f64 * sx, off_y as f64 * sy, out_w as f64 * sx, out_h as f64 * sy);
+        let mut dst = FirImage::new(out_w, out_h, PixelType::U8x3);
+        if (nw, nh) == (w, h) {
+            // torchvision leaves an image already at the target size untouched.
+            copy_region(src, off_x, off_y, &mut dst);
+        } else {
+            self.resizer.resize(src, &mut dst, &options).map_err(|e| fault("decode", e.to_string()))?;
+        }
+        Ok((dst, off_x, off_y))
+    }
+}
+
+/// Size of the whole image after the resize step of `t`.
+fn full_size(t: &Transform, w: u32, h: u32) -> (u32, u32) {
+    match t.key.rule {
+        ResizeRuleKey::ShortestSide(s) => shortest_side_size(w, h, s),
+        ResizeRuleKey::Squash(s) => (s, s),
+    }
+}
+
+fn copy_region(src: &ImageRef<'_>, x: u32, y: u32, dst: &mut FirImage<'_>) {
+    let (sw, dw, dh) = (src.width() as usize, dst.width() as usize, dst.height() as usize);
+    let from = src.buffer();
+    let to = dst.buffer_mut();
+    for row in 0..dh {
+        let s = ((y as usize + row) * sw + x as usize) * 3;
+        to[row * dw * 3..(row + 1) * dw * 3].copy_from_slice(&from[s..s + dw * 3]);
+    }
+}
+
+/// Writes the `t.crop`-square at (`ox`, `oy`) of `img` as normalised CHW floats. A region
+/// smaller than the crop (an image smaller than the model input) is zero-padded, centred,
+/// as torchvision's CenterCrop pads.
+fn normalise_into(img: &FirImage<'_>, ox: u32, oy: u32, t: &Transform, out: &mut [f32]) {
+    let s = t.crop as usize;
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let plane = s * s;
+    let buf = img.buffer();
+    let (pad_x, pad_y) = (s.saturating_sub(iw) / 2, s.saturating_sub(ih) / 2);
+    if pad_x > 0 || pad_y > 0 || iw < s || ih < s {
+        out.fill(0.0);
+    }
+    let rows = s.min(ih);
+    let cols = s.min(iw);
+    let [r, g, b] = &t.lut;
+    for y in 0..rows {
+        let src_row = &buf[((oy as usize + y) * iw + ox as usize) * 3..][..cols * 3];
+        let base = (y + pad_y) * s + pad_x;
+        let (rp, rest) = out.split_at_mut(plane);
+        let (gp, bp) = rest.split_at_mut(plane);
+        for (x, px) in src_row.chunks_exact(3).enumerate() {
+            rp[base + x] = r[px[0] as usize];
+            gp[base + x] = g[px[1] as usize];
+            bp[base + x] = b[px[2] as usize];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torchvision_resize_and_crop_rules() {
+        assert_eq!(shortest_side_size(640, 480, 256), (341, 256));
+        assert_eq!(shortest_side_size(333, 500, 72), (72, 108));
+        assert_eq!(centre_offset(97, 64), 16);
+        assert_eq!(centre_offset(99, 64), 18);
+        assert_eq!(centre_offset(64, 64), 0);
+    }
+
+    #[test]
+    fn empty_and_garbage_bytes_are_classified() {
+        let p = DecodeParams::default();
+        assert_eq!(decode(&[], 64, &p).unwrap_err().kind, "empty");
+        assert_eq!(decode(b"hello, this is text", 64, &p).unwrap_err().kind, "not_an_image");
+    }
+
+    #[test]
+    fn a_solid_colour_normalises_exactly() {
+        let m: Manifest = toml::from_str(
+            r#"id = "t"
+onnx = "t.onnx"
+input = "i"
+output = "o"
+dim = 4
+image-size = 8
+resize-size = 10
+resize = "shortest-side"
+interpolation = "bilinear"
+mean = [0.5, 0.4, 0.3]
+std = [0.2, 0.25, 0.5]
+"#,
+        )
+        .unwrap();
+        let img = RgbImage::from_pixel(30, 20, image::Rgb([200, 100, 50]));
+        let mut pre = Preprocessor::new(vec![Transform::new(&m)]);
+        let mut out = vec![0f32; pre.transforms()[0].len()];
+        pre.run(&img, &mut [&mut out]).unwrap();
+        let want = [(200.0 / 255.0 - 0.5) / 0.2, (100.0 / 255.0 - 0.4) / 0.25, (50.0 / 255.0 - 0.3) / 0.5];
+        for (c, w) in want.iter().enumerate() {
+            for v in &out[c * 64..(c + 1) * 64] {
+                assert!((v - w).abs() < 1e-5, "channel {c}: {v} vs {w}");
+            }
+        }
+    }
+}

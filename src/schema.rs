@@ -1,0 +1,132 @@
+//! Every Arrow schema blindspot writes, and the Parquet metadata keys that go with them.
+//! Column names and types here are the contract of `../shared/DESIGN.md` (Tables).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+/// Table names, as registered for SQL and used as folder names under a run root.
+pub const EMBEDDINGS: &str = "embeddings";
+/// The `errors` table: one row per input that could not be embedded.
+pub const ERRORS: &str = "errors";
+
+/// Float type of the embedding columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatType {
+    /// 32-bit floats (the default).
+    #[default]
+    F32,
+    /// 16-bit floats: half the storage, about 3 significant digits.
+    F16,
+}
+
+impl FloatType {
+    /// The Arrow element type.
+    pub fn arrow(self) -> DataType {
+        match self {
+            FloatType::F32 => DataType::Float32,
+            FloatType::F16 => DataType::Float16,
+        }
+    }
+}
+
+impl std::str::FromStr for FloatType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "float32" => Ok(FloatType::F32),
+            "f16" | "float16" => Ok(FloatType::F16),
+            other => Err(format!("unknown float type {other:?}: use f32 or f16")),
+        }
+    }
+}
+
+/// A `FixedSizeList<item: float, dim>` field for an embedding column.
+pub fn vector_field(name: &str, float: FloatType, dim: usize) -> Field {
+    Field::new(
+        name,
+        DataType::FixedSizeList(Arc::new(Field::new("item", float.arrow(), false)), dim as i32),
+        false,
+    )
+}
+
+/// What the `embeddings` table records about one encoder in its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncoderMeta {
+    /// The encoder's id from its manifest.
+    pub id: String,
+    /// blake3 of the manifest and the model file, so changed weights are noticed.
+    pub digest: String,
+    /// Embedding dimension.
+    pub dim: usize,
+}
+
+/// Metadata keys on the `embeddings` Parquet files.
+pub mod meta {
+    /// The blindspot version that wrote the file.
+    pub const VERSION: &str = "blindspot.version";
+    /// Prefix of the per-column encoder keys: `blindspot.clip.id`, `.digest`, `.dim`.
+    pub const ENCODER_PREFIX: &str = "blindspot";
+}
+
+/// The `embeddings` schema for the given encoders and float type, with its metadata.
+pub fn embeddings(clip: &EncoderMeta, dino: &EncoderMeta, float: FloatType) -> SchemaRef {
+    let mut metadata = HashMap::new();
+    metadata.insert(meta::VERSION.to_string(), crate::VERSION.to_string());
+    for (column, enc) in [("clip", clip), ("dino", dino)] {
+        let key = |k: &str| format!("{}.{column}.{k}", meta::ENCODER_PREFIX);
+        metadata.insert(key("id"), enc.id.clone());
+        metadata.insert(key("digest"), enc.digest.clone());
+        metadata.insert(key("dim"), enc.dim.to_string());
+    }
+    Arc::new(Schema::new_with_metadata(
+        vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("uri", DataType::Utf8, false),
+            Field::new("shard", DataType::Utf8, false),
+            Field::new("width", DataType::UInt32, false),
+            Field::new("height", DataType::UInt32, false),
+            Field::new("content_hash", DataType::Utf8, false),
+            vector_field("clip", float, clip.dim),
+            vector_field("dino", float, dino.dim),
+        ],
+        metadata,
+    ))
+}
+
+/// The `errors` schema.
+pub fn errors() -> SchemaRef {
+    let mut metadata = HashMap::new();
+    metadata.insert(meta::VERSION.to_string(), crate::VERSION.to_string());
+    Arc::new(Schema::new_with_metadata(
+        vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("uri", DataType::Utf8, false),
+            Field::new("shard", DataType::Utf8, false),
+            Field::new("stage", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("message", DataType::Utf8, false),
+        ],
+        metadata,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeddings_schema_records_encoders() {
+        let clip = EncoderMeta { id: "c".into(), digest: "d1".into(), dim: 4 };
+        let dino = EncoderMeta { id: "d".into(), digest: "d2".into(), dim: 6 };
+        let s = embeddings(&clip, &dino, FloatType::F16);
+        assert_eq!(s.metadata()["blindspot.dino.dim"], "6");
+        assert_eq!(s.metadata()["blindspot.clip.id"], "c");
+        match s.field_with_name("dino").unwrap().data_type() {
+            DataType::FixedSizeList(item, 6) => assert_eq!(item.data_type(), &DataType::Float16),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

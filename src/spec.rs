@@ -1,0 +1,280 @@
+//! Pipeline specs (`pipelines/*.toml`): what a run reads, where it writes, which encoders and
+//! stages, and their settings. Parsing is strict (`deny_unknown_fields`, kebab-case);
+//! resolving checks everything (paths, manifests, encoders, dimensions) and reports every
+//! problem at once, before any data moves. Relative paths resolve against the spec's folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::embed::EmbedParams;
+use crate::encoder::{self, OnnxEncoder, SessionParams};
+use crate::error::{Error, Result};
+use crate::preprocess::DecodeParams;
+use crate::runtime::Device;
+use crate::schema::FloatType;
+use crate::storage::Location;
+use crate::synth::{SynthFormat, SynthParams};
+
+/// The stages a spec can name, in pipeline order.
+pub const STAGES: &[&str] = &["synth", "embed"];
+
+/// A pipeline spec as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Spec {
+    /// Input, output and stages.
+    pub run: RunSection,
+    /// The two encoders and where they run.
+    pub encoders: EncodersSection,
+    /// Embed settings.
+    #[serde(default)]
+    pub embed: EmbedSection,
+    /// Synthetic corpus settings (the `synth` stage).
+    #[serde(default)]
+    pub synth: SynthSection,
+}
+
+/// `[run]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RunSection {
+    /// Input URL or path: image folders, prefixes or webdataset tars.
+    pub input: String,
+    /// Run root URL or path: everything the run writes goes under it.
+    pub root: String,
+    /// Stages to run, in order (see [`STAGES`]).
+    pub stages: Vec<String>,
+}
+
+/// `[encoders]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EncodersSection {
+    /// The CLIP manifest.
+    pub clip: PathBuf,
+    /// The DINOv2 manifest.
+    pub dino: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// ONNX Runtime intra-op threads per encoder; 0 lets ONNX Runtime choose.
+    #[serde(default)]
+    pub intra_threads: usize,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// `[embed]`; every field has a default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct EmbedSection {
+    /// Images per inference batch.
+    pub batch_size: usize,
+    /// Decode threads; 0 means one per core.
+    pub decode_threads: usize,
+    /// Objects fetched at once.
+    pub fetch_concurrency: usize,
+    /// `f32` or `f16` embeddings.
+    pub dtype: FloatType,
+    /// Decompression-bomb limit in pixels.
+    pub max_pixels: u64,
+    /// Decode large JPEGs at reduced DCT scale.
+    pub dct_scaling: bool,
+    /// Rows per Parquet row group.
+    pub rows_per_group: usize,
+}
+
+impl Default for EmbedSection {
+    fn default() -> Self {
+        let p = EmbedParams::default();
+        EmbedSection {
+            batch_size: p.batch_size,
+            decode_threads: p.decode_threads,
+            fetch_concurrency: p.fetch_concurrency,
+            dtype: p.float,
+            max_pixels: p.decode.max_pixels,
+            dct_scaling: p.decode.dct_scaling,
+            rows_per_group: p.rows_per_group,
+        }
+    }
+}
+
+/// `[synth]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SynthSection {
+    /// `folder` or `tar`.
+    pub format: SynthFormat,
+    /// Images per shard.
+    pub per_shard: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for SynthSection {
+    fn default() -> Self {
+        let p = SynthParams::default();
+        SynthSection { format: p.format, per_shard: p.per_shard, seed: p.seed }
+    }
+}
+
+impl EmbedSection {
+    /// The stage parameters these settings describe.
+    pub fn params(&self) -> EmbedParams {
+        EmbedParams {
+            batch_size: self.batch_size,
+            decode_threads: self.decode_threads,
+            fetch_concurrency: self.fetch_concurrency,
+            float: self.dtype,
+            decode: DecodeParams { max_pixels: self.max_pixels, dct_scaling: self.dct_scaling },
+            rows_per_group: self.rows_per_group,
+            ..EmbedParams::default()
+        }
+    }
+}
+
+/// A spec with everything checked and the encoders loaded.
+pub struct Resolved {
+    /// The spec as parsed (with resolved paths).
+    pub spec: Spec,
+    /// The input location.
+    pub input: Location,
+    /// The run root.
+    pub root: Location,
+    /// Stages to run, in order.
+    pub stages: Vec<String>,
+    /// The loaded encoders, when a stage needs them.
+    pub encoders: Option<(OnnxEncoder, OnnxEncoder)>,
+    /// Embed settings.
+    pub embed: EmbedParams,
+}
+
+fn resolve_path(base: &Path, p: &str) -> String {
+    if p.contains("://") || Path::new(p).is_absolute() {
+        p.to_string()
+    } else {
+        base.join(p).to_string_lossy().into_owned()
+    }
+}
+
+/// Parses a spec file (syntax and unknown keys only).
+pub fn parse(path: &Path, text: &str) -> Result<Spec> {
+    toml::from_str(text).map_err(|e| Error::Spec { path: path.to_path_buf(), problems: vec![e.to_string()] })
+}
+
+/// Checks every part of a spec and loads its encoders; all problems are reported together.
+pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut problems = Vec::new();
+    spec.run.input = resolve_path(&base, &spec.run.input);
+    spec.run.root = resolve_path(&base, &spec.run.root);
+    spec.encoders.clip = PathBuf::from(resolve_path(&base, &spec.encoders.clip.to_string_lossy()));
+    spec.encoders.dino = PathBuf::from(resolve_path(&base, &spec.encoders.dino.to_string_lossy()));
+
+    let mut last = None;
+    for s in &spec.run.stages {
+        match STAGES.iter().position(|k| k == s) {
+            None => problems.push(format!("[run] stages: unknown stage {s:?}; known stages are {STAGES:?}")),
+            Some(i) if last.is_some_and(|l| i <= l) => {
+                problems.push(format!("[run] stages: {s:?} is out of order or repeated; the order is {STAGES:?}"))
+            }
+            Some(i) => last = Some(i),
+        }
+    }
+    if spec.run.stages.is_empty() {
+        problems.push("[run] stages is empty; name at least one of ".to_string() + &format!("{STAGES:?}"));
+    }
+    let input = Location::open(&spec.run.input).map_err(|e| problems.push(format!("[run] input: {e}"))).ok();
+    let root = Location::open(&spec.run.root).map_err(|e| problems.push(format!("[run] root: {e}"))).ok();
+    let makes_input = spec.run.stages.iter().any(|s| s == "synth");
+    if let (Some(input), false) = (&input, makes_input) {
+        match crate::ingest::list_shards(input).await {
+            Ok(shards) if shards.is_empty() => {
+                problems.push(format!("[run] input {}: no images or .tar shards found", input.url))
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("[run] input: {e}")),
+        }
+    }
+    let device = spec
+        .encoders
+        .device
+        .parse::<Device>()
+        .map_err(|e| problems.push(format!("[encoders] device: {e}")))
+        .ok();
+    if spec.embed.batch_size == 0 {
+        problems.push("[embed] batch-size must be at least 1".into());
+    }
+    if spec.embed.fetch_concurrency == 0 {
+        problems.push("[embed] fetch-concurrency must be at least 1".into());
+    }
+    if spec.synth.per_shard == 0 {
+        problems.push("[synth] per-shard must be at least 1".into());
+    }
+
+    let needs_encoders = spec.run.stages.iter().any(|s| s == "embed");
+    let mut encoders = None;
+    if needs_encoders {
+        let clip = encoder::load_manifest(&spec.encoders.clip).map_err(|e| problems.push(format!("[encoders] clip: {e}"))).ok();
+        let dino = encoder::load_manifest(&spec.encoders.dino).map_err(|e| problems.push(format!("[encoders] dino: {e}"))).ok();
+        if let (Some(clip), Some(dino), Some(device)) = (clip, dino, device) {
+            let params = SessionParams { device, intra_threads: spec.encoders.intra_threads };
+            let c = OnnxEncoder::load(clip, &params).map_err(|e| problems.push(format!("[encoders] clip: {e}"))).ok();
+            let d = OnnxEncoder::load(dino, &params).map_err(|e| problems.push(format!("[encoders] dino: {e}"))).ok();
+            if let (Some(c), Some(d)) = (c, d) {
+                encoders = Some((c, d));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Spec { path: path.to_path_buf(), problems });
+    }
+    let embed = spec.embed.params();
+    Ok(Resolved {
+        stages: spec.run.stages.clone(),
+        input: input.expect("no problems"),
+        root: root.expect("no problems"),
+        encoders,
+        embed,
+        spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_problem_is_reported_at_once() {
+        let text = r#"
+[run]
+input = "memory://spec-test/nothing"
+root = "memory://spec-test/root"
+stages = ["embed", "sorcery"]
+
+[encoders]
+clip = "no/such/clip.toml"
+dino = "no/such/dino.toml"
+device = "tpu"
+
+[embed]
+batch-size = 0
+"#;
+        let spec = parse(Path::new("x.toml"), text).unwrap();
+        let err = resolve(Path::new("x.toml"), spec).await.err().expect("problems");
+        let Error::Spec { problems, .. } = &err else { panic!("{err}") };
+        let all = problems.join("\n");
+        for needle in ["sorcery", "input", "device", "batch-size", "clip", "dino"] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = parse(Path::new("x.toml"), "[run]\ninput='a'\nroot='b'\nstages=[]\nbatch=3\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}
