@@ -15,7 +15,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let corpus = Location::open("memory://bench-embed/corpus").unwrap();
-    let truth = rt.block_on(synth(&corpus, &SynthParams::default())).unwrap();
+    let truth = rt
+        .block_on(synth(&corpus, &SynthParams::default()))
+        .unwrap();
     let input = Location::open("memory://bench-embed/corpus/images").unwrap();
     let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
     let run = AtomicUsize::new(0);
@@ -25,10 +27,25 @@ fn bench(c: &mut Criterion) {
     group.bench_function("synthetic-corpus/tiny-encoders", |b| {
         b.iter(|| {
             let p = SessionParams::default();
-            let clip = OnnxEncoder::load(load_manifest(&tiny.join("clip-tiny.toml")).unwrap(), &p).unwrap();
-            let dino = OnnxEncoder::load(load_manifest(&tiny.join("dino-tiny.toml")).unwrap(), &p).unwrap();
-            let root = Location::open(&format!("memory://bench-embed/run-{}", run.fetch_add(1, Ordering::Relaxed))).unwrap();
-            let summary = rt.block_on(embed(&input, &root, clip, dino, &EmbedParams::default(), Arc::new(NoProgress))).unwrap();
+            let clip = OnnxEncoder::load(load_manifest(&tiny.join("clip-tiny.toml")).unwrap(), &p)
+                .unwrap();
+            let dino = OnnxEncoder::load(load_manifest(&tiny.join("dino-tiny.toml")).unwrap(), &p)
+                .unwrap();
+            let root = Location::open(&format!(
+                "memory://bench-embed/run-{}",
+                run.fetch_add(1, Ordering::Relaxed)
+            ))
+            .unwrap();
+            let summary = rt
+                .block_on(embed(
+                    &input,
+                    &root,
+                    clip,
+                    dino,
+                    &EmbedParams::default(),
+                    Arc::new(NoProgress),
+                ))
+                .unwrap();
             assert_eq!(summary.images as usize, truth.keys.len());
         })
     });

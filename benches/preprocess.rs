@@ -11,16 +11,26 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn photo_jpeg(w: u32, h: u32) -> bytes::Bytes {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x ^ y) & 0x3f) as u8 + 96])
+        image::Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            ((x ^ y) & 0x3f) as u8 + 96,
+        ])
     });
     let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90)).unwrap();
+    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+        &mut buf, 90,
+    ))
+    .unwrap();
     bytes::Bytes::from(buf.into_inner())
 }
 
 fn tiny() -> (Manifest, Manifest) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
-    (load_manifest_unchecked(&dir.join("clip-tiny.toml")).unwrap(), load_manifest_unchecked(&dir.join("dino-tiny.toml")).unwrap())
+    (
+        load_manifest_unchecked(&dir.join("clip-tiny.toml")).unwrap(),
+        load_manifest_unchecked(&dir.join("dino-tiny.toml")).unwrap(),
+    )
 }
 
 /// The geometry of CLIP ViT-L/14 (224, bicubic) and DINOv2 (256 then crop 224, bicubic).
@@ -42,9 +52,14 @@ fn bench(c: &mut Criterion) {
             for dct in [true, false] {
                 let mut pre = Preprocessor::new(vec![Transform::new(&clip), Transform::new(&dino)]);
                 let min_side = pre.min_side();
-                let params = DecodeParams { dct_scaling: dct, ..Default::default() };
+                let params = DecodeParams {
+                    dct_scaling: dct,
+                    ..Default::default()
+                };
                 let id = format!("{name}/{size}/{}", if dct { "dct" } else { "full" });
-                group.bench_function(id, |b| b.iter(|| black_box(prepare(&mut pre, &jpeg, min_side, &params).unwrap())));
+                group.bench_function(id, |b| {
+                    b.iter(|| black_box(prepare(&mut pre, &jpeg, min_side, &params).unwrap()))
+                });
             }
         }
     }

@@ -170,7 +170,10 @@ struct BenchArgs {
 
 fn parse_worker(s: &str) -> Result<(u32, u32), String> {
     let (i, n) = s.split_once('/').ok_or("use i/N, e.g. 0/8")?;
-    let (i, n): (u32, u32) = (i.parse().map_err(|_| "i is not a number")?, n.parse().map_err(|_| "N is not a number")?);
+    let (i, n): (u32, u32) = (
+        i.parse().map_err(|_| "i is not a number")?,
+        n.parse().map_err(|_| "N is not a number")?,
+    );
     if n == 0 || i >= n {
         return Err(format!("worker {i}/{n}: need 0 <= i < N"));
     }
@@ -194,7 +197,14 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     use blindspot::Error as E;
     match err.chain().find_map(|e| e.downcast_ref::<E>()) {
         Some(E::Locked { .. }) => exit::LOCKED,
-        Some(E::Spec { .. } | E::Manifest { .. } | E::Usage(_) | E::Url { .. } | E::Encoder { .. } | E::Runtime(_)) => exit::CONFIG,
+        Some(
+            E::Spec { .. }
+            | E::Manifest { .. }
+            | E::Usage(_)
+            | E::Url { .. }
+            | E::Encoder { .. }
+            | E::Runtime(_),
+        ) => exit::CONFIG,
         _ => exit::FAILED,
     }
 }
@@ -211,8 +221,11 @@ fn init_logging(cli: &Cli) {
         }
     };
     // ONNX Runtime's own logs are noisy at info.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{level},ort=warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},ort=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -223,7 +236,10 @@ fn init_logging(cli: &Cli) {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -256,11 +272,22 @@ fn checkout() -> PathBuf {
 }
 
 fn load_encoders(args: &EncoderArgs) -> Result<(OnnxEncoder, OnnxEncoder)> {
-    let clip = args.clip.clone().unwrap_or_else(|| checkout().join("models/tiny/clip-tiny.toml"));
-    let dino = args.dino.clone().unwrap_or_else(|| checkout().join("models/tiny/dino-tiny.toml"));
-    let params = SessionParams { device: args.device, intra_threads: args.intra_threads };
-    let c = OnnxEncoder::load(encoder::load_manifest(&clip)?, &params).context("loading the CLIP encoder")?;
-    let d = OnnxEncoder::load(encoder::load_manifest(&dino)?, &params).context("loading the DINOv2 encoder")?;
+    let clip = args
+        .clip
+        .clone()
+        .unwrap_or_else(|| checkout().join("models/tiny/clip-tiny.toml"));
+    let dino = args
+        .dino
+        .clone()
+        .unwrap_or_else(|| checkout().join("models/tiny/dino-tiny.toml"));
+    let params = SessionParams {
+        device: args.device,
+        intra_threads: args.intra_threads,
+    };
+    let c = OnnxEncoder::load(encoder::load_manifest(&clip)?, &params)
+        .context("loading the CLIP encoder")?;
+    let d = OnnxEncoder::load(encoder::load_manifest(&dino)?, &params)
+        .context("loading the DINOv2 encoder")?;
     tracing::info!(clip = %c.manifest().id, dino = %d.manifest().id, device = %args.device, "encoders loaded");
     Ok((c, d))
 }
@@ -274,7 +301,10 @@ async fn embed_cmd(a: EmbedArgs) -> Result<()> {
         decode_threads: a.decode_threads,
         fetch_concurrency: a.fetch_concurrency,
         float: a.dtype,
-        decode: DecodeParams { max_pixels: a.max_pixels, dct_scaling: !a.no_dct_scaling },
+        decode: DecodeParams {
+            max_pixels: a.max_pixels,
+            dct_scaling: !a.no_dct_scaling,
+        },
         worker: a.worker,
         ..EmbedParams::default()
     };
@@ -288,10 +318,20 @@ fn report_embed(s: &EmbedSummary, root: &Location, json: bool) {
         println!("{}", serde_json::to_string(s).unwrap_or_default());
         return;
     }
-    let rate = if s.seconds > 0.0 { s.images as f64 / s.seconds } else { 0.0 };
+    let rate = if s.seconds > 0.0 {
+        s.images as f64 / s.seconds
+    } else {
+        0.0
+    };
     println!("embed: {} -> {}", s.shards, root.url);
-    println!("  shards     {} ({} committed now, {} already committed)", s.shards, s.committed, s.skipped);
-    println!("  images     {} embedded in {:.1}s ({rate:.1} images/s)", s.images, s.seconds);
+    println!(
+        "  shards     {} ({} committed now, {} already committed)",
+        s.shards, s.committed, s.skipped
+    );
+    println!(
+        "  images     {} embedded in {:.1}s ({rate:.1} images/s)",
+        s.images, s.seconds
+    );
     println!("  errors     {}", s.errors);
     for (kind, n) in &s.errors_by_kind {
         println!("    {kind:<14} {n}");
@@ -300,7 +340,12 @@ fn report_embed(s: &EmbedSummary, root: &Location, json: bool) {
 
 async fn synth_cmd(a: SynthArgs) -> Result<()> {
     let out = Location::open(&a.out)?;
-    let params = SynthParams { format: a.format, per_shard: a.per_shard, seed: a.seed, ..Default::default() };
+    let params = SynthParams {
+        format: a.format,
+        per_shard: a.per_shard,
+        seed: a.seed,
+        ..Default::default()
+    };
     let truth = synth::synth(&out, &params).await?;
     println!(
         "synth: {} images in {} ({} blind pairs, {} near-duplicates, {} exact duplicates); truth in {}/truth.json",
@@ -324,7 +369,13 @@ async fn validate(path: &Path) -> Result<()> {
         resolved.root.url
     );
     if let Some((c, d)) = &resolved.encoders {
-        println!("  clip {} (dim {}), dino {} (dim {})", c.manifest().id, c.manifest().dim, d.manifest().id, d.manifest().dim);
+        println!(
+            "  clip {} (dim {}), dino {} (dim {})",
+            c.manifest().id,
+            c.manifest().dim,
+            d.manifest().id,
+            d.manifest().dim
+        );
     }
     Ok(())
 }
@@ -349,7 +400,12 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
         match stage.as_str() {
             "synth" => {
                 // The corpus goes one level above `images/`, where synth puts the images.
-                let out_url = r.input.url.strip_suffix("/images").unwrap_or(&r.input.url).to_string();
+                let out_url = r
+                    .input
+                    .url
+                    .strip_suffix("/images")
+                    .unwrap_or(&r.input.url)
+                    .to_string();
                 let out = Location::open(&out_url)?;
                 let params = SynthParams {
                     format: r.spec.synth.format,
@@ -359,12 +415,21 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 };
                 let truth = synth::synth(&out, &params).await?;
                 if !json {
-                    println!("synth: {} images, {} known blind pairs, in {}", truth.keys.len(), truth.blind_pairs.len(), truth.images);
+                    println!(
+                        "synth: {} images, {} known blind pairs, in {}",
+                        truth.keys.len(),
+                        truth.blind_pairs.len(),
+                        truth.images
+                    );
                 }
             }
             "embed" => {
-                let (clip, dino) = r.encoders.take().context("the embed stage needs encoders")?;
-                let summary = embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress()).await?;
+                let (clip, dino) = r
+                    .encoders
+                    .take()
+                    .context("the embed stage needs encoders")?;
+                let summary =
+                    embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress()).await?;
                 report_embed(&summary, &r.root, json);
             }
             other => anyhow::bail!("unknown stage {other:?}"),
@@ -375,7 +440,8 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
 
 async fn demo(a: DemoArgs) -> Result<()> {
     let spec_path = checkout().join("pipelines/demo.toml");
-    let text = std::fs::read_to_string(&spec_path).with_context(|| format!("reading {}", spec_path.display()))?;
+    let text = std::fs::read_to_string(&spec_path)
+        .with_context(|| format!("reading {}", spec_path.display()))?;
     let mut parsed = spec::parse(&spec_path, &text)?;
     if let Some(out) = &a.out {
         let out = std::path::absolute(out).context("resolving --out")?;
@@ -385,7 +451,12 @@ async fn demo(a: DemoArgs) -> Result<()> {
     parsed.synth.format = a.format;
     let resolved = spec::resolve(&spec_path, parsed).await?;
     let root = resolved.root.clone();
-    let corpus = resolved.input.url.strip_suffix("/images").unwrap_or(&resolved.input.url).to_string();
+    let corpus = resolved
+        .input
+        .url
+        .strip_suffix("/images")
+        .unwrap_or(&resolved.input.url)
+        .to_string();
     run_resolved(resolved, a.json).await?;
     if !a.json {
         print_demo_summary(&root, &corpus).await?;
@@ -396,22 +467,43 @@ async fn demo(a: DemoArgs) -> Result<()> {
 /// Reads back what the demo wrote: the known pairs' similarities under both tiny encoders.
 async fn print_demo_summary(root: &Location, corpus: &str) -> Result<()> {
     let truth_loc = Location::open(corpus)?;
-    let bytes = truth_loc.get_bytes(&truth_loc.path("truth.json")).await.context("reading truth.json")?;
+    let bytes = truth_loc
+        .get_bytes(&truth_loc.path("truth.json"))
+        .await
+        .context("reading truth.json")?;
     let truth: synth::Truth = serde_json::from_slice(&bytes).context("parsing truth.json")?;
     let vectors = blindspot::embed::read_vectors(root).await?;
     println!("\nknown pairs under the tiny encoders (CLIP-blind: clip > 0.95 and dino < 0.6):");
-    println!("  {:<16} {:<34} {:<34} {:>6} {:>6}  blind?", "kind", "a", "b", "clip", "dino");
-    let groups = [("blind", &truth.blind_pairs), ("near-duplicate", &truth.near_duplicates), ("exact-duplicate", &truth.exact_duplicates)];
+    println!(
+        "  {:<16} {:<34} {:<34} {:>6} {:>6}  blind?",
+        "kind", "a", "b", "clip", "dino"
+    );
+    let groups = [
+        ("blind", &truth.blind_pairs),
+        ("near-duplicate", &truth.near_duplicates),
+        ("exact-duplicate", &truth.exact_duplicates),
+    ];
     for (_, pairs) in groups {
         for p in pairs {
-            let (Some(a), Some(b)) = (vectors.get(&p.a), vectors.get(&p.b)) else { continue };
+            let (Some(a), Some(b)) = (vectors.get(&p.a), vectors.get(&p.b)) else {
+                continue;
+            };
             let clip = dot(&a.0, &b.0);
             let dino = dot(&a.1, &b.1);
             let blind = clip > 0.95 && dino < 0.6;
-            println!("  {:<16} {:<34} {:<34} {clip:>6.3} {dino:>6.3}  {}", p.kind, p.a, p.b, if blind { "yes" } else { "no" });
+            println!(
+                "  {:<16} {:<34} {:<34} {clip:>6.3} {dino:>6.3}  {}",
+                p.kind,
+                p.a,
+                p.b,
+                if blind { "yes" } else { "no" }
+            );
         }
     }
-    println!("\noutputs: {}/embeddings/*.parquet, {}/errors/*.parquet", root.url, root.url);
+    println!(
+        "\noutputs: {}/embeddings/*.parquet, {}/errors/*.parquet",
+        root.url, root.url
+    );
     Ok(())
 }
 
@@ -424,16 +516,24 @@ fn bench_preprocess(a: BenchArgs) -> Result<()> {
     let dino = encoder::load_manifest_unchecked(&a.dino)?;
     let transforms = vec![Transform::new(&clip), Transform::new(&dino)];
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(&a.images).with_context(|| format!("reading {}", a.images.display()))? {
+    for entry in
+        std::fs::read_dir(&a.images).with_context(|| format!("reading {}", a.images.display()))?
+    {
         let path = entry?.path();
         if path.is_file() && blindspot::ingest::is_image_name(&path.to_string_lossy()) {
             files.push(path);
         }
     }
     files.sort();
-    let images: Vec<bytes::Bytes> = files.iter().map(|p| std::fs::read(p).map(bytes::Bytes::from)).collect::<Result<_, _>>()?;
+    let images: Vec<bytes::Bytes> = files
+        .iter()
+        .map(|p| std::fs::read(p).map(bytes::Bytes::from))
+        .collect::<Result<_, _>>()?;
     anyhow::ensure!(!images.is_empty(), "no images in {}", a.images.display());
-    let decode = DecodeParams { dct_scaling: !a.no_dct_scaling, ..DecodeParams::default() };
+    let decode = DecodeParams {
+        dct_scaling: !a.no_dct_scaling,
+        ..DecodeParams::default()
+    };
     let threads = a.threads.max(1);
     let started = Instant::now();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -445,7 +545,9 @@ fn bench_preprocess(a: BenchArgs) -> Result<()> {
                 let min_side = pre.min_side();
                 for r in 0..a.repeat {
                     for (i, img) in images.iter().enumerate() {
-                        if (i + r * images.len()) % threads == t && embed::prepare(&mut pre, img, min_side, decode).is_ok() {
+                        if (i + r * images.len()) % threads == t
+                            && embed::prepare(&mut pre, img, min_side, decode).is_ok()
+                        {
                             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
@@ -482,8 +584,10 @@ impl Progress for BarProgress {
             Some(n) => indicatif::ProgressBar::new(n),
             None => indicatif::ProgressBar::new_spinner(),
         };
-        let style = indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         bar.set_style(style);
         bar.set_prefix(stage.to_string());
         *self.bar.lock().expect("progress lock") = Some(bar);
@@ -512,7 +616,9 @@ struct LogProgress {
 
 impl Default for LogProgress {
     fn default() -> Self {
-        LogProgress { state: std::sync::Mutex::new((String::new(), 0, None, Instant::now())) }
+        LogProgress {
+            state: std::sync::Mutex::new((String::new(), 0, None, Instant::now())),
+        }
     }
 }
 

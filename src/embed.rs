@@ -16,11 +16,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray,
+    UInt32Array,
+};
 use arrow::datatypes::{Field, SchemaRef};
 use bytes::Bytes;
 use ndarray::Array4;
-use parquet::arrow::async_writer::ParquetObjectWriter;
+use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
@@ -198,12 +201,24 @@ async fn embed_locked(
 ) -> Result<EmbedSummary> {
     let all = ingest::list_shards(input).await?;
     let done = committed(root).await?;
-    let mine: Vec<Shard> = all.into_iter().filter(|s| assigned(s, params.worker)).collect();
-    let mut summary = EmbedSummary { shards: mine.len(), ..Default::default() };
-    let pending: Vec<Shard> = mine.into_iter().filter(|s| !done.contains_key(&s.id)).collect();
+    let mine: Vec<Shard> = all
+        .into_iter()
+        .filter(|s| assigned(s, params.worker))
+        .collect();
+    let mut summary = EmbedSummary {
+        shards: mine.len(),
+        ..Default::default()
+    };
+    let pending: Vec<Shard> = mine
+        .into_iter()
+        .filter(|s| !done.contains_key(&s.id))
+        .collect();
     summary.skipped = summary.shards - pending.len();
     if summary.skipped > 0 {
-        tracing::info!(skipped = summary.skipped, "shards already committed by an earlier run are skipped");
+        tracing::info!(
+            skipped = summary.skipped,
+            "shards already committed by an earlier run are skipped"
+        );
     }
     let total_items: Option<u64> = pending
         .iter()
@@ -215,14 +230,19 @@ async fn embed_locked(
     progress.start("embed", total_items);
 
     let schema = schema::embeddings(&clip.meta(), &dino.meta(), params.float);
-    let transforms = vec![Transform::new(clip.manifest()), Transform::new(dino.manifest())];
+    let transforms = vec![
+        Transform::new(clip.manifest()),
+        Transform::new(dino.manifest()),
+    ];
     let queue = params.batch_size * params.queue_batches.max(1);
     let (work_tx, work_rx) = mpsc::channel::<(usize, Ingested)>(queue);
     let (prep_tx, prep_rx) = std_mpsc::sync_channel::<Prepared>(queue);
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(queue * 2);
 
     let threads = if params.decode_threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         params.decode_threads
     };
@@ -234,12 +254,15 @@ async fn embed_locked(
         let out_tx = out_tx.clone();
         let transforms = transforms.clone();
         let decode = params.decode.clone();
-        decoders.push(std::thread::spawn(move || decode_worker(rx, prep_tx, out_tx, transforms, decode)));
+        decoders.push(std::thread::spawn(move || {
+            decode_worker(rx, prep_tx, out_tx, transforms, decode)
+        }));
     }
     drop(prep_tx);
     let infer_out = out_tx.clone();
     let batch_size = params.batch_size;
-    let inference = std::thread::spawn(move || inference_worker(prep_rx, infer_out, clip, dino, batch_size));
+    let inference =
+        std::thread::spawn(move || inference_worker(prep_rx, infer_out, clip, dino, batch_size));
 
     let reader = {
         let input = input.clone();
@@ -287,7 +310,9 @@ async fn embed_locked(
         let shard = &pending[idx];
         let writer = match writers.entry(idx) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(ShardWriter::new(root, shard, schema.clone(), params)?),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(ShardWriter::new(root, shard, schema.clone(), params)?)
+            }
         };
         match msg {
             Out::Row(_, row) => {
@@ -309,7 +334,10 @@ async fn embed_locked(
             let writer = writers.remove(&idx).expect("present");
             let commit = writer.commit(root, shard, &schema).await?;
             summary.committed += 1;
-            progress.message(&format!("committed {} ({} images, {} errors)", shard.name, commit.rows, commit.error_rows));
+            progress.message(&format!(
+                "committed {} ({} images, {} errors)",
+                shard.name, commit.rows, commit.error_rows
+            ));
             tracing::info!(shard = %shard.name, rows = commit.rows, errors = commit.error_rows, "shard committed");
         }
     }
@@ -324,7 +352,10 @@ async fn embed_locked(
         return Err(e);
     }
     if !writers.is_empty() {
-        return Err(Error::Internal(format!("{} shard(s) ended without all their rows", writers.len())));
+        return Err(Error::Internal(format!(
+            "{} shard(s) ended without all their rows",
+            writers.len()
+        )));
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
@@ -341,10 +372,15 @@ fn decode_worker(
     let min_side = pre.min_side();
     loop {
         let next = rx.lock().map(|mut r| r.blocking_recv());
-        let Ok(Some((shard, item))) = next else { return };
+        let Ok(Some((shard, item))) = next else {
+            return;
+        };
         let item = match item {
             Ingested::Failed(f) => {
-                if out_tx.blocking_send(Out::Failed(shard, "ingest", f)).is_err() {
+                if out_tx
+                    .blocking_send(Out::Failed(shard, "ingest", f))
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -354,14 +390,30 @@ fn decode_worker(
         match prepare(&mut pre, &item.bytes, min_side, &decode) {
             Ok((width, height, tensors)) => {
                 let hash = blake3::hash(&item.bytes).to_hex().to_string();
-                let p = Prepared { shard, key: item.key, uri: item.uri, width, height, hash, tensors };
+                let p = Prepared {
+                    shard,
+                    key: item.key,
+                    uri: item.uri,
+                    width,
+                    height,
+                    hash,
+                    tensors,
+                };
                 if prep_tx.send(p).is_err() {
                     return;
                 }
             }
             Err(fault) => {
-                let f = Failure { key: item.key, uri: item.uri, kind: fault.kind.to_string(), message: fault.message };
-                if out_tx.blocking_send(Out::Failed(shard, "decode", f)).is_err() {
+                let f = Failure {
+                    key: item.key,
+                    uri: item.uri,
+                    kind: fault.kind.to_string(),
+                    message: fault.message,
+                };
+                if out_tx
+                    .blocking_send(Out::Failed(shard, "decode", f))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -377,7 +429,11 @@ pub fn prepare(
     decode: &DecodeParams,
 ) -> Result<(u32, u32, Vec<Vec<f32>>), preprocess::ImageFault> {
     let decoded = preprocess::decode(bytes, min_side, decode)?;
-    let mut tensors: Vec<Vec<f32>> = pre.transforms().iter().map(|t| vec![0f32; t.len()]).collect();
+    let mut tensors: Vec<Vec<f32>> = pre
+        .transforms()
+        .iter()
+        .map(|t| vec![0f32; t.len()])
+        .collect();
     let mut slices: Vec<&mut [f32]> = tensors.iter_mut().map(|v| v.as_mut_slice()).collect();
     pre.run(&decoded.rgb, &mut slices)?;
     Ok((decoded.width, decoded.height, tensors))
@@ -393,7 +449,11 @@ fn inference_worker(
     let mut batch: Vec<Prepared> = Vec::with_capacity(batch_size);
     loop {
         // Wait briefly for a full batch; run a partial one when the queue goes quiet.
-        let wait = if batch.is_empty() { Duration::from_secs(3600) } else { Duration::from_millis(20) };
+        let wait = if batch.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(20)
+        };
         let closed = match rx.recv_timeout(wait) {
             Ok(p) => {
                 batch.push(p);
@@ -410,7 +470,15 @@ fn inference_worker(
             match run_batch(&mut clip, &mut dino, &items) {
                 Ok((c, d)) => {
                     for ((p, c), d) in items.into_iter().zip(c).zip(d) {
-                        let row = Row { key: p.key, uri: p.uri, width: p.width, height: p.height, hash: p.hash, clip: c, dino: d };
+                        let row = Row {
+                            key: p.key,
+                            uri: p.uri,
+                            width: p.width,
+                            height: p.height,
+                            hash: p.hash,
+                            clip: c,
+                            dino: d,
+                        };
                         if out_tx.blocking_send(Out::Row(p.shard, row)).is_err() {
                             return;
                         }
@@ -430,7 +498,11 @@ fn inference_worker(
 
 type Embeddings = Vec<Vec<f32>>;
 
-fn run_batch(clip: &mut OnnxEncoder, dino: &mut OnnxEncoder, items: &[Prepared]) -> Result<(Embeddings, Embeddings)> {
+fn run_batch(
+    clip: &mut OnnxEncoder,
+    dino: &mut OnnxEncoder,
+    items: &[Prepared],
+) -> Result<(Embeddings, Embeddings)> {
     let mut results = Vec::with_capacity(2);
     for (i, enc) in [clip, dino].into_iter().enumerate() {
         let s = enc.manifest().image_size as usize;
@@ -443,7 +515,12 @@ fn run_batch(clip: &mut OnnxEncoder, dino: &mut OnnxEncoder, items: &[Prepared])
                 .copy_from_slice(&p.tensors[i]);
         }
         let out = enc.embed(input.view())?;
-        results.push(out.rows().into_iter().map(|r| r.to_vec()).collect::<Vec<_>>());
+        results.push(
+            out.rows()
+                .into_iter()
+                .map(|r| r.to_vec())
+                .collect::<Vec<_>>(),
+        );
     }
     let dino = results.pop().expect("two encoders");
     let clip = results.pop().expect("two encoders");
@@ -457,7 +534,7 @@ struct ShardWriter {
     rows: Vec<Row>,
     rows_written: u64,
     errors: Vec<(&'static str, Failure)>,
-    writer: AsyncArrowWriter<ParquetObjectWriter>,
+    writer: AsyncArrowWriter<BufWriter>,
     float: FloatType,
     rows_per_group: usize,
     schema: SchemaRef,
@@ -478,9 +555,14 @@ fn writer_props(schema: &SchemaRef) -> WriterProperties {
 }
 
 impl ShardWriter {
-    fn new(root: &Location, shard: &Shard, schema: SchemaRef, params: &EmbedParams) -> Result<ShardWriter> {
+    fn new(
+        root: &Location,
+        shard: &Shard,
+        schema: SchemaRef,
+        params: &EmbedParams,
+    ) -> Result<ShardWriter> {
         let embeddings_rel = format!("{}/{}.parquet", schema::EMBEDDINGS, shard.id);
-        let object = ParquetObjectWriter::new(root.store.clone(), root.path(&embeddings_rel));
+        let object = BufWriter::new(root.store.clone(), root.path(&embeddings_rel));
         let writer = AsyncArrowWriter::try_new(object, schema.clone(), Some(writer_props(&schema)))
             .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
         Ok(ShardWriter {
@@ -523,12 +605,23 @@ impl ShardWriter {
         let rows = std::mem::take(&mut self.rows);
         let batch = rows_to_batch(&self.schema, &self.shard, &rows, self.float)?;
         self.rows_written += rows.len() as u64;
-        self.writer.write(&batch).await.map_err(|e| Error::table(schema::EMBEDDINGS, e))
+        self.writer
+            .write(&batch)
+            .await
+            .map_err(|e| Error::table(schema::EMBEDDINGS, e))
     }
 
-    async fn commit(mut self, root: &Location, shard: &Shard, schema: &SchemaRef) -> Result<ShardCommit> {
+    async fn commit(
+        mut self,
+        root: &Location,
+        shard: &Shard,
+        schema: &SchemaRef,
+    ) -> Result<ShardCommit> {
         self.flush().await?;
-        self.writer.close().await.map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
+        self.writer
+            .close()
+            .await
+            .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
         let errors_rel = format!("{}/{}.parquet", schema::ERRORS, shard.id);
         let bytes = errors_parquet(&shard.name, &self.errors)?;
         root.put(&errors_rel, bytes).await?;
@@ -541,29 +634,53 @@ impl ShardWriter {
             errors: errors_rel,
             rows: self.rows_written,
             error_rows: self.errors.len() as u64,
-            encoders: [meta["blindspot.clip.id"].clone(), meta["blindspot.dino.id"].clone()],
+            encoders: [
+                meta["blindspot.clip.id"].clone(),
+                meta["blindspot.dino.id"].clone(),
+            ],
             version: crate::VERSION.to_string(),
         };
-        root.put_json(&format!("{COMMITS}/{}.json", shard.id), &commit).await?;
+        root.put_json(&format!("{COMMITS}/{}.json", shard.id), &commit)
+            .await?;
         Ok(commit)
     }
 }
 
-fn vectors(field: &Field, rows: &[Row], pick: impl Fn(&Row) -> &[f32], float: FloatType) -> Result<ArrayRef> {
+fn vectors(
+    field: &Field,
+    rows: &[Row],
+    pick: impl Fn(&Row) -> &[f32],
+    float: FloatType,
+) -> Result<ArrayRef> {
     let arrow::datatypes::DataType::FixedSizeList(item, dim) = field.data_type() else {
-        return Err(Error::table(schema::EMBEDDINGS, format!("{} is not a vector column", field.name())));
+        return Err(Error::table(
+            schema::EMBEDDINGS,
+            format!("{} is not a vector column", field.name()),
+        ));
     };
     let flat: Vec<f32> = rows.iter().flat_map(|r| pick(r).iter().copied()).collect();
     let values: ArrayRef = match float {
         FloatType::F32 => Arc::new(Float32Array::from(flat)),
-        FloatType::F16 => Arc::new(Float16Array::from(flat.into_iter().map(half::f16::from_f32).collect::<Vec<_>>())),
+        FloatType::F16 => Arc::new(Float16Array::from(
+            flat.into_iter()
+                .map(half::f16::from_f32)
+                .collect::<Vec<_>>(),
+        )),
     };
-    let list = FixedSizeListArray::try_new(item.clone(), *dim, values, None).map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
+    let list = FixedSizeListArray::try_new(item.clone(), *dim, values, None)
+        .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
     Ok(Arc::new(list))
 }
 
-fn rows_to_batch(schema: &SchemaRef, shard: &str, rows: &[Row], float: FloatType) -> Result<RecordBatch> {
-    let strings = |f: &dyn Fn(&Row) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
+fn rows_to_batch(
+    schema: &SchemaRef,
+    shard: &str,
+    rows: &[Row],
+    float: FloatType,
+) -> Result<RecordBatch> {
+    let strings = |f: &dyn Fn(&Row) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
     let columns: Vec<ArrayRef> = vec![
         strings(&|r| r.key.as_str()),
         strings(&|r| r.uri.as_str()),
@@ -571,33 +688,48 @@ fn rows_to_batch(schema: &SchemaRef, shard: &str, rows: &[Row], float: FloatType
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.width))),
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.height))),
         strings(&|r| r.hash.as_str()),
-        vectors(schema.field_with_name("clip").expect("schema has clip"), rows, |r| &r.clip, float)?,
-        vectors(schema.field_with_name("dino").expect("schema has dino"), rows, |r| &r.dino, float)?,
+        vectors(
+            schema.field_with_name("clip").expect("schema has clip"),
+            rows,
+            |r| &r.clip,
+            float,
+        )?,
+        vectors(
+            schema.field_with_name("dino").expect("schema has dino"),
+            rows,
+            |r| &r.dino,
+            float,
+        )?,
     ];
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::table(schema::EMBEDDINGS, e))
 }
 
 fn errors_parquet(shard: &str, errors: &[(&'static str, Failure)]) -> Result<Bytes> {
     let schema = schema::errors();
-    let col = |f: &dyn Fn(&(&'static str, Failure)) -> &str| -> ArrayRef {
+    fn col<'a>(
+        errors: &'a [(&'static str, Failure)],
+        f: impl Fn(&'a (&'static str, Failure)) -> &'a str,
+    ) -> ArrayRef {
         Arc::new(StringArray::from_iter_values(errors.iter().map(f)))
-    };
+    }
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            col(&|e| e.1.key.as_str()),
-            col(&|e| e.1.uri.as_str()),
-            col(&|_| shard),
-            col(&|e| e.0),
-            col(&|e| e.1.kind.as_str()),
-            col(&|e| e.1.message.as_str()),
+            col(errors, |e| e.1.key.as_str()),
+            col(errors, |e| e.1.uri.as_str()),
+            col(errors, |_| shard),
+            col(errors, |e| e.0),
+            col(errors, |e| e.1.kind.as_str()),
+            col(errors, |e| e.1.message.as_str()),
         ],
     )
     .map_err(|e| Error::table(schema::ERRORS, e))?;
     let mut buf = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_props(&schema)))
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_props(&schema)))
+            .map_err(|e| Error::table(schema::ERRORS, e))?;
+    w.write(&batch)
         .map_err(|e| Error::table(schema::ERRORS, e))?;
-    w.write(&batch).map_err(|e| Error::table(schema::ERRORS, e))?;
     w.close().map_err(|e| Error::table(schema::ERRORS, e))?;
     Ok(Bytes::from(buf))
 }
@@ -605,20 +737,20 @@ fn errors_parquet(shard: &str, errors: &[(&'static str, Failure)]) -> Result<Byt
 /// Every committed embedding under a run root, by key: `(clip, dino)` as f32. For tests,
 /// the demo and small corpora; large runs are read with SQL instead.
 pub async fn read_vectors(root: &Location) -> Result<HashMap<String, (Vec<f32>, Vec<f32>)>> {
-    use futures::TryStreamExt;
     let mut out = HashMap::new();
     let mut commits: Vec<ShardCommit> = committed(root).await?.into_values().collect();
     commits.sort_by(|a, b| a.id.cmp(&b.id));
     for commit in commits {
         let path = root.path(&commit.embeddings);
-        let reader = parquet::arrow::async_reader::ParquetObjectReader::new(root.store.clone(), path);
-        let stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+        let bytes = root
+            .get_bytes(&path)
             .await
-            .map_err(|e| Error::table(schema::EMBEDDINGS, e))?
-            .build()
+            .map_err(|e| Error::storage(root.uri_of(&path), e))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.build())
             .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
-        for batch in batches {
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
             let keys = batch
                 .column_by_name("key")
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>())
@@ -645,8 +777,13 @@ pub fn vector_rows(batch: &RecordBatch, column: &str) -> Result<Vec<Vec<f32>>> {
     } else if let Some(v) = list.values().as_any().downcast_ref::<Float16Array>() {
         v.values().iter().map(|h| h.to_f32()).collect()
     } else {
-        return Err(Error::table(schema::EMBEDDINGS, format!("{column} is neither f32 nor f16")));
+        return Err(Error::table(
+            schema::EMBEDDINGS,
+            format!("{column} is neither f32 nor f16"),
+        ));
     };
     let offset = list.offset() * dim;
-    Ok((0..list.len()).map(|i| values[offset + i * dim..offset + (i + 1) * dim].to_vec()).collect())
+    Ok((0..list.len())
+        .map(|i| values[offset + i * dim..offset + (i + 1) * dim].to_vec())
+        .collect())
 }

@@ -126,7 +126,10 @@ pub fn load_manifest_unchecked(path: &Path) -> Result<Manifest> {
 }
 
 fn read_manifest(path: &Path) -> Result<(Manifest, String)> {
-    let bad = |reason: String| Error::Manifest { path: path.to_path_buf(), reason };
+    let bad = |reason: String| Error::Manifest {
+        path: path.to_path_buf(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
     let manifest: Manifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let problems = manifest.problems();
@@ -139,21 +142,31 @@ fn read_manifest(path: &Path) -> Result<(Manifest, String)> {
 /// Reads and checks a manifest and finds its model file (the model itself is checked by
 /// [`OnnxEncoder::load`]).
 pub fn load_manifest(path: &Path) -> Result<LoadedManifest> {
-    let bad = |reason: String| Error::Manifest { path: path.to_path_buf(), reason };
+    let bad = |reason: String| Error::Manifest {
+        path: path.to_path_buf(),
+        reason,
+    };
     let (manifest, text) = read_manifest(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let model_path = dir.join(&manifest.onnx);
-    let model_len = std::fs::metadata(&model_path).map(|m| m.len()).map_err(|e| {
-        bad(format!(
+    let model_len = std::fs::metadata(&model_path)
+        .map(|m| m.len())
+        .map_err(|e| {
+            bad(format!(
             "model file {} ({e}); fix `onnx` (relative to the manifest) or export the model first",
             model_path.display()
         ))
-    })?;
+        })?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(text.as_bytes());
     hasher.update(&model_len.to_le_bytes());
     let digest = hasher.finalize().to_hex()[..16].to_string();
-    Ok(LoadedManifest { manifest, path: path.to_path_buf(), model_path, digest })
+    Ok(LoadedManifest {
+        manifest,
+        path: path.to_path_buf(),
+        model_path,
+        digest,
+    })
 }
 
 /// Settings for creating encoder sessions.
@@ -167,7 +180,10 @@ pub struct SessionParams {
 
 impl Default for SessionParams {
     fn default() -> Self {
-        SessionParams { device: Device::Cpu, intra_threads: 0 }
+        SessionParams {
+            device: Device::Cpu,
+            intra_threads: 0,
+        }
     }
 }
 
@@ -180,7 +196,9 @@ pub struct OnnxEncoder {
 
 impl std::fmt::Debug for OnnxEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxEncoder").field("id", &self.loaded.manifest.id).finish()
+        f.debug_struct("OnnxEncoder")
+            .field("id", &self.loaded.manifest.id)
+            .finish()
     }
 }
 
@@ -189,7 +207,10 @@ impl OnnxEncoder {
     /// exist, and a one-image batch gives an embedding of the declared dimension.
     pub fn load(loaded: LoadedManifest, params: &SessionParams) -> Result<OnnxEncoder> {
         let id = loaded.manifest.id.clone();
-        let fail = |reason: String| Error::Encoder { id: id.clone(), reason };
+        let fail = |reason: String| Error::Encoder {
+            id: id.clone(),
+            reason,
+        };
         let (lib, env) = runtime::init()?;
         let providers = runtime::execution_providers(params.device, &lib)?;
         let mut builder = Session::builder(&env).map_err(|e| fail(e.to_string()))?;
@@ -197,14 +218,19 @@ impl OnnxEncoder {
             .with_execution_providers(providers)
             .map_err(|e| fail(format!("execution provider for {}: {e}", params.device)))?;
         if params.intra_threads > 0 {
-            builder = builder.with_intra_threads(params.intra_threads).map_err(|e| fail(e.to_string()))?;
+            builder = builder
+                .with_intra_threads(params.intra_threads)
+                .map_err(|e| fail(e.to_string()))?;
         }
         let session = builder
             .commit_from_file(&loaded.model_path)
             .map_err(|e| fail(format!("cannot load {}: {e}", loaded.model_path.display())))?;
         let m = &loaded.manifest;
         let names = |outlets: &[ort::value::Outlet]| {
-            outlets.iter().map(|o| o.name().to_string()).collect::<Vec<_>>()
+            outlets
+                .iter()
+                .map(|o| o.name().to_string())
+                .collect::<Vec<_>>()
         };
         if !session.inputs().iter().any(|o| o.name() == m.input) {
             return Err(fail(format!(
@@ -265,7 +291,10 @@ impl OnnxEncoder {
 
     fn run_raw(&mut self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
         let m = &self.loaded.manifest;
-        let fail = |reason: String| Error::Encoder { id: m.id.clone(), reason };
+        let fail = |reason: String| Error::Encoder {
+            id: m.id.clone(),
+            reason,
+        };
         let outputs = match m.input_dtype {
             InputType::Float32 => {
                 let tensor = TensorRef::from_array_view(batch).map_err(|e| fail(e.to_string()))?;
@@ -273,7 +302,8 @@ impl OnnxEncoder {
             }
             InputType::Float16 => {
                 let half = batch.mapv(half::f16::from_f32);
-                let tensor = TensorRef::from_array_view(half.view()).map_err(|e| fail(e.to_string()))?;
+                let tensor =
+                    TensorRef::from_array_view(half.view()).map_err(|e| fail(e.to_string()))?;
                 self.session.run(ort::inputs![m.input.as_str() => tensor])
             }
         }
@@ -294,7 +324,8 @@ impl OnnxEncoder {
                 m.output
             )));
         }
-        view.into_dimensionality::<ndarray::Ix2>().map_err(|e| fail(e.to_string()))
+        view.into_dimensionality::<ndarray::Ix2>()
+            .map_err(|e| fail(e.to_string()))
     }
 }
 
@@ -351,7 +382,9 @@ std = [0.5, 0.0, 0.5]
 
     #[test]
     fn unknown_manifest_keys_are_refused() {
-        let err = toml::from_str::<Manifest>("id = \"a\"\ncolour = 1\n").unwrap_err().to_string();
+        let err = toml::from_str::<Manifest>("id = \"a\"\ncolour = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field"), "{err}");
     }
 }

@@ -40,7 +40,10 @@ pub enum Error {
 
     /// A pipeline spec with one or more problems, all listed.
     #[error("spec {}: {} problem(s):\n  - {}", path.display(), problems.len(), problems.join("\n  - "))]
-    Spec { path: PathBuf, problems: Vec<String> },
+    Spec {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 
     /// Arrow or Parquet failed to encode or decode a table.
     #[error("table {table}: {reason}")]
@@ -48,7 +51,11 @@ pub enum Error {
 
     /// Another run holds the run root.
     #[error("run root {root} is in use by another run ({holder}); wait for it to finish, or delete {lock} if that run is dead")]
-    Locked { root: String, holder: String, lock: String },
+    Locked {
+        root: String,
+        holder: String,
+        lock: String,
+    },
 
     /// Bad arguments that got past the command line parser.
     #[error("{0}")]
@@ -65,11 +72,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error from Arrow or Parquet on the named table.
     pub fn table(table: &str, err: impl std::fmt::Display) -> Self {
-        Error::Table { table: table.to_string(), reason: err.to_string() }
+        Error::Table {
+            table: table.to_string(),
+            reason: err.to_string(),
+        }
     }
 
     /// An error from an object store call on the named object.
     pub fn storage(uri: impl std::fmt::Display, source: object_store::Error) -> Self {
-        Error::Storage { uri: uri.to_string(), source }
+        Error::Storage {
+            uri: uri.to_string(),
+            source,
+        }
     }
 }

@@ -76,7 +76,9 @@ pub enum Ingested {
 
 fn extension(name: &str) -> Option<String> {
     let base = name.rsplit('/').next().unwrap_or(name);
-    FsPath::new(base).extension().map(|e| e.to_string_lossy().to_ascii_lowercase())
+    FsPath::new(base)
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
 }
 
 /// True for names with an image extension.
@@ -86,7 +88,9 @@ pub fn is_image_name(name: &str) -> bool {
 
 fn strip_extension(name: &str) -> &str {
     match name.rfind('.') {
-        Some(dot) if !name[dot..].contains('/') && dot > name.rfind('/').map_or(0, |s| s + 1) => &name[..dot],
+        Some(dot) if !name[dot..].contains('/') && dot > name.rfind('/').map_or(0, |s| s + 1) => {
+            &name[..dot]
+        }
         _ => name,
     }
 }
@@ -101,9 +105,9 @@ pub async fn list_shards(input: &Location) -> Result<Vec<Shard>> {
             Ok(meta) => objects.push(meta),
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(Error::Usage(format!(
-                    "input {} holds no objects; check the URL (a folder, a prefix, a .tar or an image)",
-                    input.url
-                )))
+                "input {} holds no objects; check the URL (a folder, a prefix, a .tar or an image)",
+                input.url
+            )))
             }
             Err(e) => return Err(Error::storage(&input.url, e)),
         }
@@ -117,7 +121,10 @@ pub async fn list_shards(input: &Location) -> Result<Vec<Shard>> {
         } else {
             input.relative(&meta.location)
         };
-        if rel.split('/').any(|part| part.starts_with('.') || part.starts_with('_')) {
+        if rel
+            .split('/')
+            .any(|part| part.starts_with('.') || part.starts_with('_'))
+        {
             continue; // hidden files and our own bookkeeping (`_lock.json`, `_commits/`)
         }
         if extension(&rel).as_deref() == Some("tar") {
@@ -128,13 +135,25 @@ pub async fn list_shards(input: &Location) -> Result<Vec<Shard>> {
                 kind: ShardKind::Tar(meta),
             });
         } else if is_image_name(&rel) {
-            let dir = rel.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_else(|| ".".to_string());
+            let dir = rel
+                .rsplit_once('/')
+                .map(|(d, _)| d.to_string())
+                .unwrap_or_else(|| ".".to_string());
             folders.entry(dir).or_default().push(meta);
         }
     }
     for (dir, objects) in folders {
-        let uri = if dir == "." { input.url.clone() } else { format!("{}/{dir}", input.url) };
-        shards.push(Shard { id: segment_id(&format!("{dir}/")), uri, name: dir, kind: ShardKind::Folder(objects) });
+        let uri = if dir == "." {
+            input.url.clone()
+        } else {
+            format!("{}/{dir}", input.url)
+        };
+        shards.push(Shard {
+            id: segment_id(&format!("{dir}/")),
+            uri,
+            name: dir,
+            kind: ShardKind::Folder(objects),
+        });
     }
     shards.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(shards)
@@ -142,9 +161,16 @@ pub async fn list_shards(input: &Location) -> Result<Vec<Shard>> {
 
 /// Sends every item of `shard` to `tx`; returns how many were sent. Unreadable inputs are
 /// sent as [`Ingested::Failed`]; only a closed channel ends it early.
-pub async fn read_shard(input: &Location, shard: &Shard, fetch_concurrency: usize, tx: mpsc::Sender<Ingested>) -> Result<u64> {
+pub async fn read_shard(
+    input: &Location,
+    shard: &Shard,
+    fetch_concurrency: usize,
+    tx: mpsc::Sender<Ingested>,
+) -> Result<u64> {
     match &shard.kind {
-        ShardKind::Folder(objects) => read_folder(input, shard, objects, fetch_concurrency, tx).await,
+        ShardKind::Folder(objects) => {
+            read_folder(input, shard, objects, fetch_concurrency, tx).await
+        }
         ShardKind::Tar(meta) => read_tar(input, meta, tx).await,
     }
 }
@@ -154,7 +180,12 @@ fn fetch_failure(key: String, uri: String, err: &object_store::Error) -> Failure
         object_store::Error::NotFound { .. } => "not_found",
         _ => "read",
     };
-    Failure { key, uri, kind: kind.to_string(), message: err.to_string() }
+    Failure {
+        key,
+        uri,
+        kind: kind.to_string(),
+        message: err.to_string(),
+    }
 }
 
 async fn read_folder(
@@ -169,7 +200,11 @@ async fn read_folder(
         .map(|meta| {
             let store = input.store.clone();
             let uri = input.uri_of(&meta.location);
-            let rel = if single { meta.location.filename().unwrap_or_default().to_string() } else { input.relative(&meta.location) };
+            let rel = if single {
+                meta.location.filename().unwrap_or_default().to_string()
+            } else {
+                input.relative(&meta.location)
+            };
             let key = strip_extension(&rel).to_string();
             async move {
                 match store.get(&meta.location).await {
@@ -210,11 +245,18 @@ impl Group {
         let mut out = Vec::new();
         match self.image {
             Some((name, bytes)) => {
-                out.push(Ingested::Image(Item { key: key.clone(), uri: format!("{tar_uri}#{name}"), bytes }));
+                out.push(Ingested::Image(Item {
+                    key: key.clone(),
+                    uri: format!("{tar_uri}#{name}"),
+                    bytes,
+                }));
             }
             None => out.push(Ingested::Failed(Failure {
                 key: key.clone(),
-                uri: format!("{tar_uri}#{}", self.members.first().cloned().unwrap_or_default()),
+                uri: format!(
+                    "{tar_uri}#{}",
+                    self.members.first().cloned().unwrap_or_default()
+                ),
                 kind: "no_image".into(),
                 message: format!("tar members {:?} have no image beside them", self.members),
             })),
@@ -244,12 +286,19 @@ async fn read_tar(input: &Location, meta: &ObjectMeta, tx: mpsc::Sender<Ingested
     let reader = StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
     let bridge = SyncIoBridge::new(reader);
     let handle = tokio::task::spawn_blocking(move || walk_tar(bridge, &tar_uri, &name, &tx));
-    handle.await.map_err(|e| Error::Internal(format!("tar reader: {e}")))
+    handle
+        .await
+        .map_err(|e| Error::Internal(format!("tar reader: {e}")))
 }
 
 /// Walks a tar synchronously (on a blocking thread), sending each key's group when the next
 /// key starts: img2dataset writes a key's members next to each other.
-fn walk_tar(reader: impl std::io::Read, tar_uri: &str, tar_name: &str, tx: &mpsc::Sender<Ingested>) -> u64 {
+fn walk_tar(
+    reader: impl std::io::Read,
+    tar_uri: &str,
+    tar_name: &str,
+    tx: &mpsc::Sender<Ingested>,
+) -> u64 {
     let mut sent = 0u64;
     let mut emit = |items: Vec<Ingested>| -> bool {
         for item in items {
@@ -281,7 +330,10 @@ fn walk_tar(reader: impl std::io::Read, tar_uri: &str, tar_name: &str, tx: &mpsc
                 return sent;
             }
         };
-        let member = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let member = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let kind = entry.header().entry_type();
         if kind.is_dir() || kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
             continue;
@@ -293,7 +345,10 @@ fn walk_tar(reader: impl std::io::Read, tar_uri: &str, tar_name: &str, tx: &mpsc
                 return sent;
             }
         }
-        let g = group.get_or_insert_with(|| Group { stem: stem.clone(), ..Default::default() });
+        let g = group.get_or_insert_with(|| Group {
+            stem: stem.clone(),
+            ..Default::default()
+        });
         g.members.push(member.clone());
         if !kind.is_file() {
             continue;
@@ -362,9 +417,16 @@ mod tests {
         add("000002.png", b"pngbytes");
         let bytes = builder.into_inner().unwrap();
         let (tx, mut rx) = mpsc::channel(16);
-        let n = tokio::task::spawn_blocking(move || walk_tar(std::io::Cursor::new(bytes), "memory://t/s.tar", "s.tar", &tx))
-            .await
-            .unwrap();
+        let n = tokio::task::spawn_blocking(move || {
+            walk_tar(
+                std::io::Cursor::new(bytes),
+                "memory://t/s.tar",
+                "s.tar",
+                &tx,
+            )
+        })
+        .await
+        .unwrap();
         let mut got = Vec::new();
         while let Some(i) = rx.recv().await {
             got.push(i);

@@ -26,7 +26,10 @@ pub struct ImageFault {
 }
 
 fn fault(kind: &'static str, message: impl Into<String>) -> ImageFault {
-    ImageFault { kind, message: message.into() }
+    ImageFault {
+        kind,
+        message: message.into(),
+    }
 }
 
 /// Limits and switches for decoding.
@@ -41,7 +44,10 @@ pub struct DecodeParams {
 impl Default for DecodeParams {
     fn default() -> Self {
         // PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS).
-        DecodeParams { max_pixels: 89_478_485, dct_scaling: true }
+        DecodeParams {
+            max_pixels: 89_478_485,
+            dct_scaling: true,
+        }
     }
 }
 
@@ -64,10 +70,19 @@ pub fn decode(bytes: &[u8], min_side: u32, params: &DecodeParams) -> Result<Deco
     }
     let format = image::guess_format(bytes).map_err(|_| {
         let head: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        fault("not_an_image", format!("not a known image format (starts with {head})"))
+        fault(
+            "not_an_image",
+            format!("not a known image format (starts with {head})"),
+        )
     })?;
-    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif) {
-        return Err(fault("unsupported", format!("{format:?} images are not supported; use JPEG, PNG, WebP or GIF")));
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif
+    ) {
+        return Err(fault(
+            "unsupported",
+            format!("{format:?} images are not supported; use JPEG, PNG, WebP or GIF"),
+        ));
     }
     if format == ImageFormat::Jpeg {
         check_jpeg_complete(bytes)?;
@@ -87,8 +102,14 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), ImageFault> {
     let eoi_after = |start: usize| bytes[start..].windows(2).any(|w| w == [0xFF, 0xD9]);
     match last_sos {
         Some(sos) if eoi_after(sos) => Ok(()),
-        Some(_) => Err(fault("truncated", "the JPEG ends before its end-of-image marker")),
-        None => Err(fault("truncated", "the JPEG has no image data (no start-of-scan marker)")),
+        Some(_) => Err(fault(
+            "truncated",
+            "the JPEG ends before its end-of-image marker",
+        )),
+        None => Err(fault(
+            "truncated",
+            "the JPEG has no image data (no start-of-scan marker)",
+        )),
     }
 }
 
@@ -97,11 +118,17 @@ fn check_size(width: u32, height: u32, params: &DecodeParams) -> Result<(), Imag
     if pixels > params.max_pixels {
         return Err(fault(
             "too_large",
-            format!("{width}x{height} is {pixels} pixels, over the limit of {} (a decompression bomb?)", params.max_pixels),
+            format!(
+                "{width}x{height} is {pixels} pixels, over the limit of {} (a decompression bomb?)",
+                params.max_pixels
+            ),
         ));
     }
     if width == 0 || height == 0 {
-        return Err(fault("decode", format!("the image declares a size of {width}x{height}")));
+        return Err(fault(
+            "decode",
+            format!("the image declares a size of {width}x{height}"),
+        ));
     }
     Ok(())
 }
@@ -112,10 +139,16 @@ fn classify(err: image::ImageError) -> ImageFault {
     match err {
         ImageError::Limits(_) => fault("too_large", msg),
         ImageError::Unsupported(_) => fault("unsupported", msg),
-        ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => fault("truncated", msg),
+        ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            fault("truncated", msg)
+        }
         _ => {
             let lower = msg.to_lowercase();
-            if lower.contains("eof") || lower.contains("end of") || lower.contains("unexpected end") || lower.contains("truncat") {
+            if lower.contains("eof")
+                || lower.contains("end of")
+                || lower.contains("unexpected end")
+                || lower.contains("truncat")
+            {
                 fault("truncated", msg)
             } else {
                 fault("decode", msg)
@@ -124,7 +157,11 @@ fn classify(err: image::ImageError) -> ImageFault {
     }
 }
 
-fn decode_full(bytes: &[u8], format: ImageFormat, params: &DecodeParams) -> Result<Decoded, ImageFault> {
+fn decode_full(
+    bytes: &[u8],
+    format: ImageFormat,
+    params: &DecodeParams,
+) -> Result<Decoded, ImageFault> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(params.max_pixels.saturating_mul(8));
@@ -132,7 +169,9 @@ fn decode_full(bytes: &[u8], format: ImageFormat, params: &DecodeParams) -> Resu
     let mut decoder = reader.into_decoder().map_err(classify)?;
     let (w, h) = decoder.dimensions();
     check_size(w, h, params)?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(classify)?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
@@ -142,15 +181,24 @@ fn decode_full(bytes: &[u8], format: ImageFormat, params: &DecodeParams) -> Resu
 
 /// DCT-scaled decoding of a large baseline/progressive JPEG in RGB or greyscale. Returns
 /// `None` when no reduction applies (small image, CMYK, 16-bit), so the full path runs.
-fn decode_jpeg_scaled(bytes: &[u8], min_side: u32, params: &DecodeParams) -> Result<Option<Decoded>, ImageFault> {
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    min_side: u32,
+    params: &DecodeParams,
+) -> Result<Option<Decoded>, ImageFault> {
     let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     if dec.read_info().is_err() {
         return Ok(None);
     }
-    let Some(info) = dec.info() else { return Ok(None) };
+    let Some(info) = dec.info() else {
+        return Ok(None);
+    };
     let (w, h) = (info.width as u32, info.height as u32);
     check_size(w, h, params)?;
-    if !matches!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8) {
+    if !matches!(
+        info.pixel_format,
+        jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8
+    ) {
         return Ok(None);
     }
     let short = w.min(h);
@@ -160,7 +208,10 @@ fn decode_jpeg_scaled(bytes: &[u8], min_side: u32, params: &DecodeParams) -> Res
     // Ask for the smallest scale whose shortest side is still at least `min_side`.
     let factor = (short / min_side).min(8);
     let (rw, rh) = (w.div_ceil(factor), h.div_ceil(factor));
-    let (sw, sh) = match dec.scale(rw.min(u16::MAX as u32) as u16, rh.min(u16::MAX as u32) as u16) {
+    let (sw, sh) = match dec.scale(
+        rw.min(u16::MAX as u32) as u16,
+        rh.min(u16::MAX as u32) as u16,
+    ) {
         Ok(s) => (s.0 as u32, s.1 as u32),
         Err(_) => return Ok(None),
     };
@@ -171,10 +222,13 @@ fn decode_jpeg_scaled(bytes: &[u8], min_side: u32, params: &DecodeParams) -> Res
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let rgb = match info.pixel_format {
         jpeg_decoder::PixelFormat::L8 => {
-            let grey = image::GrayImage::from_raw(sw, sh, pixels).ok_or_else(|| fault("decode", "short greyscale buffer"))?;
+            let grey = image::GrayImage::from_raw(sw, sh, pixels)
+                .ok_or_else(|| fault("decode", "short greyscale buffer"))?;
             image::DynamicImage::ImageLuma8(grey).into_rgb8()
         }
-        _ => RgbImage::from_raw(sw, sh, pixels).ok_or_else(|| fault("decode", "short RGB buffer"))?,
+        _ => {
+            RgbImage::from_raw(sw, sh, pixels).ok_or_else(|| fault("decode", "short RGB buffer"))?
+        }
     };
     let mut img = image::DynamicImage::ImageRgb8(rgb);
     img.apply_orientation(orientation);
@@ -186,7 +240,11 @@ fn decode_jpeg_scaled(bytes: &[u8], min_side: u32, params: &DecodeParams) -> Res
             | image::metadata::Orientation::Rotate270FlipH
     );
     let (width, height) = if swaps { (h, w) } else { (w, h) };
-    Ok(Some(Decoded { rgb: img.into_rgb8(), width, height }))
+    Ok(Some(Decoded {
+        rgb: img.into_rgb8(),
+        width,
+        height,
+    }))
 }
 
 fn classify_jpeg(err: &jpeg_decoder::Error) -> ImageFault {
@@ -235,7 +293,14 @@ impl Transform {
                 *slot = (v as f32 / 255.0 - m.mean[c]) / m.std[c];
             }
         }
-        Transform { key: ResizeKey { rule, interpolation: m.interpolation }, crop: m.image_size, lut }
+        Transform {
+            key: ResizeKey {
+                rule,
+                interpolation: m.interpolation,
+            },
+            crop: m.image_size,
+            lut,
+        }
     }
 
     /// Side of the output tensor.
@@ -291,9 +356,17 @@ impl Preprocessor {
     /// A preprocessor for these encoders' transforms, in order.
     pub fn new(transforms: Vec<Transform>) -> Preprocessor {
         let share = (0..transforms.len())
-            .map(|i| (0..=i).find(|&j| transforms[j].key == transforms[i].key).unwrap_or(i))
+            .map(|i| {
+                (0..=i)
+                    .find(|&j| transforms[j].key == transforms[i].key)
+                    .unwrap_or(i)
+            })
             .collect();
-        Preprocessor { transforms, share, resizer: Resizer::new() }
+        Preprocessor {
+            transforms,
+            share,
+            resizer: Resizer::new(),
+        }
     }
 
     /// The transforms, in order.
@@ -303,16 +376,26 @@ impl Preprocessor {
 
     /// The smallest shortest side that still serves every transform (for DCT scaling).
     pub fn min_side(&self) -> u32 {
-        self.transforms.iter().map(Transform::min_side).max().unwrap_or(0)
+        self.transforms
+            .iter()
+            .map(Transform::min_side)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Fills `outs[i]` (length `transforms[i].len()`, CHW) for every transform.
     pub fn run(&mut self, img: &RgbImage, outs: &mut [&mut [f32]]) -> Result<(), ImageFault> {
         let (w, h) = img.dimensions();
-        let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).map_err(|e| fault("decode", e.to_string()))?;
-        let mut resized: Vec<Option<(FirImage<'static>, u32, u32)>> = vec![None; 0];
-        resized.resize_with(self.transforms.len(), || None);
-        for i in 0..self.transforms.len() {
+        let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)
+            .map_err(|e| fault("decode", e.to_string()))?;
+        let mut resized: Vec<Option<(FirImage<'static>, u32, u32)>> =
+            (0..self.transforms.len()).map(|_| None).collect();
+        assert_eq!(
+            outs.len(),
+            self.transforms.len(),
+            "one output per transform"
+        );
+        for (i, out) in outs.iter_mut().enumerate() {
             let owner = self.share[i];
             if resized[owner].is_none() {
                 resized[owner] = Some(self.resize(&src, owner)?);
@@ -323,11 +406,14 @@ impl Preprocessor {
                 ResizeRuleKey::ShortestSide(_) => {
                     // The shared image holds the owner's crop box; this crop is centred in it.
                     let (nw, nh) = full_size(&self.transforms[owner], w, h);
-                    (centre_offset(nw, t.crop) - off_x, centre_offset(nh, t.crop) - off_y)
+                    (
+                        centre_offset(nw, t.crop) - off_x,
+                        centre_offset(nh, t.crop) - off_y,
+                    )
                 }
                 ResizeRuleKey::Squash(_) => (0, 0),
             };
-            normalise_into(img, ox, oy, t, outs[i]);
+            normalise_into(img, ox, oy, t, out);
         }
         Ok(())
     }
@@ -335,7 +421,11 @@ impl Preprocessor {
     /// Resizes for transform `owner` (and every transform sharing it): only the region that
     /// survives the largest of their centre crops is computed. Returns the image and where
     /// that region starts in the full resized image.
-    fn resize(&mut self, src: &ImageRef<'_>, owner: usize) -> Result<(FirImage<'static>, u32, u32), ImageFault> {
+    fn resize(
+        &mut self,
+        src: &ImageRef<'_>,
+        owner: usize,
+    ) -> Result<(FirImage<'static>, u32, u32), ImageFault> {
         let t = &self.transforms[owner];
         let (w, h) = (src.width(), src.height());
         let crop = (0..self.transforms.len())
@@ -356,15 +446,20 @@ impl Preprocessor {
             ResizeRuleKey::Squash(s) => (s, s, 0, 0),
         };
         let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
-        let options = ResizeOptions::new()
-            .resize_alg(alg)
-            .crop(off_x as f64 * sx, off_y as f64 * sy, out_w as f64 * sx, out_h as f64 * sy);
+        let options = ResizeOptions::new().resize_alg(alg).crop(
+            off_x as f64 * sx,
+            off_y as f64 * sy,
+            out_w as f64 * sx,
+            out_h as f64 * sy,
+        );
         let mut dst = FirImage::new(out_w, out_h, PixelType::U8x3);
         if (nw, nh) == (w, h) {
             // torchvision leaves an image already at the target size untouched.
             copy_region(src, off_x, off_y, &mut dst);
         } else {
-            self.resizer.resize(src, &mut dst, &options).map_err(|e| fault("decode", e.to_string()))?;
+            self.resizer
+                .resize(src, &mut dst, &options)
+                .map_err(|e| fault("decode", e.to_string()))?;
         }
         Ok((dst, off_x, off_y))
     }
@@ -379,7 +474,11 @@ fn full_size(t: &Transform, w: u32, h: u32) -> (u32, u32) {
 }
 
 fn copy_region(src: &ImageRef<'_>, x: u32, y: u32, dst: &mut FirImage<'_>) {
-    let (sw, dw, dh) = (src.width() as usize, dst.width() as usize, dst.height() as usize);
+    let (sw, dw, dh) = (
+        src.width() as usize,
+        dst.width() as usize,
+        dst.height() as usize,
+    );
     let from = src.buffer();
     let to = dst.buffer_mut();
     for row in 0..dh {
@@ -433,7 +532,10 @@ mod tests {
     fn empty_and_garbage_bytes_are_classified() {
         let p = DecodeParams::default();
         assert_eq!(decode(&[], 64, &p).unwrap_err().kind, "empty");
-        assert_eq!(decode(b"hello, this is text", 64, &p).unwrap_err().kind, "not_an_image");
+        assert_eq!(
+            decode(b"hello, this is text", 64, &p).unwrap_err().kind,
+            "not_an_image"
+        );
     }
 
     #[test]
@@ -457,7 +559,11 @@ std = [0.2, 0.25, 0.5]
         let mut pre = Preprocessor::new(vec![Transform::new(&m)]);
         let mut out = vec![0f32; pre.transforms()[0].len()];
         pre.run(&img, &mut [&mut out]).unwrap();
-        let want = [(200.0 / 255.0 - 0.5) / 0.2, (100.0 / 255.0 - 0.4) / 0.25, (50.0 / 255.0 - 0.3) / 0.5];
+        let want = [
+            (200.0 / 255.0 - 0.5) / 0.2,
+            (100.0 / 255.0 - 0.4) / 0.25,
+            (50.0 / 255.0 - 0.3) / 0.5,
+        ];
         for (c, w) in want.iter().enumerate() {
             for v in &out[c * 64..(c + 1) * 64] {
                 assert!((v - w).abs() < 1e-5, "channel {c}: {v} vs {w}");

@@ -56,7 +56,11 @@ pub fn candidate_paths() -> Vec<PathBuf> {
             out.push(dir.join(LIB_NAME));
         }
     }
-    out.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ort/lib").join(LIB_NAME));
+    out.push(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(".ort/lib")
+            .join(LIB_NAME),
+    );
     out.push(PathBuf::from(".ort/lib").join(LIB_NAME));
     out
 }
@@ -101,7 +105,10 @@ pub fn init() -> Result<(PathBuf, ort::environment::Environment)> {
 
 /// The execution provider list for a session on `device`; CUDA that cannot be had is an
 /// error that says why, never a silent fall-back to the CPU.
-pub fn execution_providers(device: Device, lib: &std::path::Path) -> Result<Vec<ort::ep::ExecutionProviderDispatch>> {
+pub fn execution_providers(
+    device: Device,
+    lib: &std::path::Path,
+) -> Result<Vec<ort::ep::ExecutionProviderDispatch>> {
     use ort::ep::ExecutionProvider;
     match device {
         Device::Cpu => Ok(vec![ort::ep::CPU::default().build()]),
@@ -130,7 +137,10 @@ mod tests {
         assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
         assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
         assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
-        assert!("gpu".parse::<Device>().unwrap_err().contains("cpu, cuda or cuda:N"));
+        assert!("gpu"
+            .parse::<Device>()
+            .unwrap_err()
+            .contains("cpu, cuda or cuda:N"));
         assert!("cuda:-1".parse::<Device>().is_err());
     }
 }

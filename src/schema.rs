@@ -47,7 +47,10 @@ impl std::str::FromStr for FloatType {
 pub fn vector_field(name: &str, float: FloatType, dim: usize) -> Field {
     Field::new(
         name,
-        DataType::FixedSizeList(Arc::new(Field::new("item", float.arrow(), false)), dim as i32),
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", float.arrow(), false)),
+            dim as i32,
+        ),
         false,
     )
 }
@@ -119,8 +122,16 @@ mod tests {
 
     #[test]
     fn embeddings_schema_records_encoders() {
-        let clip = EncoderMeta { id: "c".into(), digest: "d1".into(), dim: 4 };
-        let dino = EncoderMeta { id: "d".into(), digest: "d2".into(), dim: 6 };
+        let clip = EncoderMeta {
+            id: "c".into(),
+            digest: "d1".into(),
+            dim: 4,
+        };
+        let dino = EncoderMeta {
+            id: "d".into(),
+            digest: "d2".into(),
+            dim: 6,
+        };
         let s = embeddings(&clip, &dino, FloatType::F16);
         assert_eq!(s.metadata()["blindspot.dino.dim"], "6");
         assert_eq!(s.metadata()["blindspot.clip.id"], "c");

@@ -117,7 +117,11 @@ pub struct SynthSection {
 impl Default for SynthSection {
     fn default() -> Self {
         let p = SynthParams::default();
-        SynthSection { format: p.format, per_shard: p.per_shard, seed: p.seed }
+        SynthSection {
+            format: p.format,
+            per_shard: p.per_shard,
+            seed: p.seed,
+        }
     }
 }
 
@@ -129,7 +133,10 @@ impl EmbedSection {
             decode_threads: self.decode_threads,
             fetch_concurrency: self.fetch_concurrency,
             float: self.dtype,
-            decode: DecodeParams { max_pixels: self.max_pixels, dct_scaling: self.dct_scaling },
+            decode: DecodeParams {
+                max_pixels: self.max_pixels,
+                dct_scaling: self.dct_scaling,
+            },
             rows_per_group: self.rows_per_group,
             ..EmbedParams::default()
         }
@@ -162,7 +169,10 @@ fn resolve_path(base: &Path, p: &str) -> String {
 
 /// Parses a spec file (syntax and unknown keys only).
 pub fn parse(path: &Path, text: &str) -> Result<Spec> {
-    toml::from_str(text).map_err(|e| Error::Spec { path: path.to_path_buf(), problems: vec![e.to_string()] })
+    toml::from_str(text).map_err(|e| Error::Spec {
+        path: path.to_path_buf(),
+        problems: vec![e.to_string()],
+    })
 }
 
 /// Checks every part of a spec and loads its encoders; all problems are reported together.
@@ -177,24 +187,33 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     let mut last = None;
     for s in &spec.run.stages {
         match STAGES.iter().position(|k| k == s) {
-            None => problems.push(format!("[run] stages: unknown stage {s:?}; known stages are {STAGES:?}")),
-            Some(i) if last.is_some_and(|l| i <= l) => {
-                problems.push(format!("[run] stages: {s:?} is out of order or repeated; the order is {STAGES:?}"))
-            }
+            None => problems.push(format!(
+                "[run] stages: unknown stage {s:?}; known stages are {STAGES:?}"
+            )),
+            Some(i) if last.is_some_and(|l| i <= l) => problems.push(format!(
+                "[run] stages: {s:?} is out of order or repeated; the order is {STAGES:?}"
+            )),
             Some(i) => last = Some(i),
         }
     }
     if spec.run.stages.is_empty() {
-        problems.push("[run] stages is empty; name at least one of ".to_string() + &format!("{STAGES:?}"));
+        problems.push(
+            "[run] stages is empty; name at least one of ".to_string() + &format!("{STAGES:?}"),
+        );
     }
-    let input = Location::open(&spec.run.input).map_err(|e| problems.push(format!("[run] input: {e}"))).ok();
-    let root = Location::open(&spec.run.root).map_err(|e| problems.push(format!("[run] root: {e}"))).ok();
+    let input = Location::open(&spec.run.input)
+        .map_err(|e| problems.push(format!("[run] input: {e}")))
+        .ok();
+    let root = Location::open(&spec.run.root)
+        .map_err(|e| problems.push(format!("[run] root: {e}")))
+        .ok();
     let makes_input = spec.run.stages.iter().any(|s| s == "synth");
     if let (Some(input), false) = (&input, makes_input) {
         match crate::ingest::list_shards(input).await {
-            Ok(shards) if shards.is_empty() => {
-                problems.push(format!("[run] input {}: no images or .tar shards found", input.url))
-            }
+            Ok(shards) if shards.is_empty() => problems.push(format!(
+                "[run] input {}: no images or .tar shards found",
+                input.url
+            )),
             Ok(_) => {}
             Err(e) => problems.push(format!("[run] input: {e}")),
         }
@@ -218,19 +237,33 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     let needs_encoders = spec.run.stages.iter().any(|s| s == "embed");
     let mut encoders = None;
     if needs_encoders {
-        let clip = encoder::load_manifest(&spec.encoders.clip).map_err(|e| problems.push(format!("[encoders] clip: {e}"))).ok();
-        let dino = encoder::load_manifest(&spec.encoders.dino).map_err(|e| problems.push(format!("[encoders] dino: {e}"))).ok();
+        let clip = encoder::load_manifest(&spec.encoders.clip)
+            .map_err(|e| problems.push(format!("[encoders] clip: {e}")))
+            .ok();
+        let dino = encoder::load_manifest(&spec.encoders.dino)
+            .map_err(|e| problems.push(format!("[encoders] dino: {e}")))
+            .ok();
         if let (Some(clip), Some(dino), Some(device)) = (clip, dino, device) {
-            let params = SessionParams { device, intra_threads: spec.encoders.intra_threads };
-            let c = OnnxEncoder::load(clip, &params).map_err(|e| problems.push(format!("[encoders] clip: {e}"))).ok();
-            let d = OnnxEncoder::load(dino, &params).map_err(|e| problems.push(format!("[encoders] dino: {e}"))).ok();
+            let params = SessionParams {
+                device,
+                intra_threads: spec.encoders.intra_threads,
+            };
+            let c = OnnxEncoder::load(clip, &params)
+                .map_err(|e| problems.push(format!("[encoders] clip: {e}")))
+                .ok();
+            let d = OnnxEncoder::load(dino, &params)
+                .map_err(|e| problems.push(format!("[encoders] dino: {e}")))
+                .ok();
             if let (Some(c), Some(d)) = (c, d) {
                 encoders = Some((c, d));
             }
         }
     }
     if !problems.is_empty() {
-        return Err(Error::Spec { path: path.to_path_buf(), problems });
+        return Err(Error::Spec {
+            path: path.to_path_buf(),
+            problems,
+        });
     }
     let embed = spec.embed.params();
     Ok(Resolved {
@@ -264,8 +297,13 @@ device = "tpu"
 batch-size = 0
 "#;
         let spec = parse(Path::new("x.toml"), text).unwrap();
-        let err = resolve(Path::new("x.toml"), spec).await.err().expect("problems");
-        let Error::Spec { problems, .. } = &err else { panic!("{err}") };
+        let err = resolve(Path::new("x.toml"), spec)
+            .await
+            .err()
+            .expect("problems");
+        let Error::Spec { problems, .. } = &err else {
+            panic!("{err}")
+        };
         let all = problems.join("\n");
         for needle in ["sorcery", "input", "device", "batch-size", "clip", "dino"] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
@@ -274,7 +312,11 @@ batch-size = 0
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = parse(Path::new("x.toml"), "[run]\ninput='a'\nroot='b'\nstages=[]\nbatch=3\n").unwrap_err();
+        let err = parse(
+            Path::new("x.toml"),
+            "[run]\ninput='a'\nroot='b'\nstages=[]\nbatch=3\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }

@@ -37,7 +37,10 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
 }
 
 fn bad_url(url: &str, reason: impl Into<String>) -> Error {
-    Error::Url { url: url.to_string(), reason: reason.into() }
+    Error::Url {
+        url: url.to_string(),
+        reason: reason.into(),
+    }
 }
 
 impl Location {
@@ -110,7 +113,12 @@ impl Location {
     pub fn uri_of(&self, path: &Path) -> String {
         let rel = path
             .prefix_match(&self.prefix)
-            .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+            .map(|parts| {
+                parts
+                    .map(|p| p.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
             .unwrap_or_else(|| path.to_string());
         if rel.is_empty() {
             self.url.clone()
@@ -122,7 +130,10 @@ impl Location {
     /// The part of `path` below this location's prefix, slash-separated.
     pub fn relative(&self, path: &Path) -> String {
         match path.prefix_match(&self.prefix) {
-            Some(parts) => parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"),
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
             None => path.to_string(),
         }
     }
@@ -168,7 +179,10 @@ impl Location {
                 continue;
             }
             let uri = self.uri_of(&meta.location);
-            let bytes = self.get_bytes(&meta.location).await.map_err(|e| Error::storage(&uri, e))?;
+            let bytes = self
+                .get_bytes(&meta.location)
+                .await
+                .map_err(|e| Error::storage(&uri, e))?;
             let value = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::table("commit manifest", format!("{uri}: {e}")))?;
             out.push(value);
@@ -221,12 +235,29 @@ fn url_prefix(input: &str, url: &Url) -> Result<Path> {
 pub fn segment_id(name: &str) -> String {
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let clean = clean.trim_matches(|c| c == '_' || c == '.');
-    let tail: String = clean.chars().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = clean
+        .chars()
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     let hash = blake3::hash(name.as_bytes()).to_hex();
-    format!("{}-{}", if tail.is_empty() { "root" } else { &tail }, &hash[..8])
+    format!(
+        "{}-{}",
+        if tail.is_empty() { "root" } else { &tail },
+        &hash[..8]
+    )
 }
 
 /// Holds a run root for one run; a second run on the same root is refused.
@@ -283,12 +314,24 @@ impl RunLock {
             heartbeat_unix: now_unix(),
         };
         let encode = |b: &LockBody| PutPayload::from(serde_json::to_vec(b).unwrap_or_default());
-        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
         for _ in 0..3 {
-            match root.store.put_opts(&path, encode(&body()), create.clone()).await {
+            match root
+                .store
+                .put_opts(&path, encode(&body()), create.clone())
+                .await
+            {
                 Ok(_) => {
-                    let heartbeat = spawn_heartbeat(root.clone(), path.clone(), command.to_string());
-                    return Ok(RunLock { root: root.clone(), path, heartbeat });
+                    let heartbeat =
+                        spawn_heartbeat(root.clone(), path.clone(), command.to_string());
+                    return Ok(RunLock {
+                        root: root.clone(),
+                        path,
+                        heartbeat,
+                    });
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     let held: Option<LockBody> = match root.get_bytes(&path).await {
@@ -300,7 +343,8 @@ impl RunLock {
                         None => true,
                         Some(h) => {
                             (h.host == hostname() && !pid_alive(h.pid))
-                                || now_unix().saturating_sub(h.heartbeat_unix) > STALE_AFTER.as_secs()
+                                || now_unix().saturating_sub(h.heartbeat_unix)
+                                    > STALE_AFTER.as_secs()
                         }
                     };
                     if !stale {
@@ -323,8 +367,13 @@ impl RunLock {
                         .put(&path, encode(&body()))
                         .await
                         .map_err(|e| Error::storage(root.uri_of(&path), e))?;
-                    let heartbeat = spawn_heartbeat(root.clone(), path.clone(), command.to_string());
-                    return Ok(RunLock { root: root.clone(), path, heartbeat });
+                    let heartbeat =
+                        spawn_heartbeat(root.clone(), path.clone(), command.to_string());
+                    return Ok(RunLock {
+                        root: root.clone(),
+                        path,
+                        heartbeat,
+                    });
                 }
                 Err(e) => return Err(Error::storage(root.uri_of(&path), e)),
             }
@@ -373,7 +422,9 @@ mod tests {
         let b = segment_id("shards_00000.tar");
         assert!(a.starts_with("shards_00000.tar-"), "{a}");
         assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
     }
 
     #[tokio::test]
@@ -390,10 +441,17 @@ mod tests {
     async fn second_lock_is_refused_and_release_frees_it() {
         let root = Location::open("memory://lock-test/root").unwrap();
         let first = RunLock::acquire(&root, "embed").await.unwrap();
-        let err = RunLock::acquire(&root, "embed").await.err().expect("second lock refused");
+        let err = RunLock::acquire(&root, "embed")
+            .await
+            .err()
+            .expect("second lock refused");
         assert!(err.to_string().contains("in use by another run"), "{err}");
         first.release().await;
-        RunLock::acquire(&root, "embed").await.unwrap().release().await;
+        RunLock::acquire(&root, "embed")
+            .await
+            .unwrap()
+            .release()
+            .await;
     }
 
     #[test]

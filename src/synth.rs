@@ -151,6 +151,15 @@ fn l_shape(c: Rgb<u8>, i: usize) -> RgbImage {
     img
 }
 
+/// The same L turned on its side, in the top half, for the vertical mirror.
+fn l_shape_top(c: Rgb<u8>, i: usize) -> RgbImage {
+    let dx = (i % 3) as u32 * 4;
+    let mut img = canvas(SIDE, SIDE);
+    rect(&mut img, 20 + dx, 16, 100 + dx, 32, c);
+    rect(&mut img, 84 + dx, 16, 100 + dx, 60, c);
+    img
+}
+
 fn two_blocks(left: Rgb<u8>, right: Rgb<u8>) -> RgbImage {
     let mut img = canvas(SIDE, SIDE);
     rect(&mut img, 12, 40, 56, 88, left);
@@ -208,56 +217,133 @@ struct Entry {
 pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
     let mut rng = Rng(params.seed);
     let mut colours = palette(&mut rng).into_iter();
-    let needed = params.mirror_pairs + 2 * params.permutation_pairs + params.near_duplicates + params.exact_duplicates + params.singles;
+    let needed = params.mirror_pairs
+        + 2 * params.permutation_pairs
+        + params.near_duplicates
+        + params.exact_duplicates
+        + params.singles;
     let mut next_colour = || {
-        colours.next().ok_or_else(|| Error::Usage(format!("the synthetic corpus has colours for at most 56 groups; {needed} asked for")))
+        colours.next().ok_or_else(|| {
+            Error::Usage(format!(
+                "the synthetic corpus has colours for at most 56 groups; {needed} asked for"
+            ))
+        })
     };
     let mut entries: Vec<Entry> = Vec::new();
     let mut pairs: Vec<(String, String, &'static str)> = Vec::new();
     let png = |img: &RgbImage| encode(img, ImageFormat::Png);
-    let mut add_pair = |entries: &mut Vec<Entry>, kind: &'static str, i: usize, a: Vec<u8>, b: Vec<u8>, caption: &str| {
+    let mut add_pair = |entries: &mut Vec<Entry>,
+                        kind: &'static str,
+                        i: usize,
+                        a: Vec<u8>,
+                        b: Vec<u8>,
+                        caption: &str| {
         let (na, nb) = (format!("{kind}-{i:02}-a"), format!("{kind}-{i:02}-b"));
-        entries.push(Entry { name: na.clone(), ext: "png", bytes: a, caption: format!("{caption} (a)") });
-        entries.push(Entry { name: nb.clone(), ext: "png", bytes: b, caption: format!("{caption} (b)") });
+        entries.push(Entry {
+            name: na.clone(),
+            ext: "png",
+            bytes: a,
+            caption: format!("{caption} (a)"),
+        });
+        entries.push(Entry {
+            name: nb.clone(),
+            ext: "png",
+            bytes: b,
+            caption: format!("{caption} (b)"),
+        });
         pairs.push((na, nb, kind));
     };
     for i in 0..params.mirror_pairs {
-        let img = l_shape(next_colour()?, i);
-        let flipped = if i % 2 == 0 { image::imageops::flip_horizontal(&img) } else { image::imageops::flip_vertical(&img) };
-        add_pair(&mut entries, "mirror", i, png(&img)?, png(&flipped)?, "an L shape and its mirror image");
+        let c = next_colour()?;
+        let (img, flipped) = if i % 2 == 0 {
+            let img = l_shape(c, i);
+            let flipped = image::imageops::flip_horizontal(&img);
+            (img, flipped)
+        } else {
+            let img = l_shape_top(c, i);
+            let flipped = image::imageops::flip_vertical(&img);
+            (img, flipped)
+        };
+        add_pair(
+            &mut entries,
+            "mirror",
+            i,
+            png(&img)?,
+            png(&flipped)?,
+            "an L shape and its mirror image",
+        );
     }
     for i in 0..params.permutation_pairs {
         let (l, r) = (next_colour()?, next_colour()?);
-        add_pair(&mut entries, "permutation", i, png(&two_blocks(l, r))?, png(&two_blocks(r, l))?, "two blocks, swapped");
+        add_pair(
+            &mut entries,
+            "permutation",
+            i,
+            png(&two_blocks(l, r))?,
+            png(&two_blocks(r, l))?,
+            "two blocks, swapped",
+        );
     }
     for i in 0..params.near_duplicates {
         let c = next_colour()?;
-        add_pair(&mut entries, "near", i, png(&t_shape(c, 0, 0))?, png(&t_shape(brighten(c, 8), 3, 2))?, "a T shape, shifted");
+        add_pair(
+            &mut entries,
+            "near",
+            i,
+            png(&t_shape(c, 0, 0))?,
+            png(&t_shape(brighten(c, 8), 3, 2))?,
+            "a T shape, shifted",
+        );
     }
     for i in 0..params.exact_duplicates {
         let bytes = png(&single(next_colour()?, &mut rng, i))?;
-        add_pair(&mut entries, "exact", i, bytes.clone(), bytes, "one image stored twice");
+        add_pair(
+            &mut entries,
+            "exact",
+            i,
+            bytes.clone(),
+            bytes,
+            "one image stored twice",
+        );
     }
     for i in 0..params.singles {
         let img = single(next_colour()?, &mut rng, i);
-        let format = [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP, ImageFormat::Gif][i % 4];
-        entries.push(Entry { name: format!("single-{i:02}"), ext: ext(format), bytes: encode(&img, format)?, caption: "a block".into() });
+        let format = [
+            ImageFormat::Png,
+            ImageFormat::Jpeg,
+            ImageFormat::WebP,
+            ImageFormat::Gif,
+        ][i % 4];
+        entries.push(Entry {
+            name: format!("single-{i:02}"),
+            ext: ext(format),
+            bytes: encode(&img, format)?,
+            caption: "a block".into(),
+        });
     }
 
-    let mut truth = Truth { images: format!("{}/images", out.url), ..Default::default() };
+    let mut truth = Truth {
+        images: format!("{}/images", out.url),
+        ..Default::default()
+    };
     let mut key_of = std::collections::HashMap::new();
     for (n, chunk) in entries.chunks(params.per_shard.max(1)).enumerate() {
         let part = format!("part-{n:05}");
         match params.format {
             SynthFormat::Folder => {
                 for e in chunk {
-                    out.put(&format!("images/{part}/{}.{}", e.name, e.ext), Bytes::from(e.bytes.clone())).await?;
+                    out.put(
+                        &format!("images/{part}/{}.{}", e.name, e.ext),
+                        Bytes::from(e.bytes.clone()),
+                    )
+                    .await?;
                     key_of.insert(e.name.clone(), format!("{part}/{}", e.name));
                 }
             }
             SynthFormat::Tar => {
                 let tar = write_tar(chunk)?;
-                out.put(&format!("images/{part}.tar"), Bytes::from(tar)).await?;
+                out.put(&format!("images/{part}.tar"), Bytes::from(tar))
+                    .await?;
                 for e in chunk {
                     key_of.insert(e.name.clone(), e.name.clone());
                 }
@@ -268,7 +354,13 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
     for (a, b, kind) in pairs {
         let (ka, kb) = (key_of[&a].clone(), key_of[&b].clone());
         let (a, b) = if ka < kb { (ka, kb) } else { (kb, ka) };
-        let pair = TruthPair { a, b, kind: kind.replace("near", "near-duplicate").replace("exact", "exact-duplicate") };
+        let pair = TruthPair {
+            a,
+            b,
+            kind: kind
+                .replace("near", "near-duplicate")
+                .replace("exact", "exact-duplicate"),
+        };
         match kind {
             "mirror" | "permutation" => truth.blind_pairs.push(pair),
             "near" => truth.near_duplicates.push(pair),
@@ -297,7 +389,9 @@ fn write_tar(entries: &[Entry]) -> Result<Vec<u8>> {
         add(format!("{}.json", e.name), json.to_string().as_bytes())?;
         add(format!("{}.txt", e.name), e.caption.as_bytes())?;
     }
-    builder.into_inner().map_err(|e| Error::Internal(format!("writing a synthetic tar: {e}")))
+    builder
+        .into_inner()
+        .map_err(|e| Error::Internal(format!("writing a synthetic tar: {e}")))
 }
 
 #[cfg(test)]
@@ -307,12 +401,24 @@ mod tests {
     #[tokio::test]
     async fn truth_keys_match_layout() {
         let out = Location::open("memory://synth-test/c").unwrap();
-        let params = SynthParams { format: SynthFormat::Folder, ..Default::default() };
+        let params = SynthParams {
+            format: SynthFormat::Folder,
+            ..Default::default()
+        };
         let truth = synth(&out, &params).await.unwrap();
-        let pairs = params.mirror_pairs + params.permutation_pairs + params.near_duplicates + params.exact_duplicates;
+        let pairs = params.mirror_pairs
+            + params.permutation_pairs
+            + params.near_duplicates
+            + params.exact_duplicates;
         assert_eq!(truth.keys.len(), 2 * pairs + params.singles);
-        assert_eq!(truth.blind_pairs.len(), params.mirror_pairs + params.permutation_pairs);
-        assert!(truth.blind_pairs.iter().all(|p| p.a < p.b && p.a.starts_with("part-")));
+        assert_eq!(
+            truth.blind_pairs.len(),
+            params.mirror_pairs + params.permutation_pairs
+        );
+        assert!(truth
+            .blind_pairs
+            .iter()
+            .all(|p| p.a < p.b && p.a.starts_with("part-")));
         let listed = out.list("images").await.unwrap();
         assert_eq!(listed.len(), truth.keys.len());
     }

@@ -28,14 +28,22 @@ fn bin() -> Command {
 fn run(args: &[&str]) -> Output {
     let out = bin().args(args).output().expect("the binary runs");
     if !out.status.success() {
-        eprintln!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     out
 }
 
 fn run_ok(args: &[&str]) -> String {
     let out = run(args);
-    assert!(out.status.success(), "blindspot {args:?} failed with {:?}", out.status.code());
+    assert!(
+        out.status.success(),
+        "blindspot {args:?} failed with {:?}",
+        out.status.code()
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -45,20 +53,32 @@ fn python() -> PathBuf {
 
 fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     let mut out = Vec::new();
     for f in files {
         let file = std::fs::File::open(&f).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
         out.extend(reader.map(|b| b.unwrap()));
     }
     out
 }
 
 fn strings(batch: &RecordBatch, col: &str) -> Vec<String> {
-    let a = batch.column_by_name(col).unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+    let a = batch
+        .column_by_name(col)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
     a.iter().map(|v| v.unwrap().to_string()).collect()
 }
 
@@ -78,7 +98,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 async fn vectors(root: &str) -> HashMap<String, (Vec<f32>, Vec<f32>)> {
-    embed::read_vectors(&Location::open(root).unwrap()).await.unwrap()
+    embed::read_vectors(&Location::open(root).unwrap())
+        .await
+        .unwrap()
 }
 
 fn truth(corpus: &Path) -> Truth {
@@ -86,26 +108,49 @@ fn truth(corpus: &Path) -> Truth {
 }
 
 fn assert_known_pairs(truth: &Truth, v: &HashMap<String, (Vec<f32>, Vec<f32>)>) {
-    assert_eq!(v.len(), truth.keys.len(), "every synthetic image is embedded");
+    assert_eq!(
+        v.len(),
+        truth.keys.len(),
+        "every synthetic image is embedded"
+    );
     for p in &truth.blind_pairs {
         let (a, b) = (&v[&p.a], &v[&p.b]);
         let (clip, dino) = (dot(&a.0, &b.0), dot(&a.1, &b.1));
-        assert!(clip > 0.95, "{} / {}: clip {clip} should be > 0.95", p.a, p.b);
+        assert!(
+            clip > 0.95,
+            "{} / {}: clip {clip} should be > 0.95",
+            p.a,
+            p.b
+        );
         assert!(dino < 0.6, "{} / {}: dino {dino} should be < 0.6", p.a, p.b);
     }
     for p in &truth.near_duplicates {
         let (a, b) = (&v[&p.a], &v[&p.b]);
         let (clip, dino) = (dot(&a.0, &b.0), dot(&a.1, &b.1));
-        assert!(clip > 0.95 && dino > 0.8, "{} / {}: near-duplicate has clip {clip}, dino {dino}", p.a, p.b);
+        assert!(
+            clip > 0.95 && dino > 0.8,
+            "{} / {}: near-duplicate has clip {clip}, dino {dino}",
+            p.a,
+            p.b
+        );
     }
     // Images of different groups have different colours, so tiny CLIP keeps them apart.
     let mut paired: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for p in truth.blind_pairs.iter().chain(&truth.near_duplicates).chain(&truth.exact_duplicates) {
+    for p in truth
+        .blind_pairs
+        .iter()
+        .chain(&truth.near_duplicates)
+        .chain(&truth.exact_duplicates)
+    {
         paired.insert((&p.a, &p.b));
     }
     for (i, a) in truth.keys.iter().enumerate() {
         for b in &truth.keys[i + 1..] {
-            let (x, y) = if a < b { (a.as_str(), b.as_str()) } else { (b.as_str(), a.as_str()) };
+            let (x, y) = if a < b {
+                (a.as_str(), b.as_str())
+            } else {
+                (b.as_str(), a.as_str())
+            };
             if !paired.contains(&(x, y)) {
                 let clip = dot(&v[a].0, &v[b].0);
                 assert!(clip < 0.95, "unrelated {a} / {b} have clip {clip}");
@@ -120,7 +165,13 @@ async fn synthetic_folder_corpus_end_to_end() {
     let corpus = dir.path().join("corpus");
     let root = dir.path().join("run");
     run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
-    let out = run_ok(&["embed", corpus.join("images").to_str().unwrap(), "--out", root.to_str().unwrap(), "--json"]);
+    let out = run_ok(&[
+        "embed",
+        corpus.join("images").to_str().unwrap(),
+        "--out",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let t = truth(&corpus);
     assert_eq!(summary["images"], t.keys.len() as u64);
@@ -128,9 +179,17 @@ async fn synthetic_folder_corpus_end_to_end() {
     assert_known_pairs(&t, &vectors(root.to_str().unwrap()).await);
 
     // A rerun finds every shard committed and writes nothing new.
-    let again: serde_json::Value =
-        serde_json::from_str(run_ok(&["embed", corpus.join("images").to_str().unwrap(), "--out", root.to_str().unwrap(), "--json"]).trim())
-            .unwrap();
+    let again: serde_json::Value = serde_json::from_str(
+        run_ok(&[
+            "embed",
+            corpus.join("images").to_str().unwrap(),
+            "--out",
+            root.to_str().unwrap(),
+            "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
     assert_eq!(again["images"], 0);
     assert_eq!(again["skipped"], summary["shards"]);
 }
@@ -140,15 +199,32 @@ async fn webdataset_tar_corpus_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");
     let root = dir.path().join("run");
-    run_ok(&["synth", "--out", corpus.to_str().unwrap(), "--format", "tar", "--per-shard", "10"]);
+    run_ok(&[
+        "synth",
+        "--out",
+        corpus.to_str().unwrap(),
+        "--format",
+        "tar",
+        "--per-shard",
+        "10",
+    ]);
     assert!(corpus.join("images/part-00000.tar").exists());
-    run_ok(&["embed", corpus.join("images").to_str().unwrap(), "--out", root.to_str().unwrap()]);
+    run_ok(&[
+        "embed",
+        corpus.join("images").to_str().unwrap(),
+        "--out",
+        root.to_str().unwrap(),
+    ]);
     let t = truth(&corpus);
     let v = vectors(root.to_str().unwrap()).await;
     assert_known_pairs(&t, &v);
     let batches = read_parquet_dir(&root.join("embeddings"));
     let uris: Vec<String> = batches.iter().flat_map(|b| strings(b, "uri")).collect();
-    assert!(uris.iter().all(|u| u.contains(".tar#") && u.starts_with("file://")), "{uris:?}");
+    assert!(
+        uris.iter()
+            .all(|u| u.contains(".tar#") && u.starts_with("file://")),
+        "{uris:?}"
+    );
     let shards: BTreeSet<String> = batches.iter().flat_map(|b| strings(b, "shard")).collect();
     assert_eq!(shards.len(), t.keys.len().div_ceil(10));
 }
@@ -159,9 +235,24 @@ async fn parquet_schema_metadata_and_norms() {
     let corpus = dir.path().join("corpus");
     let root = dir.path().join("run");
     run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
-    run_ok(&["embed", corpus.join("images").to_str().unwrap(), "--out", root.to_str().unwrap(), "--dtype", "f16"]);
-    let file = std::fs::read_dir(root.join("embeddings")).unwrap().next().unwrap().unwrap().path();
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap();
+    run_ok(&[
+        "embed",
+        corpus.join("images").to_str().unwrap(),
+        "--out",
+        root.to_str().unwrap(),
+        "--dtype",
+        "f16",
+    ]);
+    let file = std::fs::read_dir(root.join("embeddings"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap();
     let kv: HashMap<String, String> = builder
         .metadata()
         .file_metadata()
@@ -178,7 +269,19 @@ async fn parquet_schema_metadata_and_norms() {
     assert_eq!(kv["blindspot.version"], env!("CARGO_PKG_VERSION"));
     let schema = builder.schema().clone();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(names, ["key", "uri", "shard", "width", "height", "content_hash", "clip", "dino"]);
+    assert_eq!(
+        names,
+        [
+            "key",
+            "uri",
+            "shard",
+            "width",
+            "height",
+            "content_hash",
+            "clip",
+            "dino"
+        ]
+    );
     for (col, dim) in [("clip", 64), ("dino", 96)] {
         match schema.field_with_name(col).unwrap().data_type() {
             DataType::FixedSizeList(item, d) => {
@@ -196,7 +299,12 @@ async fn parquet_schema_metadata_and_norms() {
                 assert!((norm - 1.0).abs() < 5e-3, "{col} norm {norm}");
             }
         }
-        let w = batch.column_by_name("width").unwrap().as_any().downcast_ref::<UInt32Array>().unwrap();
+        let w = batch
+            .column_by_name("width")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .unwrap();
         assert!(w.values().iter().all(|&w| w == 128 || w == 160));
     }
 }
@@ -211,7 +319,13 @@ fn bad_inputs_become_error_rows_and_good_ones_are_embedded() {
         .expect("the project's Python (scripts/setup.sh) runs");
     assert!(status.success());
     let root = dir.path().join("run");
-    let out = run_ok(&["embed", dir.path().join("images").to_str().unwrap(), "--out", root.to_str().unwrap(), "--json"]);
+    let out = run_ok(&[
+        "embed",
+        dir.path().join("images").to_str().unwrap(),
+        "--out",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(summary["images"], 8, "{summary}");
     assert_eq!(summary["errors"], 4, "{summary}");
@@ -229,37 +343,80 @@ fn bad_inputs_become_error_rows_and_good_ones_are_embedded() {
     let batches = read_parquet_dir(&root.join("embeddings"));
     let mut sizes = HashMap::new();
     for b in &batches {
-        let w = b.column_by_name("width").unwrap().as_any().downcast_ref::<UInt32Array>().unwrap();
-        let h = b.column_by_name("height").unwrap().as_any().downcast_ref::<UInt32Array>().unwrap();
+        let w = b
+            .column_by_name("width")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .unwrap();
+        let h = b
+            .column_by_name("height")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .unwrap();
         for (i, k) in strings(b, "key").into_iter().enumerate() {
             sizes.insert(k, (w.value(i), h.value(i)));
         }
     }
     let keys: BTreeSet<&str> = sizes.keys().map(String::as_str).collect();
     let good: BTreeSet<&str> = [
-        "good-rgb", "good-cmyk", "good-16bit", "good-grey", "good-rgba", "good-exif-rotated", "good-animated", "good-lossy",
+        "good-rgb",
+        "good-cmyk",
+        "good-16bit",
+        "good-grey",
+        "good-rgba",
+        "good-exif-rotated",
+        "good-animated",
+        "good-lossy",
     ]
     .into_iter()
     .collect();
     assert_eq!(keys, good);
-    assert_eq!(sizes["good-exif-rotated"], (40, 80), "EXIF orientation is applied");
+    assert_eq!(
+        sizes["good-exif-rotated"],
+        (40, 80),
+        "EXIF orientation is applied"
+    );
     assert_eq!(sizes["good-cmyk"], (80, 60));
 
     // A tar with junk members: samples are embedded, junk and broken members are errors rows.
     let troot = dir.path().join("tar-run");
-    let out = run_ok(&["embed", dir.path().join("tars").to_str().unwrap(), "--out", troot.to_str().unwrap(), "--json"]);
+    let out = run_ok(&[
+        "embed",
+        dir.path().join("tars").to_str().unwrap(),
+        "--out",
+        troot.to_str().unwrap(),
+        "--json",
+    ]);
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(summary["images"], 2, "{summary}");
     let kinds = error_kinds(&troot);
-    assert_eq!(kinds.get("000000002").map(String::as_str), Some("truncated"), "{kinds:?}");
-    assert_eq!(kinds.get(".DS_Store").map(String::as_str), Some("no_image"), "{kinds:?}");
-    assert_eq!(kinds.get("notes").map(String::as_str), Some("no_image"), "{kinds:?}");
+    assert_eq!(
+        kinds.get("000000002").map(String::as_str),
+        Some("truncated"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.get(".DS_Store").map(String::as_str),
+        Some("no_image"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.get("notes").map(String::as_str),
+        Some("no_image"),
+        "{kinds:?}"
+    );
 }
 
 #[test]
 fn preprocessing_matches_an_independent_pil_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(python()).arg(repo().join("scripts/make_bad_inputs.py")).arg(dir.path()).status().unwrap();
+    let status = Command::new(python())
+        .arg(repo().join("scripts/make_bad_inputs.py"))
+        .arg(dir.path())
+        .status()
+        .unwrap();
     assert!(status.success());
     let bilinear = dir.path().join("bilinear.toml");
     std::fs::write(
@@ -268,11 +425,25 @@ fn preprocessing_matches_an_independent_pil_reference() {
             .unwrap()
             .replace("bicubic", "bilinear")
             .replace("resize-size = 64", "resize-size = 60")
-            .replace("onnx = \"", &format!("onnx = \"{}/models/tiny/", repo().display())),
+            .replace(
+                "onnx = \"",
+                &format!("onnx = \"{}/models/tiny/", repo().display()),
+            ),
     )
     .unwrap();
-    let manifests = [repo().join("models/tiny/clip-tiny.toml"), repo().join("models/tiny/dino-tiny.toml"), bilinear];
-    for name in ["good-rgb.jpg", "good-exif-rotated.jpg", "good-rgba.png", "good-grey.png", "good-16bit.png"] {
+    let manifests = [
+        repo().join("models/tiny/clip-tiny.toml"),
+        repo().join("models/tiny/dino-tiny.toml"),
+        bilinear,
+    ];
+    // Not the 16-bit PNG: PIL's convert("RGB") clips 16-bit values to 255 instead of scaling them.
+    for name in [
+        "good-rgb.jpg",
+        "good-exif-rotated.jpg",
+        "good-rgba.png",
+        "good-grey.png",
+        "good-lossy.webp",
+    ] {
         let path = dir.path().join("images").join(name);
         let bytes = std::fs::read(&path).unwrap();
         let decoded = blindspot::preprocess::decode(&bytes, 0, &Default::default()).unwrap();
@@ -280,7 +451,9 @@ fn preprocessing_matches_an_independent_pil_reference() {
             let m = encoder::load_manifest_unchecked(manifest).unwrap();
             let t = blindspot::preprocess::Transform::new(&m);
             let mut ours = vec![0f32; t.len()];
-            blindspot::preprocess::Preprocessor::new(vec![t]).run(&decoded.rgb, &mut [&mut ours]).unwrap();
+            blindspot::preprocess::Preprocessor::new(vec![t])
+                .run(&decoded.rgb, &mut [&mut ours])
+                .unwrap();
             let out = dir.path().join("ref.f32");
             let status = Command::new(python())
                 .arg(repo().join("scripts/reference_preprocess.py"))
@@ -288,13 +461,32 @@ fn preprocessing_matches_an_independent_pil_reference() {
                 .status()
                 .unwrap();
             assert!(status.success());
-            let reference: Vec<f32> = std::fs::read(&out).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let reference: Vec<f32> = std::fs::read(&out)
+                .unwrap()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             assert_eq!(reference.len(), ours.len());
-            let diffs: Vec<f32> = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).collect();
+            let diffs: Vec<f32> = ours
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .collect();
             let max = diffs.iter().cloned().fold(0f32, f32::max);
             let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-            // One 8-bit level is 1/255/std, about 0.017 normalised; allow two levels at worst.
-            assert!(max < 0.04 && mean < 0.005, "{name} with {}: max {max}, mean {mean}", manifest.display());
+            // One 8-bit level is 1/255/std, about 0.017 normalised: resampling may differ by two
+            // levels at worst. JPEG decoders also differ (chroma upsampling, IDCT) by a few.
+            let (max_ok, mean_ok) = if name.ends_with(".jpg") {
+                (0.1, 0.01)
+            } else {
+                (0.04, 0.005)
+            };
+            eprintln!("{name} with {}: max {max}, mean {mean}", manifest.display());
+            assert!(
+                max < max_ok && mean < mean_ok,
+                "{name} with {}: max {max}, mean {mean}",
+                manifest.display()
+            );
         }
     }
 }
@@ -304,10 +496,15 @@ fn demo_prints_the_known_pairs() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_ok(&["demo", "--out", dir.path().to_str().unwrap()]);
     assert!(out.contains("known pairs under the tiny encoders"), "{out}");
-    let blind_lines = out.lines().filter(|l| l.trim_start().starts_with("mirror") || l.trim_start().starts_with("permutation"));
+    let blind_lines = out.lines().filter(|l| {
+        l.trim_start().starts_with("mirror") || l.trim_start().starts_with("permutation")
+    });
     let mut n = 0;
     for line in blind_lines {
-        assert!(line.trim_end().ends_with("yes"), "a known blind pair is not blind: {line}");
+        assert!(
+            line.trim_end().ends_with("yes"),
+            "a known blind pair is not blind: {line}"
+        );
         n += 1;
     }
     assert_eq!(n, 14, "{out}");
@@ -329,10 +526,19 @@ fn validate_reports_every_problem_with_exit_code_2() {
     let out = run(&["validate", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["[run] input", "[encoders] device", "[embed] batch-size", "[encoders] dino", "missing.toml"] {
+    for needle in [
+        "[run] input",
+        "[encoders] device",
+        "[embed] batch-size",
+        "[encoders] dino",
+        "missing.toml",
+    ] {
         assert!(err.contains(needle), "{needle} missing from: {err}");
     }
-    let good = run(&["validate", repo().join("pipelines/demo.toml").to_str().unwrap()]);
+    let good = run(&[
+        "validate",
+        repo().join("pipelines/demo.toml").to_str().unwrap(),
+    ]);
     assert_eq!(good.status.code(), Some(0));
 }
 
@@ -352,38 +558,78 @@ fn encoder_problems_stop_the_run_before_data_moves() {
     )
     .unwrap();
     let missing_model = dir.path().join("missing-model.toml");
-    std::fs::write(&missing_model, std::fs::read_to_string(tiny.join("clip-tiny.toml")).unwrap()).unwrap();
+    std::fs::write(
+        &missing_model,
+        std::fs::read_to_string(tiny.join("clip-tiny.toml")).unwrap(),
+    )
+    .unwrap();
     let root = dir.path().join("run");
     for (manifest, needle) in [(&wrong_dim, "dim = 512"), (&missing_model, "model file")] {
-        let out = run(&["embed", corpus.join("images").to_str().unwrap(), "--out", root.to_str().unwrap(), "--clip", manifest.to_str().unwrap()]);
+        let out = run(&[
+            "embed",
+            corpus.join("images").to_str().unwrap(),
+            "--out",
+            root.to_str().unwrap(),
+            "--clip",
+            manifest.to_str().unwrap(),
+        ]);
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{needle} missing from: {err}");
         assert!(!root.join("embeddings").exists(), "no data moved");
     }
-    let out = run(&["embed", corpus.join("images").to_str().unwrap(), "--out", root.to_str().unwrap(), "--device", "cuda"]);
+    let out = run(&[
+        "embed",
+        corpus.join("images").to_str().unwrap(),
+        "--out",
+        root.to_str().unwrap(),
+        "--device",
+        "cuda",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no CUDA execution provider") && err.contains("onnxruntime-gpu"), "{err}");
+    assert!(
+        err.contains("no CUDA execution provider") && err.contains("onnxruntime-gpu"),
+        "{err}"
+    );
 }
 
 fn load_tiny() -> (OnnxEncoder, OnnxEncoder) {
     let p = SessionParams::default();
     let tiny = repo().join("models/tiny");
     (
-        OnnxEncoder::load(encoder::load_manifest(&tiny.join("clip-tiny.toml")).unwrap(), &p).unwrap(),
-        OnnxEncoder::load(encoder::load_manifest(&tiny.join("dino-tiny.toml")).unwrap(), &p).unwrap(),
+        OnnxEncoder::load(
+            encoder::load_manifest(&tiny.join("clip-tiny.toml")).unwrap(),
+            &p,
+        )
+        .unwrap(),
+        OnnxEncoder::load(
+            encoder::load_manifest(&tiny.join("dino-tiny.toml")).unwrap(),
+            &p,
+        )
+        .unwrap(),
     )
 }
 
 #[tokio::test]
 async fn memory_store_in_and_out() {
     let corpus = Location::open("memory://it-mem/corpus").unwrap();
-    let truth = blindspot::synth::synth(&corpus, &Default::default()).await.unwrap();
+    let truth = blindspot::synth::synth(&corpus, &Default::default())
+        .await
+        .unwrap();
     let input = Location::open("memory://it-mem/corpus/images").unwrap();
     let root = Location::open("memory://it-mem/run").unwrap();
     let (clip, dino) = load_tiny();
-    let summary = embed::embed(&input, &root, clip, dino, &EmbedParams::default(), Arc::new(NoProgress)).await.unwrap();
+    let summary = embed::embed(
+        &input,
+        &root,
+        clip,
+        dino,
+        &EmbedParams::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
     assert_eq!(summary.images as usize, truth.keys.len());
     let v = embed::read_vectors(&root).await.unwrap();
     assert_known_pairs(&truth, &v);
@@ -395,11 +641,22 @@ async fn an_object_that_vanishes_between_listing_and_reading_is_an_error_row() {
     use object_store::throttle::{ThrottleConfig, ThrottledStore};
     use object_store::ObjectStoreExt;
     let corpus = Location::open("memory://it-vanish/corpus").unwrap();
-    blindspot::synth::synth(&corpus, &Default::default()).await.unwrap();
+    blindspot::synth::synth(&corpus, &Default::default())
+        .await
+        .unwrap();
     let plain = Location::open("memory://it-vanish/corpus/images").unwrap();
     let victim = plain.list("").await.unwrap()[3].location.clone();
-    let slow = ThrottledStore::new(plain.store.clone(), ThrottleConfig { wait_get_per_call: Duration::from_millis(600), ..Default::default() });
-    let input = Location { store: Arc::new(slow), ..plain.clone() };
+    let slow = ThrottledStore::new(
+        plain.store.clone(),
+        ThrottleConfig {
+            wait_get_per_call: Duration::from_millis(600),
+            ..Default::default()
+        },
+    );
+    let input = Location {
+        store: Arc::new(slow),
+        ..plain.clone()
+    };
     let root = Location::open("memory://it-vanish/run").unwrap();
     let (clip, dino) = load_tiny();
     let deleter = {
@@ -410,7 +667,16 @@ async fn an_object_that_vanishes_between_listing_and_reading_is_an_error_row() {
             store.delete(&victim).await.unwrap();
         })
     };
-    let summary = embed::embed(&input, &root, clip, dino, &EmbedParams::default(), Arc::new(NoProgress)).await.unwrap();
+    let summary = embed::embed(
+        &input,
+        &root,
+        clip,
+        dino,
+        &EmbedParams::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
     deleter.await.unwrap();
     assert_eq!(summary.errors, 1, "{summary:?}");
     assert_eq!(summary.errors_by_kind.get("not_found"), Some(&1));
@@ -427,9 +693,15 @@ fn write_noise_corpus(dir: &Path, n: usize, per_folder: usize) {
         std::fs::create_dir_all(&folder).unwrap();
         let mut state = i as u64 * 7919 + 1;
         let img = image::RgbImage::from_fn(640, 480, |x, y| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let n = (state >> 59) as u8;
-            image::Rgb([(x / 3) as u8 ^ (i as u8), (y / 2) as u8 + n, ((x + y) / 5) as u8])
+            image::Rgb([
+                (x / 3) as u8 ^ (i as u8),
+                ((y / 2) as u8).wrapping_add(n),
+                ((x + y) / 5) as u8,
+            ])
         });
         img.save(folder.join(format!("img-{i:04}.png"))).unwrap();
     }
@@ -438,12 +710,27 @@ fn write_noise_corpus(dir: &Path, n: usize, per_folder: usize) {
 fn rows_by_key(root: &Path) -> BTreeMap<String, Vec<u32>> {
     let mut out = BTreeMap::new();
     for b in read_parquet_dir(&root.join("embeddings")) {
-        let clip = b.column_by_name("clip").unwrap().as_any().downcast_ref::<FixedSizeListArray>().unwrap();
-        let values = clip.values().as_any().downcast_ref::<Float32Array>().unwrap();
+        let clip = b
+            .column_by_name("clip")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .unwrap();
+        let values = clip
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap();
         let dim = clip.value_length() as usize;
         for (i, k) in strings(&b, "key").into_iter().enumerate() {
-            let bits = values.values()[i * dim..(i + 1) * dim].iter().map(|f| (f * 1e4).round() as i32 as u32).collect();
-            assert!(out.insert(k.clone(), bits).is_none(), "duplicate row for {k}");
+            let bits = values.values()[i * dim..(i + 1) * dim]
+                .iter()
+                .map(|f| (f * 1e4).round() as i32 as u32)
+                .collect();
+            assert!(
+                out.insert(k.clone(), bits).is_none(),
+                "duplicate row for {k}"
+            );
         }
     }
     out
@@ -488,11 +775,21 @@ fn a_killed_run_resumes_without_duplicates_or_losses() {
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = std::fs::read_dir(&commits).map(|d| d.count()).unwrap_or(0);
-    assert!(partial < 15, "the run finished before it could be killed ({partial} shards)");
-    assert!(root.join("_lock.json").exists(), "a killed run leaves its lock behind");
+    assert!(
+        partial < 15,
+        "the run finished before it could be killed ({partial} shards)"
+    );
+    assert!(
+        root.join("_lock.json").exists(),
+        "a killed run leaves its lock behind"
+    );
 
     let out = bin().args(args(&root)).arg("--json").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["skipped"], partial as u64);
     assert_eq!(rows_by_key(&root), rows_by_key(&reference));
@@ -505,8 +802,14 @@ fn a_second_run_on_a_held_root_is_refused_with_exit_code_3() {
     let root = dir.path().join("run");
     std::fs::create_dir_all(&root).unwrap();
     // A live holder: this test process itself, with a fresh heartbeat.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
     std::fs::write(
         root.join("_lock.json"),
         serde_json::json!({"host": host, "pid": std::process::id(), "command": "embed", "heartbeat_unix": now}).to_string(),
@@ -514,7 +817,12 @@ fn a_second_run_on_a_held_root_is_refused_with_exit_code_3() {
     .unwrap();
     let corpus = dir.path().join("corpus");
     run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
-    let out = run(&["embed", corpus.join("images").to_str().unwrap(), "--out", root.to_str().unwrap()]);
+    let out = run(&[
+        "embed",
+        corpus.join("images").to_str().unwrap(),
+        "--out",
+        root.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another run"));
 }
@@ -525,10 +833,18 @@ fn content_hash_is_the_same_for_exact_duplicates() {
     let corpus = dir.path().join("corpus");
     let root = dir.path().join("run");
     run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
-    run_ok(&["embed", corpus.join("images").to_str().unwrap(), "--out", root.to_str().unwrap()]);
+    run_ok(&[
+        "embed",
+        corpus.join("images").to_str().unwrap(),
+        "--out",
+        root.to_str().unwrap(),
+    ]);
     let mut hash = HashMap::new();
     for b in read_parquet_dir(&root.join("embeddings")) {
-        for (k, h) in strings(&b, "key").into_iter().zip(strings(&b, "content_hash")) {
+        for (k, h) in strings(&b, "key")
+            .into_iter()
+            .zip(strings(&b, "content_hash"))
+        {
             hash.insert(k, h);
         }
     }
