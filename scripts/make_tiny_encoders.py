@@ -43,9 +43,10 @@ def rbf(rgb, protos, sigma):
     return np.exp(-d2 / sigma**2).astype(np.float32)
 
 
-def feature_nodes(protos, sigma, mean, std, size):
+def feature_nodes(protos, sigma, mean, std, size, fp16_input=False):
     """Nodes from the normalised input to per-pixel features `feat` [N, K, size, size]."""
     k = len(protos)
+    pixels = "pixel_values_f32" if fp16_input else "pixel_values"
     inits = [
         numpy_helper.from_array(np.array(std, np.float32).reshape(1, 3, 1, 1), "std"),
         numpy_helper.from_array(np.array(mean, np.float32).reshape(1, 3, 1, 1), "mean"),
@@ -53,8 +54,9 @@ def feature_nodes(protos, sigma, mean, std, size):
         numpy_helper.from_array(-(protos**2).sum(1) / sigma**2, "b"),
         numpy_helper.from_array(np.array(1 / sigma**2, np.float32), "inv_s2"),
     ]
-    nodes = [
-        helper.make_node("Mul", ["pixel_values", "std"], ["scaled"]),
+    nodes = [helper.make_node("Cast", ["pixel_values"], [pixels], to=TensorProto.FLOAT)] if fp16_input else []
+    nodes += [
+        helper.make_node("Mul", [pixels, "std"], ["scaled"]),
         helper.make_node("Add", ["scaled", "mean"], ["rgb"]),
         helper.make_node("Conv", ["rgb", "w", "b"], ["cross"], kernel_shape=[1, 1]),
         helper.make_node("ReduceSumSquare", ["rgb"], ["sq"], axes=[1], keepdims=1),
@@ -65,11 +67,12 @@ def feature_nodes(protos, sigma, mean, std, size):
     return nodes, inits
 
 
-def save(model_nodes, inits, outputs, size, name, out_dir):
+def save(model_nodes, inits, outputs, size, name, out_dir, fp16_input=False):
+    dtype = TensorProto.FLOAT16 if fp16_input else TensorProto.FLOAT
     graph = helper.make_graph(
         model_nodes,
         name,
-        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("pixel_values", dtype, ["batch", 3, size, size])],
         outputs,
         inits,
     )
@@ -83,13 +86,11 @@ def save(model_nodes, inits, outputs, size, name, out_dir):
     (out_dir / f"{name}.onnx").write_bytes(model.SerializeToString())
 
 
-def clip_tiny(out_dir, rng):
+def clip_tiny(out_dir, rotation, name="clip-tiny", fp16_input=False):
     size, sigma = 64, 0.15
     protos = prototypes([0.1, 0.35, 0.65, 0.9])
     k = len(protos)
-    rotation, _ = np.linalg.qr(rng.standard_normal((k, k)))
-    rotation = rotation.astype(np.float32)
-    nodes, inits = feature_nodes(protos, sigma, CLIP_MEAN, CLIP_STD, size)
+    nodes, inits = feature_nodes(protos, sigma, CLIP_MEAN, CLIP_STD, size, fp16_input)
     inits += [
         numpy_helper.from_array(rbf(GREY[None], protos, sigma)[0], "grey_feat"),
         numpy_helper.from_array(rotation, "proj"),
@@ -101,7 +102,7 @@ def clip_tiny(out_dir, rng):
         helper.make_node("MatMul", ["centred", "proj"], ["image_embeds"]),
     ]
     outputs = [helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["batch", k])]
-    save(nodes, inits, outputs, size, "clip-tiny", out_dir)
+    save(nodes, inits, outputs, size, name, out_dir, fp16_input)
     return k
 
 
@@ -136,7 +137,7 @@ MANIFEST = """\
 id = "{id}"
 onnx = "{id}.onnx"
 input = "pixel_values"
-input-dtype = "float32"
+input-dtype = "{dtype}"
 output = "{output}"
 dim = {dim}
 image-size = {size}
@@ -152,19 +153,26 @@ def main():
     out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "models/tiny")
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(20240109)
-    clip_dim = clip_tiny(out_dir, rng)
+    k = len(prototypes([0.1, 0.35, 0.65, 0.9]))
+    rotation = np.linalg.qr(rng.standard_normal((k, k)))[0].astype(np.float32)
+    clip_dim = clip_tiny(out_dir, rotation)
     dino_dim = dino_tiny(out_dir, rng)
-    (out_dir / "clip-tiny.toml").write_text(
-        MANIFEST.format(
-            comment="Tiny CLIP-like encoder: global colour statistics only (blind to layout).",
-            id="clip-tiny", output="image_embeds", dim=clip_dim, size=64, resize=64,
-            mean=CLIP_MEAN, std=CLIP_STD,
+    # The same CLIP with a float16 input, so the fp16 path of exported models is tested too.
+    clip_tiny(out_dir, rotation, "clip-tiny-fp16", fp16_input=True)
+    for name, dtype, comment in [
+        ("clip-tiny", "float32", "Tiny CLIP-like encoder: global colour statistics only (blind to layout)."),
+        ("clip-tiny-fp16", "float16", "clip-tiny with a float16 input, as --fp16 exports have."),
+    ]:
+        (out_dir / f"{name}.toml").write_text(
+            MANIFEST.format(
+                comment=comment, id=name, dtype=dtype, output="image_embeds", dim=clip_dim, size=64, resize=64,
+                mean=CLIP_MEAN, std=CLIP_STD,
+            )
         )
-    )
     (out_dir / "dino-tiny.toml").write_text(
         MANIFEST.format(
             comment="Tiny DINOv2-like encoder: colour statistics on a 4x4 grid (sees layout).",
-            id="dino-tiny", output="cls", dim=dino_dim, size=56, resize=64,
+            id="dino-tiny", dtype="float32", output="cls", dim=dino_dim, size=56, resize=64,
             mean=IMAGENET_MEAN, std=IMAGENET_STD,
         )
     )

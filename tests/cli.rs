@@ -856,3 +856,110 @@ fn content_hash_is_the_same_for_exact_duplicates() {
         assert_ne!(hash[&p.a], hash[&p.b]);
     }
 }
+
+#[test]
+fn tiny_encoders_regenerate_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(python())
+        .arg(repo().join("scripts/make_tiny_encoders.py"))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for name in [
+        "clip-tiny.onnx",
+        "clip-tiny.toml",
+        "clip-tiny-fp16.onnx",
+        "dino-tiny.onnx",
+        "dino-tiny.toml",
+    ] {
+        let committed = std::fs::read(repo().join("models/tiny").join(name)).unwrap();
+        let fresh = std::fs::read(dir.path().join(name)).unwrap();
+        assert!(
+            committed == fresh,
+            "{name} differs from what scripts/make_tiny_encoders.py makes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_float16_input_encoder_matches_its_float32_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
+    let images = corpus.join("images");
+    let (r32, r16) = (dir.path().join("f32"), dir.path().join("f16"));
+    run_ok(&[
+        "embed",
+        images.to_str().unwrap(),
+        "--out",
+        r32.to_str().unwrap(),
+    ]);
+    let fp16 = repo().join("models/tiny/clip-tiny-fp16.toml");
+    run_ok(&[
+        "embed",
+        images.to_str().unwrap(),
+        "--out",
+        r16.to_str().unwrap(),
+        "--clip",
+        fp16.to_str().unwrap(),
+    ]);
+    let (a, b) = (
+        vectors(r32.to_str().unwrap()).await,
+        vectors(r16.to_str().unwrap()).await,
+    );
+    assert_eq!(a.len(), b.len());
+    for (k, (clip, _)) in &a {
+        let cos = dot(clip, &b[k].0);
+        assert!(
+            cos > 0.999,
+            "{k}: fp16 input gives cosine {cos} against fp32"
+        );
+    }
+}
+
+#[test]
+fn outputs_open_in_pyarrow_with_the_documented_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    let root = dir.path().join("run");
+    run_ok(&[
+        "synth",
+        "--out",
+        corpus.to_str().unwrap(),
+        "--format",
+        "tar",
+    ]);
+    run_ok(&[
+        "embed",
+        corpus.join("images").to_str().unwrap(),
+        "--out",
+        root.to_str().unwrap(),
+    ]);
+    let script = r#"
+import sys, pyarrow.dataset as ds
+e = ds.dataset(sys.argv[1] + "/embeddings", format="parquet").to_table()
+r = ds.dataset(sys.argv[1] + "/errors", format="parquet").to_table()
+print(e.num_rows, r.num_rows)
+print(",".join(f"{f.name}:{f.type}" for f in e.schema))
+print(",".join(f.name for f in r.schema))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("{} 0", truth(&corpus).keys.len()));
+    assert_eq!(
+        lines[1],
+        "key:string,uri:string,shard:string,width:uint32,height:uint32,content_hash:string,\
+         clip:fixed_size_list<item: float not null>[64],dino:fixed_size_list<item: float not null>[96]"
+    );
+    assert_eq!(lines[2], "key,uri,shard,stage,kind,message");
+}
