@@ -309,11 +309,11 @@ async fn embed_cmd(a: EmbedArgs) -> Result<()> {
         ..EmbedParams::default()
     };
     let summary = embed::embed(&input, &root, clip, dino, &params, progress()).await?;
-    report_embed(&summary, &root, a.json);
+    report_embed(&summary, &input, &root, a.json);
     Ok(())
 }
 
-fn report_embed(s: &EmbedSummary, root: &Location, json: bool) {
+fn report_embed(s: &EmbedSummary, input: &Location, root: &Location, json: bool) {
     if json {
         println!("{}", serde_json::to_string(s).unwrap_or_default());
         return;
@@ -323,7 +323,7 @@ fn report_embed(s: &EmbedSummary, root: &Location, json: bool) {
     } else {
         0.0
     };
-    println!("embed: {} -> {}", s.shards, root.url);
+    println!("embed: {} -> {}", input.url, root.url);
     println!(
         "  shards     {} ({} committed now, {} already committed)",
         s.shards, s.committed, s.skipped
@@ -430,7 +430,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     .context("the embed stage needs encoders")?;
                 let summary =
                     embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress()).await?;
-                report_embed(&summary, &r.root, json);
+                report_embed(&summary, &r.input, &r.root, json);
             }
             other => anyhow::bail!("unknown stage {other:?}"),
         }
