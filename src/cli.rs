@@ -1,14 +1,16 @@
 //! The command line: arguments (checked by clap), then the real objects (which may fail),
 //! then one library call per command, then a summary. Errors carry their chain to `main`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use blindspot::candidates::CandidateParams;
 use blindspot::embed::{self, EmbedParams, EmbedSummary};
 use blindspot::encoder::{self, OnnxEncoder, SessionParams};
+use blindspot::index::{IndexParams, Quantization};
 use blindspot::preprocess::{DecodeParams, Preprocessor, Transform};
 use blindspot::progress::Progress;
 use blindspot::runtime::Device;
@@ -64,6 +66,118 @@ enum Command {
     },
     /// Measure decode + preprocess throughput on a folder of images (for scripts/bench_preprocess.py).
     BenchPreprocess(BenchArgs),
+    /// Build the usearch HNSW index over the CLIP embeddings of a run root.
+    Index(IndexArgs),
+    /// Find every pair with CLIP similarity above the threshold (index, or --exact brute force).
+    Candidates(CandidatesArgs),
+    /// Keep the candidate pairs whose DINOv2 similarity is below the threshold (DataFusion SQL).
+    Filter(FilterArgs),
+    /// Query the tables of a run root with SQL (read-only); an interactive prompt without QUERY.
+    Sql(SqlArgs),
+}
+
+#[derive(Args, Debug)]
+struct IndexArgs {
+    /// Run root.
+    #[arg(long)]
+    root: String,
+    #[command(flatten)]
+    params: IndexParamArgs,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+struct IndexParamArgs {
+    /// Vector storage in the index.
+    #[arg(long, value_enum, default_value_t = Quantization::F16)]
+    quantization: Quantization,
+    /// HNSW connectivity (M).
+    #[arg(long, default_value_t = IndexParams::default().connectivity)]
+    connectivity: usize,
+    /// HNSW expansion while adding (efConstruction).
+    #[arg(long, default_value_t = IndexParams::default().expansion_add)]
+    expansion_add: usize,
+    /// HNSW expansion while searching (ef).
+    #[arg(long, default_value_t = IndexParams::default().expansion_search)]
+    expansion_search: usize,
+    /// Build threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+impl IndexParamArgs {
+    fn params(&self) -> IndexParams {
+        IndexParams {
+            quantization: self.quantization,
+            connectivity: self.connectivity,
+            expansion_add: self.expansion_add,
+            expansion_search: self.expansion_search,
+            threads: self.threads,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct CandidatesArgs {
+    /// Run root (indexed first with `blindspot index`, unless --exact).
+    #[arg(long)]
+    root: String,
+    /// Keep pairs with CLIP similarity strictly above this.
+    #[arg(long, default_value_t = CandidateParams::default().clip_min)]
+    clip_min: f32,
+    /// Neighbours asked for first; doubled while all pass.
+    #[arg(long, default_value_t = CandidateParams::default().k)]
+    k: usize,
+    /// Brute force over every pair (the ground truth) instead of the index.
+    #[arg(long)]
+    exact: bool,
+    /// Also measure the index's recall against brute force on a sample of images.
+    #[arg(long)]
+    recall: bool,
+    /// Query images in the recall sample.
+    #[arg(long, default_value_t = 1000)]
+    recall_sample: usize,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct FilterArgs {
+    /// Run root (with candidates).
+    #[arg(long)]
+    root: String,
+    /// Keep pairs with DINOv2 similarity strictly below this.
+    #[arg(long, default_value_t = 0.6)]
+    dino_max: f32,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SqlArgs {
+    /// Run root whose tables are registered.
+    #[arg(long)]
+    root: String,
+    /// The query; without it, an interactive prompt reads queries ending in `;`.
+    query: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// Write the result to this file instead of stdout (required for parquet).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+    Parquet,
 }
 
 #[derive(Args, Debug)]
@@ -263,6 +377,56 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Validate { spec } => validate(&spec).await,
         Command::Run { spec, json } => run(&spec, json).await,
         Command::BenchPreprocess(a) => bench_preprocess(a),
+        Command::Index(a) => {
+            let root = Location::open(&a.root)?;
+            let s = blindspot::index::index(&root, &a.params.params(), progress()).await?;
+            report(a.json, &s, || {
+                format!("index: {} -> {} unique vectors ({} rows, {} exact duplicates collapsed) in {:.1}s", root.url, s.vectors, s.rows, s.duplicates, s.seconds)
+            });
+            Ok(())
+        }
+        Command::Candidates(a) => {
+            let root = Location::open(&a.root)?;
+            let params = CandidateParams {
+                clip_min: a.clip_min,
+                k: a.k,
+                exact: a.exact,
+                ..Default::default()
+            };
+            let s = blindspot::candidates::candidates(
+                &root,
+                &params,
+                a.recall.then_some(a.recall_sample),
+                progress(),
+            )
+            .await?;
+            report(a.json, &s, || {
+                let mut text = format!(
+                    "candidates ({}): {} pairs with clip > {} among {} images in {:.1}s",
+                    s.mode, s.pairs, a.clip_min, s.images, s.seconds
+                );
+                if let Some(r) = &s.recall {
+                    text += &format!(
+                        "\n  index recall on {} sampled images: {:.4} ({} of {} exact pairs)",
+                        r.sample, r.recall, r.found, r.exact_pairs
+                    );
+                }
+                text
+            });
+            Ok(())
+        }
+        Command::Filter(a) => {
+            let root = Location::open(&a.root)?;
+            let s = blindspot::filter::filter(&root, a.dino_max).await?;
+            report(a.json, &s, || {
+                format!(
+                    "filter: {} CLIP-blind pairs (dino < {}) in {:.1}s, run {}",
+                    s.pairs, a.dino_max, s.seconds, s.run_id
+                )
+            });
+            Ok(())
+        }
+        Command::Sql(a) => sql_cmd(a).await,
     }
 }
 
@@ -432,6 +596,34 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress()).await?;
                 report_embed(&summary, &r.input, &r.root, json);
             }
+            "index" => {
+                let s = blindspot::index::index(&r.root, &r.index, progress()).await?;
+                report(json, &s, || {
+                    format!(
+                        "index: {} unique vectors ({} exact duplicates collapsed) in {:.1}s",
+                        s.vectors, s.duplicates, s.seconds
+                    )
+                });
+            }
+            "candidates" => {
+                let s = blindspot::candidates::candidates(&r.root, &r.candidates, None, progress())
+                    .await?;
+                report(json, &s, || {
+                    format!(
+                        "candidates ({}): {} pairs with clip > {} among {} images in {:.1}s",
+                        s.mode, s.pairs, r.candidates.clip_min, s.images, s.seconds
+                    )
+                });
+            }
+            "filter" => {
+                let s = blindspot::filter::filter(&r.root, r.dino_max).await?;
+                report(json, &s, || {
+                    format!(
+                        "filter: {} CLIP-blind pairs (dino < {}) in {:.1}s",
+                        s.pairs, r.dino_max, s.seconds
+                    )
+                });
+            }
             other => anyhow::bail!("unknown stage {other:?}"),
         }
     }
@@ -500,9 +692,63 @@ async fn print_demo_summary(root: &Location, corpus: &str) -> Result<()> {
             );
         }
     }
+    print_mined_pairs(root, &truth).await?;
+    println!("\noutputs under {}: embeddings/, errors/, index/, duplicates/, candidates/, pairs/ (query them with `blindspot sql --root {}`)", root.url, root.url);
+    Ok(())
+}
+
+/// The mined pairs next to the truth file's blind pairs.
+async fn print_mined_pairs(root: &Location, truth: &synth::Truth) -> Result<()> {
+    let (ctx, tables) = blindspot::sql::session(root).await?;
+    let df = blindspot::sql::query(
+        &ctx,
+        &tables,
+        "SELECT a, b, clip_sim, dino_sim FROM pairs ORDER BY a, b",
+    )
+    .await?;
+    let known: std::collections::BTreeSet<(String, String)> = truth
+        .blind_pairs
+        .iter()
+        .map(|p| (p.a.clone(), p.b.clone()))
+        .collect();
+    let mut mined = std::collections::BTreeSet::new();
+    println!("\nmined CLIP-blind pairs (candidates -> filter) against truth.json:");
     println!(
-        "\noutputs: {}/embeddings/*.parquet, {}/errors/*.parquet",
-        root.url, root.url
+        "  {:<34} {:<34} {:>6} {:>6}  in truth?",
+        "a", "b", "clip", "dino"
+    );
+    for batch in blindspot::sql::collect(df).await? {
+        let a = blindspot::tables::strings(&batch, "a")?;
+        let b = blindspot::tables::strings(&batch, "b")?;
+        let clip = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<arrow::array::Float32Array>()
+            .context("clip_sim")?;
+        let dino = batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<arrow::array::Float32Array>()
+            .context("dino_sim")?;
+        for i in 0..batch.num_rows() {
+            let pair = (a.value(i).to_string(), b.value(i).to_string());
+            let hit = if known.contains(&pair) { "yes" } else { "NO" };
+            println!(
+                "  {:<34} {:<34} {:>6.3} {:>6.3}  {hit}",
+                pair.0,
+                pair.1,
+                clip.value(i),
+                dino.value(i)
+            );
+            mined.insert(pair);
+        }
+    }
+    let found = known.intersection(&mined).count();
+    println!(
+        "  {} pairs mined; {found} of {} known blind pairs found; {} mined pairs not in the truth file",
+        mined.len(),
+        known.len(),
+        mined.difference(&known).count()
     );
     Ok(())
 }
@@ -641,4 +887,128 @@ impl Progress for LogProgress {
         tracing::debug!("{msg}");
     }
     fn finish(&self) {}
+}
+
+/// Prints a stage summary: JSON on one line, or the text `human` builds.
+fn report<T: serde::Serialize>(json: bool, summary: &T, human: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string(summary).unwrap_or_default());
+    } else {
+        println!("{}", human());
+    }
+}
+
+async fn sql_cmd(a: SqlArgs) -> Result<()> {
+    let root = Location::open(&a.root)?;
+    let (ctx, tables) = blindspot::sql::session(&root).await?;
+    if a.format == OutputFormat::Parquet && a.output.is_none() {
+        anyhow::bail!(blindspot::Error::Usage(
+            "--format parquet needs --output FILE".into()
+        ));
+    }
+    if let Some(q) = &a.query {
+        return run_query(&ctx, &tables, q, a.format, a.output.as_deref()).await;
+    }
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!(
+            "blindspot sql on {} (tables: {}); end queries with `;`, \\q to quit",
+            root.url,
+            tables.join(", ")
+        );
+    }
+    let mut pending = String::new();
+    let mut line = String::new();
+    loop {
+        if interactive {
+            eprint!(
+                "{}",
+                if pending.is_empty() {
+                    "blindspot> "
+                } else {
+                    "      ...> "
+                }
+            );
+        }
+        line.clear();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            break;
+        }
+        let trimmed = line.trim();
+        if pending.is_empty() && (trimmed == "\\q" || trimmed == "quit" || trimmed == "exit") {
+            break;
+        }
+        pending.push_str(&line);
+        if trimmed.ends_with(';') {
+            let q = std::mem::take(&mut pending);
+            if let Err(e) = run_query(
+                &ctx,
+                &tables,
+                q.trim().trim_end_matches(';'),
+                a.format,
+                None,
+            )
+            .await
+            {
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    if !pending.trim().is_empty() {
+        run_query(
+            &ctx,
+            &tables,
+            pending.trim().trim_end_matches(';'),
+            a.format,
+            None,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn run_query(
+    ctx: &datafusion::prelude::SessionContext,
+    tables: &[String],
+    q: &str,
+    format: OutputFormat,
+    output: Option<&Path>,
+) -> Result<()> {
+    let df = blindspot::sql::query(ctx, tables, q).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = blindspot::sql::collect(df).await?;
+    let mut out: Box<dyn std::io::Write + Send> = match output {
+        Some(p) => {
+            Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
+        None => Box::new(std::io::stdout()),
+    };
+    match format {
+        OutputFormat::Table => writeln!(
+            out,
+            "{}",
+            arrow::util::pretty::pretty_format_batches(&batches)?
+        )?,
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::Writer::new(out);
+            for b in &batches {
+                w.write(b)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(out);
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        OutputFormat::Parquet => {
+            let mut w = parquet::arrow::ArrowWriter::try_new(out, schema, None)?;
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.close()?;
+        }
+    }
+    Ok(())
 }

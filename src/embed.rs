@@ -17,15 +17,13 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray,
-    UInt32Array,
+    ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow::datatypes::{Field, SchemaRef};
 use bytes::Bytes;
 use ndarray::Array4;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -36,6 +34,7 @@ use crate::preprocess::{self, DecodeParams, Preprocessor, Transform};
 use crate::progress::Progress;
 use crate::schema::{self, FloatType};
 use crate::storage::{Location, RunLock};
+use crate::tables::{self, writer_props};
 
 /// Where commit manifests of this stage live under the run root.
 pub const COMMITS: &str = "_commits/embed";
@@ -542,18 +541,6 @@ struct ShardWriter {
     embeddings_rel: String,
 }
 
-fn writer_props(schema: &SchemaRef) -> WriterProperties {
-    let kv = schema
-        .metadata()
-        .iter()
-        .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.clone(), v.clone()))
-        .collect();
-    WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-        .set_key_value_metadata(Some(kv))
-        .build()
-}
-
 impl ShardWriter {
     fn new(
         root: &Location,
@@ -623,8 +610,8 @@ impl ShardWriter {
             .await
             .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
         let errors_rel = format!("{}/{}.parquet", schema::ERRORS, shard.id);
-        let bytes = errors_parquet(&shard.name, &self.errors)?;
-        root.put(&errors_rel, bytes).await?;
+        let batch = errors_batch(&shard.name, &self.errors)?;
+        tables::write(root, &errors_rel, &batch.schema(), &[batch]).await?;
         let meta = schema.metadata();
         let commit = ShardCommit {
             shard: shard.name.clone(),
@@ -704,7 +691,7 @@ fn rows_to_batch(
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::table(schema::EMBEDDINGS, e))
 }
 
-fn errors_parquet(shard: &str, errors: &[(&'static str, Failure)]) -> Result<Bytes> {
+fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<RecordBatch> {
     let schema = schema::errors();
     fn col<'a>(
         errors: &'a [(&'static str, Failure)],
@@ -712,8 +699,8 @@ fn errors_parquet(shard: &str, errors: &[(&'static str, Failure)]) -> Result<Byt
     ) -> ArrayRef {
         Arc::new(StringArray::from_iter_values(errors.iter().map(f)))
     }
-    let batch = RecordBatch::try_new(
-        schema.clone(),
+    RecordBatch::try_new(
+        schema,
         vec![
             col(errors, |e| e.1.key.as_str()),
             col(errors, |e| e.1.uri.as_str()),
@@ -723,40 +710,18 @@ fn errors_parquet(shard: &str, errors: &[(&'static str, Failure)]) -> Result<Byt
             col(errors, |e| e.1.message.as_str()),
         ],
     )
-    .map_err(|e| Error::table(schema::ERRORS, e))?;
-    let mut buf = Vec::new();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_props(&schema)))
-            .map_err(|e| Error::table(schema::ERRORS, e))?;
-    w.write(&batch)
-        .map_err(|e| Error::table(schema::ERRORS, e))?;
-    w.close().map_err(|e| Error::table(schema::ERRORS, e))?;
-    Ok(Bytes::from(buf))
+    .map_err(|e| Error::table(schema::ERRORS, e))
 }
 
 /// Every committed embedding under a run root, by key: `(clip, dino)` as f32. For tests,
 /// the demo and small corpora; large runs are read with SQL instead.
 pub async fn read_vectors(root: &Location) -> Result<HashMap<String, (Vec<f32>, Vec<f32>)>> {
     let mut out = HashMap::new();
-    let mut commits: Vec<ShardCommit> = committed(root).await?.into_values().collect();
-    commits.sort_by(|a, b| a.id.cmp(&b.id));
-    for commit in commits {
-        let path = root.path(&commit.embeddings);
-        let bytes = root
-            .get_bytes(&path)
-            .await
-            .map_err(|e| Error::storage(root.uri_of(&path), e))?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .and_then(|b| b.build())
-            .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
-            let keys = batch
-                .column_by_name("key")
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| Error::table(schema::EMBEDDINGS, "no key column"))?;
-            let clip = vector_rows(&batch, "clip")?;
-            let dino = vector_rows(&batch, "dino")?;
+    for commit in commits_in_order(root).await? {
+        for batch in tables::read(root, &commit.embeddings, &["key", "clip", "dino"]).await? {
+            let keys = tables::strings(&batch, "key")?;
+            let clip = tables::vector_rows(&batch, "clip")?;
+            let dino = tables::vector_rows(&batch, "dino")?;
             for ((k, c), d) in keys.iter().zip(clip).zip(dino) {
                 out.insert(k.unwrap_or_default().to_string(), (c, d));
             }
@@ -765,25 +730,9 @@ pub async fn read_vectors(root: &Location) -> Result<HashMap<String, (Vec<f32>, 
     Ok(out)
 }
 
-/// The rows of a vector column as f32, whichever float type it is stored in.
-pub fn vector_rows(batch: &RecordBatch, column: &str) -> Result<Vec<Vec<f32>>> {
-    let list = batch
-        .column_by_name(column)
-        .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
-        .ok_or_else(|| Error::table(schema::EMBEDDINGS, format!("no vector column {column}")))?;
-    let dim = list.value_length() as usize;
-    let values: Vec<f32> = if let Some(v) = list.values().as_any().downcast_ref::<Float32Array>() {
-        v.values().to_vec()
-    } else if let Some(v) = list.values().as_any().downcast_ref::<Float16Array>() {
-        v.values().iter().map(|h| h.to_f32()).collect()
-    } else {
-        return Err(Error::table(
-            schema::EMBEDDINGS,
-            format!("{column} is neither f32 nor f16"),
-        ));
-    };
-    let offset = list.offset() * dim;
-    Ok((0..list.len())
-        .map(|i| values[offset + i * dim..offset + (i + 1) * dim].to_vec())
-        .collect())
+/// The committed shards of a run root, in a stable order (by shard id).
+pub async fn commits_in_order(root: &Location) -> Result<Vec<ShardCommit>> {
+    let mut commits: Vec<ShardCommit> = committed(root).await?.into_values().collect();
+    commits.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(commits)
 }

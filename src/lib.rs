@@ -2,17 +2,22 @@
 //! blindness carries into multimodal LLMs. The library holds every stage; `main.rs` only
 //! parses arguments and dispatches.
 
+pub mod candidates;
 pub mod embed;
 pub mod encoder;
 pub mod error;
+pub mod filter;
+pub mod index;
 pub mod ingest;
 pub mod preprocess;
 pub mod progress;
 pub mod runtime;
 pub mod schema;
 pub mod spec;
+pub mod sql;
 pub mod storage;
 pub mod synth;
+pub mod tables;
 
 pub use error::{Error, Result};
 

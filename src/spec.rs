@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::candidates::CandidateParams;
 use crate::embed::EmbedParams;
 use crate::encoder::{self, OnnxEncoder, SessionParams};
 use crate::error::{Error, Result};
+use crate::index::{IndexParams, Quantization};
 use crate::preprocess::DecodeParams;
 use crate::runtime::Device;
 use crate::schema::FloatType;
@@ -17,7 +19,7 @@ use crate::storage::Location;
 use crate::synth::{SynthFormat, SynthParams};
 
 /// The stages a spec can name, in pipeline order.
-pub const STAGES: &[&str] = &["synth", "embed"];
+pub const STAGES: &[&str] = &["synth", "embed", "index", "candidates", "filter"];
 
 /// A pipeline spec as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -33,6 +35,81 @@ pub struct Spec {
     /// Synthetic corpus settings (the `synth` stage).
     #[serde(default)]
     pub synth: SynthSection,
+    /// Index settings.
+    #[serde(default)]
+    pub index: IndexSection,
+    /// Candidates settings.
+    #[serde(default)]
+    pub candidates: CandidatesSection,
+    /// Filter settings.
+    #[serde(default)]
+    pub filter: FilterSection,
+}
+
+/// `[index]`; every field has a default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct IndexSection {
+    /// `f16`, `f32` or `i8`.
+    pub quantization: Quantization,
+    /// HNSW connectivity (M).
+    pub connectivity: usize,
+    /// Expansion while adding.
+    pub expansion_add: usize,
+    /// Expansion while searching.
+    pub expansion_search: usize,
+    /// Build threads; 0 means one per core.
+    pub threads: usize,
+}
+
+impl Default for IndexSection {
+    fn default() -> Self {
+        let p = IndexParams::default();
+        IndexSection {
+            quantization: p.quantization,
+            connectivity: p.connectivity,
+            expansion_add: p.expansion_add,
+            expansion_search: p.expansion_search,
+            threads: p.threads,
+        }
+    }
+}
+
+/// `[candidates]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct CandidatesSection {
+    /// CLIP threshold (strict `>`).
+    pub clip_min: f32,
+    /// First k.
+    pub k: usize,
+    /// Brute force instead of the index.
+    pub exact: bool,
+}
+
+impl Default for CandidatesSection {
+    fn default() -> Self {
+        let p = CandidateParams::default();
+        CandidatesSection {
+            clip_min: p.clip_min,
+            k: p.k,
+            exact: p.exact,
+        }
+    }
+}
+
+/// `[filter]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct FilterSection {
+    /// DINOv2 threshold (strict `<`).
+    pub dino_max: f32,
+}
+
+impl Default for FilterSection {
+    fn default() -> Self {
+        FilterSection { dino_max: 0.6 }
+    }
 }
 
 /// `[run]`.
@@ -157,6 +234,12 @@ pub struct Resolved {
     pub encoders: Option<(OnnxEncoder, OnnxEncoder)>,
     /// Embed settings.
     pub embed: EmbedParams,
+    /// Index settings.
+    pub index: IndexParams,
+    /// Candidates settings.
+    pub candidates: CandidateParams,
+    /// The DINOv2 threshold of the filter stage.
+    pub dino_max: f32,
 }
 
 fn resolve_path(base: &Path, p: &str) -> String {
@@ -230,6 +313,24 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     if spec.embed.fetch_concurrency == 0 {
         problems.push("[embed] fetch-concurrency must be at least 1".into());
     }
+    if spec.index.connectivity < 2 {
+        problems.push("[index] connectivity must be at least 2".into());
+    }
+    if !(spec.candidates.clip_min > -1.0 && spec.candidates.clip_min < 1.0) {
+        problems.push(format!(
+            "[candidates] clip-min {} must be between -1 and 1",
+            spec.candidates.clip_min
+        ));
+    }
+    if spec.candidates.k == 0 {
+        problems.push("[candidates] k must be at least 1".into());
+    }
+    if !(-1.0..=1.0).contains(&spec.filter.dino_max) {
+        problems.push(format!(
+            "[filter] dino-max {} must be between -1 and 1",
+            spec.filter.dino_max
+        ));
+    }
     if spec.synth.per_shard == 0 {
         problems.push("[synth] per-shard must be at least 1".into());
     }
@@ -266,7 +367,25 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         });
     }
     let embed = spec.embed.params();
+    let i = &spec.index;
+    let index = IndexParams {
+        quantization: i.quantization,
+        connectivity: i.connectivity,
+        expansion_add: i.expansion_add,
+        expansion_search: i.expansion_search,
+        threads: i.threads,
+    };
+    let candidates = CandidateParams {
+        clip_min: spec.candidates.clip_min,
+        k: spec.candidates.k,
+        exact: spec.candidates.exact,
+        ..Default::default()
+    };
+    let dino_max = spec.filter.dino_max;
     Ok(Resolved {
+        index,
+        candidates,
+        dino_max,
         stages: spec.run.stages.clone(),
         input: input.expect("no problems"),
         root: root.expect("no problems"),

@@ -294,7 +294,7 @@ async fn parquet_schema_metadata_and_norms() {
     for batch in builder.build().unwrap() {
         let batch = batch.unwrap();
         for col in ["clip", "dino"] {
-            for row in embed::vector_rows(&batch, col).unwrap() {
+            for row in blindspot::tables::vector_rows(&batch, col).unwrap() {
                 let norm = dot(&row, &row).sqrt();
                 assert!((norm - 1.0).abs() < 5e-3, "{col} norm {norm}");
             }
@@ -508,6 +508,12 @@ fn demo_prints_the_known_pairs() {
         n += 1;
     }
     assert_eq!(n, 14, "{out}");
+    assert!(
+        out.contains(
+            "14 pairs mined; 14 of 14 known blind pairs found; 0 mined pairs not in the truth file"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -962,4 +968,258 @@ print(",".join(f.name for f in r.schema))
          clip:fixed_size_list<item: float not null>[64],dino:fixed_size_list<item: float not null>[96]"
     );
     assert_eq!(lines[2], "key,uri,shard,stage,kind,message");
+}
+
+/// Synth, embed, index, candidates and filter through the binary; returns (tempdir, corpus, root).
+fn mine(format: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    let root = dir.path().join("run");
+    let (c, r) = (corpus.to_str().unwrap(), root.to_str().unwrap());
+    run_ok(&["synth", "--out", c, "--format", format]);
+    run_ok(&["embed", corpus.join("images").to_str().unwrap(), "--out", r]);
+    run_ok(&["index", "--root", r]);
+    run_ok(&["candidates", "--root", r]);
+    run_ok(&["filter", "--root", r]);
+    (dir, corpus, root)
+}
+
+fn pair_set(batches: &[RecordBatch]) -> BTreeSet<(String, String)> {
+    batches
+        .iter()
+        .flat_map(|b| strings(b, "a").into_iter().zip(strings(b, "b")))
+        .collect()
+}
+
+fn truth_set(pairs: &[blindspot::synth::TruthPair]) -> BTreeSet<(String, String)> {
+    pairs.iter().map(|p| (p.a.clone(), p.b.clone())).collect()
+}
+
+#[test]
+fn mined_pairs_equal_the_truth_exactly() {
+    for format in ["folder", "tar"] {
+        let (_dir, corpus, root) = mine(format);
+        let t = truth(&corpus);
+        let pairs = pair_set(&read_parquet_dir(&root.join("pairs")));
+        assert_eq!(
+            pairs,
+            truth_set(&t.blind_pairs),
+            "{format}: mined pairs differ from the truth file"
+        );
+        let candidates = pair_set(&read_parquet_dir(&root.join("candidates")));
+        for p in truth_set(&t.near_duplicates) {
+            assert!(
+                candidates.contains(&p),
+                "{format}: near-duplicate {p:?} is not a candidate"
+            );
+            assert!(
+                !pairs.contains(&p),
+                "{format}: near-duplicate {p:?} is a blind pair"
+            );
+        }
+        let dups: BTreeSet<(String, String)> = read_parquet_dir(&root.join("duplicates"))
+            .iter()
+            .flat_map(|b| {
+                strings(b, "duplicate_of")
+                    .into_iter()
+                    .zip(strings(b, "key"))
+            })
+            .collect();
+        assert_eq!(
+            dups,
+            truth_set(&t.exact_duplicates),
+            "{format}: duplicates table"
+        );
+        for b in read_parquet_dir(&root.join("pairs")) {
+            let uris = strings(&b, "a_uri");
+            assert!(uris.iter().all(|u| u.starts_with("file://")), "{uris:?}");
+        }
+    }
+}
+
+#[test]
+fn exact_candidates_match_the_index_and_recall_is_reported() {
+    let (dir, _corpus, root) = mine("folder");
+    let r = root.to_str().unwrap();
+    let by_index = pair_set(&read_parquet_dir(&root.join("candidates")));
+    let summary: serde_json::Value =
+        serde_json::from_str(run_ok(&["candidates", "--root", r, "--exact", "--json"]).trim())
+            .unwrap();
+    assert_eq!(summary["mode"], "exact");
+    assert_eq!(
+        pair_set(&read_parquet_dir(&root.join("candidates"))),
+        by_index
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(run_ok(&["candidates", "--root", r, "--recall", "--json"]).trim())
+            .unwrap();
+    assert_eq!(summary["recall"]["recall"], 1.0, "{summary}");
+    assert!(
+        summary["recall"]["exact_pairs"].as_u64().unwrap() >= 20,
+        "{summary}"
+    );
+
+    // A later embed run makes the index stale: candidates refuses until it is rebuilt.
+    let more = dir.path().join("more");
+    run_ok(&["synth", "--out", more.to_str().unwrap(), "--seed", "99"]);
+    let extra = more.join("images/part-00000");
+    let moved = dir.path().join("corpus/images/part-99999");
+    std::fs::rename(&extra, &moved).unwrap();
+    run_ok(&[
+        "embed",
+        dir.path().join("corpus/images").to_str().unwrap(),
+        "--out",
+        r,
+    ]);
+    let out = run(&["candidates", "--root", r]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stale"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The filter query's output, with run-specific parts (temp paths, run id) taken out.
+fn normalised_pairs(root: &Path) -> String {
+    let prefix = format!("file://{}", root.parent().unwrap().display());
+    let mut out = String::from("a,b,a_uri,b_uri,clip_sim,dino_sim\n");
+    for b in read_parquet_dir(&root.join("pairs")) {
+        let (a, bb, au, bu) = (
+            strings(&b, "a"),
+            strings(&b, "b"),
+            strings(&b, "a_uri"),
+            strings(&b, "b_uri"),
+        );
+        let clip = b
+            .column_by_name("clip_sim")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap();
+        let dino = b
+            .column_by_name("dino_sim")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            out += &format!(
+                "{},{},{},{},{:.3},{:.2}\n",
+                a[i],
+                bb[i],
+                au[i].replace(&prefix, "ROOT"),
+                bu[i].replace(&prefix, "ROOT"),
+                clip.value(i),
+                dino.value(i)
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn sql_golden_outputs() {
+    let (_dir, _corpus, root) = mine("folder");
+    let got = normalised_pairs(&root);
+    let golden = repo().join("tests/golden/pairs.csv");
+    if std::env::var_os("BLINDSPOT_BLESS").is_some() {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden)
+        .expect("tests/golden/pairs.csv (BLINDSPOT_BLESS=1 writes it)");
+    assert_eq!(
+        got, want,
+        "sql/pairs.sql output changed; rerun with BLINDSPOT_BLESS=1 if that is intended"
+    );
+}
+
+#[test]
+fn sql_is_read_only_and_explains_bad_queries() {
+    let (dir, _corpus, root) = mine("folder");
+    let r = root.to_str().unwrap();
+    for q in [
+        "CREATE TABLE x AS SELECT 1",
+        "INSERT INTO pairs SELECT * FROM pairs",
+        "COPY pairs TO '/tmp/blindspot-copy-test.csv'",
+        "DROP TABLE pairs",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let out = run(&["sql", "--root", r, q]);
+        assert_eq!(out.status.code(), Some(2), "{q}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("read-only"), "{q}: {err}");
+    }
+    assert!(!Path::new("/tmp/blindspot-copy-test.csv").exists());
+    let out = run(&["sql", "--root", r, "SELECT nope FROM pairs"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nope")
+            && err.contains("tables: embeddings, errors, duplicates, candidates, pairs"),
+        "{err}"
+    );
+    let out = run(&["sql", "--root", r, "SELEC 1"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Output formats, and the UDF over the embeddings.
+    let q = "SELECT a, b, round(cosine_sim(ea.clip, eb.clip), 3) AS sim FROM candidates JOIN embeddings ea ON ea.key = a JOIN embeddings eb ON eb.key = b ORDER BY a, b LIMIT 3";
+    let csv = run_ok(&["sql", "--root", r, q, "--format", "csv"]);
+    assert!(csv.starts_with("a,b,sim\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 4);
+    let json = run_ok(&[
+        "sql",
+        "--root",
+        r,
+        "SELECT count(*) AS n FROM pairs",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["n"], 14);
+    let table = run_ok(&[
+        "sql",
+        "--root",
+        r,
+        "SELECT kind, count(*) AS n FROM errors GROUP BY kind",
+    ]);
+    assert!(table.contains("kind"), "{table}");
+    let file = dir.path().join("out.parquet");
+    run_ok(&[
+        "sql",
+        "--root",
+        r,
+        "SELECT * FROM pairs",
+        "--format",
+        "parquet",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    let n: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap()
+    .map(|b| b.unwrap().num_rows())
+    .sum();
+    assert_eq!(n, 14);
+
+    // Without a query: statements from stdin, one after another; an error does not end the session.
+    let mut child = bin()
+        .args(["sql", "--root", r, "--format", "csv"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"SELECT count(*) AS n FROM pairs;\nSELECT nope;\nSELECT count(*) AS m\nFROM duplicates;\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("n\n14") && stdout.contains("m\n2"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }

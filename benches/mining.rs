@@ -1,0 +1,188 @@
+//! Pair mining: index build and candidate search per 100k vectors at 768 dimensions, and the
+//! filter query (`sql/pairs.sql`) per million candidates, on synthetic data.
+
+use std::sync::Arc;
+
+use arrow::array::{FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array};
+use blindspot::candidates::{self, CandidateParams};
+use blindspot::embed::ShardCommit;
+use blindspot::index::{self, IndexParams, UniqueVectors};
+use blindspot::progress::NoProgress;
+use blindspot::schema::{self, EncoderMeta, FloatType};
+use blindspot::storage::Location;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// A xorshift generator, so the data never depends on a crate's RNG.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+    }
+    fn vector(&mut self, dim: usize) -> Vec<f32> {
+        let v: Vec<f32> = (0..dim).map(|_| self.unit()).collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    }
+}
+
+/// `n` unit vectors, 2% of them in planted groups of 5 near-duplicates.
+fn planted(n: usize, dim: usize) -> UniqueVectors {
+    let mut rng = Rng(42);
+    let mut data = Vec::with_capacity(n * dim);
+    while data.len() < n * dim {
+        if rng.unit() < -0.49 {
+            let centre = rng.vector(dim);
+            for _ in 0..5 {
+                let v: Vec<f32> = centre.iter().map(|c| c + rng.unit() * 0.01).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                data.extend(v.into_iter().map(|x| x / norm));
+            }
+        } else {
+            data.extend(rng.vector(dim));
+        }
+    }
+    data.truncate(n * dim);
+    UniqueVectors {
+        keys: (0..n).map(|i| format!("k{i:09}")).collect(),
+        data,
+        dim,
+        duplicates: vec![],
+        shards: vec![],
+        rows: n as u64,
+    }
+}
+
+fn vector_column(dim: usize, values: Vec<f32>) -> Arc<FixedSizeListArray> {
+    let field = Arc::new(arrow::datatypes::Field::new(
+        "item",
+        arrow::datatypes::DataType::Float32,
+        false,
+    ));
+    Arc::new(FixedSizeListArray::new(
+        field,
+        dim as i32,
+        Arc::new(Float32Array::from(values)),
+        None,
+    ))
+}
+
+/// A run root in memory with `images` embeddings and `pairs` random candidates.
+fn filter_root(rt: &tokio::runtime::Runtime, images: usize, pairs: usize) -> Location {
+    let root = Location::open("memory://bench-mining/filter").unwrap();
+    let (cdim, ddim) = (16, 256);
+    let meta = |id: &str, dim| EncoderMeta {
+        id: id.into(),
+        digest: "bench".into(),
+        dim,
+    };
+    let schema = schema::embeddings(&meta("c", cdim), &meta("d", ddim), FloatType::F32);
+    let mut rng = Rng(7);
+    let keys: Vec<String> = (0..images).map(|i| format!("k{i:09}")).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(keys.iter())),
+            Arc::new(StringArray::from_iter_values(
+                keys.iter().map(|k| format!("memory://bench/{k}.jpg")),
+            )),
+            Arc::new(StringArray::from_iter_values(keys.iter().map(|_| "part-0"))),
+            Arc::new(UInt32Array::from_iter_values(keys.iter().map(|_| 1))),
+            Arc::new(UInt32Array::from_iter_values(keys.iter().map(|_| 1))),
+            Arc::new(StringArray::from_iter_values(keys.iter())),
+            vector_column(cdim, (0..images).flat_map(|_| rng.vector(cdim)).collect()),
+            vector_column(ddim, (0..images).flat_map(|_| rng.vector(ddim)).collect()),
+        ],
+    )
+    .unwrap();
+    let mut cand: Vec<(usize, usize)> = (0..pairs)
+        .map(|_| {
+            let a = ((rng.unit() + 0.5) * images as f32) as usize % images;
+            let b = ((rng.unit() + 0.5) * images as f32) as usize % images;
+            (a.min(b), a.max(b) + usize::from(a == b))
+        })
+        .filter(|p| p.1 < images)
+        .collect();
+    cand.sort();
+    let cbatch = RecordBatch::try_new(
+        candidates::schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                cand.iter().map(|p| keys[p.0].as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                cand.iter().map(|p| keys[p.1].as_str()),
+            )),
+            Arc::new(Float32Array::from_iter_values(cand.iter().map(|_| 0.97))),
+        ],
+    )
+    .unwrap();
+    rt.block_on(async {
+        blindspot::tables::write(&root, "embeddings/part-0.parquet", &schema, &[batch])
+            .await
+            .unwrap();
+        let errors = RecordBatch::new_empty(schema::errors());
+        blindspot::tables::write(&root, "errors/part-0.parquet", &schema::errors(), &[errors])
+            .await
+            .unwrap();
+        let commit = ShardCommit {
+            shard: "part-0".into(),
+            shard_uri: "memory://bench/part-0".into(),
+            id: "part-0".into(),
+            embeddings: "embeddings/part-0.parquet".into(),
+            errors: "errors/part-0.parquet".into(),
+            rows: images as u64,
+            error_rows: 0,
+            encoders: ["c".into(), "d".into()],
+            version: blindspot::VERSION.into(),
+        };
+        root.put_json("_commits/embed/part-0.json", &commit)
+            .await
+            .unwrap();
+        blindspot::tables::write(
+            &root,
+            candidates::CANDIDATES,
+            &candidates::schema(),
+            &[cbatch],
+        )
+        .await
+        .unwrap();
+        root.put_json(
+            candidates::COMMIT,
+            &serde_json::json!({"pairs": cand.len()}),
+        )
+        .await
+        .unwrap();
+    });
+    root
+}
+
+fn bench(c: &mut Criterion) {
+    let n = 100_000;
+    let vectors = planted(n, 768);
+    let params = IndexParams::default();
+    let mut group = c.benchmark_group("mining");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("index-build/100k x 768", |b| {
+        b.iter(|| index::build(&vectors, &params, &NoProgress).unwrap())
+    });
+    let built = index::build(&vectors, &params, &NoProgress).unwrap();
+    let cp = CandidateParams::default();
+    group.bench_function("candidates-search/100k x 768", |b| {
+        b.iter(|| candidates::index_pairs(&built, &vectors, &cp, &NoProgress).unwrap())
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let root = filter_root(&rt, 200_000, 1_000_000);
+    group.throughput(Throughput::Elements(1_000_000));
+    group.bench_function("filter-query/1M candidates", |b| {
+        b.iter(|| rt.block_on(blindspot::filter::filter(&root, 0.6)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,334 @@
+//! SQL over a run root with DataFusion: every committed table registered by name, the
+//! `cosine_sim` UDF, the compiled-in queries of `sql/*.sql` (thresholds are parameters, never
+//! formatted into the text), and a read-only session for analysts.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Float32Type};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::{DataFrame, SessionContext};
+use object_store::ObjectStoreExt;
+
+use crate::error::{Error, Result};
+use crate::storage::Location;
+
+/// The compiled-in queries, by file name.
+pub mod queries {
+    /// `sql/pairs.sql`: candidates whose DINOv2 similarity is below `$1`, with run id `$2`.
+    pub const PAIRS: &str = include_str!("../sql/pairs.sql");
+}
+
+/// `cosine_sim(a, b)`: cosine similarity of two `FixedSizeList<Float32 | Float16>` columns of
+/// one size, as Float32; null where either side is null or has zero length.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CosineSim {
+    signature: Signature,
+}
+
+impl Default for CosineSim {
+    fn default() -> Self {
+        CosineSim {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+fn vector_type(t: &DataType) -> Option<i32> {
+    match t {
+        DataType::FixedSizeList(item, n)
+            if matches!(item.data_type(), DataType::Float32 | DataType::Float16) =>
+        {
+            Some(*n)
+        }
+        _ => None,
+    }
+}
+
+impl ScalarUDFImpl for CosineSim {
+    fn name(&self) -> &str {
+        "cosine_sim"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
+        match (vector_type(&args[0]), vector_type(&args[1])) {
+            (Some(a), Some(b)) if a == b => Ok(DataType::Float32),
+            _ => Err(datafusion::error::DataFusionError::Plan(format!(
+                "cosine_sim takes two FixedSizeList<Float32 or Float16> of one size, got {} and {}",
+                args[0], args[1]
+            ))),
+        }
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let out = cosine_arrays(&arrays[0], &arrays[1])?;
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        } else {
+            debug_assert_eq!(out.len(), n);
+            Ok(ColumnarValue::Array(out))
+        }
+    }
+}
+
+/// The flat f32 values of a vector column (f16 is widened with Arrow's cast kernel).
+fn flat_f32(list: &FixedSizeListArray) -> datafusion::error::Result<Float32Array> {
+    let values = list.values();
+    let values = if values.data_type() == &DataType::Float32 {
+        values.clone()
+    } else {
+        arrow::compute::cast(values, &DataType::Float32)?
+    };
+    Ok(values.as_primitive::<Float32Type>().clone())
+}
+
+/// Row-wise cosine similarity of two vector arrays of equal length.
+pub fn cosine_arrays(a: &ArrayRef, b: &ArrayRef) -> datafusion::error::Result<ArrayRef> {
+    let (a, b) = (a.as_fixed_size_list(), b.as_fixed_size_list());
+    let dim = a.value_length() as usize;
+    if b.value_length() as usize != dim || a.len() != b.len() {
+        return Err(datafusion::error::DataFusionError::Execution(format!(
+            "cosine_sim: {} rows of {} against {} rows of {}",
+            a.len(),
+            dim,
+            b.len(),
+            b.value_length()
+        )));
+    }
+    let (va, vb) = (flat_f32(a)?, flat_f32(b)?);
+    let (sa, sb) = (
+        &va.values()[a.offset() * dim..],
+        &vb.values()[b.offset() * dim..],
+    );
+    let nulls = NullBuffer::union(a.logical_nulls().as_ref(), b.logical_nulls().as_ref());
+    let sims: Vec<f32> = sa
+        .chunks_exact(dim.max(1))
+        .zip(sb.chunks_exact(dim.max(1)))
+        .take(a.len())
+        .map(|(x, y)| {
+            let (mut d, mut nx, mut ny) = (0f32, 0f32, 0f32);
+            for (p, q) in x.iter().zip(y) {
+                d += p * q;
+                nx += p * p;
+                ny += q * q;
+            }
+            let den = (nx * ny).sqrt();
+            if den > 0.0 {
+                d / den
+            } else {
+                f32::NAN
+            }
+        })
+        .collect();
+    // A zero vector has no direction: null rather than NaN.
+    let zero = NullBuffer::from(sims.iter().map(|s| !s.is_nan()).collect::<Vec<_>>());
+    let nulls = NullBuffer::union(nulls.as_ref(), Some(&zero));
+    Ok(Arc::new(Float32Array::new(sims.into(), nulls)))
+}
+
+/// The tables of a run root that have committed data, as (name, object paths).
+pub async fn committed_tables(root: &Location) -> Result<Vec<(&'static str, Vec<String>)>> {
+    let mut out = Vec::new();
+    let commits = crate::embed::commits_in_order(root).await?;
+    if !commits.is_empty() {
+        out.push((
+            "embeddings",
+            commits.iter().map(|c| c.embeddings.clone()).collect(),
+        ));
+        out.push(("errors", commits.iter().map(|c| c.errors.clone()).collect()));
+    }
+    for (name, commit, file) in [
+        ("duplicates", crate::index::COMMIT, crate::index::DUPLICATES),
+        (
+            "candidates",
+            crate::candidates::COMMIT,
+            crate::candidates::CANDIDATES,
+        ),
+        ("pairs", crate::filter::COMMIT, crate::filter::PAIRS),
+    ] {
+        match root.store.head(&root.path(commit)).await {
+            Ok(_) => out.push((name, vec![file.to_string()])),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(Error::storage(root.uri_of(&root.path(commit)), e)),
+        }
+    }
+    Ok(out)
+}
+
+/// A DataFusion session over `root` with its tables and blindspot's UDFs registered. Returns
+/// the names of the registered tables too.
+pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
+    let ctx = SessionContext::new();
+    ctx.register_udf(ScalarUDF::from(CosineSim::default()));
+    let base = url::Url::parse(&root.url).map_err(|e| Error::Url {
+        url: root.url.clone(),
+        reason: e.to_string(),
+    })?;
+    let store_url = url::Url::parse(&format!(
+        "{}://{}",
+        base.scheme(),
+        base.host_str().unwrap_or("")
+    ))
+    .map_err(|e| Error::Url {
+        url: root.url.clone(),
+        reason: e.to_string(),
+    })?;
+    if base.scheme() != "file" {
+        ctx.register_object_store(&store_url, root.store.clone());
+    }
+    let mut names = Vec::new();
+    for (name, files) in committed_tables(root).await? {
+        let urls = files
+            .iter()
+            .map(|f| ListingTableUrl::parse(root.uri_of(&root.path(f))))
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(|e| Error::table(name, e))?;
+        let options = ListingOptions::new(Arc::new(
+            // Plain Utf8 strings, as the tables are written, rather than DataFusion's Utf8View.
+            ParquetFormat::default().with_force_view_types(false),
+        ))
+        .with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(|e| Error::table(name, e))?;
+        let table = ListingTable::try_new(config).map_err(|e| Error::table(name, e))?;
+        ctx.register_table(name, Arc::new(table))
+            .map_err(|e| Error::table(name, e))?;
+        names.push(name.to_string());
+    }
+    Ok((ctx, names))
+}
+
+/// What an analyst's query may not do.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Plans an analyst's query in the read-only session. Errors carry DataFusion's message and
+/// the list of tables.
+pub async fn query(ctx: &SessionContext, tables: &[String], sql: &str) -> Result<DataFrame> {
+    ctx.sql_with_options(sql, read_only()).await.map_err(|e| {
+        let msg = e.to_string();
+        let hint = if msg.contains("not supported") || msg.contains("Unsupported") {
+            "blindspot sql is read-only: DDL, DML (INSERT, COPY, ...) and SET are refused; "
+        } else {
+            ""
+        };
+        Error::Usage(format!(
+            "{hint}{msg}\n(tables: {}; functions: cosine_sim(a, b))",
+            if tables.is_empty() {
+                "none yet".to_string()
+            } else {
+                tables.join(", ")
+            }
+        ))
+    })
+}
+
+/// Collects a data frame (for small results).
+pub async fn collect(df: DataFrame) -> Result<Vec<RecordBatch>> {
+    df.collect().await.map_err(|e| Error::table("query", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Float16Array;
+    use arrow::datatypes::Field;
+    use proptest::prelude::*;
+
+    fn list(values: Vec<f32>, dim: i32, f16: bool, nulls: Option<Vec<bool>>) -> ArrayRef {
+        let (item, vals): (DataType, ArrayRef) = if f16 {
+            (
+                DataType::Float16,
+                Arc::new(Float16Array::from(
+                    values
+                        .iter()
+                        .map(|v| half::f16::from_f32(*v))
+                        .collect::<Vec<_>>(),
+                )),
+            )
+        } else {
+            (DataType::Float32, Arc::new(Float32Array::from(values)))
+        };
+        Arc::new(FixedSizeListArray::new(
+            Arc::new(Field::new("item", item, true)),
+            dim,
+            vals,
+            nulls.map(NullBuffer::from),
+        ))
+    }
+
+    fn reference(a: &[f32], b: &[f32]) -> f64 {
+        let d: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        d / (na * nb)
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_reference_in_f32_and_f16(
+            dim in 1usize..24,
+            rows in proptest::collection::vec(proptest::collection::vec(-4.0f32..4.0, 48), 1..12),
+        ) {
+            let a: Vec<f32> = rows.iter().flat_map(|r| r[..dim].to_vec()).collect();
+            let b: Vec<f32> = rows.iter().flat_map(|r| r[24..24 + dim].to_vec()).collect();
+            for f16 in [false, true] {
+                let out = cosine_arrays(&list(a.clone(), dim as i32, f16, None), &list(b.clone(), dim as i32, f16, None)).unwrap();
+                let out = out.as_primitive::<Float32Type>();
+                for (i, r) in rows.iter().enumerate() {
+                    let (x, y) = (&r[..dim], &r[24..24 + dim]);
+                    let (x, y): (Vec<f32>, Vec<f32>) = if f16 {
+                        (x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect(), y.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect())
+                    } else {
+                        (x.to_vec(), y.to_vec())
+                    };
+                    let want = reference(&x, &y);
+                    if want.is_nan() {
+                        prop_assert!(out.is_null(i));
+                    } else {
+                        prop_assert!((out.value(i) as f64 - want).abs() < 1e-4, "row {} got {} want {}", i, out.value(i), want);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nulls_propagate() {
+        let a = list(vec![1.0, 0.0, 0.0, 1.0], 2, false, Some(vec![true, false]));
+        let b = list(vec![1.0, 0.0, 0.0, 1.0], 2, false, None);
+        let out = cosine_arrays(&a, &b).unwrap();
+        let out = out.as_primitive::<Float32Type>();
+        assert_eq!(out.value(0), 1.0);
+        assert!(out.is_null(1));
+    }
+}
