@@ -152,13 +152,8 @@ fn exact_one(vectors: &UniqueVectors, label: usize, clip_min: f32, only_later: b
         .filter(|&j| j != label)
         .filter_map(|j| {
             let sim = dot(q, vectors.vector(j));
-            (sim > clip_min).then(|| {
-                if label < j {
-                    (label as u32, j as u32, sim)
-                } else {
-                    (j as u32, label as u32, sim)
-                }
-            })
+            let (a, b) = (label.min(j) as u32, label.max(j) as u32);
+            (sim > clip_min).then_some((a, b, sim))
         })
         .collect()
 }
@@ -215,7 +210,7 @@ pub fn recall(
 ) -> Result<Recall> {
     let n = vectors.len();
     let sample = sample.min(n);
-    let step = if sample == 0 { 1 } else { n / sample };
+    let step = n.checked_div(sample).unwrap_or(1);
     let queries: Vec<usize> = (0..sample).map(|s| s * step.max(1)).collect();
     let counts: Vec<(u64, u64)> = queries
         .par_iter()

@@ -163,8 +163,8 @@ impl UniqueVectors {
     }
 }
 
-/// Reads every committed `embeddings.clip` vector, collapsing exact duplicates: the first row
-/// (in shard-id, then file order) of each content hash is kept.
+/// Reads every committed `embeddings.clip` vector, collapsing exact duplicates: of each
+/// content hash, the row with the smallest key is kept.
 pub async fn unique_vectors(root: &Location) -> Result<UniqueVectors> {
     let commits: Vec<ShardCommit> = embed::commits_in_order(root).await?;
     if commits.is_empty() {
@@ -174,6 +174,7 @@ pub async fn unique_vectors(root: &Location) -> Result<UniqueVectors> {
         )));
     }
     let mut seen: HashMap<[u8; 16], u64> = HashMap::new();
+    let mut dup_labels: Vec<(String, usize, String)> = Vec::new();
     let mut out = UniqueVectors {
         keys: Vec::new(),
         data: Vec::new(),
@@ -205,9 +206,13 @@ pub async fn unique_vectors(root: &Location) -> Result<UniqueVectors> {
                 out.rows += 1;
                 match seen.entry(hash_prefix(hash)) {
                     std::collections::hash_map::Entry::Occupied(first) => {
-                        let kept = out.keys[*first.get() as usize].clone();
-                        out.duplicates
-                            .push((key.to_string(), kept, hash.to_string()));
+                        // The smallest key of a group is kept, whatever order rows came in.
+                        let label = *first.get() as usize;
+                        let mut dropped = key.to_string();
+                        if dropped < out.keys[label] {
+                            std::mem::swap(&mut dropped, &mut out.keys[label]);
+                        }
+                        dup_labels.push((dropped, label, hash.to_string()));
                     }
                     std::collections::hash_map::Entry::Vacant(slot) => {
                         slot.insert(out.keys.len() as u64);
@@ -218,6 +223,11 @@ pub async fn unique_vectors(root: &Location) -> Result<UniqueVectors> {
             }
         }
     }
+    out.duplicates = dup_labels
+        .into_iter()
+        .map(|(k, label, h)| (k, out.keys[label].clone(), h))
+        .collect();
+    out.duplicates.sort();
     Ok(out)
 }
 

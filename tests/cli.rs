@@ -1181,9 +1181,12 @@ fn sql_is_read_only_and_explains_bad_queries() {
         "sql",
         "--root",
         r,
-        "SELECT kind, count(*) AS n FROM errors GROUP BY kind",
+        "SELECT count(*) AS n_errors FROM errors",
     ]);
-    assert!(table.contains("kind"), "{table}");
+    assert!(
+        table.contains("n_errors") && table.contains("| 0 "),
+        "{table}"
+    );
     let file = dir.path().join("out.parquet");
     run_ok(&[
         "sql",
