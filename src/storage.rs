@@ -325,13 +325,7 @@ impl RunLock {
                 .await
             {
                 Ok(_) => {
-                    let heartbeat =
-                        spawn_heartbeat(root.clone(), path.clone(), command.to_string());
-                    return Ok(RunLock {
-                        root: root.clone(),
-                        path,
-                        heartbeat,
-                    });
+                    return Ok(RunLock::held(root, path, command));
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     let held: Option<LockBody> = match root.get_bytes(&path).await {
@@ -367,13 +361,7 @@ impl RunLock {
                         .put(&path, encode(&body()))
                         .await
                         .map_err(|e| Error::storage(root.uri_of(&path), e))?;
-                    let heartbeat =
-                        spawn_heartbeat(root.clone(), path.clone(), command.to_string());
-                    return Ok(RunLock {
-                        root: root.clone(),
-                        path,
-                        heartbeat,
-                    });
+                    return Ok(RunLock::held(root, path, command));
                 }
                 Err(e) => return Err(Error::storage(root.uri_of(&path), e)),
             }
@@ -383,6 +371,15 @@ impl RunLock {
             holder: "a run that keeps re-taking it".into(),
             lock: root.uri_of(&path),
         })
+    }
+
+    fn held(root: &Location, path: Path, command: &str) -> RunLock {
+        let heartbeat = spawn_heartbeat(root.clone(), path.clone(), command.to_string());
+        RunLock {
+            root: root.clone(),
+            path,
+            heartbeat,
+        }
     }
 
     /// Releases the lock (also best-effort on drop of the process: a stale lock is taken over).

@@ -72,6 +72,16 @@ fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
     out
 }
 
+/// A column of a batch as its concrete array type.
+fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+    batch
+        .column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap()
+}
+
 fn strings(batch: &RecordBatch, col: &str) -> Vec<String> {
     let a = batch
         .column_by_name(col)
@@ -299,12 +309,7 @@ async fn parquet_schema_metadata_and_norms() {
                 assert!((norm - 1.0).abs() < 5e-3, "{col} norm {norm}");
             }
         }
-        let w = batch
-            .column_by_name("width")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<UInt32Array>()
-            .unwrap();
+        let w = col::<UInt32Array>(&batch, "width");
         assert!(w.values().iter().all(|&w| w == 128 || w == 160));
     }
 }
@@ -343,18 +348,8 @@ fn bad_inputs_become_error_rows_and_good_ones_are_embedded() {
     let batches = read_parquet_dir(&root.join("embeddings"));
     let mut sizes = HashMap::new();
     for b in &batches {
-        let w = b
-            .column_by_name("width")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<UInt32Array>()
-            .unwrap();
-        let h = b
-            .column_by_name("height")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<UInt32Array>()
-            .unwrap();
+        let w = col::<UInt32Array>(b, "width");
+        let h = col::<UInt32Array>(b, "height");
         for (i, k) in strings(b, "key").into_iter().enumerate() {
             sizes.insert(k, (w.value(i), h.value(i)));
         }
@@ -716,12 +711,7 @@ fn write_noise_corpus(dir: &Path, n: usize, per_folder: usize) {
 fn rows_by_key(root: &Path) -> BTreeMap<String, Vec<u32>> {
     let mut out = BTreeMap::new();
     for b in read_parquet_dir(&root.join("embeddings")) {
-        let clip = b
-            .column_by_name("clip")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<FixedSizeListArray>()
-            .unwrap();
+        let clip = col::<FixedSizeListArray>(&b, "clip");
         let values = clip
             .values()
             .as_any()
@@ -1091,18 +1081,8 @@ fn normalised_pairs(root: &Path) -> String {
             strings(&b, "a_uri"),
             strings(&b, "b_uri"),
         );
-        let clip = b
-            .column_by_name("clip_sim")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .unwrap();
-        let dino = b
-            .column_by_name("dino_sim")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .unwrap();
+        let clip = col::<Float32Array>(&b, "clip_sim");
+        let dino = col::<Float32Array>(&b, "dino_sim");
         for i in 0..b.num_rows() {
             out += &format!(
                 "{},{},{},{},{:.3},{:.2}\n",
