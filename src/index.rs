@@ -231,14 +231,11 @@ pub async fn unique_vectors(root: &Location) -> Result<UniqueVectors> {
     Ok(out)
 }
 
-/// The first 16 bytes of a hex content hash (collisions are out of reach at 128 bits).
-fn hash_prefix(hex: &str) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.as_bytes().chunks(2).take(16).enumerate() {
-        let s = std::str::from_utf8(pair).unwrap_or("00");
-        out[i] = u8::from_str_radix(s, 16).unwrap_or(0);
-    }
-    out
+/// A 128-bit digest of a content hash string, whatever its format (collisions are out of
+/// reach at 128 bits, and the map stays small).
+fn hash_prefix(content_hash: &str) -> [u8; 16] {
+    let digest = blake3::hash(content_hash.as_bytes());
+    digest.as_bytes()[..16].try_into().expect("16 bytes")
 }
 
 /// A new, empty usearch index for `dim`-dimensional cosine vectors.
@@ -503,8 +500,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hash_prefixes_read_hex() {
-        assert_eq!(hash_prefix("00ff10")[..3], [0, 255, 16]);
-        assert_ne!(hash_prefix(&"ab".repeat(32)), hash_prefix(&"ac".repeat(32)));
+    fn content_hashes_differing_anywhere_stay_apart() {
+        // Regression: only the first 16 bytes were compared, so zero-padded hashes collided.
+        assert_ne!(hash_prefix(&format!("{:064x}", 1)), hash_prefix(&format!("{:064x}", 2)));
+        assert_eq!(hash_prefix("abc"), hash_prefix("abc"));
     }
 }
