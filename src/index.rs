@@ -75,7 +75,7 @@ impl Default for IndexParams {
             quantization: Quantization::F16,
             connectivity: 16,
             expansion_add: 128,
-            expansion_search: 64,
+            expansion_search: 128,
             threads: 0,
         }
     }
@@ -502,7 +502,10 @@ mod tests {
     #[test]
     fn content_hashes_differing_anywhere_stay_apart() {
         // Regression: only the first 16 bytes were compared, so zero-padded hashes collided.
-        assert_ne!(hash_prefix(&format!("{:064x}", 1)), hash_prefix(&format!("{:064x}", 2)));
+        assert_ne!(
+            hash_prefix(&format!("{:064x}", 1)),
+            hash_prefix(&format!("{:064x}", 2))
+        );
         assert_eq!(hash_prefix("abc"), hash_prefix("abc"));
     }
 }
