@@ -612,6 +612,21 @@ fn load_tiny() -> (OnnxEncoder, OnnxEncoder) {
     )
 }
 
+/// Embeds `input` into `root` with the tiny encoders and default settings, in process.
+async fn embed_with_tiny(input: &Location, root: &Location) -> embed::EmbedSummary {
+    let (clip, dino) = load_tiny();
+    embed::embed(
+        input,
+        root,
+        clip,
+        dino,
+        &EmbedParams::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn memory_store_in_and_out() {
     let corpus = Location::open("memory://it-mem/corpus").unwrap();
@@ -620,17 +635,7 @@ async fn memory_store_in_and_out() {
         .unwrap();
     let input = Location::open("memory://it-mem/corpus/images").unwrap();
     let root = Location::open("memory://it-mem/run").unwrap();
-    let (clip, dino) = load_tiny();
-    let summary = embed::embed(
-        &input,
-        &root,
-        clip,
-        dino,
-        &EmbedParams::default(),
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
+    let summary = embed_with_tiny(&input, &root).await;
     assert_eq!(summary.images as usize, truth.keys.len());
     let v = embed::read_vectors(&root).await.unwrap();
     assert_known_pairs(&truth, &v);
@@ -659,6 +664,7 @@ async fn an_object_that_vanishes_between_listing_and_reading_is_an_error_row() {
         ..plain.clone()
     };
     let root = Location::open("memory://it-vanish/run").unwrap();
+    // The encoders load before the clock starts: the object must be listed, then vanish.
     let (clip, dino) = load_tiny();
     let deleter = {
         let store = plain.store.clone();
@@ -668,16 +674,10 @@ async fn an_object_that_vanishes_between_listing_and_reading_is_an_error_row() {
             store.delete(&victim).await.unwrap();
         })
     };
-    let summary = embed::embed(
-        &input,
-        &root,
-        clip,
-        dino,
-        &EmbedParams::default(),
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
+    let params = EmbedParams::default();
+    let summary = embed::embed(&input, &root, clip, dino, &params, Arc::new(NoProgress))
+        .await
+        .unwrap();
     deleter.await.unwrap();
     assert_eq!(summary.errors, 1, "{summary:?}");
     assert_eq!(summary.errors_by_kind.get("not_found"), Some(&1));
