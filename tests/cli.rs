@@ -51,6 +51,16 @@ fn python() -> PathBuf {
     repo().join(".venv/bin/python")
 }
 
+/// Runs one of the project's Python scripts (from `scripts/setup.sh`'s venv) on a folder.
+fn run_script(script: &str, dir: &Path) {
+    let status = Command::new(python())
+        .arg(repo().join("scripts").join(script))
+        .arg(dir)
+        .status()
+        .expect("the project's Python (scripts/setup.sh) runs");
+    assert!(status.success(), "scripts/{script} failed");
+}
+
 fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| {
@@ -317,12 +327,7 @@ async fn parquet_schema_metadata_and_norms() {
 #[test]
 fn bad_inputs_become_error_rows_and_good_ones_are_embedded() {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(python())
-        .arg(repo().join("scripts/make_bad_inputs.py"))
-        .arg(dir.path())
-        .status()
-        .expect("the project's Python (scripts/setup.sh) runs");
-    assert!(status.success());
+    run_script("make_bad_inputs.py", dir.path());
     let root = dir.path().join("run");
     let out = run_ok(&[
         "embed",
@@ -407,12 +412,7 @@ fn bad_inputs_become_error_rows_and_good_ones_are_embedded() {
 #[test]
 fn preprocessing_matches_an_independent_pil_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(python())
-        .arg(repo().join("scripts/make_bad_inputs.py"))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_script("make_bad_inputs.py", dir.path());
     let bilinear = dir.path().join("bilinear.toml");
     std::fs::write(
         &bilinear,
@@ -856,12 +856,7 @@ fn content_hash_is_the_same_for_exact_duplicates() {
 #[test]
 fn tiny_encoders_regenerate_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(python())
-        .arg(repo().join("scripts/make_tiny_encoders.py"))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_script("make_tiny_encoders.py", dir.path());
     for name in [
         "clip-tiny.onnx",
         "clip-tiny.toml",
