@@ -20,6 +20,8 @@ use blindspot::storage::Location;
 use blindspot::synth::{self, SynthFormat, SynthParams};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod eval;
+
 /// Mines CLIP-blind image pairs from image corpora in object storage.
 #[derive(Parser, Debug)]
 #[command(name = "blindspot", version, about, long_about = None)]
@@ -74,6 +76,11 @@ enum Command {
     Filter(FilterArgs),
     /// Query the tables of a run root with SQL (read-only); an interactive prompt without QUERY.
     Sql(SqlArgs),
+    /// Evaluate MLLMs and vision encoders on MMVP-format benchmarks; correlate their scores.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Export mined pairs as an MMVP-format sheet for people to write questions for.
+    Annotate(eval::AnnotateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +195,12 @@ struct DemoArgs {
     /// Corpus layout.
     #[arg(long, value_enum, default_value_t = SynthFormat::Folder)]
     format: SynthFormat,
+    /// Also evaluate an MLLM at this OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1).
+    #[arg(long, requires = "mllm_model")]
+    mllm_url: Option<String>,
+    /// The model name the --mllm-url endpoint serves.
+    #[arg(long, requires = "mllm_url")]
+    mllm_model: Option<String>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -316,6 +329,8 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             | E::Manifest { .. }
             | E::Usage(_)
             | E::Url { .. }
+            | E::Benchmark { .. }
+            | E::Endpoint { .. }
             | E::Encoder { .. }
             | E::Runtime(_),
         ) => exit::CONFIG,
@@ -427,6 +442,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sql(a) => sql_cmd(a).await,
+        Command::Eval(c) => eval::dispatch(c).await,
+        Command::Annotate(a) => eval::annotate(a).await,
     }
 }
 
@@ -624,6 +641,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     )
                 });
             }
+            "eval" => eval::run_stage(&r, json).await?,
             other => anyhow::bail!("unknown stage {other:?}"),
         }
     }
@@ -641,6 +659,9 @@ async fn demo(a: DemoArgs) -> Result<()> {
         parsed.run.root = out.join("run").to_string_lossy().into_owned();
     }
     parsed.synth.format = a.format;
+    if let (Some(url), Some(model)) = (&a.mllm_url, &a.mllm_model) {
+        parsed.eval.mllm.push(spec::MllmEntry::new(url, model));
+    }
     let resolved = spec::resolve(&spec_path, parsed).await?;
     let root = resolved.root.clone();
     let corpus = resolved

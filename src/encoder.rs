@@ -187,6 +187,28 @@ impl Default for SessionParams {
     }
 }
 
+/// An ONNX Runtime session for the model at `path` on the device `params` asks for.
+pub(crate) fn open_session(path: &Path, id: &str, params: &SessionParams) -> Result<Session> {
+    let fail = |reason: String| Error::Encoder {
+        id: id.to_string(),
+        reason,
+    };
+    let (lib, env) = runtime::init()?;
+    let providers = runtime::execution_providers(params.device, &lib)?;
+    let mut builder = Session::builder(&env).map_err(|e| fail(e.to_string()))?;
+    builder = builder
+        .with_execution_providers(providers)
+        .map_err(|e| fail(format!("execution provider for {}: {e}", params.device)))?;
+    if params.intra_threads > 0 {
+        builder = builder
+            .with_intra_threads(params.intra_threads)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    builder
+        .commit_from_file(path)
+        .map_err(|e| fail(format!("cannot load {}: {e}", path.display())))
+}
+
 /// One encoder: its manifest and its ONNX Runtime session, created once and reused.
 pub struct OnnxEncoder {
     /// The manifest it was loaded from.
@@ -211,20 +233,7 @@ impl OnnxEncoder {
             id: id.clone(),
             reason,
         };
-        let (lib, env) = runtime::init()?;
-        let providers = runtime::execution_providers(params.device, &lib)?;
-        let mut builder = Session::builder(&env).map_err(|e| fail(e.to_string()))?;
-        builder = builder
-            .with_execution_providers(providers)
-            .map_err(|e| fail(format!("execution provider for {}: {e}", params.device)))?;
-        if params.intra_threads > 0 {
-            builder = builder
-                .with_intra_threads(params.intra_threads)
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        let session = builder
-            .commit_from_file(&loaded.model_path)
-            .map_err(|e| fail(format!("cannot load {}: {e}", loaded.model_path.display())))?;
+        let session = open_session(&loaded.model_path, &id, params)?;
         let m = &loaded.manifest;
         let names = |outlets: &[ort::value::Outlet]| {
             outlets

@@ -57,6 +57,14 @@ pub enum Error {
         lock: String,
     },
 
+    /// A benchmark that is missing or not in the MMVP or MMVP-VLM format.
+    #[error("benchmark {uri}: {reason}")]
+    Benchmark { uri: String, reason: String },
+
+    /// An MLLM endpoint that cannot be used at all (per-item failures become `answers` rows).
+    #[error("endpoint {url}: {reason}")]
+    Endpoint { url: String, reason: String },
+
     /// Bad arguments that got past the command line parser.
     #[error("{0}")]
     Usage(String),

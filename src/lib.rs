@@ -2,10 +2,12 @@
 //! blindness carries into multimodal LLMs. The library holds every stage; `main.rs` only
 //! parses arguments and dispatches.
 
+pub mod annotate;
 pub mod candidates;
 pub mod embed;
 pub mod encoder;
 pub mod error;
+pub mod eval;
 pub mod filter;
 pub mod index;
 pub mod ingest;

@@ -116,6 +116,76 @@ pub fn errors() -> SchemaRef {
     ))
 }
 
+fn with_version(fields: Vec<Field>) -> SchemaRef {
+    let mut metadata = HashMap::new();
+    metadata.insert(meta::VERSION.to_string(), crate::VERSION.to_string());
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+/// The `answers` schema: one row per benchmark item, model and evaluation.
+pub fn answers() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    let o = |n: &str| Field::new(n, DataType::Utf8, true);
+    with_version(vec![
+        s("kind"),
+        s("benchmark"),
+        s("model"),
+        Field::new("item", DataType::UInt32, false),
+        Field::new("pair", DataType::UInt32, false),
+        s("pattern"),
+        s("template"),
+        s("prompt"),
+        s("image"),
+        o("response"),
+        o("choice"),
+        s("answer"),
+        Field::new("correct", DataType::Boolean, false),
+        s("grader"),
+        s("labels"),
+        Field::new("attempts", DataType::UInt32, false),
+        Field::new("latency_ms", DataType::UInt64, false),
+        Field::new("cached", DataType::Boolean, false),
+        o("error"),
+        o("judge"),
+        s("settings"),
+        s("endpoint"),
+    ])
+}
+
+/// The `scores` schema: per model and pattern (`all` for overall), accuracies in percent.
+pub fn scores() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    with_version(vec![
+        s("kind"),
+        s("benchmark"),
+        s("model"),
+        s("pattern"),
+        Field::new("questions", DataType::UInt32, false),
+        Field::new("pairs", DataType::UInt32, false),
+        Field::new("question_accuracy", DataType::Float64, true),
+        Field::new("pair_accuracy", DataType::Float64, true),
+        Field::new("errors", DataType::UInt32, false),
+        s("grader"),
+        s("labels"),
+        s("template"),
+    ])
+}
+
+/// The `correlations` schema: per (vision encoder or group, MLLM), across patterns.
+pub fn correlations() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    with_version(vec![
+        s("encoder"),
+        Field::new("group", DataType::Boolean, false),
+        s("mllm"),
+        s("metric"),
+        Field::new("pearson", DataType::Float64, true),
+        Field::new("spearman", DataType::Float64, true),
+        Field::new("n", DataType::UInt32, false),
+        s("patterns"),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

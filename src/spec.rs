@@ -19,7 +19,7 @@ use crate::storage::Location;
 use crate::synth::{SynthFormat, SynthParams};
 
 /// The stages a spec can name, in pipeline order.
-pub const STAGES: &[&str] = &["synth", "embed", "index", "candidates", "filter"];
+pub const STAGES: &[&str] = &["synth", "embed", "index", "candidates", "filter", "eval"];
 
 /// A pipeline spec as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -44,6 +44,166 @@ pub struct Spec {
     /// Filter settings.
     #[serde(default)]
     pub filter: FilterSection,
+    /// Evaluation settings (the `eval` stage).
+    #[serde(default)]
+    pub eval: EvalSection,
+}
+
+/// `[eval]`: which benchmarks, which encoders and MLLMs, and how to correlate them.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EvalSection {
+    /// Generate MMVP-VLM and MMVP benchmarks from the synthetic corpus's truth file (under
+    /// `<root>/benchmarks/`) and use them where no benchmark is named.
+    #[serde(default)]
+    pub synthetic_benchmarks: bool,
+    /// Colour names for the synthetic benchmarks' statements.
+    #[serde(default)]
+    pub colour_names: Option<String>,
+    /// The MMVP-VLM benchmark (folder or URL).
+    #[serde(default)]
+    pub vlm_benchmark: Option<String>,
+    /// The MMVP benchmark (folder or URL).
+    #[serde(default)]
+    pub mllm_benchmark: Option<String>,
+    /// Vision encoders to score: `[[eval.vlm]]`.
+    #[serde(default)]
+    pub vlm: Vec<VlmEntry>,
+    /// MLLMs to ask: `[[eval.mllm]]`.
+    #[serde(default)]
+    pub mllm: Vec<MllmEntry>,
+    /// `[eval.correlate]`.
+    #[serde(default)]
+    pub correlate: CorrelateSection,
+}
+
+/// One `[[eval.vlm]]`: an image tower and its text tower.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct VlmEntry {
+    /// The image tower's manifest.
+    pub image: String,
+    /// The text tower's manifest.
+    pub text: String,
+}
+
+/// One `[[eval.mllm]]`: an OpenAI-compatible endpoint and how to ask and grade.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MllmEntry {
+    /// Base URL, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// The served model's name.
+    pub model: String,
+    /// Environment variable with the API key.
+    #[serde(default = "default_key_env")]
+    pub api_key_env: String,
+    /// `paper`, `letter` or a template file.
+    #[serde(default = "default_template")]
+    pub template: String,
+    /// `exact`, `rules` or `judge`.
+    #[serde(default = "default_grader")]
+    pub grader: String,
+    /// The judge's model (judge grader, categorisation).
+    #[serde(default)]
+    pub judge_model: Option<String>,
+    /// The judge's base URL [default: base-url].
+    #[serde(default)]
+    pub judge_url: Option<String>,
+    /// Requests in flight.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Seconds per request.
+    #[serde(default = "default_timeout")]
+    pub timeout: f64,
+    /// Retries on 429, 5xx, timeouts and malformed replies.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Sampling temperature (0: greedy).
+    #[serde(default)]
+    pub temperature: f32,
+    /// Longest reply in tokens.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// Apply the known MMVP label fix.
+    #[serde(default)]
+    pub fix_labels: bool,
+    /// Pattern mapping file.
+    #[serde(default)]
+    pub patterns: Option<String>,
+    /// Ask the judge (or the model) for patterns; saved under the run root.
+    #[serde(default)]
+    pub categorise: bool,
+}
+
+impl MllmEntry {
+    /// An endpoint with every other setting at its default.
+    pub fn new(base_url: &str, model: &str) -> MllmEntry {
+        MllmEntry {
+            base_url: base_url.to_string(),
+            model: model.to_string(),
+            api_key_env: default_key_env(),
+            template: default_template(),
+            grader: default_grader(),
+            judge_model: None,
+            judge_url: None,
+            concurrency: default_concurrency(),
+            timeout: default_timeout(),
+            retries: default_retries(),
+            temperature: 0.0,
+            max_tokens: default_max_tokens(),
+            fix_labels: false,
+            patterns: None,
+            categorise: false,
+        }
+    }
+}
+
+fn default_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn default_template() -> String {
+    "paper".into()
+}
+fn default_grader() -> String {
+    "rules".into()
+}
+fn default_concurrency() -> usize {
+    8
+}
+fn default_timeout() -> f64 {
+    120.0
+}
+fn default_retries() -> u32 {
+    4
+}
+fn default_max_tokens() -> u32 {
+    256
+}
+
+/// `[eval.correlate]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct CorrelateSection {
+    /// Encoder groups averaged before correlating: `{ clip = ["a", "b", "c"] }`.
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Extra score CSVs (e.g. published numbers).
+    pub scores: Vec<String>,
+    /// `pair` or `question`.
+    pub metric: crate::eval::Metric,
+    /// Draw PNG plots.
+    pub plots: bool,
+}
+
+impl Default for CorrelateSection {
+    fn default() -> Self {
+        CorrelateSection {
+            groups: Default::default(),
+            scores: Vec::new(),
+            metric: Default::default(),
+            plots: true,
+        }
+    }
 }
 
 /// `[index]`; every field has a default.
@@ -250,6 +410,85 @@ fn resolve_path(base: &Path, p: &str) -> String {
     }
 }
 
+fn resolve_eval_paths(base: &Path, e: &mut EvalSection) {
+    let fix = |p: &mut String| *p = resolve_path(base, p);
+    for o in [
+        &mut e.colour_names,
+        &mut e.vlm_benchmark,
+        &mut e.mllm_benchmark,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fix(o);
+    }
+    for v in &mut e.vlm {
+        fix(&mut v.image);
+        fix(&mut v.text);
+    }
+    for m in &mut e.mllm {
+        if !matches!(m.template.as_str(), "paper" | "letter") {
+            fix(&mut m.template);
+        }
+        if let Some(p) = &mut m.patterns {
+            fix(p);
+        }
+    }
+    for c in &mut e.correlate.scores {
+        fix(c);
+    }
+}
+
+/// The eval section's own problems (files exist, names parse, a benchmark for each kind).
+fn check_eval(spec: &Spec, problems: &mut Vec<String>) {
+    let e = &spec.eval;
+    if !spec.run.stages.iter().any(|s| s == "eval") {
+        return;
+    }
+    let local_missing = |p: &str| !p.contains("://") && !Path::new(p).exists();
+    for (i, v) in e.vlm.iter().enumerate() {
+        for (what, p) in [("image", &v.image), ("text", &v.text)] {
+            if local_missing(p) {
+                problems.push(format!(
+                    "[[eval.vlm]] #{}: {what} manifest {p} does not exist",
+                    i + 1
+                ));
+            }
+        }
+    }
+    if !e.vlm.is_empty() && e.vlm_benchmark.is_none() && !e.synthetic_benchmarks {
+        problems
+            .push("[eval] vlm-benchmark is not set (or set synthetic-benchmarks = true)".into());
+    }
+    if !e.mllm.is_empty() && e.mllm_benchmark.is_none() && !e.synthetic_benchmarks {
+        problems
+            .push("[eval] mllm-benchmark is not set (or set synthetic-benchmarks = true)".into());
+    }
+    if e.synthetic_benchmarks && e.colour_names.as_deref().is_none_or(local_missing) {
+        problems.push(
+            "[eval] synthetic-benchmarks needs colour-names (models/tiny/colour-names.json)".into(),
+        );
+    }
+    for (i, m) in e.mllm.iter().enumerate() {
+        let at = format!("[[eval.mllm]] #{} ({})", i + 1, m.model);
+        if let Err(err) = m.grader.parse::<crate::eval::grade::Grader>() {
+            problems.push(format!("{at}: grader: {err}"));
+        }
+        if let Err(err) = crate::eval::mllm::Template::resolve(&m.template) {
+            problems.push(format!("{at}: {err}"));
+        }
+        if m.grader == "judge" && m.judge_model.is_none() {
+            problems.push(format!("{at}: the judge grader needs judge-model"));
+        }
+        if m.concurrency == 0 {
+            problems.push(format!("{at}: concurrency must be at least 1"));
+        }
+        if url::Url::parse(&m.base_url).is_err() {
+            problems.push(format!("{at}: base-url {:?} is not a URL", m.base_url));
+        }
+    }
+}
+
 /// Parses a spec file (syntax and unknown keys only).
 pub fn parse(path: &Path, text: &str) -> Result<Spec> {
     toml::from_str(text).map_err(|e| Error::Spec {
@@ -266,6 +505,9 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     spec.run.root = resolve_path(&base, &spec.run.root);
     spec.encoders.clip = PathBuf::from(resolve_path(&base, &spec.encoders.clip.to_string_lossy()));
     spec.encoders.dino = PathBuf::from(resolve_path(&base, &spec.encoders.dino.to_string_lossy()));
+
+    resolve_eval_paths(&base, &mut spec.eval);
+    check_eval(&spec, &mut problems);
 
     let mut last = None;
     for s in &spec.run.stages {

@@ -167,12 +167,22 @@ pub async fn committed_tables(root: &Location) -> Result<Vec<(&'static str, Vec<
             crate::candidates::CANDIDATES,
         ),
         ("pairs", crate::filter::COMMIT, crate::filter::PAIRS),
+        (
+            "correlations",
+            crate::eval::correlate::COMMIT,
+            crate::eval::correlate::CORRELATIONS,
+        ),
     ] {
         match root.store.head(&root.path(commit)).await {
             Ok(_) => out.push((name, vec![file.to_string()])),
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(Error::storage(root.uri_of(&root.path(commit)), e)),
         }
+    }
+    let evals = crate::eval::commits(root).await?;
+    if !evals.is_empty() {
+        out.push(("answers", evals.iter().map(|c| c.answers.clone()).collect()));
+        out.push(("scores", evals.iter().map(|c| c.scores.clone()).collect()));
     }
     Ok(out)
 }

@@ -196,6 +196,16 @@ impl Location {
     }
 }
 
+/// Reads a whole object named by a full URL or local path.
+pub async fn get_url(url_or_path: &str) -> Result<Bytes> {
+    let (dir, name) = url_or_path.rsplit_once('/').unwrap_or((".", url_or_path));
+    let loc = Location::open(if dir.is_empty() { "/" } else { dir })?;
+    let path = loc.path(name);
+    loc.get_bytes(&path)
+        .await
+        .map_err(|e| Error::storage(loc.uri_of(&path), e))
+}
+
 fn local_url(input: &str) -> Result<Url> {
     let path = std::path::Path::new(input);
     let abs = if path.is_absolute() {

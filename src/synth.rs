@@ -85,6 +85,22 @@ pub struct Truth {
     pub near_duplicates: Vec<TruthPair>,
     /// Byte-identical pairs.
     pub exact_duplicates: Vec<TruthPair>,
+    /// What each image shows, by key (for generating benchmarks from the corpus).
+    #[serde(default)]
+    pub facts: std::collections::BTreeMap<String, Facts>,
+}
+
+/// What one synthetic image shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// The image file relative to the corpus folder (folder layout only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Its shapes' colours, left to right.
+    pub colours: Vec<[u8; 3]>,
+    /// Where an L shape's free end points (`left`, `right`, `up`, `down`), for mirror pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facing: Option<String>,
 }
 
 /// splitmix64: a tiny deterministic generator, so the corpus never depends on a crate's RNG.
@@ -211,6 +227,15 @@ struct Entry {
     ext: &'static str,
     bytes: Vec<u8>,
     caption: String,
+    facts: Facts,
+}
+
+fn facts(colours: &[Rgb<u8>], facing: Option<&str>) -> Facts {
+    Facts {
+        file: None,
+        colours: colours.iter().map(|c| c.0).collect(),
+        facing: facing.map(str::to_string),
+    }
 }
 
 /// Makes the corpus and writes it under `out` (`images/` and `truth.json`).
@@ -235,41 +260,45 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
     let mut add_pair = |entries: &mut Vec<Entry>,
                         kind: &'static str,
                         i: usize,
-                        a: Vec<u8>,
-                        b: Vec<u8>,
+                        a: (Vec<u8>, Facts),
+                        b: (Vec<u8>, Facts),
                         caption: &str| {
         let (na, nb) = (format!("{kind}-{i:02}-a"), format!("{kind}-{i:02}-b"));
         entries.push(Entry {
             name: na.clone(),
             ext: "png",
-            bytes: a,
+            bytes: a.0,
             caption: format!("{caption} (a)"),
+            facts: a.1,
         });
         entries.push(Entry {
             name: nb.clone(),
             ext: "png",
-            bytes: b,
+            bytes: b.0,
             caption: format!("{caption} (b)"),
+            facts: b.1,
         });
         pairs.push((na, nb, kind));
     };
     for i in 0..params.mirror_pairs {
         let c = next_colour()?;
-        let (img, flipped) = if i % 2 == 0 {
+        // The L's foot points right and its mirror's left; the turned L's leg hangs down from
+        // a bar at the top and its mirror's stands up from a bar at the bottom.
+        let (img, flipped, facing) = if i % 2 == 0 {
             let img = l_shape(c, i);
             let flipped = image::imageops::flip_horizontal(&img);
-            (img, flipped)
+            (img, flipped, ["right", "left"])
         } else {
             let img = l_shape_top(c, i);
             let flipped = image::imageops::flip_vertical(&img);
-            (img, flipped)
+            (img, flipped, ["down", "up"])
         };
         add_pair(
             &mut entries,
             "mirror",
             i,
-            png(&img)?,
-            png(&flipped)?,
+            (png(&img)?, facts(&[c], Some(facing[0]))),
+            (png(&flipped)?, facts(&[c], Some(facing[1]))),
             "an L shape and its mirror image",
         );
     }
@@ -279,8 +308,8 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
             &mut entries,
             "permutation",
             i,
-            png(&two_blocks(l, r))?,
-            png(&two_blocks(r, l))?,
+            (png(&two_blocks(l, r))?, facts(&[l, r], None)),
+            (png(&two_blocks(r, l))?, facts(&[r, l], None)),
             "two blocks, swapped",
         );
     }
@@ -290,24 +319,29 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
             &mut entries,
             "near",
             i,
-            png(&t_shape(c, 0, 0))?,
-            png(&t_shape(brighten(c, 8), 3, 2))?,
+            (png(&t_shape(c, 0, 0))?, facts(&[c], None)),
+            (
+                png(&t_shape(brighten(c, 8), 3, 2))?,
+                facts(&[brighten(c, 8)], None),
+            ),
             "a T shape, shifted",
         );
     }
     for i in 0..params.exact_duplicates {
-        let bytes = png(&single(next_colour()?, &mut rng, i))?;
+        let c = next_colour()?;
+        let bytes = png(&single(c, &mut rng, i))?;
         add_pair(
             &mut entries,
             "exact",
             i,
-            bytes.clone(),
-            bytes,
+            (bytes.clone(), facts(&[c], None)),
+            (bytes, facts(&[c], None)),
             "one image stored twice",
         );
     }
     for i in 0..params.singles {
-        let img = single(next_colour()?, &mut rng, i);
+        let c = next_colour()?;
+        let img = single(c, &mut rng, i);
         let format = [
             ImageFormat::Png,
             ImageFormat::Jpeg,
@@ -319,6 +353,7 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
             ext: ext(format),
             bytes: encode(&img, format)?,
             caption: "a block".into(),
+            facts: facts(&[c], None),
         });
     }
 
@@ -338,6 +373,9 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
                     )
                     .await?;
                     key_of.insert(e.name.clone(), format!("{part}/{}", e.name));
+                    let mut f = e.facts.clone();
+                    f.file = Some(format!("images/{part}/{}.{}", e.name, e.ext));
+                    truth.facts.insert(format!("{part}/{}", e.name), f);
                 }
             }
             SynthFormat::Tar => {
@@ -346,6 +384,7 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
                     .await?;
                 for e in chunk {
                     key_of.insert(e.name.clone(), e.name.clone());
+                    truth.facts.insert(e.name.clone(), e.facts.clone());
                 }
             }
         }

@@ -1,0 +1,406 @@
+//! MLLM evaluation on MMVP: every question asked of an OpenAI-compatible endpoint with its
+//! image, with bounded concurrency; each reply graded, recorded as an `answers` row with its
+//! prompt, raw response, latency and attempt count; and scores per pattern.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::eval::benchmark::{self, Mmvp, Question};
+use crate::eval::client::{Chat, Image};
+use crate::eval::grade::{self, Grader};
+use crate::eval::patterns::{self, Mapping};
+use crate::eval::{self as ev, read_text, AnswerRow, EvalSummary, Kind};
+use crate::progress::Progress;
+use crate::storage::{segment_id, Location, RunLock};
+
+/// A prompt template: `{question}` and `{options}` are replaced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Template {
+    /// Its name in the tables.
+    pub name: String,
+    /// The text.
+    pub text: String,
+}
+
+impl Template {
+    /// The paper's prompt: the question, a space, the options.
+    pub fn paper() -> Template {
+        Template {
+            name: "paper".into(),
+            text: "{question} {options}".into(),
+        }
+    }
+
+    /// Asks for the option's letter only (the LLaVA evaluation prompt).
+    pub fn letter() -> Template {
+        Template {
+            name: "letter".into(),
+            text: "{question} {options}\nAnswer with the option's letter from the given choices directly.".into(),
+        }
+    }
+
+    /// A built-in template by name, or a file whose stem names it.
+    pub fn resolve(spec: &str) -> Result<Template> {
+        match spec {
+            "paper" => return Ok(Template::paper()),
+            "letter" => return Ok(Template::letter()),
+            _ => {}
+        }
+        let path = PathBuf::from(spec);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Usage(format!(
+                "template {spec:?} is neither `paper`, `letter` nor a readable file: {e}"
+            ))
+        })?;
+        if !text.contains("{question}") {
+            return Err(Error::Usage(format!(
+                "template {spec} must contain {{question}} (and usually {{options}})"
+            )));
+        }
+        let name = path
+            .file_stem()
+            .map_or("custom".into(), |s| s.to_string_lossy().to_string());
+        Ok(Template {
+            name,
+            text: text.trim_end_matches('\n').to_string(),
+        })
+    }
+
+    /// The prompt for one question.
+    pub fn render(&self, q: &Question) -> String {
+        self.text
+            .replace("{question}", &q.question)
+            .replace("{options}", &q.options)
+    }
+}
+
+/// Where patterns come from when the sheet has none.
+#[derive(Clone, Debug, Default)]
+pub enum PatternSource {
+    /// Items stay `unassigned`.
+    #[default]
+    None,
+    /// A mapping file (`index,pattern` CSV), local path or URL.
+    File(String),
+    /// Ask the LLM judge's client (or the evaluated model) and save the mapping under the run
+    /// root for review; an existing saved mapping is reused.
+    Categorise,
+}
+
+/// What `eval mllm` needs besides the clients, benchmark and run root.
+#[derive(Clone, Debug)]
+pub struct MllmParams {
+    /// The prompt template.
+    pub template: Template,
+    /// The grader.
+    pub grader: Grader,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Apply the known MMVP label fix.
+    pub fix_labels: bool,
+    /// Where patterns come from.
+    pub patterns: PatternSource,
+}
+
+impl Default for MllmParams {
+    fn default() -> Self {
+        MllmParams {
+            template: Template::paper(),
+            grader: Grader::Rules,
+            concurrency: 8,
+            fix_labels: false,
+            patterns: PatternSource::None,
+        }
+    }
+}
+
+/// Where a categorisation's mapping is saved under the run root.
+pub fn saved_mapping(benchmark: &str) -> String {
+    format!("eval/patterns/{}.csv", segment_id(benchmark))
+}
+
+/// Fills in the pattern of every question that the sheet left without one.
+async fn assign_patterns(
+    b: &mut Mmvp,
+    source: &PatternSource,
+    root: &Location,
+    categoriser: &dyn Chat,
+) -> Result<Option<String>> {
+    let mapping: Mapping = match source {
+        PatternSource::None => Mapping::new(),
+        PatternSource::File(f) => patterns::parse_mapping(&read_text(f).await?, f)?,
+        PatternSource::Categorise => {
+            let rel = saved_mapping(&b.name);
+            match root.get_bytes(&root.path(&rel)).await {
+                Ok(bytes) => {
+                    tracing::info!(
+                        "reusing the saved pattern mapping {}",
+                        root.uri_of(&root.path(&rel))
+                    );
+                    patterns::parse_mapping(&String::from_utf8_lossy(&bytes), &rel)?
+                }
+                Err(object_store::Error::NotFound { .. }) => {
+                    let m = categorise(b, categoriser).await;
+                    let rows: Vec<(u32, String, String)> = b
+                        .questions
+                        .iter()
+                        .filter_map(|q| {
+                            m.get(&q.index)
+                                .map(|p| (q.index, p.clone(), q.question.clone()))
+                        })
+                        .collect();
+                    root.put(&rel, bytes::Bytes::from(patterns::mapping_csv(&rows)))
+                        .await?;
+                    m
+                }
+                Err(e) => return Err(Error::storage(root.uri_of(&root.path(&rel)), e)),
+            }
+        }
+    };
+    for q in &mut b.questions {
+        if q.pattern.is_none() {
+            q.pattern = mapping.get(&q.index).cloned();
+        }
+    }
+    Ok(match source {
+        PatternSource::Categorise => Some(root.uri_of(&root.path(&saved_mapping(&b.name)))),
+        _ => None,
+    })
+}
+
+/// Asks the categoriser for the pattern of each pair's first question; both questions of a
+/// pair share it.
+async fn categorise(b: &Mmvp, chat: &dyn Chat) -> Mapping {
+    let mut out = Mapping::new();
+    for q in b
+        .questions
+        .iter()
+        .filter(|q| q.pattern.is_none() && q.index % 2 == 1)
+    {
+        let reply = chat
+            .chat(&patterns::categorise_prompt(&q.question, &q.options), &[])
+            .await;
+        match reply.text.as_deref().and_then(patterns::parse_category) {
+            Some(p) => {
+                out.insert(q.index, p.clone());
+                out.insert(q.index + 1, p);
+            }
+            None => tracing::warn!(
+                "item {}: no pattern in the categoriser's reply {:?}{}",
+                q.index,
+                reply.text.unwrap_or_default(),
+                reply.error.map(|e| format!(" ({e})")).unwrap_or_default()
+            ),
+        }
+    }
+    out
+}
+
+/// Asks every question of an MMVP benchmark, grades the replies and commits `answers` and
+/// `scores`. `judge` grades with the judge grader and categorises patterns when asked to.
+pub async fn eval_mllm(
+    bench: &Location,
+    root: &Location,
+    chat: Arc<dyn Chat>,
+    judge: Option<Arc<dyn Chat>>,
+    params: &MllmParams,
+    progress: &dyn Progress,
+) -> Result<EvalSummary> {
+    let started = Instant::now();
+    let mut b = benchmark::load_mmvp(bench, params.fix_labels).await?;
+    if params.grader == Grader::Judge && judge.is_none() {
+        return Err(Error::Usage(
+            "the judge grader needs a judge: pass --judge-model (and --judge-url if it is served elsewhere)".into(),
+        ));
+    }
+    // Every answer key must parse before any request is paid for.
+    let mut keys = Vec::with_capacity(b.questions.len());
+    for q in &b.questions {
+        let choices = grade::parse_options(&q.options).map_err(|e| Error::Benchmark {
+            uri: bench.url.clone(),
+            reason: format!("item {}: options {:?}: {e}", q.index, q.options),
+        })?;
+        let answer = grade::parse_answer(&q.answer, &choices).ok_or_else(|| Error::Benchmark {
+            uri: bench.url.clone(),
+            reason: format!(
+                "item {}: correct answer {:?} names none of the options {:?}{}",
+                q.index,
+                q.answer,
+                q.options,
+                if q.answer.is_empty() {
+                    " (an annotation sheet needs its answers filled in)"
+                } else {
+                    ""
+                }
+            ),
+        })?;
+        keys.push((choices, answer));
+    }
+    let lock = RunLock::acquire(root, "eval mllm").await?;
+    let categoriser = judge.clone().unwrap_or_else(|| chat.clone());
+    let result = async {
+        if let Some(saved) = assign_patterns(&mut b, &params.patterns, root, &*categoriser).await? {
+            tracing::info!(
+                "patterns saved to {saved}: edit it and pass it with --patterns to reuse"
+            );
+        }
+        progress.start("eval mllm", Some(b.questions.len() as u64));
+        let rows = ask_all(&b, &keys, chat.clone(), judge.clone(), params, progress).await?;
+        progress.finish();
+        ev::commit(root, Kind::Mllm, rows, started).await
+    }
+    .await;
+    lock.release().await;
+    result
+}
+
+async fn ask_all(
+    b: &Mmvp,
+    keys: &[(Vec<grade::Choice>, char)],
+    chat: Arc<dyn Chat>,
+    judge: Option<Arc<dyn Chat>>,
+    params: &MllmParams,
+    progress: &dyn Progress,
+) -> Result<Vec<AnswerRow>> {
+    let tasks = b.questions.iter().zip(keys).map(|(q, (choices, answer))| {
+        let chat = chat.clone();
+        let judge = judge.clone();
+        async move {
+            let row = ask_one(b, q, choices, *answer, &*chat, judge.as_deref(), params).await;
+            progress.advance(1);
+            row
+        }
+    });
+    let mut rows: Vec<AnswerRow> = futures::stream::iter(tasks)
+        .buffer_unordered(params.concurrency.max(1))
+        .collect::<Vec<Result<AnswerRow>>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    rows.sort_by_key(|r| r.item);
+    Ok(rows)
+}
+
+async fn ask_one(
+    b: &Mmvp,
+    q: &Question,
+    choices: &[grade::Choice],
+    answer: char,
+    chat: &dyn Chat,
+    judge: Option<&dyn Chat>,
+    params: &MllmParams,
+) -> Result<AnswerRow> {
+    let path = b.root.path(&q.image);
+    let bytes = b
+        .root
+        .get_bytes(&path)
+        .await
+        .map_err(|e| Error::storage(b.root.uri_of(&path), e))?;
+    let image = Image::new(bytes, &q.image);
+    let prompt = params.template.render(q);
+    let reply = chat.chat(&prompt, std::slice::from_ref(&image)).await;
+    let mut row = AnswerRow {
+        benchmark: b.name.clone(),
+        model: chat.model().to_string(),
+        item: q.index,
+        pair: q.pair,
+        pattern: q
+            .pattern
+            .clone()
+            .unwrap_or_else(|| patterns::UNASSIGNED.to_string()),
+        template: params.template.name.clone(),
+        prompt,
+        image: b.root.uri_of(&path),
+        response: reply.text.clone(),
+        answer: format!("({answer})"),
+        grader: params.grader.name().to_string(),
+        labels: b.labels.name().to_string(),
+        attempts: reply.attempts,
+        latency_ms: reply.latency_ms,
+        cached: reply.cached,
+        error: reply.error.clone(),
+        settings: chat.settings(),
+        endpoint: chat.endpoint().to_string(),
+        ..Default::default()
+    };
+    let Some(text) = reply.text else {
+        return Ok(row);
+    };
+    let letter = match params.grader {
+        Grader::Exact => grade::exact_letter(&text, choices),
+        Grader::Rules | Grader::Judge => grade::rules(&text, choices),
+    };
+    row.choice = letter.map(|l| format!("({l})"));
+    row.correct = letter == Some(answer);
+    if params.grader == Grader::Judge {
+        let Some(judge) = judge else {
+            return Err(Error::Internal("judge grader without a judge".into()));
+        };
+        let verdict = judge
+            .chat(
+                &grade::judge_prompt(&q.question, &q.options, &q.answer, &text),
+                &[],
+            )
+            .await;
+        row.attempts += verdict.attempts;
+        row.judge = verdict.text.clone();
+        match verdict.text.as_deref().map(grade::parse_judge) {
+            Some(Some(yes)) => row.correct = yes,
+            Some(None) => {
+                row.correct = false;
+                row.error = Some("the judge replied neither yes nor no".into());
+            }
+            None => {
+                row.correct = false;
+                row.error = Some(format!(
+                    "judge: {}",
+                    verdict.error.unwrap_or_else(|| "no reply".into())
+                ));
+            }
+        }
+    }
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_and_custom_ones_are_checked() {
+        let q = Question {
+            index: 1,
+            pair: 1,
+            question: "Is the door open?".into(),
+            options: "(a) Open (b) Closed".into(),
+            answer: "(a)".into(),
+            image: String::new(),
+            pattern: None,
+        };
+        assert_eq!(
+            Template::paper().render(&q),
+            "Is the door open? (a) Open (b) Closed"
+        );
+        assert!(Template::letter().render(&q).ends_with("directly."));
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("short.txt");
+        std::fs::write(&good, "Q: {question}\nChoices: {options}\n").unwrap();
+        let t = Template::resolve(good.to_str().unwrap()).unwrap();
+        assert_eq!(t.name, "short");
+        assert_eq!(
+            t.render(&q),
+            "Q: Is the door open?\nChoices: (a) Open (b) Closed"
+        );
+        let bad = dir.path().join("bad.txt");
+        std::fs::write(&bad, "no placeholders").unwrap();
+        let err = Template::resolve(bad.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("{question}"), "{err}");
+        assert!(Template::resolve("nonesuch").is_err());
+    }
+}

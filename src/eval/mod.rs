@@ -1,0 +1,496 @@
+//! The eval stage: MLLMs (`mllm`) and vision encoders (`vlm`) on MMVP-format benchmarks,
+//! per-pattern scores, and their correlation across patterns (`correlate`). Every evaluation
+//! commits one `answers` and one `scores` object under the run root, named after what was
+//! evaluated, so evaluations of many models accumulate and a rerun replaces its own.
+
+pub mod benchmark;
+pub mod client;
+pub mod correlate;
+pub mod grade;
+pub mod mllm;
+pub mod patterns;
+pub mod plot;
+pub mod stats;
+pub mod synthetic;
+pub mod vlm;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schema;
+use crate::storage::{segment_id, Location};
+use crate::tables;
+
+/// Where evaluation commits live under a run root (one JSON per evaluation).
+pub const COMMITS: &str = "_commits/eval";
+
+/// What was evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A multimodal LLM on MMVP.
+    Mllm,
+    /// A vision encoder (image + text tower) on MMVP-VLM.
+    Vlm,
+}
+
+impl Kind {
+    /// The name in the tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Mllm => "mllm",
+            Kind::Vlm => "vlm",
+        }
+    }
+}
+
+/// One row of `answers`: one benchmark item asked of one model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AnswerRow {
+    /// The benchmark's short name.
+    pub benchmark: String,
+    /// The model (MLLM name, or `image-id+text-id` for encoders).
+    pub model: String,
+    /// The item's index (MMVP `Index`, MMVP-VLM `Question ID`).
+    pub item: u32,
+    /// Its pair.
+    pub pair: u32,
+    /// Its visual pattern.
+    pub pattern: String,
+    /// The prompt template's name.
+    pub template: String,
+    /// The prompt as sent.
+    pub prompt: String,
+    /// The image's URI.
+    pub image: String,
+    /// The raw response; null when none came.
+    pub response: Option<String>,
+    /// The choice the grader extracted (an option letter, or `1`/`2` for an image).
+    pub choice: Option<String>,
+    /// The correct choice.
+    pub answer: String,
+    /// Whether it was answered correctly.
+    pub correct: bool,
+    /// The grader used.
+    pub grader: String,
+    /// Which labels (MMVP: `original` or `corrected`).
+    pub labels: String,
+    /// HTTP requests this run made for it (0 when cached).
+    pub attempts: u32,
+    /// Milliseconds of its last request.
+    pub latency_ms: u64,
+    /// Whether the response came from the cache.
+    pub cached: bool,
+    /// Why there is no response or no grade.
+    pub error: Option<String>,
+    /// The LLM judge's reply, with the judge grader.
+    pub judge: Option<String>,
+    /// Decoding settings as JSON.
+    pub settings: String,
+    /// The endpoint asked, without credentials.
+    pub endpoint: String,
+}
+
+/// One row of `scores`: one model on one pattern (or `all`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRow {
+    /// The benchmark's short name.
+    pub benchmark: String,
+    /// The model.
+    pub model: String,
+    /// The pattern, or `all`.
+    pub pattern: String,
+    /// Items scored.
+    pub questions: u32,
+    /// Pairs scored.
+    pub pairs: u32,
+    /// Percent of items right.
+    pub question_accuracy: f64,
+    /// Percent of pairs with both items right (the headline metric).
+    pub pair_accuracy: f64,
+    /// Items without a usable response (counted as wrong).
+    pub errors: u32,
+}
+
+/// The pattern name of the overall row of `scores`.
+pub const ALL: &str = "all";
+
+/// What an evaluation did.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalSummary {
+    /// `mllm` or `vlm`.
+    pub kind: Kind,
+    /// The model.
+    pub model: String,
+    /// The benchmark.
+    pub benchmark: String,
+    /// Items answered.
+    pub questions: u32,
+    /// Overall question accuracy, percent.
+    pub question_accuracy: f64,
+    /// Overall pair accuracy, percent.
+    pub pair_accuracy: f64,
+    /// Items without a usable response.
+    pub errors: u32,
+    /// HTTP requests made (MLLMs).
+    pub requests: u64,
+    /// Responses taken from the cache (MLLMs).
+    pub cached: u32,
+    /// Per-pattern scores.
+    pub patterns: Vec<PatternScore>,
+    /// The answers object written.
+    pub answers: String,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// One pattern's scores in a summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct PatternScore {
+    /// The pattern.
+    pub pattern: String,
+    /// Pairs.
+    pub pairs: u32,
+    /// Percent of items right.
+    pub question_accuracy: f64,
+    /// Percent of pairs right.
+    pub pair_accuracy: f64,
+}
+
+/// The commit of one evaluation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalCommit {
+    /// `mllm` or `vlm`.
+    pub kind: Kind,
+    /// The model.
+    pub model: String,
+    /// The benchmark.
+    pub benchmark: String,
+    /// The `answers` object, relative to the run root.
+    pub answers: String,
+    /// The `scores` object.
+    pub scores: String,
+    /// The blindspot version that wrote it.
+    pub version: String,
+}
+
+/// Scores per pattern and overall: question accuracy over items, pair accuracy over pairs
+/// whose items are all right. A pair's pattern is its first item's.
+pub fn score(rows: &[AnswerRow]) -> Vec<ScoreRow> {
+    let mut by_pattern: BTreeMap<&str, Vec<&AnswerRow>> = BTreeMap::new();
+    for r in rows {
+        by_pattern.entry(ALL).or_default().push(r);
+        by_pattern.entry(&r.pattern).or_default().push(r);
+    }
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    // Pairs by their pattern: the first item's, so a pair is never split between two rows.
+    let mut pair_pattern: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut pair_ok: BTreeMap<u32, bool> = BTreeMap::new();
+    let mut sorted: Vec<&AnswerRow> = rows.iter().collect();
+    sorted.sort_by_key(|r| r.item);
+    for r in sorted {
+        pair_pattern.entry(r.pair).or_insert(&r.pattern);
+        *pair_ok.entry(r.pair).or_insert(true) &= r.correct;
+    }
+    let pct = |n: usize, d: usize| {
+        if d == 0 {
+            f64::NAN
+        } else {
+            100.0 * n as f64 / d as f64
+        }
+    };
+    by_pattern
+        .into_iter()
+        .map(|(pattern, items)| {
+            let pairs: Vec<bool> = pair_ok
+                .iter()
+                .filter(|(p, _)| pattern == ALL || pair_pattern[p] == pattern)
+                .map(|(_, ok)| *ok)
+                .collect();
+            ScoreRow {
+                benchmark: first.benchmark.clone(),
+                model: first.model.clone(),
+                pattern: pattern.to_string(),
+                questions: items.len() as u32,
+                pairs: pairs.len() as u32,
+                question_accuracy: pct(items.iter().filter(|r| r.correct).count(), items.len()),
+                pair_accuracy: pct(pairs.iter().filter(|ok| **ok).count(), pairs.len()),
+                errors: items.iter().filter(|r| r.error.is_some()).count() as u32,
+            }
+        })
+        .collect()
+}
+
+fn utf8(values: impl Iterator<Item = Option<String>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+
+fn answers_batch(kind: Kind, rows: &[AnswerRow]) -> Result<RecordBatch> {
+    let s = |f: fn(&AnswerRow) -> &str| utf8(rows.iter().map(|r| Some(f(r).to_string())));
+    let o = |f: fn(&AnswerRow) -> &Option<String>| utf8(rows.iter().map(|r| f(r).clone()));
+    let columns: Vec<ArrayRef> = vec![
+        utf8(rows.iter().map(|_| Some(kind.name().to_string()))),
+        s(|r| &r.benchmark),
+        s(|r| &r.model),
+        Arc::new(rows.iter().map(|r| r.item).collect::<UInt32Array>()),
+        Arc::new(rows.iter().map(|r| r.pair).collect::<UInt32Array>()),
+        s(|r| &r.pattern),
+        s(|r| &r.template),
+        s(|r| &r.prompt),
+        s(|r| &r.image),
+        o(|r| &r.response),
+        o(|r| &r.choice),
+        s(|r| &r.answer),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.correct))
+                .collect::<BooleanArray>(),
+        ),
+        s(|r| &r.grader),
+        s(|r| &r.labels),
+        Arc::new(rows.iter().map(|r| r.attempts).collect::<UInt32Array>()),
+        Arc::new(rows.iter().map(|r| r.latency_ms).collect::<UInt64Array>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.cached))
+                .collect::<BooleanArray>(),
+        ),
+        o(|r| &r.error),
+        o(|r| &r.judge),
+        s(|r| &r.settings),
+        s(|r| &r.endpoint),
+    ];
+    RecordBatch::try_new(schema::answers(), columns).map_err(|e| Error::table("answers", e))
+}
+
+fn scores_batch(kind: Kind, rows: &[ScoreRow], first: &AnswerRow) -> Result<RecordBatch> {
+    let same = |v: &str| utf8(rows.iter().map(|_| Some(v.to_string())));
+    let columns: Vec<ArrayRef> = vec![
+        same(kind.name()),
+        utf8(rows.iter().map(|r| Some(r.benchmark.clone()))),
+        utf8(rows.iter().map(|r| Some(r.model.clone()))),
+        utf8(rows.iter().map(|r| Some(r.pattern.clone()))),
+        Arc::new(rows.iter().map(|r| r.questions).collect::<UInt32Array>()),
+        Arc::new(rows.iter().map(|r| r.pairs).collect::<UInt32Array>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.question_accuracy).filter(|v| v.is_finite()))
+                .collect::<Float64Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.pair_accuracy).filter(|v| v.is_finite()))
+                .collect::<Float64Array>(),
+        ),
+        Arc::new(rows.iter().map(|r| r.errors).collect::<UInt32Array>()),
+        same(&first.grader),
+        same(&first.labels),
+        same(&first.template),
+    ];
+    RecordBatch::try_new(schema::scores(), columns).map_err(|e| Error::table("scores", e))
+}
+
+/// Writes an evaluation's `answers` and `scores` and then its commit; returns its summary.
+pub async fn commit(
+    root: &Location,
+    kind: Kind,
+    rows: Vec<AnswerRow>,
+    started: Instant,
+) -> Result<EvalSummary> {
+    let first = rows
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::Usage("the benchmark has no items".into()))?;
+    let scores = score(&rows);
+    let id = segment_id(&format!(
+        "{}-{}-{}-{}-{}-{}",
+        kind.name(),
+        first.model,
+        first.benchmark,
+        first.template,
+        first.grader,
+        first.labels
+    ));
+    let answers_rel = format!("eval/answers/{id}.parquet");
+    let scores_rel = format!("eval/scores/{id}.parquet");
+    tables::write(
+        root,
+        &answers_rel,
+        &schema::answers(),
+        &[answers_batch(kind, &rows)?],
+    )
+    .await?;
+    tables::write(
+        root,
+        &scores_rel,
+        &schema::scores(),
+        &[scores_batch(kind, &scores, &first)?],
+    )
+    .await?;
+    root.put_json(
+        &format!("{COMMITS}/{id}.json"),
+        &EvalCommit {
+            kind,
+            model: first.model.clone(),
+            benchmark: first.benchmark.clone(),
+            answers: answers_rel.clone(),
+            scores: scores_rel,
+            version: crate::VERSION.to_string(),
+        },
+    )
+    .await?;
+    let overall = scores.iter().find(|s| s.pattern == ALL);
+    Ok(EvalSummary {
+        kind,
+        model: first.model.clone(),
+        benchmark: first.benchmark.clone(),
+        questions: rows.len() as u32,
+        question_accuracy: overall.map_or(f64::NAN, |s| s.question_accuracy),
+        pair_accuracy: overall.map_or(f64::NAN, |s| s.pair_accuracy),
+        errors: rows.iter().filter(|r| r.error.is_some()).count() as u32,
+        requests: rows.iter().map(|r| r.attempts as u64).sum(),
+        cached: rows.iter().filter(|r| r.cached).count() as u32,
+        patterns: scores
+            .iter()
+            .filter(|s| s.pattern != ALL)
+            .map(|s| PatternScore {
+                pattern: s.pattern.clone(),
+                pairs: s.pairs,
+                question_accuracy: s.question_accuracy,
+                pair_accuracy: s.pair_accuracy,
+            })
+            .collect(),
+        answers: root.uri_of(&root.path(&answers_rel)),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads a whole text object from a local path or URL.
+pub(crate) async fn read_text(url_or_path: &str) -> Result<String> {
+    let bytes = crate::storage::get_url(url_or_path).await?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::Usage(format!("{url_or_path} is not UTF-8 text")))
+}
+
+/// Every committed evaluation of a run root, in path order.
+pub async fn commits(root: &Location) -> Result<Vec<EvalCommit>> {
+    root.read_json_dir(COMMITS).await
+}
+
+/// A model's per-pattern scores, as `correlate` uses them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelScores {
+    /// `mllm` or `vlm`.
+    pub kind: Kind,
+    /// The model.
+    pub model: String,
+    /// Accuracy (percent) per pattern; the overall row is left out.
+    pub by_pattern: BTreeMap<String, f64>,
+}
+
+/// Reads the committed `scores` of a run root, choosing pair or question accuracy.
+pub async fn read_scores(root: &Location, metric: Metric) -> Result<Vec<ModelScores>> {
+    let mut out: Vec<ModelScores> = Vec::new();
+    for c in commits(root).await? {
+        let batches = tables::read(root, &c.scores, &[]).await?;
+        let mut entry = ModelScores {
+            kind: c.kind,
+            model: c.model.clone(),
+            by_pattern: BTreeMap::new(),
+        };
+        for b in &batches {
+            let patterns = tables::strings(b, "pattern")?;
+            let col = b
+                .column_by_name(metric.column())
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+                .ok_or_else(|| Error::table("scores", format!("no {} column", metric.column())))?;
+            for i in 0..b.num_rows() {
+                if patterns.value(i) != ALL && !col.is_null(i) {
+                    entry
+                        .by_pattern
+                        .insert(patterns.value(i).to_string(), col.value(i));
+                }
+            }
+        }
+        // A model evaluated on two benchmarks keeps one entry per benchmark.
+        if out
+            .iter()
+            .any(|m| m.model == entry.model && m.kind == entry.kind)
+        {
+            entry.model = format!("{} ({})", entry.model, c.benchmark);
+        }
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// Which accuracy `correlate` compares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Pair accuracy (the paper's metric for both benchmarks).
+    #[default]
+    Pair,
+    /// Question accuracy.
+    Question,
+}
+
+impl Metric {
+    /// The `scores` column it reads.
+    pub fn column(self) -> &'static str {
+        match self {
+            Metric::Pair => "pair_accuracy",
+            Metric::Question => "question_accuracy",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(item: u32, pattern: &str, correct: bool) -> AnswerRow {
+        AnswerRow {
+            item,
+            pair: item.div_ceil(2),
+            pattern: pattern.into(),
+            correct,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pair_accuracy_needs_both_items_and_patterns_follow_the_first_item() {
+        let rows = vec![
+            row(1, "Color", true),
+            row(2, "Color", true),
+            row(3, "Color", true),
+            row(4, "Color", false),
+            row(5, "Text", false),
+            row(6, "Text", false),
+            row(7, "Text", true),
+            // A stray label on the second item does not split pair 4.
+            row(8, "Color", true),
+        ];
+        let s = score(&rows);
+        let get = |p: &str| s.iter().find(|r| r.pattern == p).unwrap();
+        assert_eq!(get(ALL).questions, 8);
+        assert_eq!(get(ALL).pairs, 4);
+        assert!((get(ALL).question_accuracy - 62.5).abs() < 1e-9);
+        assert!((get(ALL).pair_accuracy - 50.0).abs() < 1e-9);
+        assert_eq!(get("Color").pairs, 2);
+        assert!((get("Color").pair_accuracy - 50.0).abs() < 1e-9);
+        assert_eq!(get("Text").pairs, 2);
+        assert!((get("Text").pair_accuracy - 50.0).abs() < 1e-9);
+        assert_eq!(get("Text").questions, 3);
+    }
+}

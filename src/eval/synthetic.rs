@@ -1,0 +1,240 @@
+//! Benchmarks generated from a synthetic corpus's truth file, in the MMVP-VLM and MMVP
+//! formats, for the demo and the tests: mirror pairs become Orientation items, swapped
+//! arrangements Spatial items, and pairs of differently coloured blocks Color items. Under
+//! the tiny encoders the answers are known by construction: `clip-tiny` sees colour, not
+//! layout.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::eval::benchmark::{MMVP_IMAGES, QUESTIONS, VLM_IMAGES};
+use crate::storage::Location;
+use crate::synth::{Facts, Truth};
+
+/// Names for colours, as `models/tiny/colour-names.json` lists them.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ColourNames {
+    /// Every named colour.
+    pub colours: Vec<NamedColour>,
+}
+
+/// One named colour.
+#[derive(Clone, Debug, Deserialize)]
+pub struct NamedColour {
+    /// 8-bit RGB.
+    pub rgb: [u8; 3],
+    /// Its name, one token of the tiny tokenizer.
+    pub name: String,
+}
+
+impl ColourNames {
+    /// Reads a colour-names file.
+    pub fn load(path: &Path) -> Result<ColourNames> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("colour names {}: {e}", path.display())))
+    }
+
+    /// The name of the nearest listed colour.
+    pub fn name(&self, rgb: [u8; 3]) -> &str {
+        let d = |c: &NamedColour| -> i32 {
+            c.rgb
+                .iter()
+                .zip(rgb)
+                .map(|(a, b)| (*a as i32 - b as i32).pow(2))
+                .sum()
+        };
+        self.colours
+            .iter()
+            .min_by_key(|c| d(c))
+            .map_or("grey", |c| c.name.as_str())
+    }
+}
+
+/// One generated pair: its pattern, per image (corpus file, MMVP-VLM statement, MMVP answer),
+/// and the MMVP question and options both images share.
+struct Item {
+    pattern: &'static str,
+    sides: [(String, String, &'static str); 2],
+    question: String,
+    options: String,
+}
+
+fn facts<'a>(truth: &'a Truth, key: &str) -> Result<&'a Facts> {
+    truth.facts.get(key).ok_or_else(|| {
+        Error::Usage(format!(
+            "truth file has no facts for {key}; regenerate the corpus with this version of `blindspot synth`"
+        ))
+    })
+}
+
+fn file(f: &Facts, key: &str) -> Result<String> {
+    f.file.clone().ok_or_else(|| {
+        Error::Usage(format!(
+            "{key} is inside a tar shard; generate the corpus with --format folder to make benchmarks from it"
+        ))
+    })
+}
+
+fn orientation(f: &Facts, colour: &str) -> (String, &'static str) {
+    match f.facing.as_deref() {
+        Some("left") => (
+            format!("a {colour} l shape with its foot pointing left"),
+            "(a)",
+        ),
+        Some("right") => (
+            format!("a {colour} l shape with its foot pointing right"),
+            "(b)",
+        ),
+        Some("down") => (
+            format!("a {colour} bar at the top with a leg hanging down"),
+            "(a)",
+        ),
+        _ => (
+            format!("a {colour} bar at the bottom with a leg standing up"),
+            "(b)",
+        ),
+    }
+}
+
+fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
+    let mut out = Vec::new();
+    let colour = |f: &Facts, i: usize| {
+        names
+            .name(f.colours.get(i).copied().unwrap_or([128; 3]))
+            .to_string()
+    };
+    for p in truth.blind_pairs.iter().filter(|p| p.kind == "mirror") {
+        let (fa, fb) = (facts(truth, &p.a)?, facts(truth, &p.b)?);
+        let (sa, aa) = orientation(fa, &colour(fa, 0));
+        let (sb, ab) = orientation(fb, &colour(fb, 0));
+        let horizontal = matches!(fa.facing.as_deref(), Some("left" | "right"));
+        out.push(Item {
+            pattern: "Orientation",
+            sides: [(file(fa, &p.a)?, sa, aa), (file(fb, &p.b)?, sb, ab)],
+            question: if horizontal {
+                "Which way does the foot of the L shape point?".into()
+            } else {
+                "Is the long bar of the shape at the top or at the bottom?".into()
+            },
+            options: if horizontal {
+                "(a) Left (b) Right".into()
+            } else {
+                "(a) Top (b) Bottom".into()
+            },
+        });
+    }
+    for p in truth.blind_pairs.iter().filter(|p| p.kind == "permutation") {
+        let (fa, fb) = (facts(truth, &p.a)?, facts(truth, &p.b)?);
+        let st = |f: &Facts| {
+            format!(
+                "a {} block to the left of a {} block",
+                colour(f, 0),
+                colour(f, 1)
+            )
+        };
+        out.push(Item {
+            pattern: "Spatial",
+            sides: [
+                (file(fa, &p.a)?, st(fa), "(a)"),
+                (file(fb, &p.b)?, st(fb), "(b)"),
+            ],
+            question: "What colour is the block on the left?".into(),
+            options: format!("(a) {} (b) {}", colour(fa, 0), colour(fb, 0)),
+        });
+    }
+    // Blocks of different colour names, paired in key order.
+    let mut singles: Vec<(&String, &Facts)> = truth
+        .facts
+        .iter()
+        .filter(|(k, f)| k.contains("single-") && f.colours.len() == 1)
+        .collect();
+    while let Some((ka, fa)) = singles.first().copied() {
+        singles.remove(0);
+        let Some(pos) = singles
+            .iter()
+            .position(|(_, f)| colour(f, 0) != colour(fa, 0))
+        else {
+            break;
+        };
+        let (kb, fb) = singles.remove(pos);
+        let st = |f: &Facts| format!("a {} block", colour(f, 0));
+        out.push(Item {
+            pattern: "Color",
+            sides: [
+                (file(fa, ka)?, st(fa), "(a)"),
+                (file(fb, kb)?, st(fb), "(b)"),
+            ],
+            question: "What colour is the block?".into(),
+            options: format!("(a) {} (b) {}", colour(fa, 0), colour(fb, 0)),
+        });
+    }
+    Ok(out)
+}
+
+fn ext(file: &str) -> &str {
+    file.rsplit_once('.').map_or("png", |(_, e)| e)
+}
+
+/// Writes an MMVP-VLM benchmark to `vlm` and an MMVP benchmark (with a `Pattern` column) to
+/// `mmvp`, from the corpus at `corpus` and its truth. Returns the number of pairs.
+pub async fn write_benchmarks(
+    corpus: &Location,
+    truth: &Truth,
+    names: &ColourNames,
+    vlm: &Location,
+    mmvp: &Location,
+) -> Result<usize> {
+    let items = items(truth, names)?;
+    let mut vlm_sheet = csv::Writer::from_writer(Vec::new());
+    let mut mmvp_sheet = csv::Writer::from_writer(Vec::new());
+    let csv_err = |e: csv::Error| Error::table("benchmark sheet", e);
+    vlm_sheet
+        .write_record(["Question ID", "Type", "Statement"])
+        .map_err(csv_err)?;
+    mmvp_sheet
+        .write_record(["Index", "Question", "Options", "Correct Answer", "Pattern"])
+        .map_err(csv_err)?;
+    for (k, item) in items.iter().enumerate() {
+        for (j, (file, statement, answer)) in item.sides.iter().enumerate() {
+            let id = 2 * k + j + 1;
+            let path = corpus.path(file);
+            let bytes: Bytes = corpus
+                .get_bytes(&path)
+                .await
+                .map_err(|e| Error::storage(corpus.uri_of(&path), e))?;
+            vlm.put(
+                &format!("{VLM_IMAGES}/{}/{id}.{}", item.pattern, ext(file)),
+                bytes.clone(),
+            )
+            .await?;
+            mmvp.put(&format!("{MMVP_IMAGES}/{id}.{}", ext(file)), bytes)
+                .await?;
+            vlm_sheet
+                .write_record([id.to_string().as_str(), item.pattern, statement])
+                .map_err(csv_err)?;
+            mmvp_sheet
+                .write_record([
+                    id.to_string().as_str(),
+                    &item.question,
+                    &item.options,
+                    *answer,
+                    item.pattern,
+                ])
+                .map_err(csv_err)?;
+        }
+    }
+    for (loc, sheet) in [(vlm, vlm_sheet), (mmvp, mmvp_sheet)] {
+        let bytes = sheet
+            .into_inner()
+            .map_err(|e| Error::table("benchmark sheet", e.to_string()))?;
+        loc.put(QUESTIONS, Bytes::from(bytes)).await?;
+    }
+    Ok(items.len())
+}
