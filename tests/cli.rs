@@ -15,6 +15,9 @@ use blindspot::progress::NoProgress;
 use blindspot::storage::Location;
 use blindspot::synth::Truth;
 
+#[path = "support/openai.rs"]
+mod openai;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -863,6 +866,10 @@ fn tiny_encoders_regenerate_byte_for_byte() {
         "clip-tiny-fp16.onnx",
         "dino-tiny.onnx",
         "dino-tiny.toml",
+        "clip-tiny-text.onnx",
+        "clip-tiny-text.toml",
+        "tokenizer.json",
+        "colour-names.json",
     ] {
         let committed = std::fs::read(repo().join("models/tiny").join(name)).unwrap();
         let fresh = std::fs::read(dir.path().join(name)).unwrap();
@@ -1200,4 +1207,586 @@ fn sql_is_read_only_and_explains_bad_queries() {
         "{stdout}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation
+
+/// An MMVP sheet of 4 pairs whose questions name their item, so a scripted server can tell
+/// them apart: odd items answer (a), even items (b); pairs 1-2 are Color, 3-4 Orientation.
+fn write_mmvp(dir: &Path) {
+    std::fs::create_dir_all(dir.join("MMVP Images")).unwrap();
+    let mut sheet = String::from("lndex,Question,Options,Correct Answer,Pattern\n");
+    for i in 1..=8u32 {
+        let img = image::RgbImage::from_pixel(8, 8, image::Rgb([i as u8 * 20, 0, 0]));
+        img.save(dir.join(format!("MMVP Images/{i}.png"))).unwrap();
+        sheet.push_str(&format!(
+            "{i},Item {i}: is the door open?,(a) Open (b) Closed,{},{}\n",
+            if i % 2 == 1 { "(a)" } else { "(b)" },
+            if i <= 4 {
+                "Color"
+            } else {
+                "Orientation and Direction"
+            }
+        ));
+    }
+    std::fs::write(dir.join("Questions.csv"), sheet).unwrap();
+}
+
+fn item_of(prompt: &str) -> u32 {
+    prompt
+        .strip_prefix("Item ")
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The scripted model: right, wrong, free text, 429 with Retry-After, 500, too slow,
+/// malformed JSON, and one item that always fails.
+fn scripted(l: &openai::Logged, before: usize) -> openai::Reply {
+    use openai::Reply::*;
+    let text = |t: &str| Text(t.to_string());
+    match (item_of(&l.prompt), before) {
+        (1, _) => text("(a)"),
+        (2, 0) => Status(429, Some(1)),
+        (2, _) => text("b"),
+        (3, 0) => Status(500, None),
+        (3, _) => text("The answer is (a)."),
+        (4, 0) => Slow(Duration::from_secs(4), "(b)".into()),
+        (4, _) => text("(a)"),
+        (5, 0) => Malformed,
+        (5, _) => text("The door is open."),
+        (6, _) => text("A cat is sitting in front of it."),
+        (7, _) => Status(500, None),
+        _ => text("(b) Closed"),
+    }
+}
+
+fn answers_by_item(root: &Path) -> BTreeMap<u32, RecordBatch> {
+    let mut out = BTreeMap::new();
+    for b in read_parquet_dir(&root.join("eval/answers")) {
+        let items = col::<UInt32Array>(&b, "item").clone();
+        for i in 0..b.num_rows() {
+            out.insert(items.value(i), b.slice(i, 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn mllm_eval_against_a_scripted_server_scores_retries_and_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("mmvp");
+    write_mmvp(&bench);
+    let root = dir.path().join("run");
+    let server = openai::Server::start(scripted);
+    let args = [
+        "eval",
+        "mllm",
+        "--benchmark",
+        bench.to_str().unwrap(),
+        "--base-url",
+        &server.url,
+        "--model",
+        "scripted-llava",
+        "--out",
+        root.to_str().unwrap(),
+        "--timeout",
+        "1",
+        "--retries",
+        "2",
+        "--backoff",
+        "0.05",
+        "--api-key-env",
+        "BLINDSPOT_TEST_KEY",
+        "--json",
+    ];
+    let out = bin()
+        .args(args)
+        .env("BLINDSPOT_TEST_KEY", "sekret-key-123")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // By hand: items 1, 2, 3, 5, 8 right (4 wrong letter, 6 no option, 7 no reply);
+    // only pair 1-2 has both right.
+    assert_eq!(summary["questions"], 8);
+    assert_eq!(summary["question_accuracy"], 62.5);
+    assert_eq!(summary["pair_accuracy"], 25.0);
+    assert_eq!(summary["errors"], 1);
+    let reqs = server.requests();
+    // 1 + 2 + 2 + 2 + 2 + 1 + 3 + 1: every retry reached the server.
+    assert_eq!(reqs.len(), 14);
+    assert_eq!(summary["requests"], 14);
+    assert!(reqs
+        .iter()
+        .all(|r| r.auth.as_deref() == Some("Bearer sekret-key-123")));
+    assert!(reqs.iter().all(|r| r.body["temperature"] == 0.0));
+    assert!(reqs
+        .iter()
+        .all(|r| r.images.len() == 1 && r.images[0].starts_with("data:image/png;base64,")));
+    assert_eq!(reqs[0].prompt.trim_end(), reqs[0].prompt, "paper template");
+
+    let rows = answers_by_item(&root);
+    assert_eq!(rows.len(), 8, "nothing is lost");
+    let attempts: Vec<u32> = rows
+        .values()
+        .map(|b| col::<UInt32Array>(b, "attempts").value(0))
+        .collect();
+    assert_eq!(attempts, [1, 2, 2, 2, 2, 1, 3, 1]);
+    let correct: Vec<bool> = rows
+        .values()
+        .map(|b| col::<arrow::array::BooleanArray>(b, "correct").value(0))
+        .collect();
+    assert_eq!(correct, [true, true, true, false, true, false, false, true]);
+    assert_eq!(strings(&rows[&4], "choice"), ["(a)"]);
+    assert_eq!(strings(&rows[&5], "response"), ["The door is open."]);
+    let err7 = strings(&rows[&7], "error");
+    assert!(
+        err7[0].contains("after 3 attempt(s)") && err7[0].contains("500"),
+        "{err7:?}"
+    );
+    assert_eq!(
+        strings(&rows[&1], "prompt"),
+        ["Item 1: is the door open? (a) Open (b) Closed"]
+    );
+    assert_eq!(strings(&rows[&1], "grader"), ["rules"]);
+    assert_eq!(strings(&rows[&1], "labels"), ["original"]);
+    assert_eq!(strings(&rows[&5], "pattern"), ["Orientation"]);
+
+    // The key is in no output.
+    for f in walk(&root) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(10).any(|w| w == b"sekret-key"),
+            "the API key leaked into {}",
+            f.display()
+        );
+    }
+
+    // Per pattern, through SQL: Color has pairs 1-2 (right) and 3-4 (wrong).
+    let csv = run_ok(&[
+        "sql",
+        "--root",
+        root.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT pattern, pairs, pair_accuracy, question_accuracy FROM scores ORDER BY pattern",
+    ]);
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        [
+            "pattern,pairs,pair_accuracy,question_accuracy",
+            "Color,2,50.0,75.0",
+            "Orientation,2,0.0,50.0",
+            "all,4,25.0,62.5"
+        ]
+    );
+
+    // A second run pays only for the item that failed; everything else comes from the cache.
+    let again = bin()
+        .args(args)
+        .env("BLINDSPOT_TEST_KEY", "sekret-key-123")
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(server.requests().len(), 14 + 3);
+    assert_eq!(summary["cached"], 7);
+    assert_eq!(summary["pair_accuracy"], 25.0);
+    assert_eq!(
+        answers_by_item(&root).len(),
+        8,
+        "a rerun replaces its own rows"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("mmvp");
+    write_mmvp(&bench);
+    let root = dir.path().join("run");
+    // The model always answers in words; the judge says yes only when the correct answer it
+    // was given is (a).
+    let server = openai::Server::start(|l, _| {
+        if l.model == "judge" {
+            let yes = l.prompt.contains("the correct answer is (a)");
+            openai::Reply::Text(if yes { "Yes." } else { "no" }.into())
+        } else {
+            openai::Reply::Text("Answer: (a)".into())
+        }
+    });
+    let common = |grader: &str| {
+        run_ok(&[
+            "eval",
+            "mllm",
+            "--benchmark",
+            bench.to_str().unwrap(),
+            "--base-url",
+            &server.url,
+            "--model",
+            "m",
+            "--out",
+            root.to_str().unwrap(),
+            "--grader",
+            grader,
+            "--judge-model",
+            "judge",
+            "--template",
+            "letter",
+            "--json",
+        ])
+    };
+    let judged: serde_json::Value = serde_json::from_str(&common("judge")).unwrap();
+    assert_eq!(judged["question_accuracy"], 50.0);
+    assert_eq!(judged["pair_accuracy"], 0.0);
+    let judge_reqs = server
+        .requests()
+        .iter()
+        .filter(|r| r.model == "judge")
+        .count();
+    assert_eq!(judge_reqs, 8);
+    assert!(server
+        .requests()
+        .iter()
+        .filter(|r| r.model == "m")
+        .all(|r| r
+            .prompt
+            .ends_with("Answer with the option's letter from the given choices directly.")));
+    // "Answer: (a)" is not a bare letter: the exact grader finds no choice at all.
+    let exact: serde_json::Value = serde_json::from_str(&common("exact")).unwrap();
+    assert_eq!(exact["question_accuracy"], 0.0);
+    // Both evaluations stay in the tables, told apart by their grader.
+    let csv = run_ok(&[
+        "sql",
+        "--root",
+        root.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT grader, count(*) AS n, sum(CASE WHEN correct THEN 1 ELSE 0 END) AS right FROM answers GROUP BY grader ORDER BY grader",
+    ]);
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        ["grader,n,right", "exact,8,0", "judge,8,4"]
+    );
+}
+
+#[test]
+fn patterns_come_from_a_mapping_file_or_a_saved_categorisation() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("mmvp");
+    write_mmvp(&bench);
+    // No pattern column this time.
+    let sheet = std::fs::read_to_string(bench.join("Questions.csv")).unwrap();
+    let stripped: String = sheet
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
+        .collect();
+    std::fs::write(bench.join("Questions.csv"), stripped).unwrap();
+    let root = dir.path().join("run");
+    let server = openai::Server::start(|l, _| {
+        if l.prompt.starts_with("Classify") {
+            openai::Reply::Text(
+                if l.prompt.contains("Item 1:") {
+                    "6"
+                } else {
+                    "Pattern 8"
+                }
+                .into(),
+            )
+        } else {
+            openai::Reply::Text("(a)".into())
+        }
+    });
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "mllm",
+            "--benchmark",
+            bench.to_str().unwrap(),
+            "--base-url",
+            &server.url,
+            "--model",
+            "m",
+            "--out",
+            root.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run_ok(&args);
+        let csv = run_ok(&[
+            "sql",
+            "--root",
+            root.to_str().unwrap(),
+            "--format",
+            "csv",
+            "SELECT item, pattern FROM answers ORDER BY item",
+        ]);
+        csv.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert!(eval(&[]).iter().all(|l| l.ends_with(",unassigned")));
+    let got = eval(&["--categorise"]);
+    assert_eq!(&got[..3], ["1,Color", "2,Color", "3,Text"]);
+    let classify = |s: &openai::Server| {
+        s.requests()
+            .iter()
+            .filter(|r| r.prompt.starts_with("Classify"))
+            .count()
+    };
+    assert_eq!(classify(&server), 4, "one categorisation per pair");
+    // The saved mapping is reused, and can be edited and passed back in.
+    let saved = walk(&root.join("eval/patterns"));
+    assert_eq!(saved.len(), 1);
+    eval(&["--categorise"]);
+    assert_eq!(classify(&server), 4);
+    let edited = std::fs::read_to_string(&saved[0])
+        .unwrap()
+        .replace("3,Text", "3,Quantity");
+    let mapping = dir.path().join("mapping.csv");
+    std::fs::write(&mapping, edited).unwrap();
+    let got = eval(&["--patterns", mapping.to_str().unwrap()]);
+    assert_eq!(got[2], "3,Quantity");
+}
+
+#[test]
+fn vlm_eval_on_the_synthetic_benchmark_is_right_on_colour_and_at_chance_on_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(&["demo", "--out", dir.path().to_str().unwrap(), "--json"]);
+    let _ = out;
+    let root = dir.path().join("run");
+    let csv = run_ok(&[
+        "sql",
+        "--root",
+        root.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT pattern, pairs, pair_accuracy, question_accuracy FROM scores WHERE kind = 'vlm' ORDER BY pattern",
+    ]);
+    // By construction: the tiny text tower names colours the tiny CLIP sees, and gives a
+    // statement's layout words no direction, so mirror and swapped pairs tie (p = 0.5: the
+    // second image, as MMVP-VLM counts it) and each pair gets one of its two statements.
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        [
+            "pattern,pairs,pair_accuracy,question_accuracy",
+            "Color,6,100.0,100.0",
+            "Orientation,8,0.0,50.0",
+            "Spatial,6,0.0,50.0",
+            "all,20,30.0,65.0"
+        ]
+    );
+    // The benchmark the demo wrote is an ordinary MMVP-VLM folder: eval vlm reads it again.
+    let again = run_ok(&[
+        "eval",
+        "vlm",
+        "--benchmark",
+        root.join("benchmarks/mmvp-vlm").to_str().unwrap(),
+        "--image",
+        repo().join("models/tiny/clip-tiny.toml").to_str().unwrap(),
+        "--text",
+        repo()
+            .join("models/tiny/clip-tiny-text.toml")
+            .to_str()
+            .unwrap(),
+        "--out",
+        dir.path().join("again").to_str().unwrap(),
+        "--json",
+    ]);
+    let s: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(s["pair_accuracy"], 30.0);
+    assert_eq!(s["model"], "clip-tiny+clip-tiny-text");
+}
+
+#[test]
+fn the_demo_evaluates_an_mllm_when_given_an_endpoint_and_correlates() {
+    let dir = tempfile::tempdir().unwrap();
+    // A model that answers (a) to colour questions and (b) to the rest.
+    let server = openai::Server::start(|l, _| {
+        let colour_question = l.prompt.starts_with("What colour is the block?");
+        openai::Reply::Text(if colour_question { "(a)" } else { "(b)" }.into())
+    });
+    let out = run_ok(&[
+        "demo",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--mllm-url",
+        &server.url,
+        "--mllm-model",
+        "scripted",
+    ]);
+    assert!(out.contains("eval mllm: scripted on mmvp"), "{out}");
+    assert!(!out.contains("skipped"), "{out}");
+    assert!(out.contains("correlation across patterns"), "{out}");
+    let root = dir.path().join("run");
+    assert!(root.join("eval/plots/patterns.png").exists());
+    let scatters = walk(&root.join("eval/plots"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("scatter-")
+        })
+        .count();
+    assert_eq!(scatters, 1);
+    let csv = run_ok(&[
+        "sql",
+        "--root",
+        root.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT encoder, mllm, n FROM correlations",
+    ]);
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        ["encoder,mllm,n", "clip-tiny+clip-tiny-text,scripted,3"]
+    );
+    // Without an endpoint the demo says plainly that it skipped the MLLM.
+    let plain = run_ok(&["demo", "--out", dir.path().join("plain").to_str().unwrap()]);
+    assert!(plain.contains("eval mllm: skipped"), "{plain}");
+}
+
+#[test]
+fn correlate_reproduces_the_papers_clip_line_from_published_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run");
+    // MMVP-VLM table of ../shared/MMVP.md (three CLIP towers), and DFN ViT-H-14 224's row
+    // standing in for a model to compare with.
+    let csv = dir.path().join("published.csv");
+    std::fs::write(
+        &csv,
+        "model,kind,Orientation,Presence,State,Quantity,Spatial,Color,Structural,Text,Viewpoint,avg\n\
+         OpenAI ViT-L-14 224,vlm,13.3,13.3,20.0,20.0,13.3,53.3,20.0,6.7,13.3,19.3\n\
+         OpenAI ViT-L-14 336,vlm,0.0,20.0,40.0,20.0,6.7,20.0,33.3,6.7,33.3,20.0\n\
+         EVA01 ViT-g-14,vlm,6.7,26.7,40.0,6.7,13.3,66.7,13.3,13.3,20.0,23.0\n\
+         DFN ViT-H-14 224,mllm,20.0,26.7,73.3,26.7,26.7,66.7,46.7,13.3,53.3,39.3\n",
+    )
+    .unwrap();
+    let out = run_ok(&[
+        "eval",
+        "correlate",
+        "--root",
+        root.to_str().unwrap(),
+        "--scores",
+        csv.to_str().unwrap(),
+        "--group",
+        "CLIP=OpenAI ViT-L-14 224,OpenAI ViT-L-14 336,EVA01 ViT-g-14",
+        "--json",
+    ]);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let clip_row = s["table"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[1] == "CLIP")
+        .unwrap()
+        .clone();
+    // Color: (53.3 + 20.0 + 66.7) / 3.
+    assert!((clip_row[2][5].as_f64().unwrap() - 140.0 / 3.0).abs() < 1e-9);
+    let group = s["correlations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["group"] == true)
+        .unwrap()
+        .clone();
+    assert_eq!(group["n"], 9);
+    // Reference computed exactly (fractions, then a 50-digit square root) with the formulas
+    // of numpy.corrcoef and scipy.stats.spearmanr; see src/eval/stats.rs.
+    assert!((group["pearson"].as_f64().unwrap() - 0.8913021239545766).abs() < 1e-9);
+    assert!((group["spearman"].as_f64().unwrap() - 0.9447578376368712).abs() < 1e-9);
+    let rows = read_parquet_dir(&root.join("eval/correlations"));
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+    assert!(root.join("eval/plots/patterns.png").exists());
+}
+
+#[test]
+fn annotate_exports_mined_pairs_as_an_mmvp_sheet_that_loads_back() {
+    let (dir, _corpus, root) = mine("folder");
+    let sheet = dir.path().join("sheet");
+    run_ok(&[
+        "annotate",
+        "--root",
+        root.to_str().unwrap(),
+        "--out",
+        sheet.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(sheet.join("Questions.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("Index,Question,Options,Correct Answer,Pattern,key,source"));
+    assert_eq!(lines.len(), 1 + 2 * 14);
+    assert_eq!(walk(&sheet.join("MMVP Images")).len(), 28);
+    // Unfilled, it loads but cannot be evaluated: the message says what to do.
+    let server = openai::Server::start(|_, _| openai::Reply::Text("(a)".into()));
+    let out = run(&[
+        "eval",
+        "mllm",
+        "--benchmark",
+        sheet.to_str().unwrap(),
+        "--base-url",
+        &server.url,
+        "--model",
+        "m",
+        "--out",
+        dir.path().join("e").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answers filled in"));
+    assert!(
+        server.requests().is_empty(),
+        "nothing is asked before the sheet is valid"
+    );
+    // Filled in, it is a benchmark.
+    let mut filled = csv::Reader::from_path(sheet.join("Questions.csv")).unwrap();
+    let mut w = csv::Writer::from_path(sheet.join("Questions.filled.csv")).unwrap();
+    w.write_record(filled.headers().unwrap()).unwrap();
+    for (i, rec) in filled.records().enumerate() {
+        let rec = rec.unwrap();
+        let mut fields: Vec<String> = rec.iter().map(str::to_string).collect();
+        fields[1] = "Which way does it face?".into();
+        fields[2] = "(a) Left (b) Right".into();
+        fields[3] = if i % 2 == 0 { "(a)" } else { "(b)" }.into();
+        fields[4] = "Orientation".into();
+        w.write_record(&fields).unwrap();
+    }
+    w.flush().unwrap();
+    std::fs::rename(
+        sheet.join("Questions.filled.csv"),
+        sheet.join("Questions.csv"),
+    )
+    .unwrap();
+    let s: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "eval",
+        "mllm",
+        "--benchmark",
+        sheet.to_str().unwrap(),
+        "--base-url",
+        &server.url,
+        "--model",
+        "m",
+        "--out",
+        dir.path().join("e").to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(s["questions"], 28);
+    assert_eq!(s["question_accuracy"], 50.0);
+    assert_eq!(s["pair_accuracy"], 0.0);
 }

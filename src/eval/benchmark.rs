@@ -227,7 +227,7 @@ pub async fn load_mmvp(root: &Location, fix_labels: bool) -> Result<Mmvp> {
             answer: cell(ca),
             image: image.clone(),
             pattern: cp
-                .map(|c| cell(c))
+                .map(cell)
                 .filter(|p| !p.is_empty())
                 .map(|p| patterns::canonical(&p)),
         });

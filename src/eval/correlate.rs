@@ -392,7 +392,7 @@ mod tests {
                 &[
                     ("Color", 80.0),
                     ("Text", 20.0),
-                    ("State", 50.0),
+                    ("State", 44.0),
                     ("Quantity", 1.0),
                     ("unassigned", 9.0),
                 ],
@@ -407,7 +407,7 @@ mod tests {
         // e1 and m are exactly affine on the shared patterns: r = 1.
         assert!((e1.pearson.unwrap() - 1.0).abs() < 1e-12);
         let grp = rows.iter().find(|r| r.group).unwrap();
-        let want = stats::pearson(&[50.0, 40.0, 20.0], &[80.0, 50.0, 20.0]).unwrap();
+        let want = stats::pearson(&[50.0, 40.0, 20.0], &[80.0, 44.0, 20.0]).unwrap();
         assert_eq!(grp.patterns, ["Color", "State", "Text"]);
         assert!((grp.pearson.unwrap() - want).abs() < 1e-12);
         let err = correlations(&models, &[("x".into(), vec!["nope".into()])])

@@ -332,14 +332,13 @@ fn word_texts(s: &str) -> Vec<String> {
 /// `article_ok` says whether an article could stand here; where it could, a word letter
 /// followed by a space and a word counts only if that word begins the letter's option text.
 fn letter_at(t: &[char], i: usize, choices: &[Choice], article_ok: bool) -> Option<char> {
-    let before_ok = match i {
-        0 => true,
-        1 => !t[0].is_alphanumeric(),
-        _ => {
-            !t[i - 1].is_alphanumeric() && !(is_apostrophe(t[i - 1]) && t[i - 2].is_alphanumeric())
-        }
+    // A letter glued to a word, or to the apostrophe of "it's", is part of that word.
+    let glued = match i {
+        0 => false,
+        1 => t[0].is_alphanumeric(),
+        _ => t[i - 1].is_alphanumeric() || (is_apostrophe(t[i - 1]) && t[i - 2].is_alphanumeric()),
     };
-    if !before_ok {
+    if glued {
         return None;
     }
     let c = *t.get(i)?;

@@ -220,6 +220,15 @@ pub async fn eval_mllm(
     // Every answer key must parse before any request is paid for.
     let mut keys = Vec::with_capacity(b.questions.len());
     for q in &b.questions {
+        if q.question.is_empty() || q.options.is_empty() || q.answer.is_empty() {
+            return Err(Error::Benchmark {
+                uri: bench.url.clone(),
+                reason: format!(
+                    "item {} has no question, options or correct answer; an annotation sheet needs its questions, options and answers filled in",
+                    q.index
+                ),
+            });
+        }
         let choices = grade::parse_options(&q.options).map_err(|e| Error::Benchmark {
             uri: bench.url.clone(),
             reason: format!("item {}: options {:?}: {e}", q.index, q.options),
@@ -227,15 +236,8 @@ pub async fn eval_mllm(
         let answer = grade::parse_answer(&q.answer, &choices).ok_or_else(|| Error::Benchmark {
             uri: bench.url.clone(),
             reason: format!(
-                "item {}: correct answer {:?} names none of the options {:?}{}",
-                q.index,
-                q.answer,
-                q.options,
-                if q.answer.is_empty() {
-                    " (an annotation sheet needs its answers filled in)"
-                } else {
-                    ""
-                }
+                "item {}: correct answer {:?} names none of the options {:?}",
+                q.index, q.answer, q.options
             ),
         })?;
         keys.push((choices, answer));

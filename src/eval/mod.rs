@@ -311,15 +311,22 @@ pub async fn commit(
         .cloned()
         .ok_or_else(|| Error::Usage("the benchmark has no items".into()))?;
     let scores = score(&rows);
-    let id = segment_id(&format!(
-        "{}-{}-{}-{}-{}-{}",
+    // Readable by model; the hash keeps evaluations that differ in anything else apart.
+    let settings = format!(
+        "{}|{}|{}|{}|{}|{}",
         kind.name(),
         first.model,
         first.benchmark,
         first.template,
         first.grader,
         first.labels
-    ));
+    );
+    let id = format!(
+        "{}-{}-{}",
+        kind.name(),
+        segment_id(&first.model),
+        &blake3::hash(settings.as_bytes()).to_hex()[..8]
+    );
     let answers_rel = format!("eval/answers/{id}.parquet");
     let scores_rel = format!("eval/scores/{id}.parquet");
     tables::write(

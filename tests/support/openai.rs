@@ -145,7 +145,12 @@ fn handle(stream: TcpStream, log: &Mutex<Vec<Logged>>, script: &Script) {
         Reply::Text(t) => respond(&mut out, 200, &[], &completion(&t)),
         Reply::Status(code, after) => {
             let header = after.map(|s| ("Retry-After", s.to_string()));
-            respond(&mut out, code, header.as_slice(), "{\"error\": \"scripted\"}")
+            respond(
+                &mut out,
+                code,
+                header.as_slice(),
+                "{\"error\": \"scripted\"}",
+            )
         }
         Reply::Slow(wait, t) => {
             std::thread::sleep(wait);
