@@ -276,7 +276,9 @@ impl Default for FilterSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RunSection {
-    /// Input URL or path: image folders, prefixes or webdataset tars.
+    /// Input URL or path: image folders, prefixes or webdataset tars (only the synth, embed
+    /// and synthetic-benchmark steps read it).
+    #[serde(default)]
     pub input: String,
     /// Run root URL or path: everything the run writes goes under it.
     pub root: String,
@@ -464,6 +466,19 @@ fn check_eval(spec: &Spec, problems: &mut Vec<String>) {
         problems
             .push("[eval] mllm-benchmark is not set (or set synthetic-benchmarks = true)".into());
     }
+    for (what, b) in [
+        ("vlm-benchmark", &e.vlm_benchmark),
+        ("mllm-benchmark", &e.mllm_benchmark),
+    ] {
+        if let Some(b) = b
+            .as_deref()
+            .filter(|b| local_missing(&format!("{b}/Questions.csv")))
+        {
+            problems.push(format!(
+                "[eval] {what}: {b}/Questions.csv does not exist; point it at the benchmark's folder"
+            ));
+        }
+    }
     if e.synthetic_benchmarks && e.colour_names.as_deref().is_none_or(local_missing) {
         problems.push(
             "[eval] synthetic-benchmarks needs colour-names (models/tiny/colour-names.json)".into(),
@@ -501,7 +516,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
 pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut problems = Vec::new();
-    spec.run.input = resolve_path(&base, &spec.run.input);
+    if !spec.run.input.is_empty() {
+        spec.run.input = resolve_path(&base, &spec.run.input);
+    }
     spec.run.root = resolve_path(&base, &spec.run.root);
     spec.encoders.clip = PathBuf::from(resolve_path(&base, &spec.encoders.clip.to_string_lossy()));
     spec.encoders.dino = PathBuf::from(resolve_path(&base, &spec.encoders.dino.to_string_lossy()));
@@ -526,14 +543,28 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
             "[run] stages is empty; name at least one of ".to_string() + &format!("{STAGES:?}"),
         );
     }
-    let input = Location::open(&spec.run.input)
+    let reads_input = spec.run.stages.iter().any(|s| s == "synth" || s == "embed")
+        || spec.eval.synthetic_benchmarks;
+    if spec.run.input.is_empty() && reads_input {
+        problems.push(
+            "[run] input is not set; the synth and embed stages and synthetic benchmarks need it"
+                .into(),
+        );
+    }
+    let input_url = if spec.run.input.is_empty() {
+        &spec.run.root
+    } else {
+        &spec.run.input
+    };
+    let input = Location::open(input_url)
         .map_err(|e| problems.push(format!("[run] input: {e}")))
         .ok();
     let root = Location::open(&spec.run.root)
         .map_err(|e| problems.push(format!("[run] root: {e}")))
         .ok();
     let makes_input = spec.run.stages.iter().any(|s| s == "synth");
-    if let (Some(input), false) = (&input, makes_input) {
+    let embeds = spec.run.stages.iter().any(|s| s == "embed");
+    if let (Some(input), false, true) = (&input, makes_input, embeds) {
         match crate::ingest::list_shards(input).await {
             Ok(shards) if shards.is_empty() => problems.push(format!(
                 "[run] input {}: no images or .tar shards found",

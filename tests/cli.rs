@@ -1790,3 +1790,60 @@ fn annotate_exports_mined_pairs_as_an_mmvp_sheet_that_loads_back() {
     assert_eq!(s["question_accuracy"], 50.0);
     assert_eq!(s["pair_accuracy"], 0.0);
 }
+
+#[test]
+fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("mmvp");
+    write_mmvp(&bench);
+    let server = openai::Server::start(|l, _| {
+        openai::Reply::Text(
+            if item_of(&l.prompt) <= 4 {
+                "(a)"
+            } else {
+                "(b)"
+            }
+            .into(),
+        )
+    });
+    let shipped = std::fs::read_to_string(repo().join("pipelines/mmvp.toml")).unwrap();
+    let spec = dir.path().join("mmvp.toml");
+    std::fs::write(
+        &spec,
+        shipped
+            .replace("../mmvp-run", dir.path().join("run").to_str().unwrap())
+            .replace("../data/MMVP", bench.to_str().unwrap())
+            .replace("http://127.0.0.1:8000/v1", &server.url)
+            .replace("categorise = true", "categorise = false")
+            .replace("../models/", &format!("{}/models/", repo().display()))
+            .replace(
+                "\"mmvp-vlm-published.csv\"",
+                &format!("\"{}/pipelines/mmvp-vlm-published.csv\"", repo().display()),
+            ),
+    )
+    .unwrap();
+    // The shipped spec, as shipped, names a benchmark that is not there: validate says so.
+    let out = run(&[
+        "validate",
+        repo().join("pipelines/mmvp.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mllm-benchmark"));
+    run_ok(&["validate", spec.to_str().unwrap()]);
+    let out = run_ok(&["run", spec.to_str().unwrap()]);
+    assert!(
+        out.contains("eval mllm: llava-hf/llava-1.5-7b-hf on mmvp"),
+        "{out}"
+    );
+    assert!(out.contains("CLIP (group)"), "{out}");
+    let csv = run_ok(&[
+        "sql",
+        "--root",
+        dir.path().join("run").to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT encoder, n FROM correlations WHERE \"group\" ORDER BY encoder",
+    ]);
+    // The MLLM has two patterns (Color, Orientation): too few for an r, but counted.
+    assert_eq!(csv.lines().collect::<Vec<_>>(), ["encoder,n", "CLIP,2"]);
+}
