@@ -702,6 +702,52 @@ batch-size = 0
         }
     }
 
+    #[tokio::test]
+    async fn eval_problems_are_reported_with_the_rest() {
+        let text = r#"
+[run]
+root = "memory://spec-eval/root"
+stages = ["eval"]
+
+[encoders]
+clip = "c.toml"
+dino = "d.toml"
+
+[eval]
+mllm-benchmark = "/no/such/MMVP"
+
+[[eval.vlm]]
+image = "/no/such/image.toml"
+text = "/no/such/text.toml"
+
+[[eval.mllm]]
+base-url = "not a url"
+model = "m"
+grader = "psychic"
+template = "/no/such/template.txt"
+concurrency = 0
+"#;
+        let spec = parse(Path::new("x.toml"), text).unwrap();
+        let Err(Error::Spec { problems, .. }) = resolve(Path::new("x.toml"), spec).await else {
+            panic!("problems expected")
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "image manifest",
+            "text manifest",
+            "vlm-benchmark is not set",
+            "MMVP/Questions.csv does not exist",
+            "grader",
+            "template",
+            "concurrency",
+            "base-url",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        // An eval-only spec needs no input and no encoders loaded.
+        assert!(!all.contains("[run] input"), "{all}");
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let err = parse(

@@ -1847,3 +1847,32 @@ fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
     // The MLLM has two patterns (Color, Orientation): too few for an r, but counted.
     assert_eq!(csv.lines().collect::<Vec<_>>(), ["encoder,n", "CLIP,2"]);
 }
+
+#[test]
+fn mllm_requests_in_flight_never_exceed_the_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("mmvp");
+    write_mmvp(&bench);
+    let server =
+        openai::Server::start(|_, _| openai::Reply::Slow(Duration::from_millis(300), "(a)".into()));
+    run_ok(&[
+        "eval",
+        "mllm",
+        "--benchmark",
+        bench.to_str().unwrap(),
+        "--base-url",
+        &server.url,
+        "--model",
+        "m",
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+        "--concurrency",
+        "3",
+    ]);
+    assert_eq!(server.requests().len(), 8);
+    let max = server.max_in_flight();
+    assert!(
+        (2..=3).contains(&max),
+        "{max} requests were in flight at once"
+    );
+}

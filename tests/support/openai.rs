@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +44,14 @@ pub struct Server {
     /// Base URL to give `--base-url`.
     pub url: String,
     log: Arc<Mutex<Vec<Logged>>>,
+    flight: Arc<Flight>,
+}
+
+/// Requests being answered now, and the most there ever were at once.
+#[derive(Default)]
+struct Flight {
+    now: AtomicUsize,
+    max: AtomicUsize,
 }
 
 impl Server {
@@ -53,14 +62,25 @@ impl Server {
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let log: Arc<Mutex<Vec<Logged>>> = Arc::default();
         let script: Arc<Script> = Arc::new(script);
-        let log2 = log.clone();
+        let flight: Arc<Flight> = Arc::default();
+        let (log2, flight2) = (log.clone(), flight.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (log, script) = (log2.clone(), script.clone());
-                std::thread::spawn(move || handle(stream, &log, &*script));
+                let (log, script, flight) = (log2.clone(), script.clone(), flight2.clone());
+                std::thread::spawn(move || {
+                    let now = flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+                    flight.max.fetch_max(now, Ordering::SeqCst);
+                    handle(stream, &log, &*script);
+                    flight.now.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
-        Server { url, log }
+        Server { url, log, flight }
+    }
+
+    /// The most requests that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.flight.max.load(Ordering::SeqCst)
     }
 
     /// Every request so far.
