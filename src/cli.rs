@@ -575,19 +575,22 @@ async fn run(path: &Path, json: bool) -> Result<()> {
     run_resolved(resolved, json).await
 }
 
+/// The synthetic corpus of an input: one level above `images/`, where synth puts the images
+/// (and `truth.json` beside them).
+fn corpus_of(input: &Location) -> String {
+    input
+        .url
+        .strip_suffix("/images")
+        .unwrap_or(&input.url)
+        .to_string()
+}
+
 async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
     for stage in r.stages.clone() {
         tracing::info!(stage = %stage, "stage starts");
         match stage.as_str() {
             "synth" => {
-                // The corpus goes one level above `images/`, where synth puts the images.
-                let out_url = r
-                    .input
-                    .url
-                    .strip_suffix("/images")
-                    .unwrap_or(&r.input.url)
-                    .to_string();
-                let out = Location::open(&out_url)?;
+                let out = Location::open(&corpus_of(&r.input))?;
                 let params = SynthParams {
                     format: r.spec.synth.format,
                     per_shard: r.spec.synth.per_shard,
@@ -664,12 +667,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
     }
     let resolved = spec::resolve(&spec_path, parsed).await?;
     let root = resolved.root.clone();
-    let corpus = resolved
-        .input
-        .url
-        .strip_suffix("/images")
-        .unwrap_or(&resolved.input.url)
-        .to_string();
+    let corpus = corpus_of(&resolved.input);
     run_resolved(resolved, a.json).await?;
     if !a.json {
         print_demo_summary(&root, &corpus).await?;

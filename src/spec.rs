@@ -119,6 +119,9 @@ pub struct MllmEntry {
     /// Retries on 429, 5xx, timeouts and malformed replies.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// First backoff in seconds, doubled per retry.
+    #[serde(default = "default_backoff")]
+    pub backoff: f64,
     /// Sampling temperature (0: greedy).
     #[serde(default)]
     pub temperature: f32,
@@ -150,6 +153,7 @@ impl MllmEntry {
             concurrency: default_concurrency(),
             timeout: default_timeout(),
             retries: default_retries(),
+            backoff: default_backoff(),
             temperature: 0.0,
             max_tokens: default_max_tokens(),
             fix_labels: false,
@@ -176,6 +180,9 @@ fn default_timeout() -> f64 {
 }
 fn default_retries() -> u32 {
     4
+}
+fn default_backoff() -> f64 {
+    1.0
 }
 fn default_max_tokens() -> u32 {
     256

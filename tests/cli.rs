@@ -1233,6 +1233,14 @@ fn write_mmvp(dir: &Path) {
     std::fs::write(dir.join("Questions.csv"), sheet).unwrap();
 }
 
+/// A query's result through `blindspot sql --format csv`, as lines.
+fn sql_csv(root: &str, query: &str) -> Vec<String> {
+    run_ok(&["sql", "--root", root, "--format", "csv", query])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 fn item_of(prompt: &str) -> u32 {
     prompt
         .strip_prefix("Item ")
@@ -1369,16 +1377,12 @@ fn mllm_eval_against_a_scripted_server_scores_retries_and_caches() {
     }
 
     // Per pattern, through SQL: Color has pairs 1-2 (right) and 3-4 (wrong).
-    let csv = run_ok(&[
-        "sql",
-        "--root",
+    let csv = sql_csv(
         root.to_str().unwrap(),
-        "--format",
-        "csv",
         "SELECT pattern, pairs, pair_accuracy, question_accuracy FROM scores ORDER BY pattern",
-    ]);
+    );
     assert_eq!(
-        csv.lines().collect::<Vec<_>>(),
+        csv,
         [
             "pattern,pairs,pair_accuracy,question_accuracy",
             "Color,2,50.0,75.0",
@@ -1475,18 +1479,8 @@ fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
     let exact: serde_json::Value = serde_json::from_str(&common("exact")).unwrap();
     assert_eq!(exact["question_accuracy"], 0.0);
     // Both evaluations stay in the tables, told apart by their grader.
-    let csv = run_ok(&[
-        "sql",
-        "--root",
-        root.to_str().unwrap(),
-        "--format",
-        "csv",
-        "SELECT grader, count(*) AS n, sum(CASE WHEN correct THEN 1 ELSE 0 END) AS right FROM answers GROUP BY grader ORDER BY grader",
-    ]);
-    assert_eq!(
-        csv.lines().collect::<Vec<_>>(),
-        ["grader,n,right", "exact,8,0", "judge,8,4"]
-    );
+    let csv = sql_csv(root.to_str().unwrap(), "SELECT grader, count(*) AS n, sum(CASE WHEN correct THEN 1 ELSE 0 END) AS right FROM answers GROUP BY grader ORDER BY grader");
+    assert_eq!(csv, ["grader,n,right", "exact,8,0", "judge,8,4"]);
 }
 
 #[test]
@@ -1531,15 +1525,11 @@ fn patterns_come_from_a_mapping_file_or_a_saved_categorisation() {
         ];
         args.extend_from_slice(extra);
         run_ok(&args);
-        let csv = run_ok(&[
-            "sql",
-            "--root",
+        let csv = sql_csv(
             root.to_str().unwrap(),
-            "--format",
-            "csv",
             "SELECT item, pattern FROM answers ORDER BY item",
-        ]);
-        csv.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+        );
+        csv[1..].to_vec()
     };
     assert!(eval(&[]).iter().all(|l| l.ends_with(",unassigned")));
     let got = eval(&["--categorise"]);
@@ -1571,19 +1561,12 @@ fn vlm_eval_on_the_synthetic_benchmark_is_right_on_colour_and_at_chance_on_layou
     let out = run_ok(&["demo", "--out", dir.path().to_str().unwrap(), "--json"]);
     let _ = out;
     let root = dir.path().join("run");
-    let csv = run_ok(&[
-        "sql",
-        "--root",
-        root.to_str().unwrap(),
-        "--format",
-        "csv",
-        "SELECT pattern, pairs, pair_accuracy, question_accuracy FROM scores WHERE kind = 'vlm' ORDER BY pattern",
-    ]);
+    let csv = sql_csv(root.to_str().unwrap(), "SELECT pattern, pairs, pair_accuracy, question_accuracy FROM scores WHERE kind = 'vlm' ORDER BY pattern");
     // By construction: the tiny text tower names colours the tiny CLIP sees, and gives a
     // statement's layout words no direction, so mirror and swapped pairs tie (p = 0.5: the
     // second image, as MMVP-VLM counts it) and each pair gets one of its two statements.
     assert_eq!(
-        csv.lines().collect::<Vec<_>>(),
+        csv,
         [
             "pattern,pairs,pair_accuracy,question_accuracy",
             "Color,6,100.0,100.0",
@@ -1646,16 +1629,12 @@ fn the_demo_evaluates_an_mllm_when_given_an_endpoint_and_correlates() {
         })
         .count();
     assert_eq!(scatters, 1);
-    let csv = run_ok(&[
-        "sql",
-        "--root",
+    let csv = sql_csv(
         root.to_str().unwrap(),
-        "--format",
-        "csv",
         "SELECT encoder, mllm, n FROM correlations",
-    ]);
+    );
     assert_eq!(
-        csv.lines().collect::<Vec<_>>(),
+        csv,
         ["encoder,mllm,n", "clip-tiny+clip-tiny-text,scripted,3"]
     );
     // Without an endpoint the demo says plainly that it skipped the MLLM.
@@ -1836,16 +1815,12 @@ fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
         "{out}"
     );
     assert!(out.contains("CLIP (group)"), "{out}");
-    let csv = run_ok(&[
-        "sql",
-        "--root",
+    let csv = sql_csv(
         dir.path().join("run").to_str().unwrap(),
-        "--format",
-        "csv",
         "SELECT encoder, n FROM correlations WHERE \"group\" ORDER BY encoder",
-    ]);
+    );
     // The MLLM has two patterns (Color, Orientation): too few for an r, but counted.
-    assert_eq!(csv.lines().collect::<Vec<_>>(), ["encoder,n", "CLIP,2"]);
+    assert_eq!(csv, ["encoder,n", "CLIP,2"]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ use blindspot::eval::mllm::{MllmParams, PatternSource, Template};
 use blindspot::eval::vlm::VlmParams;
 use blindspot::eval::{EvalSummary, Metric};
 use blindspot::runtime::Device;
+use blindspot::spec::MllmEntry;
 use blindspot::storage::Location;
 use clap::{Args, Subcommand};
 
@@ -201,45 +202,25 @@ pub async fn dispatch(cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::Mllm(a) => {
             let root = Location::open(&a.out)?;
-            let bench = Location::open(&a.benchmark)?;
-            let chat: Arc<dyn Chat> = Arc::new(OpenAiClient::new(
-                client_params(
-                    &a.base_url,
-                    &a.model,
-                    &a.endpoint,
-                    a.temperature,
-                    a.max_tokens,
-                ),
-                Some(root.clone()),
-            )?);
-            let judge: Option<Arc<dyn Chat>> = match &a.judge_model {
-                Some(m) => Some(Arc::new(OpenAiClient::new(
-                    // The paper's judge: temperature 0.2, a one-word reply.
-                    client_params(
-                        a.judge_url.as_deref().unwrap_or(&a.base_url),
-                        m,
-                        &a.endpoint,
-                        0.2,
-                        16,
-                    ),
-                    Some(root.clone()),
-                )?)),
-                None => None,
-            };
-            let params = MllmParams {
-                template: Template::resolve(&a.template)?,
-                grader: a.grader,
+            let entry = MllmEntry {
+                base_url: a.base_url,
+                model: a.model,
+                api_key_env: a.endpoint.api_key_env,
+                template: a.template,
+                grader: a.grader.name().to_string(),
+                judge_model: a.judge_model,
+                judge_url: a.judge_url,
                 concurrency: a.concurrency,
+                timeout: a.endpoint.timeout,
+                retries: a.endpoint.retries,
+                backoff: a.endpoint.backoff,
+                temperature: a.temperature,
+                max_tokens: a.max_tokens,
                 fix_labels: a.fix_labels,
-                patterns: match (&a.patterns, a.categorise) {
-                    (Some(f), _) => PatternSource::File(f.clone()),
-                    (None, true) => PatternSource::Categorise,
-                    (None, false) => PatternSource::None,
-                },
+                patterns: a.patterns,
+                categorise: a.categorise,
             };
-            let s =
-                blindspot::eval::mllm::eval_mllm(&bench, &root, chat, judge, &params, &*progress())
-                    .await?;
+            let s = run_mllm_entry(&entry, &a.benchmark, &root).await?;
             report(a.json, &s, || eval_text(&s));
             Ok(())
         }
@@ -394,14 +375,14 @@ pub fn correlate_text(s: &CorrelateSummary) -> String {
 /// Builds the clients and parameters of one `[[eval.mllm]]` (or the demo's `--mllm-url`) and
 /// runs it.
 pub async fn run_mllm_entry(
-    m: &blindspot::spec::MllmEntry,
+    m: &MllmEntry,
     benchmark: &str,
     root: &Location,
 ) -> Result<EvalSummary> {
     let endpoint = EndpointArgs {
         timeout: m.timeout,
         retries: m.retries,
-        backoff: 1.0,
+        backoff: m.backoff,
         api_key_env: m.api_key_env.clone(),
     };
     let chat: Arc<dyn Chat> = Arc::new(OpenAiClient::new(
@@ -450,12 +431,7 @@ pub async fn run_stage(r: &blindspot::spec::Resolved, json: bool) -> Result<()> 
     let device: Device = r.spec.encoders.device.parse().map_err(anyhow::Error::msg)?;
     let (mut vlm_bench, mut mllm_bench) = (e.vlm_benchmark.clone(), e.mllm_benchmark.clone());
     if e.synthetic_benchmarks {
-        let corpus_url = r
-            .input
-            .url
-            .strip_suffix("/images")
-            .unwrap_or(&r.input.url)
-            .to_string();
+        let corpus_url = super::corpus_of(&r.input);
         let corpus = Location::open(&corpus_url)?;
         let bytes = corpus
             .get_bytes(&corpus.path("truth.json"))

@@ -558,17 +558,7 @@ mod tests {
     }
 
     fn patterns() -> Vec<String> {
-        names(&[
-            "Orientation",
-            "Presence",
-            "State",
-            "Quantity",
-            "Spatial",
-            "Color",
-            "Structural Character",
-            "Text",
-            "Camera Perspective",
-        ])
+        names(&crate::eval::patterns::PATTERNS)
     }
 
     fn sample_series() -> Vec<Series> {
