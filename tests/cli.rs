@@ -1233,6 +1233,30 @@ fn write_mmvp(dir: &Path) {
     std::fs::write(dir.join("Questions.csv"), sheet).unwrap();
 }
 
+/// `eval mllm` arguments for a benchmark folder, endpoint, model and run root, then `extra`.
+fn mllm_args<'a>(
+    bench: &'a Path,
+    url: &'a str,
+    model: &'a str,
+    out: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut v = vec![
+        "eval",
+        "mllm",
+        "--benchmark",
+        bench.to_str().unwrap(),
+        "--base-url",
+        url,
+        "--model",
+        model,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
 /// A query's result through `blindspot sql --format csv`, as lines.
 fn sql_csv(root: &str, query: &str) -> Vec<String> {
     run_ok(&["sql", "--root", root, "--format", "csv", query])
@@ -1288,29 +1312,25 @@ fn mllm_eval_against_a_scripted_server_scores_retries_and_caches() {
     write_mmvp(&bench);
     let root = dir.path().join("run");
     let server = openai::Server::start(scripted);
-    let args = [
-        "eval",
-        "mllm",
-        "--benchmark",
-        bench.to_str().unwrap(),
-        "--base-url",
+    let args = mllm_args(
+        &bench,
         &server.url,
-        "--model",
         "scripted-llava",
-        "--out",
-        root.to_str().unwrap(),
-        "--timeout",
-        "1",
-        "--retries",
-        "2",
-        "--backoff",
-        "0.05",
-        "--api-key-env",
-        "BLINDSPOT_TEST_KEY",
-        "--json",
-    ];
+        &root,
+        &[
+            "--timeout",
+            "1",
+            "--retries",
+            "2",
+            "--backoff",
+            "0.05",
+            "--api-key-env",
+            "BLINDSPOT_TEST_KEY",
+            "--json",
+        ],
+    );
     let out = bin()
-        .args(args)
+        .args(&args)
         .env("BLINDSPOT_TEST_KEY", "sekret-key-123")
         .output()
         .unwrap();
@@ -1393,7 +1413,7 @@ fn mllm_eval_against_a_scripted_server_scores_retries_and_caches() {
 
     // A second run pays only for the item that failed; everything else comes from the cache.
     let again = bin()
-        .args(args)
+        .args(&args)
         .env("BLINDSPOT_TEST_KEY", "sekret-key-123")
         .output()
         .unwrap();
@@ -1439,25 +1459,21 @@ fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
         }
     });
     let common = |grader: &str| {
-        run_ok(&[
-            "eval",
-            "mllm",
-            "--benchmark",
-            bench.to_str().unwrap(),
-            "--base-url",
+        run_ok(&mllm_args(
+            &bench,
             &server.url,
-            "--model",
             "m",
-            "--out",
-            root.to_str().unwrap(),
-            "--grader",
-            grader,
-            "--judge-model",
-            "judge",
-            "--template",
-            "letter",
-            "--json",
-        ])
+            &root,
+            &[
+                "--grader",
+                grader,
+                "--judge-model",
+                "judge",
+                "--template",
+                "letter",
+                "--json",
+            ],
+        ))
     };
     let judged: serde_json::Value = serde_json::from_str(&common("judge")).unwrap();
     assert_eq!(judged["question_accuracy"], 50.0);
@@ -1511,18 +1527,7 @@ fn patterns_come_from_a_mapping_file_or_a_saved_categorisation() {
         }
     });
     let eval = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "mllm",
-            "--benchmark",
-            bench.to_str().unwrap(),
-            "--base-url",
-            &server.url,
-            "--model",
-            "m",
-            "--out",
-            root.to_str().unwrap(),
-        ];
+        let mut args = mllm_args(&bench, &server.url, "m", &root, &[]);
         args.extend_from_slice(extra);
         run_ok(&args);
         let csv = sql_csv(
@@ -1714,18 +1719,13 @@ fn annotate_exports_mined_pairs_as_an_mmvp_sheet_that_loads_back() {
     assert_eq!(walk(&sheet.join("MMVP Images")).len(), 28);
     // Unfilled, it loads but cannot be evaluated: the message says what to do.
     let server = openai::Server::start(|_, _| openai::Reply::Text("(a)".into()));
-    let out = run(&[
-        "eval",
-        "mllm",
-        "--benchmark",
-        sheet.to_str().unwrap(),
-        "--base-url",
+    let out = run(&mllm_args(
+        &sheet,
         &server.url,
-        "--model",
         "m",
-        "--out",
-        dir.path().join("e").to_str().unwrap(),
-    ]);
+        &dir.path().join("e"),
+        &[],
+    ));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("answers filled in"));
     assert!(
@@ -1751,19 +1751,13 @@ fn annotate_exports_mined_pairs_as_an_mmvp_sheet_that_loads_back() {
         sheet.join("Questions.csv"),
     )
     .unwrap();
-    let s: serde_json::Value = serde_json::from_str(&run_ok(&[
-        "eval",
-        "mllm",
-        "--benchmark",
-        sheet.to_str().unwrap(),
-        "--base-url",
+    let s: serde_json::Value = serde_json::from_str(&run_ok(&mllm_args(
+        &sheet,
         &server.url,
-        "--model",
         "m",
-        "--out",
-        dir.path().join("e").to_str().unwrap(),
-        "--json",
-    ]))
+        &dir.path().join("e"),
+        &["--json"],
+    )))
     .unwrap();
     assert_eq!(s["questions"], 28);
     assert_eq!(s["question_accuracy"], 50.0);
@@ -1830,20 +1824,13 @@ fn mllm_requests_in_flight_never_exceed_the_concurrency() {
     write_mmvp(&bench);
     let server =
         openai::Server::start(|_, _| openai::Reply::Slow(Duration::from_millis(300), "(a)".into()));
-    run_ok(&[
-        "eval",
-        "mllm",
-        "--benchmark",
-        bench.to_str().unwrap(),
-        "--base-url",
+    run_ok(&mllm_args(
+        &bench,
         &server.url,
-        "--model",
         "m",
-        "--out",
-        dir.path().join("run").to_str().unwrap(),
-        "--concurrency",
-        "3",
-    ]);
+        &dir.path().join("run"),
+        &["--concurrency", "3"],
+    ));
     assert_eq!(server.requests().len(), 8);
     let max = server.max_in_flight();
     assert!(
