@@ -1838,3 +1838,29 @@ fn mllm_requests_in_flight_never_exceed_the_concurrency() {
         "{max} requests were in flight at once"
     );
 }
+
+#[test]
+fn an_endpoint_that_cannot_be_reached_fails_fast_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("mmvp");
+    write_mmvp(&bench);
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let root = dir.path().join("run");
+    let out = run(&mllm_args(
+        &bench,
+        &url,
+        "m",
+        &root,
+        &["--retries", "1", "--backoff", "0.01"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is the server running"), "{err}");
+    assert!(!root.join("_commits/eval").exists(), "nothing is committed");
+}

@@ -108,6 +108,8 @@ pub struct Reply {
     pub latency_ms: u64,
     /// Whether it came from the cache.
     pub cached: bool,
+    /// Whether the last attempt could not connect at all.
+    pub unreachable: bool,
 }
 
 /// A chat model behind some transport: the seam where tests or other APIs plug in.
@@ -239,6 +241,7 @@ impl OpenAiClient {
         let resp = req.send().await.map_err(|e| Failure {
             retry: e.is_timeout() || e.is_connect() || e.is_request() || e.is_body(),
             after: None,
+            unreachable: e.is_connect(),
             message: if e.is_timeout() {
                 format!("timed out after {:?}", self.params.timeout)
             } else {
@@ -256,6 +259,7 @@ impl OpenAiClient {
         let text = resp.text().await.map_err(|e| Failure {
             retry: true,
             after: None,
+            unreachable: false,
             message: format!("reading the reply: {}", error_chain(&e)),
         })?;
         if !status.is_success() {
@@ -271,12 +275,14 @@ impl OpenAiClient {
             return Err(Failure {
                 retry,
                 after,
+                unreachable: false,
                 message: format!("HTTP {status}{hint}: {}", snippet(&text)),
             });
         }
         reply_text(&text).ok_or_else(|| Failure {
             retry: true,
             after: None,
+            unreachable: false,
             message: format!("malformed reply: {}", snippet(&text)),
         })
     }
@@ -299,6 +305,8 @@ struct Failure {
     retry: bool,
     after: Option<Duration>,
     message: String,
+    /// No connection could be made at all (as opposed to an answer that was bad).
+    unreachable: bool,
 }
 
 fn cache_path(key: &str) -> String {
@@ -396,6 +404,7 @@ impl Chat for OpenAiClient {
                         error: Some(format!("after {attempts} attempt(s): {}", f.message)),
                         attempts,
                         latency_ms,
+                        unreachable: f.unreachable,
                         ..Default::default()
                     }
                 }

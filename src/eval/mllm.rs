@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::eval::benchmark::{self, Mmvp, Question};
-use crate::eval::client::{Chat, Image};
+use crate::eval::client::{Chat, Image, Reply};
 use crate::eval::grade::{self, Grader};
 use crate::eval::patterns::{self, Mapping};
 use crate::eval::{self as ev, read_text, AnswerRow, EvalSummary, Kind};
@@ -268,21 +268,43 @@ async fn ask_all(
     params: &MllmParams,
     progress: &dyn Progress,
 ) -> Result<Vec<AnswerRow>> {
-    let tasks = b.questions.iter().zip(keys).map(|(q, (choices, answer))| {
-        let chat = chat.clone();
-        let judge = judge.clone();
-        async move {
-            let row = ask_one(b, q, choices, *answer, &*chat, judge.as_deref(), params).await;
-            progress.advance(1);
-            row
-        }
-    });
+    // The first question alone: an endpoint that cannot be reached fails the run now, rather
+    // than every question after its retries.
+    let Some((q0, (c0, a0))) = b.questions.iter().zip(keys).next() else {
+        return Ok(Vec::new());
+    };
+    let (first, reply) = ask_one(b, q0, c0, *a0, &*chat, judge.as_deref(), params).await?;
+    progress.advance(1);
+    if reply.unreachable {
+        return Err(Error::Endpoint {
+            url: chat.endpoint().to_string(),
+            reason: format!(
+                "{}; is the server running and --base-url right?",
+                reply.error.unwrap_or_default()
+            ),
+        });
+    }
+    let tasks = b
+        .questions
+        .iter()
+        .zip(keys)
+        .skip(1)
+        .map(|(q, (choices, answer))| {
+            let chat = chat.clone();
+            let judge = judge.clone();
+            async move {
+                let row = ask_one(b, q, choices, *answer, &*chat, judge.as_deref(), params).await;
+                progress.advance(1);
+                row.map(|(row, _)| row)
+            }
+        });
     let mut rows: Vec<AnswerRow> = futures::stream::iter(tasks)
         .buffer_unordered(params.concurrency.max(1))
         .collect::<Vec<Result<AnswerRow>>>()
         .await
         .into_iter()
         .collect::<Result<_>>()?;
+    rows.push(first);
     rows.sort_by_key(|r| r.item);
     Ok(rows)
 }
@@ -295,7 +317,7 @@ async fn ask_one(
     chat: &dyn Chat,
     judge: Option<&dyn Chat>,
     params: &MllmParams,
-) -> Result<AnswerRow> {
+) -> Result<(AnswerRow, Reply)> {
     let path = b.root.path(&q.image);
     let bytes = b
         .root
@@ -329,8 +351,8 @@ async fn ask_one(
         endpoint: chat.endpoint().to_string(),
         ..Default::default()
     };
-    let Some(text) = reply.text else {
-        return Ok(row);
+    let Some(text) = reply.text.clone() else {
+        return Ok((row, reply));
     };
     let letter = match params.grader {
         Grader::Exact => grade::exact_letter(&text, choices),
@@ -365,7 +387,7 @@ async fn ask_one(
             }
         }
     }
-    Ok(row)
+    Ok((row, reply))
 }
 
 #[cfg(test)]
