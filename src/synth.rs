@@ -93,9 +93,12 @@ pub struct Truth {
 /// What one synthetic image shows.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
-    /// The image file relative to the corpus folder (folder layout only).
+    /// The image file relative to the corpus folder, or the tar shard holding it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The image's member name inside `file`, when that is a tar shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
     /// Its shapes' colours, left to right.
     pub colours: Vec<[u8; 3]>,
     /// Where an L shape's free end points (`left`, `right`, `up`, `down`), for mirror pairs.
@@ -233,6 +236,7 @@ struct Entry {
 fn facts(colours: &[Rgb<u8>], facing: Option<&str>) -> Facts {
     Facts {
         file: None,
+        member: None,
         colours: colours.iter().map(|c| c.0).collect(),
         facing: facing.map(str::to_string),
     }
@@ -384,7 +388,10 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
                     .await?;
                 for e in chunk {
                     key_of.insert(e.name.clone(), e.name.clone());
-                    truth.facts.insert(e.name.clone(), e.facts.clone());
+                    let mut f = e.facts.clone();
+                    f.file = Some(format!("images/{part}.tar"));
+                    f.member = Some(format!("{}.{}", e.name, e.ext));
+                    truth.facts.insert(e.name.clone(), f);
                 }
             }
         }

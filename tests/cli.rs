@@ -1563,9 +1563,24 @@ fn patterns_come_from_a_mapping_file_or_a_saved_categorisation() {
 #[test]
 fn vlm_eval_on_the_synthetic_benchmark_is_right_on_colour_and_at_chance_on_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_ok(&["demo", "--out", dir.path().to_str().unwrap(), "--json"]);
-    let _ = out;
+    // A tar corpus makes the same benchmark (its images read out of the shards).
+    let tar = dir.path().join("tar");
+    run_ok(&[
+        "demo",
+        "--out",
+        tar.to_str().unwrap(),
+        "--format",
+        "tar",
+        "--json",
+    ]);
+    run_ok(&["demo", "--out", dir.path().to_str().unwrap(), "--json"]);
     let root = dir.path().join("run");
+    for sheet in ["mmvp-vlm/Questions.csv", "mmvp/Questions.csv"] {
+        assert_eq!(
+            std::fs::read_to_string(root.join("benchmarks").join(sheet)).unwrap(),
+            std::fs::read_to_string(tar.join("run/benchmarks").join(sheet)).unwrap()
+        );
+    }
     let csv = sql_csv(root.to_str().unwrap(), "SELECT pattern, pairs, pair_accuracy, question_accuracy FROM scores WHERE kind = 'vlm' ORDER BY pattern");
     // By construction: the tiny text tower names colours the tiny CLIP sees, and gives a
     // statement's layout words no direction, so mirror and swapped pairs tie (p = 0.5: the

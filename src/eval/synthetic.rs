@@ -61,7 +61,7 @@ impl ColourNames {
 /// and the MMVP question and options both images share.
 struct Item {
     pattern: &'static str,
-    sides: [(String, String, &'static str); 2],
+    sides: [(Source, String, &'static str); 2],
     question: String,
     options: String,
 }
@@ -74,12 +74,44 @@ fn facts<'a>(truth: &'a Truth, key: &str) -> Result<&'a Facts> {
     })
 }
 
-fn file(f: &Facts, key: &str) -> Result<String> {
-    f.file.clone().ok_or_else(|| {
+/// Where an image is: its file under the corpus, and its member name when that is a tar.
+type Source = (String, Option<String>);
+
+fn file(f: &Facts, key: &str) -> Result<Source> {
+    let file = f.file.clone().ok_or_else(|| {
         Error::Usage(format!(
-            "{key} is inside a tar shard; generate the corpus with --format folder to make benchmarks from it"
+            "truth file has no location for {key}; regenerate the corpus with this version of `blindspot synth`"
         ))
-    })
+    })?;
+    Ok((file, f.member.clone()))
+}
+
+/// The bytes of one image of the corpus, from its folder or its tar shard.
+async fn image_bytes(corpus: &Location, (file, member): &Source) -> Result<Bytes> {
+    let path = corpus.path(file);
+    let bytes = corpus
+        .get_bytes(&path)
+        .await
+        .map_err(|e| Error::storage(corpus.uri_of(&path), e))?;
+    let Some(member) = member else {
+        return Ok(bytes);
+    };
+    let bad = |reason: String| Error::Usage(format!("{}: {reason}", corpus.uri_of(&path)));
+    let mut archive = tar::Archive::new(bytes.as_ref());
+    for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        if entry
+            .path()
+            .map_err(|e| bad(e.to_string()))?
+            .to_string_lossy()
+            == member.as_str()
+        {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut out).map_err(|e| bad(e.to_string()))?;
+            return Ok(Bytes::from(out));
+        }
+    }
+    Err(bad(format!("no member {member}")))
 }
 
 fn orientation(f: &Facts, colour: &str) -> (String, &'static str) {
@@ -178,8 +210,9 @@ fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
     Ok(out)
 }
 
-fn ext(file: &str) -> &str {
-    file.rsplit_once('.').map_or("png", |(_, e)| e)
+fn ext((file, member): &Source) -> &str {
+    let name = member.as_deref().unwrap_or(file);
+    name.rsplit_once('.').map_or("png", |(_, e)| e)
 }
 
 /// Writes an MMVP-VLM benchmark to `vlm` and an MMVP benchmark (with a `Pattern` column) to
@@ -204,11 +237,7 @@ pub async fn write_benchmarks(
     for (k, item) in items.iter().enumerate() {
         for (j, (file, statement, answer)) in item.sides.iter().enumerate() {
             let id = 2 * k + j + 1;
-            let path = corpus.path(file);
-            let bytes: Bytes = corpus
-                .get_bytes(&path)
-                .await
-                .map_err(|e| Error::storage(corpus.uri_of(&path), e))?;
+            let bytes = image_bytes(corpus, file).await?;
             vlm.put(
                 &format!("{VLM_IMAGES}/{}/{id}.{}", item.pattern, ext(file)),
                 bytes.clone(),
