@@ -1497,6 +1497,29 @@ fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
     // Both evaluations stay in the tables, told apart by their grader.
     let csv = sql_csv(root.to_str().unwrap(), "SELECT grader, count(*) AS n, sum(CASE WHEN correct THEN 1 ELSE 0 END) AS right FROM answers GROUP BY grader ORDER BY grader");
     assert_eq!(csv, ["grader,n,right", "exact,8,0", "judge,8,4"]);
+    // Correlate keeps the two evaluations of one model apart, named by what differs.
+    let scores = dir.path().join("encoder.csv");
+    std::fs::write(&scores, "model,kind,Color,Orientation\nenc,vlm,50,0\n").unwrap();
+    let s: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "eval",
+        "correlate",
+        "--root",
+        root.to_str().unwrap(),
+        "--scores",
+        scores.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let mut mllms: Vec<String> = s["correlations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["mllm"].as_str().unwrap().to_string())
+        .collect();
+    mllms.sort();
+    assert_eq!(mllms.len(), 2, "{mllms:?}");
+    assert_eq!(mllms[0], "m");
+    assert!(mllms[1].starts_with("m (mmvp, letter, "), "{mllms:?}");
 }
 
 #[test]

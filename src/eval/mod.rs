@@ -414,7 +414,16 @@ pub async fn read_scores(root: &Location, metric: Metric) -> Result<Vec<ModelSco
             model: c.model.clone(),
             by_pattern: BTreeMap::new(),
         };
+        let mut setting = String::new();
         for b in &batches {
+            if b.num_rows() > 0 {
+                setting = format!(
+                    "{}, {}, {}",
+                    c.benchmark,
+                    tables::strings(b, "template")?.value(0),
+                    tables::strings(b, "grader")?.value(0)
+                );
+            }
             let patterns = tables::strings(b, "pattern")?;
             let col = b
                 .column_by_name(metric.column())
@@ -428,12 +437,13 @@ pub async fn read_scores(root: &Location, metric: Metric) -> Result<Vec<ModelSco
                 }
             }
         }
-        // A model evaluated on two benchmarks keeps one entry per benchmark.
+        // A model evaluated twice (another benchmark, template or grader) keeps one entry per
+        // evaluation, named by what differs.
         if out
             .iter()
             .any(|m| m.model == entry.model && m.kind == entry.kind)
         {
-            entry.model = format!("{} ({})", entry.model, c.benchmark);
+            entry.model = format!("{} ({setting})", entry.model);
         }
         out.push(entry);
     }
