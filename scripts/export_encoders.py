@@ -25,7 +25,8 @@ compares it with the PyTorch model and fails if they disagree. Run from the repo
 - `<name>-text.tokenizer.json`: the checkpoint's Hugging Face tokenizer, copied (or converted by
   transformers when the checkpoint has none).
 - `<name>-text.toml`: the text manifest: the files, the tensor names, `dim`, `context-length`
-  (the config's max_position_embeddings) and `pad-token` (the tokenizer's pad token, else its
+  (the config's max_position_embeddings), `logit-scale` (exp of a CLIPModel's logit_scale) and
+  `pad-token` (the tokenizer's pad token, else its
   end-of-text token). Texts are tokenized with the tokenizer's special tokens, truncated to
   the context length, padded with the pad token and masked.
 
@@ -545,6 +546,9 @@ def run_text(args):
         "context-length": context_length,
         "pad-token": pad,
     }
+    if isinstance(model, CLIPModel):
+        # The scale MMVP-VLM's softmax over two images uses (100 for OpenAI's trained CLIPs).
+        fields["logit-scale"] = round(float(model.logit_scale.exp()), 6)
     write_manifest(out / f"{name}.toml", comments, fields)
     written = sorted(p for p in out.iterdir() if p.name.startswith(f"{name}."))
     print("wrote " + ", ".join(str(p) for p in written))

@@ -46,6 +46,14 @@ pub struct TextManifest {
     /// The token that pads shorter sequences.
     #[serde(default = "default_pad")]
     pub pad_token: String,
+    /// CLIP's logit scale (exp of its learned temperature): the softmax over a pair's two
+    /// images multiplies cosine similarities by it. 100 for OpenAI's trained CLIPs.
+    #[serde(default = "default_logit_scale")]
+    pub logit_scale: f64,
+}
+
+fn default_logit_scale() -> f64 {
+    100.0
 }
 
 fn default_context() -> usize {
@@ -202,10 +210,10 @@ impl TextEncoder {
 }
 
 /// The probability that a text picks the first of two images: the softmax over the two
-/// images of the cosine similarities times CLIP's logit scale (100).
-pub fn first_image_probability(text: &[f32], first: &[f32], second: &[f32]) -> f64 {
+/// images of the cosine similarities times CLIP's logit scale.
+pub fn first_image_probability(text: &[f32], first: &[f32], second: &[f32], scale: f64) -> f64 {
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum::<f64>();
-    let d = 100.0 * (dot(text, second) - dot(text, first));
+    let d = scale * (dot(text, second) - dot(text, first));
     1.0 / (1.0 + d.exp())
 }
 
@@ -308,7 +316,12 @@ async fn score_benchmark(
         let text_emb = text_enc.embed(&texts)?;
         let (first, second) = (images.row(0).to_vec(), images.row(1).to_vec());
         for (i, s) in [s1, s2].iter().enumerate() {
-            let p = first_image_probability(&text_emb.row(i).to_vec(), &first, &second);
+            let p = first_image_probability(
+                &text_emb.row(i).to_vec(),
+                &first,
+                &second,
+                text_enc.manifest.logit_scale,
+            );
             let choice = if p > 0.5 { "1" } else { "2" };
             let answer = if s.id % 2 == 1 { "1" } else { "2" };
             rows.push(AnswerRow {
@@ -342,9 +355,15 @@ mod tests {
     #[test]
     fn the_first_image_wins_only_when_strictly_closer() {
         let t = [1.0, 0.0];
-        assert!(first_image_probability(&t, &[1.0, 0.0], &[0.0, 1.0]) > 0.99);
-        assert!(first_image_probability(&t, &[0.0, 1.0], &[1.0, 0.0]) < 0.01);
+        assert!(first_image_probability(&t, &[1.0, 0.0], &[0.0, 1.0], 100.0) > 0.99);
+        assert!(first_image_probability(&t, &[0.0, 1.0], &[1.0, 0.0], 100.0) < 0.01);
+        // The scale sharpens the probability but never changes the choice.
+        let soft = first_image_probability(&t, &[0.9, 0.1], &[0.8, 0.2], 1.0);
+        assert!(soft > 0.5 && soft < 0.53, "{soft}");
         // A tie is 0.5 exactly, which the reference script counts as the second image.
-        assert_eq!(first_image_probability(&t, &[0.6, 0.8], &[0.6, 0.8]), 0.5);
+        assert_eq!(
+            first_image_probability(&t, &[0.6, 0.8], &[0.6, 0.8], 100.0),
+            0.5
+        );
     }
 }
