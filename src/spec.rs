@@ -110,6 +110,9 @@ pub struct MllmEntry {
     /// The judge's base URL [default: base-url].
     #[serde(default)]
     pub judge_url: Option<String>,
+    /// Environment variable with the judge's API key [default: api-key-env].
+    #[serde(default)]
+    pub judge_api_key_env: Option<String>,
     /// Requests in flight.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -150,6 +153,7 @@ impl MllmEntry {
             grader: default_grader(),
             judge_model: None,
             judge_url: None,
+            judge_api_key_env: None,
             concurrency: default_concurrency(),
             timeout: default_timeout(),
             retries: default_retries(),

@@ -1459,21 +1459,36 @@ fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
         }
     });
     let common = |grader: &str| {
-        run_ok(&mllm_args(
-            &bench,
-            &server.url,
-            "m",
-            &root,
-            &[
-                "--grader",
-                grader,
-                "--judge-model",
-                "judge",
-                "--template",
-                "letter",
-                "--json",
-            ],
-        ))
+        let out = bin()
+            .args(mllm_args(
+                &bench,
+                &server.url,
+                "m",
+                &root,
+                &[
+                    "--grader",
+                    grader,
+                    "--judge-model",
+                    "judge",
+                    "--template",
+                    "letter",
+                    "--api-key-env",
+                    "BLINDSPOT_MODEL_KEY",
+                    "--judge-api-key-env",
+                    "BLINDSPOT_JUDGE_KEY",
+                    "--json",
+                ],
+            ))
+            .env("BLINDSPOT_MODEL_KEY", "model-key")
+            .env("BLINDSPOT_JUDGE_KEY", "judge-key")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     };
     let judged: serde_json::Value = serde_json::from_str(&common("judge")).unwrap();
     assert_eq!(judged["question_accuracy"], 50.0);
@@ -1484,6 +1499,15 @@ fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
         .filter(|r| r.model == "judge")
         .count();
     assert_eq!(judge_reqs, 8);
+    // Each endpoint gets its own key, never the other's.
+    for r in server.requests() {
+        let want = if r.model == "judge" {
+            "Bearer judge-key"
+        } else {
+            "Bearer model-key"
+        };
+        assert_eq!(r.auth.as_deref(), Some(want), "{}", r.model);
+    }
     assert!(server
         .requests()
         .iter()

@@ -78,6 +78,10 @@ pub struct MllmArgs {
     /// The judge's base URL [default: --base-url].
     #[arg(long)]
     pub judge_url: Option<String>,
+    /// Environment variable with the judge's API key [default: --api-key-env], so that a
+    /// hosted judge's key is not sent to a local model server.
+    #[arg(long)]
+    pub judge_api_key_env: Option<String>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -210,6 +214,7 @@ pub async fn dispatch(cmd: EvalCommand) -> Result<()> {
                 grader: a.grader.name().to_string(),
                 judge_model: a.judge_model,
                 judge_url: a.judge_url,
+                judge_api_key_env: a.judge_api_key_env,
                 concurrency: a.concurrency,
                 timeout: a.endpoint.timeout,
                 retries: a.endpoint.retries,
@@ -395,12 +400,20 @@ pub async fn run_mllm_entry(
         ),
         Some(root.clone()),
     )?);
+    let judge_endpoint = EndpointArgs {
+        api_key_env: m
+            .judge_api_key_env
+            .clone()
+            .unwrap_or_else(|| m.api_key_env.clone()),
+        ..endpoint.clone()
+    };
     let judge: Option<Arc<dyn Chat>> = match &m.judge_model {
+        // The paper's judge: temperature 0.2, a one-word reply.
         Some(j) => Some(Arc::new(OpenAiClient::new(
             client_params(
                 m.judge_url.as_deref().unwrap_or(&m.base_url),
                 j,
-                &endpoint,
+                &judge_endpoint,
                 0.2,
                 16,
             ),
