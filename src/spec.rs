@@ -87,58 +87,79 @@ pub struct VlmEntry {
     pub text: String,
 }
 
-/// One `[[eval.mllm]]`: an OpenAI-compatible endpoint and how to ask and grade.
-#[derive(Clone, Debug, Deserialize)]
+/// One `[[eval.mllm]]`, and the flags of `blindspot eval mllm`: an OpenAI-compatible
+/// endpoint and how to ask and grade. One struct for both, so the two never drift apart.
+#[derive(Clone, Debug, Deserialize, clap::Args)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct MllmEntry {
-    /// Base URL, e.g. `http://127.0.0.1:8000/v1`.
+    /// The endpoint's base URL, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long)]
     pub base_url: String,
-    /// The served model's name.
+    /// The model name the endpoint serves.
+    #[arg(long)]
     pub model: String,
-    /// Environment variable with the API key.
+    /// Environment variable holding the API key (sent as a bearer token when set).
     #[serde(default = "default_key_env")]
+    #[arg(long, default_value_t = default_key_env())]
     pub api_key_env: String,
-    /// `paper`, `letter` or a template file.
+    /// Prompt template: `paper` (question + " " + options), `letter` (asks for the option
+    /// letter) or a file with {question} and {options}.
     #[serde(default = "default_template")]
+    #[arg(long, default_value_t = default_template())]
     pub template: String,
-    /// `exact`, `rules` or `judge`.
+    /// Grader: exact (the reply is a letter), rules (finds the option in free text) or judge
+    /// (an LLM says yes or no, as in the paper).
     #[serde(default = "default_grader")]
+    #[arg(long, default_value_t = default_grader(), value_parser = ["exact", "rules", "judge"])]
     pub grader: String,
-    /// The judge's model (judge grader, categorisation).
+    /// The judge's model (for the judge grader and for categorising).
     #[serde(default)]
+    #[arg(long)]
     pub judge_model: Option<String>,
     /// The judge's base URL [default: base-url].
     #[serde(default)]
+    #[arg(long)]
     pub judge_url: Option<String>,
-    /// Environment variable with the judge's API key [default: api-key-env].
+    /// Environment variable with the judge's API key [default: api-key-env], so that a hosted
+    /// judge's key is not sent to a local model server.
     #[serde(default)]
+    #[arg(long)]
     pub judge_api_key_env: Option<String>,
-    /// Requests in flight.
+    /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
+    #[arg(long, default_value_t = default_concurrency())]
     pub concurrency: usize,
-    /// Seconds per request.
+    /// Seconds before one request is given up (and retried).
     #[serde(default = "default_timeout")]
+    #[arg(long, default_value_t = default_timeout())]
     pub timeout: f64,
-    /// Retries on 429, 5xx, timeouts and malformed replies.
+    /// Retries after the first attempt on 429, 5xx, timeouts and malformed replies.
     #[serde(default = "default_retries")]
+    #[arg(long, default_value_t = default_retries())]
     pub retries: u32,
-    /// First backoff in seconds, doubled per retry.
+    /// First backoff in seconds (doubled per retry; Retry-After wins when sent).
     #[serde(default = "default_backoff")]
+    #[arg(long, default_value_t = default_backoff())]
     pub backoff: f64,
-    /// Sampling temperature (0: greedy).
+    /// Sampling temperature (0: greedy decoding).
     #[serde(default)]
+    #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
     /// Longest reply in tokens.
     #[serde(default = "default_max_tokens")]
+    #[arg(long, default_value_t = default_max_tokens())]
     pub max_tokens: u32,
-    /// Apply the known MMVP label fix.
+    /// Apply the known MMVP label fix (items 99/100 and 279/280); recorded in the outputs.
     #[serde(default)]
+    #[arg(long)]
     pub fix_labels: bool,
-    /// Pattern mapping file.
+    /// Pattern mapping file (CSV with index,pattern) for sheets without a pattern column.
     #[serde(default)]
+    #[arg(long, conflicts_with = "categorise")]
     pub patterns: Option<String>,
-    /// Ask the judge (or the model) for patterns; saved under the run root.
+    /// Ask the judge (or the model) for each pair's pattern; saved under the run root.
     #[serde(default)]
+    #[arg(long)]
     pub categorise: bool,
 }
 

@@ -2,15 +2,10 @@
 //! summary.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Result;
 use blindspot::encoder::SessionParams;
-use blindspot::eval::client::{Chat, ClientParams, OpenAiClient};
 use blindspot::eval::correlate::{CorrelateParams, CorrelateSummary};
-use blindspot::eval::grade::Grader;
-use blindspot::eval::mllm::{MllmParams, PatternSource, Template};
 use blindspot::eval::vlm::VlmParams;
 use blindspot::eval::{EvalSummary, Metric};
 use blindspot::runtime::Device;
@@ -31,75 +26,16 @@ pub enum EvalCommand {
     Correlate(CorrelateArgs),
 }
 
-/// How to reach an endpoint (shared by the evaluated model and the judge).
-#[derive(Args, Debug, Clone)]
-pub struct EndpointArgs {
-    /// Seconds before one request is given up (and retried).
-    #[arg(long, default_value_t = 120.0)]
-    pub timeout: f64,
-    /// Retries after the first attempt on 429, 5xx, timeouts and malformed replies.
-    #[arg(long, default_value_t = ClientParams::default().retries)]
-    pub retries: u32,
-    /// First backoff in seconds (doubled per retry; Retry-After wins when sent).
-    #[arg(long, default_value_t = 1.0)]
-    pub backoff: f64,
-    /// Environment variable holding the API key (sent as a bearer token when set).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
-}
-
 #[derive(Args, Debug)]
 pub struct MllmArgs {
     /// The MMVP benchmark: a folder or URL holding Questions.csv and `MMVP Images/`.
     #[arg(long)]
     pub benchmark: String,
-    /// The endpoint's base URL, e.g. http://127.0.0.1:8000/v1.
-    #[arg(long)]
-    pub base_url: String,
-    /// The model name the endpoint serves.
-    #[arg(long)]
-    pub model: String,
     /// Run root: answers, scores and the response cache go under it.
     #[arg(long, alias = "root")]
     pub out: String,
     #[command(flatten)]
-    pub endpoint: EndpointArgs,
-    /// Prompt template: `paper` (question + " " + options), `letter` (asks for the option
-    /// letter) or a file with {question} and {options}.
-    #[arg(long, default_value = "paper")]
-    pub template: String,
-    /// Grader: exact (the reply is a letter), rules (finds the option in free text) or
-    /// judge (an LLM says yes or no, as in the paper).
-    #[arg(long, default_value = "rules")]
-    pub grader: Grader,
-    /// The judge's model (for --grader judge and --categorise).
-    #[arg(long)]
-    pub judge_model: Option<String>,
-    /// The judge's base URL [default: --base-url].
-    #[arg(long)]
-    pub judge_url: Option<String>,
-    /// Environment variable with the judge's API key [default: --api-key-env], so that a
-    /// hosted judge's key is not sent to a local model server.
-    #[arg(long)]
-    pub judge_api_key_env: Option<String>,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-    /// Sampling temperature (0: greedy decoding).
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Longest reply in tokens.
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: u32,
-    /// Apply the known MMVP label fix (items 99/100 and 279/280); recorded in the outputs.
-    #[arg(long)]
-    pub fix_labels: bool,
-    /// Pattern mapping file (CSV with index,pattern) for sheets without a pattern column.
-    #[arg(long, conflicts_with = "categorise")]
-    pub patterns: Option<String>,
-    /// Ask the judge (or the model) for each pair's pattern; saved under the run root.
-    #[arg(long)]
-    pub categorise: bool,
+    pub entry: MllmEntry,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -180,52 +116,12 @@ fn parse_group(s: &str) -> Result<(String, Vec<String>), String> {
     Ok((name.trim().to_string(), members))
 }
 
-/// Client settings from the command line.
-pub fn client_params(
-    base_url: &str,
-    model: &str,
-    e: &EndpointArgs,
-    temperature: f32,
-    max_tokens: u32,
-) -> ClientParams {
-    ClientParams {
-        base_url: base_url.to_string(),
-        model: model.to_string(),
-        api_key_env: e.api_key_env.clone(),
-        timeout: Duration::from_secs_f64(e.timeout.max(0.001)),
-        retries: e.retries,
-        backoff: Duration::from_secs_f64(e.backoff.max(0.0)),
-        temperature,
-        max_tokens,
-        ..ClientParams::default()
-    }
-}
-
 /// Runs one eval command.
 pub async fn dispatch(cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::Mllm(a) => {
             let root = Location::open(&a.out)?;
-            let entry = MllmEntry {
-                base_url: a.base_url,
-                model: a.model,
-                api_key_env: a.endpoint.api_key_env,
-                template: a.template,
-                grader: a.grader.name().to_string(),
-                judge_model: a.judge_model,
-                judge_url: a.judge_url,
-                judge_api_key_env: a.judge_api_key_env,
-                concurrency: a.concurrency,
-                timeout: a.endpoint.timeout,
-                retries: a.endpoint.retries,
-                backoff: a.endpoint.backoff,
-                temperature: a.temperature,
-                max_tokens: a.max_tokens,
-                fix_labels: a.fix_labels,
-                patterns: a.patterns,
-                categorise: a.categorise,
-            };
-            let s = run_mllm_entry(&entry, &a.benchmark, &root).await?;
+            let s = run_mllm_entry(&a.entry, &a.benchmark, &root).await?;
             report(a.json, &s, || eval_text(&s));
             Ok(())
         }
@@ -377,63 +273,14 @@ pub fn correlate_text(s: &CorrelateSummary) -> String {
     t
 }
 
-/// Builds the clients and parameters of one `[[eval.mllm]]` (or the demo's `--mllm-url`) and
-/// runs it.
+/// One `[[eval.mllm]]` (or the flags of `eval mllm`, or the demo's `--mllm-url`).
 pub async fn run_mllm_entry(
     m: &MllmEntry,
     benchmark: &str,
     root: &Location,
 ) -> Result<EvalSummary> {
-    let endpoint = EndpointArgs {
-        timeout: m.timeout,
-        retries: m.retries,
-        backoff: m.backoff,
-        api_key_env: m.api_key_env.clone(),
-    };
-    let chat: Arc<dyn Chat> = Arc::new(OpenAiClient::new(
-        client_params(
-            &m.base_url,
-            &m.model,
-            &endpoint,
-            m.temperature,
-            m.max_tokens,
-        ),
-        Some(root.clone()),
-    )?);
-    let judge_endpoint = EndpointArgs {
-        api_key_env: m
-            .judge_api_key_env
-            .clone()
-            .unwrap_or_else(|| m.api_key_env.clone()),
-        ..endpoint.clone()
-    };
-    let judge: Option<Arc<dyn Chat>> = match &m.judge_model {
-        // The paper's judge: temperature 0.2, a one-word reply.
-        Some(j) => Some(Arc::new(OpenAiClient::new(
-            client_params(
-                m.judge_url.as_deref().unwrap_or(&m.base_url),
-                j,
-                &judge_endpoint,
-                0.2,
-                16,
-            ),
-            Some(root.clone()),
-        )?)),
-        None => None,
-    };
-    let params = MllmParams {
-        template: Template::resolve(&m.template)?,
-        grader: m.grader.parse::<Grader>().map_err(anyhow::Error::msg)?,
-        concurrency: m.concurrency,
-        fix_labels: m.fix_labels,
-        patterns: match (&m.patterns, m.categorise) {
-            (Some(f), _) => PatternSource::File(f.clone()),
-            (None, true) => PatternSource::Categorise,
-            (None, false) => PatternSource::None,
-        },
-    };
     let bench = Location::open(benchmark)?;
-    Ok(blindspot::eval::mllm::eval_mllm(&bench, root, chat, judge, &params, &*progress()).await?)
+    Ok(blindspot::eval::mllm::eval_entry(m, &bench, root, &*progress()).await?)
 }
 
 /// The `eval` stage of a pipeline spec: synthetic benchmarks when asked for, every encoder,

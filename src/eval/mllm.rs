@@ -10,11 +10,12 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::eval::benchmark::{self, Mmvp, Question};
-use crate::eval::client::{Chat, Image, Reply};
+use crate::eval::client::{Chat, ClientParams, Image, OpenAiClient, Reply};
 use crate::eval::grade::{self, Grader};
 use crate::eval::patterns::{self, Mapping};
 use crate::eval::{self as ev, read_text, AnswerRow, EvalSummary, Kind};
 use crate::progress::Progress;
+use crate::spec::MllmEntry;
 use crate::storage::{segment_id, Location, RunLock};
 
 /// A prompt template: `{question}` and `{options}` are replaced.
@@ -116,6 +117,76 @@ impl Default for MllmParams {
             patterns: PatternSource::None,
         }
     }
+}
+
+/// Client settings for one endpoint of an entry.
+fn client_params(
+    m: &MllmEntry,
+    base_url: &str,
+    model: &str,
+    api_key_env: &str,
+    temperature: f32,
+    max_tokens: u32,
+) -> ClientParams {
+    ClientParams {
+        base_url: base_url.to_string(),
+        model: model.to_string(),
+        api_key_env: api_key_env.to_string(),
+        timeout: std::time::Duration::from_secs_f64(m.timeout.max(0.001)),
+        retries: m.retries,
+        backoff: std::time::Duration::from_secs_f64(m.backoff.max(0.0)),
+        temperature,
+        max_tokens,
+        ..ClientParams::default()
+    }
+}
+
+/// Runs one `[[eval.mllm]]` (or the flags of `blindspot eval mllm`): builds the model's client
+/// and the judge's, both caching under `root`, and evaluates the MMVP benchmark at `bench`.
+pub async fn eval_entry(
+    m: &MllmEntry,
+    bench: &Location,
+    root: &Location,
+    progress: &dyn Progress,
+) -> Result<EvalSummary> {
+    let chat: Arc<dyn Chat> = Arc::new(OpenAiClient::new(
+        client_params(
+            m,
+            &m.base_url,
+            &m.model,
+            &m.api_key_env,
+            m.temperature,
+            m.max_tokens,
+        ),
+        Some(root.clone()),
+    )?);
+    let judge: Option<Arc<dyn Chat>> = match &m.judge_model {
+        // The paper's judge: temperature 0.2, a one-word reply.
+        Some(j) => Some(Arc::new(OpenAiClient::new(
+            client_params(
+                m,
+                m.judge_url.as_deref().unwrap_or(&m.base_url),
+                j,
+                m.judge_api_key_env.as_deref().unwrap_or(&m.api_key_env),
+                0.2,
+                16,
+            ),
+            Some(root.clone()),
+        )?)),
+        None => None,
+    };
+    let params = MllmParams {
+        template: Template::resolve(&m.template)?,
+        grader: m.grader.parse().map_err(Error::Usage)?,
+        concurrency: m.concurrency,
+        fix_labels: m.fix_labels,
+        patterns: match (&m.patterns, m.categorise) {
+            (Some(f), _) => PatternSource::File(f.clone()),
+            (None, true) => PatternSource::Categorise,
+            (None, false) => PatternSource::None,
+        },
+    };
+    eval_mllm(bench, root, chat, judge, &params, progress).await
 }
 
 /// Where a categorisation's mapping is saved under the run root.
