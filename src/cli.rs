@@ -677,12 +677,7 @@ async fn demo(a: DemoArgs) -> Result<()> {
 
 /// Reads back what the demo wrote: the known pairs' similarities under both tiny encoders.
 async fn print_demo_summary(root: &Location, corpus: &str) -> Result<()> {
-    let truth_loc = Location::open(corpus)?;
-    let bytes = truth_loc
-        .get_bytes(&truth_loc.path("truth.json"))
-        .await
-        .context("reading truth.json")?;
-    let truth: synth::Truth = serde_json::from_slice(&bytes).context("parsing truth.json")?;
+    let truth = synth::read_truth(&Location::open(corpus)?).await?;
     let vectors = blindspot::embed::read_vectors(root).await?;
     println!("\nknown pairs under the tiny encoders (CLIP-blind: clip > 0.95 and dino < 0.6):");
     println!(

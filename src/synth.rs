@@ -242,6 +242,20 @@ fn facts(colours: &[Rgb<u8>], facing: Option<&str>) -> Facts {
     }
 }
 
+/// The truth file's name, beside `images/`.
+pub const TRUTH: &str = "truth.json";
+
+/// Reads the truth file of the synthetic corpus at `corpus`.
+pub async fn read_truth(corpus: &Location) -> Result<Truth> {
+    let path = corpus.path(TRUTH);
+    let bytes = corpus
+        .get_bytes(&path)
+        .await
+        .map_err(|e| Error::storage(corpus.uri_of(&path), e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Usage(format!("{}: {e}", corpus.uri_of(&path))))
+}
+
 /// Makes the corpus and writes it under `out` (`images/` and `truth.json`).
 pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
     let mut rng = Rng(params.seed);
@@ -413,7 +427,7 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
             _ => truth.exact_duplicates.push(pair),
         }
     }
-    out.put_json("truth.json", &truth).await?;
+    out.put_json(TRUTH, &truth).await?;
     Ok(truth)
 }
 

@@ -293,11 +293,7 @@ pub async fn run_stage(r: &blindspot::spec::Resolved, json: bool) -> Result<()> 
     if e.synthetic_benchmarks {
         let corpus_url = super::corpus_of(&r.input);
         let corpus = Location::open(&corpus_url)?;
-        let bytes = corpus
-            .get_bytes(&corpus.path("truth.json"))
-            .await
-            .map_err(|err| blindspot::Error::storage(format!("{corpus_url}/truth.json"), err))?;
-        let truth: blindspot::synth::Truth = serde_json::from_slice(&bytes)?;
+        let truth = blindspot::synth::read_truth(&corpus).await?;
         let names_path = e
             .colour_names
             .as_deref()

@@ -234,7 +234,12 @@ impl OpenAiClient {
 
     /// One HTTP request: the reply, or whether it may be retried and after how long.
     async fn attempt(&self, body: &serde_json::Value) -> Result<String, Failure> {
-        let mut req = self.http.post(&self.url).json_body(body);
+        // Serialised here: reqwest's `json` feature would be the only reason to enable it.
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
         if let Some(key) = &self.key {
             req = req.bearer_auth(key);
         }
@@ -285,19 +290,6 @@ impl OpenAiClient {
             unreachable: false,
             message: format!("malformed reply: {}", snippet(&text)),
         })
-    }
-}
-
-/// Extension so that the request body is serialised with serde_json (reqwest's `json`
-/// feature would be the only reason to enable it).
-trait JsonBody {
-    fn json_body(self, body: &serde_json::Value) -> Self;
-}
-
-impl JsonBody for reqwest::RequestBuilder {
-    fn json_body(self, body: &serde_json::Value) -> Self {
-        self.header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
     }
 }
 

@@ -177,6 +177,10 @@ pub struct EvalCommit {
     pub answers: String,
     /// The `scores` object.
     pub scores: String,
+    /// The prompt template's name.
+    pub template: String,
+    /// The grader.
+    pub grader: String,
     /// The blindspot version that wrote it.
     pub version: String,
 }
@@ -351,6 +355,8 @@ pub async fn commit(
             benchmark: first.benchmark.clone(),
             answers: answers_rel.clone(),
             scores: scores_rel,
+            template: first.template.clone(),
+            grader: first.grader.clone(),
             version: crate::VERSION.to_string(),
         },
     )
@@ -414,16 +420,7 @@ pub async fn read_scores(root: &Location, metric: Metric) -> Result<Vec<ModelSco
             model: c.model.clone(),
             by_pattern: BTreeMap::new(),
         };
-        let mut setting = String::new();
         for b in &batches {
-            if b.num_rows() > 0 {
-                setting = format!(
-                    "{}, {}, {}",
-                    c.benchmark,
-                    tables::strings(b, "template")?.value(0),
-                    tables::strings(b, "grader")?.value(0)
-                );
-            }
             let patterns = tables::strings(b, "pattern")?;
             let col = b
                 .column_by_name(metric.column())
@@ -443,7 +440,10 @@ pub async fn read_scores(root: &Location, metric: Metric) -> Result<Vec<ModelSco
             .iter()
             .any(|m| m.model == entry.model && m.kind == entry.kind)
         {
-            entry.model = format!("{} ({setting})", entry.model);
+            entry.model = format!(
+                "{} ({}, {}, {})",
+                entry.model, c.benchmark, c.template, c.grader
+            );
         }
         out.push(entry);
     }

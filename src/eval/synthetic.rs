@@ -4,6 +4,7 @@
 //! the tiny encoders the answers are known by construction: `clip-tiny` sees colour, not
 //! layout.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -86,13 +87,27 @@ fn file(f: &Facts, key: &str) -> Result<Source> {
     Ok((file, f.member.clone()))
 }
 
-/// The bytes of one image of the corpus, from its folder or its tar shard.
-async fn image_bytes(corpus: &Location, (file, member): &Source) -> Result<Bytes> {
+/// The bytes of one image of the corpus, from its folder or its tar shard. `objects` keeps
+/// what was fetched, so a tar shard is read once for all the images in it.
+async fn image_bytes(
+    corpus: &Location,
+    (file, member): &Source,
+    objects: &mut HashMap<String, Bytes>,
+) -> Result<Bytes> {
     let path = corpus.path(file);
-    let bytes = corpus
-        .get_bytes(&path)
-        .await
-        .map_err(|e| Error::storage(corpus.uri_of(&path), e))?;
+    let bytes = match objects.get(file) {
+        Some(b) => b.clone(),
+        None => {
+            let b = corpus
+                .get_bytes(&path)
+                .await
+                .map_err(|e| Error::storage(corpus.uri_of(&path), e))?;
+            if member.is_some() {
+                objects.insert(file.clone(), b.clone());
+            }
+            b
+        }
+    };
     let Some(member) = member else {
         return Ok(bytes);
     };
@@ -225,6 +240,7 @@ pub async fn write_benchmarks(
     mmvp: &Location,
 ) -> Result<usize> {
     let items = items(truth, names)?;
+    let mut objects = HashMap::new();
     let mut vlm_sheet = csv::Writer::from_writer(Vec::new());
     let mut mmvp_sheet = csv::Writer::from_writer(Vec::new());
     let csv_err = |e: csv::Error| Error::table("benchmark sheet", e);
@@ -237,7 +253,7 @@ pub async fn write_benchmarks(
     for (k, item) in items.iter().enumerate() {
         for (j, (file, statement, answer)) in item.sides.iter().enumerate() {
             let id = 2 * k + j + 1;
-            let bytes = image_bytes(corpus, file).await?;
+            let bytes = image_bytes(corpus, file, &mut objects).await?;
             vlm.put(
                 &format!("{VLM_IMAGES}/{}/{id}.{}", item.pattern, ext(file)),
                 bytes.clone(),

@@ -339,7 +339,6 @@ async fn score_benchmark(
                 correct: choice == answer,
                 grader: "clip-softmax".into(),
                 labels: "original".into(),
-                attempts: 1,
                 ..Default::default()
             });
         }
