@@ -2,12 +2,10 @@
 //! `eval mllm` per question against an instant loopback endpoint (HTTP, base64 images, the
 //! cache, grading and the tables), uncached and cached.
 
-use std::sync::Arc;
-
-use blindspot::eval::client::{Chat, ClientParams, OpenAiClient};
 use blindspot::eval::grade;
-use blindspot::eval::mllm::{self, MllmParams};
+use blindspot::eval::mllm;
 use blindspot::progress::NoProgress;
+use blindspot::spec::MllmEntry;
 use blindspot::storage::Location;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -75,20 +73,11 @@ fn mllm_overhead(c: &mut Criterion) {
         openai::Reply::Text(RESPONSES[l.prompt.len() % RESPONSES.len()].to_string())
     });
     let bench = rt.block_on(benchmark("bench-eval-mmvp", N));
-    let client = |root: &Location| -> Arc<dyn Chat> {
-        Arc::new(
-            OpenAiClient::new(
-                ClientParams {
-                    base_url: server.url.clone(),
-                    model: "bench".into(),
-                    ..Default::default()
-                },
-                Some(root.clone()),
-            )
-            .expect("client"),
-        )
+    let entry = MllmEntry::new(&server.url, "bench");
+    let eval = |root: &Location| {
+        rt.block_on(mllm::eval_entry(&entry, &bench, root, &NoProgress))
+            .expect("eval")
     };
-    let params = MllmParams::default();
     let mut g = c.benchmark_group("eval_mllm");
     g.throughput(Throughput::Elements(N as u64));
     g.sample_size(10);
@@ -96,41 +85,12 @@ fn mllm_overhead(c: &mut Criterion) {
     g.bench_function("uncached", |b| {
         b.iter(|| {
             run += 1;
-            let root = Location::open(&format!("memory://bench-eval-root-{run}")).expect("root");
-            rt.block_on(mllm::eval_mllm(
-                &bench,
-                &root,
-                client(&root),
-                None,
-                &params,
-                &NoProgress,
-            ))
-            .expect("eval")
+            eval(&Location::open(&format!("memory://bench-eval-root-{run}")).expect("root"))
         })
     });
     let warm = Location::open("memory://bench-eval-warm").expect("root");
-    rt.block_on(mllm::eval_mllm(
-        &bench,
-        &warm,
-        client(&warm),
-        None,
-        &params,
-        &NoProgress,
-    ))
-    .expect("warm-up");
-    g.bench_function("cached", |b| {
-        b.iter(|| {
-            rt.block_on(mllm::eval_mllm(
-                &bench,
-                &warm,
-                client(&warm),
-                None,
-                &params,
-                &NoProgress,
-            ))
-            .expect("eval")
-        })
-    });
+    eval(&warm);
+    g.bench_function("cached", |b| b.iter(|| eval(&warm)));
     g.finish();
 }
 

@@ -1265,6 +1265,15 @@ fn sql_csv(root: &str, query: &str) -> Vec<String> {
         .collect()
 }
 
+/// A temp dir holding the `write_mmvp` sheet at `mmvp/`, and the run root `run/` beside it.
+fn mmvp_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("mmvp");
+    write_mmvp(&bench);
+    let root = dir.path().join("run");
+    (dir, bench, root)
+}
+
 fn item_of(prompt: &str) -> u32 {
     prompt
         .strip_prefix("Item ")
@@ -1307,10 +1316,7 @@ fn answers_by_item(root: &Path) -> BTreeMap<u32, RecordBatch> {
 
 #[test]
 fn mllm_eval_against_a_scripted_server_scores_retries_and_caches() {
-    let dir = tempfile::tempdir().unwrap();
-    let bench = dir.path().join("mmvp");
-    write_mmvp(&bench);
-    let root = dir.path().join("run");
+    let (_dir, bench, root) = mmvp_fixture();
     let server = openai::Server::start(scripted);
     let args = mllm_args(
         &bench,
@@ -1444,10 +1450,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    let bench = dir.path().join("mmvp");
-    write_mmvp(&bench);
-    let root = dir.path().join("run");
+    let (dir, bench, root) = mmvp_fixture();
     // The model always answers in words; the judge says yes only when the correct answer it
     // was given is (a).
     let server = openai::Server::start(|l, _| {
@@ -1548,9 +1551,7 @@ fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
 
 #[test]
 fn patterns_come_from_a_mapping_file_or_a_saved_categorisation() {
-    let dir = tempfile::tempdir().unwrap();
-    let bench = dir.path().join("mmvp");
-    write_mmvp(&bench);
+    let (dir, bench, root) = mmvp_fixture();
     // No pattern column this time.
     let sheet = std::fs::read_to_string(bench.join("Questions.csv")).unwrap();
     let stripped: String = sheet
@@ -1558,7 +1559,6 @@ fn patterns_come_from_a_mapping_file_or_a_saved_categorisation() {
         .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
         .collect();
     std::fs::write(bench.join("Questions.csv"), stripped).unwrap();
-    let root = dir.path().join("run");
     let server = openai::Server::start(|l, _| {
         if l.prompt.starts_with("Classify") {
             openai::Reply::Text(
@@ -1828,9 +1828,7 @@ fn annotate_exports_mined_pairs_as_an_mmvp_sheet_that_loads_back() {
 
 #[test]
 fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
-    let dir = tempfile::tempdir().unwrap();
-    let bench = dir.path().join("mmvp");
-    write_mmvp(&bench);
+    let (dir, bench, root) = mmvp_fixture();
     let server = openai::Server::start(|l, _| {
         openai::Reply::Text(
             if item_of(&l.prompt) <= 4 {
@@ -1846,7 +1844,7 @@ fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
     std::fs::write(
         &spec,
         shipped
-            .replace("../mmvp-run", dir.path().join("run").to_str().unwrap())
+            .replace("../mmvp-run", root.to_str().unwrap())
             .replace("../data/MMVP", bench.to_str().unwrap())
             .replace("http://127.0.0.1:8000/v1", &server.url)
             .replace("categorise = true", "categorise = false")
@@ -1872,7 +1870,7 @@ fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
     );
     assert!(out.contains("CLIP (group)"), "{out}");
     let csv = sql_csv(
-        dir.path().join("run").to_str().unwrap(),
+        root.to_str().unwrap(),
         "SELECT encoder, n FROM correlations WHERE \"group\" ORDER BY encoder",
     );
     // The MLLM has two patterns (Color, Orientation): too few for an r, but counted.
@@ -1881,16 +1879,14 @@ fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
 
 #[test]
 fn mllm_requests_in_flight_never_exceed_the_concurrency() {
-    let dir = tempfile::tempdir().unwrap();
-    let bench = dir.path().join("mmvp");
-    write_mmvp(&bench);
+    let (_dir, bench, root) = mmvp_fixture();
     let server =
         openai::Server::start(|_, _| openai::Reply::Slow(Duration::from_millis(300), "(a)".into()));
     run_ok(&mllm_args(
         &bench,
         &server.url,
         "m",
-        &dir.path().join("run"),
+        &root,
         &["--concurrency", "3"],
     ));
     assert_eq!(server.requests().len(), 8);
@@ -1903,9 +1899,7 @@ fn mllm_requests_in_flight_never_exceed_the_concurrency() {
 
 #[test]
 fn an_endpoint_that_cannot_be_reached_fails_fast_with_exit_code_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let bench = dir.path().join("mmvp");
-    write_mmvp(&bench);
+    let (_dir, bench, root) = mmvp_fixture();
     // A port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1913,7 +1907,6 @@ fn an_endpoint_that_cannot_be_reached_fails_fast_with_exit_code_2() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/v1");
-    let root = dir.path().join("run");
     let out = run(&mllm_args(
         &bench,
         &url,
