@@ -1559,19 +1559,19 @@ fn patterns_come_from_a_mapping_file_or_a_saved_categorisation() {
         .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
         .collect();
     std::fs::write(bench.join("Questions.csv"), stripped).unwrap();
-    let server = openai::Server::start(|l, _| {
-        if l.prompt.starts_with("Classify") {
-            openai::Reply::Text(
-                if l.prompt.contains("Item 1:") {
-                    "6"
-                } else {
-                    "Pattern 8"
-                }
-                .into(),
-            )
+    // The categoriser names pair 1 Color and the others Text, but fails on pair 3 the first
+    // time it is asked (a failed request is not cached, so it can be asked again).
+    let server = openai::Server::start(|l, before| {
+        let reply = if !l.prompt.starts_with("Classify") {
+            "(a)"
+        } else if l.prompt.contains("Item 1:") {
+            "6"
+        } else if l.prompt.contains("Item 5:") && before == 0 {
+            return openai::Reply::Status(500, None);
         } else {
-            openai::Reply::Text("(a)".into())
-        }
+            "Pattern 8"
+        };
+        openai::Reply::Text(reply.into())
     });
     let eval = |extra: &[&str]| {
         let mut args = mllm_args(&bench, &server.url, "m", &root, &[]);
@@ -1584,8 +1584,9 @@ fn patterns_come_from_a_mapping_file_or_a_saved_categorisation() {
         csv[1..].to_vec()
     };
     assert!(eval(&[]).iter().all(|l| l.ends_with(",unassigned")));
-    let got = eval(&["--categorise"]);
+    let got = eval(&["--categorise", "--retries", "0"]);
     assert_eq!(&got[..3], ["1,Color", "2,Color", "3,Text"]);
+    assert_eq!(&got[4..6], ["5,unassigned", "6,unassigned"]);
     let classify = |s: &openai::Server| {
         s.requests()
             .iter()
@@ -1593,11 +1594,15 @@ fn patterns_come_from_a_mapping_file_or_a_saved_categorisation() {
             .count()
     };
     assert_eq!(classify(&server), 4, "one categorisation per pair");
-    // The saved mapping is reused, and can be edited and passed back in.
+    // The saved mapping is reused: a rerun asks only for the pair it lacks, then nothing.
     let saved = walk(&root.join("eval/patterns"));
     assert_eq!(saved.len(), 1);
+    let got = eval(&["--categorise", "--retries", "0"]);
+    assert_eq!(classify(&server), 5);
+    assert_eq!(&got[4..6], ["5,Text", "6,Text"]);
     eval(&["--categorise"]);
-    assert_eq!(classify(&server), 4);
+    assert_eq!(classify(&server), 5);
+    // It can be edited and passed back in.
     let edited = std::fs::read_to_string(&saved[0])
         .unwrap()
         .replace("3,Text", "3,Quantity");
@@ -1918,4 +1923,15 @@ fn an_endpoint_that_cannot_be_reached_fails_fast_with_exit_code_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is the server running"), "{err}");
     assert!(!root.join("_commits/eval").exists(), "nothing is committed");
+    // Categorising first stops the same way, and saves no empty mapping to reuse later.
+    let out = run(&mllm_args(
+        &bench,
+        &url,
+        "m",
+        &root,
+        &["--retries", "1", "--backoff", "0.01", "--categorise"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the server running"));
+    assert!(!root.join("eval/patterns").exists());
 }

@@ -3,7 +3,6 @@
 //! prompt, raw response, latency and attempt count; and scores per pattern.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -149,7 +148,7 @@ pub async fn eval_entry(
     root: &Location,
     progress: &dyn Progress,
 ) -> Result<EvalSummary> {
-    let chat: Arc<dyn Chat> = Arc::new(OpenAiClient::new(
+    let chat = OpenAiClient::new(
         client_params(
             m,
             &m.base_url,
@@ -159,10 +158,10 @@ pub async fn eval_entry(
             m.max_tokens,
         ),
         Some(root.clone()),
-    )?);
-    let judge: Option<Arc<dyn Chat>> = match &m.judge_model {
+    )?;
+    let judge = match &m.judge_model {
         // The paper's judge: temperature 0.2, a one-word reply.
-        Some(j) => Some(Arc::new(OpenAiClient::new(
+        Some(j) => Some(OpenAiClient::new(
             client_params(
                 m,
                 m.judge_url.as_deref().unwrap_or(&m.base_url),
@@ -172,7 +171,7 @@ pub async fn eval_entry(
                 16,
             ),
             Some(root.clone()),
-        )?)),
+        )?),
         None => None,
     };
     let params = MllmParams {
@@ -186,7 +185,8 @@ pub async fn eval_entry(
             (None, false) => PatternSource::None,
         },
     };
-    eval_mllm(bench, root, chat, judge, &params, progress).await
+    let judge = judge.as_ref().map(|j| j as &dyn Chat);
+    eval_mllm(bench, root, &chat, judge, &params, progress).await
 }
 
 /// Where a categorisation's mapping is saved under the run root.
@@ -200,36 +200,38 @@ async fn assign_patterns(
     source: &PatternSource,
     root: &Location,
     categoriser: &dyn Chat,
-) -> Result<Option<String>> {
+) -> Result<()> {
     let mapping: Mapping = match source {
         PatternSource::None => Mapping::new(),
         PatternSource::File(f) => patterns::parse_mapping(&read_text(f).await?, f)?,
         PatternSource::Categorise => {
+            // The saved mapping is reused for the items it covers; only the rest are asked,
+            // so a rerun fills the gaps a failed categorisation left.
             let rel = saved_mapping(&b.name);
-            match root.get_bytes(&root.path(&rel)).await {
-                Ok(bytes) => {
-                    tracing::info!(
-                        "reusing the saved pattern mapping {}",
-                        root.uri_of(&root.path(&rel))
-                    );
-                    patterns::parse_mapping(&String::from_utf8_lossy(&bytes), &rel)?
-                }
-                Err(object_store::Error::NotFound { .. }) => {
-                    let m = categorise(b, categoriser).await;
-                    let rows: Vec<(u32, String, String)> = b
-                        .questions
-                        .iter()
-                        .filter_map(|q| {
-                            m.get(&q.index)
-                                .map(|p| (q.index, p.clone(), q.question.clone()))
-                        })
-                        .collect();
-                    root.put(&rel, bytes::Bytes::from(patterns::mapping_csv(&rows)))
-                        .await?;
-                    m
-                }
-                Err(e) => return Err(Error::storage(root.uri_of(&root.path(&rel)), e)),
+            let uri = root.uri_of(&root.path(&rel));
+            let mut m = match root.get_bytes(&root.path(&rel)).await {
+                Ok(bytes) => patterns::parse_mapping(&String::from_utf8_lossy(&bytes), &rel)?,
+                Err(object_store::Error::NotFound { .. }) => Mapping::new(),
+                Err(e) => return Err(Error::storage(uri, e)),
+            };
+            let asked = categorise(b, &m, categoriser).await?;
+            if !asked.is_empty() {
+                m.extend(asked);
+                let rows: Vec<(u32, String, String)> = b
+                    .questions
+                    .iter()
+                    .filter_map(|q| {
+                        m.get(&q.index)
+                            .map(|p| (q.index, p.clone(), q.question.clone()))
+                    })
+                    .collect();
+                root.put(&rel, bytes::Bytes::from(patterns::mapping_csv(&rows)))
+                    .await?;
+                tracing::info!(
+                    "patterns saved to {uri}: edit it and pass it with --patterns to reuse"
+                );
             }
+            m
         }
     };
     for q in &mut b.questions {
@@ -237,38 +239,50 @@ async fn assign_patterns(
             q.pattern = mapping.get(&q.index).cloned();
         }
     }
-    Ok(match source {
-        PatternSource::Categorise => Some(root.uri_of(&root.path(&saved_mapping(&b.name)))),
-        _ => None,
-    })
+    Ok(())
 }
 
-/// Asks the categoriser for the pattern of each pair's first question; both questions of a
-/// pair share it.
-async fn categorise(b: &Mmvp, chat: &dyn Chat) -> Mapping {
+/// Asks the categoriser for the pattern of each pair's first question that neither the sheet
+/// nor `known` gives; both questions of a pair share it. An unreachable categoriser stops the
+/// run before any question is asked.
+async fn categorise(b: &Mmvp, known: &Mapping, chat: &dyn Chat) -> Result<Mapping> {
     let mut out = Mapping::new();
     for q in b
         .questions
         .iter()
-        .filter(|q| q.pattern.is_none() && q.index % 2 == 1)
+        .filter(|q| q.pattern.is_none() && q.index % 2 == 1 && !known.contains_key(&q.index))
     {
         let reply = chat
             .chat(&patterns::categorise_prompt(&q.question, &q.options), &[])
             .await;
+        if reply.unreachable {
+            return Err(unreachable(chat, reply));
+        }
         match reply.text.as_deref().and_then(patterns::parse_category) {
             Some(p) => {
                 out.insert(q.index, p.clone());
                 out.insert(q.index + 1, p);
             }
             None => tracing::warn!(
-                "item {}: no pattern in the categoriser's reply {:?}{}",
+                "item {}: no pattern in the categoriser's reply {:?}{}; a rerun asks again",
                 q.index,
                 reply.text.unwrap_or_default(),
                 reply.error.map(|e| format!(" ({e})")).unwrap_or_default()
             ),
         }
     }
-    out
+    Ok(out)
+}
+
+/// The error for an endpoint no connection could be made to.
+fn unreachable(chat: &dyn Chat, reply: Reply) -> Error {
+    Error::Endpoint {
+        url: chat.endpoint().to_string(),
+        reason: format!(
+            "{}; is the server running and its base URL right?",
+            reply.error.unwrap_or_default()
+        ),
+    }
 }
 
 /// Asks every question of an MMVP benchmark, grades the replies and commits `answers` and
@@ -276,8 +290,8 @@ async fn categorise(b: &Mmvp, chat: &dyn Chat) -> Mapping {
 pub async fn eval_mllm(
     bench: &Location,
     root: &Location,
-    chat: Arc<dyn Chat>,
-    judge: Option<Arc<dyn Chat>>,
+    chat: &dyn Chat,
+    judge: Option<&dyn Chat>,
     params: &MllmParams,
     progress: &dyn Progress,
 ) -> Result<EvalSummary> {
@@ -314,15 +328,11 @@ pub async fn eval_mllm(
         keys.push((choices, answer));
     }
     let lock = RunLock::acquire(root, "eval mllm").await?;
-    let categoriser = judge.clone().unwrap_or_else(|| chat.clone());
+    let categoriser = judge.unwrap_or(chat);
     let result = async {
-        if let Some(saved) = assign_patterns(&mut b, &params.patterns, root, &*categoriser).await? {
-            tracing::info!(
-                "patterns saved to {saved}: edit it and pass it with --patterns to reuse"
-            );
-        }
+        assign_patterns(&mut b, &params.patterns, root, categoriser).await?;
         progress.start("eval mllm", Some(b.questions.len() as u64));
-        let rows = ask_all(&b, &keys, chat.clone(), judge.clone(), params, progress).await?;
+        let rows = ask_all(&b, &keys, chat, judge, params, progress).await?;
         progress.finish();
         ev::commit(root, Kind::Mllm, rows, started).await
     }
@@ -334,8 +344,8 @@ pub async fn eval_mllm(
 async fn ask_all(
     b: &Mmvp,
     keys: &[(Vec<grade::Choice>, char)],
-    chat: Arc<dyn Chat>,
-    judge: Option<Arc<dyn Chat>>,
+    chat: &dyn Chat,
+    judge: Option<&dyn Chat>,
     params: &MllmParams,
     progress: &dyn Progress,
 ) -> Result<Vec<AnswerRow>> {
@@ -344,30 +354,20 @@ async fn ask_all(
     let Some((q0, (c0, a0))) = b.questions.iter().zip(keys).next() else {
         return Ok(Vec::new());
     };
-    let (first, reply) = ask_one(b, q0, c0, *a0, &*chat, judge.as_deref(), params).await?;
+    let (first, reply) = ask_one(b, q0, c0, *a0, chat, judge, params).await?;
     progress.advance(1);
     if reply.unreachable {
-        return Err(Error::Endpoint {
-            url: chat.endpoint().to_string(),
-            reason: format!(
-                "{}; is the server running and --base-url right?",
-                reply.error.unwrap_or_default()
-            ),
-        });
+        return Err(unreachable(chat, reply));
     }
     let tasks = b
         .questions
         .iter()
         .zip(keys)
         .skip(1)
-        .map(|(q, (choices, answer))| {
-            let chat = chat.clone();
-            let judge = judge.clone();
-            async move {
-                let row = ask_one(b, q, choices, *answer, &*chat, judge.as_deref(), params).await;
-                progress.advance(1);
-                row.map(|(row, _)| row)
-            }
+        .map(|(q, (choices, answer))| async move {
+            let row = ask_one(b, q, choices, *answer, chat, judge, params).await;
+            progress.advance(1);
+            row.map(|(row, _)| row)
         });
     let mut rows: Vec<AnswerRow> = futures::stream::iter(tasks)
         .buffer_unordered(params.concurrency.max(1))
