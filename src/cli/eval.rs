@@ -234,7 +234,7 @@ pub fn eval_text(s: &EvalSummary) -> String {
 
 /// The per-pattern table and the correlations, for people.
 pub fn correlate_text(s: &CorrelateSummary) -> String {
-    let metric = format!("{:?}", s.metric).to_lowercase();
+    let metric = s.metric.name();
     let mut t = format!("per-pattern {metric} accuracy (%):\n  {:<34}", "model");
     for p in &s.patterns {
         t += &format!(" {:>8}", p.chars().take(8).collect::<String>());

@@ -233,7 +233,7 @@ fn batch(rows: &[Correlation], metric: Metric) -> Result<RecordBatch> {
         s(&|r| r.encoder.clone()),
         Arc::new(rows.iter().map(|r| Some(r.group)).collect::<BooleanArray>()),
         s(&|r| r.mllm.clone()),
-        s(&|_| format!("{metric:?}").to_lowercase()),
+        s(&|_| metric.name().to_string()),
         Arc::new(rows.iter().map(|r| r.pearson).collect::<Float64Array>()),
         Arc::new(rows.iter().map(|r| r.spearman).collect::<Float64Array>()),
         Arc::new(rows.iter().map(|r| r.n).collect::<UInt32Array>()),
@@ -251,7 +251,7 @@ pub async fn correlate(root: &Location, params: &CorrelateParams) -> Result<Corr
         models.extend(parse_scores_csv(&read_text(f).await?, f)?);
     }
     let (groups, rows) = correlations(&models, &params.groups)?;
-    let mut all: Vec<ModelScores> = models.clone();
+    let mut all = models;
     all.extend(groups);
     let order = pattern_order(&all);
     let table = all
@@ -319,7 +319,7 @@ async fn write(
                 .collect(),
         })
         .collect();
-    let metric = format!("{:?} accuracy (%)", params.metric).to_lowercase();
+    let metric = format!("{} accuracy (%)", params.metric.name());
     let bars = plot::bars(&format!("Per-pattern {metric}"), order, &series);
     let rel = format!("{PLOTS}/patterns.png");
     root.put(&rel, Bytes::from(plot::png_bytes(&bars))).await?;

@@ -462,6 +462,14 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Its name in the tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Pair => "pair",
+            Metric::Question => "question",
+        }
+    }
+
     /// The `scores` column it reads.
     pub fn column(self) -> &'static str {
         match self {

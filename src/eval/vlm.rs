@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use bytes::Bytes;
 use ndarray::{Array2, Array4};
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -241,7 +242,7 @@ pub async fn eval_vlm(
     let image_manifest = encoder::load_manifest(&params.image)?;
     let session = params.session.clone();
     let text_path = params.text.clone();
-    let (mut image_enc, mut text_enc) = tokio::task::spawn_blocking(move || {
+    let (image_enc, text_enc) = tokio::task::spawn_blocking(move || {
         Ok::<_, Error>((
             OnnxEncoder::load(image_manifest, &session)?,
             TextEncoder::load(&text_path, &session)?,
@@ -260,7 +261,7 @@ pub async fn eval_vlm(
     }
     let lock = RunLock::acquire(root, "eval vlm").await?;
     progress.start("eval vlm", Some(benchmark.statements.len() as u64));
-    let result = score_benchmark(&benchmark, &mut image_enc, &mut text_enc, progress).await;
+    let result = score_benchmark(&benchmark, image_enc, text_enc, progress).await;
     progress.finish();
     let result = match result {
         Ok(rows) => ev::commit(root, Kind::Vlm, rows, started).await,
@@ -270,58 +271,88 @@ pub async fn eval_vlm(
     result
 }
 
+/// What scores a pair: both towers and the image preprocessing, moved to a blocking thread
+/// for each pair and back, so that decoding and inference stay off the async runtime.
+struct Towers {
+    image: OnnxEncoder,
+    text: TextEncoder,
+    pre: Preprocessor,
+}
+
+impl Towers {
+    /// p(first image) for each of the two statements of a pair.
+    fn score_pair(&mut self, images: &[(String, Bytes); 2], texts: &[String]) -> Result<[f64; 2]> {
+        let size = self.image.manifest().image_size as usize;
+        let mut batch = Array4::<f32>::zeros((2, 3, size, size));
+        for (i, (uri, bytes)) in images.iter().enumerate() {
+            let bad = |f: preprocess::ImageFault| Error::Benchmark {
+                uri: uri.clone(),
+                reason: format!("{}: {}", f.kind, f.message),
+            };
+            let decoded = preprocess::decode(bytes, self.pre.min_side(), &DecodeParams::default())
+                .map_err(bad)?;
+            let mut slot = batch.index_axis_mut(ndarray::Axis(0), i);
+            let buf = slot
+                .as_slice_mut()
+                .ok_or_else(|| Error::Internal("batch is not contiguous".into()))?;
+            self.pre.run(&decoded.rgb, &mut [buf]).map_err(bad)?;
+        }
+        let images = self.image.embed(batch.view())?;
+        let text = self.text.embed(texts)?;
+        let (first, second) = (images.row(0).to_vec(), images.row(1).to_vec());
+        let p = |i: usize| {
+            first_image_probability(
+                &text.row(i).to_vec(),
+                &first,
+                &second,
+                self.text.manifest.logit_scale,
+            )
+        };
+        Ok([p(0), p(1)])
+    }
+}
+
+/// One benchmark image: its URI and bytes.
+async fn fetch(b: &MmvpVlm, rel: &str) -> Result<(String, Bytes)> {
+    let path = b.root.path(rel);
+    let uri = b.root.uri_of(&path);
+    match b.root.get_bytes(&path).await {
+        Ok(bytes) => Ok((uri, bytes)),
+        Err(e) => Err(Error::storage(uri, e)),
+    }
+}
+
 async fn score_benchmark(
     b: &MmvpVlm,
-    image_enc: &mut OnnxEncoder,
-    text_enc: &mut TextEncoder,
+    image: OnnxEncoder,
+    text: TextEncoder,
     progress: &dyn Progress,
 ) -> Result<Vec<AnswerRow>> {
-    let model = format!("{}+{}", image_enc.manifest().id, text_enc.manifest.id);
-    let transform = Transform::new(image_enc.manifest());
-    let mut pre = Preprocessor::new(vec![transform]);
-    let size = image_enc.manifest().image_size as usize;
+    let model = format!("{}+{}", image.manifest().id, text.manifest.id);
+    let pre = Preprocessor::new(vec![Transform::new(image.manifest())]);
+    let mut towers = Towers { image, text, pre };
     let mut rows = Vec::new();
     for pair in b.statements.chunks(2) {
         let [s1, s2] = pair else {
             return Err(Error::Internal("statements come in pairs".into()));
         };
-        let mut batch = Array4::<f32>::zeros((2, 3, size, size));
-        for (i, s) in [s1, s2].iter().enumerate() {
-            let path = b.root.path(&s.image);
-            let bytes = b
-                .root
-                .get_bytes(&path)
-                .await
-                .map_err(|e| Error::storage(b.root.uri_of(&path), e))?;
-            let decoded = preprocess::decode(&bytes, pre.min_side(), &DecodeParams::default())
-                .map_err(|f| Error::Benchmark {
-                    uri: b.root.uri_of(&path),
-                    reason: format!("{}: {}", f.kind, f.message),
-                })?;
-            let mut slot = batch.index_axis_mut(ndarray::Axis(0), i);
-            let buf = slot
-                .as_slice_mut()
-                .ok_or_else(|| Error::Internal("batch is not contiguous".into()))?;
-            pre.run(&decoded.rgb, &mut [buf])
-                .map_err(|f| Error::Benchmark {
-                    uri: b.root.uri_of(&path),
-                    reason: f.message,
-                })?;
-        }
-        let images = image_enc.embed(batch.view())?;
+        let fetched = [fetch(b, &s1.image).await?, fetch(b, &s2.image).await?];
         let texts: Vec<String> = [s1, s2]
             .iter()
             .map(|s| format!("{PROMPT_PREFIX}{}", s.statement))
             .collect();
-        let text_emb = text_enc.embed(&texts)?;
-        let (first, second) = (images.row(0).to_vec(), images.row(1).to_vec());
+        let uris = [fetched[0].0.clone(), fetched[1].0.clone()];
+        let prompts = texts.clone();
+        let (back, probs) = tokio::task::spawn_blocking(move || {
+            let probs = towers.score_pair(&fetched, &prompts);
+            (towers, probs)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        towers = back;
+        let probs = probs?;
         for (i, s) in [s1, s2].iter().enumerate() {
-            let p = first_image_probability(
-                &text_emb.row(i).to_vec(),
-                &first,
-                &second,
-                text_enc.manifest.logit_scale,
-            );
+            let p = probs[i];
             let choice = if p > 0.5 { "1" } else { "2" };
             let answer = if s.id % 2 == 1 { "1" } else { "2" };
             rows.push(AnswerRow {
@@ -332,7 +363,7 @@ async fn score_benchmark(
                 pattern: s.pattern.clone(),
                 template: "mmvp-vlm".into(),
                 prompt: texts[i].clone(),
-                image: b.root.uri_of(&b.root.path(&s.image)),
+                image: uris[i].clone(),
                 response: Some(format!("p(image 1) = {p:.6}")),
                 choice: Some(choice.into()),
                 answer: answer.into(),
