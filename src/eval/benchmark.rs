@@ -182,26 +182,74 @@ fn parse_id(root: &Location, value: &str, what: &str, row: usize) -> Result<u32>
     })
 }
 
-/// Loads an MMVP benchmark. `fix_labels` applies the known fix of items 99/100 and 279/280.
-pub async fn load_mmvp(root: &Location, fix_labels: bool) -> Result<Mmvp> {
-    let (headers, rows) = read_sheet(root).await?;
-    let need = |names: &[&str]| {
-        column(&headers, names).ok_or_else(|| {
+/// A sheet in one of the two formats, for the messages about it.
+struct Format {
+    /// Its name and columns, e.g. "an MMVP sheet has Index, Question, Options, Correct Answer".
+    has: &'static str,
+    /// A column only the other format has, and the command that reads that one.
+    other: (&'static str, &'static str),
+}
+
+const MMVP: Format = Format {
+    has: "an MMVP sheet has Index, Question, Options, Correct Answer",
+    other: (
+        "Statement",
+        "this looks like MMVP-VLM: use `blindspot eval vlm`",
+    ),
+};
+
+const MMVP_VLM: Format = Format {
+    has: "an MMVP-VLM sheet has Question ID, Type, Statement",
+    other: ("Options", "this looks like MMVP: use `blindspot eval mllm`"),
+};
+
+impl Format {
+    /// The position of the first of `names` among `headers`, or an error that says what the
+    /// sheet should have.
+    fn need(&self, root: &Location, headers: &[String], names: &[&str]) -> Result<usize> {
+        column(headers, names).ok_or_else(|| {
+            let hint = if column(headers, &[self.other.0]).is_some() {
+                format!(" ({})", self.other.1)
+            } else {
+                String::new()
+            };
             bad(
                 root,
                 format!(
-                    "{QUESTIONS} has no {:?} column (columns: {}); an MMVP sheet has Index, Question, Options, Correct Answer{}",
+                    "{QUESTIONS} has no {:?} column (columns: {}); {}{hint}",
                     names[0],
                     headers.join(", "),
-                    if column(&headers, &["Statement"]).is_some() {
-                        " (this looks like MMVP-VLM: use `blindspot eval vlm`)"
-                    } else {
-                        ""
-                    }
+                    self.has
                 ),
             )
         })
-    };
+    }
+}
+
+/// The error for items whose images are missing, if any are.
+fn missing_images(
+    root: &Location,
+    missing: &[u32],
+    (what, ids): (&str, &str),
+    layout: &str,
+) -> Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(bad(
+        root,
+        format!(
+            "{} {what} have no image ({ids} {}); {layout}",
+            missing.len(),
+            list_head(missing)
+        ),
+    ))
+}
+
+/// Loads an MMVP benchmark. `fix_labels` applies the known fix of items 99/100 and 279/280.
+pub async fn load_mmvp(root: &Location, fix_labels: bool) -> Result<Mmvp> {
+    let (headers, rows) = read_sheet(root).await?;
+    let need = |names: &[&str]| MMVP.need(root, &headers, names);
     let (ci, cq, co, ca) = (
         need(&["Index", "lndex"])?,
         need(&["Question"])?,
@@ -232,16 +280,12 @@ pub async fn load_mmvp(root: &Location, fix_labels: bool) -> Result<Mmvp> {
                 .map(|p| patterns::canonical(&p)),
         });
     }
-    if !missing.is_empty() {
-        return Err(bad(
-            root,
-            format!(
-                "{} question(s) have no image in {MMVP_IMAGES}/ (indices {}); each Index N needs {MMVP_IMAGES}/N.jpg",
-                missing.len(),
-                list_head(&missing)
-            ),
-        ));
-    }
+    missing_images(
+        root,
+        &missing,
+        ("question(s)", "indices"),
+        &format!("each Index N needs {MMVP_IMAGES}/N.jpg"),
+    )?;
     check_pairs(root, questions.iter().map(|q| q.index))?;
     let labels = if fix_labels {
         apply_label_fix(&mut questions);
@@ -307,22 +351,7 @@ fn apply_label_fix(questions: &mut [Question]) {
 /// Loads an MMVP-VLM benchmark.
 pub async fn load_vlm(root: &Location) -> Result<MmvpVlm> {
     let (headers, rows) = read_sheet(root).await?;
-    let need = |name: &str| {
-        column(&headers, &[name]).ok_or_else(|| {
-            bad(
-                root,
-                format!(
-                    "{QUESTIONS} has no {name:?} column (columns: {}); an MMVP-VLM sheet has Question ID, Type, Statement{}",
-                    headers.join(", "),
-                    if column(&headers, &["Options"]).is_some() {
-                        " (this looks like MMVP: use `blindspot eval mllm`)"
-                    } else {
-                        ""
-                    }
-                ),
-            )
-        })
-    };
+    let need = |name: &str| MMVP_VLM.need(root, &headers, &[name]);
     let (ci, ct, cs) = (need("Question ID")?, need("Type")?, need("Statement")?);
     let images = images_by_stem(root, VLM_IMAGES).await?;
     let mut statements = Vec::new();
@@ -343,16 +372,12 @@ pub async fn load_vlm(root: &Location) -> Result<MmvpVlm> {
             image: image.clone(),
         });
     }
-    if !missing.is_empty() {
-        return Err(bad(
-            root,
-            format!(
-                "{} statement(s) have no image (IDs {}); ID N of type T needs {VLM_IMAGES}/T/N.jpg",
-                missing.len(),
-                list_head(&missing)
-            ),
-        ));
-    }
+    missing_images(
+        root,
+        &missing,
+        ("statement(s)", "IDs"),
+        &format!("ID N of type T needs {VLM_IMAGES}/T/N.jpg"),
+    )?;
     check_pairs(root, statements.iter().map(|s| s.id))?;
     statements.sort_by_key(|s| s.id);
     Ok(MmvpVlm {
