@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::eval::patterns;
+use crate::eval::{column, csv_headers, patterns};
 use crate::storage::Location;
 
 /// MMVP's question sheet.
@@ -131,12 +131,7 @@ async fn read_sheet(root: &Location) -> Result<(Vec<String>, Vec<Vec<String>>)> 
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(bytes.as_ref());
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| bad(root, format!("{QUESTIONS}: {e}")))?
-        .iter()
-        .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
-        .collect();
+    let headers = csv_headers(&mut reader).map_err(|e| bad(root, format!("{QUESTIONS}: {e}")))?;
     let mut rows = Vec::new();
     for (n, rec) in reader.records().enumerate() {
         let rec = rec.map_err(|e| bad(root, format!("{QUESTIONS} row {}: {e}", n + 2)))?;
@@ -146,12 +141,6 @@ async fn read_sheet(root: &Location) -> Result<(Vec<String>, Vec<Vec<String>>)> 
         rows.push(rec.iter().map(|c| c.trim().to_string()).collect());
     }
     Ok((headers, rows))
-}
-
-fn column(headers: &[String], names: &[&str]) -> Option<usize> {
-    headers
-        .iter()
-        .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
 }
 
 /// Image objects under `folder`, by (subfolder, file stem).

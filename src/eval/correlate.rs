@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::eval::plot::{self, Series};
-use crate::eval::{patterns, read_scores, read_text, stats, Kind, Metric, ModelScores};
+use crate::eval::{
+    column, csv_headers, patterns, read_scores, read_text, stats, Kind, Metric, ModelScores,
+};
 use crate::schema;
 use crate::storage::{segment_id, Location, RunLock};
 use crate::tables;
@@ -78,14 +80,8 @@ pub struct CorrelateSummary {
 pub fn parse_scores_csv(text: &str, origin: &str) -> Result<Vec<ModelScores>> {
     let bad = |reason: String| Error::Usage(format!("scores csv {origin}: {reason}"));
     let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| bad(e.to_string()))?
-        .iter()
-        .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
-        .collect();
-    let find = |n: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(n));
-    let (Some(cm), Some(ck)) = (find("model"), find("kind")) else {
+    let headers = csv_headers(&mut reader).map_err(|e| bad(e.to_string()))?;
+    let (Some(cm), Some(ck)) = (column(&headers, &["model"]), column(&headers, &["kind"])) else {
         return Err(bad(format!(
             "needs `model` and `kind` columns, then one column per pattern (found: {})",
             headers.join(", ")

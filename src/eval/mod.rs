@@ -387,6 +387,25 @@ pub async fn commit(
     })
 }
 
+/// A CSV's headers with any byte-order mark and surrounding spaces removed: sheets saved by
+/// spreadsheet programs carry both.
+pub(crate) fn csv_headers<R: std::io::Read>(
+    reader: &mut csv::Reader<R>,
+) -> csv::Result<Vec<String>> {
+    Ok(reader
+        .headers()?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
+        .collect())
+}
+
+/// The position of the first header equal to one of `names`, ignoring ASCII case.
+pub(crate) fn column(headers: &[String], names: &[&str]) -> Option<usize> {
+    headers
+        .iter()
+        .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
+}
+
 /// Reads a whole text object from a local path or URL.
 pub(crate) async fn read_text(url_or_path: &str) -> Result<String> {
     let bytes = crate::storage::get_url(url_or_path).await?;

@@ -70,13 +70,8 @@ pub fn parse_mapping(text: &str, origin: &str) -> Result<Mapping> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(text.as_bytes());
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| bad(e.to_string()))?
-        .iter()
-        .map(|h| h.trim_start_matches('\u{feff}').trim().to_ascii_lowercase())
-        .collect();
-    let find = |names: &[&str]| headers.iter().position(|h| names.contains(&h.as_str()));
+    let headers = crate::eval::csv_headers(&mut reader).map_err(|e| bad(e.to_string()))?;
+    let find = |names: &[&str]| crate::eval::column(&headers, names);
     let (Some(ci), Some(cp)) = (
         find(&["index", "lndex", "question id", "item"]),
         find(&["pattern", "type"]),
