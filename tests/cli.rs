@@ -50,6 +50,21 @@ fn run_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `run_ok` with environment variables set for the binary.
+fn run_env_ok(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = bin()
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "blindspot {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn python() -> PathBuf {
     repo().join(".venv/bin/python")
 }
@@ -1335,17 +1350,8 @@ fn mllm_eval_against_a_scripted_server_scores_retries_and_caches() {
             "--json",
         ],
     );
-    let out = bin()
-        .args(&args)
-        .env("BLINDSPOT_TEST_KEY", "sekret-key-123")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = [("BLINDSPOT_TEST_KEY", "sekret-key-123")];
+    let summary: serde_json::Value = serde_json::from_str(&run_env_ok(&args, &key)).unwrap();
     // By hand: items 1, 2, 3, 5, 8 right (4 wrong letter, 6 no option, 7 no reply);
     // only pair 1-2 has both right.
     assert_eq!(summary["questions"], 8);
@@ -1418,13 +1424,7 @@ fn mllm_eval_against_a_scripted_server_scores_retries_and_caches() {
     );
 
     // A second run pays only for the item that failed; everything else comes from the cache.
-    let again = bin()
-        .args(&args)
-        .env("BLINDSPOT_TEST_KEY", "sekret-key-123")
-        .output()
-        .unwrap();
-    assert!(again.status.success());
-    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&run_env_ok(&args, &key)).unwrap();
     assert_eq!(server.requests().len(), 14 + 3);
     assert_eq!(summary["cached"], 7);
     assert_eq!(summary["pair_accuracy"], 25.0);
@@ -1462,8 +1462,8 @@ fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
         }
     });
     let common = |grader: &str| {
-        let out = bin()
-            .args(mllm_args(
+        run_env_ok(
+            &mllm_args(
                 &bench,
                 &server.url,
                 "m",
@@ -1481,17 +1481,12 @@ fn the_judge_grades_and_the_exact_grader_needs_bare_letters() {
                     "BLINDSPOT_JUDGE_KEY",
                     "--json",
                 ],
-            ))
-            .env("BLINDSPOT_MODEL_KEY", "model-key")
-            .env("BLINDSPOT_JUDGE_KEY", "judge-key")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+            ),
+            &[
+                ("BLINDSPOT_MODEL_KEY", "model-key"),
+                ("BLINDSPOT_JUDGE_KEY", "judge-key"),
+            ],
+        )
     };
     let judged: serde_json::Value = serde_json::from_str(&common("judge")).unwrap();
     assert_eq!(judged["question_accuracy"], 50.0);
