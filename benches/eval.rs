@@ -5,7 +5,7 @@
 use blindspot::eval::grade;
 use blindspot::eval::mllm;
 use blindspot::progress::NoProgress;
-use blindspot::spec::MllmEntry;
+use blindspot::eval::mllm::MllmEntry;
 use blindspot::storage::Location;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

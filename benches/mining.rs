@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use arrow::array::{FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array};
-use blindspot::candidates::{self, CandidateParams};
 use blindspot::embed::ShardCommit;
-use blindspot::index::{self, IndexParams, UniqueVectors};
+use blindspot::mine::ann::{self, IndexParams};
+use blindspot::mine::candidates::{self, CandidateParams};
+use blindspot::mine::vectors::UniqueVectors;
 use blindspot::progress::NoProgress;
-use blindspot::schema::{self, EncoderMeta, FloatType};
 use blindspot::storage::Location;
+use blindspot::table::schema::{self, EncoderMeta, FloatType};
+use blindspot::table::{self, io, Catalog, Commit, CommitSet};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// A xorshift generator, so the data never depends on a crate's RNG.
@@ -108,7 +110,7 @@ fn filter_root(rt: &tokio::runtime::Runtime, images: usize, pairs: usize) -> Loc
         .collect();
     cand.sort();
     let cbatch = RecordBatch::try_new(
-        candidates::schema(),
+        schema::candidates(),
         vec![
             Arc::new(StringArray::from_iter_values(
                 cand.iter().map(|p| keys[p.0].as_str()),
@@ -121,41 +123,37 @@ fn filter_root(rt: &tokio::runtime::Runtime, images: usize, pairs: usize) -> Loc
     )
     .unwrap();
     rt.block_on(async {
-        blindspot::tables::write(&root, "embeddings/part-0.parquet", &schema, &[batch])
+        let catalog = Catalog::new(&root);
+        let embeddings = io::write_batches(&root, "embeddings/part-0", &schema, &[batch])
             .await
             .unwrap();
         let errors = RecordBatch::new_empty(schema::errors());
-        blindspot::tables::write(&root, "errors/part-0.parquet", &schema::errors(), &[errors])
+        let errors = io::write_batches(&root, "errors/part-0", &schema::errors(), &[errors])
             .await
             .unwrap();
-        let commit = ShardCommit {
+        let record = ShardCommit {
             shard: "part-0".into(),
             shard_uri: "memory://bench/part-0".into(),
             id: "part-0".into(),
-            embeddings: "embeddings/part-0.parquet".into(),
-            errors: "errors/part-0.parquet".into(),
+            embeddings: embeddings[0].path.clone(),
+            errors: errors[0].path.clone(),
             rows: images as u64,
             error_rows: 0,
             encoders: ["c".into(), "d".into()],
             version: blindspot::VERSION.into(),
         };
-        root.put_json("_commits/embed/part-0.json", &commit)
+        let commit = Commit::new("part-0", 1, &record)
+            .unwrap()
+            .with(&table::EMBEDDINGS, embeddings)
+            .with(&table::ERRORS, errors);
+        catalog.commit(CommitSet::EMBED, &commit).await.unwrap();
+        let objects = io::write_batches(&root, "candidates/candidates", &schema::candidates(), &[cbatch])
             .await
             .unwrap();
-        blindspot::tables::write(
-            &root,
-            candidates::CANDIDATES,
-            &candidates::schema(),
-            &[cbatch],
-        )
-        .await
-        .unwrap();
-        root.put_json(
-            candidates::COMMIT,
-            &serde_json::json!({"pairs": cand.len()}),
-        )
-        .await
-        .unwrap();
+        let commit = Commit::new("", 2, &serde_json::json!({"pairs": cand.len()}))
+            .unwrap()
+            .with(&table::CANDIDATES, objects);
+        catalog.commit(CommitSet::CANDIDATES, &commit).await.unwrap();
     });
     root
 }
@@ -168,9 +166,9 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(n as u64));
     group.bench_function("index-build/100k x 768", |b| {
-        b.iter(|| index::build(&vectors, &params, &NoProgress).unwrap())
+        b.iter(|| ann::build(&vectors, &params, &NoProgress).unwrap())
     });
-    let built = index::build(&vectors, &params, &NoProgress).unwrap();
+    let built = ann::build(&vectors, &params, &NoProgress).unwrap();
     let cp = CandidateParams::default();
     group.bench_function("candidates-search/100k x 768", |b| {
         b.iter(|| candidates::index_pairs(&built, &vectors, &cp, &NoProgress).unwrap())
@@ -179,7 +177,7 @@ fn bench(c: &mut Criterion) {
     let root = filter_root(&rt, 200_000, 1_000_000);
     group.throughput(Throughput::Elements(1_000_000));
     group.bench_function("filter-query/1M candidates", |b| {
-        b.iter(|| rt.block_on(blindspot::filter::filter(&root, 0.6)).unwrap())
+        b.iter(|| rt.block_on(blindspot::mine::filter::filter(&root, 0.6)).unwrap())
     });
     group.finish();
 }

@@ -2,15 +2,15 @@
 //! (`Questions.csv` and `MMVP Images/`) whose question and answer columns people fill in; the
 //! filled sheet then loads with `blindspot eval mllm --benchmark` like MMVP itself.
 
-use arrow::array::{Array, Float32Array};
+use arrow::array::Array;
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
+use futures::TryStreamExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::eval::benchmark::{MMVP_IMAGES, QUESTIONS};
+use crate::mmvp::{MMVP_IMAGES, QUESTIONS};
 use crate::storage::{get_url, Location};
-use crate::{filter, tables};
+use crate::table::{self, io, Catalog, Generations};
 
 /// What `annotate` wrote.
 #[derive(Clone, Debug, Serialize)]
@@ -31,32 +31,26 @@ struct MinedPair {
 }
 
 async fn read_pairs(root: &Location) -> Result<Vec<MinedPair>> {
-    if root.store.head(&root.path(filter::COMMIT)).await.is_err() {
+    let catalog = Catalog::new(root);
+    if !catalog.has(&table::PAIRS).await? {
         return Err(Error::Usage(format!(
             "{} has no pairs; run the filter stage first (`blindspot filter --root {}`)",
             root.url, root.url
         )));
     }
-    let batches = tables::read(
-        root,
-        filter::PAIRS,
-        &["a", "b", "a_uri", "b_uri", "clip_sim", "dino_sim"],
-    )
-    .await?;
+    let mut batches = catalog
+        .scan(
+            &table::PAIRS,
+            &["a", "b", "a_uri", "b_uri", "clip_sim", "dino_sim"],
+            Generations::All,
+        )
+        .await?;
     let mut out = Vec::new();
-    for batch in &batches {
-        let f32s = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
-                .ok_or_else(|| Error::table("pairs", format!("no float column {name}")))
-        };
-        let (a, b) = (tables::strings(batch, "a")?, tables::strings(batch, "b")?);
-        let (au, bu) = (
-            tables::strings(batch, "a_uri")?,
-            tables::strings(batch, "b_uri")?,
-        );
-        let (clip, dino) = (f32s("clip_sim")?, f32s("dino_sim")?);
+    while let Some(batch) = batches.try_next().await? {
+        let batch = &batch;
+        let (a, b) = (io::strings(batch, "a")?, io::strings(batch, "b")?);
+        let (au, bu) = (io::strings(batch, "a_uri")?, io::strings(batch, "b_uri")?);
+        let (clip, dino) = (io::floats(batch, "clip_sim")?, io::floats(batch, "dino_sim")?);
         for i in 0..batch.num_rows() {
             out.push(MinedPair {
                 a: a.value(i).to_string(),

@@ -1,25 +1,31 @@
 //! blindspot: mines CLIP-blind image pairs from object-storage corpora and measures how that
 //! blindness carries into multimodal LLMs. The library holds every stage; `main.rs` only
 //! parses arguments and dispatches.
+//!
+//! The tree follows the pipeline. Stages never import one another: each reads its inputs and
+//! writes its outputs through the run root's catalog (`table`), and only the command line
+//! (`cli`, in the binary) and the spec runner (`spec`) know the order of stages.
+//!
+//! - shared: `storage` (object stores, run-root lock), `table` (the catalog, schemas, streaming
+//!   reads and writes), `encoder` (ONNX encoders, decoding and preprocessing), `sql` (DataFusion
+//!   over the catalog), `mmvp` (the benchmark formats on storage), `progress`, `error`;
+//! - stages: `embed` (ingest, decode once, both encoders), `mine` (`index`, `candidates`,
+//!   `filter`), `eval` (MLLMs, vision encoders, correlation), `annotate`;
+//! - around them: `synth` (synthetic corpora with known pairs), `spec` (pipeline specs).
 
 pub mod annotate;
-pub mod candidates;
 pub mod embed;
 pub mod encoder;
 pub mod error;
 pub mod eval;
-pub mod filter;
-pub mod index;
-pub mod ingest;
-pub mod preprocess;
+pub mod mine;
+pub mod mmvp;
 pub mod progress;
-pub mod runtime;
-pub mod schema;
 pub mod spec;
 pub mod sql;
 pub mod storage;
 pub mod synth;
-pub mod tables;
+pub mod table;
 
 pub use error::{Error, Result};
 

@@ -1,26 +1,33 @@
-//! SQL over a run root with DataFusion: every committed table registered by name, the
-//! `cosine_sim` UDF, the compiled-in queries of `sql/*.sql` (thresholds are parameters, never
-//! formatted into the text), and a read-only session for analysts.
+//! SQL over a run root with DataFusion: every table the catalog lists with committed data,
+//! registered by name over exactly the objects its commits name; the `cosine_sim` UDF; the
+//! compiled-in queries of `sql/*.sql` (thresholds are parameters, never formatted into the
+//! text); and a read-only session for analysts, where `SHOW TABLES` lists each table with its
+//! rows, objects and latest generation, and `DESCRIBE` and `information_schema` work.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray,
+    UInt64Array,
+};
 use arrow::buffer::NullBuffer;
-use arrow::datatypes::{DataType, Float32Type};
+use arrow::datatypes::{DataType, Field, Float32Type, Schema};
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::prelude::{DataFrame, SessionContext};
-use object_store::ObjectStoreExt;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::storage::Location;
+use crate::table::{Catalog, TableStatus};
 
 /// The compiled-in queries, by file name.
 pub mod queries {
@@ -148,49 +155,10 @@ pub fn cosine_arrays(a: &ArrayRef, b: &ArrayRef) -> datafusion::error::Result<Ar
     Ok(Arc::new(Float32Array::new(sims.into(), nulls)))
 }
 
-/// The tables of a run root that have committed data, as (name, object paths).
-pub async fn committed_tables(root: &Location) -> Result<Vec<(&'static str, Vec<String>)>> {
-    let mut out = Vec::new();
-    let commits = crate::embed::commits_in_order(root).await?;
-    if !commits.is_empty() {
-        out.push((
-            "embeddings",
-            commits.iter().map(|c| c.embeddings.clone()).collect(),
-        ));
-        out.push(("errors", commits.iter().map(|c| c.errors.clone()).collect()));
-    }
-    for (name, commit, file) in [
-        ("duplicates", crate::index::COMMIT, crate::index::DUPLICATES),
-        (
-            "candidates",
-            crate::candidates::COMMIT,
-            crate::candidates::CANDIDATES,
-        ),
-        ("pairs", crate::filter::COMMIT, crate::filter::PAIRS),
-        (
-            "correlations",
-            crate::eval::correlate::COMMIT,
-            crate::eval::correlate::CORRELATIONS,
-        ),
-    ] {
-        match root.store.head(&root.path(commit)).await {
-            Ok(_) => out.push((name, vec![file.to_string()])),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(Error::storage(root.uri_of(&root.path(commit)), e)),
-        }
-    }
-    let evals = crate::eval::commits(root).await?;
-    if !evals.is_empty() {
-        out.push(("answers", evals.iter().map(|c| c.answers.clone()).collect()));
-        out.push(("scores", evals.iter().map(|c| c.scores.clone()).collect()));
-    }
-    Ok(out)
-}
-
 /// A DataFusion session over `root` with its tables and blindspot's UDFs registered. Returns
 /// the names of the registered tables too.
 pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
-    let ctx = SessionContext::new();
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
     ctx.register_udf(ScalarUDF::from(CosineSim::default()));
     let base = url::Url::parse(&root.url).map_err(|e| Error::Url {
         url: root.url.clone(),
@@ -208,11 +176,15 @@ pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
     if base.scheme() != "file" {
         ctx.register_object_store(&store_url, root.store.clone());
     }
+    let catalog = Catalog::new(root);
+    let listed = catalog.list().await?;
     let mut names = Vec::new();
-    for (name, files) in committed_tables(root).await? {
-        let urls = files
+    for status in &listed {
+        let name = status.name;
+        let urls = status
+            .paths
             .iter()
-            .map(|f| ListingTableUrl::parse(root.uri_of(&root.path(f))))
+            .map(|p| ListingTableUrl::parse(root.uri_of(&root.path(p))))
             .collect::<datafusion::error::Result<Vec<_>>>()
             .map_err(|e| Error::table(name, e))?;
         let options = ListingOptions::new(Arc::new(
@@ -230,7 +202,64 @@ pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
             .map_err(|e| Error::table(name, e))?;
         names.push(name.to_string());
     }
+    register_table_list(&ctx, &listed)?;
     Ok((ctx, names))
+}
+
+/// The schema holding `blindspot.tables`, the catalog's own list.
+const LIST_SCHEMA: &str = "blindspot";
+
+/// Registers `blindspot.tables`: one row per table with committed data.
+fn register_table_list(ctx: &SessionContext, listed: &[TableStatus]) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("objects", DataType::UInt64, false),
+        Field::new("commits", DataType::UInt64, false),
+        Field::new("generation", DataType::UInt64, false),
+        Field::new("about", DataType::Utf8, false),
+    ]));
+    let column = |f: fn(&TableStatus) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(listed.iter().map(f)))
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(listed.iter().map(|t| t.name))),
+            column(|t| t.rows),
+            column(|t| t.objects),
+            column(|t| t.commits),
+            column(|t| t.generation),
+            Arc::new(StringArray::from_iter_values(listed.iter().map(|t| t.about))),
+        ],
+    )
+    .map_err(|e| Error::table("blindspot.tables", e))?;
+    let list = MemTable::try_new(schema, vec![vec![batch]])
+        .map_err(|e| Error::table("blindspot.tables", e))?;
+    let catalog = ctx
+        .catalog("datafusion")
+        .ok_or_else(|| Error::Internal("the session has no default catalog".into()))?;
+    let own = Arc::new(MemorySchemaProvider::new());
+    own.register_table("tables".into(), Arc::new(list))
+        .map_err(|e| Error::table("blindspot.tables", e))?;
+    catalog
+        .register_schema(LIST_SCHEMA, own)
+        .map_err(|e| Error::table("blindspot.tables", e))?;
+    Ok(())
+}
+
+/// `SHOW TABLES` answers from the catalog (rows, objects, generation); DataFusion's own list
+/// stays at `information_schema.tables`.
+fn rewrite_show_tables(sql: &str) -> Option<&'static str> {
+    let words: Vec<String> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    (words == ["show", "tables"]).then_some(
+        "SELECT table_name, rows, objects, commits, generation, about FROM blindspot.tables ORDER BY table_name",
+    )
 }
 
 /// What an analyst's query may not do.
@@ -244,6 +273,7 @@ fn read_only() -> SQLOptions {
 /// Plans an analyst's query in the read-only session. Errors carry DataFusion's message and
 /// the list of tables.
 pub async fn query(ctx: &SessionContext, tables: &[String], sql: &str) -> Result<DataFrame> {
+    let sql = rewrite_show_tables(sql).unwrap_or(sql);
     ctx.sql_with_options(sql, read_only()).await.map_err(|e| {
         let msg = e.to_string();
         let hint = if msg.contains("not supported") || msg.contains("Unsupported") {
@@ -252,7 +282,7 @@ pub async fn query(ctx: &SessionContext, tables: &[String], sql: &str) -> Result
             ""
         };
         Error::Usage(format!(
-            "{hint}{msg}\n(tables: {}; functions: cosine_sim(a, b))",
+            "{hint}{msg}\n(tables: {}; functions: cosine_sim(a, b); SHOW TABLES, DESCRIBE <table>)",
             if tables.is_empty() {
                 "none yet".to_string()
             } else {

@@ -10,12 +10,7 @@ use crate::error::{Error, Result};
 use crate::eval::{column, csv_headers, patterns};
 use crate::storage::Location;
 
-/// MMVP's question sheet.
-pub const QUESTIONS: &str = "Questions.csv";
-/// MMVP's image folder.
-pub const MMVP_IMAGES: &str = "MMVP Images";
-/// MMVP-VLM's image folder (one subfolder per type).
-pub const VLM_IMAGES: &str = "MLLM_VLM Images";
+use crate::mmvp::{MMVP_IMAGES, QUESTIONS, VLM_IMAGES};
 /// The items whose answers the original MMVP sheet has swapped (pairs 99/100 and 279/280).
 pub const LABEL_FIXES: [(u32, u32); 2] = [(99, 100), (279, 280)];
 

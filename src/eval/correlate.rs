@@ -15,14 +15,8 @@ use crate::eval::plot::{self, Series};
 use crate::eval::{
     column, csv_headers, patterns, read_scores, read_text, stats, Kind, Metric, ModelScores,
 };
-use crate::schema;
 use crate::storage::{segment_id, Location, RunLock};
-use crate::tables;
-
-/// The correlations table, relative to the run root.
-pub const CORRELATIONS: &str = "eval/correlations/correlations.parquet";
-/// Its commit.
-pub const COMMIT: &str = "_commits/correlate.json";
+use crate::table::{self, io, schema, Catalog, Commit, CommitSet};
 /// Where the plots go.
 pub const PLOTS: &str = "eval/plots";
 
@@ -289,18 +283,18 @@ async fn write(
     order: &[String],
     rows: &[Correlation],
 ) -> Result<Vec<String>> {
-    tables::write(
+    let catalog = Catalog::new(root);
+    let generation = catalog.begin("eval correlate").await?;
+    let objects = io::write_batches(
         root,
-        CORRELATIONS,
+        &format!("{}/correlations", table::CORRELATIONS.dir),
         &schema::correlations(),
         &[batch(rows, params.metric)?],
     )
     .await?;
-    root.put_json(
-        COMMIT,
-        &serde_json::json!({"rows": rows.len(), "version": crate::VERSION}),
-    )
-    .await?;
+    let record = serde_json::json!({"rows": rows.len(), "version": crate::VERSION});
+    let commit = Commit::new("", generation, &record)?.with(&table::CORRELATIONS, objects);
+    catalog.commit(CommitSet::CORRELATE, &commit).await?;
     let mut plots = Vec::new();
     if !params.plots || all.is_empty() {
         return Ok(plots);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use futures::StreamExt;
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::eval::benchmark::{self, Mmvp, Question};
@@ -14,8 +15,133 @@ use crate::eval::grade::{self, Grader};
 use crate::eval::patterns::{self, Mapping};
 use crate::eval::{self as ev, read_text, AnswerRow, EvalSummary, Kind};
 use crate::progress::Progress;
-use crate::spec::MllmEntry;
 use crate::storage::{segment_id, Location, RunLock};
+
+/// One `[[eval.mllm]]`, and the flags of `blindspot eval mllm`: an OpenAI-compatible
+/// endpoint and how to ask and grade. One struct for both, so the two never drift apart.
+#[derive(Clone, Debug, Deserialize, clap::Args)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MllmEntry {
+    /// The endpoint's base URL, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long)]
+    pub base_url: String,
+    /// The model name the endpoint serves.
+    #[arg(long)]
+    pub model: String,
+    /// Environment variable holding the API key (sent as a bearer token when set).
+    #[serde(default = "default_key_env")]
+    #[arg(long, default_value_t = default_key_env())]
+    pub api_key_env: String,
+    /// Prompt template: `paper` (question + " " + options), `letter` (asks for the option
+    /// letter) or a file with {question} and {options}.
+    #[serde(default = "default_template")]
+    #[arg(long, default_value_t = default_template())]
+    pub template: String,
+    /// Grader: exact (the reply is a letter), rules (finds the option in free text) or judge
+    /// (an LLM says yes or no, as in the paper).
+    #[serde(default = "default_grader")]
+    #[arg(long, default_value_t = default_grader(), value_parser = ["exact", "rules", "judge"])]
+    pub grader: String,
+    /// The judge's model (for the judge grader and for categorising).
+    #[serde(default)]
+    #[arg(long)]
+    pub judge_model: Option<String>,
+    /// The judge's base URL [default: base-url].
+    #[serde(default)]
+    #[arg(long)]
+    pub judge_url: Option<String>,
+    /// Environment variable with the judge's API key [default: api-key-env], so that a hosted
+    /// judge's key is not sent to a local model server.
+    #[serde(default)]
+    #[arg(long)]
+    pub judge_api_key_env: Option<String>,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    #[arg(long, default_value_t = default_concurrency())]
+    pub concurrency: usize,
+    /// Seconds before one request is given up (and retried).
+    #[serde(default = "default_timeout")]
+    #[arg(long, default_value_t = default_timeout())]
+    pub timeout: f64,
+    /// Retries after the first attempt on 429, 5xx, timeouts and malformed replies.
+    #[serde(default = "default_retries")]
+    #[arg(long, default_value_t = default_retries())]
+    pub retries: u32,
+    /// First backoff in seconds (doubled per retry; Retry-After wins when sent).
+    #[serde(default = "default_backoff")]
+    #[arg(long, default_value_t = default_backoff())]
+    pub backoff: f64,
+    /// Sampling temperature (0: greedy decoding).
+    #[serde(default)]
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Longest reply in tokens.
+    #[serde(default = "default_max_tokens")]
+    #[arg(long, default_value_t = default_max_tokens())]
+    pub max_tokens: u32,
+    /// Apply the known MMVP label fix (items 99/100 and 279/280); recorded in the outputs.
+    #[serde(default)]
+    #[arg(long)]
+    pub fix_labels: bool,
+    /// Pattern mapping file (CSV with index,pattern) for sheets without a pattern column.
+    #[serde(default)]
+    #[arg(long, conflicts_with = "categorise")]
+    pub patterns: Option<String>,
+    /// Ask the judge (or the model) for each pair's pattern; saved under the run root.
+    #[serde(default)]
+    #[arg(long)]
+    pub categorise: bool,
+}
+
+impl MllmEntry {
+    /// An endpoint with every other setting at its default.
+    pub fn new(base_url: &str, model: &str) -> MllmEntry {
+        MllmEntry {
+            base_url: base_url.to_string(),
+            model: model.to_string(),
+            api_key_env: default_key_env(),
+            template: default_template(),
+            grader: default_grader(),
+            judge_model: None,
+            judge_url: None,
+            judge_api_key_env: None,
+            concurrency: default_concurrency(),
+            timeout: default_timeout(),
+            retries: default_retries(),
+            backoff: default_backoff(),
+            temperature: 0.0,
+            max_tokens: default_max_tokens(),
+            fix_labels: false,
+            patterns: None,
+            categorise: false,
+        }
+    }
+}
+
+fn default_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn default_template() -> String {
+    "paper".into()
+}
+fn default_grader() -> String {
+    "rules".into()
+}
+fn default_concurrency() -> usize {
+    8
+}
+fn default_timeout() -> f64 {
+    120.0
+}
+fn default_retries() -> u32 {
+    4
+}
+fn default_backoff() -> f64 {
+    1.0
+}
+fn default_max_tokens() -> u32 {
+    256
+}
 
 /// A prompt template: `{question}` and `{options}` are replaced.
 #[derive(Clone, Debug, PartialEq)]

@@ -23,13 +23,11 @@ use arrow::array::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::schema;
-use crate::storage::{segment_id, Location};
-use crate::tables;
+use futures::TryStreamExt;
 
-/// Where evaluation commits live under a run root (one JSON per evaluation).
-pub const COMMITS: &str = "_commits/eval";
+use crate::error::{Error, Result};
+use crate::storage::{segment_id, Location};
+use crate::table::{self, io, schema, Catalog, Commit, CommitSet};
 
 /// What was evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,7 +162,7 @@ pub struct PatternScore {
     pub pair_accuracy: f64,
 }
 
-/// The commit of one evaluation.
+/// The evaluation's record in its commit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalCommit {
     /// `mllm` or `vlm`.
@@ -331,36 +329,37 @@ pub async fn commit(
         segment_id(&first.model),
         &blake3::hash(settings.as_bytes()).to_hex()[..8]
     );
-    let answers_rel = format!("eval/answers/{id}.parquet");
-    let scores_rel = format!("eval/scores/{id}.parquet");
-    tables::write(
+    let catalog = Catalog::new(root);
+    let generation = catalog.begin(&format!("eval {}", kind.name())).await?;
+    let answers = io::write_batches(
         root,
-        &answers_rel,
+        &format!("{}/{id}", table::ANSWERS.dir),
         &schema::answers(),
         &[answers_batch(kind, &rows)?],
     )
     .await?;
-    tables::write(
+    let scores_objects = io::write_batches(
         root,
-        &scores_rel,
+        &format!("{}/{id}", table::SCORES.dir),
         &schema::scores(),
         &[scores_batch(kind, &scores, &first)?],
     )
     .await?;
-    root.put_json(
-        &format!("{COMMITS}/{id}.json"),
-        &EvalCommit {
-            kind,
-            model: first.model.clone(),
-            benchmark: first.benchmark.clone(),
-            answers: answers_rel.clone(),
-            scores: scores_rel,
-            template: first.template.clone(),
-            grader: first.grader.clone(),
-            version: crate::VERSION.to_string(),
-        },
-    )
-    .await?;
+    let answers_rel = answers[0].path.clone();
+    let record = EvalCommit {
+        kind,
+        model: first.model.clone(),
+        benchmark: first.benchmark.clone(),
+        answers: answers_rel.clone(),
+        scores: scores_objects[0].path.clone(),
+        template: first.template.clone(),
+        grader: first.grader.clone(),
+        version: crate::VERSION.to_string(),
+    };
+    let commit = Commit::new(&id, generation, &record)?
+        .with(&table::ANSWERS, answers)
+        .with(&table::SCORES, scores_objects);
+    catalog.commit(CommitSet::EVAL, &commit).await?;
     let overall = scores.iter().find(|s| s.pattern == ALL);
     Ok(EvalSummary {
         kind,
@@ -413,9 +412,15 @@ pub(crate) async fn read_text(url_or_path: &str) -> Result<String> {
         .map_err(|_| Error::Usage(format!("{url_or_path} is not UTF-8 text")))
 }
 
-/// Every committed evaluation of a run root, in path order.
-pub async fn commits(root: &Location) -> Result<Vec<EvalCommit>> {
-    root.read_json_dir(COMMITS).await
+/// Every committed evaluation of a run root, in path order, with the commit naming its
+/// tables.
+pub async fn commits(root: &Location) -> Result<Vec<(EvalCommit, Commit)>> {
+    Catalog::new(root)
+        .commits_of(CommitSet::EVAL)
+        .await?
+        .into_iter()
+        .map(|c| Ok((c.info::<EvalCommit>()?, c)))
+        .collect()
 }
 
 /// A model's per-pattern scores, as `correlate` uses them.
@@ -432,15 +437,24 @@ pub struct ModelScores {
 /// Reads the committed `scores` of a run root, choosing pair or question accuracy.
 pub async fn read_scores(root: &Location, metric: Metric) -> Result<Vec<ModelScores>> {
     let mut out: Vec<ModelScores> = Vec::new();
-    for c in commits(root).await? {
-        let batches = tables::read(root, &c.scores, &[]).await?;
+    for (c, commit) in commits(root).await? {
+        let paths = commit
+            .objects(&table::SCORES)
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        let columns = ["pattern", metric.column()];
+        let batches: Vec<RecordBatch> =
+            io::scan_objects(root, paths, &columns, io::SCAN_BATCH_ROWS)
+                .try_collect()
+                .await?;
         let mut entry = ModelScores {
             kind: c.kind,
             model: c.model.clone(),
             by_pattern: BTreeMap::new(),
         };
         for b in &batches {
-            let patterns = tables::strings(b, "pattern")?;
+            let patterns = io::strings(b, "pattern")?;
             let col = b
                 .column_by_name(metric.column())
                 .and_then(|c| c.as_any().downcast_ref::<Float64Array>())

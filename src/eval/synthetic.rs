@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::eval::benchmark::{MMVP_IMAGES, QUESTIONS, VLM_IMAGES};
+use crate::mmvp::{MMVP_IMAGES, QUESTIONS, VLM_IMAGES};
 use crate::storage::Location;
 use crate::synth::{Facts, Truth};
 

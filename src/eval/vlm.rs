@@ -15,7 +15,7 @@ use crate::encoder::{self, OnnxEncoder, SessionParams};
 use crate::error::{Error, Result};
 use crate::eval::benchmark::{self, MmvpVlm};
 use crate::eval::{self as ev, AnswerRow, EvalSummary, Kind};
-use crate::preprocess::{self, DecodeParams, Preprocessor, Transform};
+use crate::encoder::preprocess::{self, DecodeParams, Preprocessor, Transform};
 use crate::progress::Progress;
 use crate::storage::{Location, RunLock};
 

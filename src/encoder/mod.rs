@@ -1,5 +1,10 @@
 //! Image encoders: the TOML manifest that describes an ONNX model, and one ONNX Runtime
-//! session per encoder that turns preprocessed batches into L2-normalised embeddings.
+//! session per encoder that turns preprocessed batches into L2-normalised embeddings. Shared
+//! by the embed stage and the evaluation of vision encoders; `preprocess` turns image bytes
+//! into each encoder's input tensor and `runtime` loads ONNX Runtime and picks the device.
+
+pub mod preprocess;
+pub mod runtime;
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +14,8 @@ use ort::value::TensorRef;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::runtime::{self, Device};
-use crate::schema::EncoderMeta;
+use crate::table::schema::EncoderMeta;
+use runtime::Device;
 
 /// How an image is brought to the model's square input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -13,7 +13,7 @@ use fast_image_resize::images::{Image as FirImage, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
-use crate::encoder::{Interpolation, Manifest, ResizeRule};
+use super::{Interpolation, Manifest, ResizeRule};
 
 /// Why an image could not be used; becomes an `errors` row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -515,6 +515,25 @@ fn normalise_into(img: &FirImage<'_>, ox: u32, oy: u32, t: &Transform, out: &mut
             bp[base + x] = b[px[2] as usize];
         }
     }
+}
+
+/// Decodes `bytes` once and preprocesses them for every transform of `pre`: the original
+/// (upright) width and height, and one input tensor per encoder.
+pub fn prepare(
+    pre: &mut Preprocessor,
+    bytes: &[u8],
+    min_side: u32,
+    decode_params: &DecodeParams,
+) -> Result<(u32, u32, Vec<Vec<f32>>), ImageFault> {
+    let decoded = decode(bytes, min_side, decode_params)?;
+    let mut tensors: Vec<Vec<f32>> = pre
+        .transforms()
+        .iter()
+        .map(|t| vec![0f32; t.len()])
+        .collect();
+    let mut slices: Vec<&mut [f32]> = tensors.iter_mut().map(|v| v.as_mut_slice()).collect();
+    pre.run(&decoded.rgb, &mut slices)?;
+    Ok((decoded.width, decoded.height, tensors))
 }
 
 #[cfg(test)]

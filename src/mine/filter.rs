@@ -1,26 +1,19 @@
-//! The filter stage: DataFusion runs `sql/pairs.sql` over `candidates` and `embeddings`,
-//! keeping the pairs whose DINOv2 similarity is below the threshold, and streams them to the
-//! `pairs` table.
+//! The filter stage: DataFusion runs `sql/pairs.sql` over the `candidates` and `embeddings`
+//! tables, keeping the pairs whose DINOv2 similarity is below the threshold, and streams them
+//! to the `pairs` table.
 
 use std::time::Instant;
 
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
-use object_store::buffered::BufWriter;
-use parquet::arrow::AsyncArrowWriter;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::sql;
 use crate::storage::{Location, RunLock};
-use crate::tables::writer_props;
+use crate::table::{self, Catalog, Commit, CommitSet, WriteParams};
 
-/// The pairs table, relative to the run root.
-pub const PAIRS: &str = "pairs/pairs.parquet";
-/// Its commit manifest.
-pub const COMMIT: &str = "_commits/filter.json";
-
-/// The filter commit manifest.
+/// The filter stage's record in its commit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FilterCommit {
     /// Pairs written.
@@ -68,13 +61,15 @@ pub async fn filter(root: &Location, dino_max: f32) -> Result<FilterSummary> {
 
 async fn filter_locked(root: &Location, dino_max: f32) -> Result<FilterSummary> {
     let started = Instant::now();
+    let catalog = Catalog::new(root);
     let (ctx, tables) = sql::session(root).await?;
-    if !tables.iter().any(|t| t == "candidates") {
+    if !tables.iter().any(|t| t == table::CANDIDATES.name) {
         return Err(Error::Usage(format!(
             "{} has no candidates; run `blindspot candidates --root {}` first",
             root.url, root.url
         )));
     }
+    let generation = catalog.begin("filter").await?;
     let run_id = new_run_id();
     let df = ctx
         .sql(sql::queries::PAIRS)
@@ -91,26 +86,22 @@ async fn filter_locked(root: &Location, dino_max: f32) -> Result<FilterSummary> 
         .execute_stream()
         .await
         .map_err(|e| Error::table("pairs", e))?;
-    let object = BufWriter::new(root.store.clone(), root.path(PAIRS));
-    let mut writer = AsyncArrowWriter::try_new(object, schema.clone(), Some(writer_props(&schema)))
-        .map_err(|e| Error::table("pairs", e))?;
+    let mut writer = catalog.writer(&table::PAIRS, "pairs", schema, WriteParams::default())?;
     let mut pairs = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| Error::table("pairs", e))?;
         pairs += batch.num_rows() as u64;
-        writer
-            .write(&batch)
-            .await
-            .map_err(|e| Error::table("pairs", e))?;
+        writer.write(&batch).await?;
     }
-    writer.close().await.map_err(|e| Error::table("pairs", e))?;
-    let commit = FilterCommit {
+    let objects = writer.finish().await?;
+    let record = FilterCommit {
         pairs,
         dino_max,
         run_id: run_id.clone(),
         version: crate::VERSION.to_string(),
     };
-    root.put_json(COMMIT, &commit).await?;
+    let commit = Commit::new("", generation, &record)?.with(&table::PAIRS, objects);
+    catalog.commit(CommitSet::FILTER, &commit).await?;
     Ok(FilterSummary {
         pairs,
         run_id,

@@ -1,4 +1,6 @@
-//! The embed stage: input shards to `embeddings` and `errors` Parquet under a run root.
+//! The embed stage: input shards to the `embeddings` and `errors` tables of a run root.
+//! `ingest` lists and reads the input shards; decoding, preprocessing and the encoders are
+//! the shared `encoder` module.
 //!
 //! Four parts overlap through bounded queues, so memory is set by batch and queue sizes,
 //! never by the corpus:
@@ -8,9 +10,11 @@
 //! both encoders) -> writer (async, one Parquet object per shard, then its commit manifest)
 //! ```
 //!
-//! A shard is committed by writing its data objects and then `_commits/embed/<id>.json`;
-//! a rerun skips committed shards and redoes any other, so a killed run loses and repeats
-//! nothing.
+//! A shard is the unit of commit: its data objects are written, then its catalog commit
+//! (`_commits/embed/<id>.json`); a rerun skips committed shards and redoes any other, so a
+//! killed run loses and repeats nothing.
+
+pub mod ingest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
@@ -20,24 +24,19 @@ use arrow::array::{
     ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow::datatypes::{Field, SchemaRef};
-use bytes::Bytes;
 use ndarray::Array4;
-use object_store::buffered::BufWriter;
-use parquet::arrow::AsyncArrowWriter;
 use serde::{Deserialize, Serialize};
+use futures::TryStreamExt;
 use tokio::sync::mpsc;
 
+use crate::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
 use crate::encoder::OnnxEncoder;
 use crate::error::{Error, Result};
-use crate::ingest::{self, Failure, Ingested, Shard, ShardKind};
-use crate::preprocess::{self, DecodeParams, Preprocessor, Transform};
 use crate::progress::Progress;
-use crate::schema::{self, FloatType};
 use crate::storage::{Location, RunLock};
-use crate::tables::{self, writer_props};
-
-/// Where commit manifests of this stage live under the run root.
-pub const COMMITS: &str = "_commits/embed";
+use crate::table::schema::{self, FloatType};
+use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, TableWriter, WriteParams};
+use ingest::{Failure, Ingested, Shard, ShardKind};
 
 /// Settings of the embed stage.
 #[derive(Clone, Debug)]
@@ -75,7 +74,7 @@ impl Default for EmbedParams {
     }
 }
 
-/// What a shard's commit manifest records.
+/// The embed stage's record in a shard's commit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShardCommit {
     /// The shard, relative to the input.
@@ -118,9 +117,13 @@ pub struct EmbedSummary {
 }
 
 /// The committed shards under a run root, by shard id.
-pub async fn committed(root: &Location) -> Result<HashMap<String, ShardCommit>> {
-    let commits: Vec<ShardCommit> = root.read_json_dir(COMMITS).await?;
-    Ok(commits.into_iter().map(|c| (c.id.clone(), c)).collect())
+pub async fn committed(catalog: &Catalog) -> Result<HashMap<String, ShardCommit>> {
+    catalog
+        .commits_of(CommitSet::EMBED)
+        .await?
+        .iter()
+        .map(|c| c.info::<ShardCommit>().map(|s| (s.id.clone(), s)))
+        .collect()
 }
 
 fn assigned(shard: &Shard, worker: Option<(u32, u32)>) -> bool {
@@ -199,7 +202,8 @@ async fn embed_locked(
     started: Instant,
 ) -> Result<EmbedSummary> {
     let all = ingest::list_shards(input).await?;
-    let done = committed(root).await?;
+    let catalog = Catalog::new(root);
+    let done = committed(&catalog).await?;
     let mine: Vec<Shard> = all
         .into_iter()
         .filter(|s| assigned(s, params.worker))
@@ -227,6 +231,11 @@ async fn embed_locked(
         })
         .sum();
     progress.start("embed", total_items);
+    let generation = if pending.is_empty() {
+        0
+    } else {
+        catalog.begin("embed").await?
+    };
 
     let schema = schema::embeddings(&clip.meta(), &dino.meta(), params.float);
     let transforms = vec![
@@ -310,7 +319,7 @@ async fn embed_locked(
         let writer = match writers.entry(idx) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(ShardWriter::new(root, shard, schema.clone(), params)?)
+                v.insert(ShardWriter::new(&catalog, shard, schema.clone(), params)?)
             }
         };
         match msg {
@@ -331,7 +340,7 @@ async fn embed_locked(
         }
         if writer.complete() {
             let writer = writers.remove(&idx).expect("present");
-            let commit = writer.commit(root, shard, &schema).await?;
+            let commit = writer.commit(&catalog, shard, generation).await?;
             summary.committed += 1;
             progress.message(&format!(
                 "committed {} ({} images, {} errors)",
@@ -418,24 +427,6 @@ fn decode_worker(
             }
         }
     }
-}
-
-/// Decodes once and preprocesses for every transform.
-pub fn prepare(
-    pre: &mut Preprocessor,
-    bytes: &Bytes,
-    min_side: u32,
-    decode: &DecodeParams,
-) -> Result<(u32, u32, Vec<Vec<f32>>), preprocess::ImageFault> {
-    let decoded = preprocess::decode(bytes, min_side, decode)?;
-    let mut tensors: Vec<Vec<f32>> = pre
-        .transforms()
-        .iter()
-        .map(|t| vec![0f32; t.len()])
-        .collect();
-    let mut slices: Vec<&mut [f32]> = tensors.iter_mut().map(|v| v.as_mut_slice()).collect();
-    pre.run(&decoded.rgb, &mut slices)?;
-    Ok((decoded.width, decoded.height, tensors))
 }
 
 fn inference_worker(
@@ -533,25 +524,25 @@ struct ShardWriter {
     rows: Vec<Row>,
     rows_written: u64,
     errors: Vec<(&'static str, Failure)>,
-    writer: AsyncArrowWriter<BufWriter>,
+    writer: TableWriter,
     float: FloatType,
     rows_per_group: usize,
     schema: SchemaRef,
     shard: String,
-    embeddings_rel: String,
 }
 
 impl ShardWriter {
     fn new(
-        root: &Location,
+        catalog: &Catalog,
         shard: &Shard,
         schema: SchemaRef,
         params: &EmbedParams,
     ) -> Result<ShardWriter> {
-        let embeddings_rel = format!("{}/{}.parquet", schema::EMBEDDINGS, shard.id);
-        let object = BufWriter::new(root.store.clone(), root.path(&embeddings_rel));
-        let writer = AsyncArrowWriter::try_new(object, schema.clone(), Some(writer_props(&schema)))
-            .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
+        let write = WriteParams {
+            rows_per_group: params.rows_per_group.max(1),
+            ..WriteParams::default()
+        };
+        let writer = catalog.writer(&table::EMBEDDINGS, &shard.id, schema.clone(), write)?;
         Ok(ShardWriter {
             expected: None,
             received: 0,
@@ -563,7 +554,6 @@ impl ShardWriter {
             rows_per_group: params.rows_per_group.max(1),
             schema,
             shard: shard.name.clone(),
-            embeddings_rel,
         })
     }
 
@@ -592,33 +582,32 @@ impl ShardWriter {
         let rows = std::mem::take(&mut self.rows);
         let batch = rows_to_batch(&self.schema, &self.shard, &rows, self.float)?;
         self.rows_written += rows.len() as u64;
-        self.writer
-            .write(&batch)
-            .await
-            .map_err(|e| Error::table(schema::EMBEDDINGS, e))
+        self.writer.write(&batch).await
     }
 
     async fn commit(
         mut self,
-        root: &Location,
+        catalog: &Catalog,
         shard: &Shard,
-        schema: &SchemaRef,
+        generation: u64,
     ) -> Result<ShardCommit> {
         self.flush().await?;
-        self.writer
-            .close()
-            .await
-            .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
-        let errors_rel = format!("{}/{}.parquet", schema::ERRORS, shard.id);
+        let embeddings = self.writer.finish().await?;
         let batch = errors_batch(&shard.name, &self.errors)?;
-        tables::write(root, &errors_rel, &batch.schema(), &[batch]).await?;
-        let meta = schema.metadata();
-        let commit = ShardCommit {
+        let errors = io::write_batches(
+            catalog.root(),
+            &format!("{}/{}", table::ERRORS.dir, shard.id),
+            &batch.schema(),
+            &[batch],
+        )
+        .await?;
+        let meta = self.schema.metadata();
+        let record = ShardCommit {
             shard: shard.name.clone(),
             shard_uri: shard.uri.clone(),
             id: shard.id.clone(),
-            embeddings: self.embeddings_rel.clone(),
-            errors: errors_rel,
+            embeddings: embeddings[0].path.clone(),
+            errors: errors[0].path.clone(),
             rows: self.rows_written,
             error_rows: self.errors.len() as u64,
             encoders: [
@@ -627,9 +616,11 @@ impl ShardWriter {
             ],
             version: crate::VERSION.to_string(),
         };
-        root.put_json(&format!("{COMMITS}/{}.json", shard.id), &commit)
-            .await?;
-        Ok(commit)
+        let commit = Commit::new(&shard.id, generation, &record)?
+            .with(&table::EMBEDDINGS, embeddings)
+            .with(&table::ERRORS, errors);
+        catalog.commit(CommitSet::EMBED, &commit).await?;
+        Ok(record)
     }
 }
 
@@ -641,7 +632,7 @@ fn vectors(
 ) -> Result<ArrayRef> {
     let arrow::datatypes::DataType::FixedSizeList(item, dim) = field.data_type() else {
         return Err(Error::table(
-            schema::EMBEDDINGS,
+            table::EMBEDDINGS.name,
             format!("{} is not a vector column", field.name()),
         ));
     };
@@ -655,7 +646,7 @@ fn vectors(
         )),
     };
     let list = FixedSizeListArray::try_new(item.clone(), *dim, values, None)
-        .map_err(|e| Error::table(schema::EMBEDDINGS, e))?;
+        .map_err(|e| Error::table(table::EMBEDDINGS.name, e))?;
     Ok(Arc::new(list))
 }
 
@@ -688,7 +679,7 @@ fn rows_to_batch(
             float,
         )?,
     ];
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::table(schema::EMBEDDINGS, e))
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::table(table::EMBEDDINGS.name, e))
 }
 
 fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<RecordBatch> {
@@ -710,29 +701,23 @@ fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<Recor
             col(errors, |e| e.1.message.as_str()),
         ],
     )
-    .map_err(|e| Error::table(schema::ERRORS, e))
+    .map_err(|e| Error::table(table::ERRORS.name, e))
 }
 
 /// Every committed embedding under a run root, by key: `(clip, dino)` as f32. For tests,
 /// the demo and small corpora; large runs are read with SQL instead.
 pub async fn read_vectors(root: &Location) -> Result<HashMap<String, (Vec<f32>, Vec<f32>)>> {
     let mut out = HashMap::new();
-    for commit in commits_in_order(root).await? {
-        for batch in tables::read(root, &commit.embeddings, &["key", "clip", "dino"]).await? {
-            let keys = tables::strings(&batch, "key")?;
-            let clip = tables::vector_rows(&batch, "clip")?;
-            let dino = tables::vector_rows(&batch, "dino")?;
-            for ((k, c), d) in keys.iter().zip(clip).zip(dino) {
-                out.insert(k.unwrap_or_default().to_string(), (c, d));
-            }
+    let mut batches = Catalog::new(root)
+        .scan(&table::EMBEDDINGS, &["key", "clip", "dino"], Generations::All)
+        .await?;
+    while let Some(batch) = batches.try_next().await? {
+        let keys = io::strings(&batch, "key")?;
+        let clip = io::vector_rows(&batch, "clip")?;
+        let dino = io::vector_rows(&batch, "dino")?;
+        for ((k, c), d) in keys.iter().zip(clip).zip(dino) {
+            out.insert(k.unwrap_or_default().to_string(), (c, d));
         }
     }
     Ok(out)
-}
-
-/// The committed shards of a run root, in a stable order (by shard id).
-pub async fn commits_in_order(root: &Location) -> Result<Vec<ShardCommit>> {
-    let mut commits: Vec<ShardCommit> = committed(root).await?.into_values().collect();
-    commits.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(commits)
 }

@@ -1,15 +1,11 @@
 //! Every Arrow schema blindspot writes, and the Parquet metadata keys that go with them.
-//! Column names and types here are the contract of `../shared/DESIGN.md` (Tables).
+//! Column names and types here are the contract of `../shared/DESIGN.md` (Tables). The
+//! `pairs` schema is whatever `sql/pairs.sql` returns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-
-/// Table names, as registered for SQL and used as folder names under a run root.
-pub const EMBEDDINGS: &str = "embeddings";
-/// The `errors` table: one row per input that could not be embedded.
-pub const ERRORS: &str = "errors";
 
 /// Float type of the embedding columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
@@ -114,6 +110,33 @@ pub fn errors() -> SchemaRef {
         ],
         metadata,
     ))
+}
+
+/// The `candidates` schema: `a < b`, exact f32 CLIP similarity.
+pub fn candidates() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Utf8, false),
+        Field::new("b", DataType::Utf8, false),
+        Field::new("clip_sim", DataType::Float32, false),
+    ]))
+}
+
+/// The `duplicates` schema: `key` is byte-identical to `duplicate_of`, the copy kept for
+/// mining.
+pub fn duplicates() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("duplicate_of", DataType::Utf8, false),
+        Field::new("content_hash", DataType::Utf8, false),
+    ]))
+}
+
+/// The schema of the index's label map: usearch label -> key.
+pub fn index_labels() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("label", DataType::UInt64, false),
+        Field::new("key", DataType::Utf8, false),
+    ]))
 }
 
 fn with_version(fields: Vec<Field>) -> SchemaRef {

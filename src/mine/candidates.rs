@@ -12,20 +12,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{Float32Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::ann;
+use super::vectors::{unique_vectors, UniqueVectors};
 use crate::error::{Error, Result};
-use crate::index::{self, UniqueVectors};
 use crate::progress::Progress;
 use crate::storage::{Location, RunLock};
-use crate::tables;
+use crate::table::{self, schema, Catalog, Commit, CommitSet, WriteParams};
 
-/// The candidates table, relative to the run root.
-pub const CANDIDATES: &str = "candidates/candidates.parquet";
-/// Its commit manifest.
-pub const COMMIT: &str = "_commits/candidates.json";
+/// Rows per batch written to the `candidates` table.
+const WRITE_BATCH_ROWS: usize = 64 * 1024;
 
 /// Settings of the candidates stage.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -52,7 +50,7 @@ impl Default for CandidateParams {
     }
 }
 
-/// The candidates commit manifest.
+/// The candidates stage's record in its commit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CandidatesCommit {
     /// Pairs written.
@@ -89,15 +87,6 @@ pub struct Recall {
     pub found: u64,
     /// found / exact_pairs (1.0 when there are none).
     pub recall: f64,
-}
-
-/// The `candidates` schema.
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("a", DataType::Utf8, false),
-        Field::new("b", DataType::Utf8, false),
-        Field::new("clip_sim", DataType::Float32, false),
-    ]))
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -270,12 +259,14 @@ async fn candidates_locked(
     progress: Arc<dyn Progress>,
 ) -> Result<CandidatesSummary> {
     let started = Instant::now();
+    let catalog = Catalog::new(root);
     let opened = if params.exact && recall_sample.is_none() {
         None
     } else {
-        Some(index::open(root).await?)
+        Some(ann::open(&catalog).await?)
     };
-    let vectors = index::unique_vectors(root).await?;
+    let vectors = unique_vectors(&catalog).await?;
+    let generation = catalog.begin("candidates").await?;
     if let Some(o) = &opened {
         if o.keys != vectors.keys {
             return Err(Error::Usage(format!(
@@ -314,25 +305,35 @@ async fn candidates_locked(
         })
         .collect();
     rows.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
-    let batch = RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.2))),
-        ],
-    )
-    .map_err(|e| Error::table(CANDIDATES, e))?;
-    tables::write(root, CANDIDATES, &schema(), &[batch]).await?;
-    let commit = CandidatesCommit {
+    let mut writer = catalog.writer(
+        &table::CANDIDATES,
+        "candidates",
+        schema::candidates(),
+        WriteParams::default(),
+    )?;
+    for chunk in rows.chunks(WRITE_BATCH_ROWS) {
+        let batch = RecordBatch::try_new(
+            schema::candidates(),
+            vec![
+                Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.1))),
+                Arc::new(Float32Array::from_iter_values(chunk.iter().map(|r| r.2))),
+            ],
+        )
+        .map_err(|e| Error::table(table::CANDIDATES.name, e))?;
+        writer.write(&batch).await?;
+    }
+    let objects = writer.finish().await?;
+    let record = CandidatesCommit {
         pairs: rows.len() as u64,
         params: params.clone(),
         version: crate::VERSION.to_string(),
     };
-    root.put_json(COMMIT, &commit).await?;
+    let commit = Commit::new("", generation, &record)?.with(&table::CANDIDATES, objects);
+    catalog.commit(CommitSet::CANDIDATES, &commit).await?;
     Ok(CandidatesSummary {
         images: vectors.len() as u64,
-        pairs: commit.pairs,
+        pairs: record.pairs,
         mode: if params.exact { "exact" } else { "index" }.to_string(),
         recall,
         seconds: started.elapsed().as_secs_f64(),
@@ -390,7 +391,7 @@ mod tests {
             k: 16,
             ..Default::default()
         };
-        let idx = index::build(&v, &index::IndexParams::default(), &NoProgress).unwrap();
+        let idx = ann::build(&v, &ann::IndexParams::default(), &NoProgress).unwrap();
         let exact = exact_pairs(&v, params.clip_min, &NoProgress);
         let expected_planted = 1 + 3 + 10 + 40 * 39 / 2 + 70 * 69 / 2;
         assert!(

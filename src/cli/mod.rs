@@ -1,0 +1,201 @@
+//! The command line: arguments (checked by clap), then the real objects (which may fail),
+//! then one library call per command, then a summary. Errors carry their chain to `main`.
+//! One file per command group: `embed` (synth, embed, bench-preprocess), `mine` (index,
+//! candidates, filter), `sql`, `eval` (eval and annotate), and `run` (validate, run, demo: the
+//! spec runner, the one place besides the spec that knows the order of stages).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod embed;
+mod eval;
+mod mine;
+mod progress;
+mod run;
+mod sql;
+
+pub use progress::progress;
+
+/// Mines CLIP-blind image pairs from image corpora in object storage.
+#[derive(Parser, Debug)]
+#[command(name = "blindspot", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr: text for people, json for schedulers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make the synthetic corpus, embed it with the tiny encoders and print a summary.
+    Demo(run::DemoArgs),
+    /// Write a synthetic corpus with known CLIP-blind pairs and its truth file.
+    Synth(embed::SynthArgs),
+    /// Embed images (folders, prefixes or webdataset tars) with CLIP and DINOv2 into Parquet.
+    Embed(embed::EmbedArgs),
+    /// Check a pipeline spec completely (paths, manifests, encoders) without running it.
+    Validate {
+        /// The spec (TOML).
+        spec: PathBuf,
+    },
+    /// Run the stages a pipeline spec names.
+    Run {
+        /// The spec (TOML).
+        spec: PathBuf,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure decode + preprocess throughput on a folder of images (for scripts/bench_preprocess.py).
+    BenchPreprocess(embed::BenchArgs),
+    /// Build the usearch HNSW index over the CLIP embeddings of a run root.
+    Index(mine::IndexArgs),
+    /// Find every pair with CLIP similarity above the threshold (index, or --exact brute force).
+    Candidates(mine::CandidatesArgs),
+    /// Keep the candidate pairs whose DINOv2 similarity is below the threshold (DataFusion SQL).
+    Filter(mine::FilterArgs),
+    /// Query the tables of a run root with SQL (read-only); an interactive prompt without QUERY.
+    Sql(sql::SqlArgs),
+    /// Evaluate MLLMs and vision encoders on MMVP-format benchmarks; correlate their scores.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Export mined pairs as an MMVP-format sheet for people to write questions for.
+    Annotate(eval::AnnotateArgs),
+}
+
+pub fn parse_worker(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s.split_once('/').ok_or("use i/N, e.g. 0/8")?;
+    let (i, n): (u32, u32) = (
+        i.parse().map_err(|_| "i is not a number")?,
+        n.parse().map_err(|_| "N is not a number")?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!("worker {i}/{n}: need 0 <= i < N"));
+    }
+    Ok((i, n))
+}
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    /// The command did what it was asked (per-image errors included).
+    pub const OK: i32 = 0;
+    /// The run failed while working (storage, inference, a bug).
+    pub const FAILED: i32 = 1;
+    /// The command was wrong before any data moved: arguments, spec, manifest, encoder set-up.
+    pub const CONFIG: i32 = 2;
+    /// Another run holds the run root.
+    pub const LOCKED: i32 = 3;
+}
+
+/// Maps an error chain to its exit code.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    use blindspot::Error as E;
+    match err.chain().find_map(|e| e.downcast_ref::<E>()) {
+        Some(E::Locked { .. }) => exit::LOCKED,
+        Some(
+            E::Spec { .. }
+            | E::Manifest { .. }
+            | E::Usage(_)
+            | E::Url { .. }
+            | E::Benchmark { .. }
+            | E::Endpoint { .. }
+            | E::Encoder { .. }
+            | E::Runtime(_),
+        ) => exit::CONFIG,
+        _ => exit::FAILED,
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    // ONNX Runtime's own logs are noisy at info.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},ort=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Parses arguments, runs the command, returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit_code(&e)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo(a) => run::demo(a).await,
+        Command::Synth(a) => embed::synth_cmd(a).await,
+        Command::Embed(a) => embed::embed_cmd(a).await,
+        Command::Validate { spec } => run::validate(&spec).await,
+        Command::Run { spec, json } => run::run(&spec, json).await,
+        Command::BenchPreprocess(a) => embed::bench_preprocess(a),
+        Command::Index(a) => mine::index_cmd(a).await,
+        Command::Candidates(a) => mine::candidates_cmd(a).await,
+        Command::Filter(a) => mine::filter_cmd(a).await,
+        Command::Sql(a) => sql::sql_cmd(a).await,
+        Command::Eval(c) => eval::dispatch(c).await,
+        Command::Annotate(a) => eval::annotate(a).await,
+    }
+}
+
+/// The checkout this binary was built from: the default home of the tiny encoders.
+pub fn checkout() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Prints a stage summary: JSON on one line, or the text `human` builds.
+pub fn report<T: serde::Serialize>(json: bool, summary: &T, human: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string(summary).unwrap_or_default());
+    } else {
+        println!("{}", human());
+    }
+}
+

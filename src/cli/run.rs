@@ -1,0 +1,265 @@
+//! `blindspot validate`, `run` and `demo`: the spec runner, which alone (with the spec) knows
+//! the order of stages.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use blindspot::eval::mllm::MllmEntry;
+use blindspot::spec;
+use blindspot::storage::Location;
+use blindspot::synth::{self, SynthFormat, SynthParams};
+use clap::Args;
+
+use super::embed::report_embed;
+use super::{checkout, eval, progress, report};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Where the demo writes its corpus (`corpus/`) and run root (`run/`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Corpus layout.
+    #[arg(long, value_enum, default_value_t = SynthFormat::Folder)]
+    pub format: SynthFormat,
+    /// Also evaluate an MLLM at this OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1).
+    #[arg(long, requires = "mllm_model")]
+    pub mllm_url: Option<String>,
+    /// The model name the --mllm-url endpoint serves.
+    #[arg(long, requires = "mllm_url")]
+    pub mllm_model: Option<String>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn validate(path: &Path) -> Result<()> {
+    let resolved = load_spec(path).await?;
+    println!(
+        "{}: ok (stages {:?}; input {}; root {})",
+        path.display(),
+        resolved.stages,
+        resolved.input.url,
+        resolved.root.url
+    );
+    if let Some((c, d)) = &resolved.encoders {
+        println!(
+            "  clip {} (dim {}), dino {} (dim {})",
+            c.manifest().id,
+            c.manifest().dim,
+            d.manifest().id,
+            d.manifest().dim
+        );
+    }
+    Ok(())
+}
+
+async fn load_spec(path: &Path) -> Result<spec::Resolved> {
+    let text = std::fs::read_to_string(path).map_err(|e| blindspot::Error::Spec {
+        path: path.to_path_buf(),
+        problems: vec![format!("cannot read it: {e}")],
+    })?;
+    let parsed = spec::parse(path, &text)?;
+    Ok(spec::resolve(path, parsed).await?)
+}
+
+pub async fn run(path: &Path, json: bool) -> Result<()> {
+    let resolved = load_spec(path).await?;
+    run_resolved(resolved, json).await
+}
+
+/// The synthetic corpus of an input: one level above `images/`, where synth puts the images
+/// (and `truth.json` beside them).
+pub fn corpus_of(input: &Location) -> String {
+    input
+        .url
+        .strip_suffix("/images")
+        .unwrap_or(&input.url)
+        .to_string()
+}
+
+async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
+    for stage in r.stages.clone() {
+        tracing::info!(stage = %stage, "stage starts");
+        match stage.as_str() {
+            "synth" => {
+                let out = Location::open(&corpus_of(&r.input))?;
+                let params = SynthParams {
+                    format: r.spec.synth.format,
+                    per_shard: r.spec.synth.per_shard,
+                    seed: r.spec.synth.seed,
+                    ..Default::default()
+                };
+                let truth = synth::synth(&out, &params).await?;
+                if !json {
+                    println!(
+                        "synth: {} images, {} known blind pairs, in {}",
+                        truth.keys.len(),
+                        truth.blind_pairs.len(),
+                        truth.images
+                    );
+                }
+            }
+            "embed" => {
+                let (clip, dino) = r
+                    .encoders
+                    .take()
+                    .context("the embed stage needs encoders")?;
+                let summary =
+                    blindspot::embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress()).await?;
+                report_embed(&summary, &r.input, &r.root, json);
+            }
+            "index" => {
+                let s = blindspot::mine::index::index(&r.root, &r.index, progress()).await?;
+                report(json, &s, || {
+                    format!(
+                        "index: {} unique vectors ({} exact duplicates collapsed) in {:.1}s",
+                        s.vectors, s.duplicates, s.seconds
+                    )
+                });
+            }
+            "candidates" => {
+                let s = blindspot::mine::candidates::candidates(&r.root, &r.candidates, None, progress())
+                    .await?;
+                report(json, &s, || {
+                    format!(
+                        "candidates ({}): {} pairs with clip > {} among {} images in {:.1}s",
+                        s.mode, s.pairs, r.candidates.clip_min, s.images, s.seconds
+                    )
+                });
+            }
+            "filter" => {
+                let s = blindspot::mine::filter::filter(&r.root, r.dino_max).await?;
+                report(json, &s, || {
+                    format!(
+                        "filter: {} CLIP-blind pairs (dino < {}) in {:.1}s",
+                        s.pairs, r.dino_max, s.seconds
+                    )
+                });
+            }
+            "eval" => eval::run_stage(&r, json).await?,
+            other => anyhow::bail!("unknown stage {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+pub async fn demo(a: DemoArgs) -> Result<()> {
+    let spec_path = checkout().join("pipelines/demo.toml");
+    let text = std::fs::read_to_string(&spec_path)
+        .with_context(|| format!("reading {}", spec_path.display()))?;
+    let mut parsed = spec::parse(&spec_path, &text)?;
+    if let Some(out) = &a.out {
+        let out = std::path::absolute(out).context("resolving --out")?;
+        parsed.run.input = out.join("corpus/images").to_string_lossy().into_owned();
+        parsed.run.root = out.join("run").to_string_lossy().into_owned();
+    }
+    parsed.synth.format = a.format;
+    if let (Some(url), Some(model)) = (&a.mllm_url, &a.mllm_model) {
+        parsed.eval.mllm.push(MllmEntry::new(url, model));
+    }
+    let resolved = spec::resolve(&spec_path, parsed).await?;
+    let root = resolved.root.clone();
+    let corpus = corpus_of(&resolved.input);
+    run_resolved(resolved, a.json).await?;
+    if !a.json {
+        print_demo_summary(&root, &corpus).await?;
+    }
+    Ok(())
+}
+
+/// Reads back what the demo wrote: the known pairs' similarities under both tiny encoders.
+async fn print_demo_summary(root: &Location, corpus: &str) -> Result<()> {
+    let truth = synth::read_truth(&Location::open(corpus)?).await?;
+    let vectors = blindspot::embed::read_vectors(root).await?;
+    println!("\nknown pairs under the tiny encoders (CLIP-blind: clip > 0.95 and dino < 0.6):");
+    println!(
+        "  {:<16} {:<34} {:<34} {:>6} {:>6}  blind?",
+        "kind", "a", "b", "clip", "dino"
+    );
+    let groups = [
+        ("blind", &truth.blind_pairs),
+        ("near-duplicate", &truth.near_duplicates),
+        ("exact-duplicate", &truth.exact_duplicates),
+    ];
+    for (_, pairs) in groups {
+        for p in pairs {
+            let (Some(a), Some(b)) = (vectors.get(&p.a), vectors.get(&p.b)) else {
+                continue;
+            };
+            let clip = dot(&a.0, &b.0);
+            let dino = dot(&a.1, &b.1);
+            let blind = clip > 0.95 && dino < 0.6;
+            println!(
+                "  {:<16} {:<34} {:<34} {clip:>6.3} {dino:>6.3}  {}",
+                p.kind,
+                p.a,
+                p.b,
+                if blind { "yes" } else { "no" }
+            );
+        }
+    }
+    print_mined_pairs(root, &truth).await?;
+    println!("\noutputs under {}: embeddings/, errors/, index/, duplicates/, candidates/, pairs/ (query them with `blindspot sql --root {}`)", root.url, root.url);
+    Ok(())
+}
+
+/// The mined pairs next to the truth file's blind pairs.
+async fn print_mined_pairs(root: &Location, truth: &synth::Truth) -> Result<()> {
+    let (ctx, tables) = blindspot::sql::session(root).await?;
+    let df = blindspot::sql::query(
+        &ctx,
+        &tables,
+        "SELECT a, b, clip_sim, dino_sim FROM pairs ORDER BY a, b",
+    )
+    .await?;
+    let known: std::collections::BTreeSet<(String, String)> = truth
+        .blind_pairs
+        .iter()
+        .map(|p| (p.a.clone(), p.b.clone()))
+        .collect();
+    let mut mined = std::collections::BTreeSet::new();
+    println!("\nmined CLIP-blind pairs (candidates -> filter) against truth.json:");
+    println!(
+        "  {:<34} {:<34} {:>6} {:>6}  in truth?",
+        "a", "b", "clip", "dino"
+    );
+    for batch in blindspot::sql::collect(df).await? {
+        let a = blindspot::table::io::strings(&batch, "a")?;
+        let b = blindspot::table::io::strings(&batch, "b")?;
+        let clip = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<arrow::array::Float32Array>()
+            .context("clip_sim")?;
+        let dino = batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<arrow::array::Float32Array>()
+            .context("dino_sim")?;
+        for i in 0..batch.num_rows() {
+            let pair = (a.value(i).to_string(), b.value(i).to_string());
+            let hit = if known.contains(&pair) { "yes" } else { "NO" };
+            println!(
+                "  {:<34} {:<34} {:>6.3} {:>6.3}  {hit}",
+                pair.0,
+                pair.1,
+                clip.value(i),
+                dino.value(i)
+            );
+            mined.insert(pair);
+        }
+    }
+    let found = known.intersection(&mined).count();
+    println!(
+        "  {} pairs mined; {found} of {} known blind pairs found; {} mined pairs not in the truth file",
+        mined.len(),
+        known.len(),
+        mined.difference(&known).count()
+    );
+    Ok(())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+

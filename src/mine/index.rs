@@ -1,0 +1,110 @@
+//! The index stage: a usearch HNSW index (cosine) over the unique `embeddings.clip` vectors,
+//! built with all cores and saved under the run root, after collapsing exact duplicates
+//! (same content hash) into their own `duplicates` table so identical images neither crowd
+//! neighbour lists nor degrade the graph.
+//!
+//! Layout: `index/clip.usearch` and `index/labels.parquet` (see `ann`), the `duplicates` table,
+//! and the commit `_commits/index.json` written last. Labels are row numbers over the unique
+//! images, in shard-id order.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{RecordBatch, StringArray};
+use serde::Serialize;
+
+use super::ann::{self, IndexCommit, IndexParams};
+use super::vectors::unique_vectors;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::storage::{Location, RunLock};
+use crate::table::{self, io, schema, Catalog, Commit, CommitSet};
+
+/// What an index run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexSummary {
+    /// Embedding rows read.
+    pub rows: u64,
+    /// Unique vectors indexed.
+    pub vectors: u64,
+    /// Exact duplicates collapsed.
+    pub duplicates: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// The index stage: reads the embeddings, collapses duplicates, builds and saves the index.
+pub async fn index(
+    root: &Location,
+    params: &IndexParams,
+    progress: Arc<dyn Progress>,
+) -> Result<IndexSummary> {
+    let lock = RunLock::acquire(root, "index").await?;
+    let result = index_locked(root, params, progress).await;
+    lock.release().await;
+    result
+}
+
+async fn index_locked(
+    root: &Location,
+    params: &IndexParams,
+    progress: Arc<dyn Progress>,
+) -> Result<IndexSummary> {
+    let started = Instant::now();
+    let catalog = Catalog::new(root);
+    let vectors = unique_vectors(&catalog).await?;
+    let generation = catalog.begin("index").await?;
+    tracing::info!(
+        rows = vectors.rows,
+        unique = vectors.len(),
+        duplicates = vectors.duplicates.len(),
+        "embeddings read"
+    );
+    let (vectors, built) = {
+        let params = params.clone();
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || {
+            let built = ann::build(&vectors, &params, progress.as_ref());
+            (vectors, built)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index build: {e}")))?
+    };
+    let built = built?;
+    ann::save(root, &built, &vectors.keys).await?;
+    let d = &vectors.duplicates;
+    let dups = RecordBatch::try_new(
+        schema::duplicates(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                d.iter().map(|x| x.0.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                d.iter().map(|x| x.1.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                d.iter().map(|x| x.2.as_str()),
+            )),
+        ],
+    )
+    .map_err(|e| Error::table(table::DUPLICATES.name, e))?;
+    let base = format!("{}/duplicates", table::DUPLICATES.dir);
+    let objects = io::write_batches(root, &base, &schema::duplicates(), &[dups]).await?;
+    let record = IndexCommit {
+        vectors: vectors.len() as u64,
+        duplicates: vectors.duplicates.len() as u64,
+        dim: vectors.dim,
+        params: params.clone(),
+        shards: vectors.shards.clone(),
+        version: crate::VERSION.to_string(),
+    };
+    let commit = Commit::new("", generation, &record)?.with(&table::DUPLICATES, objects);
+    catalog.commit(CommitSet::INDEX, &commit).await?;
+    Ok(IndexSummary {
+        rows: vectors.rows,
+        vectors: record.vectors,
+        duplicates: record.duplicates,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+

@@ -1,0 +1,416 @@
+//! Reading and writing table data objects: streams of record batches read with range reads
+//! (a projection of columns, row group after row group), writers that roll over to a new
+//! object at a size bound, and small helpers over Arrow columns.
+
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::{Array, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray};
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt, TryFutureExt, TryStreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::{AsyncArrowWriter, ProjectionMask};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::WriterProperties;
+
+use super::DataObject;
+use crate::error::{Error, Result};
+use crate::storage::Location;
+
+/// A stream of record batches, the one currency between stages.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+
+/// Rows per batch when scanning.
+pub const SCAN_BATCH_ROWS: usize = 8192;
+
+/// How table writers shape their objects.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteParams {
+    /// An object is closed and the next one started once it reaches this many bytes.
+    pub max_object_bytes: usize,
+    /// Rows per Parquet row group (the unit of range reads and of writer memory).
+    pub rows_per_group: usize,
+}
+
+impl Default for WriteParams {
+    fn default() -> Self {
+        WriteParams {
+            max_object_bytes: 256 << 20,
+            rows_per_group: 64 * 1024,
+        }
+    }
+}
+
+/// Writer properties for every blindspot table: zstd, bounded row groups, and the schema's
+/// metadata as Parquet key-value metadata (so DuckDB and pyarrow both show it).
+pub fn writer_props(schema: &SchemaRef, rows_per_group: usize) -> WriterProperties {
+    let kv = schema
+        .metadata()
+        .iter()
+        .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_key_value_metadata(Some(kv))
+        .set_max_row_group_row_count(Some(rows_per_group.max(1)))
+        .set_max_row_group_bytes(Some(64 << 20))
+        .build()
+}
+
+/// Writes one table's data objects: `<base>.parquet`, then `<base>.1.parquet`, ... each closed
+/// at [`WriteParams::max_object_bytes`]. Memory is one row group, whatever the row count.
+pub struct TableWriter {
+    root: Location,
+    base: String,
+    schema: SchemaRef,
+    params: WriteParams,
+    current: Option<Open>,
+    done: Vec<DataObject>,
+}
+
+struct Open {
+    path: String,
+    writer: AsyncArrowWriter<BufWriter>,
+    rows: u64,
+}
+
+impl TableWriter {
+    /// A writer of objects named after `base` (relative to the run root, no extension).
+    pub fn new(
+        root: &Location,
+        base: &str,
+        schema: SchemaRef,
+        params: WriteParams,
+    ) -> Result<TableWriter> {
+        Ok(TableWriter {
+            root: root.clone(),
+            base: base.to_string(),
+            schema,
+            params,
+            current: None,
+            done: Vec::new(),
+        })
+    }
+
+    /// The schema written.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn open(&self) -> Result<Open> {
+        let path = match self.done.len() {
+            0 => format!("{}.parquet", self.base),
+            n => format!("{}.{n}.parquet", self.base),
+        };
+        let object = BufWriter::new(self.root.store.clone(), self.root.path(&path));
+        let props = writer_props(&self.schema, self.params.rows_per_group);
+        let writer = AsyncArrowWriter::try_new(object, self.schema.clone(), Some(props))
+            .map_err(|e| Error::table(&path, e))?;
+        Ok(Open {
+            path,
+            writer,
+            rows: 0,
+        })
+    }
+
+    /// Appends a batch; rolls over to a new object when the current one is full.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.current.is_none() {
+            self.current = Some(self.open()?);
+        }
+        let open = self.current.as_mut().expect("opened above");
+        open.writer
+            .write(batch)
+            .await
+            .map_err(|e| Error::table(&open.path, e))?;
+        open.rows += batch.num_rows() as u64;
+        if open.writer.bytes_written() + open.writer.in_progress_size()
+            >= self.params.max_object_bytes
+        {
+            self.close_current().await?;
+        }
+        Ok(())
+    }
+
+    async fn close_current(&mut self) -> Result<()> {
+        if let Some(open) = self.current.take() {
+            open.writer
+                .close()
+                .await
+                .map_err(|e| Error::table(&open.path, e))?;
+            self.done.push(DataObject {
+                path: open.path,
+                rows: Some(open.rows),
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the last object and returns every object written, for the commit. A table with
+    /// no rows still gets one (empty) object, so readers see its schema.
+    pub async fn finish(mut self) -> Result<Vec<DataObject>> {
+        if self.current.is_none() && self.done.is_empty() {
+            self.current = Some(self.open()?);
+        }
+        self.close_current().await?;
+        Ok(self.done)
+    }
+}
+
+/// Writes `batches` as one table's objects (for tables small enough to build in memory).
+pub async fn write_batches(
+    root: &Location,
+    base: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<DataObject>> {
+    let mut w = TableWriter::new(root, base, schema.clone(), WriteParams::default())?;
+    for b in batches {
+        w.write(b).await?;
+    }
+    w.finish().await
+}
+
+/// Streams the rows of Parquet objects of `root`, one after another, keeping only `columns`
+/// (all when empty). Each object is read with range requests: its footer, then the projected
+/// columns of one row group at a time.
+pub fn scan_objects(
+    root: &Location,
+    paths: Vec<String>,
+    columns: &[&str],
+    batch_rows: usize,
+) -> BatchStream {
+    let root = root.clone();
+    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    futures::stream::iter(paths)
+        .then(move |path| open_object(root.clone(), path, columns.clone(), batch_rows))
+        .try_flatten()
+        .boxed()
+}
+
+/// Range reads of one Parquet object: the footer first (its size is known, so no suffix
+/// request, which some stores such as Azure cannot serve), then the pages a read asks for.
+struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn parquet_err(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.store
+            .get_range(&self.path, range)
+            .map_err(parquet_err)
+            .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_err)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+async fn reader(root: &Location, rel: &str) -> Result<ObjectReader> {
+    let path = root.path(rel);
+    let meta = root
+        .store
+        .head(&path)
+        .await
+        .map_err(|e| Error::storage(root.uri_of(&path), e))?;
+    Ok(ObjectReader {
+        store: root.store.clone(),
+        path,
+        size: meta.size,
+    })
+}
+
+async fn open_object(
+    root: Location,
+    rel: String,
+    columns: Vec<String>,
+    batch_rows: usize,
+) -> Result<BatchStream> {
+    let builder = ParquetRecordBatchStreamBuilder::new(reader(&root, &rel).await?)
+        .await
+        .map_err(|e| Error::table(&rel, e))?;
+    let builder = if columns.is_empty() {
+        builder
+    } else {
+        let roots = columns
+            .iter()
+            .map(|c| {
+                builder.schema().index_of(c).map_err(|_| {
+                    Error::table(&rel, format!("no column {c:?} (it has {})", column_names(builder.schema())))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder.with_projection(mask)
+    };
+    let stream = builder
+        .with_batch_size(batch_rows.max(1))
+        .build()
+        .map_err(|e| Error::table(&rel, e))?;
+    Ok(stream.map_err(move |e| Error::table(&rel, e)).boxed())
+}
+
+fn column_names(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The row count of a Parquet object, from its footer alone.
+pub async fn object_rows(root: &Location, rel: &str) -> Result<u64> {
+    let builder = ParquetRecordBatchStreamBuilder::new(reader(root, rel).await?)
+        .await
+        .map_err(|e| Error::table(rel, e))?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+/// A string column of a batch.
+pub fn strings<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a StringArray> {
+    batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| Error::table("batch", format!("no string column {column}")))
+}
+
+/// A Float32 column of a batch.
+pub fn floats<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a Float32Array> {
+    batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
+        .ok_or_else(|| Error::table("batch", format!("no float column {column}")))
+}
+
+/// The rows of a vector column as one flat f32 buffer plus its dimension, whichever float
+/// type it is stored in.
+pub fn vectors_flat(batch: &RecordBatch, column: &str) -> Result<(Vec<f32>, usize)> {
+    let list = batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+        .ok_or_else(|| Error::table("batch", format!("no vector column {column}")))?;
+    let dim = list.value_length() as usize;
+    let (start, end) = (list.offset() * dim, (list.offset() + list.len()) * dim);
+    let values: Vec<f32> = if let Some(v) = list.values().as_any().downcast_ref::<Float32Array>() {
+        v.values()[start..end].to_vec()
+    } else if let Some(v) = list.values().as_any().downcast_ref::<Float16Array>() {
+        v.values()[start..end].iter().map(|h| h.to_f32()).collect()
+    } else {
+        return Err(Error::table(
+            "batch",
+            format!("{column} is neither f32 nor f16"),
+        ));
+    };
+    Ok((values, dim))
+}
+
+/// The rows of a vector column as f32 vectors.
+pub fn vector_rows(batch: &RecordBatch, column: &str) -> Result<Vec<Vec<f32>>> {
+    let (flat, dim) = vectors_flat(batch, column)?;
+    Ok(flat.chunks_exact(dim.max(1)).map(<[f32]>::to_vec).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::UInt64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn writers_roll_over_and_scans_read_back_every_row_projected() {
+        let root = Location::open("memory://table-io/roll").unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::UInt64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let params = WriteParams {
+            max_object_bytes: 4096,
+            rows_per_group: 500,
+        };
+        let mut w = TableWriter::new(&root, "t/part", schema.clone(), params).unwrap();
+        for chunk in 0..20u64 {
+            let n: Vec<u64> = (chunk * 1000..(chunk + 1) * 1000).collect();
+            let s: Vec<String> = n.iter().map(|v| format!("row-{v:08}")).collect();
+            let b = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(UInt64Array::from(n)),
+                    Arc::new(StringArray::from(s)),
+                ],
+            )
+            .unwrap();
+            w.write(&b).await.unwrap();
+        }
+        let objects = w.finish().await.unwrap();
+        assert!(objects.len() > 1, "{objects:?}");
+        assert_eq!(objects[0].path, "t/part.parquet");
+        assert_eq!(objects[1].path, "t/part.1.parquet");
+        assert_eq!(objects.iter().map(|o| o.rows.unwrap()).sum::<u64>(), 20_000);
+        let paths = objects.iter().map(|o| o.path.clone()).collect();
+        let batches: Vec<RecordBatch> = scan_objects(&root, paths, &["n"], 700)
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(batches.iter().all(|b| b.num_columns() == 1 && b.num_rows() <= 700));
+        let mut all: Vec<u64> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..20_000).collect::<Vec<u64>>());
+        assert_eq!(object_rows(&root, "t/part.parquet").await.unwrap(), objects[0].rows.unwrap());
+        let err = scan_objects(&root, vec!["t/part.parquet".into()], &["nope"], 10)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no column \"nope\""), "{err}");
+    }
+}
