@@ -4,8 +4,8 @@
 
 use blindspot::eval::grade;
 use blindspot::eval::mllm;
-use blindspot::progress::NoProgress;
 use blindspot::eval::mllm::MllmEntry;
+use blindspot::progress::NoProgress;
 use blindspot::storage::Location;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -147,13 +147,21 @@ fn filter_root(rt: &tokio::runtime::Runtime, images: usize, pairs: usize) -> Loc
             .with(&table::EMBEDDINGS, embeddings)
             .with(&table::ERRORS, errors);
         catalog.commit(CommitSet::EMBED, &commit).await.unwrap();
-        let objects = io::write_batches(&root, "candidates/candidates", &schema::candidates(), &[cbatch])
-            .await
-            .unwrap();
+        let objects = io::write_batches(
+            &root,
+            "candidates/candidates",
+            &schema::candidates(),
+            &[cbatch],
+        )
+        .await
+        .unwrap();
         let commit = Commit::new("", 2, &serde_json::json!({"pairs": cand.len()}))
             .unwrap()
             .with(&table::CANDIDATES, objects);
-        catalog.commit(CommitSet::CANDIDATES, &commit).await.unwrap();
+        catalog
+            .commit(CommitSet::CANDIDATES, &commit)
+            .await
+            .unwrap();
     });
     root
 }
@@ -177,7 +185,10 @@ fn bench(c: &mut Criterion) {
     let root = filter_root(&rt, 200_000, 1_000_000);
     group.throughput(Throughput::Elements(1_000_000));
     group.bench_function("filter-query/1M candidates", |b| {
-        b.iter(|| rt.block_on(blindspot::mine::filter::filter(&root, 0.6)).unwrap())
+        b.iter(|| {
+            rt.block_on(blindspot::mine::filter::filter(&root, 0.6))
+                .unwrap()
+        })
     });
     group.finish();
 }

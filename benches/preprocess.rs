@@ -5,8 +5,8 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use blindspot::encoder::preprocess::prepare;
-use blindspot::encoder::{load_manifest_unchecked, Manifest};
 use blindspot::encoder::preprocess::{DecodeParams, Preprocessor, Transform};
+use blindspot::encoder::{load_manifest_unchecked, Manifest};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn photo_jpeg(w: u32, h: u32) -> bytes::Bytes {

@@ -3,7 +3,7 @@
 //!
 //! - `whole`: the way tables were read before the catalog: the object fetched whole, every
 //!   batch decoded and kept (the old `tables::read`), on an object written the old way (one
-//!   `ArrowWriter` with default settings);
+//!   zstd `ArrowWriter` with its default 1M-row row groups);
 //! - `stream`: the catalog's scan of a table written by its writer (64k-row row groups),
 //!   batches consumed as they come;
 //! - `baseline`: the process with the runtime started and nothing read.
@@ -60,11 +60,16 @@ fn batches() -> Vec<RecordBatch> {
 
 async fn write_both(dir: &std::path::Path) {
     let batches = batches();
-    // The old way: one object, one ArrowWriter with default row groups, written whole.
+    // The old way: one object, zstd, the writer's default row groups (1M rows), as the old
+    // `tables::write` wrote it.
     let old = dir.join("old");
     std::fs::create_dir_all(old.join("candidates")).unwrap();
     let file = std::fs::File::create(old.join("candidates/candidates.parquet")).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema::candidates(), None).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(file, schema::candidates(), Some(props)).unwrap();
     for b in &batches {
         w.write(b).unwrap();
     }
@@ -87,7 +92,10 @@ async fn write_both(dir: &std::path::Path) {
     let commit = Commit::new("", 1, &serde_json::json!({"pairs": ROWS}))
         .unwrap()
         .with(&table::CANDIDATES, objects);
-    catalog.commit(CommitSet::CANDIDATES, &commit).await.unwrap();
+    catalog
+        .commit(CommitSet::CANDIDATES, &commit)
+        .await
+        .unwrap();
 }
 
 async fn child(mode: &str, dir: &str) {
@@ -166,7 +174,11 @@ fn main() {
             .output()
             .unwrap();
         print!("{}", String::from_utf8_lossy(&out.stdout));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

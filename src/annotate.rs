@@ -50,7 +50,10 @@ async fn read_pairs(root: &Location) -> Result<Vec<MinedPair>> {
         let batch = &batch;
         let (a, b) = (io::strings(batch, "a")?, io::strings(batch, "b")?);
         let (au, bu) = (io::strings(batch, "a_uri")?, io::strings(batch, "b_uri")?);
-        let (clip, dino) = (io::floats(batch, "clip_sim")?, io::floats(batch, "dino_sim")?);
+        let (clip, dino) = (
+            io::floats(batch, "clip_sim")?,
+            io::floats(batch, "dino_sim")?,
+        );
         for i in 0..batch.num_rows() {
             out.push(MinedPair {
                 a: a.value(i).to_string(),

@@ -88,7 +88,6 @@ pub struct VlmEntry {
     pub text: String,
 }
 
-
 /// `[eval.correlate]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]

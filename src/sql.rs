@@ -230,7 +230,9 @@ fn register_table_list(ctx: &SessionContext, listed: &[TableStatus]) -> Result<(
             column(|t| t.objects),
             column(|t| t.commits),
             column(|t| t.generation),
-            Arc::new(StringArray::from_iter_values(listed.iter().map(|t| t.about))),
+            Arc::new(StringArray::from_iter_values(
+                listed.iter().map(|t| t.about),
+            )),
         ],
     )
     .map_err(|e| Error::table("blindspot.tables", e))?;

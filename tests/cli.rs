@@ -461,7 +461,8 @@ fn preprocessing_matches_an_independent_pil_reference() {
     ] {
         let path = dir.path().join("images").join(name);
         let bytes = std::fs::read(&path).unwrap();
-        let decoded = blindspot::encoder::preprocess::decode(&bytes, 0, &Default::default()).unwrap();
+        let decoded =
+            blindspot::encoder::preprocess::decode(&bytes, 0, &Default::default()).unwrap();
         for manifest in &manifests {
             let m = encoder::load_manifest_unchecked(manifest).unwrap();
             let t = blindspot::encoder::preprocess::Transform::new(&m);
@@ -1989,7 +1990,10 @@ fn show_tables_gives_rows_and_generations_and_describe_works() {
     }
     let q = "SELECT column_name FROM information_schema.columns WHERE table_name = 'pairs' ORDER BY column_name";
     let columns = run_ok(&["sql", "--root", r, q, "--format", "csv"]);
-    assert!(columns.contains("dino_sim") && columns.contains("run_id"), "{columns}");
+    assert!(
+        columns.contains("dino_sim") && columns.contains("run_id"),
+        "{columns}"
+    );
 
     // A second filter run replaces the table: a new generation, the same rows, no stray objects.
     run_ok(&["filter", "--root", r]);
@@ -2048,7 +2052,10 @@ fn a_run_root_from_before_the_catalog_reads_through_it() {
     run_ok(&["filter", "--root", r]);
     assert_eq!(pair_set(&read_parquet_dir(&root.join("pairs"))), before);
     let after = show_tables(r);
-    assert!(after["pairs"].2 > 0 && after["candidates"].2 > 0, "{after:?}");
+    assert!(
+        after["pairs"].2 > 0 && after["candidates"].2 > 0,
+        "{after:?}"
+    );
     assert_eq!(after["embeddings"].2, 0);
     let s: serde_json::Value = serde_json::from_str(
         run_ok(&["eval", "correlate", "--root", r, "--no-plots", "--json"]).trim(),
@@ -2114,7 +2121,9 @@ async fn scanning_two_million_candidates_keeps_memory_flat() {
             schema::candidates(),
             vec![
                 Arc::new(StringArray::from_iter_values((start..end).map(key))),
-                Arc::new(StringArray::from_iter_values((start..end).map(|i| key(i + 1)))),
+                Arc::new(StringArray::from_iter_values(
+                    (start..end).map(|i| key(i + 1)),
+                )),
                 Arc::new(Float32Array::from_iter_values((start..end).map(|_| 0.97))),
             ],
         )
@@ -2125,7 +2134,10 @@ async fn scanning_two_million_candidates_keeps_memory_flat() {
     let commit = Commit::new("", 1, &serde_json::json!({}))
         .unwrap()
         .with(&table::CANDIDATES, objects);
-    catalog.commit(CommitSet::CANDIDATES, &commit).await.unwrap();
+    catalog
+        .commit(CommitSet::CANDIDATES, &commit)
+        .await
+        .unwrap();
 
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -2139,9 +2151,10 @@ async fn scanning_two_million_candidates_keeps_memory_flat() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
+    // The harness prints the test's name on the same line first.
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("memory-child"))
+        .find_map(|l| l.find("memory-child").map(|i| &l[i..]))
         .unwrap_or_else(|| panic!("no report from the child: {stdout}"));
     let field = |k: &str| -> u64 {
         line.split_whitespace()
@@ -2153,5 +2166,8 @@ async fn scanning_two_million_candidates_keeps_memory_flat() {
     assert_eq!(field("rows"), MEMORY_ROWS as u64, "{line}");
     assert!(field("arrow_bytes") > 80 << 20, "{line}");
     let grew_mib = (field("peak_kib") - field("before_kib")) / 1024;
-    assert!(grew_mib < 48, "reading grew the process by {grew_mib} MiB: {line}");
+    assert!(
+        grew_mib < 48,
+        "reading grew the process by {grew_mib} MiB: {line}"
+    );
 }

@@ -244,4 +244,3 @@ pub fn bench_preprocess(a: BenchArgs) -> Result<()> {
     );
     Ok(())
 }
-

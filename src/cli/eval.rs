@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use blindspot::encoder::runtime::Device;
 use blindspot::encoder::SessionParams;
 use blindspot::eval::correlate::{CorrelateParams, CorrelateSummary};
+use blindspot::eval::mllm::MllmEntry;
 use blindspot::eval::vlm::VlmParams;
 use blindspot::eval::{EvalSummary, Metric};
-use blindspot::encoder::runtime::Device;
-use blindspot::eval::mllm::MllmEntry;
 use blindspot::storage::Location;
 use clap::{Args, Subcommand};
 

@@ -94,7 +94,10 @@ pub async fn index_cmd(a: IndexArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
     let s = blindspot::mine::index::index(&root, &a.params.params(), progress()).await?;
     report(a.json, &s, || {
-        format!("index: {} -> {} unique vectors ({} rows, {} exact duplicates collapsed) in {:.1}s", root.url, s.vectors, s.rows, s.duplicates, s.seconds)
+        format!(
+            "index: {} -> {} unique vectors ({} rows, {} exact duplicates collapsed) in {:.1}s",
+            root.url, s.vectors, s.rows, s.duplicates, s.seconds
+        )
     });
     Ok(())
 }

@@ -198,4 +198,3 @@ pub fn report<T: serde::Serialize>(json: bool, summary: &T, human: impl FnOnce()
         println!("{}", human());
     }
 }
-

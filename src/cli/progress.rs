@@ -85,4 +85,3 @@ impl Progress for LogProgress {
     }
     fn finish(&self) {}
 }
-

@@ -105,7 +105,8 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     .take()
                     .context("the embed stage needs encoders")?;
                 let summary =
-                    blindspot::embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress()).await?;
+                    blindspot::embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress())
+                        .await?;
                 report_embed(&summary, &r.input, &r.root, json);
             }
             "index" => {
@@ -118,8 +119,13 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 });
             }
             "candidates" => {
-                let s = blindspot::mine::candidates::candidates(&r.root, &r.candidates, None, progress())
-                    .await?;
+                let s = blindspot::mine::candidates::candidates(
+                    &r.root,
+                    &r.candidates,
+                    None,
+                    progress(),
+                )
+                .await?;
                 report(json, &s, || {
                     format!(
                         "candidates ({}): {} pairs with clip > {} among {} images in {:.1}s",
@@ -262,4 +268,3 @@ async fn print_mined_pairs(root: &Location, truth: &synth::Truth) -> Result<()> 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
-

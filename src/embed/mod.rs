@@ -24,9 +24,9 @@ use arrow::array::{
     ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow::datatypes::{Field, SchemaRef};
+use futures::TryStreamExt;
 use ndarray::Array4;
 use serde::{Deserialize, Serialize};
-use futures::TryStreamExt;
 use tokio::sync::mpsc;
 
 use crate::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
@@ -679,7 +679,8 @@ fn rows_to_batch(
             float,
         )?,
     ];
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::table(table::EMBEDDINGS.name, e))
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::table(table::EMBEDDINGS.name, e))
 }
 
 fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<RecordBatch> {
@@ -709,7 +710,11 @@ fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<Recor
 pub async fn read_vectors(root: &Location) -> Result<HashMap<String, (Vec<f32>, Vec<f32>)>> {
     let mut out = HashMap::new();
     let mut batches = Catalog::new(root)
-        .scan(&table::EMBEDDINGS, &["key", "clip", "dino"], Generations::All)
+        .scan(
+            &table::EMBEDDINGS,
+            &["key", "clip", "dino"],
+            Generations::All,
+        )
         .await?;
     while let Some(batch) = batches.try_next().await? {
         let keys = io::strings(&batch, "key")?;

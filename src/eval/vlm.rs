@@ -11,11 +11,11 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use serde::Deserialize;
 
+use crate::encoder::preprocess::{self, DecodeParams, Preprocessor, Transform};
 use crate::encoder::{self, OnnxEncoder, SessionParams};
 use crate::error::{Error, Result};
 use crate::eval::benchmark::{self, MmvpVlm};
 use crate::eval::{self as ev, AnswerRow, EvalSummary, Kind};
-use crate::encoder::preprocess::{self, DecodeParams, Preprocessor, Transform};
 use crate::progress::Progress;
 use crate::storage::{Location, RunLock};
 

@@ -252,7 +252,12 @@ pub async fn open(catalog: &Catalog) -> Result<OpenIndex> {
     }
     index.change_expansion_search(commit.params.expansion_search);
     let mut keys = Vec::with_capacity(commit.vectors as usize);
-    let mut labels = io::scan_objects(root, vec![LABELS.to_string()], &["key"], io::SCAN_BATCH_ROWS);
+    let mut labels = io::scan_objects(
+        root,
+        vec![LABELS.to_string()],
+        &["key"],
+        io::SCAN_BATCH_ROWS,
+    );
     while let Some(batch) = labels.try_next().await? {
         keys.extend(
             io::strings(&batch, "key")?
@@ -277,4 +282,3 @@ pub async fn open(catalog: &Catalog) -> Result<OpenIndex> {
         keys,
     })
 }
-

@@ -107,4 +107,3 @@ async fn index_locked(
         seconds: started.elapsed().as_secs_f64(),
     })
 }
-

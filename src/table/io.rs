@@ -6,7 +6,9 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow::array::{Array, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray,
+};
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -50,7 +52,10 @@ impl Default for WriteParams {
 }
 
 /// Writer properties for every blindspot table: zstd, bounded row groups, and the schema's
-/// metadata as Parquet key-value metadata (so DuckDB and pyarrow both show it).
+/// metadata as Parquet key-value metadata (so DuckDB and pyarrow both show it). No
+/// dictionaries: keys and vectors are nearly all distinct, where a dictionary only costs, and
+/// zstd takes care of the repetitive columns (on 2M candidates: 3.4 MiB plain, 9.1 MiB with
+/// dictionaries).
 pub fn writer_props(schema: &SchemaRef, rows_per_group: usize) -> WriterProperties {
     let kv = schema
         .metadata()
@@ -62,6 +67,7 @@ pub fn writer_props(schema: &SchemaRef, rows_per_group: usize) -> WriterProperti
         .set_key_value_metadata(Some(kv))
         .set_max_row_group_row_count(Some(rows_per_group.max(1)))
         .set_max_row_group_bytes(Some(64 << 20))
+        .set_dictionary_enabled(false)
         .build()
 }
 
@@ -275,7 +281,13 @@ async fn open_object(
             .iter()
             .map(|c| {
                 builder.schema().index_of(c).map_err(|_| {
-                    Error::table(&rel, format!("no column {c:?} (it has {})", column_names(builder.schema())))
+                    Error::table(
+                        &rel,
+                        format!(
+                            "no column {c:?} (it has {})",
+                            column_names(builder.schema())
+                        ),
+                    )
                 })
             })
             .collect::<Result<Vec<usize>>>()?;
@@ -392,7 +404,9 @@ mod tests {
             .try_collect()
             .await
             .unwrap();
-        assert!(batches.iter().all(|b| b.num_columns() == 1 && b.num_rows() <= 700));
+        assert!(batches
+            .iter()
+            .all(|b| b.num_columns() == 1 && b.num_rows() <= 700));
         let mut all: Vec<u64> = batches
             .iter()
             .flat_map(|b| {
@@ -406,7 +420,10 @@ mod tests {
             .collect();
         all.sort();
         assert_eq!(all, (0..20_000).collect::<Vec<u64>>());
-        assert_eq!(object_rows(&root, "t/part.parquet").await.unwrap(), objects[0].rows.unwrap());
+        assert_eq!(
+            object_rows(&root, "t/part.parquet").await.unwrap(),
+            objects[0].rows.unwrap()
+        );
         let err = scan_objects(&root, vec!["t/part.parquet".into()], &["nope"], 10)
             .try_collect::<Vec<_>>()
             .await

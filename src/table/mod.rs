@@ -197,7 +197,11 @@ impl Commit {
     pub fn new<T: Serialize>(unit: &str, generation: u64, info: &T) -> Result<Commit> {
         let info = match serde_json::to_value(info).map_err(|e| Error::Internal(e.to_string()))? {
             serde_json::Value::Object(map) => map,
-            other => return Err(Error::Internal(format!("a commit record must be an object, not {other}"))),
+            other => {
+                return Err(Error::Internal(format!(
+                    "a commit record must be an object, not {other}"
+                )))
+            }
         };
         Ok(Commit {
             unit: unit.to_string(),
@@ -228,7 +232,11 @@ impl Commit {
             return Vec::new();
         }
         let path = match table.legacy {
-            Legacy::Field(f) => self.info.get(f).and_then(|v| v.as_str()).map(str::to_string),
+            Legacy::Field(f) => self
+                .info
+                .get(f)
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
             Legacy::Fixed(p) => Some(p.to_string()),
         };
         path.map(|path| DataObject { path, rows: None })
@@ -315,7 +323,11 @@ impl Catalog {
             .iter()
             .filter_map(|m| {
                 let rel = self.root.relative(&m.location);
-                rel.rsplit('/').next()?.strip_suffix(".json")?.parse::<u64>().ok()
+                rel.rsplit('/')
+                    .next()?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()
             })
             .max()
             .unwrap_or(0)
@@ -334,7 +346,8 @@ impl Catalog {
                     .unwrap_or(0),
                 version: crate::VERSION.to_string(),
             };
-            let body = serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
+            let body =
+                serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
             let path = self.root.path(&format!("{GENERATIONS}/{next:010}.json"));
             match self
                 .root
@@ -345,7 +358,12 @@ impl Catalog {
                 Ok(_) => return Ok(next),
                 Err(object_store::Error::AlreadyExists { .. }) => next += 1,
                 Err(object_store::Error::NotImplemented { .. }) => {
-                    self.root.put(&self.root.relative(&path), serde_json::to_vec(&record).unwrap_or_default().into()).await?;
+                    self.root
+                        .put(
+                            &self.root.relative(&path),
+                            serde_json::to_vec(&record).unwrap_or_default().into(),
+                        )
+                        .await?;
                     return Ok(next);
                 }
                 Err(e) => return Err(Error::storage(self.root.uri_of(&path), e)),
@@ -356,7 +374,9 @@ impl Catalog {
     /// Every commit of a set, by unit (path order).
     pub async fn commits_of(&self, set: CommitSet) -> Result<Vec<Commit>> {
         match set {
-            CommitSet::Single(path) => Ok(self.read_commit(path, false).await?.into_iter().collect()),
+            CommitSet::Single(path) => {
+                Ok(self.read_commit(path, false).await?.into_iter().collect())
+            }
             CommitSet::Units(dir) => {
                 let paths: Vec<String> = self
                     .root
@@ -413,7 +433,11 @@ impl Catalog {
     }
 
     /// The data objects of `table` in the wanted generations, in commit order.
-    pub async fn objects(&self, table: &TableDef, generations: Generations) -> Result<Vec<DataObject>> {
+    pub async fn objects(
+        &self,
+        table: &TableDef,
+        generations: Generations,
+    ) -> Result<Vec<DataObject>> {
         Ok(self
             .commits(table, generations)
             .await?
@@ -441,7 +465,12 @@ impl Catalog {
             .into_iter()
             .map(|o| o.path)
             .collect();
-        Ok(io::scan_objects(&self.root, paths, columns, io::SCAN_BATCH_ROWS))
+        Ok(io::scan_objects(
+            &self.root,
+            paths,
+            columns,
+            io::SCAN_BATCH_ROWS,
+        ))
     }
 
     /// A writer of `table`'s data objects named after `stem`, of bounded size.
@@ -478,7 +507,9 @@ impl Catalog {
                         let path = self.root.path(&old.path);
                         match self.root.store.delete(&path).await {
                             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                            Err(e) => tracing::warn!(object = %self.root.uri_of(&path), error = %e, "could not delete a replaced object"),
+                            Err(e) => {
+                                tracing::warn!(object = %self.root.uri_of(&path), error = %e, "could not delete a replaced object")
+                            }
                         }
                     }
                 }
@@ -496,7 +527,11 @@ impl Catalog {
                 let commits = self.commits_of(def.commits).await?;
                 by_set.push((def.commits, commits));
             }
-            let commits = &by_set.iter().find(|(s, _)| *s == def.commits).expect("read above").1;
+            let commits = &by_set
+                .iter()
+                .find(|(s, _)| *s == def.commits)
+                .expect("read above")
+                .1;
             let mut status = TableStatus {
                 name: def.name,
                 rows: 0,
@@ -548,7 +583,13 @@ mod tests {
         // A new commit names only what it wrote.
         let new = Commit::new("u", 3, &serde_json::json!({"n": 1}))
             .unwrap()
-            .with(&CANDIDATES, vec![DataObject { path: "candidates/x.parquet".into(), rows: Some(1) }]);
+            .with(
+                &CANDIDATES,
+                vec![DataObject {
+                    path: "candidates/x.parquet".into(),
+                    rows: Some(1),
+                }],
+            );
         let back: Commit = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
         assert_eq!(back.generation, 3);
         assert_eq!(back.info["n"], 1);
@@ -564,15 +605,29 @@ mod tests {
         let g2 = cat.begin("embed").await.unwrap();
         assert_eq!((g1, g2), (1, 2));
         for (unit, g) in [("a", g1), ("b", g2)] {
-            let c = Commit::new(unit, g, &serde_json::json!({}))
-                .unwrap()
-                .with(&ERRORS, vec![DataObject { path: format!("errors/{unit}.parquet"), rows: Some(0) }]);
+            let c = Commit::new(unit, g, &serde_json::json!({})).unwrap().with(
+                &ERRORS,
+                vec![DataObject {
+                    path: format!("errors/{unit}.parquet"),
+                    rows: Some(0),
+                }],
+            );
             cat.commit(CommitSet::EMBED, &c).await.unwrap();
         }
         let all = cat.objects(&ERRORS, Generations::All).await.unwrap();
         assert_eq!(all.len(), 2);
         let after = cat.objects(&ERRORS, Generations::After(g1)).await.unwrap();
-        assert_eq!(after, vec![DataObject { path: "errors/b.parquet".into(), rows: Some(0) }]);
-        assert!(cat.objects(&EMBEDDINGS, Generations::All).await.unwrap().is_empty());
+        assert_eq!(
+            after,
+            vec![DataObject {
+                path: "errors/b.parquet".into(),
+                rows: Some(0)
+            }]
+        );
+        assert!(cat
+            .objects(&EMBEDDINGS, Generations::All)
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

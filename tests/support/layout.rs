@@ -153,7 +153,9 @@ fn no_stage_imports_another_stage() {
         for r in refs {
             if let Some(other) = stage_of(&r) {
                 if other != stage {
-                    wrong.push(format!("{module} (stage {stage}) imports {r} (stage {other})"));
+                    wrong.push(format!(
+                        "{module} (stage {stage}) imports {r} (stage {other})"
+                    ));
                 }
             }
             if r == "spec" || r.starts_with("spec::") {
@@ -220,7 +222,11 @@ fn module_imports_form_no_cycle() {
     let mut state = BTreeMap::new();
     for n in edges.keys() {
         let cycle = visit(n, &edges, &mut state, &mut Vec::new());
-        assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap().join(" -> "));
+        assert!(
+            cycle.is_none(),
+            "import cycle: {}",
+            cycle.unwrap().join(" -> ")
+        );
     }
     // The graph is not empty by accident: the stages do depend on the catalog.
     assert!(edges["embed"].contains("table"), "{edges:?}");
@@ -229,8 +235,8 @@ fn module_imports_form_no_cycle() {
 
 #[test]
 fn the_readme_map_lists_exactly_the_source_files() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let start = readme
         .find("<!-- tree -->")
         .expect("README.md has a <!-- tree --> block in Development");
