@@ -12,54 +12,23 @@
 //! line per mode and a summary.
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Float32Array, RecordBatch, StringArray};
+use arrow::array::RecordBatch;
+use big_table::status_kib;
 use blindspot::storage::Location;
-use blindspot::table::{self, io, schema, Catalog, Commit, CommitSet, Generations, WriteParams};
+use blindspot::table::{self, io, schema, Catalog, Generations};
 use futures::TryStreamExt;
+
+#[path = "../tests/support/big_table.rs"]
+mod big_table;
 
 const ROWS: usize = 2_000_000;
 const CHILD: &str = "BLINDSPOT_TABLES_BENCH_MODE";
 const ROOT: &str = "BLINDSPOT_TABLES_BENCH_ROOT";
 
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Keys shaped like img2dataset's (`00042/000421337`), pairs sorted as the stage writes them.
-fn batches() -> Vec<RecordBatch> {
-    let key = |i: usize| format!("{:05}/{:09}", i / 10_000, i);
-    (0..ROWS)
-        .step_by(64 * 1024)
-        .map(|start| {
-            let end = (start + 64 * 1024).min(ROWS);
-            RecordBatch::try_new(
-                schema::candidates(),
-                vec![
-                    Arc::new(StringArray::from_iter_values((start..end).map(key))),
-                    Arc::new(StringArray::from_iter_values(
-                        (start..end).map(|i| key(i + 1 + i % 7)),
-                    )),
-                    Arc::new(Float32Array::from_iter_values(
-                        (start..end).map(|i| 0.95 + (i % 50) as f32 / 1000.0),
-                    )),
-                ],
-            )
-            .expect("a candidates batch")
-        })
-        .collect()
-}
-
 async fn write_both(dir: &std::path::Path) {
-    let batches = batches();
+    let batches = big_table::candidate_batches(ROWS);
     // The old way: one object, zstd, the writer's default row groups (1M rows), as the old
     // `tables::write` wrote it.
     let old = dir.join("old");
@@ -76,26 +45,7 @@ async fn write_both(dir: &std::path::Path) {
     w.close().unwrap();
     // The catalog's way.
     let root = Location::open(dir.join("new").to_str().unwrap()).unwrap();
-    let catalog = Catalog::new(&root);
-    let mut w = catalog
-        .writer(
-            &table::CANDIDATES,
-            "candidates",
-            schema::candidates(),
-            WriteParams::default(),
-        )
-        .unwrap();
-    for b in &batches {
-        w.write(b).await.unwrap();
-    }
-    let objects = w.finish().await.unwrap();
-    let commit = Commit::new("", 1, &serde_json::json!({"pairs": ROWS}))
-        .unwrap()
-        .with(&table::CANDIDATES, objects);
-    catalog
-        .commit(CommitSet::CANDIDATES, &commit)
-        .await
-        .unwrap();
+    big_table::commit_candidates(&root, &batches).await;
 }
 
 async fn child(mode: &str, dir: &str) {

@@ -15,6 +15,8 @@ use blindspot::progress::NoProgress;
 use blindspot::storage::Location;
 use blindspot::synth::Truth;
 
+#[path = "support/big_table.rs"]
+mod big_table;
 #[path = "support/layout.rs"]
 mod layout;
 #[path = "support/openai.rs"]
@@ -2067,23 +2069,13 @@ fn a_run_root_from_before_the_catalog_reads_through_it() {
 const MEMORY_CHILD: &str = "BLINDSPOT_MEMORY_CHILD";
 const MEMORY_ROWS: usize = 2_000_000;
 
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Reading a 2-million-row `candidates` table through the catalog holds a row group at a
 /// time: the reading process (a fresh one, so its peak is this read's) grows by less than
 /// 48 MiB (13 MiB measured), where the rows themselves take 89 MiB in Arrow.
 #[tokio::test(flavor = "multi_thread")]
 async fn scanning_two_million_candidates_keeps_memory_flat() {
-    use blindspot::table::{self, schema, Catalog, Commit, CommitSet, Generations};
+    use big_table::status_kib;
+    use blindspot::table::{self, Catalog, Generations};
     use futures::TryStreamExt;
     if let Ok(url) = std::env::var(MEMORY_CHILD) {
         let before = status_kib("VmRSS:");
@@ -2105,39 +2097,7 @@ async fn scanning_two_million_candidates_keeps_memory_flat() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = Location::open(dir.path().to_str().unwrap()).unwrap();
-    let catalog = Catalog::new(&root);
-    let mut w = catalog
-        .writer(
-            &table::CANDIDATES,
-            "candidates",
-            schema::candidates(),
-            Default::default(),
-        )
-        .unwrap();
-    let key = |i: usize| format!("{:05}/{:09}", i / 10_000, i);
-    for start in (0..MEMORY_ROWS).step_by(100_000) {
-        let end = start + 100_000;
-        let batch = RecordBatch::try_new(
-            schema::candidates(),
-            vec![
-                Arc::new(StringArray::from_iter_values((start..end).map(key))),
-                Arc::new(StringArray::from_iter_values(
-                    (start..end).map(|i| key(i + 1)),
-                )),
-                Arc::new(Float32Array::from_iter_values((start..end).map(|_| 0.97))),
-            ],
-        )
-        .unwrap();
-        w.write(&batch).await.unwrap();
-    }
-    let objects = w.finish().await.unwrap();
-    let commit = Commit::new("", 1, &serde_json::json!({}))
-        .unwrap()
-        .with(&table::CANDIDATES, objects);
-    catalog
-        .commit(CommitSet::CANDIDATES, &commit)
-        .await
-        .unwrap();
+    big_table::commit_candidates(&root, &big_table::candidate_batches(MEMORY_ROWS)).await;
 
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
