@@ -1,5 +1,6 @@
-//! Object storage: opening any URL blindspot accepts, the run root's layout, commit manifests,
-//! and the lock that keeps two runs off one root.
+//! Object storage: opening any URL blindspot accepts, reading and writing whole small
+//! objects, and the lock that keeps two runs off one root. What lives where under a run root
+//! is the catalog's business (`table`), not this module's.
 //!
 //! Local paths, `file://`, `s3://`, `gs://`, `az://` (and `abfs://`) and `memory://` all open
 //! through `object_store`; cloud credentials come from the environment only. `memory://NAME/`
@@ -15,7 +16,7 @@ use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -169,25 +170,6 @@ impl Location {
     pub async fn put_json<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {
         let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
         self.put(rel, Bytes::from(json)).await
-    }
-
-    /// Reads every JSON object under `rel`, in path order.
-    pub async fn read_json_dir<T: DeserializeOwned>(&self, rel: &str) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        for meta in self.list(rel).await? {
-            if !meta.location.as_ref().ends_with(".json") {
-                continue;
-            }
-            let uri = self.uri_of(&meta.location);
-            let bytes = self
-                .get_bytes(&meta.location)
-                .await
-                .map_err(|e| Error::storage(&uri, e))?;
-            let value = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::table("commit manifest", format!("{uri}: {e}")))?;
-            out.push(value);
-        }
-        Ok(out)
     }
 
     /// True when this location is on the local disk (where pids can be checked).

@@ -160,11 +160,6 @@ pub const TABLES: &[&TableDef] = &[
     &CORRELATIONS,
 ];
 
-/// The table of this name.
-pub fn table(name: &str) -> Option<&'static TableDef> {
-    TABLES.iter().copied().find(|t| t.name == name)
-}
-
 /// One data object of a table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataObject {
@@ -500,8 +495,7 @@ impl Catalog {
                 .flatten()
                 .map(|o| o.path.as_str())
                 .collect();
-            for (name, _) in previous.tables.iter() {
-                let Some(def) = table(name) else { continue };
+            for def in TABLES.iter().filter(|t| t.commits == set) {
                 for old in previous.objects(def) {
                     if !keep.contains(old.path.as_str()) {
                         let path = self.root.path(&old.path);
@@ -604,6 +598,13 @@ mod tests {
         let g1 = cat.begin("embed").await.unwrap();
         let g2 = cat.begin("embed").await.unwrap();
         assert_eq!((g1, g2), (1, 2));
+        // Runs starting at once never share a number.
+        let at_once: Vec<u64> = futures::future::try_join_all((0..8).map(|_| cat.begin("x")))
+            .await
+            .unwrap();
+        let distinct: BTreeSet<u64> = at_once.iter().copied().collect();
+        assert_eq!(distinct.len(), 8, "{at_once:?}");
+        assert!(distinct.iter().all(|g| *g > g2));
         for (unit, g) in [("a", g1), ("b", g2)] {
             let c = Commit::new(unit, g, &serde_json::json!({})).unwrap().with(
                 &ERRORS,
@@ -629,5 +630,43 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_whole_table_commit_deletes_what_it_replaces_and_nothing_else() {
+        let root = Location::open("memory://catalog-replace/root").unwrap();
+        let cat = Catalog::new(&root);
+        let object = |path: &str| DataObject {
+            path: path.into(),
+            rows: Some(1),
+        };
+        for rel in ["pairs/pairs.parquet", "pairs/pairs.1.parquet"] {
+            root.put(rel, bytes::Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        let first = Commit::new("", 1, &serde_json::json!({})).unwrap().with(
+            &PAIRS,
+            vec![
+                object("pairs/pairs.parquet"),
+                object("pairs/pairs.1.parquet"),
+            ],
+        );
+        cat.commit(CommitSet::FILTER, &first).await.unwrap();
+        let second = Commit::new("", 2, &serde_json::json!({}))
+            .unwrap()
+            .with(&PAIRS, vec![object("pairs/pairs.parquet")]);
+        cat.commit(CommitSet::FILTER, &second).await.unwrap();
+        let left: Vec<String> = root
+            .list("pairs")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| root.relative(&m.location))
+            .collect();
+        assert_eq!(left, ["pairs/pairs.parquet"]);
+        let now = cat.commits(&PAIRS, Generations::All).await.unwrap();
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].generation, 2);
     }
 }
