@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::mmvp::{MMVP_IMAGES, QUESTIONS};
+use crate::sql;
 use crate::storage::{get_url, Location};
-use crate::table::{self, io, Catalog, Generations};
+use crate::table::{self, io};
 
 /// What `annotate` wrote.
 #[derive(Clone, Debug, Serialize)]
@@ -30,23 +31,30 @@ struct MinedPair {
     dino: f32,
 }
 
-async fn read_pairs(root: &Location) -> Result<Vec<MinedPair>> {
-    let catalog = Catalog::new(root);
-    if !catalog.has(&table::PAIRS).await? {
+/// The first `limit` mined pairs (all when `None`) in `sql/annotate.sql`'s order; only those
+/// are ever held in memory.
+async fn read_pairs(root: &Location, limit: Option<usize>) -> Result<Vec<MinedPair>> {
+    let (ctx, tables) = sql::session(root).await?;
+    if !tables.iter().any(|t| t == table::PAIRS.name) {
         return Err(Error::Usage(format!(
             "{} has no pairs; run the filter stage first (`blindspot filter --root {}`)",
             root.url, root.url
         )));
     }
-    let mut batches = catalog
-        .scan(
-            &table::PAIRS,
-            &["a", "b", "a_uri", "b_uri", "clip_sim", "dino_sim"],
-            Generations::All,
-        )
-        .await?;
+    let mut batches = ctx
+        .sql(sql::queries::ANNOTATE)
+        .await
+        .and_then(|df| df.limit(0, limit))
+        .map_err(|e| Error::table("pairs", format!("sql/annotate.sql: {e}")))?
+        .execute_stream()
+        .await
+        .map_err(|e| Error::table("pairs", e))?;
     let mut out = Vec::new();
-    while let Some(batch) = batches.try_next().await? {
+    while let Some(batch) = batches
+        .try_next()
+        .await
+        .map_err(|e| Error::table("pairs", e))?
+    {
         let batch = &batch;
         let (a, b) = (io::strings(batch, "a")?, io::strings(batch, "b")?);
         let (au, bu) = (io::strings(batch, "a_uri")?, io::strings(batch, "b_uri")?);
@@ -69,12 +77,6 @@ async fn read_pairs(root: &Location) -> Result<Vec<MinedPair>> {
             });
         }
     }
-    // The most CLIP-blind pairs (lowest DINOv2 similarity) first; ties by key for stable output.
-    out.sort_by(|x, y| {
-        x.dino
-            .total_cmp(&y.dino)
-            .then_with(|| (&x.a, &x.b).cmp(&(&y.a, &y.b)))
-    });
     Ok(out)
 }
 
@@ -90,8 +92,7 @@ pub async fn annotate(
     out: &Location,
     limit: Option<usize>,
 ) -> Result<AnnotateSummary> {
-    let mut pairs = read_pairs(root).await?;
-    pairs.truncate(limit.unwrap_or(usize::MAX));
+    let pairs = read_pairs(root, limit).await?;
     let mut sheet = csv::Writer::from_writer(Vec::new());
     let header = [
         "Index",

@@ -33,6 +33,8 @@ use crate::table::{Catalog, TableStatus};
 pub mod queries {
     /// `sql/pairs.sql`: candidates whose DINOv2 similarity is below `$1`, with run id `$2`.
     pub const PAIRS: &str = include_str!("../sql/pairs.sql");
+    /// `sql/annotate.sql`: the mined pairs, most CLIP-blind first.
+    pub const ANNOTATE: &str = include_str!("../sql/annotate.sql");
 }
 
 /// `cosine_sim(a, b)`: cosine similarity of two `FixedSizeList<Float32 | Float16>` columns of

@@ -1784,6 +1784,27 @@ fn annotate_exports_mined_pairs_as_an_mmvp_sheet_that_loads_back() {
     assert!(lines[0].starts_with("Index,Question,Options,Correct Answer,Pattern,key,source"));
     assert_eq!(lines.len(), 1 + 2 * 14);
     assert_eq!(walk(&sheet.join("MMVP Images")).len(), 28);
+    // `--limit N`: the N most CLIP-blind pairs, lowest DINOv2 similarity first.
+    let dino_of = |text: &str| -> Vec<f64> {
+        text.lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let all = dino_of(&text);
+    assert!(all.windows(2).all(|w| w[0] <= w[1]), "{all:?}");
+    let top = dir.path().join("top");
+    run_ok(&[
+        "annotate",
+        "--root",
+        root.to_str().unwrap(),
+        "--out",
+        top.to_str().unwrap(),
+        "--limit",
+        "3",
+    ]);
+    let top_text = std::fs::read_to_string(top.join("Questions.csv")).unwrap();
+    assert_eq!(dino_of(&top_text), all[..6]);
     // Unfilled, it loads but cannot be evaluated: the message says what to do.
     let server = openai::Server::start(|_, _| openai::Reply::Text("(a)".into()));
     let out = run(&mllm_args(
