@@ -8,9 +8,9 @@
 //!
 //! - shared: `storage` (object stores, run-root lock), `table` (the catalog, schemas, streaming
 //!   reads and writes), `encoder` (ONNX encoders, decoding and preprocessing), `sql` (DataFusion
-//!   over the catalog), `mmvp` (the benchmark formats on storage), `progress`, `error`;
-//! - stages: `embed` (ingest, decode once, both encoders), `mine` (`index`, `candidates`,
-//!   `filter`), `eval` (MLLMs, vision encoders, correlation), `annotate`;
+//!   over the catalog), `mmvp` (the benchmark formats on storage), `progress`, `rng` (seeded draws), `error`;
+//! - stages: `embed` (ingest, decode once, both encoders), `mine` (`partition`, `index`,
+//!   `candidates`, `filter`), `eval` (MLLMs, vision encoders, correlation), `annotate`;
 //! - around them: `synth` (synthetic corpora with known pairs), `spec` (pipeline specs).
 
 pub mod annotate;
@@ -21,6 +21,7 @@ pub mod eval;
 pub mod mine;
 pub mod mmvp;
 pub mod progress;
+pub mod rng;
 pub mod spec;
 pub mod sql;
 pub mod storage;

@@ -14,13 +14,22 @@ use crate::encoder::{self, OnnxEncoder, SessionParams};
 use crate::error::{Error, Result};
 use crate::eval::mllm::MllmEntry;
 use crate::mine::ann::{IndexParams, Quantization};
-use crate::mine::candidates::CandidateParams;
+use crate::mine::candidates::{CandidateParams, Method};
+use crate::mine::partition::PartitionParams;
 use crate::storage::Location;
 use crate::synth::{SynthFormat, SynthParams};
 use crate::table::schema::FloatType;
 
 /// The stages a spec can name, in pipeline order.
-pub const STAGES: &[&str] = &["synth", "embed", "index", "candidates", "filter", "eval"];
+pub const STAGES: &[&str] = &[
+    "synth",
+    "embed",
+    "partition",
+    "index",
+    "candidates",
+    "filter",
+    "eval",
+];
 
 /// A pipeline spec as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -39,6 +48,9 @@ pub struct Spec {
     /// Index settings.
     #[serde(default)]
     pub index: IndexSection,
+    /// Partition settings.
+    #[serde(default)]
+    pub partition: PartitionSection,
     /// Candidates settings.
     #[serde(default)]
     pub candidates: CandidatesSection,
@@ -150,7 +162,9 @@ pub struct CandidatesSection {
     pub clip_min: f32,
     /// First k.
     pub k: usize,
-    /// Brute force instead of the index.
+    /// `partitioned` (the cells of the partition stage), `index` or `exact`.
+    pub method: Method,
+    /// Older specs' way to say `method = "exact"`.
     pub exact: bool,
 }
 
@@ -160,7 +174,46 @@ impl Default for CandidatesSection {
         CandidatesSection {
             clip_min: p.clip_min,
             k: p.k,
-            exact: p.exact,
+            method: p.method,
+            exact: false,
+        }
+    }
+}
+
+/// `[partition]`; every field has a default. Its CLIP threshold is `[candidates] clip-min`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct PartitionSection {
+    /// Cells (default about sqrt(n)).
+    pub cells: Option<usize>,
+    /// Vectors sampled to train the centroids.
+    pub sample: Option<usize>,
+    /// Seed of the sample and of k-means.
+    pub seed: u64,
+    /// Guest copies capped at the K nearest cells (approximate).
+    pub probe: Option<usize>,
+    /// Cells whose block is estimated above this many rows are split.
+    pub max_block_rows: usize,
+    /// Exact placement refuses above this average copy factor.
+    pub max_copies: f64,
+    /// Retrain when new vectors fit this much worse than the training sample.
+    pub drift_max: f64,
+    /// Train new centroids on every run.
+    pub retrain: bool,
+}
+
+impl Default for PartitionSection {
+    fn default() -> Self {
+        let p = PartitionParams::default();
+        PartitionSection {
+            cells: p.cells,
+            sample: p.sample,
+            seed: p.seed,
+            probe: p.probe,
+            max_block_rows: p.max_block_rows,
+            max_copies: p.max_copies,
+            drift_max: p.drift_max,
+            retrain: p.retrain,
         }
     }
 }
@@ -305,6 +358,8 @@ pub struct Resolved {
     pub embed: EmbedParams,
     /// Index settings.
     pub index: IndexParams,
+    /// Partition settings.
+    pub partition: PartitionParams,
     /// Candidates settings.
     pub candidates: CandidateParams,
     /// The DINOv2 threshold of the filter stage.
@@ -558,12 +613,30 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     let candidates = CandidateParams {
         clip_min: spec.candidates.clip_min,
         k: spec.candidates.k,
-        exact: spec.candidates.exact,
+        method: if spec.candidates.exact {
+            Method::Exact
+        } else {
+            spec.candidates.method
+        },
+        ..Default::default()
+    };
+    let p = &spec.partition;
+    let partition = PartitionParams {
+        cells: p.cells,
+        sample: p.sample,
+        seed: p.seed,
+        probe: p.probe,
+        clip_min: spec.candidates.clip_min,
+        retrain: p.retrain,
+        max_block_rows: p.max_block_rows,
+        max_copies: p.max_copies,
+        drift_max: p.drift_max,
         ..Default::default()
     };
     let dino_max = spec.filter.dino_max;
     Ok(Resolved {
         index,
+        partition,
         candidates,
         dino_max,
         stages: spec.run.stages.clone(),

@@ -11,7 +11,7 @@ use arrow::array::{
     UInt64Array,
 };
 use arrow::buffer::NullBuffer;
-use arrow::datatypes::{DataType, Field, Float32Type, Schema};
+use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -182,30 +182,52 @@ pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
     let listed = catalog.list().await?;
     let mut names = Vec::new();
     for status in &listed {
-        let name = status.name;
-        let urls = status
-            .paths
-            .iter()
-            .map(|p| ListingTableUrl::parse(root.uri_of(&root.path(p))))
-            .collect::<datafusion::error::Result<Vec<_>>>()
-            .map_err(|e| Error::table(name, e))?;
-        let options = ListingOptions::new(Arc::new(
-            // Plain Utf8 strings, as the tables are written, rather than DataFusion's Utf8View.
-            ParquetFormat::default().with_force_view_types(false),
-        ))
-        .with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .infer_schema(&ctx.state())
-            .await
-            .map_err(|e| Error::table(name, e))?;
-        let table = ListingTable::try_new(config).map_err(|e| Error::table(name, e))?;
-        ctx.register_table(name, Arc::new(table))
-            .map_err(|e| Error::table(name, e))?;
-        names.push(name.to_string());
+        register_objects(&ctx, root, status.name, &status.paths).await?;
+        names.push(status.name.to_string());
     }
     register_table_list(&ctx, &listed)?;
     Ok((ctx, names))
+}
+
+/// Registers (or replaces) table `name` of `ctx` as the Parquet objects `paths` of `root`
+/// (relative paths).
+pub async fn register_objects(
+    ctx: &SessionContext,
+    root: &Location,
+    name: &str,
+    paths: &[String],
+) -> Result<()> {
+    let urls = paths
+        .iter()
+        .map(|p| ListingTableUrl::parse(root.uri_of(&root.path(p))))
+        .collect::<datafusion::error::Result<Vec<_>>>()
+        .map_err(|e| Error::table(name, e))?;
+    let options = ListingOptions::new(Arc::new(
+        // Plain Utf8 strings, as the tables are written, rather than DataFusion's Utf8View.
+        ParquetFormat::default().with_force_view_types(false),
+    ))
+    .with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await
+        .map_err(|e| Error::table(name, e))?;
+    let table = ListingTable::try_new(config).map_err(|e| Error::table(name, e))?;
+    ctx.deregister_table(name)
+        .map_err(|e| Error::table(name, e))?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(|e| Error::table(name, e))?;
+    Ok(())
+}
+
+/// Registers (or replaces) table `name` of `ctx` as an empty table of `schema`.
+pub fn register_empty(ctx: &SessionContext, name: &str, schema: SchemaRef) -> Result<()> {
+    let table = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::table(name, e))?;
+    ctx.deregister_table(name)
+        .map_err(|e| Error::table(name, e))?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(|e| Error::table(name, e))?;
+    Ok(())
 }
 
 /// The schema holding `blindspot.tables`, the catalog's own list.

@@ -12,6 +12,7 @@ use image::{ImageFormat, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 use crate::storage::Location;
 
 /// How the corpus is laid out.
@@ -104,22 +105,6 @@ pub struct Facts {
     /// Where an L shape's free end points (`left`, `right`, `up`, `down`), for mirror pairs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facing: Option<String>,
-}
-
-/// splitmix64: a tiny deterministic generator, so the corpus never depends on a crate's RNG.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 const GREY: Rgb<u8> = Rgb([128, 128, 128]);

@@ -1,12 +1,77 @@
-//! `blindspot index`, `candidates` and `filter`.
+//! `blindspot partition`, `index`, `candidates` and `filter`.
 
 use anyhow::Result;
 use blindspot::mine::ann::{IndexParams, Quantization};
-use blindspot::mine::candidates::CandidateParams;
+use blindspot::mine::candidates::{CandidateParams, CandidatesSummary, Method};
+use blindspot::mine::filter::FilterSummary;
+use blindspot::mine::partition::{PartitionParams, PartitionSummary};
 use blindspot::storage::Location;
 use clap::Args;
 
-use super::{progress, report};
+use super::{parse_worker, progress, report};
+
+#[derive(Args, Debug)]
+pub struct PartitionArgs {
+    /// Run root (with committed embeddings).
+    #[arg(long)]
+    pub root: String,
+    #[command(flatten)]
+    pub params: PartitionParamArgs,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PartitionParamArgs {
+    /// Cells (default: about sqrt(n), more if a cell's block would be too big).
+    #[arg(long)]
+    pub cells: Option<usize>,
+    /// Vectors sampled to train the centroids (default: 32 per cell, 20k to 500k).
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// Seed of the sample and of k-means.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Copy a vector as a guest into at most its K nearest other cells (approximate; measure
+    /// with `candidates --recall`). Default: every cell where it can have a pair (exact).
+    #[arg(long)]
+    pub probe: Option<usize>,
+    /// The CLIP threshold mining will use (the guest radius depends on it).
+    #[arg(long, default_value_t = PartitionParams::default().clip_min)]
+    pub clip_min: f32,
+    /// Train new centroids and place every vector again.
+    #[arg(long)]
+    pub retrain: bool,
+    /// Split cells whose block (home + guests) is estimated above this many rows; a cell's
+    /// block is what candidates holds in memory (rows x dim x 4 bytes).
+    #[arg(long, default_value_t = PartitionParams::default().max_block_rows)]
+    pub max_block_rows: usize,
+    /// Refuse exact placement when vectors would average more guest copies than this.
+    #[arg(long, default_value_t = PartitionParams::default().max_copies)]
+    pub max_copies: f64,
+    /// Retrain when new vectors fit the centroids this much worse (mean cosine) than the
+    /// training sample did.
+    #[arg(long, default_value_t = PartitionParams::default().drift_max)]
+    pub drift_max: f64,
+}
+
+impl PartitionParamArgs {
+    pub fn params(&self) -> PartitionParams {
+        PartitionParams {
+            cells: self.cells,
+            sample: self.sample,
+            seed: self.seed,
+            probe: self.probe,
+            clip_min: self.clip_min,
+            retrain: self.retrain,
+            max_block_rows: self.max_block_rows,
+            max_copies: self.max_copies,
+            drift_max: self.drift_max,
+            ..Default::default()
+        }
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct IndexArgs {
@@ -53,19 +118,27 @@ impl IndexParamArgs {
 
 #[derive(Args, Debug)]
 pub struct CandidatesArgs {
-    /// Run root (indexed first with `blindspot index`, unless --exact).
+    /// Run root (partitioned first with `blindspot partition`, or indexed with `blindspot
+    /// index` for --method index).
     #[arg(long)]
     pub root: String,
+    /// How pairs are found: the partition's cells, the HNSW index, or brute force.
+    #[arg(long, value_enum, default_value_t = Method::Partitioned)]
+    pub method: Method,
+    /// Only this worker's share of the cells, as i/N (cells c with c % N == i); any number of
+    /// workers on one run root together write what one run writes.
+    #[arg(long, value_parser = parse_worker)]
+    pub worker: Option<(u32, u32)>,
     /// Keep pairs with CLIP similarity strictly above this.
     #[arg(long, default_value_t = CandidateParams::default().clip_min)]
     pub clip_min: f32,
-    /// Neighbours asked for first; doubled while all pass.
+    /// Neighbours asked for first (--method index); doubled while all pass.
     #[arg(long, default_value_t = CandidateParams::default().k)]
     pub k: usize,
-    /// Brute force over every pair (the ground truth) instead of the index.
-    #[arg(long)]
+    /// The same as --method exact.
+    #[arg(long, hide = true)]
     pub exact: bool,
-    /// Also measure the index's recall against brute force on a sample of images.
+    /// Also measure the table's recall against brute force on a sample of images.
     #[arg(long)]
     pub recall: bool,
     /// Query images in the recall sample.
@@ -89,6 +162,68 @@ pub struct FilterArgs {
     pub json: bool,
 }
 
+/// `blindspot partition`.
+pub async fn partition_cmd(a: PartitionArgs) -> Result<()> {
+    let root = Location::open(&a.root)?;
+    let s = blindspot::mine::partition::partition(&root, &a.params.params(), progress()).await?;
+    report(a.json, &s, || partition_text(&s));
+    Ok(())
+}
+
+/// The one-line summary of a partition run.
+pub fn partition_text(s: &PartitionSummary) -> String {
+    match s.generation {
+        None => format!(
+            "partition: up to date ({} cells, layout {}): every committed shard is placed",
+            s.cells, s.layout
+        ),
+        Some(g) => format!(
+            "partition: generation {g}: {} vectors of {} shards into {} cells{}, {} guest copies \
+             (copy factor {:.2}), largest block {} rows, fit {:.3}{}, {:.1} MiB in {:.1}s",
+            s.vectors,
+            s.shards,
+            s.cells,
+            match &s.trained {
+                Some(why) => format!(" (trained: {why})"),
+                None => " (existing centroids)".to_string(),
+            },
+            s.guests,
+            s.copy_factor,
+            s.largest_block,
+            s.fit,
+            s.drift.map(|d| format!(", drift {d:.3}")).unwrap_or_default(),
+            s.bytes as f64 / (1 << 20) as f64,
+            s.seconds
+        ),
+    }
+}
+
+/// The summary of a candidates run.
+pub fn candidates_text(s: &CandidatesSummary, clip_min: f32) -> String {
+    let mut text = format!(
+        "candidates ({}): {} pairs with clip > {clip_min} among {} images in {:.1}s ({} in the table, {} exact duplicates collapsed)",
+        s.mode, s.pairs, s.images, s.seconds, s.table_pairs, s.duplicates
+    );
+    if s.mode == "partitioned" {
+        text += &format!(
+            "\n  cells: {} joined, {} already committed, of {}; copy factor {:.2}; {:.1} MiB read; largest block {:.1} MiB",
+            s.cells.done,
+            s.cells.skipped,
+            s.cells.total,
+            s.copy_factor.unwrap_or(1.0),
+            s.bytes_read as f64 / (1 << 20) as f64,
+            s.peak_block_bytes as f64 / (1 << 20) as f64
+        );
+    }
+    if let Some(r) = &s.recall {
+        text += &format!(
+            "\n  recall on {} sampled images: {:.4} ({} of {} exact pairs)",
+            r.sample, r.recall, r.found, r.exact_pairs
+        );
+    }
+    text
+}
+
 /// `blindspot index`.
 pub async fn index_cmd(a: IndexArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
@@ -108,29 +243,18 @@ pub async fn candidates_cmd(a: CandidatesArgs) -> Result<()> {
     let params = CandidateParams {
         clip_min: a.clip_min,
         k: a.k,
-        exact: a.exact,
+        method: if a.exact { Method::Exact } else { a.method },
         ..Default::default()
     };
     let s = blindspot::mine::candidates::candidates(
         &root,
         &params,
+        a.worker,
         a.recall.then_some(a.recall_sample),
         progress(),
     )
     .await?;
-    report(a.json, &s, || {
-        let mut text = format!(
-            "candidates ({}): {} pairs with clip > {} among {} images in {:.1}s",
-            s.mode, s.pairs, a.clip_min, s.images, s.seconds
-        );
-        if let Some(r) = &s.recall {
-            text += &format!(
-                "\n  index recall on {} sampled images: {:.4} ({} of {} exact pairs)",
-                r.sample, r.recall, r.found, r.exact_pairs
-            );
-        }
-        text
-    });
+    report(a.json, &s, || candidates_text(&s, a.clip_min));
     Ok(())
 }
 
@@ -138,11 +262,20 @@ pub async fn candidates_cmd(a: CandidatesArgs) -> Result<()> {
 pub async fn filter_cmd(a: FilterArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
     let s = blindspot::mine::filter::filter(&root, a.dino_max).await?;
-    report(a.json, &s, || {
-        format!(
-            "filter: {} CLIP-blind pairs (dino < {}) in {:.1}s, run {}",
-            s.pairs, a.dino_max, s.seconds, s.run_id
-        )
-    });
+    report(a.json, &s, || filter_text(&s, a.dino_max));
     Ok(())
+}
+
+/// The summary of a filter run.
+pub fn filter_text(s: &FilterSummary, dino_max: f32) -> String {
+    match (s.incremental, s.units) {
+        (true, 0) => "filter: up to date: every candidate unit is filtered already".to_string(),
+        (incremental, units) => format!(
+            "filter: {} CLIP-blind pairs (dino < {dino_max}) from {units} candidate units{} in {:.1}s, run {}",
+            s.pairs,
+            if incremental { " (new since the last run, appended)" } else { "" },
+            s.seconds,
+            s.run_id
+        ),
+    }
 }

@@ -64,9 +64,12 @@ enum Command {
     },
     /// Measure decode + preprocess throughput on a folder of images (for scripts/bench_preprocess.py).
     BenchPreprocess(embed::BenchArgs),
-    /// Build the usearch HNSW index over the CLIP embeddings of a run root.
+    /// Cluster the CLIP embeddings into mining cells (home + guest copies); new shards only.
+    Partition(mine::PartitionArgs),
+    /// Build the usearch HNSW index over the CLIP embeddings (for candidates --method index).
     Index(mine::IndexArgs),
-    /// Find every pair with CLIP similarity above the threshold (index, or --exact brute force).
+    /// Find every pair with CLIP similarity above the threshold, cell by cell (or --method
+    /// index|exact).
     Candidates(mine::CandidatesArgs),
     /// Keep the candidate pairs whose DINOv2 similarity is below the threshold (DataFusion SQL).
     Filter(mine::FilterArgs),
@@ -176,6 +179,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Validate { spec } => run::validate(&spec).await,
         Command::Run { spec, json } => run::run(&spec, json).await,
         Command::BenchPreprocess(a) => embed::bench_preprocess(a),
+        Command::Partition(a) => mine::partition_cmd(a).await,
         Command::Index(a) => mine::index_cmd(a).await,
         Command::Candidates(a) => mine::candidates_cmd(a).await,
         Command::Filter(a) => mine::filter_cmd(a).await,

@@ -118,29 +118,27 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     )
                 });
             }
+            "partition" => {
+                let s = blindspot::mine::partition::partition(&r.root, &r.partition, progress())
+                    .await?;
+                report(json, &s, || super::mine::partition_text(&s));
+            }
             "candidates" => {
                 let s = blindspot::mine::candidates::candidates(
                     &r.root,
                     &r.candidates,
                     None,
+                    None,
                     progress(),
                 )
                 .await?;
                 report(json, &s, || {
-                    format!(
-                        "candidates ({}): {} pairs with clip > {} among {} images in {:.1}s",
-                        s.mode, s.pairs, r.candidates.clip_min, s.images, s.seconds
-                    )
+                    super::mine::candidates_text(&s, r.candidates.clip_min)
                 });
             }
             "filter" => {
                 let s = blindspot::mine::filter::filter(&r.root, r.dino_max).await?;
-                report(json, &s, || {
-                    format!(
-                        "filter: {} CLIP-blind pairs (dino < {}) in {:.1}s",
-                        s.pairs, r.dino_max, s.seconds
-                    )
-                });
+                report(json, &s, || super::mine::filter_text(&s, r.dino_max));
             }
             "eval" => eval::run_stage(&r, json).await?,
             other => anyhow::bail!("unknown stage {other:?}"),
@@ -205,7 +203,7 @@ async fn print_demo_summary(root: &Location, corpus: &str) -> Result<()> {
         }
     }
     print_mined_pairs(root, &truth).await?;
-    println!("\noutputs under {}: embeddings/, errors/, index/, duplicates/, candidates/, pairs/ (query them with `blindspot sql --root {}`)", root.url, root.url);
+    println!("\noutputs under {}: embeddings/, errors/, partition/, duplicates/, candidates/, pairs/ (query them with `blindspot sql --root {}`)", root.url, root.url);
     Ok(())
 }
 

@@ -1,7 +1,13 @@
 //! The filter stage: DataFusion runs `sql/pairs.sql` over the `candidates` and `embeddings`
 //! tables, keeping the pairs whose DINOv2 similarity is below the threshold, and streams them
 //! to the `pairs` table.
+//!
+//! Incremental: each run's commit names the candidate units (`unit@generation`) it covered.
+//! When the earlier runs used the same threshold and every unit they covered is still
+//! committed, a run filters only the candidate units added since (a nightly increment) and
+//! appends its pairs as a new commit; otherwise it filters everything and replaces the table.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use datafusion::common::ScalarValue;
@@ -22,6 +28,9 @@ pub struct FilterCommit {
     pub dino_max: f32,
     /// The run id stamped on the rows.
     pub run_id: String,
+    /// The candidate units covered, as `unit@generation`.
+    #[serde(default)]
+    pub candidates: Vec<String>,
     /// The blindspot version.
     pub version: String,
 }
@@ -29,8 +38,12 @@ pub struct FilterCommit {
 /// What a filter run did.
 #[derive(Clone, Debug, Serialize)]
 pub struct FilterSummary {
-    /// CLIP-blind pairs written.
+    /// CLIP-blind pairs written by this run.
     pub pairs: u64,
+    /// Candidate units filtered by this run.
+    pub units: usize,
+    /// True when only units added since the last run were filtered.
+    pub incremental: bool,
     /// The run id.
     pub run_id: String,
     /// Wall time.
@@ -59,18 +72,60 @@ pub async fn filter(root: &Location, dino_max: f32) -> Result<FilterSummary> {
     result
 }
 
+fn covered(c: &Commit) -> String {
+    format!("{}@{}", c.unit, c.generation)
+}
+
 async fn filter_locked(root: &Location, dino_max: f32) -> Result<FilterSummary> {
     let started = Instant::now();
     let catalog = Catalog::new(root);
-    let (ctx, tables) = sql::session(root).await?;
-    if !tables.iter().any(|t| t == table::CANDIDATES.name) {
+    let units = catalog.commits_of(CommitSet::CANDIDATES).await?;
+    if units.is_empty() {
         return Err(Error::Usage(format!(
             "{} has no candidates; run `blindspot candidates --root {}` first",
             root.url, root.url
         )));
     }
-    let generation = catalog.begin("filter").await?;
+    let current: BTreeSet<String> = units.iter().map(covered).collect();
+    let earlier: Vec<FilterCommit> = catalog
+        .commits_of(CommitSet::FILTER)
+        .await?
+        .iter()
+        .map(|c| c.info::<FilterCommit>())
+        .collect::<Result<_>>()
+        .unwrap_or_default();
+    let done: BTreeSet<&String> = earlier.iter().flat_map(|f| &f.candidates).collect();
+    let incremental = !earlier.is_empty()
+        && earlier
+            .iter()
+            .all(|f| f.dino_max == dino_max && !f.candidates.is_empty())
+        && done.iter().all(|u| current.contains(*u));
+    let todo: Vec<&Commit> = units
+        .iter()
+        .filter(|c| !incremental || !done.contains(&covered(c)))
+        .collect();
     let run_id = new_run_id();
+    if incremental && todo.is_empty() {
+        return Ok(FilterSummary {
+            pairs: 0,
+            units: 0,
+            incremental,
+            run_id,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    let (ctx, _) = sql::session(root).await?;
+    let paths: Vec<String> = todo
+        .iter()
+        .flat_map(|c| c.objects(&table::CANDIDATES))
+        .map(|o| o.path)
+        .collect();
+    if paths.is_empty() {
+        sql::register_empty(&ctx, table::CANDIDATES.name, table::schema::candidates())?;
+    } else {
+        sql::register_objects(&ctx, root, table::CANDIDATES.name, &paths).await?;
+    }
+    let generation = catalog.begin("filter").await?;
     let df = ctx
         .sql(sql::queries::PAIRS)
         .await
@@ -86,7 +141,8 @@ async fn filter_locked(root: &Location, dino_max: f32) -> Result<FilterSummary> 
         .execute_stream()
         .await
         .map_err(|e| Error::table("pairs", e))?;
-    let mut writer = catalog.writer(&table::PAIRS, "pairs", schema, WriteParams::default())?;
+    let stem = format!("g{generation:010}/pairs");
+    let mut writer = catalog.writer(&table::PAIRS, &stem, schema, WriteParams::default())?;
     let mut pairs = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| Error::table("pairs", e))?;
@@ -98,12 +154,21 @@ async fn filter_locked(root: &Location, dino_max: f32) -> Result<FilterSummary> 
         pairs,
         dino_max,
         run_id: run_id.clone(),
+        candidates: todo.iter().map(|c| covered(c)).collect(),
         version: crate::VERSION.to_string(),
     };
-    let commit = Commit::new("", generation, &record)?.with(&table::PAIRS, objects);
+    let unit = format!("f{generation:010}");
+    let commit = Commit::new(&unit, generation, &record)?.with(&table::PAIRS, objects);
     catalog.commit(CommitSet::FILTER, &commit).await?;
+    if !incremental {
+        catalog
+            .retract(CommitSet::FILTER, |c| c.unit != unit)
+            .await?;
+    }
     Ok(FilterSummary {
         pairs,
+        units: todo.len(),
+        incremental,
         run_id,
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -1,16 +1,15 @@
-//! The index stage: a usearch HNSW index (cosine) over the unique `embeddings.clip` vectors,
-//! built with all cores and saved under the run root, after collapsing exact duplicates
-//! (same content hash) into their own `duplicates` table so identical images neither crowd
-//! neighbour lists nor degrade the graph.
+//! The index stage (for `candidates --method index`): a usearch HNSW index (cosine) over the
+//! unique `embeddings.clip` vectors, built with all cores and saved under the run root, after
+//! collapsing exact duplicates (same content hash) so identical images neither crowd neighbour
+//! lists nor degrade the graph (the candidates stage writes them to `duplicates`).
 //!
-//! Layout: `index/clip.usearch` and `index/labels.parquet` (see `ann`), the `duplicates` table,
-//! and the commit `_commits/index.json` written last. Labels are row numbers over the unique
+//! Layout: `index/clip.usearch` and `index/labels.parquet` (see `ann`), and the commit
+//! `_commits/index.json` written last. Labels are row numbers over the unique
 //! images, in shard-id order.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{RecordBatch, StringArray};
 use serde::Serialize;
 
 use super::ann::{self, IndexCommit, IndexParams};
@@ -18,7 +17,7 @@ use super::vectors::unique_vectors;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::storage::{Location, RunLock};
-use crate::table::{self, io, schema, Catalog, Commit, CommitSet};
+use crate::table::{Catalog, Commit, CommitSet};
 
 /// What an index run did.
 #[derive(Clone, Debug, Serialize)]
@@ -72,24 +71,6 @@ async fn index_locked(
     };
     let built = built?;
     ann::save(root, &built, &vectors.keys).await?;
-    let d = &vectors.duplicates;
-    let dups = RecordBatch::try_new(
-        schema::duplicates(),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                d.iter().map(|x| x.0.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                d.iter().map(|x| x.1.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                d.iter().map(|x| x.2.as_str()),
-            )),
-        ],
-    )
-    .map_err(|e| Error::table(table::DUPLICATES.name, e))?;
-    let base = format!("{}/duplicates", table::DUPLICATES.dir);
-    let objects = io::write_batches(root, &base, &schema::duplicates(), &[dups]).await?;
     let record = IndexCommit {
         vectors: vectors.len() as u64,
         duplicates: vectors.duplicates.len() as u64,
@@ -98,7 +79,7 @@ async fn index_locked(
         shards: vectors.shards.clone(),
         version: crate::VERSION.to_string(),
     };
-    let commit = Commit::new("", generation, &record)?.with(&table::DUPLICATES, objects);
+    let commit = Commit::new("", generation, &record)?;
     catalog.commit(CommitSet::INDEX, &commit).await?;
     Ok(IndexSummary {
         rows: vectors.rows,

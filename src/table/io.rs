@@ -16,7 +16,7 @@ use futures::{FutureExt, Stream, StreamExt, TryFutureExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::{AsyncArrowWriter, ProjectionMask};
 use parquet::errors::ParquetError;
@@ -142,6 +142,18 @@ impl TableWriter {
             >= self.params.max_object_bytes
         {
             self.close_current().await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the current row group, so the next rows start a new one (a row group then holds
+    /// only what was written since the last call: one mining cell, say).
+    pub async fn end_group(&mut self) -> Result<()> {
+        if let Some(open) = self.current.as_mut() {
+            open.writer
+                .flush()
+                .await
+                .map_err(|e| Error::table(&open.path, e))?;
         }
         Ok(())
     }
@@ -274,6 +286,39 @@ async fn open_object(
     let builder = ParquetRecordBatchStreamBuilder::new(reader(&root, &rel).await?)
         .await
         .map_err(|e| Error::table(&rel, e))?;
+    stream_of(builder, rel, &columns, batch_rows)
+}
+
+/// The footer of one object (schema, row groups and their statistics), read once so that
+/// chosen row groups can be streamed later without reading it again.
+pub async fn object_metadata(root: &Location, rel: &str) -> Result<ArrowReaderMetadata> {
+    let mut r = reader(root, rel).await?;
+    ArrowReaderMetadata::load_async(&mut r, ArrowReaderOptions::new())
+        .await
+        .map_err(|e| Error::table(rel, e))
+}
+
+/// Streams only `row_groups` of one object (range reads of those groups' projected columns).
+pub async fn scan_row_groups(
+    root: &Location,
+    rel: &str,
+    metadata: ArrowReaderMetadata,
+    row_groups: Vec<usize>,
+    columns: &[&str],
+) -> Result<BatchStream> {
+    let builder =
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader(root, rel).await?, metadata)
+            .with_row_groups(row_groups);
+    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    stream_of(builder, rel.to_string(), &columns, SCAN_BATCH_ROWS)
+}
+
+fn stream_of(
+    builder: ParquetRecordBatchStreamBuilder<ObjectReader>,
+    rel: String,
+    columns: &[String],
+    batch_rows: usize,
+) -> Result<BatchStream> {
     let builder = if columns.is_empty() {
         builder
     } else {

@@ -40,21 +40,37 @@ pub enum CommitSet {
 impl CommitSet {
     /// The commits of an embed run: one per input shard (`embeddings` and `errors`).
     pub const EMBED: CommitSet = CommitSet::Units("_commits/embed");
-    /// The index stage's commit: `duplicates`, with the index files in its record.
+    /// The index stage's commit: the index files, in its record.
     pub const INDEX: CommitSet = CommitSet::Single("_commits/index.json");
-    /// The candidates stage's commit.
-    pub const CANDIDATES: CommitSet = CommitSet::Single("_commits/candidates.json");
-    /// The filter stage's commit.
-    pub const FILTER: CommitSet = CommitSet::Single("_commits/filter.json");
+    /// The partition stage's commits: one per generation of new vectors assigned to cells.
+    pub const PARTITION: CommitSet = CommitSet::Units("_commits/partition");
+    /// The candidates stage's commits: one per mining cell and partition generation (or one
+    /// for the whole table with `--method index|exact`).
+    pub const CANDIDATES: CommitSet = CommitSet::Units("_commits/candidates");
+    /// The filter stage's commits: one per run, naming the candidate units it covered.
+    pub const FILTER: CommitSet = CommitSet::Units("_commits/filter");
     /// One commit per evaluation (`answers` and `scores`).
     pub const EVAL: CommitSet = CommitSet::Units("_commits/eval");
     /// The correlate stage's commit.
     pub const CORRELATE: CommitSet = CommitSet::Single("_commits/correlate.json");
 
     fn path_of(self, unit: &str) -> String {
+        match (self, self.former_single()) {
+            (CommitSet::Units(_), Some(single)) if unit.is_empty() => single,
+            (CommitSet::Units(dir), _) => format!("{dir}/{unit}.json"),
+            (CommitSet::Single(path), _) => path.to_string(),
+        }
+    }
+
+    /// Where a set of units kept its one whole-table commit before it had units
+    /// (`_commits/candidates.json`, `_commits/filter.json`): still read, as unit `""`, until
+    /// a run retracts it.
+    fn former_single(self) -> Option<String> {
         match self {
-            CommitSet::Units(dir) => format!("{dir}/{unit}.json"),
-            CommitSet::Single(path) => path.to_string(),
+            CommitSet::Units(dir) if self == CommitSet::CANDIDATES || self == CommitSet::FILTER => {
+                Some(format!("{dir}.json"))
+            }
+            _ => None,
         }
     }
 }
@@ -98,13 +114,30 @@ pub const ERRORS: TableDef = TableDef {
     dir: "errors",
     legacy: Legacy::Field("errors"),
 };
-/// `duplicates`: exact duplicates collapsed before indexing.
+/// `duplicates`: exact duplicates collapsed before mining (written with the candidates).
 pub const DUPLICATES: TableDef = TableDef {
     name: "duplicates",
     about: "byte-identical images collapsed onto the copy kept for mining",
-    commits: CommitSet::INDEX,
+    commits: CommitSet::CANDIDATES,
     dir: "duplicates",
     legacy: Legacy::Fixed("duplicates/duplicates.parquet"),
+};
+/// `cells`: the mining layout, every unique CLIP vector in its home cell and, as a guest, in
+/// every other cell where it could have a pair.
+pub const CELLS: TableDef = TableDef {
+    name: "cells",
+    about: "mining cells: each CLIP vector in its home cell and as a guest where it can pair",
+    commits: CommitSet::PARTITION,
+    dir: "partition",
+    legacy: Legacy::Field("cells"),
+};
+/// `centroids`: the unit centroids of the mining cells.
+pub const CENTROIDS: TableDef = TableDef {
+    name: "centroids",
+    about: "the spherical k-means centroid of each mining cell",
+    commits: CommitSet::PARTITION,
+    dir: "partition",
+    legacy: Legacy::Field("centroids"),
 };
 /// `candidates`: every pair above the CLIP threshold.
 pub const CANDIDATES: TableDef = TableDef {
@@ -152,6 +185,8 @@ pub const CORRELATIONS: TableDef = TableDef {
 pub const TABLES: &[&TableDef] = &[
     &EMBEDDINGS,
     &ERRORS,
+    &CENTROIDS,
+    &CELLS,
     &DUPLICATES,
     &CANDIDATES,
     &PAIRS,
@@ -381,11 +416,14 @@ impl Catalog {
                     .map(|m| self.root.relative(&m.location))
                     .filter(|p| p.ends_with(".json"))
                     .collect();
-                let commits: Vec<Option<Commit>> = futures::stream::iter(paths)
+                let mut commits: Vec<Option<Commit>> = futures::stream::iter(paths)
                     .map(|p| async move { self.read_commit(&p, true).await })
                     .buffered(COMMIT_READS)
                     .try_collect()
                     .await?;
+                if let Some(single) = set.former_single() {
+                    commits.insert(0, self.read_commit(&single, false).await?);
+                }
                 Ok(commits.into_iter().flatten().collect())
             }
         }
@@ -498,18 +536,50 @@ impl Catalog {
             for def in TABLES.iter().filter(|t| t.commits == set) {
                 for old in previous.objects(def) {
                     if !keep.contains(old.path.as_str()) {
-                        let path = self.root.path(&old.path);
-                        match self.root.store.delete(&path).await {
-                            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                            Err(e) => {
-                                tracing::warn!(object = %self.root.uri_of(&path), error = %e, "could not delete a replaced object")
-                            }
-                        }
+                        self.delete(&old.path).await;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Withdraws the commits of `set` for which `stale` holds (the set's former whole-table
+    /// commit is unit `""`), then deletes their data objects that no remaining commit names.
+    /// Returns how many commits were withdrawn.
+    pub async fn retract(&self, set: CommitSet, stale: impl Fn(&Commit) -> bool) -> Result<usize> {
+        let (gone, kept): (Vec<Commit>, Vec<Commit>) =
+            self.commits_of(set).await?.into_iter().partition(stale);
+        let keep: BTreeSet<String> = kept
+            .iter()
+            .flat_map(|c| TABLES.iter().flat_map(|t| c.objects(t)))
+            .map(|o| o.path)
+            .collect();
+        for commit in &gone {
+            self.delete(&set.path_of(&commit.unit)).await;
+        }
+        for commit in &gone {
+            for def in TABLES.iter().filter(|t| t.commits == set) {
+                for old in commit.objects(def) {
+                    if !keep.contains(&old.path) {
+                        self.delete(&old.path).await;
+                    }
+                }
+            }
+        }
+        Ok(gone.len())
+    }
+
+    /// Deletes one object; one already gone is fine, any other failure is logged (a left-over
+    /// object that no commit names is never read).
+    async fn delete(&self, rel: &str) {
+        let path = self.root.path(rel);
+        match self.root.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(object = %self.root.uri_of(&path), error = %e, "could not delete a replaced object")
+            }
+        }
     }
 
     /// Every table with committed data: rows, objects, commits and the latest generation.
@@ -640,33 +710,78 @@ mod tests {
             path: path.into(),
             rows: Some(1),
         };
-        for rel in ["pairs/pairs.parquet", "pairs/pairs.1.parquet"] {
+        for rel in ["eval/correlations/c.parquet", "eval/correlations/c.1.parquet"] {
             root.put(rel, bytes::Bytes::from_static(b"x"))
                 .await
                 .unwrap();
         }
         let first = Commit::new("", 1, &serde_json::json!({})).unwrap().with(
-            &PAIRS,
+            &CORRELATIONS,
             vec![
-                object("pairs/pairs.parquet"),
-                object("pairs/pairs.1.parquet"),
+                object("eval/correlations/c.parquet"),
+                object("eval/correlations/c.1.parquet"),
             ],
         );
-        cat.commit(CommitSet::FILTER, &first).await.unwrap();
+        cat.commit(CommitSet::CORRELATE, &first).await.unwrap();
         let second = Commit::new("", 2, &serde_json::json!({}))
             .unwrap()
-            .with(&PAIRS, vec![object("pairs/pairs.parquet")]);
-        cat.commit(CommitSet::FILTER, &second).await.unwrap();
+            .with(&CORRELATIONS, vec![object("eval/correlations/c.parquet")]);
+        cat.commit(CommitSet::CORRELATE, &second).await.unwrap();
         let left: Vec<String> = root
-            .list("pairs")
+            .list("eval/correlations")
             .await
             .unwrap()
             .iter()
             .map(|m| root.relative(&m.location))
             .collect();
-        assert_eq!(left, ["pairs/pairs.parquet"]);
-        let now = cat.commits(&PAIRS, Generations::All).await.unwrap();
+        assert_eq!(left, ["eval/correlations/c.parquet"]);
+        let now = cat.commits(&CORRELATIONS, Generations::All).await.unwrap();
         assert_eq!(now.len(), 1);
         assert_eq!(now[0].generation, 2);
+    }
+
+    #[tokio::test]
+    async fn units_read_their_former_single_commit_until_it_is_retracted() {
+        let root = Location::open("memory://catalog-retract/root").unwrap();
+        let cat = Catalog::new(&root);
+        for rel in ["candidates/candidates.parquet", "candidates/a.parquet", "candidates/b.parquet"] {
+            root.put(rel, bytes::Bytes::from_static(b"x")).await.unwrap();
+        }
+        // Before units, the whole table had one commit with no `tables` (legacy).
+        root.put_json("_commits/candidates.json", &serde_json::json!({"pairs": 1}))
+            .await
+            .unwrap();
+        for unit in ["a", "b"] {
+            let c = Commit::new(unit, 2, &serde_json::json!({})).unwrap().with(
+                &CANDIDATES,
+                vec![DataObject {
+                    path: format!("candidates/{unit}.parquet"),
+                    rows: Some(1),
+                }],
+            );
+            cat.commit(CommitSet::CANDIDATES, &c).await.unwrap();
+        }
+        let units = |cs: Vec<Commit>| cs.into_iter().map(|c| c.unit).collect::<Vec<_>>();
+        assert_eq!(
+            units(cat.commits(&CANDIDATES, Generations::All).await.unwrap()),
+            ["", "a", "b"]
+        );
+        let gone = cat
+            .retract(CommitSet::CANDIDATES, |c| c.unit != "b")
+            .await
+            .unwrap();
+        assert_eq!(gone, 2);
+        assert_eq!(
+            units(cat.commits(&CANDIDATES, Generations::All).await.unwrap()),
+            ["b"]
+        );
+        let left: Vec<String> = root
+            .list("candidates")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| root.relative(&m.location))
+            .collect();
+        assert_eq!(left, ["candidates/b.parquet"]);
     }
 }

@@ -1,0 +1,301 @@
+//! The mining layout, shared by the partition stage (which writes it) and the candidates stage
+//! (which reads it): the `cells` and `centroids` schemas, the partition commit's record, and
+//! reading one cell's members.
+//!
+//! A `cells` object is cell-clustered: every row group holds rows of one cell only, so the
+//! `cell` column's statistics in the footer say which row groups a cell has, and a cell is
+//! read with range reads of just those groups (DuckDB or DataFusion prune the same way on
+//! `WHERE cell = n`). A partition generation writes its own objects; a cell's members are the
+//! union over the generations up to the one being mined.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use futures::TryStreamExt;
+use ndarray::Array2;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::file::statistics::Statistics;
+use serde::{Deserialize, Serialize};
+
+use super::join::Members;
+use crate::error::{Error, Result};
+use crate::storage::Location;
+use crate::table::{self, io, Catalog, Commit, CommitSet};
+
+/// The `cells` schema: the cell, whether this is the vector's home cell (else a guest copy),
+/// and the embedding row's key, content hash and CLIP vector (as stored in `embeddings`).
+pub fn cells_schema(clip: &Field) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("cell", DataType::UInt32, false),
+        Field::new("home", DataType::Boolean, false),
+        Field::new("key", DataType::Utf8, false),
+        Field::new("content_hash", DataType::Utf8, false),
+        clip.clone().with_name("clip"),
+    ]))
+}
+
+/// The `centroids` schema: one unit f32 vector per cell.
+pub fn centroids_schema(dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("cell", DataType::UInt32, false),
+        table::schema::vector_field("centroid", table::schema::FloatType::F32, dim),
+    ]))
+}
+
+/// The partition stage's record in its commit: one per generation of vectors placed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartitionCommit {
+    /// The generation whose training made the centroids (equal to this commit's own generation
+    /// when it trained them).
+    pub layout: u64,
+    /// Cells.
+    pub cells: usize,
+    /// CLIP dimension.
+    pub dim: usize,
+    /// The CLIP threshold the guest radius was computed for; candidates must not go lower.
+    pub clip_min: f32,
+    /// Every vector's norm is at most this (checked), part of the guest radius.
+    pub norm_bound: f32,
+    /// Guests capped at the nearest `probe` cells (approximate), or every cell a pair can be in.
+    pub probe: Option<usize>,
+    /// The k-means seed.
+    pub seed: u64,
+    /// Embed units (input shards) placed by this generation, with the generation of their commit.
+    pub shards: BTreeMap<String, u64>,
+    /// Home rows written (one per embedding row).
+    pub home: u64,
+    /// Guest copies written.
+    pub guests: u64,
+    /// Per cell: home and guest rows this generation added.
+    pub cell_rows: Vec<[u64; 2]>,
+    /// Mean cosine of these vectors to their home centroid.
+    pub fit: f64,
+    /// Mean cosine of the training sample to its centroids (the layout's own fit).
+    pub train_fit: f64,
+    /// `train_fit - fit` when these vectors were placed on existing centroids.
+    pub drift: Option<f64>,
+    /// Why the centroids were (re)trained, when this generation trained them.
+    pub trained: Option<String>,
+    /// The blindspot version.
+    pub version: String,
+}
+
+impl PartitionCommit {
+    /// Guest copies per home row (1.0: no guests).
+    pub fn copy_factor(&self) -> f64 {
+        (self.home + self.guests) as f64 / self.home.max(1) as f64
+    }
+}
+
+/// The current layout of a run root: its centroids and the partition generations placed on
+/// them, oldest first.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The generation that trained the centroids.
+    pub layout: u64,
+    /// Unit centroids, one row per cell.
+    pub centroids: Array2<f32>,
+    /// `(generation, record, commit)` of every partition generation, oldest first.
+    pub generations: Vec<(u64, PartitionCommit, Commit)>,
+}
+
+impl Layout {
+    /// The layout of `catalog`'s run root, if it was partitioned.
+    pub async fn open(catalog: &Catalog) -> Result<Option<Layout>> {
+        let mut generations = Vec::new();
+        for commit in catalog.commits_of(CommitSet::PARTITION).await? {
+            let record: PartitionCommit = commit.info()?;
+            generations.push((commit.generation, record, commit));
+        }
+        generations.sort_by_key(|g| g.0);
+        let Some(last) = generations.last() else {
+            return Ok(None);
+        };
+        let layout = last.1.layout;
+        if let Some(other) = generations.iter().find(|g| g.1.layout != layout) {
+            return Err(Error::table(
+                "cells",
+                format!(
+                    "partition generations {} and {} use different centroids; run `blindspot partition --retrain`",
+                    other.0, last.0
+                ),
+            ));
+        }
+        let trained = generations
+            .iter()
+            .find(|g| !g.2.objects(&table::CENTROIDS).is_empty())
+            .ok_or_else(|| Error::table("centroids", "no partition commit names the centroids"))?;
+        let paths = trained
+            .2
+            .objects(&table::CENTROIDS)
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        let dim = last.1.dim;
+        let mut centroids = Array2::<f32>::zeros((last.1.cells, dim));
+        let mut stream = io::scan_objects(
+            catalog.root(),
+            paths,
+            &["cell", "centroid"],
+            io::SCAN_BATCH_ROWS,
+        );
+        while let Some(batch) = stream.try_next().await? {
+            let cells = u32s(&batch, "cell")?;
+            let (flat, d) = io::vectors_flat(&batch, "centroid")?;
+            for (i, cell) in cells.values().iter().enumerate() {
+                let c = *cell as usize;
+                if c >= centroids.nrows() || d != dim {
+                    return Err(Error::table("centroids", format!("cell {c} of dim {d} does not fit {} cells of dim {dim}", centroids.nrows())));
+                }
+                centroids
+                    .row_mut(c)
+                    .assign(&ndarray::ArrayView1::from(&flat[i * d..(i + 1) * d]));
+            }
+        }
+        Ok(Some(Layout {
+            layout,
+            centroids,
+            generations,
+        }))
+    }
+
+    /// The record of the newest generation.
+    pub fn latest(&self) -> &PartitionCommit {
+        &self.generations.last().expect("a layout has a generation").1
+    }
+
+    /// Members of `cell` over generations up to `through` (home and guest rows).
+    pub fn block_rows(&self, cell: usize, through: u64) -> u64 {
+        self.generations
+            .iter()
+            .filter(|g| g.0 <= through)
+            .filter_map(|g| g.1.cell_rows.get(cell))
+            .map(|r| r[0] + r[1])
+            .sum()
+    }
+}
+
+fn u32s<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a UInt32Array> {
+    batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+        .ok_or_else(|| Error::table("cells", format!("no u32 column {column}")))
+}
+
+/// One `cells` object: its footer and the row groups of each cell.
+struct CellObject {
+    path: String,
+    generation: u64,
+    metadata: ArrowReaderMetadata,
+    groups: HashMap<u32, Vec<usize>>,
+}
+
+/// Reads the members of one cell at a time. Holds the footers of the `cells` objects (a few
+/// bytes per row group) and never more than the one cell being read.
+pub struct CellReader {
+    root: Location,
+    objects: Vec<CellObject>,
+}
+
+impl CellReader {
+    /// Reads the footers of every `cells` object of `layout`.
+    pub async fn open(root: &Location, layout: &Layout) -> Result<CellReader> {
+        let mut objects = Vec::new();
+        for (generation, _, commit) in &layout.generations {
+            for object in commit.objects(&table::CELLS) {
+                let metadata = io::object_metadata(root, &object.path).await?;
+                let groups = cell_groups(&metadata, &object.path)?;
+                objects.push(CellObject {
+                    path: object.path,
+                    generation: *generation,
+                    metadata,
+                    groups,
+                });
+            }
+        }
+        Ok(CellReader {
+            root: root.clone(),
+            objects,
+        })
+    }
+
+    /// The members of `cell` placed by generations up to `through`, and the compressed bytes
+    /// of the row groups read.
+    pub async fn read(&self, cell: u32, through: u64) -> Result<(Members, u64)> {
+        let mut members = Members::default();
+        let mut bytes = 0u64;
+        for object in self.objects.iter().filter(|o| o.generation <= through) {
+            let Some(groups) = object.groups.get(&cell) else {
+                continue;
+            };
+            let meta = object.metadata.metadata();
+            bytes += groups
+                .iter()
+                .map(|&g| meta.row_group(g).compressed_size().max(0) as u64)
+                .sum::<u64>();
+            let mut stream = io::scan_row_groups(
+                &self.root,
+                &object.path,
+                object.metadata.clone(),
+                groups.clone(),
+                &["home", "key", "content_hash", "clip"],
+            )
+            .await?;
+            while let Some(batch) = stream.try_next().await? {
+                let home = batch
+                    .column_by_name("home")
+                    .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
+                    .ok_or_else(|| Error::table("cells", "no boolean column home"))?;
+                let keys = io::strings(&batch, "key")?;
+                let hashes = io::strings(&batch, "content_hash")?;
+                let (flat, dim) = io::vectors_flat(&batch, "clip")?;
+                if members.dim != 0 && members.dim != dim {
+                    return Err(Error::table("cells", format!("cell {cell} mixes dimensions {} and {dim}", members.dim)));
+                }
+                members.dim = dim;
+                for i in 0..batch.num_rows() {
+                    members.keys.push(keys.value(i).to_string());
+                    members.hashes.push(hashes.value(i).to_string());
+                    members.home.push(home.value(i));
+                    members.generations.push(object.generation);
+                }
+                members.data.extend_from_slice(&flat);
+            }
+        }
+        Ok((members, bytes))
+    }
+}
+
+/// Which row groups of an object hold each cell, from the `cell` column's statistics (the
+/// writer puts one cell in a row group, so min equals max).
+fn cell_groups(metadata: &ArrowReaderMetadata, path: &str) -> Result<HashMap<u32, Vec<usize>>> {
+    let meta = metadata.metadata();
+    let column = metadata
+        .schema()
+        .index_of("cell")
+        .map_err(|_| Error::table("cells", format!("{path} has no cell column")))?;
+    let mut out: HashMap<u32, Vec<usize>> = HashMap::new();
+    for g in 0..meta.num_row_groups() {
+        let group = meta.row_group(g);
+        if group.num_rows() == 0 {
+            continue;
+        }
+        let stats = group.column(column).statistics();
+        let (min, max) = match stats {
+            Some(Statistics::Int32(s)) => (s.min_opt().copied(), s.max_opt().copied()),
+            _ => (None, None),
+        };
+        match (min, max) {
+            (Some(a), Some(b)) if a == b => out.entry(a as u32).or_default().push(g),
+            _ => {
+                return Err(Error::table(
+                    "cells",
+                    format!("{path}: row group {g} is not one cell (min {min:?}, max {max:?}); run `blindspot partition --retrain`"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,828 @@
+//! The partition stage: the mining layout. Spherical k-means on a sample of the CLIP vectors
+//! gives the cells' centroids; every vector then gets a *home* cell (its nearest centroid) and
+//! is copied as a *guest* into every other cell where it could have a pair.
+//!
+//! The guest rule is exact. With every norm at most `N` (checked) and threshold `t`, a pair
+//! `x . y > t` has `|x - y| < r(y) = sqrt(|y|^2 + N^2 - 2t)`. If `x` is homed in cell `j` and `y`
+//! in `h`, then `x` lies on `c_j`'s side of the bisector of `c_h` and `c_j`, so `y` is within
+//! `r(y)` of that hyperplane: `(c_h - c_j) . y / |c_h - c_j| < r(y)`. Copying `y` into every such
+//! `j` puts every pair in a cell that holds one of its vectors at home and the other as a guest
+//! (recall 1.0 by construction). `--probe K` keeps only the K nearest such cells (approximate;
+//! `candidates --recall` measures the cost).
+//!
+//! Output: the `cells` table (cell-clustered Parquet: each row group one cell, so a cell is
+//! read with range reads), the `centroids` table, and a commit per generation. A later run
+//! places only the embed shards that are new, on the same centroids, unless `--retrain`, a
+//! lower threshold, or drift (the new vectors' mean cosine to their home centroid falling more
+//! than `drift_max` below the training sample's) asks for new centroids; then everything is
+//! placed again and the older generations are retracted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array,
+};
+use arrow::datatypes::{Field, SchemaRef};
+use futures::TryStreamExt;
+use ndarray::{Array2, ArrayView2};
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+
+use super::cells::{self, Layout, PartitionCommit};
+use super::kmeans;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::rng::Rng;
+use crate::storage::{Location, RunLock};
+use crate::table::{self, io, Catalog, Commit, CommitSet, DataObject, Generations, WriteParams};
+
+/// Every CLIP vector's norm must be at most this (unit vectors stored in f16 are within 5e-4).
+pub const NORM_BOUND: f32 = 1.001;
+/// Added to the guest radius for rounding in the scores.
+const SLACK: f32 = 1e-4;
+/// New vectors sampled to measure drift.
+const DRIFT_SAMPLE: usize = 10_000;
+/// Rounds of splitting oversized cells.
+const SPLIT_ROUNDS: usize = 4;
+
+/// Settings of the partition stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartitionParams {
+    /// Cells; default about sqrt(n), more when a cell's block would pass `max_block_rows`.
+    pub cells: Option<usize>,
+    /// Vectors sampled to train the centroids; default 32 per cell (20k to 500k).
+    pub sample: Option<usize>,
+    /// Seed of the sample and of k-means.
+    pub seed: u64,
+    /// Cap each vector's guest copies at its K nearest cells (approximate).
+    pub probe: Option<usize>,
+    /// The CLIP threshold mining will use (the guest radius depends on it).
+    pub clip_min: f32,
+    /// Train new centroids even when the existing ones fit.
+    pub retrain: bool,
+    /// A cell's block (home + guests) estimated above this many rows is split.
+    pub max_block_rows: usize,
+    /// Exact placement refuses when the sample says each vector would be copied into more
+    /// cells than this on average (the vectors are too spread out for the threshold).
+    pub max_copies: f64,
+    /// Retrain when new vectors fit the centroids this much worse than the training sample.
+    pub drift_max: f64,
+    /// Lloyd iterations at most.
+    pub iterations: usize,
+    /// Rows buffered per cell before a row group is written, in bytes over all cells.
+    pub buffer_bytes: usize,
+}
+
+impl Default for PartitionParams {
+    fn default() -> Self {
+        PartitionParams {
+            cells: None,
+            sample: None,
+            seed: 0,
+            probe: None,
+            clip_min: 0.95,
+            retrain: false,
+            max_block_rows: 200_000,
+            max_copies: 16.0,
+            drift_max: 0.05,
+            iterations: 10,
+            buffer_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What a partition run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionSummary {
+    /// The generation written (none when everything was placed already).
+    pub generation: Option<u64>,
+    /// The generation whose centroids are used.
+    pub layout: u64,
+    /// Why centroids were trained by this run, if they were.
+    pub trained: Option<String>,
+    /// Cells.
+    pub cells: usize,
+    /// Embed shards placed by this run.
+    pub shards: usize,
+    /// Vectors placed (home rows).
+    pub vectors: u64,
+    /// Guest copies written.
+    pub guests: u64,
+    /// (home + guests) / home.
+    pub copy_factor: f64,
+    /// The largest cell block (home + guests, all generations), in rows.
+    pub largest_block: u64,
+    /// Mean cosine of the placed vectors to their home centroid.
+    pub fit: f64,
+    /// Drift of the new vectors against the training sample, when placed incrementally.
+    pub drift: Option<f64>,
+    /// Bytes of `cells` objects written.
+    pub bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Where one vector goes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    /// Its home cell.
+    pub home: u32,
+    /// Its cosine to the home centroid.
+    pub fit: f32,
+    /// Cells it is copied into as a guest.
+    pub guests: Vec<u32>,
+}
+
+/// Places vectors on a set of centroids.
+pub struct Placer {
+    centroids: Array2<f32>,
+    gram: Option<Array2<f32>>,
+    clip_min: f32,
+    probe: Option<usize>,
+}
+
+/// Centroid Gram matrices are kept up to this many cells (64 MiB); above, dot products are
+/// computed as needed.
+const GRAM_MAX_CELLS: usize = 4096;
+
+impl Placer {
+    /// A placer for unit `centroids`, threshold `clip_min`, optional probe cap.
+    pub fn new(centroids: Array2<f32>, clip_min: f32, probe: Option<usize>) -> Placer {
+        let gram = (centroids.nrows() <= GRAM_MAX_CELLS).then(|| centroids.dot(&centroids.t()));
+        Placer {
+            centroids,
+            gram,
+            clip_min,
+            probe,
+        }
+    }
+
+    /// Cells.
+    pub fn cells(&self) -> usize {
+        self.centroids.nrows()
+    }
+
+    fn centroid_dot(&self, a: usize, b: usize) -> f32 {
+        match &self.gram {
+            Some(g) => g[[a, b]],
+            None => self.centroids.row(a).dot(&self.centroids.row(b)),
+        }
+    }
+
+    /// Home and guest cells of each row of `x`.
+    pub fn place(&self, x: ArrayView2<f32>) -> Vec<Placement> {
+        let bound2 = NORM_BOUND * NORM_BOUND - 2.0 * self.clip_min;
+        kmeans::score_chunks(x, self.centroids.view(), |start, scores| {
+            scores
+                .rows()
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let s = s.as_slice().expect("standard layout");
+                    let (home, best) = kmeans::argmax(s);
+                    let row = x.row(start + i);
+                    let r2 = row.dot(&row) + bound2;
+                    let mut guests = Vec::new();
+                    if r2 > 0.0 {
+                        let r = r2.sqrt() + SLACK;
+                        let h = home as usize;
+                        for (j, &sj) in s.iter().enumerate() {
+                            let gap = best - sj;
+                            if j == h || gap > 2.0 * r {
+                                continue;
+                            }
+                            let apart = (2.0 - 2.0 * self.centroid_dot(h, j)).max(0.0).sqrt();
+                            let dist = if apart < 1e-6 { 0.0 } else { gap / apart };
+                            if dist <= r {
+                                guests.push((dist, j as u32));
+                            }
+                        }
+                    }
+                    if let Some(k) = self.probe {
+                        guests.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        guests.truncate(k);
+                    }
+                    let mut guests: Vec<u32> = guests.into_iter().map(|g| g.1).collect();
+                    guests.sort_unstable();
+                    Placement {
+                        home,
+                        fit: best,
+                        guests,
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// Default cell count for `n` vectors: about sqrt(n), and enough that an average home set
+/// stays well under the block bound.
+pub fn default_cells(n: u64, max_block_rows: usize) -> usize {
+    let by_sqrt = (n as f64).sqrt().round() as usize;
+    let by_block = (n as usize * 4).div_ceil(max_block_rows.max(1));
+    by_sqrt.max(by_block).max(1)
+}
+
+/// The partition stage.
+pub async fn partition(
+    root: &Location,
+    params: &PartitionParams,
+    progress: Arc<dyn Progress>,
+) -> Result<PartitionSummary> {
+    if !(params.clip_min > -1.0 && params.clip_min < 1.0) {
+        return Err(Error::Usage(format!(
+            "--clip-min {} must be between -1 and 1",
+            params.clip_min
+        )));
+    }
+    if params.cells == Some(0) || params.probe == Some(0) || params.sample == Some(0) {
+        return Err(Error::Usage(
+            "--cells, --probe and --sample must be at least 1".into(),
+        ));
+    }
+    let lock = RunLock::acquire(root, "partition").await?;
+    let result = partition_locked(root, params, progress).await;
+    lock.release().await;
+    result
+}
+
+/// The embed commits to place, and whether everything is placed again.
+struct Plan {
+    units: Vec<Commit>,
+    trained: Option<String>,
+    full: bool,
+}
+
+async fn partition_locked(
+    root: &Location,
+    params: &PartitionParams,
+    progress: Arc<dyn Progress>,
+) -> Result<PartitionSummary> {
+    let started = Instant::now();
+    let catalog = Catalog::new(root);
+    let embeds = catalog
+        .commits(&table::EMBEDDINGS, Generations::All)
+        .await?;
+    if embeds.is_empty() {
+        let url = &root.url;
+        return Err(Error::Usage(format!(
+            "{url} has no committed embeddings; run `blindspot embed INPUT --out {url}` first"
+        )));
+    }
+    let existing = Layout::open(&catalog).await?;
+    let mut plan = plan(&embeds, existing.as_ref(), params);
+    let mut drift = None;
+    if let (Some(layout), None) = (&existing, &plan.trained) {
+        if plan.units.is_empty() {
+            return Ok(PartitionSummary {
+                generation: None,
+                layout: layout.layout,
+                trained: None,
+                cells: layout.centroids.nrows(),
+                shards: 0,
+                vectors: 0,
+                guests: 0,
+                copy_factor: 1.0,
+                largest_block: largest_block(layout),
+                fit: layout.latest().fit,
+                drift: None,
+                bytes: 0,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        let sample = reservoir(&catalog, &plan.units, DRIFT_SAMPLE, params.seed).await?;
+        let near = kmeans::nearest(sample.view(), layout.centroids.view());
+        let fit = near.iter().map(|n| n.1 as f64).sum::<f64>() / near.len().max(1) as f64;
+        let d = layout.latest().train_fit - fit;
+        drift = Some(d);
+        if d > params.drift_max {
+            tracing::warn!(drift = d, bound = params.drift_max, "new vectors drifted from the centroids; retraining");
+            plan = Plan {
+                units: embeds.clone(),
+                trained: Some(format!("drift {d:.3} above {}", params.drift_max)),
+                full: true,
+            };
+        }
+    }
+    let generation = catalog.begin("partition").await?;
+    let (centroids, layout_gen, train_fit, centroid_objects) = match (&plan.trained, &existing) {
+        (None, Some(layout)) => {
+            let objects = layout
+                .generations
+                .iter()
+                .flat_map(|g| g.2.objects(&table::CENTROIDS))
+                .collect();
+            (
+                layout.centroids.clone(),
+                layout.layout,
+                layout.latest().train_fit,
+                objects,
+            )
+        }
+        (reason, _) => {
+            let reason = reason.clone().unwrap_or_default();
+            tracing::info!(reason, "training centroids");
+            let (centroids, fit) = train(&catalog, &embeds, params, progress.as_ref()).await?;
+            let objects = write_centroids(&catalog, generation, &centroids).await?;
+            (centroids, generation, fit, objects)
+        }
+    };
+    let placer = Arc::new(Placer::new(centroids, params.clip_min, params.probe));
+    let placed = place(&catalog, generation, &plan.units, placer.clone(), params, progress).await?;
+    let record = PartitionCommit {
+        layout: layout_gen,
+        cells: placer.cells(),
+        dim: placed.dim,
+        clip_min: params.clip_min,
+        norm_bound: NORM_BOUND,
+        probe: params.probe,
+        seed: params.seed,
+        shards: plan
+            .units
+            .iter()
+            .map(|c| (c.unit.clone(), c.generation))
+            .collect(),
+        home: placed.home,
+        guests: placed.guests,
+        cell_rows: placed.cell_rows.clone(),
+        fit: placed.fit,
+        train_fit,
+        drift,
+        trained: plan.trained.clone(),
+        version: crate::VERSION.to_string(),
+    };
+    let commit = Commit::new(&format!("p{generation:010}"), generation, &record)?
+        .with(&table::CELLS, placed.objects.clone())
+        .with(&table::CENTROIDS, centroid_objects);
+    catalog.commit(CommitSet::PARTITION, &commit).await?;
+    if plan.full {
+        let gone = catalog
+            .retract(CommitSet::PARTITION, |c| c.generation != generation)
+            .await?;
+        if gone > 0 {
+            tracing::info!(retracted = gone, "older partition generations replaced");
+        }
+    }
+    let layout = Layout::open(&catalog)
+        .await?
+        .ok_or_else(|| Error::Internal("the partition commit just written is missing".into()))?;
+    Ok(PartitionSummary {
+        generation: Some(generation),
+        layout: layout_gen,
+        trained: plan.trained,
+        cells: placer.cells(),
+        shards: record.shards.len(),
+        vectors: record.home,
+        guests: record.guests,
+        copy_factor: record.copy_factor(),
+        largest_block: largest_block(&layout),
+        fit: record.fit,
+        drift,
+        bytes: placed.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Which embed shards to place, and whether to train.
+fn plan(embeds: &[Commit], existing: Option<&Layout>, params: &PartitionParams) -> Plan {
+    let all = || embeds.to_vec();
+    let Some(layout) = existing else {
+        return Plan {
+            units: all(),
+            trained: Some("first partition".into()),
+            full: true,
+        };
+    };
+    let latest = layout.latest();
+    let reason = if params.retrain {
+        Some("--retrain".to_string())
+    } else if params.clip_min < latest.clip_min {
+        Some(format!(
+            "clip-min {} is below the {} the guests were placed for",
+            params.clip_min, latest.clip_min
+        ))
+    } else if params.probe != latest.probe {
+        Some(format!("probe changed from {:?} to {:?}", latest.probe, params.probe))
+    } else if params.cells.is_some_and(|k| k != layout.centroids.nrows()) {
+        Some(format!("--cells differs from the layout's {}", layout.centroids.nrows()))
+    } else {
+        None
+    };
+    if reason.is_some() {
+        return Plan {
+            units: all(),
+            trained: reason,
+            full: true,
+        };
+    }
+    let placed: BTreeMap<&str, u64> = layout
+        .generations
+        .iter()
+        .flat_map(|g| g.1.shards.iter().map(|(u, gen)| (u.as_str(), *gen)))
+        .collect();
+    let current: HashMap<&str, u64> = embeds
+        .iter()
+        .map(|c| (c.unit.as_str(), c.generation))
+        .collect();
+    let changed = placed
+        .iter()
+        .find(|(u, g)| current.get(*u) != Some(g))
+        .map(|(u, _)| u.to_string());
+    if let Some(unit) = changed {
+        tracing::warn!(shard = unit, "a placed shard was re-embedded or removed; placing every shard again on the same centroids");
+        return Plan {
+            units: all(),
+            trained: None,
+            full: true,
+        };
+    }
+    Plan {
+        units: embeds
+            .iter()
+            .filter(|c| !placed.contains_key(c.unit.as_str()))
+            .cloned()
+            .collect(),
+        trained: None,
+        full: false,
+    }
+}
+
+fn largest_block(layout: &Layout) -> u64 {
+    let through = layout.generations.last().map(|g| g.0).unwrap_or(0);
+    (0..layout.centroids.nrows())
+        .map(|c| layout.block_rows(c, through))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Rows of the embed units' objects (from their commits, or their footers).
+async fn rows_of(catalog: &Catalog, units: &[Commit]) -> Result<u64> {
+    let mut n = 0;
+    for c in units {
+        for o in c.objects(&table::EMBEDDINGS) {
+            n += match o.rows {
+                Some(r) => r,
+                None => io::object_rows(catalog.root(), &o.path).await?,
+            };
+        }
+    }
+    Ok(n)
+}
+
+fn paths_of(units: &[Commit]) -> Vec<String> {
+    units
+        .iter()
+        .flat_map(|c| c.objects(&table::EMBEDDINGS))
+        .map(|o| o.path)
+        .collect()
+}
+
+/// A uniform sample of `size` CLIP vectors of `units` (reservoir sampling, seeded).
+async fn reservoir(
+    catalog: &Catalog,
+    units: &[Commit],
+    size: usize,
+    seed: u64,
+) -> Result<Array2<f32>> {
+    let mut rng = Rng(seed ^ 0x5A4D_504C_4520);
+    let mut kept: Vec<Vec<f32>> = Vec::with_capacity(size);
+    let mut seen = 0u64;
+    let mut dim = 0;
+    let mut stream = io::scan_objects(
+        catalog.root(),
+        paths_of(units),
+        &["clip"],
+        io::SCAN_BATCH_ROWS,
+    );
+    while let Some(batch) = stream.try_next().await? {
+        let (flat, d) = io::vectors_flat(&batch, "clip")?;
+        dim = d;
+        for row in flat.chunks_exact(d.max(1)) {
+            seen += 1;
+            if kept.len() < size {
+                kept.push(row.to_vec());
+            } else {
+                let j = rng.below(seen) as usize;
+                if j < size {
+                    kept[j] = row.to_vec();
+                }
+            }
+        }
+    }
+    let m = kept.len();
+    Array2::from_shape_vec((m, dim), kept.concat())
+        .map_err(|e| Error::Internal(format!("sample: {e}")))
+}
+
+/// Trains the centroids on a sample of every vector, splitting cells whose estimated block is
+/// too big; refuses exact placement whose estimated copy factor passes the bound.
+async fn train(
+    catalog: &Catalog,
+    embeds: &[Commit],
+    params: &PartitionParams,
+    progress: &dyn Progress,
+) -> Result<(Array2<f32>, f64)> {
+    let n = rows_of(catalog, embeds).await?;
+    let k = params
+        .cells
+        .unwrap_or_else(|| default_cells(n, params.max_block_rows));
+    let size = params
+        .sample
+        .unwrap_or_else(|| (32 * k).clamp(20_000, 500_000))
+        .min(n as usize);
+    progress.message(&format!(
+        "partition: training {k} centroids on {size} of {n} vectors"
+    ));
+    let sample = reservoir(catalog, embeds, size, params.seed).await?;
+    if sample.nrows() == 0 {
+        return Err(Error::Usage(format!(
+            "{} has embeddings commits but no CLIP vectors in them",
+            catalog.root().url
+        )));
+    }
+    let params = params.clone();
+    tokio::task::spawn_blocking(move || -> Result<(Array2<f32>, f64)> {
+        let trained = kmeans::train(sample.view(), k, params.iterations, params.seed);
+        let mut centroids = trained.centroids;
+        let scale = n as f64 / sample.nrows() as f64;
+        for round in 0..SPLIT_ROUNDS {
+            let placer = Placer::new(centroids.clone(), params.clip_min, params.probe);
+            let placed = placer.place(sample.view());
+            let mut block = vec![0u64; placer.cells()];
+            let mut homes: Vec<Vec<usize>> = vec![Vec::new(); placer.cells()];
+            for (i, p) in placed.iter().enumerate() {
+                block[p.home as usize] += 1;
+                homes[p.home as usize].push(i);
+                for g in &p.guests {
+                    block[*g as usize] += 1;
+                }
+            }
+            let copies = block.iter().sum::<u64>() as f64 / sample.nrows() as f64;
+            if params.probe.is_none() && copies > params.max_copies {
+                return Err(Error::Usage(format!(
+                    "exact partitioning would copy each vector into {copies:.1} cells on average \
+                     (bound {}): these vectors are too spread out for clip-min {}. Pass --probe K \
+                     (approximate; measure with `candidates --recall`), fewer --cells, or use \
+                     `candidates --method exact|index`",
+                    params.max_copies, params.clip_min
+                )));
+            }
+            let oversized: Vec<usize> = (0..placer.cells())
+                .filter(|&c| block[c] as f64 * scale > params.max_block_rows as f64)
+                .filter(|&c| homes[c].len() >= 2)
+                .collect();
+            if oversized.is_empty() {
+                break;
+            }
+            tracing::info!(round, cells = oversized.len(), "splitting oversized cells");
+            let mut rows: Vec<Array2<f32>> = vec![centroids];
+            for &c in &oversized {
+                let members = kmeans::gather(sample.view(), &homes[c]);
+                let halves = kmeans::split(members.view(), params.seed + c as u64);
+                rows[0].row_mut(c).assign(&halves.row(0));
+                rows.push(halves.slice(ndarray::s![1..2, ..]).to_owned());
+            }
+            let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+            centroids = ndarray::concatenate(ndarray::Axis(0), &views)
+                .map_err(|e| Error::Internal(format!("split: {e}")))?;
+        }
+        let near = kmeans::nearest(sample.view(), centroids.view());
+        let fit = near.iter().map(|n| n.1 as f64).sum::<f64>() / near.len().max(1) as f64;
+        Ok((centroids, fit))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("partition training: {e}")))?
+}
+
+async fn write_centroids(
+    catalog: &Catalog,
+    generation: u64,
+    centroids: &Array2<f32>,
+) -> Result<Vec<DataObject>> {
+    let (k, dim) = centroids.dim();
+    let schema = cells::centroids_schema(dim);
+    let values = Float32Array::from_iter_values(centroids.iter().copied());
+    let item = Arc::new(Field::new("item", arrow::datatypes::DataType::Float32, false));
+    let list = FixedSizeListArray::try_new(item, dim as i32, Arc::new(values), None)
+        .map_err(|e| Error::table("centroids", e))?;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(UInt32Array::from_iter_values(0..k as u32)),
+            Arc::new(list),
+        ],
+    )
+    .map_err(|e| Error::table("centroids", e))?;
+    let base = format!("{}/g{generation:010}/centroids", table::CENTROIDS.dir);
+    io::write_batches(catalog.root(), &base, &schema, &[batch]).await
+}
+
+/// What placing wrote.
+struct Placed {
+    objects: Vec<DataObject>,
+    home: u64,
+    guests: u64,
+    cell_rows: Vec<[u64; 2]>,
+    fit: f64,
+    dim: usize,
+    bytes: u64,
+}
+
+/// Rows waiting to be written, per cell.
+struct Buffers {
+    cells: Vec<Vec<RecordBatch>>,
+    bytes: Vec<usize>,
+    total: usize,
+}
+
+/// Streams the units' vectors, places each, and writes the `cells` rows one cell per row group,
+/// buffering at most `buffer_bytes` across cells (the fullest cell is written first).
+async fn place(
+    catalog: &Catalog,
+    generation: u64,
+    units: &[Commit],
+    placer: Arc<Placer>,
+    params: &PartitionParams,
+    progress: Arc<dyn Progress>,
+) -> Result<Placed> {
+    let k = placer.cells();
+    let total = rows_of(catalog, units).await?;
+    progress.start("partition", Some(total));
+    let mut stream = io::scan_objects(
+        catalog.root(),
+        paths_of(units),
+        &["key", "content_hash", "clip"],
+        io::SCAN_BATCH_ROWS,
+    );
+    let mut out = Placed {
+        objects: Vec::new(),
+        home: 0,
+        guests: 0,
+        cell_rows: vec![[0, 0]; k],
+        fit: 0.0,
+        dim: 0,
+        bytes: 0,
+    };
+    let mut buffers = Buffers {
+        cells: vec![Vec::new(); k],
+        bytes: vec![0; k],
+        total: 0,
+    };
+    let mut writer: Option<table::TableWriter> = None;
+    let mut schema: Option<SchemaRef> = None;
+    let base = format!("{}/g{generation:010}/cells", table::CELLS.dir);
+    while let Some(batch) = stream.try_next().await? {
+        let (flat, dim) = io::vectors_flat(&batch, "clip")?;
+        out.dim = dim;
+        let keys = io::strings(&batch, "key")?;
+        if let Some((i, norm)) = flat
+            .chunks_exact(dim.max(1))
+            .map(|v| v.iter().map(|x| x * x).sum::<f32>().sqrt())
+            .enumerate()
+            .find(|(_, n)| *n > NORM_BOUND)
+        {
+            return Err(Error::table(
+                "embeddings",
+                format!(
+                    "key {:?} has a CLIP vector of norm {norm:.4}; partitioned mining needs unit vectors (norm at most {NORM_BOUND})",
+                    keys.value(i)
+                ),
+            ));
+        }
+        let schema = schema.get_or_insert_with(|| {
+            let clip = batch.schema().field_with_name("clip").expect("projected").clone();
+            cells::cells_schema(&clip)
+        });
+        let p = placer.clone();
+        let placements = tokio::task::spawn_blocking(move || {
+            let x = ArrayView2::from_shape((flat.len() / dim.max(1), dim), &flat)
+                .expect("rows x dim");
+            p.place(x)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("placement: {e}")))?;
+        // (cell, row, home), grouped by cell.
+        let mut entries: Vec<(u32, u32, bool)> = Vec::new();
+        for (row, p) in placements.iter().enumerate() {
+            out.fit += p.fit as f64;
+            entries.push((p.home, row as u32, true));
+            entries.extend(p.guests.iter().map(|&g| (g, row as u32, false)));
+        }
+        entries.sort_unstable_by_key(|e| (e.0, e.1));
+        for run in entries.chunk_by(|a, b| a.0 == b.0) {
+            let cell = run[0].0;
+            let rows = UInt32Array::from_iter_values(run.iter().map(|e| e.1));
+            let home = BooleanArray::from_iter(run.iter().map(|e| Some(e.2)));
+            let homes = run.iter().filter(|e| e.2).count() as u64;
+            out.cell_rows[cell as usize][0] += homes;
+            out.cell_rows[cell as usize][1] += run.len() as u64 - homes;
+            out.home += homes;
+            out.guests += run.len() as u64 - homes;
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(UInt32Array::from_value(cell, run.len())),
+                Arc::new(home),
+            ];
+            for name in ["key", "content_hash", "clip"] {
+                let col = batch.column_by_name(name).expect("projected");
+                columns.push(
+                    arrow::compute::take(col.as_ref(), &rows, None)
+                        .map_err(|e| Error::table("cells", e))?,
+                );
+            }
+            let part = RecordBatch::try_new(schema.clone(), columns)
+                .map_err(|e| Error::table("cells", e))?;
+            let size = part.get_array_memory_size();
+            buffers.cells[cell as usize].push(part);
+            buffers.bytes[cell as usize] += size;
+            buffers.total += size;
+        }
+        progress.advance(batch.num_rows() as u64);
+        while buffers.total > params.buffer_bytes {
+            let fullest = (0..k).max_by_key(|&c| buffers.bytes[c]).expect("k > 0");
+            flush(catalog, &base, schema, &mut writer, &mut buffers, fullest).await?;
+        }
+    }
+    progress.finish();
+    let Some(schema) = schema else {
+        return Err(Error::Usage(format!(
+            "the {} embed shards to place hold no rows",
+            units.len()
+        )));
+    };
+    for c in 0..k {
+        flush(catalog, &base, &schema, &mut writer, &mut buffers, c).await?;
+    }
+    let writer = writer.ok_or_else(|| Error::Internal("no cells rows were written".into()))?;
+    out.objects = writer.finish().await?;
+    for o in &out.objects {
+        let path = catalog.root().path(&o.path);
+        out.bytes += catalog
+            .root()
+            .store
+            .head(&path)
+            .await
+            .map_err(|e| Error::storage(catalog.root().uri_of(&path), e))?
+            .size;
+    }
+    out.fit /= out.home.max(1) as f64;
+    Ok(out)
+}
+
+/// Writes one cell's buffered rows as their own row group(s).
+async fn flush(
+    catalog: &Catalog,
+    base: &str,
+    schema: &SchemaRef,
+    writer: &mut Option<table::TableWriter>,
+    buffers: &mut Buffers,
+    cell: usize,
+) -> Result<()> {
+    let parts = std::mem::take(&mut buffers.cells[cell]);
+    buffers.total -= std::mem::take(&mut buffers.bytes[cell]);
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let batch =
+        arrow::compute::concat_batches(schema, &parts).map_err(|e| Error::table("cells", e))?;
+    if writer.is_none() {
+        *writer = Some(table::TableWriter::new(
+            catalog.root(),
+            base,
+            schema.clone(),
+            WriteParams::default(),
+        )?);
+    }
+    let w = writer.as_mut().expect("opened above");
+    w.write(&batch).await?;
+    w.end_group().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vector_on_the_border_is_a_guest_of_the_cell_across_it() {
+        // Two centroids on the x and y axes; the bisector is x = y.
+        let c = ndarray::arr2(&[[1.0f32, 0.0], [0.0, 1.0]]);
+        let placer = Placer::new(c, 0.95, None);
+        let angle = |deg: f32| [deg.to_radians().cos(), deg.to_radians().sin()];
+        // 44 degrees: home 0, 1 degree from the border, well within r (18 degrees at 0.95).
+        // 10 degrees: home 0, 35 degrees from the border: no guest.
+        let x = ndarray::arr2(&[angle(44.0), angle(10.0), angle(80.0)]);
+        let p = placer.place(x.view());
+        assert_eq!((p[0].home, p[0].guests.clone()), (0, vec![1]));
+        assert_eq!((p[1].home, p[1].guests.clone()), (0, vec![]));
+        assert_eq!((p[2].home, p[2].guests.clone()), (1, vec![]));
+        // Its partner across the border (46 degrees, cosine 0.9994) sits in cell 1 and is a
+        // guest of cell 0 in turn.
+        let y = ndarray::arr2(&[angle(46.0)]);
+        assert_eq!(placer.place(y.view())[0].guests, vec![0]);
+        assert_eq!(default_cells(10_000, 200_000), 100);
+    }
+}
