@@ -84,13 +84,18 @@ fn run_script(script: &str, dir: &Path) {
 }
 
 fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-                .collect()
-        })
-        .unwrap_or_default();
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
     files.sort();
     let mut out = Vec::new();
     for f in files {
@@ -982,7 +987,8 @@ print(",".join(f.name for f in r.schema))
     assert_eq!(lines[2], "key,uri,shard,stage,kind,message");
 }
 
-/// Synth, embed, index, candidates and filter through the binary; returns (tempdir, corpus, root).
+/// Synth, embed, partition, candidates and filter through the binary; returns (tempdir,
+/// corpus, root).
 fn mine(format: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");
@@ -990,7 +996,7 @@ fn mine(format: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let (c, r) = (corpus.to_str().unwrap(), root.to_str().unwrap());
     run_ok(&["synth", "--out", c, "--format", format]);
     run_ok(&["embed", corpus.join("images").to_str().unwrap(), "--out", r]);
-    run_ok(&["index", "--root", r]);
+    run_ok(&["partition", "--root", r]);
     run_ok(&["candidates", "--root", r]);
     run_ok(&["filter", "--root", r]);
     (dir, corpus, root)
@@ -1050,26 +1056,40 @@ fn mined_pairs_equal_the_truth_exactly() {
 }
 
 #[test]
-fn exact_candidates_match_the_index_and_recall_is_reported() {
+fn every_method_finds_the_same_candidates_and_recall_is_reported() {
     let (dir, _corpus, root) = mine("folder");
     let r = root.to_str().unwrap();
-    let by_index = pair_set(&read_parquet_dir(&root.join("candidates")));
-    let summary: serde_json::Value =
-        serde_json::from_str(run_ok(&["candidates", "--root", r, "--exact", "--json"]).trim())
-            .unwrap();
+    let table = || pair_set(&read_parquet_dir(&root.join("candidates")));
+    let partitioned = table();
+    let summary: serde_json::Value = serde_json::from_str(
+        run_ok(&["candidates", "--root", r, "--method", "exact", "--json"]).trim(),
+    )
+    .unwrap();
     assert_eq!(summary["mode"], "exact");
-    assert_eq!(
-        pair_set(&read_parquet_dir(&root.join("candidates"))),
-        by_index
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(run_ok(&["candidates", "--root", r, "--recall", "--json"]).trim())
-            .unwrap();
-    assert_eq!(summary["recall"]["recall"], 1.0, "{summary}");
-    assert!(
-        summary["recall"]["exact_pairs"].as_u64().unwrap() >= 20,
-        "{summary}"
-    );
+    assert_eq!(table(), partitioned, "exact vs partitioned");
+    run_ok(&["index", "--root", r]);
+    for method in ["index", "partitioned"] {
+        let summary: serde_json::Value = serde_json::from_str(
+            run_ok(&[
+                "candidates",
+                "--root",
+                r,
+                "--method",
+                method,
+                "--recall",
+                "--json",
+            ])
+            .trim(),
+        )
+        .unwrap();
+        assert_eq!(summary["mode"], method);
+        assert_eq!(table(), partitioned, "{method}");
+        assert_eq!(summary["recall"]["recall"], 1.0, "{summary}");
+        assert!(
+            summary["recall"]["exact_pairs"].as_u64().unwrap() >= 5,
+            "{summary}"
+        );
+    }
 
     // A later embed run makes the index stale: candidates refuses until it is rebuilt.
     let more = dir.path().join("more");
@@ -1083,7 +1103,7 @@ fn exact_candidates_match_the_index_and_recall_is_reported() {
         "--out",
         r,
     ]);
-    let out = run(&["candidates", "--root", r]);
+    let out = run(&["candidates", "--root", r, "--method", "index"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("stale"),
@@ -1158,7 +1178,9 @@ fn sql_is_read_only_and_explains_bad_queries() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("nope")
-            && err.contains("tables: embeddings, errors, duplicates, candidates, pairs"),
+            && err.contains(
+                "tables: embeddings, errors, centroids, cells, duplicates, candidates, pairs"
+            ),
         "{err}"
     );
     let out = run(&["sql", "--root", r, "SELEC 1"]);
@@ -1991,7 +2013,15 @@ fn show_tables_gives_rows_and_generations_and_describe_works() {
     let tables = show_tables(r);
     assert_eq!(
         tables.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["candidates", "duplicates", "embeddings", "errors", "pairs"]
+        [
+            "candidates",
+            "cells",
+            "centroids",
+            "duplicates",
+            "embeddings",
+            "errors",
+            "pairs"
+        ]
     );
     for (name, (rows, objects, _)) in &tables {
         assert_eq!(*rows, sql_count(r, name), "{name}");
@@ -2002,10 +2032,14 @@ fn show_tables_gives_rows_and_generations_and_describe_works() {
     let g = |t: &str| tables[t].2;
     assert_eq!(g("embeddings"), g("errors"));
     assert!(
-        0 < g("embeddings") && g("embeddings") < g("duplicates"),
+        0 < g("embeddings") && g("embeddings") < g("cells"),
         "{tables:?}"
     );
-    assert!(g("duplicates") < g("candidates") && g("candidates") < g("pairs"));
+    assert_eq!(g("cells"), g("centroids"));
+    assert_eq!(g("duplicates"), g("candidates"));
+    assert!(g("cells") < g("candidates") && g("candidates") < g("pairs"));
+    // Every embedding row is at home in one cell; guests come on top.
+    assert!(tables["cells"].0 >= tables["embeddings"].0, "{tables:?}");
 
     let describe = run_ok(&["sql", "--root", r, "DESCRIBE candidates", "--format", "csv"]);
     for column in ["a,Utf8", "b,Utf8", "clip_sim,Float32"] {
@@ -2018,10 +2052,19 @@ fn show_tables_gives_rows_and_generations_and_describe_works() {
         "{columns}"
     );
 
-    // A second filter run replaces the table: a new generation, the same rows, no stray objects.
+    // A second filter run finds nothing new; another threshold replaces the table (a new
+    // generation, no stray objects), and so does going back.
+    assert!(run_ok(&["filter", "--root", r]).contains("up to date"));
+    assert_eq!(show_tables(r)["pairs"].2, g("pairs"));
+    run_ok(&["filter", "--root", r, "--dino-max", "0.99"]);
+    let loose = show_tables(r);
+    assert!(
+        loose["pairs"].2 > g("pairs") && loose["pairs"].0 > 14,
+        "{loose:?}"
+    );
     run_ok(&["filter", "--root", r]);
     let again = show_tables(r);
-    assert!(again["pairs"].2 > g("pairs"), "{again:?}");
+    assert!(again["pairs"].2 > loose["pairs"].2, "{again:?}");
     assert_eq!(again["pairs"].0, 14);
     assert_eq!(read_parquet_dir(&root.join("pairs")).len(), 1);
 }
@@ -2071,6 +2114,11 @@ fn a_run_root_from_before_the_catalog_reads_through_it() {
     // Every later stage reads the old commits: the old index is not stale, and the pairs found
     // again are the old ones.
     let before = pair_set(&read_parquet_dir(&root.join("pairs")));
+    run_ok(&["candidates", "--root", r, "--method", "index"]);
+    run_ok(&["filter", "--root", r]);
+    assert_eq!(pair_set(&read_parquet_dir(&root.join("pairs"))), before);
+    // And partitioned, replacing the index method's table.
+    run_ok(&["partition", "--root", r]);
     run_ok(&["candidates", "--root", r]);
     run_ok(&["filter", "--root", r]);
     assert_eq!(pair_set(&read_parquet_dir(&root.join("pairs"))), before);

@@ -177,7 +177,8 @@ pub fn partition_text(s: &PartitionSummary) -> String {
             "partition: up to date ({} cells, layout {}): every committed shard is placed",
             s.cells, s.layout
         ),
-        Some(g) => format!(
+        Some(g) => {
+            format!(
             "partition: generation {g}: {} vectors of {} shards into {} cells{}, {} guest copies \
              (copy factor {:.2}), largest block {} rows, fit {:.3}{}, {:.1} MiB in {:.1}s",
             s.vectors,
@@ -194,7 +195,8 @@ pub fn partition_text(s: &PartitionSummary) -> String {
             s.drift.map(|d| format!(", drift {d:.3}")).unwrap_or_default(),
             s.bytes as f64 / (1 << 20) as f64,
             s.seconds
-        ),
+        )
+        }
     }
 }
 

@@ -346,7 +346,13 @@ async fn whole(
     .map_err(|e| Error::Internal(format!("candidates: {e}")))??;
     let rows: Vec<(&str, &str, f32)> = pairs
         .iter()
-        .map(|&(i, j, s)| (vectors.keys[i as usize].as_str(), vectors.keys[j as usize].as_str(), s))
+        .map(|&(i, j, s)| {
+            (
+                vectors.keys[i as usize].as_str(),
+                vectors.keys[j as usize].as_str(),
+                s,
+            )
+        })
         .collect();
     let epoch = format!("{}-g{generation:010}", params.method.name());
     let objects = write_pairs(&catalog, &epoch, rows).await?;
@@ -412,9 +418,11 @@ async fn partitioned(
     let epoch = cells_epoch(&layout, params.clip_min);
     let generations: BTreeSet<u64> = layout.generations.iter().map(|g| g.0).collect();
     let gone = catalog
-        .retract(CommitSet::CANDIDATES, |c| match c.info::<CandidatesCommit>() {
-            Ok(r) => r.epoch != epoch || !r.partition.is_some_and(|p| generations.contains(&p)),
-            Err(_) => true,
+        .retract(CommitSet::CANDIDATES, |c| {
+            match c.info::<CandidatesCommit>() {
+                Ok(r) => r.epoch != epoch || !r.partition.is_some_and(|p| generations.contains(&p)),
+                Err(_) => true,
+            }
         })
         .await?;
     if gone > 0 {
@@ -473,8 +481,11 @@ async fn partitioned(
             .await
             .map_err(|e| Error::Internal(format!("cell {cell}: {e}")))?;
             let key = |i: u32| members.keys[i as usize].as_str();
-            let rows: Vec<(&str, &str, f32)> =
-                out.pairs.iter().map(|&(a, b, s)| (key(a), key(b), s)).collect();
+            let rows: Vec<(&str, &str, f32)> = out
+                .pairs
+                .iter()
+                .map(|&(a, b, s)| (key(a), key(b), s))
+                .collect();
             let dups: Vec<(String, String, String)> = out
                 .duplicates
                 .iter()
@@ -537,12 +548,18 @@ async fn partitioned(
     Ok(summary)
 }
 
-/// Writes pairs (sorted by `(a, b)` here) as `candidates` objects named after `stem`.
+/// Writes pairs (each with `a < b`, sorted by `(a, b)` here) as `candidates` objects named
+/// after `stem`.
 async fn write_pairs(
     catalog: &Catalog,
     stem: &str,
     mut rows: Vec<(&str, &str, f32)>,
 ) -> Result<Vec<DataObject>> {
+    for r in rows.iter_mut() {
+        if r.1 < r.0 {
+            std::mem::swap(&mut r.0, &mut r.1);
+        }
+    }
     rows.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
     let mut writer = catalog.writer(
         &table::CANDIDATES,

@@ -147,7 +147,13 @@ impl Layout {
             for (i, cell) in cells.values().iter().enumerate() {
                 let c = *cell as usize;
                 if c >= centroids.nrows() || d != dim {
-                    return Err(Error::table("centroids", format!("cell {c} of dim {d} does not fit {} cells of dim {dim}", centroids.nrows())));
+                    return Err(Error::table(
+                        "centroids",
+                        format!(
+                            "cell {c} of dim {d} does not fit {} cells of dim {dim}",
+                            centroids.nrows()
+                        ),
+                    ));
                 }
                 centroids
                     .row_mut(c)
@@ -163,7 +169,11 @@ impl Layout {
 
     /// The record of the newest generation.
     pub fn latest(&self) -> &PartitionCommit {
-        &self.generations.last().expect("a layout has a generation").1
+        &self
+            .generations
+            .last()
+            .expect("a layout has a generation")
+            .1
     }
 
     /// Members of `cell` over generations up to `through` (home and guest rows).
@@ -252,7 +262,10 @@ impl CellReader {
                 let hashes = io::strings(&batch, "content_hash")?;
                 let (flat, dim) = io::vectors_flat(&batch, "clip")?;
                 if members.dim != 0 && members.dim != dim {
-                    return Err(Error::table("cells", format!("cell {cell} mixes dimensions {} and {dim}", members.dim)));
+                    return Err(Error::table(
+                        "cells",
+                        format!("cell {cell} mixes dimensions {} and {dim}", members.dim),
+                    ));
                 }
                 members.dim = dim;
                 for i in 0..batch.num_rows() {

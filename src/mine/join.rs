@@ -242,7 +242,11 @@ mod tests {
             }
         }
         super::super::kmeans::normalize_rows(&mut x);
-        let slices: Vec<&[f32]> = x.rows().into_iter().map(|r| r.to_slice().unwrap()).collect();
+        let slices: Vec<&[f32]> = x
+            .rows()
+            .into_iter()
+            .map(|r| r.to_slice().unwrap())
+            .collect();
         let mut expect = Vec::new();
         for i in 0..n {
             for j in i + 1..n {
@@ -275,7 +279,12 @@ mod tests {
         let names: Vec<(&str, &str)> = out
             .pairs
             .iter()
-            .map(|&(i, j, _)| (members.keys[i as usize].as_str(), members.keys[j as usize].as_str()))
+            .map(|&(i, j, _)| {
+                (
+                    members.keys[i as usize].as_str(),
+                    members.keys[j as usize].as_str(),
+                )
+            })
             .collect();
         // (a,b) home x home; (a,g), (b,g) owned here; (0,a), (0,b) belong to guest 0's cell.
         let mut sorted = names.clone();

@@ -170,10 +170,8 @@ mod tests {
         assert!(t.fit > 0.95, "fit {}", t.fit);
         let near = nearest(x.view(), t.centroids.view());
         for c in 0..4 {
-            let cells: std::collections::BTreeSet<u32> = (0..200)
-                .filter(|i| i % 4 == c)
-                .map(|i| near[i].0)
-                .collect();
+            let cells: std::collections::BTreeSet<u32> =
+                (0..200).filter(|i| i % 4 == c).map(|i| near[i].0).collect();
             assert_eq!(cells.len(), 1, "cluster {c} spread over {cells:?}");
         }
         let norms: Vec<f32> = t.centroids.rows().into_iter().map(|r| r.dot(&r)).collect();

@@ -301,7 +301,11 @@ async fn partition_locked(
         let d = layout.latest().train_fit - fit;
         drift = Some(d);
         if d > params.drift_max {
-            tracing::warn!(drift = d, bound = params.drift_max, "new vectors drifted from the centroids; retraining");
+            tracing::warn!(
+                drift = d,
+                bound = params.drift_max,
+                "new vectors drifted from the centroids; retraining"
+            );
             plan = Plan {
                 units: embeds.clone(),
                 trained: Some(format!("drift {d:.3} above {}", params.drift_max)),
@@ -333,7 +337,15 @@ async fn partition_locked(
         }
     };
     let placer = Arc::new(Placer::new(centroids, params.clip_min, params.probe));
-    let placed = place(&catalog, generation, &plan.units, placer.clone(), params, progress).await?;
+    let placed = place(
+        &catalog,
+        generation,
+        &plan.units,
+        placer.clone(),
+        params,
+        progress,
+    )
+    .await?;
     let record = PartitionCommit {
         layout: layout_gen,
         cells: placer.cells(),
@@ -407,9 +419,15 @@ fn plan(embeds: &[Commit], existing: Option<&Layout>, params: &PartitionParams) 
             params.clip_min, latest.clip_min
         ))
     } else if params.probe != latest.probe {
-        Some(format!("probe changed from {:?} to {:?}", latest.probe, params.probe))
+        Some(format!(
+            "probe changed from {:?} to {:?}",
+            latest.probe, params.probe
+        ))
     } else if params.cells.is_some_and(|k| k != layout.centroids.nrows()) {
-        Some(format!("--cells differs from the layout's {}", layout.centroids.nrows()))
+        Some(format!(
+            "--cells differs from the layout's {}",
+            layout.centroids.nrows()
+        ))
     } else {
         None
     };
@@ -607,7 +625,11 @@ async fn write_centroids(
     let (k, dim) = centroids.dim();
     let schema = cells::centroids_schema(dim);
     let values = Float32Array::from_iter_values(centroids.iter().copied());
-    let item = Arc::new(Field::new("item", arrow::datatypes::DataType::Float32, false));
+    let item = Arc::new(Field::new(
+        "item",
+        arrow::datatypes::DataType::Float32,
+        false,
+    ));
     let list = FixedSizeListArray::try_new(item, dim as i32, Arc::new(values), None)
         .map_err(|e| Error::table("centroids", e))?;
     let batch = RecordBatch::try_new(
@@ -695,13 +717,17 @@ async fn place(
             ));
         }
         let schema = schema.get_or_insert_with(|| {
-            let clip = batch.schema().field_with_name("clip").expect("projected").clone();
+            let clip = batch
+                .schema()
+                .field_with_name("clip")
+                .expect("projected")
+                .clone();
             cells::cells_schema(&clip)
         });
         let p = placer.clone();
         let placements = tokio::task::spawn_blocking(move || {
-            let x = ArrayView2::from_shape((flat.len() / dim.max(1), dim), &flat)
-                .expect("rows x dim");
+            let x =
+                ArrayView2::from_shape((flat.len() / dim.max(1), dim), &flat).expect("rows x dim");
             p.place(x)
         })
         .await

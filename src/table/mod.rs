@@ -710,7 +710,10 @@ mod tests {
             path: path.into(),
             rows: Some(1),
         };
-        for rel in ["eval/correlations/c.parquet", "eval/correlations/c.1.parquet"] {
+        for rel in [
+            "eval/correlations/c.parquet",
+            "eval/correlations/c.1.parquet",
+        ] {
             root.put(rel, bytes::Bytes::from_static(b"x"))
                 .await
                 .unwrap();
@@ -744,8 +747,14 @@ mod tests {
     async fn units_read_their_former_single_commit_until_it_is_retracted() {
         let root = Location::open("memory://catalog-retract/root").unwrap();
         let cat = Catalog::new(&root);
-        for rel in ["candidates/candidates.parquet", "candidates/a.parquet", "candidates/b.parquet"] {
-            root.put(rel, bytes::Bytes::from_static(b"x")).await.unwrap();
+        for rel in [
+            "candidates/candidates.parquet",
+            "candidates/a.parquet",
+            "candidates/b.parquet",
+        ] {
+            root.put(rel, bytes::Bytes::from_static(b"x"))
+                .await
+                .unwrap();
         }
         // Before units, the whole table had one commit with no `tables` (legacy).
         root.put_json("_commits/candidates.json", &serde_json::json!({"pairs": 1}))

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// The stages, as module paths; a file belongs to the longest one its module path starts with.
 const STAGES: &[&str] = &[
     "embed",
+    "mine::partition",
     "mine::index",
     "mine::candidates",
     "mine::filter",
