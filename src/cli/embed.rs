@@ -13,6 +13,8 @@ use blindspot::synth::{self, SynthFormat, SynthParams};
 use blindspot::table::schema::FloatType;
 use clap::Args;
 
+use blindspot::synth::vectors::{VectorKind, VectorParams};
+
 use super::{checkout, parse_worker, progress};
 
 #[derive(Args, Debug)]
@@ -29,6 +31,58 @@ pub struct SynthArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = SynthParams::default().seed)]
     pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthVectorsArgs {
+    /// Run root to write committed `embeddings` shards into.
+    #[arg(long)]
+    pub out: String,
+    /// Vectors.
+    #[arg(long, default_value_t = VectorParams::default().n)]
+    pub n: usize,
+    /// CLIP dimension.
+    #[arg(long, default_value_t = VectorParams::default().dim)]
+    pub dim: usize,
+    /// DINOv2 dimension.
+    #[arg(long, default_value_t = VectorParams::default().dino_dim)]
+    pub dino_dim: usize,
+    /// The distribution.
+    #[arg(long, value_enum, default_value_t = VectorKind::Planted)]
+    pub kind: VectorKind,
+    /// Vectors per embed shard.
+    #[arg(long, default_value_t = VectorParams::default().shard_rows)]
+    pub shard_rows: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Storage type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub dtype: FloatType,
+    /// Shard and key prefix (use another for a later increment of the same root).
+    #[arg(long, default_value = "vectors")]
+    pub prefix: String,
+}
+
+/// `blindspot synth-vectors`.
+pub async fn synth_vectors_cmd(a: SynthVectorsArgs) -> Result<()> {
+    let root = Location::open(&a.out)?;
+    let params = VectorParams {
+        n: a.n,
+        dim: a.dim,
+        dino_dim: a.dino_dim,
+        kind: a.kind,
+        shard_rows: a.shard_rows,
+        seed: a.seed,
+        float: a.dtype,
+        prefix: a.prefix,
+    };
+    let shards = blindspot::synth::vectors::write(&root, &params).await?;
+    println!(
+        "synth-vectors: {} {:?} vectors of dim {} in {shards} committed shards under {}",
+        a.n, a.kind, a.dim, root.url
+    );
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]

@@ -47,6 +47,8 @@ enum Command {
     Demo(run::DemoArgs),
     /// Write a synthetic corpus with known CLIP-blind pairs and its truth file.
     Synth(embed::SynthArgs),
+    /// Write synthetic CLIP/DINOv2 vectors as committed embeddings (mining tests, benchmarks).
+    SynthVectors(embed::SynthVectorsArgs),
     /// Embed images (folders, prefixes or webdataset tars) with CLIP and DINOv2 into Parquet.
     Embed(embed::EmbedArgs),
     /// Check a pipeline spec completely (paths, manifests, encoders) without running it.
@@ -175,6 +177,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(a) => run::demo(a).await,
         Command::Synth(a) => embed::synth_cmd(a).await,
+        Command::SynthVectors(a) => embed::synth_vectors_cmd(a).await,
         Command::Embed(a) => embed::embed_cmd(a).await,
         Command::Validate { spec } => run::validate(&spec).await,
         Command::Run { spec, json } => run::run(&spec, json).await,

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, BooleanArray, ListArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use ndarray::Array2;
@@ -25,15 +25,24 @@ use crate::storage::Location;
 use crate::table::{self, io, Catalog, Commit, CommitSet};
 
 /// The `cells` schema: the cell, whether this is the vector's home cell (else a guest copy),
-/// and the embedding row's key, content hash and CLIP vector (as stored in `embeddings`).
+/// the vector's home cell and, on home rows, the cells it is a guest of (which decide which cell
+/// emits a pair, see `join::cell_pairs`), and the embedding row's key, content hash and CLIP
+/// vector (as stored in `embeddings`).
 pub fn cells_schema(clip: &Field) -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("cell", DataType::UInt32, false),
         Field::new("home", DataType::Boolean, false),
+        Field::new("home_cell", DataType::UInt32, false),
+        Field::new("guest_cells", guest_cells_type(), false),
         Field::new("key", DataType::Utf8, false),
         Field::new("content_hash", DataType::Utf8, false),
         clip.clone().with_name("clip"),
     ]))
+}
+
+/// The type of `guest_cells`: a list of cell numbers.
+pub fn guest_cells_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::UInt32, false)))
 }
 
 /// The `centroids` schema: one unit f32 vector per cell.
@@ -250,7 +259,14 @@ impl CellReader {
                 &object.path,
                 object.metadata.clone(),
                 groups.clone(),
-                &["home", "key", "content_hash", "clip"],
+                &[
+                    "home",
+                    "home_cell",
+                    "guest_cells",
+                    "key",
+                    "content_hash",
+                    "clip",
+                ],
             )
             .await?;
             while let Some(batch) = stream.try_next().await? {
@@ -260,6 +276,11 @@ impl CellReader {
                     .ok_or_else(|| Error::table("cells", "no boolean column home"))?;
                 let keys = io::strings(&batch, "key")?;
                 let hashes = io::strings(&batch, "content_hash")?;
+                let home_cell = u32s(&batch, "home_cell")?;
+                let guest_cells = batch
+                    .column_by_name("guest_cells")
+                    .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+                    .ok_or_else(|| Error::table("cells", "no list column guest_cells"))?;
                 let (flat, dim) = io::vectors_flat(&batch, "clip")?;
                 if members.dim != 0 && members.dim != dim {
                     return Err(Error::table(
@@ -272,6 +293,13 @@ impl CellReader {
                     members.keys.push(keys.value(i).to_string());
                     members.hashes.push(hashes.value(i).to_string());
                     members.home.push(home.value(i));
+                    members.home_cell.push(home_cell.value(i));
+                    let list = guest_cells.value(i);
+                    let list = list
+                        .as_any()
+                        .downcast_ref::<UInt32Array>()
+                        .ok_or_else(|| Error::table("cells", "guest_cells holds no u32"))?;
+                    members.guest_cells.push(list.values().to_vec());
                     members.generations.push(object.generation);
                 }
                 members.data.extend_from_slice(&flat);

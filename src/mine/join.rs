@@ -92,6 +92,10 @@ pub struct Members {
     pub generations: Vec<u64>,
     /// Home member (true) or guest.
     pub home: Vec<bool>,
+    /// Each member's home cell.
+    pub home_cell: Vec<u32>,
+    /// For home members, the cells they are a guest of (empty for guests).
+    pub guest_cells: Vec<Vec<u32>>,
     /// Vectors, flat, f32.
     pub data: Vec<f32>,
     /// Dimension.
@@ -127,10 +131,11 @@ pub struct CellOutput {
 /// The pairs one cell owns among `members`, counting only pairs with at least one member of
 /// partition generation `new` (a full run places everything in one generation, so that is every
 /// pair). Exact duplicates are collapsed first: of each content hash the member of the lowest
-/// generation, then the smallest key, is kept. A pair of two home members belongs to this cell;
-/// a home member and a guest pair here only when the home member has the smaller key (the pair
-/// belongs to the home cell of its smaller key, where the other is a guest), so each unordered
-/// pair above the threshold is emitted by exactly one cell.
+/// generation, then the smallest key, is kept. A pair of two home members belongs to this cell.
+/// A home member `x` and a guest `y` (homed in cell `h`) meet here; they also meet in `h` when
+/// `x` is a guest of `h`. Then the pair belongs to the home cell of the smaller key; otherwise
+/// (possible only with `--probe`, where guest copies are capped) it belongs here. So each
+/// unordered pair above the threshold that meets in any cell is emitted by exactly one.
 pub fn cell_pairs(members: &Members, new: u64, threshold: f32) -> CellOutput {
     let n = members.len();
     let dim = members.dim;
@@ -179,12 +184,17 @@ pub fn cell_pairs(members: &Members, new: u64, threshold: f32) -> CellOutput {
             out.pairs.push((a as u32, b as u32, s));
         }
     };
-    fn smaller_home<'a>(
-        keys: &'a [String],
+    // Home `x` x guest `y`: emitted here unless it is also met in y's home cell and y's key is
+    // the smaller.
+    fn owned_here<'a>(
+        m: &'a Members,
         left: &'a [usize],
         right: &'a [usize],
     ) -> impl Fn(usize, usize) -> bool + Sync + 'a {
-        move |i, j| keys[left[i]] < keys[right[j]]
+        move |i, j| {
+            let (x, y) = (left[i], right[j]);
+            m.keys[x] < m.keys[y] || !m.guest_cells[x].contains(&m.home_cell[y])
+        }
     }
     let any = |_: usize, _: usize| true;
     // new home x new home, new home x old home.
@@ -198,7 +208,7 @@ pub fn cell_pairs(members: &Members, new: u64, threshold: f32) -> CellOutput {
         &home_old,
         threshold_join(hn.view(), ho.view(), false, threshold, &any),
     );
-    // new home x every guest, old home x new guests: owned here when the home key is smaller.
+    // new home x every guest, old home x new guests.
     emit(
         &home_new,
         &guests,
@@ -207,7 +217,7 @@ pub fn cell_pairs(members: &Members, new: u64, threshold: f32) -> CellOutput {
             g_all.view(),
             false,
             threshold,
-            &smaller_home(keys, &home_new, &guests),
+            &owned_here(members, &home_new, &guests),
         ),
     );
     emit(
@@ -218,7 +228,7 @@ pub fn cell_pairs(members: &Members, new: u64, threshold: f32) -> CellOutput {
             g_new.view(),
             false,
             threshold,
-            &smaller_home(keys, &home_old, &guest_new),
+            &owned_here(members, &home_old, &guest_new),
         ),
     );
     out
@@ -264,7 +274,9 @@ mod tests {
 
     #[test]
     fn a_cell_collapses_duplicates_and_owns_a_cross_pair_only_by_its_smaller_key() {
-        // a and b pair (home, home); c duplicates a; g is a guest pairing with a and b.
+        // Cell 0: a and b pair (home, home); c duplicates a; g and 0 are guests from cell 1
+        // pairing with a and b. a and b are guests of cell 1 too, except that b was capped
+        // (--probe), so 0 meets b only here.
         let v = [1.0f32, 0.0];
         let w = [0.999f32, 0.0447];
         let members = Members {
@@ -272,6 +284,8 @@ mod tests {
             hashes: ["h1", "h2", "h1", "h3", "h4"].map(String::from).to_vec(),
             generations: vec![1; 5],
             home: vec![true, true, true, false, false],
+            home_cell: vec![0, 0, 0, 1, 1],
+            guest_cells: vec![vec![1], vec![], vec![1], vec![], vec![]],
             data: [v, w, v, v, w].concat(),
             dim: 2,
         };
@@ -286,10 +300,11 @@ mod tests {
                 )
             })
             .collect();
-        // (a,b) home x home; (a,g), (b,g) owned here; (0,a), (0,b) belong to guest 0's cell.
+        // (a,b) home x home; (a,g), (b,g): smaller key at home here; (0,a) belongs to cell 1,
+        // where a is a guest; (0,b) is met only here.
         let mut sorted = names.clone();
         sorted.sort();
-        assert_eq!(sorted, [("a", "b"), ("a", "g"), ("b", "g")]);
+        assert_eq!(sorted, [("0", "b"), ("a", "b"), ("a", "g"), ("b", "g")]);
         assert_eq!(out.duplicates, [(2, 0)]);
     }
 }

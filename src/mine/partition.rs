@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::builder::{ListBuilder, UInt32Builder};
 use arrow::array::{
     ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array,
 };
@@ -749,9 +750,24 @@ async fn place(
             out.cell_rows[cell as usize][1] += run.len() as u64 - homes;
             out.home += homes;
             out.guests += run.len() as u64 - homes;
+            let home_cell =
+                UInt32Array::from_iter_values(run.iter().map(|e| placements[e.1 as usize].home));
+            let mut guest_cells = ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(
+                Field::new("item", arrow::datatypes::DataType::UInt32, false),
+            ));
+            for e in run {
+                if e.2 {
+                    guest_cells
+                        .values()
+                        .append_slice(&placements[e.1 as usize].guests);
+                }
+                guest_cells.append(true);
+            }
             let mut columns: Vec<ArrayRef> = vec![
                 Arc::new(UInt32Array::from_value(cell, run.len())),
                 Arc::new(home),
+                Arc::new(home_cell),
+                Arc::new(guest_cells.finish()),
             ];
             for name in ["key", "content_hash", "clip"] {
                 let col = batch.column_by_name(name).expect("projected");

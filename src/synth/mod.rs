@@ -7,6 +7,8 @@
 //! slightly shifted, slightly recoloured copy is a near-duplicate both encoders agree on;
 //! exact duplicates share their bytes; every other image has a colour of its own.
 
+pub mod vectors;
+
 use bytes::Bytes;
 use image::{ImageFormat, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
