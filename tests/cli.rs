@@ -19,6 +19,8 @@ use blindspot::synth::Truth;
 mod big_table;
 #[path = "support/layout.rs"]
 mod layout;
+#[path = "support/mining.rs"]
+mod mining;
 #[path = "support/openai.rs"]
 mod openai;
 

@@ -776,6 +776,13 @@ async fn place(
                         .map_err(|e| Error::table("cells", e))?,
                 );
             }
+            // Shards embedded with another float type are stored as the first one was.
+            let want = schema.field(columns.len() - 1).data_type();
+            if columns.last().is_some_and(|c| c.data_type() != want) {
+                let clip = columns.pop().expect("clip");
+                columns
+                    .push(arrow::compute::cast(&clip, want).map_err(|e| Error::table("cells", e))?);
+            }
             let part = RecordBatch::try_new(schema.clone(), columns)
                 .map_err(|e| Error::table("cells", e))?;
             let size = part.get_array_memory_size();

@@ -231,6 +231,33 @@ pub async fn write(root: &Location, params: &VectorParams) -> Result<usize> {
         ));
     }
     let v = generate(params);
+    write_shards(root, params, &v).await
+}
+
+/// Writes given CLIP vectors (n x dim, random DINO vectors) as one committed shard `prefix`,
+/// keys `prefix/<i>`, stored as f16 like the default corpus: vectors a test places itself,
+/// such as pairs on a cell border.
+pub async fn write_given(root: &Location, prefix: &str, clip: &[f32], dim: usize) -> Result<usize> {
+    let n = clip.len() / dim.max(1);
+    let params = VectorParams {
+        n,
+        dim,
+        shard_rows: n.max(1),
+        prefix: prefix.into(),
+        ..Default::default()
+    };
+    let mut rng = Rng(n as u64);
+    let dino = (0..n)
+        .flat_map(|_| random_unit(&mut rng, params.dino_dim))
+        .collect();
+    let v = Vectors {
+        clip: clip.to_vec(),
+        dino,
+    };
+    write_shards(root, &params, &v).await
+}
+
+async fn write_shards(root: &Location, params: &VectorParams, v: &Vectors) -> Result<usize> {
     let catalog = Catalog::new(root);
     let meta = |id: &str, dim| EncoderMeta {
         id: format!("synthetic-{id}"),

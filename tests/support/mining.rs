@@ -1,0 +1,363 @@
+//! Partitioned mining on vector corpora in `memory://` run roots, through the library: exact
+//! mode equals brute force (including pairs placed across cell borders), `--worker` shares add
+//! up to one run, a run cut short resumes by cell, and nightly increments give what a full run
+//! gives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use blindspot::mine::candidates::{self, CandidateParams, CandidatesSummary};
+use blindspot::mine::cells::Layout;
+use blindspot::mine::partition::{self, PartitionParams, PartitionSummary};
+use blindspot::mine::{filter, vectors};
+use blindspot::progress::NoProgress;
+use blindspot::storage::Location;
+use blindspot::synth::vectors::{VectorKind, VectorParams};
+use blindspot::table::{self, io, Catalog, CommitSet, Generations};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+fn corpus(n: usize, kind: VectorKind, prefix: &str, seed: u64) -> VectorParams {
+    VectorParams {
+        n,
+        dim: 32,
+        kind,
+        shard_rows: 1000,
+        seed,
+        prefix: prefix.into(),
+        ..Default::default()
+    }
+}
+
+/// Exact placement on random vectors copies widely; these tests want exactness, not speed.
+fn exact_layout(cells: usize) -> PartitionParams {
+    PartitionParams {
+        cells: Some(cells),
+        max_copies: 1e9,
+        ..Default::default()
+    }
+}
+
+async fn place(root: &Location, p: &PartitionParams) -> PartitionSummary {
+    partition::partition(root, p, Arc::new(NoProgress))
+        .await
+        .unwrap()
+}
+
+async fn mine(root: &Location, worker: Option<(u32, u32)>) -> CandidatesSummary {
+    candidates::candidates(
+        root,
+        &CandidateParams::default(),
+        worker,
+        None,
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap()
+}
+
+/// The candidates table: `(a, b) -> clip_sim`.
+async fn table(root: &Location) -> BTreeMap<(String, String), f32> {
+    let catalog = Catalog::new(root);
+    let mut out = BTreeMap::new();
+    let mut s = catalog
+        .scan(&table::CANDIDATES, &[], Generations::All)
+        .await
+        .unwrap();
+    while let Some(b) = s.try_next().await.unwrap() {
+        let (a, bb, sim) = (
+            io::strings(&b, "a").unwrap(),
+            io::strings(&b, "b").unwrap(),
+            io::floats(&b, "clip_sim").unwrap(),
+        );
+        for i in 0..b.num_rows() {
+            let key = (a.value(i).to_string(), bb.value(i).to_string());
+            assert!(key.0 < key.1, "{key:?}");
+            assert!(out.insert(key, sim.value(i)).is_none(), "a pair twice");
+        }
+    }
+    out
+}
+
+/// Brute force over the root's unique vectors (the double loop, not the tiled kernel).
+async fn brute_force(root: &Location) -> BTreeMap<(String, String), f32> {
+    let v = vectors::unique_vectors(&Catalog::new(root)).await.unwrap();
+    candidates::exact_pairs(&v, 0.95, &NoProgress)
+        .into_iter()
+        .map(|(i, j, s)| {
+            let (a, b) = (v.keys[i as usize].clone(), v.keys[j as usize].clone());
+            (if a < b { (a, b) } else { (b, a) }, s)
+        })
+        .collect()
+}
+
+/// Each key's home cell, from the `cells` table.
+async fn homes(root: &Location) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    let catalog = Catalog::new(root);
+    let mut s = catalog
+        .scan(&table::CELLS, &["key", "home", "cell"], Generations::All)
+        .await
+        .unwrap();
+    while let Some(b) = s.try_next().await.unwrap() {
+        let keys = io::strings(&b, "key").unwrap();
+        let home = b
+            .column_by_name("home")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .unwrap();
+        let cell = b
+            .column_by_name("cell")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::UInt32Array>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            if home.value(i) {
+                out.insert(keys.value(i).to_string(), cell.value(i));
+            }
+        }
+    }
+    out
+}
+
+/// Pairs of vectors on the bisector of two centroids, one just on each side, cosine about
+/// 0.97: every one of them straddles a cell border.
+async fn border_pairs(root: &Location, layout: &Layout, pairs: usize) {
+    let c = &layout.centroids;
+    let dim = c.ncols();
+    let mut rng = blindspot::rng::Rng(77);
+    let mut clip = Vec::new();
+    for p in 0..pairs {
+        let (i, j) = (p % c.nrows(), (p * 7 + 1) % c.nrows());
+        let (i, j) = if i == j {
+            (i, (j + 1) % c.nrows())
+        } else {
+            (i, j)
+        };
+        let mid: Vec<f32> = (0..dim).map(|d| c[[i, d]] + c[[j, d]]).collect();
+        let towards: Vec<f32> = (0..dim).map(|d| c[[i, d]] - c[[j, d]]).collect();
+        let jitter: Vec<f32> = (0..dim).map(|_| rng.normal() as f32 * 0.01).collect();
+        for side in [1.0f32, -1.0] {
+            let mut v: Vec<f32> = (0..dim)
+                .map(|d| mid[d] + side * 0.12 * towards[d] + jitter[d])
+                .collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= n);
+            clip.extend(v);
+        }
+    }
+    let n = clip.len() / dim;
+    blindspot::synth::vectors::write_given(root, "border", &clip, dim)
+        .await
+        .unwrap_or_else(|e| panic!("{n} border vectors: {e}"));
+}
+
+#[tokio::test]
+async fn exact_partitioned_mining_equals_brute_force_across_borders_and_increments() {
+    // Root A mines a base corpus, then a nightly increment of pairs placed on cell borders.
+    let a = Location::open("memory://mining-exact/a").unwrap();
+    blindspot::synth::vectors::write(&a, &corpus(3000, VectorKind::Planted, "base", 1))
+        .await
+        .unwrap();
+    let first = place(&a, &exact_layout(12)).await;
+    assert!(
+        first.trained.is_some() && first.vectors == 3000,
+        "{first:?}"
+    );
+    let mined = mine(&a, None).await;
+    assert_eq!(table(&a).await, brute_force(&a).await);
+    assert_eq!(mined.cells.done, mined.cells.total);
+    // The reader held one cell at a time: never more than the largest block.
+    assert!(
+        mined.peak_block_bytes <= first.largest_block * 32 * 4,
+        "{mined:?}"
+    );
+    assert!(mined.peak_block_bytes < 3000 * 32 * 4, "{mined:?}");
+    filter::filter(&a, 0.6).await.unwrap();
+
+    let layout = Layout::open(&Catalog::new(&a)).await.unwrap().unwrap();
+    border_pairs(&a, &layout, 40).await;
+    let inc = place(&a, &exact_layout(12)).await;
+    assert_eq!(
+        (inc.trained.clone(), inc.shards, inc.vectors),
+        (None, 1, 80),
+        "{inc:?}"
+    );
+    let again = mine(&a, None).await;
+    let after = table(&a).await;
+    assert_eq!(
+        after,
+        brute_force(&a).await,
+        "the increment equals brute force"
+    );
+    // Only pairs involving the new vectors were computed, in new units.
+    assert_eq!(again.cells.skipped, mined.cells.total);
+    assert!(
+        again.pairs >= 40 && again.pairs < after.len() as u64,
+        "{again:?}"
+    );
+    let home = homes(&a).await;
+    let straddling = after
+        .keys()
+        .filter(|(x, y)| x.starts_with("border") && home[x] != home[y])
+        .count();
+    assert!(
+        straddling >= 30,
+        "{straddling} border pairs in different cells"
+    );
+    let f = filter::filter(&a, 0.6).await.unwrap();
+    assert!(f.incremental && f.units > 0, "{f:?}");
+
+    // Root B: the same vectors mined in one go give the same candidates and pairs.
+    let b = Location::open("memory://mining-exact/b").unwrap();
+    blindspot::synth::vectors::write(&b, &corpus(3000, VectorKind::Planted, "base", 1))
+        .await
+        .unwrap();
+    let clip = border_clip(&a).await;
+    blindspot::synth::vectors::write_given(&b, "border", &clip, 32)
+        .await
+        .unwrap();
+    place(&b, &exact_layout(12)).await;
+    mine(&b, None).await;
+    assert_eq!(table(&b).await, after, "incremental vs full");
+    filter::filter(&b, 0.6).await.unwrap();
+    assert_eq!(
+        pairs_of(&b).await,
+        pairs_of(&a).await,
+        "pairs: incremental vs full"
+    );
+}
+
+/// The CLIP vectors of the `border` shard of a root.
+async fn border_clip(root: &Location) -> Vec<f32> {
+    let catalog = Catalog::new(root);
+    let mut out = Vec::new();
+    for c in catalog
+        .commits(&table::EMBEDDINGS, Generations::All)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.unit.starts_with("border"))
+    {
+        let paths = c
+            .objects(&table::EMBEDDINGS)
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        let mut s = io::scan_objects(root, paths, &["clip"], 8192);
+        while let Some(b) = s.try_next().await.unwrap() {
+            out.extend(io::vectors_flat(&b, "clip").unwrap().0);
+        }
+    }
+    out
+}
+
+async fn pairs_of(root: &Location) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    let mut s = Catalog::new(root)
+        .scan(&table::PAIRS, &["a", "b"], Generations::All)
+        .await
+        .unwrap();
+    while let Some(b) = s.try_next().await.unwrap() {
+        let (x, y) = (io::strings(&b, "a").unwrap(), io::strings(&b, "b").unwrap());
+        for i in 0..b.num_rows() {
+            assert!(out.insert((x.value(i).to_string(), y.value(i).to_string())));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn workers_add_up_to_one_run_and_a_cut_run_resumes_by_cell() {
+    let params = corpus(4000, VectorKind::ClipLike, "v", 3);
+    let one = Location::open("memory://mining-workers/one").unwrap();
+    let three = Location::open("memory://mining-workers/three").unwrap();
+    for root in [&one, &three] {
+        blindspot::synth::vectors::write(root, &params)
+            .await
+            .unwrap();
+        place(
+            root,
+            &PartitionParams {
+                cells: Some(16),
+                probe: Some(2),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let whole = mine(&one, None).await;
+    let single = table(&one).await;
+    assert!(single.len() > 50, "{} pairs", single.len());
+    let mut done = 0;
+    for i in 0..3 {
+        let s = mine(&three, Some((i, 3))).await;
+        assert!(s.cells.total < whole.cells.total, "{s:?}");
+        done += s.cells.done;
+    }
+    assert_eq!(done, whole.cells.total);
+    assert_eq!(table(&three).await, single, "worker union vs one run");
+
+    // A run cut short: some cell commits never landed (their objects may have).
+    let catalog = Catalog::new(&one);
+    let units: Vec<String> = catalog
+        .commits_of(CommitSet::CANDIDATES)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.unit)
+        .collect();
+    for unit in units.iter().step_by(3) {
+        one.store
+            .delete(&one.path(&format!("_commits/candidates/{unit}.json")))
+            .await
+            .unwrap();
+    }
+    let resumed = mine(&one, None).await;
+    assert_eq!(resumed.cells.done as usize, units.iter().step_by(3).count());
+    assert_eq!(table(&one).await, single, "resumed vs whole");
+
+    // Probe 2 on CLIP-like vectors: recall against brute force is measured and high.
+    let r = candidates::candidates(
+        &one,
+        &CandidateParams::default(),
+        None,
+        Some(500),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let recall = r.recall.unwrap();
+    assert!(
+        recall.exact_pairs > 10 && recall.recall >= 0.95,
+        "{recall:?}"
+    );
+    let exact = brute_force(&one).await;
+    assert!(
+        single.keys().all(|k| exact.contains_key(k)),
+        "no false pairs"
+    );
+
+    // New vectors unlike the old ones retrain the centroids (drift) and redo every cell.
+    blindspot::synth::vectors::write(&one, &corpus(1000, VectorKind::Planted, "w", 4))
+        .await
+        .unwrap();
+    let p = place(
+        &one,
+        &PartitionParams {
+            cells: Some(16),
+            probe: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        p.trained.as_deref().unwrap_or("").contains("drift"),
+        "{p:?}"
+    );
+    assert_eq!(p.vectors, 5000);
+    let redone = mine(&one, None).await;
+    assert_eq!(redone.cells.skipped, 0, "{redone:?}");
+}
