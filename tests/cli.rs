@@ -823,6 +823,73 @@ fn a_killed_run_resumes_without_duplicates_or_losses() {
 }
 
 #[test]
+fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    let r = reference.to_str().unwrap();
+    run_ok(&[
+        "synth-vectors",
+        "--out",
+        r,
+        "--n",
+        "40000",
+        "--dim",
+        "128",
+        "--kind",
+        "clip-like",
+    ]);
+    run_ok(&["partition", "--root", r, "--cells", "400", "--probe", "2"]);
+    let root = dir.path().join("killed");
+    copy_dir(&reference, &root);
+    let summary: serde_json::Value =
+        serde_json::from_str(run_ok(&["candidates", "--root", r, "--json"]).trim()).unwrap();
+    let total = summary["cells"]["total"].as_u64().unwrap();
+    assert!(summary["pairs"].as_u64().unwrap() > 100, "{summary}");
+
+    let k = root.to_str().unwrap();
+    let mut child = bin().args(["candidates", "--root", k]).spawn().unwrap();
+    let commits = root.join("_commits/candidates");
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(&commits).map(|d| d.count()).unwrap_or(0) < 3
+        && started.elapsed() < Duration::from_secs(120)
+        && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = std::fs::read_dir(&commits).map(|d| d.count()).unwrap_or(0) as u64;
+    assert!(
+        partial < total,
+        "the run finished before it could be killed ({partial} of {total} cells)"
+    );
+    std::fs::remove_file(root.join("_lock.json")).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_str(run_ok(&["candidates", "--root", k, "--json"]).trim()).unwrap();
+    assert_eq!(again["cells"]["skipped"], partial, "{again}");
+    assert_eq!(again["cells"]["done"].as_u64().unwrap(), total - partial);
+    let table = |root: &Path| {
+        let mut rows: Vec<(String, String, u32)> = read_parquet_dir(&root.join("candidates"))
+            .iter()
+            .flat_map(|b| {
+                let sims = col::<Float32Array>(b, "clip_sim").values().to_vec();
+                strings(b, "a")
+                    .into_iter()
+                    .zip(strings(b, "b"))
+                    .zip(sims)
+                    .map(|((a, b), s)| (a, b, s.to_bits()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let (killed, whole) = (table(&root), table(&reference));
+    assert_eq!(killed.len() as u64, summary["pairs"].as_u64().unwrap());
+    assert_eq!(killed, whole, "no pair lost or written twice");
+}
+
+#[test]
 fn a_second_run_on_a_held_root_is_refused_with_exit_code_3() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("run");
