@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""Candidate mining (every pair with cosine > threshold): blindspot vs faiss HNSW vs exact.
+"""Candidate mining (every pair with cosine > threshold): blindspot vs faiss vs exact.
 
-All methods run in one process on the same vectors: n random unit vectors (float32, seeded) with
-planted clusters, so that many pairs lie above the threshold. 2% of n are cluster centres; around
-each centre sits a group of 2, 3, 5, 10 or 40 vectors whose pairwise cosine is about 0.96-0.995
-(groups of 40 make every one of the first 32 neighbours pass, which forces a second, larger
-search). The rest are isolated random vectors (cosine about 0 with everything).
+All methods run on the same vectors, one of two kinds (--kind):
+- planted (default): n random unit vectors (float32, seeded) with planted clusters, so that many
+  pairs lie above the threshold. 2% of n are cluster centres; around each centre sits a group of
+  2, 3, 5, 10 or 40 vectors whose pairwise cosine is about 0.96-0.995 (groups of 40 make every one
+  of the first 32 neighbours pass, which forces a second, larger search). The rest are isolated
+  random vectors (cosine about 0 with everything).
+- clip-like: what CLIP embeddings look like to a miner (the distribution of `blindspot
+  synth-vectors --kind clip-like`): a shared mean direction (unrelated vectors have cosine about
+  0.45), Zipf-sized topics, anisotropic noise, and 5% of vectors with 1-4 near-duplicates at
+  cosine 0.92-0.98, straddling the threshold.
 
 Methods:
 - exact (numpy): X @ X.T in 4096 x 4096 tiles, upper triangle only. This is the ground truth.
@@ -18,20 +23,33 @@ Methods:
   threshold, the rule blindspot's candidates stage uses.
 - faiss HNSW range_search: the same index's approximate range search (faiss has one for
   IndexHNSWFlat; it returns the visited nodes within the radius, so it is bounded by efSearch).
+- faiss IVFFlat range_search: an inverted file over sqrt(n) k-means lists (inner product),
+  range_search with nprobe doubled from 1 until recall on the exact truth reaches 0.99 (the time
+  of that setting is reported, training included).
 - blindspot (with --blindspot): the vectors are written as a run root (embeddings shards of
-  50000 rows, each followed by its commit manifest), then `BINARY index` and
-  `BINARY candidates` are timed and the `candidates` table is read back. With
-  --blindspot-exact, `BINARY candidates --exact` is timed as well.
+  50000 rows, each followed by its commit manifest). Then, each timed as its own process:
+  `partition` + `candidates` (partitioned) exact and with each `--probe` setting (exact mode is
+  refused when its copy factor would pass --max-copies; the refusal and its estimate are
+  printed), `index` + `candidates --method index`, and with --blindspot-exact
+  `candidates --method exact`.
+
+Peak RSS: each faiss method runs in a spawned child, each blindspot command is its own process;
+the peak resident set (VmHWM, MiB) of that process is reported, by the child itself or in
+blindspot's JSON summary.
+
+Growth (--growth 100000,300000,1000000): `blindspot synth-vectors --kind clip-like` at each n
+(768-d f16), then `partition --probe P` and `candidates`: time and peak RSS of each.
 
 Recall (planted) is measured on the planted pairs (pairs inside a group whose true cosine is
 above the threshold), always in full. False positives are found pairs whose true cosine is not
 above the threshold. Ratios are blindspot's wall time over the other method's (< 1: blindspot
 is faster).
 
-Usage:
+Usage (faiss: pip install -r scripts/requirements-bench.txt):
     python scripts/bench_candidates.py --n 20000 --dim 128
     python scripts/bench_candidates.py --blindspot target/release/blindspot --blindspot-exact
-    python scripts/bench_candidates.py --n 200000 --dim 768 --full-exact --work /tmp/bench
+    python scripts/bench_candidates.py --kind clip-like --blindspot target/release/blindspot
+    python scripts/bench_candidates.py --blindspot target/release/blindspot --growth 100000,300000
 """
 
 from __future__ import annotations
@@ -39,6 +57,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
+import os
 import platform
 import shutil
 import subprocess
@@ -93,6 +113,9 @@ class Result:
     pairs: np.ndarray
     # Ran on the sampled rows only: its time is extrapolated to all n, its planted recall unknown.
     sampled: bool = False
+    # Peak resident set of the process that ran it, MiB.
+    peak_mib: float = float("nan")
+    note: str = ""
 
     @property
     def total_s(self) -> float:
@@ -151,6 +174,63 @@ def make_corpus(n: int, dim: int, threshold: float, seed: int) -> Corpus:
         above = np.einsum("ij,ij->i", x[rows[i]], x[rows[j]]) > threshold
         planted.append(pair_codes(rows[i][above], rows[j][above], n))
     return Corpus(x=x, planted=np.unique(np.concatenate(planted)))
+
+
+def make_clip_like(n: int, dim: int, threshold: float, seed: int) -> Corpus:
+    """A shared mean direction, Zipf topics, anisotropic noise, near-duplicates around 0.95."""
+    rng = np.random.default_rng(seed)
+    mean = unit_rows(rng.standard_normal((1, dim), dtype=np.float32))[0]
+    topics = max(8, n // 200)
+    dirs = unit_rows(rng.standard_normal((topics, dim), dtype=np.float32))
+    w = np.arange(1, topics + 1, dtype=np.float64) ** -1.1
+    spectrum = (1.0 + np.arange(dim, dtype=np.float32)) ** -0.5
+    originals = int(n / 1.125)  # 5% of originals bring 2.5 near-duplicates on average
+    topic = rng.choice(topics, size=originals, p=w / w.sum())
+    noise = unit_rows(rng.standard_normal((originals, dim), dtype=np.float32) * spectrum)
+    base = unit_rows(
+        np.float32(np.sqrt(0.45)) * mean
+        + np.float32(np.sqrt(0.25)) * dirs[topic]
+        + np.float32(np.sqrt(0.30)) * noise
+    )
+    src = rng.choice(originals, size=n - originals)
+    e = rng.standard_normal((n - originals, dim), dtype=np.float32)
+    e -= np.einsum("ij,ij->i", e, base[src])[:, None] * base[src]
+    e = unit_rows(e)
+    cos = rng.uniform(0.92, 0.98, size=(n - originals, 1)).astype(np.float32)
+    copies = unit_rows(cos * base[src] + np.sqrt(1 - cos * cos) * e)
+    order = rng.permutation(n)
+    x = np.empty((n, dim), dtype=np.float32)
+    x[order] = np.concatenate([base, copies])
+    # "Planted": each copy with its original, where above the threshold.
+    a, b = order[originals:], order[src]
+    above = np.einsum("ij,ij->i", x[a], x[b]) > threshold
+    return Corpus(x=x, planted=pair_codes(a[above], b[above], n))
+
+
+def _peak_mib() -> float:
+    """VmHWM of this process (ru_maxrss would include the parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _child_main(conn, fn, args):
+    result = fn(*args)
+    conn.send((result, _peak_mib()))
+    conn.close()
+
+
+def in_child(fn, *args):
+    """Runs fn(*args) in a fresh (spawned, so OpenMP-safe) child process; returns its result and
+    the child's peak RSS in MiB (the input arrays count, as they would in any process)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_child_main, args=(child, fn, args))
+    p.start()
+    result, peak = parent.recv()
+    p.join()
+    return result, peak
 
 
 def exact_numpy(x: np.ndarray, threshold: float, rows: np.ndarray | None) -> Truth:
@@ -224,6 +304,35 @@ def faiss_hnsw(
     pairs = np.unique(np.concatenate(found))
     ranged = Result("faiss HNSW range_search", build, time.perf_counter() - t0, pairs)
     return topk, ranged
+
+
+def faiss_ivf_range(x: np.ndarray, threshold: float, truth: "Truth") -> Result:
+    """IVFFlat with sqrt(n) lists; nprobe doubled until recall on the truth reaches 0.99."""
+    n, dim = x.shape
+    lists = max(1, int(round(np.sqrt(n))))
+    t0 = time.perf_counter()
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+    index.train(x[np.random.default_rng(0).choice(n, size=min(n, 64 * lists), replace=False)])
+    index.add(x)
+    build = time.perf_counter() - t0
+    queries = np.arange(n) if truth.rows is None else truth.rows
+    nprobe, best = 1, None
+    while nprobe <= lists:
+        index.nprobe = nprobe
+        t0 = time.perf_counter()
+        lims, _, ids = index.range_search(x[queries], threshold)
+        search = time.perf_counter() - t0
+        if truth.rows is not None:
+            search *= n / len(truth.rows)
+        pairs = pair_codes(np.repeat(queries, np.diff(lims).astype(np.int64)), ids, n)
+        best = Result(
+            f"faiss IVFFlat range nprobe={nprobe}", build, search, pairs, sampled=truth.rows is not None
+        )
+        if recall(touching(pairs, truth.rows, n), truth.pairs) >= 0.99:
+            break
+        nprobe *= 2
+    return best
 
 
 def vector_type(dim: int) -> pa.DataType:
@@ -302,19 +411,34 @@ def write_run_root(root: Path, x: np.ndarray, seed: int) -> None:
         manifest.write_text(json.dumps(commit))
 
 
-def run_blindspot(binary: str, args: list[str]) -> tuple[float, dict]:
-    """Wall seconds and the JSON line the command printed."""
+def run_blindspot(binary: str, args: list[str], may_fail: bool = False) -> tuple[float, dict, float]:
+    """Wall seconds, the JSON line the command printed, and its peak RSS in MiB. With
+    may_fail, a failure returns {"error": stderr} instead of stopping the benchmark."""
     t0 = time.perf_counter()
-    done = subprocess.run([binary, *args, "--json"], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        sys.exit(f"{binary} {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    return wall, json.loads(lines[-1])
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        proc = subprocess.Popen([binary, *args, "--json"], stdout=out_f, stderr=err_f, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
+    # A forked child's ru_maxrss includes the Python parent it was forked from: prefer the
+    # peak the command reports itself (VmHWM, after exec).
+    peak = usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        if may_fail:
+            return wall, {"error": err.strip().splitlines()[-1] if err.strip() else "failed"}, peak
+        sys.exit(f"{binary} {' '.join(args)} failed ({proc.returncode}):\n{err}")
+    lines = [line for line in out.splitlines() if line.strip()]
+    report = json.loads(lines[-1])
+    if report.get("peak_rss_bytes"):
+        peak = report["peak_rss_bytes"] / (1 << 20)
+    return wall, report, peak
 
 
 def read_candidates(root: Path, n: int) -> np.ndarray:
-    files = sorted((root / "candidates").glob("*.parquet"))
+    files = sorted((root / "candidates").rglob("*.parquet"))
     if not files:
         sys.exit(f"no candidates under {root / 'candidates'}")
     table = pa.concat_tables([pq.read_table(f, columns=["a", "b"]) for f in files])
@@ -331,24 +455,66 @@ def blindspot(args: argparse.Namespace, x: np.ndarray, work: Path) -> list[Resul
     print(f"run root: {root}")
     print(f"embeddings schema:\n{pq.read_schema(root / 'embeddings' / 'part-00000.parquet')}")
     root_args = ["--root", str(root)]
-    build, report = run_blindspot(
+    threshold = ["--clip-min", str(args.threshold)]
+    results = []
+    probes = [None] + [int(p) for p in args.probe.split(",") if p]
+    for probe in probes:
+        extra = ["--max-copies", str(args.max_copies)] if probe is None else ["--probe", str(probe)]
+        name = "blindspot partitioned exact" if probe is None else f"blindspot partitioned probe={probe}"
+        build, report, peak_p = run_blindspot(
+            args.blindspot, ["partition", *root_args, *threshold, "--retrain", *extra], may_fail=True
+        )
+        print(f"blindspot partition ({name}): {json.dumps(report)}")
+        if "error" in report:
+            results.append(Result(name, build, float("nan"), np.array([], dtype=np.int64),
+                                  note=report["error"]))
+            continue
+        search, report, peak_c = run_blindspot(args.blindspot, ["candidates", *root_args, *threshold])
+        print(f"blindspot candidates ({name}): {json.dumps(report)}")
+        results.append(Result(name, build, search, read_candidates(root, len(x)),
+                              peak_mib=max(peak_p, peak_c),
+                              note=f"copy factor {report.get('copy_factor', 0):.2f}"))
+    build, report, peak_i = run_blindspot(
         args.blindspot,
         ["index", *root_args, "--connectivity", str(args.connectivity),
          "--expansion-add", str(args.expansion_add),
          "--expansion-search", str(args.expansion_search)],
     )
     print(f"blindspot index: {json.dumps(report)}")
-    threshold = ["--clip-min", str(args.threshold)]
-    search, report = run_blindspot(args.blindspot, ["candidates", *root_args, *threshold])
-    print(f"blindspot candidates: {json.dumps(report)}")
-    results = [Result("blindspot HNSW", build, search, read_candidates(root, len(x)))]
+    search, report, peak_c = run_blindspot(
+        args.blindspot, ["candidates", *root_args, *threshold, "--method", "index"]
+    )
+    print(f"blindspot candidates --method index: {json.dumps(report)}")
+    results.append(Result("blindspot HNSW", build, search, read_candidates(root, len(x)),
+                          peak_mib=max(peak_i, peak_c)))
     if args.blindspot_exact:
-        search, report = run_blindspot(
-            args.blindspot, ["candidates", *root_args, *threshold, "--exact"]
+        search, report, peak = run_blindspot(
+            args.blindspot, ["candidates", *root_args, *threshold, "--method", "exact"]
         )
-        print(f"blindspot candidates --exact: {json.dumps(report)}")
-        results.append(Result("blindspot exact", 0.0, search, read_candidates(root, len(x))))
+        print(f"blindspot candidates --method exact: {json.dumps(report)}")
+        results.append(Result("blindspot exact", 0.0, search, read_candidates(root, len(x)),
+                              peak_mib=peak))
     return results
+
+
+def growth(args: argparse.Namespace, work: Path) -> None:
+    """partition + candidates on clip-like vectors of growing n: time and peak RSS."""
+    print(f"\ngrowth (clip-like, {args.dim}-d f16, probe {args.growth_probe}):")
+    print(f"{'n':>10} {'cells':>7} {'partition s':>12} {'candidates s':>13} {'total s':>9} "
+          f"{'s per 100k':>11} {'peak MiB':>9} {'pairs':>9}")
+    for n in [int(v) for v in args.growth.split(",")]:
+        root = work / f"growth-{n}"
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run([args.blindspot, "synth-vectors", "--out", str(root), "--n", str(n),
+                        "--dim", str(args.dim), "--kind", "clip-like", "--seed", str(args.seed)],
+                       check=True, capture_output=True)
+        p_s, p, p_peak = run_blindspot(args.blindspot, ["partition", "--root", str(root),
+                                                        "--probe", str(args.growth_probe)])
+        c_s, c, c_peak = run_blindspot(args.blindspot, ["candidates", "--root", str(root)])
+        total = p_s + c_s
+        print(f"{n:>10} {p['cells']:>7} {p_s:>12.2f} {c_s:>13.2f} {total:>9.2f} "
+              f"{total / n * 1e5:>11.2f} {max(p_peak, c_peak):>9.0f} {c['pairs']:>9}")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -368,33 +534,34 @@ def print_table(
     results: list[Result], truth: Truth, corpus: Corpus, threshold: float
 ) -> None:
     n = len(corpus.x)
-    head = ("method", "build s", "search s", "total s", "pairs", "recall all", "recall planted", "false pos")
-    print("\n{:<32} {:>9} {:>9} {:>10} {:>10} {:>10} {:>14} {:>9}".format(*head))
+    head = ("method", "build s", "search s", "total s", "pairs", "recall all", "recall planted",
+            "false pos", "peak MiB")
+    print("\n{:<38} {:>9} {:>9} {:>10} {:>10} {:>10} {:>14} {:>9} {:>9}".format(*head))
     for r in results:
+        if r.note and np.isnan(r.search_s):
+            print(f"{r.method:<38} refused: {r.note}")
+            continue
         false_pos = int((true_sims(corpus.x, r.pairs) <= threshold).sum())
         total = f"~{r.total_s:.3f}" if r.sampled else f"{r.total_s:.3f}"
         planted = "-" if r.sampled else f"{recall(r.pairs, corpus.planted):.4f}"
         print(
-            f"{r.method:<32} {r.build_s:>9.3f} {r.search_s:>9.3f} {total:>10} {len(r.pairs):>10} "
+            f"{r.method:<38} {r.build_s:>9.3f} {r.search_s:>9.3f} {total:>10} {len(r.pairs):>10} "
             f"{recall(touching(r.pairs, truth.rows, n), truth.pairs):>10.4f} "
-            f"{planted:>14} {false_pos:>9}"
+            f"{planted:>14} {false_pos:>9} {r.peak_mib:>9.0f}  {r.note}"
         )
 
 
 def print_ratios(results: list[Result]) -> None:
-    by_name = {r.method: r for r in results}
-    mine = by_name.get("blindspot HNSW")
-    if mine is None:
-        return
-    print("\nblindspot HNSW wall time / other (< 1: blindspot faster):")
-    for other in results:
-        if other is mine:
-            continue
-        est = " (est.)" if other.sampled else ""
-        print(
-            f"  vs {other.method:<32} total {mine.total_s / other.total_s:7.3f}   "
-            f"search {mine.search_s / max(other.search_s, 1e-9):7.3f}{est}"
-        )
+    hnsw = next((r for r in results if r.method == "faiss HNSW top-k"), None)
+    for mine in [r for r in results if r.method.startswith("blindspot") and not np.isnan(r.search_s)]:
+        print(f"\n{mine.method} wall time / other (< 1: blindspot faster):")
+        for other in results:
+            if other is mine or np.isnan(other.search_s) or other.method.startswith("blindspot"):
+                continue
+            est = " (est.)" if other.sampled else ""
+            print(f"  vs {other.method:<38} total {mine.total_s / other.total_s:7.3f}{est}")
+    if hnsw:
+        print(f"\ntarget: at most half of faiss HNSW top-k's {hnsw.total_s:.2f} s, recall >= 0.99")
 
 
 def main() -> int:
@@ -407,7 +574,13 @@ def main() -> int:
     ap.add_argument("--expansion-search", type=int, default=64, help="HNSW efSearch (64)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (0)")
     ap.add_argument("--blindspot", help="blindspot binary (omit to run faiss and exact only)")
-    ap.add_argument("--blindspot-exact", action="store_true", help="also time `candidates --exact`")
+    ap.add_argument("--blindspot-exact", action="store_true", help="also time `candidates --method exact`")
+    ap.add_argument("--kind", choices=["planted", "clip-like"], default="planted", help="vectors (planted)")
+    ap.add_argument("--probe", default="1,2,4", help="partition --probe settings to time (1,2,4)")
+    ap.add_argument("--max-copies", type=float, default=16, help="partition --max-copies for exact mode (16)")
+    ap.add_argument("--growth", default="", help="also run the growth benchmark at these n (comma-separated)")
+    ap.add_argument("--growth-probe", type=int, default=2, help="partition --probe of the growth runs (2)")
+    ap.add_argument("--skip-faiss", action="store_true", help="only blindspot (for --growth alone)")
     ap.add_argument("--work", type=Path, help="where the run root goes (default: a temp dir, removed)")
     ap.add_argument("--exact-sample", type=int, default=2000,
                     help=f"rows of exact truth when n > {FULL_EXACT_MAX_N} (2000)")
@@ -422,9 +595,14 @@ def main() -> int:
         f"n {args.n}, dim {args.dim}, threshold {args.threshold}, connectivity {args.connectivity}, "
         f"expansion add/search {args.expansion_add}/{args.expansion_search}, seed {args.seed}"
     )
+    if args.skip_faiss:
+        with tempfile.TemporaryDirectory(prefix="bench-growth-") as work:
+            growth(args, args.work or Path(work))
+        return 0
     t0 = time.perf_counter()
-    corpus = make_corpus(args.n, args.dim, args.threshold, args.seed)
-    print(f"corpus: {time.perf_counter() - t0:.1f} s, {len(corpus.planted)} planted pairs")
+    make = make_corpus if args.kind == "planted" else make_clip_like
+    corpus = make(args.n, args.dim, args.threshold, args.seed)
+    print(f"corpus ({args.kind}): {time.perf_counter() - t0:.1f} s, {len(corpus.planted)} planted pairs")
 
     rows = None
     if args.n > FULL_EXACT_MAX_N and not args.full_exact:
@@ -437,10 +615,18 @@ def main() -> int:
     print(f"exact (numpy): {truth.seconds:.3f} s measured, {len(truth.pairs)} pairs")
 
     results = [Result("exact (numpy)", 0.0, exact_s, truth.pairs, sampled=rows is not None)]
-    results.append(faiss_flat_range(corpus.x, args.threshold, rows))
-    results.extend(
-        faiss_hnsw(corpus.x, args.threshold, args.connectivity, args.expansion_add, args.expansion_search)
+    flat, peak = in_child(faiss_flat_range, corpus.x, args.threshold, rows)
+    flat.peak_mib = peak
+    results.append(flat)
+    (topk, ranged), peak = in_child(
+        faiss_hnsw, corpus.x, args.threshold, args.connectivity, args.expansion_add,
+        args.expansion_search,
     )
+    topk.peak_mib = ranged.peak_mib = peak
+    results.extend([topk, ranged])
+    ivf, peak = in_child(faiss_ivf_range, corpus.x, args.threshold, truth)
+    ivf.peak_mib = peak
+    results.append(ivf)
     if args.blindspot:
         if args.work:
             results.extend(blindspot(args, corpus.x, args.work))
@@ -452,6 +638,9 @@ def main() -> int:
     if rows is not None:
         print("~: ran on the sampled rows; time extrapolated to all n, pairs are the sample's")
     print_ratios(results)
+    if args.growth and args.blindspot:
+        with tempfile.TemporaryDirectory(prefix="bench-growth-") as work:
+            growth(args, args.work or Path(work))
     return 0
 
 

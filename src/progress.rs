@@ -23,3 +23,12 @@ impl Progress for NoProgress {
     fn message(&self, _: &str) {}
     fn finish(&self) {}
 }
+
+/// The peak resident set of this process so far (`VmHWM` on Linux), for stage summaries; `None`
+/// where `/proc` does not say.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -170,6 +170,12 @@ pub async fn partition_cmd(a: PartitionArgs) -> Result<()> {
     Ok(())
 }
 
+fn mib(bytes: Option<u64>) -> String {
+    bytes
+        .map(|b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The one-line summary of a partition run.
 pub fn partition_text(s: &PartitionSummary) -> String {
     match s.generation {
@@ -180,7 +186,7 @@ pub fn partition_text(s: &PartitionSummary) -> String {
         Some(g) => {
             format!(
             "partition: generation {g}: {} vectors of {} shards into {} cells{}, {} guest copies \
-             (copy factor {:.2}), largest block {} rows, fit {:.3}{}, {:.1} MiB in {:.1}s",
+             (copy factor {:.2}), largest block {} rows, fit {:.3}{}, {:.1} MiB written, peak RSS {} in {:.1}s",
             s.vectors,
             s.shards,
             s.cells,
@@ -194,6 +200,7 @@ pub fn partition_text(s: &PartitionSummary) -> String {
             s.fit,
             s.drift.map(|d| format!(", drift {d:.3}")).unwrap_or_default(),
             s.bytes as f64 / (1 << 20) as f64,
+            mib(s.peak_rss_bytes),
             s.seconds
         )
         }
@@ -208,13 +215,14 @@ pub fn candidates_text(s: &CandidatesSummary, clip_min: f32) -> String {
     );
     if s.mode == "partitioned" {
         text += &format!(
-            "\n  cells: {} joined, {} already committed, of {}; copy factor {:.2}; {:.1} MiB read; largest block {:.1} MiB",
+            "\n  cells: {} joined, {} already committed, of {}; copy factor {:.2}; {:.1} MiB read; largest block {:.1} MiB; peak RSS {}",
             s.cells.done,
             s.cells.skipped,
             s.cells.total,
             s.copy_factor.unwrap_or(1.0),
             s.bytes_read as f64 / (1 << 20) as f64,
-            s.peak_block_bytes as f64 / (1 << 20) as f64
+            s.peak_block_bytes as f64 / (1 << 20) as f64,
+            mib(s.peak_rss_bytes)
         );
     }
     if let Some(r) = &s.recall {

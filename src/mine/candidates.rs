@@ -141,6 +141,8 @@ pub struct CandidatesSummary {
     pub peak_block_bytes: u64,
     /// Recall against brute force on a sample, when asked for.
     pub recall: Option<Recall>,
+    /// Peak resident set of the process (Linux), in bytes.
+    pub peak_rss_bytes: Option<u64>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -308,6 +310,9 @@ pub async fn candidates(
     }
     if let Some(lock) = lock {
         lock.release().await;
+    }
+    if let Ok(summary) = &mut result {
+        summary.peak_rss_bytes = crate::progress::peak_rss_bytes();
     }
     result
 }

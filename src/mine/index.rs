@@ -28,6 +28,8 @@ pub struct IndexSummary {
     pub vectors: u64,
     /// Exact duplicates collapsed.
     pub duplicates: u64,
+    /// Peak resident set of the process (Linux), in bytes.
+    pub peak_rss_bytes: Option<u64>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -85,6 +87,7 @@ async fn index_locked(
         rows: vectors.rows,
         vectors: record.vectors,
         duplicates: record.duplicates,
+        peak_rss_bytes: crate::progress::peak_rss_bytes(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -121,6 +121,8 @@ pub struct PartitionSummary {
     pub drift: Option<f64>,
     /// Bytes of `cells` objects written.
     pub bytes: u64,
+    /// Peak resident set of the process (Linux), in bytes.
+    pub peak_rss_bytes: Option<u64>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -293,6 +295,7 @@ async fn partition_locked(
                 fit: layout.latest().fit,
                 drift: None,
                 bytes: 0,
+                peak_rss_bytes: crate::progress::peak_rss_bytes(),
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
@@ -397,6 +400,7 @@ async fn partition_locked(
         fit: record.fit,
         drift,
         bytes: placed.bytes,
+        peak_rss_bytes: crate::progress::peak_rss_bytes(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
