@@ -1,5 +1,7 @@
-//! Pair mining: index build and candidate search per 100k vectors at 768 dimensions, and the
-//! filter query (`sql/pairs.sql`) per million candidates, on synthetic data.
+//! Pair mining on synthetic data: the cell join kernel (pairs/s and GFLOP/s, against the
+//! machine's own matrix product rate measured alongside), partition assignment (vectors/s),
+//! index build and candidate search per 100k vectors at 768 dimensions, and the filter query
+//! (`sql/pairs.sql`) per million candidates.
 
 use std::sync::Arc;
 
@@ -184,14 +186,55 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let root = filter_root(&rt, 200_000, 1_000_000);
     group.throughput(Throughput::Elements(1_000_000));
+    // Each run takes another threshold, so every run filters the whole table (a run with the
+    // same threshold would find nothing new).
+    let mut run = 0u32;
     group.bench_function("filter-query/1M candidates", |b| {
         b.iter(|| {
-            rt.block_on(blindspot::mine::filter::filter(&root, 0.6))
+            run += 1;
+            let dino_max = 0.6 + (run % 2) as f32 * 1e-3;
+            rt.block_on(blindspot::mine::filter::filter(&root, dino_max))
                 .unwrap()
         })
     });
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The cell join: a block of 4096 x 768 joined with itself (upper triangle, as a cell's home
+/// block is) and with a 4096-row guest block, against a plain matrix product of the same
+/// shapes (the machine's GEMM rate through ndarray); and placing vectors on 400 centroids.
+fn cells(c: &mut Criterion) {
+    use blindspot::mine::{join, kmeans, partition::Placer};
+    use ndarray::Array2;
+    let (n, dim) = (4096, 768);
+    let a = planted(n, dim);
+    let b = planted(2 * n, dim);
+    let x = Array2::from_shape_vec((n, dim), a.data.clone()).unwrap();
+    let y = Array2::from_shape_vec((n, dim), b.data[n * dim..].to_vec()).unwrap();
+    let mut group = c.benchmark_group("cells");
+    group.sample_size(10);
+    // Multiply-adds of a full n x n x dim product, as GFLOP (2 flops each).
+    let full = (n * n) as u64;
+    group.throughput(Throughput::Elements(full));
+    group.bench_function("gemm/4096 x 4096 x 768 (ndarray)", |bench| {
+        bench.iter(|| x.dot(&y.t()))
+    });
+    group.bench_function("join/home x guests 4096 x 4096 x 768", |bench| {
+        bench.iter(|| join::threshold_join(x.view(), y.view(), false, 0.95, &|_, _| true))
+    });
+    group.throughput(Throughput::Elements(full / 2));
+    group.bench_function("join/home x home 4096 x 768 (upper)", |bench| {
+        bench.iter(|| join::threshold_join(x.view(), x.view(), true, 0.95, &|_, _| true))
+    });
+    let sample = Array2::from_shape_vec((2 * n, dim), b.data.clone()).unwrap();
+    let centroids = kmeans::train(sample.view(), 400, 5, 1).centroids;
+    let placer = Placer::new(centroids, 0.95, Some(2));
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("placement/4096 x 768 on 400 cells (probe 2)", |bench| {
+        bench.iter(|| placer.place(x.view()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cells, bench);
 criterion_main!(benches);

@@ -889,6 +889,72 @@ fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
     assert_eq!(killed, whole, "no pair lost or written twice");
 }
 
+/// `pipelines/nightly.toml` with its paths pointed at `incoming` and `root`.
+fn nightly_spec(dir: &Path, incoming: &Path, root: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("pipelines/nightly.toml"))
+        .unwrap()
+        .replace("../nightly/incoming", incoming.to_str().unwrap())
+        .replace("../nightly/run", root.to_str().unwrap())
+        .replace("../models/", &format!("{}/models/", repo().display()))
+        // A tiny corpus's next shard is far from the few centroids; keep them anyway.
+        .replace("probe = 2 ", "drift-max = 2.0\nprobe = 2 ");
+    let spec = dir.join(format!("{}.toml", root.file_name().unwrap().to_str().unwrap()));
+    std::fs::write(&spec, text).unwrap();
+    spec
+}
+
+#[test]
+fn the_nightly_chain_mines_only_what_is_new_and_ends_where_one_full_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(corpus.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    shards.sort();
+    assert!(shards.len() >= 3, "{shards:?}");
+    let (last, first) = shards.split_last().unwrap();
+    let land = |shard: &Path| {
+        std::fs::rename(shard, incoming.join(shard.file_name().unwrap())).unwrap();
+    };
+    first.iter().for_each(|s| land(s));
+    let root = dir.path().join("nightly");
+    let spec = nightly_spec(dir.path(), &incoming, &root);
+    let spec = spec.to_str().unwrap();
+    let night1 = run_ok(&["run", spec]);
+    assert!(night1.contains("trained: first partition"), "{night1}");
+
+    // The next night one more shard has landed.
+    land(last);
+    let night2 = run_ok(&["run", spec]);
+    for expect in [
+        "existing centroids",
+        "already committed",
+        "(new since the last run, appended)",
+    ] {
+        assert!(night2.contains(expect), "{expect:?} missing from:\n{night2}");
+    }
+    // A night with nothing new changes nothing.
+    let night3 = run_ok(&["run", spec]);
+    assert!(night3.contains("partition: up to date"), "{night3}");
+    assert!(night3.contains("filter: up to date"), "{night3}");
+
+    // One run over everything, on a fresh root, ends at the same tables.
+    let full = dir.path().join("full");
+    run_ok(&["run", nightly_spec(dir.path(), &incoming, &full).to_str().unwrap()]);
+    for table in ["candidates", "pairs"] {
+        let (a, b) = (
+            pair_set(&read_parquet_dir(&root.join(table))),
+            pair_set(&read_parquet_dir(&full.join(table))),
+        );
+        assert!(!a.is_empty(), "{table}");
+        assert_eq!(a, b, "{table}: nightly vs one run");
+    }
+}
+
 #[test]
 fn a_second_run_on_a_held_root_is_refused_with_exit_code_3() {
     let dir = tempfile::tempdir().unwrap();

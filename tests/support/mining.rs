@@ -123,8 +123,9 @@ async fn homes(root: &Location) -> BTreeMap<String, u32> {
 }
 
 /// Pairs of vectors on the bisector of two centroids, one just on each side, cosine about
-/// 0.97: every one of them straddles a cell border.
-async fn border_pairs(root: &Location, layout: &Layout, pairs: usize) {
+/// 0.97: every one of them straddles a cell border. Then near-copies (cosine about 0.97) of the
+/// first `pairs` vectors of `old`, so the increment pairs with old vectors too.
+async fn border_pairs(root: &Location, layout: &Layout, pairs: usize, old: &[f32]) {
     let c = &layout.centroids;
     let dim = c.ncols();
     let mut rng = blindspot::rng::Rng(77);
@@ -147,6 +148,12 @@ async fn border_pairs(root: &Location, layout: &Layout, pairs: usize) {
             v.iter_mut().for_each(|x| *x /= n);
             clip.extend(v);
         }
+    }
+    for v in old.chunks_exact(dim).take(pairs) {
+        let mut w: Vec<f32> = v.iter().map(|x| x + rng.normal() as f32 * 0.04).collect();
+        let n = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+        w.iter_mut().for_each(|x| *x /= n);
+        clip.extend(w);
     }
     let n = clip.len() / dim;
     blindspot::synth::vectors::write_given(root, "border", &clip, dim)
@@ -178,11 +185,12 @@ async fn exact_partitioned_mining_equals_brute_force_across_borders_and_incremen
     filter::filter(&a, 0.6).await.unwrap();
 
     let layout = Layout::open(&Catalog::new(&a)).await.unwrap().unwrap();
-    border_pairs(&a, &layout, 40).await;
+    let base = blindspot::synth::vectors::generate(&corpus(3000, VectorKind::Planted, "base", 1));
+    border_pairs(&a, &layout, 40, &base.clip).await;
     let inc = place(&a, &exact_layout(12)).await;
     assert_eq!(
         (inc.trained.clone(), inc.shards, inc.vectors),
-        (None, 1, 80),
+        (None, 1, 120),
         "{inc:?}"
     );
     let again = mine(&a, None).await;
