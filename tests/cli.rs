@@ -898,7 +898,10 @@ fn nightly_spec(dir: &Path, incoming: &Path, root: &Path) -> PathBuf {
         .replace("../models/", &format!("{}/models/", repo().display()))
         // A tiny corpus's next shard is far from the few centroids; keep them anyway.
         .replace("probe = 2 ", "drift-max = 2.0\nprobe = 2 ");
-    let spec = dir.join(format!("{}.toml", root.file_name().unwrap().to_str().unwrap()));
+    let spec = dir.join(format!(
+        "{}.toml",
+        root.file_name().unwrap().to_str().unwrap()
+    ));
     std::fs::write(&spec, text).unwrap();
     spec
 }
@@ -935,7 +938,10 @@ fn the_nightly_chain_mines_only_what_is_new_and_ends_where_one_full_run_does() {
         "already committed",
         "(new since the last run, appended)",
     ] {
-        assert!(night2.contains(expect), "{expect:?} missing from:\n{night2}");
+        assert!(
+            night2.contains(expect),
+            "{expect:?} missing from:\n{night2}"
+        );
     }
     // A night with nothing new changes nothing.
     let night3 = run_ok(&["run", spec]);
@@ -944,7 +950,10 @@ fn the_nightly_chain_mines_only_what_is_new_and_ends_where_one_full_run_does() {
 
     // One run over everything, on a fresh root, ends at the same tables.
     let full = dir.path().join("full");
-    run_ok(&["run", nightly_spec(dir.path(), &incoming, &full).to_str().unwrap()]);
+    run_ok(&[
+        "run",
+        nightly_spec(dir.path(), &incoming, &full).to_str().unwrap(),
+    ]);
     for table in ["candidates", "pairs"] {
         let (a, b) = (
             pair_set(&read_parquet_dir(&root.join(table))),
