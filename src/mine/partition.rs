@@ -847,7 +847,10 @@ async fn flush(
             catalog.root(),
             base,
             schema.clone(),
-            WriteParams::default(),
+            WriteParams {
+                fast: true,
+                ..WriteParams::default()
+            },
         )?);
     }
     let w = writer.as_mut().expect("opened above");
