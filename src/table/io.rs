@@ -55,11 +55,11 @@ impl Default for WriteParams {
     }
 }
 
-/// Writer properties for every blindspot table: zstd (snappy with `fast`), bounded row groups, and the schema's
-/// metadata as Parquet key-value metadata (so DuckDB and pyarrow both show it). No
-/// dictionaries: keys and vectors are nearly all distinct, where a dictionary only costs, and
-/// zstd takes care of the repetitive columns (on 2M candidates: 3.4 MiB plain, 9.1 MiB with
-/// dictionaries).
+/// Writer properties for every blindspot table: zstd (snappy with `fast`), bounded row groups,
+/// and the schema's metadata as Parquet key-value metadata (so DuckDB and pyarrow both show
+/// it). No dictionaries: keys and vectors are nearly all distinct, where a dictionary only
+/// costs, and zstd takes care of the repetitive columns (on 2M candidates: 3.4 MiB plain,
+/// 9.1 MiB with dictionaries).
 pub fn writer_props(schema: &SchemaRef, params: &WriteParams) -> WriterProperties {
     let kv = schema
         .metadata()
