@@ -7,7 +7,7 @@
 //!   work and of commit: a killed run redoes only the cells not committed, `--worker i/N` takes
 //!   the cells `c` with `c % N == i`, and after an incremental partition only pairs involving
 //!   the new vectors are computed (a new commit per cell and partition generation). Memory is
-//!   one cell's block, whatever the corpus size.
+//!   one cell's block and the next (read while the first is joined), whatever the corpus size.
 //! - `index`: the usearch HNSW index of `blindspot index`; each image's neighbours are searched
 //!   with k = 32, doubled while all k pass, so groups larger than k are found whole.
 //! - `exact`: every pair by brute force, all vectors in memory: the ground truth.
@@ -471,11 +471,21 @@ async fn partitioned(
     }
     if !todo.is_empty() {
         let generation = catalog.begin("candidates").await?;
-        let reader = CellReader::open(root, &layout).await?;
+        let reader = Arc::new(CellReader::open(root, &layout).await?);
         progress.start("candidates (cells)", Some(todo.len() as u64));
         let mut last_line = Instant::now();
-        for (g, cell, unit) in todo {
-            let (members, bytes) = reader.read(cell, g).await?;
+        // The next cell is read while this one is joined: two blocks in memory at most.
+        let read = |(g, cell): (u64, u32)| {
+            let reader = reader.clone();
+            tokio::spawn(async move { reader.read(cell, g).await })
+        };
+        let mut next = todo.first().map(|u| read((u.0, u.1)));
+        for (i, (g, cell, unit)) in todo.iter().cloned().enumerate() {
+            let pending = next.take().expect("a read is always pending here");
+            next = todo.get(i + 1).map(|u| read((u.0, u.1)));
+            let (members, bytes) = pending
+                .await
+                .map_err(|e| Error::Internal(format!("reading cell {cell}: {e}")))??;
             summary.bytes_read += bytes;
             summary.peak_block_bytes = summary.peak_block_bytes.max(members.vector_bytes());
             let clip_min = params.clip_min;
