@@ -118,12 +118,13 @@ pub fn train(x: ArrayView2<f32>, k: usize, max_iter: usize, seed: u64) -> Traine
             row += &x.row(i);
             counts[c as usize] += 1;
         }
-        // Empty cells take the worst-fitting rows, so k cells stay k cells.
-        let mut worst: Vec<usize> = (0..m).collect();
-        worst.sort_by(|&a, &b| near[a].1.total_cmp(&near[b].1));
-        let mut spare = worst.into_iter();
-        for c in (0..k).filter(|&c| counts[c] == 0) {
-            if let Some(row) = spare.next() {
+        // Empty cells take the worst-fitting rows, so k cells stay k cells (sorted only when
+        // some cell is empty).
+        let empty: Vec<usize> = (0..k).filter(|&c| counts[c] == 0).collect();
+        if !empty.is_empty() {
+            let mut worst: Vec<usize> = (0..m).collect();
+            worst.sort_by(|&a, &b| near[a].1.total_cmp(&near[b].1));
+            for (&c, row) in empty.iter().zip(worst) {
                 sums.row_mut(c).assign(&x.row(row));
             }
         }

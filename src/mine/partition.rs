@@ -384,9 +384,15 @@ async fn partition_locked(
             tracing::info!(retracted = gone, "older partition generations replaced");
         }
     }
-    let layout = Layout::open(&catalog)
-        .await?
-        .ok_or_else(|| Error::Internal("the partition commit just written is missing".into()))?;
+    // The blocks now: what this generation added, plus what the kept generations hold.
+    let kept = existing.as_ref().filter(|_| !plan.full);
+    let largest = (0..placer.cells())
+        .map(|c| {
+            let old = kept.map_or(0, |l| l.block_rows(c, u64::MAX));
+            old + record.cell_rows[c][0] + record.cell_rows[c][1]
+        })
+        .max()
+        .unwrap_or(0);
     Ok(PartitionSummary {
         generation: Some(generation),
         layout: layout_gen,
@@ -396,7 +402,7 @@ async fn partition_locked(
         vectors: record.home,
         guests: record.guests,
         copy_factor: record.copy_factor(),
-        largest_block: largest_block(&layout),
+        largest_block: largest,
         fit: record.fit,
         drift,
         bytes: placed.bytes,
