@@ -83,7 +83,7 @@ fn filter_root(rt: &tokio::runtime::Runtime, images: usize, pairs: usize) -> Loc
         digest: "bench".into(),
         dim,
     };
-    let schema = schema::embeddings(&meta("c", cdim), &meta("d", ddim), FloatType::F32);
+    let schema = schema::embeddings(&meta("c", cdim), Some(&meta("d", ddim)), FloatType::F32);
     let mut rng = Rng(7);
     let keys: Vec<String> = (0..images).map(|i| format!("k{i:09}")).collect();
     let batch = RecordBatch::try_new(
@@ -99,6 +99,8 @@ fn filter_root(rt: &tokio::runtime::Runtime, images: usize, pairs: usize) -> Loc
             Arc::new(StringArray::from_iter_values(keys.iter())),
             vector_column(cdim, (0..images).flat_map(|_| rng.vector(cdim)).collect()),
             vector_column(ddim, (0..images).flat_map(|_| rng.vector(ddim)).collect()),
+            arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, images),
+            arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, images),
         ],
     )
     .unwrap();

@@ -27,6 +27,7 @@ pub const STAGES: &[&str] = &[
     "partition",
     "index",
     "candidates",
+    "dino",
     "filter",
     "eval",
 ];
@@ -284,6 +285,21 @@ pub struct EmbedSection {
     pub dct_scaling: bool,
     /// Rows per Parquet row group.
     pub rows_per_group: usize,
+    /// `clip,dino` (both on every image) or `clip` (DINOv2 in the `dino` stage, on
+    /// candidate images only).
+    pub encoders: String,
+    /// `auto`, `folder`, `tar`, `parquet` or `manifest`.
+    pub input_format: crate::embed::ingest::InputFormat,
+    /// img2dataset Parquet: the image column.
+    pub image_column: Option<String>,
+    /// img2dataset Parquet and manifests: the key column.
+    pub key_column: String,
+    /// Manifests: rows per shard.
+    pub rows_per_shard: Option<u64>,
+    /// Seconds one HTTP fetch may take.
+    pub fetch_timeout: f64,
+    /// Retries of a failed fetch.
+    pub fetch_retries: usize,
 }
 
 impl Default for EmbedSection {
@@ -297,6 +313,13 @@ impl Default for EmbedSection {
             max_pixels: p.decode.max_pixels,
             dct_scaling: p.decode.dct_scaling,
             rows_per_group: p.rows_per_group,
+            encoders: "clip,dino".into(),
+            input_format: p.ingest.format,
+            image_column: None,
+            key_column: p.ingest.key_column.clone(),
+            rows_per_shard: None,
+            fetch_timeout: p.ingest.fetch.timeout.as_secs_f64(),
+            fetch_retries: p.ingest.fetch.retries,
         }
     }
 }
@@ -337,8 +360,27 @@ impl EmbedSection {
                 dct_scaling: self.dct_scaling,
             },
             rows_per_group: self.rows_per_group,
+            ingest: crate::embed::ingest::IngestParams {
+                format: self.input_format,
+                image_column: self.image_column.clone(),
+                key_column: self.key_column.clone(),
+                rows_per_shard: self.rows_per_shard,
+                fetch: crate::embed::ingest::fetch::FetchParams {
+                    concurrency: self.fetch_concurrency,
+                    timeout: std::time::Duration::from_secs_f64(
+                        self.fetch_timeout.clamp(0.001, 86_400.0),
+                    ),
+                    retries: self.fetch_retries,
+                    ..Default::default()
+                },
+            },
             ..EmbedParams::default()
         }
+    }
+
+    /// True when the embed stage runs CLIP only.
+    pub fn clip_only(&self) -> bool {
+        self.encoders == "clip"
     }
 }
 
@@ -352,8 +394,10 @@ pub struct Resolved {
     pub root: Location,
     /// Stages to run, in order.
     pub stages: Vec<String>,
-    /// The loaded encoders, when a stage needs them.
-    pub encoders: Option<(OnnxEncoder, OnnxEncoder)>,
+    /// The CLIP encoder, loaded when the embed stage runs.
+    pub clip: Option<OnnxEncoder>,
+    /// The DINOv2 encoder, loaded when the embed (both encoders) or dino stage runs.
+    pub dino: Option<OnnxEncoder>,
     /// Embed settings.
     pub embed: EmbedParams,
     /// Index settings.
@@ -527,13 +571,9 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     let makes_input = spec.run.stages.iter().any(|s| s == "synth");
     let embeds = spec.run.stages.iter().any(|s| s == "embed");
     if let (Some(input), false, true) = (&input, makes_input, embeds) {
-        match crate::embed::ingest::list_shards(input).await {
-            Ok(shards) if shards.is_empty() => problems.push(format!(
-                "[run] input {}: no images or .tar shards found",
-                input.url
-            )),
-            Ok(_) => {}
-            Err(e) => problems.push(format!("[run] input: {e}")),
+        if let Err(e) = crate::embed::ingest::list_shards(input, &spec.embed.params().ingest).await
+        {
+            problems.push(format!("[run] input: {e}"));
         }
     }
     let device = spec
@@ -544,6 +584,15 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         .ok();
     if spec.embed.batch_size == 0 {
         problems.push("[embed] batch-size must be at least 1".into());
+    }
+    if !matches!(spec.embed.encoders.as_str(), "clip,dino" | "clip") {
+        problems.push(format!(
+            "[embed] encoders {:?}: use \"clip,dino\" (both on every image) or \"clip\" (DINOv2 in the dino stage)",
+            spec.embed.encoders
+        ));
+    }
+    if !(spec.embed.fetch_timeout > 0.0) {
+        problems.push("[embed] fetch-timeout must be a positive number of seconds".into());
     }
     if spec.embed.fetch_concurrency == 0 {
         problems.push("[embed] fetch-concurrency must be at least 1".into());
@@ -570,31 +619,26 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         problems.push("[synth] per-shard must be at least 1".into());
     }
 
-    let needs_encoders = spec.run.stages.iter().any(|s| s == "embed");
-    let mut encoders = None;
-    if needs_encoders {
-        let clip = encoder::load_manifest(&spec.encoders.clip)
-            .map_err(|e| problems.push(format!("[encoders] clip: {e}")))
-            .ok();
-        let dino = encoder::load_manifest(&spec.encoders.dino)
-            .map_err(|e| problems.push(format!("[encoders] dino: {e}")))
-            .ok();
-        if let (Some(clip), Some(dino), Some(device)) = (clip, dino, device) {
-            let params = SessionParams {
-                device,
-                intra_threads: spec.encoders.intra_threads,
-            };
-            let c = OnnxEncoder::load(clip, &params)
-                .map_err(|e| problems.push(format!("[encoders] clip: {e}")))
-                .ok();
-            let d = OnnxEncoder::load(dino, &params)
-                .map_err(|e| problems.push(format!("[encoders] dino: {e}")))
-                .ok();
-            if let (Some(c), Some(d)) = (c, d) {
-                encoders = Some((c, d));
-            }
+    let has = |stage: &str| spec.run.stages.iter().any(|s| s == stage);
+    let needs_clip = has("embed");
+    let needs_dino = (has("embed") && !spec.embed.clip_only()) || has("dino");
+    let mut load = |what: &str, path: &Path, needed: bool| -> Option<OnnxEncoder> {
+        if !needed {
+            return None;
         }
-    }
+        let manifest = encoder::load_manifest(path)
+            .map_err(|e| problems.push(format!("[encoders] {what}: {e}")))
+            .ok()?;
+        let params = SessionParams {
+            device: device?,
+            intra_threads: spec.encoders.intra_threads,
+        };
+        OnnxEncoder::load(manifest, &params)
+            .map_err(|e| problems.push(format!("[encoders] {what}: {e}")))
+            .ok()
+    };
+    let clip = load("clip", &spec.encoders.clip, needs_clip);
+    let dino = load("dino", &spec.encoders.dino, needs_dino);
     if !problems.is_empty() {
         return Err(Error::Spec {
             path: path.to_path_buf(),
@@ -642,7 +686,8 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         stages: spec.run.stages.clone(),
         input: input.expect("no problems"),
         root: root.expect("no problems"),
-        encoders,
+        clip,
+        dino,
         embed,
         spec,
     })

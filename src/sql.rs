@@ -3,6 +3,10 @@
 //! compiled-in queries of `sql/*.sql` (thresholds are parameters, never formatted into the
 //! text); and a read-only session for analysts, where `SHOW TABLES` lists each table with its
 //! rows, objects and latest generation, and `DESCRIBE` and `information_schema` work.
+//!
+//! Every session also has the view `dino_vectors` (`key`, `uri`, `dino`): the DINOv2 vector of
+//! every image that has one, wherever it was written: the `dino` column of `embeddings` shards
+//! embedded with both encoders, and the `dino` table of `blindspot dino`.
 
 use std::sync::Arc;
 
@@ -27,7 +31,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::storage::Location;
-use crate::table::{Catalog, TableStatus};
+use crate::table::{self, Catalog, CommitSet, Generations, TableStatus};
 
 /// The compiled-in queries, by file name.
 pub mod queries {
@@ -186,7 +190,61 @@ pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
         names.push(status.name.to_string());
     }
     register_table_list(&ctx, &listed)?;
+    register_dino_vectors(&ctx, root).await?;
     Ok((ctx, names))
+}
+
+/// The name of the view of every DINOv2 vector.
+pub const DINO_VECTORS: &str = "dino_vectors";
+
+/// Registers the view `dino_vectors` (`key`, `uri`, `dino`) over the `embeddings` objects that
+/// have a `dino` column and the `dino` table; returns false (and registers nothing) when the
+/// root has no DINOv2 vectors at all.
+pub async fn register_dino_vectors(ctx: &SessionContext, root: &Location) -> Result<bool> {
+    let catalog = Catalog::new(root);
+    let mut embedded = Vec::new();
+    for c in catalog.commits_of(CommitSet::EMBED).await? {
+        let dino = c
+            .info::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v["encoders"][1].as_str().map(|s| !s.is_empty()))
+            .unwrap_or(true);
+        if dino {
+            embedded.extend(c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path));
+        }
+    }
+    let later: Vec<String> = catalog
+        .objects(&table::DINO, Generations::All)
+        .await?
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    let mut frames = Vec::new();
+    for (name, paths) in [("embeddings", embedded), ("dino", later)] {
+        if paths.is_empty() {
+            continue;
+        }
+        let t = listing_table(ctx, root, name, &paths).await?;
+        let df = ctx
+            .read_table(t)
+            .and_then(|df| df.select_columns(&["key", "uri", "dino"]))
+            .map_err(|e| Error::table(DINO_VECTORS, format!("{name}: {e}")))?;
+        frames.push(df);
+    }
+    let Some(first) = frames.pop() else {
+        return Ok(false);
+    };
+    let view = match frames.pop() {
+        Some(other) => other
+            .union(first)
+            .map_err(|e| Error::table(DINO_VECTORS, format!("embeddings.dino and the dino table do not match (same float type and dimension needed): {e}")))?,
+        None => first,
+    };
+    ctx.deregister_table(DINO_VECTORS)
+        .map_err(|e| Error::table(DINO_VECTORS, e))?;
+    ctx.register_table(DINO_VECTORS, view.into_view())
+        .map_err(|e| Error::table(DINO_VECTORS, e))?;
+    Ok(true)
 }
 
 /// Registers (or replaces) table `name` of `ctx` as the Parquet objects `paths` of `root`
@@ -197,6 +255,23 @@ pub async fn register_objects(
     name: &str,
     paths: &[String],
 ) -> Result<()> {
+    let table = listing_table(ctx, root, name, paths).await?;
+    ctx.deregister_table(name)
+        .map_err(|e| Error::table(name, e))?;
+    ctx.register_table(name, table)
+        .map_err(|e| Error::table(name, e))?;
+    Ok(())
+}
+
+/// A listing table over the Parquet objects `paths` of `root`. Its schema is the merge of
+/// the objects' schemas; for `embeddings` every column is nullable, because shards embedded
+/// with CLIP only have no `dino` column and older shards no `caption` or `url`.
+async fn listing_table(
+    ctx: &SessionContext,
+    root: &Location,
+    name: &str,
+    paths: &[String],
+) -> Result<Arc<ListingTable>> {
     let urls = paths
         .iter()
         .map(|p| ListingTableUrl::parse(root.uri_of(&root.path(p))))
@@ -212,12 +287,23 @@ pub async fn register_objects(
         .infer_schema(&ctx.state())
         .await
         .map_err(|e| Error::table(name, e))?;
+    let config = if name == table::EMBEDDINGS.name {
+        let schema = config
+            .file_schema
+            .clone()
+            .ok_or_else(|| Error::Internal("inferred schema missing".into()))?;
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let nullable = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        config.with_schema(nullable)
+    } else {
+        config
+    };
     let table = ListingTable::try_new(config).map_err(|e| Error::table(name, e))?;
-    ctx.deregister_table(name)
-        .map_err(|e| Error::table(name, e))?;
-    ctx.register_table(name, Arc::new(table))
-        .map_err(|e| Error::table(name, e))?;
-    Ok(())
+    Ok(Arc::new(table))
 }
 
 /// Registers (or replaces) table `name` of `ctx` as an empty table of `schema`.

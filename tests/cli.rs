@@ -328,7 +328,9 @@ async fn parquet_schema_metadata_and_norms() {
             "height",
             "content_hash",
             "clip",
-            "dino"
+            "dino",
+            "caption",
+            "url"
         ]
     );
     for (col, dim) in [("clip", 64), ("dino", 96)] {
@@ -649,7 +651,7 @@ async fn embed_with_tiny(input: &Location, root: &Location) -> embed::EmbedSumma
         input,
         root,
         clip,
-        dino,
+        Some(dino),
         &EmbedParams::default(),
         Arc::new(NoProgress),
     )
@@ -705,9 +707,16 @@ async fn an_object_that_vanishes_between_listing_and_reading_is_an_error_row() {
         })
     };
     let params = EmbedParams::default();
-    let summary = embed::embed(&input, &root, clip, dino, &params, Arc::new(NoProgress))
-        .await
-        .unwrap();
+    let summary = embed::embed(
+        &input,
+        &root,
+        clip,
+        Some(dino),
+        &params,
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
     deleter.await.unwrap();
     assert_eq!(summary.errors, 1, "{summary:?}");
     assert_eq!(summary.errors_by_kind.get("not_found"), Some(&1));
@@ -1126,7 +1135,8 @@ print(",".join(f.name for f in r.schema))
     assert_eq!(
         lines[1],
         "key:string,uri:string,shard:string,width:uint32,height:uint32,content_hash:string,\
-         clip:fixed_size_list<item: float not null>[64],dino:fixed_size_list<item: float not null>[96]"
+         clip:fixed_size_list<item: float not null>[64],dino:fixed_size_list<item: float not null>[96],\
+         caption:string,url:string"
     );
     assert_eq!(lines[2], "key,uri,shard,stage,kind,message");
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use blindspot::embed::ingest::fetch::FetchParams;
+use blindspot::embed::ingest::{IngestParams, InputFormat};
 use blindspot::embed::{self, EmbedParams, EmbedSummary};
 use blindspot::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
 use blindspot::encoder::runtime::Device;
@@ -101,22 +103,91 @@ pub struct EncoderArgs {
     pub intra_threads: usize,
 }
 
+/// How inputs are read (shared by `embed` and `dino`).
+#[derive(Args, Debug, Clone)]
+pub struct IngestArgs {
+    /// What the input holds: auto (told from the objects), folder, tar, parquet (img2dataset
+    /// Parquet with image bytes) or manifest (a table of URIs).
+    #[arg(long, default_value = "auto")]
+    pub input_format: InputFormat,
+    /// img2dataset Parquet: the binary column with the image [default: jpg, png, webp, ...].
+    #[arg(long)]
+    pub image_column: Option<String>,
+    /// img2dataset Parquet and manifests: the key column.
+    #[arg(long, default_value = "key")]
+    pub key_column: String,
+    /// Manifests: rows per shard [default: a Parquet row group; 10000 for CSV and JSONL].
+    #[arg(long)]
+    pub rows_per_shard: Option<u64>,
+    /// Seconds one HTTP fetch may take, body included.
+    #[arg(long, default_value_t = FetchParams::default().timeout.as_secs_f64())]
+    pub fetch_timeout: f64,
+    /// Retries of a fetch that failed with 5xx, 429, a timeout or a broken connection.
+    #[arg(long, default_value_t = FetchParams::default().retries)]
+    pub fetch_retries: usize,
+}
+
+impl IngestArgs {
+    pub fn params(&self, concurrency: usize) -> Result<IngestParams> {
+        if !(self.fetch_timeout > 0.0 && self.fetch_timeout.is_finite()) {
+            anyhow::bail!(blindspot::Error::Usage(format!(
+                "--fetch-timeout {} must be a positive number of seconds",
+                self.fetch_timeout
+            )));
+        }
+        if self.rows_per_shard == Some(0) {
+            anyhow::bail!(blindspot::Error::Usage(
+                "--rows-per-shard must be at least 1".into()
+            ));
+        }
+        Ok(IngestParams {
+            format: self.input_format,
+            image_column: self.image_column.clone(),
+            key_column: self.key_column.clone(),
+            rows_per_shard: self.rows_per_shard,
+            fetch: FetchParams {
+                concurrency,
+                timeout: std::time::Duration::from_secs_f64(self.fetch_timeout),
+                retries: self.fetch_retries,
+                ..FetchParams::default()
+            },
+        })
+    }
+}
+
+/// Which encoders `embed` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncoderSet {
+    /// CLIP and DINOv2 on every image.
+    #[value(name = "clip,dino", alias = "both")]
+    Both,
+    /// CLIP only; DINOv2 later with `blindspot dino`, on candidate images only.
+    Clip,
+}
+
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
-    /// Input: a folder, a prefix URL, a .tar or an image (file://, s3://, gs://, az://, memory://).
+    /// Input: a folder, a prefix URL, a .tar, img2dataset Parquet, a URI manifest or an image
+    /// (file://, s3://, gs://, az://, memory://).
     pub input: String,
     /// Run root: outputs go under it.
     #[arg(long)]
     pub out: String,
     #[command(flatten)]
     pub encoders: EncoderArgs,
+    /// Encoders to run: clip,dino (every image through both) or clip (DINOv2 later, with
+    /// `blindspot dino`, on candidate images only).
+    #[arg(long = "encoders", value_enum, default_value = "clip,dino")]
+    pub encoder_set: EncoderSet,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
     /// Images per inference batch.
     #[arg(long, default_value_t = EmbedParams::default().batch_size)]
     pub batch_size: usize,
     /// Decode threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub decode_threads: usize,
-    /// Objects fetched at once.
+    /// Objects (or URLs) fetched at once.
     #[arg(long, default_value_t = EmbedParams::default().fetch_concurrency)]
     pub fetch_concurrency: usize,
     /// Embedding float type: f32 or f16.
@@ -134,6 +205,138 @@ pub struct EmbedArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ImportCommand {
+    /// clip-retrieval's output: img_emb/img_emb_N.npy (f16 or f32, N x D, L2-normalised) and
+    /// metadata/metadata_N.parquet (image_path or url, caption, key), row i for vector i.
+    ClipRetrieval(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The folder (or prefix URL) holding img_emb/ and metadata/.
+    pub dir: String,
+    /// Run root to write committed `embeddings` shards (CLIP only) into.
+    #[arg(long)]
+    pub out: String,
+    /// The id of the CLIP model that made the vectors, recorded as their encoder
+    /// (e.g. openai-clip-vit-l-14).
+    #[arg(long)]
+    pub clip_id: String,
+    /// The metadata column with the key (rows without one get `<N>/<row>`).
+    #[arg(long, default_value = "key")]
+    pub key_column: String,
+    /// Stored float type: f16 or f32 [default: as in the .npy files].
+    #[arg(long)]
+    pub dtype: Option<FloatType>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DinoArgs {
+    /// Run root with candidates (embedded with `--encoders clip`, or imported).
+    #[arg(long)]
+    pub root: String,
+    /// DINOv2 encoder manifest [default: models/tiny/dino-tiny.toml of this checkout].
+    #[arg(long)]
+    pub dino: Option<PathBuf>,
+    /// Where the encoder runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (0: ONNX Runtime decides).
+    #[arg(long, default_value_t = 0)]
+    pub intra_threads: usize,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Objects (or URLs) fetched at once.
+    #[arg(long, default_value_t = 16)]
+    pub fetch_concurrency: usize,
+    /// Stored float type: f16 or f32 [default: as the embeddings' clip column].
+    #[arg(long)]
+    pub dtype: Option<FloatType>,
+    /// Refuse images with more pixels than this.
+    #[arg(long, default_value_t = DecodeParams::default().max_pixels)]
+    pub max_pixels: u64,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn import_cmd(c: ImportCommand) -> Result<()> {
+    let ImportCommand::ClipRetrieval(a) = c;
+    let dir = Location::open(&a.dir)?;
+    let root = Location::open(&a.out)?;
+    let params = blindspot::embed::import::ImportParams {
+        clip_id: a.clip_id.clone(),
+        key_column: a.key_column.clone(),
+        float: a.dtype,
+        ..Default::default()
+    };
+    let s =
+        blindspot::embed::import::import_clip_retrieval(&dir, &root, &params, progress()).await?;
+    super::report(a.json, &s, || {
+        format!(
+            "import clip-retrieval: {} -> {}\n  shards     {} ({} committed now, {} already committed)\n  vectors    {} of dim {} in {:.1}s ({} re-normalised, {} zero or non-finite as errors rows)\n  next       blindspot partition/candidates --root {}, then blindspot dino --root {}",
+            dir.url, root.url, s.shards, s.committed, s.skipped, s.vectors, s.dim, s.seconds,
+            s.renormalised, s.errors, root.url, root.url
+        )
+    });
+    Ok(())
+}
+
+pub async fn dino_cmd(a: DinoArgs) -> Result<()> {
+    let root = Location::open(&a.root)?;
+    let args = EncoderArgs {
+        clip: None,
+        dino: a.dino.clone(),
+        device: a.device,
+        intra_threads: a.intra_threads,
+    };
+    let dino = load_dino(&args)?;
+    let ingest = a.ingest.params(a.fetch_concurrency)?;
+    let params = blindspot::embed::dino::DinoParams {
+        batch_size: a.batch_size,
+        float: a.dtype,
+        decode: DecodeParams {
+            max_pixels: a.max_pixels,
+            ..DecodeParams::default()
+        },
+        image_column: ingest.image_column,
+        fetch: ingest.fetch,
+    };
+    let s = blindspot::embed::dino::dino(&root, dino, &params, progress()).await?;
+    super::report(a.json, &s, || dino_text(&s));
+    Ok(())
+}
+
+pub fn dino_text(s: &blindspot::embed::dino::DinoSummary) -> String {
+    let mut out = format!(
+        "dino: {} of {} images are in a candidate pair; {:.2}% of the corpus needed DINOv2 ({} had a vector from embed)",
+        s.candidate_images,
+        s.images,
+        s.share * 100.0,
+        s.embedded_at_embed
+    );
+    if s.up_to_date {
+        out.push_str("\n  up to date: every candidate image has a DINOv2 vector");
+        return out;
+    }
+    out.push_str(&format!(
+        "\n  embedded   {} of {} needed ({} already in the dino table) in {} shard commits, {:.1}s",
+        s.embedded, s.needed, s.already, s.units, s.seconds
+    ));
+    out.push_str(&format!("\n  errors     {}", s.errors));
+    for (kind, n) in &s.errors_by_kind {
+        out.push_str(&format!("\n    {kind:<14} {n}"));
+    }
+    out
 }
 
 #[derive(Args, Debug)]
@@ -158,32 +361,41 @@ pub struct BenchArgs {
     pub no_dct_scaling: bool,
 }
 
-pub fn load_encoders(args: &EncoderArgs) -> Result<(OnnxEncoder, OnnxEncoder)> {
+fn session_params(args: &EncoderArgs) -> SessionParams {
+    SessionParams {
+        device: args.device,
+        intra_threads: args.intra_threads,
+    }
+}
+
+pub fn load_clip(args: &EncoderArgs) -> Result<OnnxEncoder> {
     let clip = args
         .clip
         .clone()
         .unwrap_or_else(|| checkout().join("models/tiny/clip-tiny.toml"));
+    OnnxEncoder::load(encoder::load_manifest(&clip)?, &session_params(args))
+        .context("loading the CLIP encoder")
+}
+
+pub fn load_dino(args: &EncoderArgs) -> Result<OnnxEncoder> {
     let dino = args
         .dino
         .clone()
         .unwrap_or_else(|| checkout().join("models/tiny/dino-tiny.toml"));
-    let params = SessionParams {
-        device: args.device,
-        intra_threads: args.intra_threads,
-    };
-    let c = OnnxEncoder::load(encoder::load_manifest(&clip)?, &params)
-        .context("loading the CLIP encoder")?;
-    let d = OnnxEncoder::load(encoder::load_manifest(&dino)?, &params)
-        .context("loading the DINOv2 encoder")?;
-    tracing::info!(clip = %c.manifest().id, dino = %d.manifest().id, device = %args.device, "encoders loaded");
-    Ok((c, d))
+    OnnxEncoder::load(encoder::load_manifest(&dino)?, &session_params(args))
+        .context("loading the DINOv2 encoder")
 }
 
 pub async fn embed_cmd(a: EmbedArgs) -> Result<()> {
     let input = Location::open(&a.input)?;
     let root = Location::open(&a.out)?;
-    let (clip, dino) = load_encoders(&a.encoders)?;
+    let clip = load_clip(&a.encoders)?;
+    let dino = match a.encoder_set {
+        EncoderSet::Both => Some(load_dino(&a.encoders)?),
+        EncoderSet::Clip => None,
+    };
     let params = EmbedParams {
+        ingest: a.ingest.params(a.fetch_concurrency)?,
         batch_size: a.batch_size,
         decode_threads: a.decode_threads,
         fetch_concurrency: a.fetch_concurrency,
@@ -222,6 +434,21 @@ pub fn report_embed(s: &EmbedSummary, input: &Location, root: &Location, json: b
     println!("  errors     {}", s.errors);
     for (kind, n) in &s.errors_by_kind {
         println!("    {kind:<14} {n}");
+    }
+    if s.skipped_rows > 0 {
+        println!(
+            "  skipped    {} input rows img2dataset did not download",
+            s.skipped_rows
+        );
+        for (status, n) in &s.skipped_by_status {
+            println!("    {status:<22} {n}");
+        }
+    }
+    if s.clip_only {
+        println!(
+            "  encoders   CLIP only: run `blindspot dino --root {}` after candidates",
+            root.url
+        );
     }
 }
 

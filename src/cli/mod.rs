@@ -49,8 +49,12 @@ enum Command {
     Synth(embed::SynthArgs),
     /// Write synthetic CLIP/DINOv2 vectors as committed embeddings (mining tests, benchmarks).
     SynthVectors(embed::SynthVectorsArgs),
-    /// Embed images (folders, prefixes or webdataset tars) with CLIP and DINOv2 into Parquet.
+    /// Embed images (folders, webdataset tars, img2dataset Parquet, URI manifests) with CLIP
+    /// and DINOv2 (or CLIP only) into Parquet.
     Embed(embed::EmbedArgs),
+    /// Read embeddings computed elsewhere (clip-retrieval's img_emb/ + metadata/ layout).
+    #[command(subcommand)]
+    Import(embed::ImportCommand),
     /// Check a pipeline spec completely (paths, manifests, encoders) without running it.
     Validate {
         /// The spec (TOML).
@@ -73,6 +77,8 @@ enum Command {
     /// Find every pair with CLIP similarity above the threshold, cell by cell (or --method
     /// index|exact).
     Candidates(mine::CandidatesArgs),
+    /// Embed with DINOv2 only the candidate images that have no DINOv2 vector yet.
+    Dino(embed::DinoArgs),
     /// Keep the candidate pairs whose DINOv2 similarity is below the threshold (DataFusion SQL).
     Filter(mine::FilterArgs),
     /// Query the tables of a run root with SQL (read-only); an interactive prompt without QUERY.
@@ -179,6 +185,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Synth(a) => embed::synth_cmd(a).await,
         Command::SynthVectors(a) => embed::synth_vectors_cmd(a).await,
         Command::Embed(a) => embed::embed_cmd(a).await,
+        Command::Import(c) => embed::import_cmd(c).await,
+        Command::Dino(a) => embed::dino_cmd(a).await,
         Command::Validate { spec } => run::validate(&spec).await,
         Command::Run { spec, json } => run::run(&spec, json).await,
         Command::BenchPreprocess(a) => embed::bench_preprocess(a),

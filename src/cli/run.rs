@@ -41,14 +41,10 @@ pub async fn validate(path: &Path) -> Result<()> {
         resolved.input.url,
         resolved.root.url
     );
-    if let Some((c, d)) = &resolved.encoders {
-        println!(
-            "  clip {} (dim {}), dino {} (dim {})",
-            c.manifest().id,
-            c.manifest().dim,
-            d.manifest().id,
-            d.manifest().dim
-        );
+    for (what, e) in [("clip", &resolved.clip), ("dino", &resolved.dino)] {
+        if let Some(e) = e {
+            println!("  {what} {} (dim {})", e.manifest().id, e.manifest().dim);
+        }
     }
     Ok(())
 }
@@ -100,10 +96,12 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 }
             }
             "embed" => {
-                let (clip, dino) = r
-                    .encoders
-                    .take()
-                    .context("the embed stage needs encoders")?;
+                let clip = r.clip.take().context("the embed stage needs encoders")?;
+                let dino = if r.spec.embed.clip_only() {
+                    None
+                } else {
+                    Some(r.dino.take().context("the embed stage needs encoders")?)
+                };
                 let summary =
                     blindspot::embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress())
                         .await?;
@@ -135,6 +133,22 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 report(json, &s, || {
                     super::mine::candidates_text(&s, r.candidates.clip_min)
                 });
+            }
+            "dino" => {
+                let dino = r
+                    .dino
+                    .take()
+                    .context("the dino stage needs a DINOv2 encoder")?;
+                let e = &r.spec.embed;
+                let params = blindspot::embed::dino::DinoParams {
+                    batch_size: e.batch_size,
+                    float: None,
+                    decode: r.embed.decode.clone(),
+                    image_column: e.image_column.clone(),
+                    fetch: r.embed.ingest.fetch.clone(),
+                };
+                let s = blindspot::embed::dino::dino(&r.root, dino, &params, progress()).await?;
+                report(json, &s, || super::embed::dino_text(&s));
             }
             "filter" => {
                 let s = blindspot::mine::filter::filter(&r.root, r.dino_max).await?;

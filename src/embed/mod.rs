@@ -7,13 +7,15 @@
 //!
 //! ```text
 //! fetch (async, per shard) -> decode + preprocess (thread pool) -> inference (one thread,
-//! both encoders) -> writer (async, one Parquet object per shard, then its commit manifest)
+//! CLIP, and DINOv2 unless `--encoders clip`) -> writer (async, one Parquet object per shard, then its commit manifest)
 //! ```
 //!
 //! A shard is the unit of commit: its data objects are written, then its catalog commit
 //! (`_commits/embed/<id>.json`); a rerun skips committed shards and redoes any other, so a
 //! killed run loses and repeats nothing.
 
+pub mod dino;
+pub mod import;
 pub mod ingest;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,7 +38,7 @@ use crate::progress::Progress;
 use crate::storage::{Location, RunLock};
 use crate::table::schema::{self, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, TableWriter, WriteParams};
-use ingest::{Failure, Ingested, Shard, ShardKind};
+use ingest::{Failure, IngestParams, Ingested, Shard, ShardRead, ShardReader};
 
 /// Settings of the embed stage.
 #[derive(Clone, Debug)]
@@ -57,6 +59,8 @@ pub struct EmbedParams {
     pub worker: Option<(u32, u32)>,
     /// Rows per Parquet row group.
     pub rows_per_group: usize,
+    /// How the input is listed and read.
+    pub ingest: IngestParams,
 }
 
 impl Default for EmbedParams {
@@ -70,6 +74,7 @@ impl Default for EmbedParams {
             decode: DecodeParams::default(),
             worker: None,
             rows_per_group: 8192,
+            ingest: IngestParams::default(),
         }
     }
 }
@@ -91,8 +96,11 @@ pub struct ShardCommit {
     pub rows: u64,
     /// Rows in the errors object.
     pub error_rows: u64,
-    /// Encoder ids, `clip` then `dino`.
+    /// Encoder ids, `clip` then `dino` (empty when only CLIP ran).
     pub encoders: [String; 2],
+    /// Input rows skipped because img2dataset did not download them.
+    #[serde(default)]
+    pub skipped_rows: u64,
     /// The blindspot version that wrote it.
     pub version: String,
 }
@@ -112,6 +120,13 @@ pub struct EmbedSummary {
     pub errors: u64,
     /// Those errors by kind.
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// Input rows skipped because img2dataset did not download them (its `status` is not
+    /// `success`); they are neither images nor errors.
+    pub skipped_rows: u64,
+    /// Those rows by `status`.
+    pub skipped_by_status: BTreeMap<String, u64>,
+    /// True when only CLIP ran (`--encoders clip`).
+    pub clip_only: bool,
     /// Wall time of the run.
     pub seconds: f64,
 }
@@ -145,6 +160,8 @@ struct Prepared {
     width: u32,
     height: u32,
     hash: String,
+    caption: Option<String>,
+    url: Option<String>,
     tensors: Vec<Vec<f32>>,
 }
 
@@ -155,25 +172,28 @@ struct Row {
     width: u32,
     height: u32,
     hash: String,
+    caption: Option<String>,
+    url: Option<String>,
     clip: Vec<f32>,
-    dino: Vec<f32>,
+    dino: Option<Vec<f32>>,
 }
 
 /// What reaches the writer.
 enum Out {
     Row(usize, Row),
     Failed(usize, &'static str, Failure),
-    End(usize, u64),
+    End(usize, ShardRead),
     Fatal(Error),
 }
 
 /// Embeds every uncommitted shard of `input` into `root`. Encoders are loaded (and so
-/// validated) by the caller before any data moves.
+/// validated) by the caller before any data moves; without `dino` only CLIP runs and the
+/// DINOv2 vectors come later from `blindspot dino`, for candidate images only.
 pub async fn embed(
     input: &Location,
     root: &Location,
     clip: OnnxEncoder,
-    dino: OnnxEncoder,
+    dino: Option<OnnxEncoder>,
     params: &EmbedParams,
     progress: Arc<dyn Progress>,
 ) -> Result<EmbedSummary> {
@@ -196,12 +216,14 @@ async fn embed_locked(
     input: &Location,
     root: &Location,
     clip: OnnxEncoder,
-    dino: OnnxEncoder,
+    dino: Option<OnnxEncoder>,
     params: &EmbedParams,
     progress: Arc<dyn Progress>,
     started: Instant,
 ) -> Result<EmbedSummary> {
-    let all = ingest::list_shards(input).await?;
+    let mut ingest = params.ingest.clone();
+    ingest.fetch.concurrency = params.fetch_concurrency;
+    let all = ingest::list_shards(input, &ingest).await?;
     let catalog = Catalog::new(root);
     let done = committed(&catalog).await?;
     let mine: Vec<Shard> = all
@@ -223,13 +245,7 @@ async fn embed_locked(
             "shards already committed by an earlier run are skipped"
         );
     }
-    let total_items: Option<u64> = pending
-        .iter()
-        .map(|s| match &s.kind {
-            ShardKind::Folder(o) => Some(o.len() as u64),
-            ShardKind::Tar(_) => None,
-        })
-        .sum();
+    let total_items: Option<u64> = pending.iter().map(|s| s.known_items()).sum();
     progress.start("embed", total_items);
     let generation = if pending.is_empty() {
         0
@@ -237,11 +253,13 @@ async fn embed_locked(
         catalog.begin("embed").await?
     };
 
-    let schema = schema::embeddings(&clip.meta(), &dino.meta(), params.float);
-    let transforms = vec![
-        Transform::new(clip.manifest()),
-        Transform::new(dino.manifest()),
-    ];
+    let dino_meta = dino.as_ref().map(|d| d.meta());
+    let schema = schema::embeddings(&clip.meta(), dino_meta.as_ref(), params.float);
+    summary.clip_only = dino.is_none();
+    let mut transforms = vec![Transform::new(clip.manifest())];
+    if let Some(d) = &dino {
+        transforms.push(Transform::new(d.manifest()));
+    }
     let queue = params.batch_size * params.queue_batches.max(1);
     let (work_tx, work_rx) = mpsc::channel::<(usize, Ingested)>(queue);
     let (prep_tx, prep_rx) = std_mpsc::sync_channel::<Prepared>(queue);
@@ -273,14 +291,13 @@ async fn embed_locked(
         std::thread::spawn(move || inference_worker(prep_rx, infer_out, clip, dino, batch_size));
 
     let reader = {
-        let input = input.clone();
+        let shards = ShardReader::new(input, &ingest)?;
         let pending = pending.clone();
         let out_tx = out_tx.clone();
-        let fetch = params.fetch_concurrency;
         tokio::spawn(async move {
             for (idx, shard) in pending.iter().enumerate() {
                 let (tx, mut rx) = mpsc::channel(64);
-                let read = ingest::read_shard(&input, shard, fetch, tx);
+                let read = shards.read(shard, tx);
                 let forward = async {
                     let mut n = 0u64;
                     while let Some(item) = rx.recv().await {
@@ -292,11 +309,14 @@ async fn embed_locked(
                     n
                 };
                 let (read, n) = tokio::join!(read, forward);
-                if let Err(e) = read {
-                    let _ = out_tx.send(Out::Fatal(e)).await;
-                    return;
-                }
-                if out_tx.send(Out::End(idx, n)).await.is_err() {
+                let read = match read {
+                    Ok(r) => ShardRead { sent: n, ..r },
+                    Err(e) => {
+                        let _ = out_tx.send(Out::Fatal(e)).await;
+                        return;
+                    }
+                };
+                if out_tx.send(Out::End(idx, read)).await.is_err() {
                     return;
                 }
             }
@@ -335,7 +355,14 @@ async fn embed_locked(
                 writer.fail(stage, f);
                 progress.advance(1);
             }
-            Out::End(_, n) => writer.expected = Some(n),
+            Out::End(_, read) => {
+                writer.expected = Some(read.sent);
+                for (status, n) in read.skipped {
+                    writer.skipped += n;
+                    summary.skipped_rows += n;
+                    *summary.skipped_by_status.entry(status).or_default() += n;
+                }
+            }
             Out::Fatal(_) => unreachable!("handled above"),
         }
         if writer.complete() {
@@ -405,6 +432,8 @@ fn decode_worker(
                     width,
                     height,
                     hash,
+                    caption: item.caption,
+                    url: item.url,
                     tensors,
                 };
                 if prep_tx.send(p).is_err() {
@@ -433,7 +462,7 @@ fn inference_worker(
     rx: std_mpsc::Receiver<Prepared>,
     out_tx: mpsc::Sender<Out>,
     mut clip: OnnxEncoder,
-    mut dino: OnnxEncoder,
+    mut dino: Option<OnnxEncoder>,
     batch_size: usize,
 ) {
     let mut batch: Vec<Prepared> = Vec::with_capacity(batch_size);
@@ -457,17 +486,20 @@ fn inference_worker(
         };
         if !batch.is_empty() {
             let items = std::mem::take(&mut batch);
-            match run_batch(&mut clip, &mut dino, &items) {
+            match run_batch(&mut clip, dino.as_mut(), &items) {
                 Ok((c, d)) => {
-                    for ((p, c), d) in items.into_iter().zip(c).zip(d) {
+                    let mut d = d.map(Vec::into_iter);
+                    for (p, c) in items.into_iter().zip(c) {
                         let row = Row {
                             key: p.key,
                             uri: p.uri,
                             width: p.width,
                             height: p.height,
                             hash: p.hash,
+                            caption: p.caption,
+                            url: p.url,
                             clip: c,
-                            dino: d,
+                            dino: d.as_mut().and_then(Iterator::next),
                         };
                         if out_tx.blocking_send(Out::Row(p.shard, row)).is_err() {
                             return;
@@ -490,11 +522,10 @@ type Embeddings = Vec<Vec<f32>>;
 
 fn run_batch(
     clip: &mut OnnxEncoder,
-    dino: &mut OnnxEncoder,
+    dino: Option<&mut OnnxEncoder>,
     items: &[Prepared],
-) -> Result<(Embeddings, Embeddings)> {
-    let mut results = Vec::with_capacity(2);
-    for (i, enc) in [clip, dino].into_iter().enumerate() {
+) -> Result<(Embeddings, Option<Embeddings>)> {
+    let run = |i: usize, enc: &mut OnnxEncoder| -> Result<Embeddings> {
         let s = enc.manifest().image_size as usize;
         let mut input = Array4::<f32>::zeros((items.len(), 3, s, s));
         for (n, p) in items.iter().enumerate() {
@@ -505,22 +536,21 @@ fn run_batch(
                 .copy_from_slice(&p.tensors[i]);
         }
         let out = enc.embed(input.view())?;
-        results.push(
-            out.rows()
-                .into_iter()
-                .map(|r| r.to_vec())
-                .collect::<Vec<_>>(),
-        );
-    }
-    let dino = results.pop().expect("two encoders");
-    let clip = results.pop().expect("two encoders");
-    Ok((clip, dino))
+        Ok(out.rows().into_iter().map(|r| r.to_vec()).collect())
+    };
+    let c = run(0, clip)?;
+    let d = match dino {
+        Some(d) => Some(run(1, d)?),
+        None => None,
+    };
+    Ok((c, d))
 }
 
 /// Rows of one shard on their way to storage.
 struct ShardWriter {
     expected: Option<u64>,
     received: u64,
+    skipped: u64,
     rows: Vec<Row>,
     rows_written: u64,
     errors: Vec<(&'static str, Failure)>,
@@ -546,6 +576,7 @@ impl ShardWriter {
         Ok(ShardWriter {
             expected: None,
             received: 0,
+            skipped: 0,
             rows: Vec::new(),
             rows_written: 0,
             errors: Vec::new(),
@@ -612,8 +643,9 @@ impl ShardWriter {
             error_rows: self.errors.len() as u64,
             encoders: [
                 meta["blindspot.clip.id"].clone(),
-                meta["blindspot.dino.id"].clone(),
+                meta.get("blindspot.dino.id").cloned().unwrap_or_default(),
             ],
+            skipped_rows: self.skipped,
             version: crate::VERSION.to_string(),
         };
         let commit = Commit::new(&shard.id, generation, &record)?
@@ -624,10 +656,19 @@ impl ShardWriter {
     }
 }
 
-fn vectors(
+/// A vector column of `field`'s type (`FixedSizeList<float, D>`) from rows of f32.
+pub(crate) fn vector_column(
     field: &Field,
-    rows: &[Row],
-    pick: impl Fn(&Row) -> &[f32],
+    rows: &[Vec<f32>],
+    float: FloatType,
+) -> Result<ArrayRef> {
+    vectors(field, rows, |r| r.as_slice(), float)
+}
+
+fn vectors<R>(
+    field: &Field,
+    rows: &[R],
+    pick: impl Fn(&R) -> &[f32],
     float: FloatType,
 ) -> Result<ArrayRef> {
     let arrow::datatypes::DataType::FixedSizeList(item, dim) = field.data_type() else {
@@ -672,18 +713,27 @@ fn rows_to_batch(
             |r| &r.clip,
             float,
         )?,
-        vectors(
-            schema.field_with_name("dino").expect("schema has dino"),
-            rows,
-            |r| &r.dino,
-            float,
-        )?,
     ];
+    let mut columns = columns;
+    if let Ok(field) = schema.field_with_name("dino") {
+        columns.push(vectors(
+            field,
+            rows,
+            |r| r.dino.as_deref().unwrap_or_default(),
+            float,
+        )?);
+    }
+    columns.push(Arc::new(StringArray::from_iter(
+        rows.iter().map(|r| r.caption.as_deref()),
+    )));
+    columns.push(Arc::new(StringArray::from_iter(
+        rows.iter().map(|r| r.url.as_deref()),
+    )));
     RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| Error::table(table::EMBEDDINGS.name, e))
 }
 
-fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<RecordBatch> {
+pub(crate) fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<RecordBatch> {
     let schema = schema::errors();
     fn col<'a>(
         errors: &'a [(&'static str, Failure)],
@@ -705,23 +755,35 @@ fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<Recor
     .map_err(|e| Error::table(table::ERRORS.name, e))
 }
 
-/// Every committed embedding under a run root, by key: `(clip, dino)` as f32. For tests,
-/// the demo and small corpora; large runs are read with SQL instead.
+/// Every committed embedding under a run root, by key: `(clip, dino)` as f32, the DINOv2
+/// vector from wherever it is (`embeddings.dino` or the `dino` table; empty when the image
+/// has none). For tests, the demo and small corpora; large runs are read with SQL instead.
 pub async fn read_vectors(root: &Location) -> Result<HashMap<String, (Vec<f32>, Vec<f32>)>> {
     let mut out = HashMap::new();
     let mut batches = Catalog::new(root)
-        .scan(
-            &table::EMBEDDINGS,
-            &["key", "clip", "dino"],
-            Generations::All,
-        )
+        .scan(&table::EMBEDDINGS, &["key", "clip"], Generations::All)
         .await?;
     while let Some(batch) = batches.try_next().await? {
         let keys = io::strings(&batch, "key")?;
         let clip = io::vector_rows(&batch, "clip")?;
-        let dino = io::vector_rows(&batch, "dino")?;
-        for ((k, c), d) in keys.iter().zip(clip).zip(dino) {
-            out.insert(k.unwrap_or_default().to_string(), (c, d));
+        for (k, c) in keys.iter().zip(clip) {
+            out.insert(k.unwrap_or_default().to_string(), (c, Vec::new()));
+        }
+    }
+    let (ctx, _) = crate::sql::session(root).await?;
+    if ctx.table_exist(crate::sql::DINO_VECTORS).unwrap_or(false) {
+        let df = ctx
+            .table(crate::sql::DINO_VECTORS)
+            .await
+            .map_err(|e| Error::table(crate::sql::DINO_VECTORS, e))?;
+        for batch in crate::sql::collect(df).await? {
+            let keys = io::strings(&batch, "key")?;
+            let dino = io::vector_rows(&batch, "dino")?;
+            for (k, d) in keys.iter().zip(dino) {
+                if let Some(v) = out.get_mut(k.unwrap_or_default()) {
+                    v.1 = d;
+                }
+            }
         }
     }
     Ok(out)

@@ -114,6 +114,25 @@ async fn filter_locked(root: &Location, dino_max: f32) -> Result<FilterSummary> 
             seconds: started.elapsed().as_secs_f64(),
         });
     }
+    // Shards embedded with CLIP only get their DINOv2 vectors from `blindspot dino`: every
+    // candidate unit filtered now must have been covered by a finished dino run.
+    let clip_only = catalog
+        .commits_of(CommitSet::EMBED)
+        .await?
+        .iter()
+        .any(table::without_dino);
+    if clip_only {
+        let dino = catalog.dino_covered().await?;
+        let missing = todo.iter().filter(|c| !dino.contains(&covered(c))).count();
+        if missing > 0 {
+            return Err(Error::Usage(format!(
+                "{missing} of {} candidate units of {} have no DINOv2 vectors yet (shards were embedded with CLIP only); run `blindspot dino --root {}` first",
+                todo.len(),
+                root.url,
+                root.url
+            )));
+        }
+    }
     let (ctx, _) = sql::session(root).await?;
     let paths: Vec<String> = todo
         .iter()

@@ -266,7 +266,7 @@ async fn write_shards(root: &Location, params: &VectorParams, v: &Vectors) -> Re
     };
     let schema = schema::embeddings(
         &meta("clip", params.dim),
-        &meta("dino", params.dino_dim),
+        Some(&meta("dino", params.dino_dim)),
         params.float,
     );
     let generation = catalog.begin("synth-vectors").await?;
@@ -291,6 +291,8 @@ async fn write_shards(root: &Location, params: &VectorParams, v: &Vectors) -> Re
                 Arc::new(StringArray::from_iter_values(keys.iter())),
                 vectors_column(&v.clip[start * dim..end * dim], dim, params.float)?,
                 vectors_column(&v.dino[start * ddim..end * ddim], ddim, params.float)?,
+                arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, keys.len()),
+                arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, keys.len()),
             ],
         )
         .map_err(|e| Error::table("embeddings", e))?;

@@ -306,6 +306,90 @@ pub async fn object_metadata(root: &Location, rel: &str) -> Result<ArrowReaderMe
         .map_err(|e| Error::table(rel, e))
 }
 
+/// The footer of any Parquet object, named by its listing entry (so no extra `head`).
+pub async fn footer_at(
+    store: &Arc<dyn ObjectStore>,
+    meta: &object_store::ObjectMeta,
+) -> Result<ArrowReaderMetadata> {
+    let mut r = ObjectReader {
+        store: store.clone(),
+        path: meta.location.clone(),
+        size: meta.size,
+    };
+    ArrowReaderMetadata::load_async(&mut r, ArrowReaderOptions::new())
+        .await
+        .map_err(|e| Error::table(meta.location.as_ref(), e))
+}
+
+/// Streams rows `rows` (a range of row numbers of the whole object) of any Parquet object,
+/// keeping `columns` (those present; all when empty): only the row groups the range touches
+/// are read, projected, `batch_rows` rows at a time.
+pub fn scan_range_at(
+    store: &Arc<dyn ObjectStore>,
+    meta: &object_store::ObjectMeta,
+    footer: ArrowReaderMetadata,
+    rows: Range<u64>,
+    columns: &[&str],
+    batch_rows: usize,
+) -> Result<BatchStream> {
+    scan_rows_at(store, meta, footer, &[rows], columns, batch_rows)
+}
+
+/// Streams the rows in `ranges` (sorted, disjoint ranges of row numbers of the whole object)
+/// of any Parquet object: only the row groups they touch are read, and within those only the
+/// selected rows are decoded.
+pub fn scan_rows_at(
+    store: &Arc<dyn ObjectStore>,
+    meta: &object_store::ObjectMeta,
+    footer: ArrowReaderMetadata,
+    ranges: &[Range<u64>],
+    columns: &[&str],
+    batch_rows: usize,
+) -> Result<BatchStream> {
+    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    let name = meta.location.to_string();
+    let mut groups = Vec::new();
+    let mut selectors = Vec::new();
+    let mut start = 0u64;
+    for (i, rg) in footer.metadata().row_groups().iter().enumerate() {
+        let end = start + rg.num_rows().max(0) as u64;
+        let touched: Vec<Range<u64>> = ranges
+            .iter()
+            .filter(|r| r.start < end && r.end > start)
+            .map(|r| r.start.max(start)..r.end.min(end))
+            .collect();
+        if !touched.is_empty() {
+            groups.push(i);
+            let mut at = start;
+            for r in touched {
+                if r.start > at {
+                    selectors.push(RowSelector::skip((r.start - at) as usize));
+                }
+                selectors.push(RowSelector::select((r.end - r.start) as usize));
+                at = r.end;
+            }
+            if end > at {
+                selectors.push(RowSelector::skip((end - at) as usize));
+            }
+        }
+        start = end;
+    }
+    let reader = ObjectReader {
+        store: store.clone(),
+        path: meta.location.clone(),
+        size: meta.size,
+    };
+    let present: Vec<String> = columns
+        .iter()
+        .filter(|c| footer.schema().index_of(c).is_ok())
+        .map(|c| c.to_string())
+        .collect();
+    let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer)
+        .with_row_groups(groups)
+        .with_row_selection(RowSelection::from(selectors));
+    stream_of(builder, name, &present, batch_rows)
+}
+
 /// Streams only `row_groups` of one object (range reads of those groups' projected columns).
 pub async fn scan_row_groups(
     root: &Location,

@@ -47,6 +47,9 @@ impl CommitSet {
     /// The candidates stage's commits: one per mining cell and partition generation (or one
     /// for the whole table with `--method index|exact`).
     pub const CANDIDATES: CommitSet = CommitSet::Units("_commits/candidates");
+    /// The dino stage's commits: one per input shard whose candidate images got DINOv2
+    /// vectors in a run, and one per finished run naming the candidate units it covered.
+    pub const DINO: CommitSet = CommitSet::Units("_commits/dino");
     /// The filter stage's commits: one per run, naming the candidate units it covered.
     pub const FILTER: CommitSet = CommitSet::Units("_commits/filter");
     /// One commit per evaluation (`answers` and `scores`).
@@ -101,7 +104,8 @@ pub struct TableDef {
 /// `embeddings`: one row per decoded image.
 pub const EMBEDDINGS: TableDef = TableDef {
     name: "embeddings",
-    about: "one row per decoded image: key, uri, shard, size, content hash, clip, dino",
+    about:
+        "one row per decoded image: key, uri, shard, size, content hash, clip, dino, caption, url",
     commits: CommitSet::EMBED,
     dir: "embeddings",
     legacy: Legacy::Field("embeddings"),
@@ -147,6 +151,22 @@ pub const CANDIDATES: TableDef = TableDef {
     dir: "candidates",
     legacy: Legacy::Fixed("candidates/candidates.parquet"),
 };
+/// `dino`: DINOv2 vectors of candidate images, computed after mining (`blindspot dino`).
+pub const DINO: TableDef = TableDef {
+    name: "dino",
+    about: "DINOv2 vectors computed after mining, only for images in a candidate pair",
+    commits: CommitSet::DINO,
+    dir: "dino/vectors",
+    legacy: Legacy::Field("dino"),
+};
+/// `dino_errors`: candidate images the dino stage could not fetch or decode.
+pub const DINO_ERRORS: TableDef = TableDef {
+    name: "dino_errors",
+    about: "candidate images the dino stage could not fetch or decode, with the kind",
+    commits: CommitSet::DINO,
+    dir: "dino/errors",
+    legacy: Legacy::Field("dino_errors"),
+};
 /// `pairs`: the CLIP-blind pairs.
 pub const PAIRS: TableDef = TableDef {
     name: "pairs",
@@ -189,6 +209,8 @@ pub const TABLES: &[&TableDef] = &[
     &CELLS,
     &DUPLICATES,
     &CANDIDATES,
+    &DINO,
+    &DINO_ERRORS,
     &PAIRS,
     &ANSWERS,
     &SCORES,
@@ -273,6 +295,16 @@ impl Commit {
             .into_iter()
             .collect()
     }
+}
+
+/// True when the embed commit `c` wrote no DINOv2 vectors (`embed --encoders clip`, or
+/// `import clip-retrieval`): its record's second encoder id is empty.
+pub fn without_dino(c: &Commit) -> bool {
+    c.info
+        .get("encoders")
+        .and_then(|e| e.get(1))
+        .and_then(|d| d.as_str())
+        .is_some_and(str::is_empty)
 }
 
 /// Which generations a reader wants.
@@ -504,6 +536,18 @@ impl Catalog {
             columns,
             io::SCAN_BATCH_ROWS,
         ))
+    }
+
+    /// The candidate units (`unit@generation`) that finished dino runs covered: every image
+    /// of those units has a DINOv2 vector (or a `dino_errors` row).
+    pub async fn dino_covered(&self) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for c in self.commits_of(CommitSet::DINO).await? {
+            if let Some(list) = c.info.get("candidates").and_then(|v| v.as_array()) {
+                out.extend(list.iter().filter_map(|u| u.as_str()).map(str::to_string));
+            }
+        }
+        Ok(out)
     }
 
     /// A writer of `table`'s data objects named after `stem`, of bounded size.

@@ -70,25 +70,55 @@ pub mod meta {
     pub const ENCODER_PREFIX: &str = "blindspot";
 }
 
-/// The `embeddings` schema for the given encoders and float type, with its metadata.
-pub fn embeddings(clip: &EncoderMeta, dino: &EncoderMeta, float: FloatType) -> SchemaRef {
+/// The `embeddings` schema for the given encoders and float type, with its metadata. Without
+/// a DINOv2 encoder (`embed --encoders clip`, `import clip-retrieval`) there is no `dino`
+/// column: those vectors come later, in the `dino` table.
+pub fn embeddings(clip: &EncoderMeta, dino: Option<&EncoderMeta>, float: FloatType) -> SchemaRef {
     let mut metadata = HashMap::new();
     metadata.insert(meta::VERSION.to_string(), crate::VERSION.to_string());
-    for (column, enc) in [("clip", clip), ("dino", dino)] {
+    for (column, enc) in [("clip", Some(clip)), ("dino", dino)] {
+        let Some(enc) = enc else { continue };
         let key = |k: &str| format!("{}.{column}.{k}", meta::ENCODER_PREFIX);
         metadata.insert(key("id"), enc.id.clone());
         metadata.insert(key("digest"), enc.digest.clone());
         metadata.insert(key("dim"), enc.dim.to_string());
     }
+    let mut fields = vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("uri", DataType::Utf8, false),
+        Field::new("shard", DataType::Utf8, false),
+        Field::new("width", DataType::UInt32, false),
+        Field::new("height", DataType::UInt32, false),
+        Field::new("content_hash", DataType::Utf8, false),
+        vector_field("clip", float, clip.dim),
+    ];
+    if let Some(dino) = dino {
+        fields.push(vector_field("dino", float, dino.dim));
+    }
+    fields.push(Field::new("caption", DataType::Utf8, true));
+    fields.push(Field::new("url", DataType::Utf8, true));
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+/// The `dino` table: DINOv2 vectors computed after mining, only for images in a candidate
+/// pair (`blindspot dino`), keyed like `embeddings`.
+pub fn dino(dino: &EncoderMeta, float: FloatType) -> SchemaRef {
+    let mut metadata = HashMap::new();
+    metadata.insert(meta::VERSION.to_string(), crate::VERSION.to_string());
+    metadata.insert(format!("{}.dino.id", meta::ENCODER_PREFIX), dino.id.clone());
+    metadata.insert(
+        format!("{}.dino.digest", meta::ENCODER_PREFIX),
+        dino.digest.clone(),
+    );
+    metadata.insert(
+        format!("{}.dino.dim", meta::ENCODER_PREFIX),
+        dino.dim.to_string(),
+    );
     Arc::new(Schema::new_with_metadata(
         vec![
             Field::new("key", DataType::Utf8, false),
             Field::new("uri", DataType::Utf8, false),
-            Field::new("shard", DataType::Utf8, false),
-            Field::new("width", DataType::UInt32, false),
-            Field::new("height", DataType::UInt32, false),
             Field::new("content_hash", DataType::Utf8, false),
-            vector_field("clip", float, clip.dim),
             vector_field("dino", float, dino.dim),
         ],
         metadata,
@@ -225,7 +255,7 @@ mod tests {
             digest: "d2".into(),
             dim: 6,
         };
-        let s = embeddings(&clip, &dino, FloatType::F16);
+        let s = embeddings(&clip, Some(&dino), FloatType::F16);
         assert_eq!(s.metadata()["blindspot.dino.dim"], "6");
         assert_eq!(s.metadata()["blindspot.clip.id"], "c");
         match s.field_with_name("dino").unwrap().data_type() {

@@ -1,0 +1,645 @@
+//! The dino stage: DINOv2 only where it can matter. A pair can be CLIP-blind only if it is a
+//! CLIP candidate, and at a 0.95 threshold only a small share of a corpus is in any candidate
+//! pair; so `embed --encoders clip` (or `import clip-retrieval`) writes CLIP vectors alone, and
+//! after candidates this stage fetches and embeds with DINOv2 only the candidate images that
+//! have no DINOv2 vector yet, into the `dino` table.
+//!
+//! An image's bytes are found again by its `uri`: an object or URL, a webdataset member
+//! (`<tar>#<member>`, one pass over the tar for all its wanted members) or an img2dataset
+//! Parquet row (`<object>#row=<n>`, read with a row selection). The bytes are checked against
+//! the content hash recorded at embed time, so a changed object is an error, not a wrong
+//! vector.
+//!
+//! The unit of commit is one input shard's wanted images in one run; a rerun leaves out every
+//! key already in the table, so a killed run resumes with no key done twice. A finished run
+//! commits the list of candidate units it covered, which `filter` checks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use ndarray::Array4;
+use object_store::ObjectStoreExt;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::ingest::fetch::{FetchError, FetchParams, Fetcher};
+use super::ingest::{self, parquet, Failure};
+use crate::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
+use crate::encoder::OnnxEncoder;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::storage::{segment_id, Location, RunLock};
+use crate::table::schema::{self, FloatType};
+use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, WriteParams};
+
+/// Settings of the dino stage.
+#[derive(Clone, Debug)]
+pub struct DinoParams {
+    /// Images per inference batch.
+    pub batch_size: usize,
+    /// Float type of the vectors; `None`: the float type of the `embeddings` table.
+    pub float: Option<FloatType>,
+    /// Decoding limits.
+    pub decode: DecodeParams,
+    /// img2dataset Parquet: the image column (default: as embed finds it).
+    pub image_column: Option<String>,
+    /// Fetching by URI.
+    pub fetch: FetchParams,
+}
+
+impl Default for DinoParams {
+    fn default() -> Self {
+        DinoParams {
+            batch_size: 32,
+            float: None,
+            decode: DecodeParams::default(),
+            image_column: None,
+            fetch: FetchParams::default(),
+        }
+    }
+}
+
+/// The dino stage's record in a commit: a shard's vectors, or (with `candidates`) a
+/// finished run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DinoCommit {
+    /// The input shard whose images these are; empty for a run's closing commit.
+    pub shard: String,
+    /// Vectors written.
+    pub rows: u64,
+    /// Images that could not be fetched or decoded.
+    pub error_rows: u64,
+    /// The DINOv2 encoder id.
+    pub encoder: String,
+    /// A finished run's closing commit: the candidate units (`unit@generation`) covered.
+    #[serde(default)]
+    pub candidates: Vec<String>,
+    /// The blindspot version.
+    pub version: String,
+}
+
+/// What a dino run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DinoSummary {
+    /// Images in the `embeddings` table.
+    pub images: u64,
+    /// Distinct images in a candidate pair.
+    pub candidate_images: u64,
+    /// Candidate images whose DINOv2 vector came from `embed` (both encoders).
+    pub embedded_at_embed: u64,
+    /// Candidate images already in the `dino` table before this run.
+    pub already: u64,
+    /// Candidate images this run set out to embed.
+    pub needed: u64,
+    /// Vectors written by this run.
+    pub embedded: u64,
+    /// Images this run could not fetch or decode (`dino_errors` rows).
+    pub errors: u64,
+    /// Those errors by kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Shards committed by this run.
+    pub units: usize,
+    /// The share of all images that needed DINOv2 at all: candidate images without a
+    /// vector from embed, over all images.
+    pub share: f64,
+    /// Nothing to do.
+    pub up_to_date: bool,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// A candidate image to embed.
+#[derive(Clone, Debug)]
+struct Want {
+    key: String,
+    uri: String,
+    hash: String,
+}
+
+fn covered(c: &Commit) -> String {
+    format!("{}@{}", c.unit, c.generation)
+}
+
+/// The dino stage over `root`.
+pub async fn dino(
+    root: &Location,
+    encoder: OnnxEncoder,
+    params: &DinoParams,
+    progress: Arc<dyn Progress>,
+) -> Result<DinoSummary> {
+    if params.batch_size == 0 {
+        return Err(Error::Usage("batch size must be at least 1".into()));
+    }
+    let lock = RunLock::acquire(root, "dino").await?;
+    let result = dino_locked(root, encoder, params, progress).await;
+    lock.release().await;
+    result
+}
+
+async fn keys_of(root: &Location, paths: Vec<String>) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    let mut batches = io::scan_objects(root, paths, &["key"], io::SCAN_BATCH_ROWS);
+    while let Some(batch) = batches.try_next().await? {
+        for k in io::strings(&batch, "key")?.iter().flatten() {
+            out.insert(k.to_string());
+        }
+    }
+    Ok(out)
+}
+
+async fn dino_locked(
+    root: &Location,
+    encoder: OnnxEncoder,
+    params: &DinoParams,
+    progress: Arc<dyn Progress>,
+) -> Result<DinoSummary> {
+    let mut encoder = encoder;
+    let started = Instant::now();
+    let catalog = Catalog::new(root);
+    let units = catalog.commits_of(CommitSet::CANDIDATES).await?;
+    if units.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} has no candidates; run `blindspot candidates --root {}` first",
+            root.url, root.url
+        )));
+    }
+    let meta = encoder.meta();
+    let mut summary = DinoSummary::default();
+
+    // Which encoder wrote the DINOv2 vectors already there: one encoder per run root.
+    let earlier = catalog.commits_of(CommitSet::DINO).await?;
+    for c in &earlier {
+        if let Ok(r) = c.info::<DinoCommit>() {
+            if r.encoder != meta.id {
+                return Err(Error::Usage(format!(
+                    "the dino table of {} was written by encoder {:?}, not {:?}; use that encoder, or delete {}/dino and {}/_commits/dino to start over",
+                    root.url, r.encoder, meta.id, root.url, root.url
+                )));
+            }
+        }
+    }
+    let embed = catalog.commits_of(CommitSet::EMBED).await?;
+    let mut with_dino = Vec::new();
+    let mut without = Vec::new();
+    for c in &embed {
+        summary.images += c
+            .info::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v["rows"].as_u64())
+            .unwrap_or(0);
+        let paths = c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path);
+        if table::without_dino(c) {
+            without.extend(paths);
+        } else {
+            let id = c
+                .info::<serde_json::Value>()
+                .ok()
+                .and_then(|v| v["encoders"][1].as_str().map(str::to_string))
+                .unwrap_or_default();
+            if id != meta.id {
+                return Err(Error::Usage(format!(
+                    "shard {:?} of {} was embedded with DINOv2 encoder {id:?}, not {:?}: one run root takes one DINOv2 encoder",
+                    c.unit, root.url, meta.id
+                )));
+            }
+            with_dino.extend(paths);
+        }
+    }
+
+    // The candidate images, and which of them still need a vector.
+    let mut candidates: HashSet<String> = HashSet::new();
+    let mut batches = catalog
+        .scan(&table::CANDIDATES, &["a", "b"], Generations::All)
+        .await?;
+    while let Some(batch) = batches.try_next().await? {
+        for col in ["a", "b"] {
+            for k in io::strings(&batch, col)?.iter().flatten() {
+                if !candidates.contains(k) {
+                    candidates.insert(k.to_string());
+                }
+            }
+        }
+    }
+    summary.candidate_images = candidates.len() as u64;
+    let at_embed = keys_of(root, with_dino).await?;
+    summary.embedded_at_embed = candidates.iter().filter(|k| at_embed.contains(*k)).count() as u64;
+    drop(at_embed);
+    let done = keys_of(
+        root,
+        catalog
+            .objects(&table::DINO, Generations::All)
+            .await?
+            .into_iter()
+            .map(|o| o.path)
+            .collect(),
+    )
+    .await?;
+    summary.already = candidates.iter().filter(|k| done.contains(*k)).count() as u64;
+    let mut by_shard: BTreeMap<String, Vec<Want>> = BTreeMap::new();
+    let mut float = params.float;
+    let mut batches = io::scan_objects(
+        root,
+        without,
+        &["key", "uri", "shard", "content_hash", "clip"],
+        io::SCAN_BATCH_ROWS,
+    );
+    let mut seen = HashSet::new();
+    while let Some(batch) = batches.try_next().await? {
+        if float.is_none() {
+            float = Some(float_of(&batch));
+        }
+        let keys = io::strings(&batch, "key")?;
+        let uris = io::strings(&batch, "uri")?;
+        let shards = io::strings(&batch, "shard")?;
+        let hashes = io::strings(&batch, "content_hash")?;
+        for i in 0..batch.num_rows() {
+            let key = keys.value(i);
+            if candidates.contains(key) && !done.contains(key) && seen.insert(key.to_string()) {
+                by_shard
+                    .entry(shards.value(i).to_string())
+                    .or_default()
+                    .push(Want {
+                        key: key.to_string(),
+                        uri: uris.value(i).to_string(),
+                        hash: hashes.value(i).to_string(),
+                    });
+            }
+        }
+    }
+    drop(done);
+    summary.needed = seen.len() as u64;
+    let needing = summary.candidate_images - summary.embedded_at_embed;
+    summary.share = if summary.images > 0 {
+        needing as f64 / summary.images as f64
+    } else {
+        0.0
+    };
+    let current: Vec<String> = units.iter().map(covered).collect();
+    let already_covered = catalog.dino_covered().await?;
+    if by_shard.is_empty() && current.iter().all(|u| already_covered.contains(u)) {
+        summary.up_to_date = true;
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+
+    let float = float.unwrap_or_default();
+    let schema = schema::dino(&meta, float);
+    let generation = catalog.begin("dino").await?;
+    let fetcher = Arc::new(Fetcher::new(&params.fetch)?);
+    progress.start("dino", Some(summary.needed));
+    for (shard, wants) in by_shard {
+        let (back, (rows, errors)) = embed_wants(
+            &fetcher,
+            encoder,
+            wants,
+            params,
+            &schema,
+            float,
+            progress.as_ref(),
+        )
+        .await?;
+        encoder = back;
+        let id = format!("g{generation:010}-{}", segment_id(&shard));
+        let mut writer =
+            catalog.writer(&table::DINO, &id, schema.clone(), WriteParams::default())?;
+        let n = rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        for b in &rows {
+            writer.write(b).await?;
+        }
+        let objects = writer.finish().await?;
+        for (_, f) in &errors {
+            *summary.errors_by_kind.entry(f.kind.clone()).or_default() += 1;
+        }
+        let batch = super::errors_batch(&shard, &errors)?;
+        let error_objects = io::write_batches(
+            root,
+            &format!("{}/{id}", table::DINO_ERRORS.dir),
+            &batch.schema(),
+            &[batch],
+        )
+        .await?;
+        let record = DinoCommit {
+            shard: shard.clone(),
+            rows: n,
+            error_rows: errors.len() as u64,
+            encoder: meta.id.clone(),
+            candidates: Vec::new(),
+            version: crate::VERSION.to_string(),
+        };
+        let commit = Commit::new(&id, generation, &record)?
+            .with(&table::DINO, objects)
+            .with(&table::DINO_ERRORS, error_objects);
+        catalog.commit(CommitSet::DINO, &commit).await?;
+        summary.embedded += n;
+        summary.errors += errors.len() as u64;
+        summary.units += 1;
+        progress.message(&format!(
+            "committed {shard} ({n} DINOv2 vectors, {} errors)",
+            errors.len()
+        ));
+    }
+    progress.finish();
+    let closing = format!("covered-g{generation:010}");
+    let record = DinoCommit {
+        shard: String::new(),
+        rows: 0,
+        error_rows: 0,
+        encoder: meta.id.clone(),
+        candidates: current,
+        version: crate::VERSION.to_string(),
+    };
+    let commit = Commit::new(&closing, generation, &record)?.with(&table::DINO, Vec::new());
+    catalog.commit(CommitSet::DINO, &commit).await?;
+    catalog
+        .retract(CommitSet::DINO, |c| {
+            c.unit.starts_with("covered-") && c.unit != closing
+        })
+        .await?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn float_of(batch: &RecordBatch) -> FloatType {
+    match batch
+        .schema()
+        .field_with_name("clip")
+        .map(|f| f.data_type().clone())
+    {
+        Ok(arrow::datatypes::DataType::FixedSizeList(item, _))
+            if *item.data_type() == arrow::datatypes::DataType::Float16 =>
+        {
+            FloatType::F16
+        }
+        _ => FloatType::F32,
+    }
+}
+
+/// Where an image's bytes are.
+enum Source {
+    /// A whole object or URL.
+    Object,
+    /// A member of a webdataset tar.
+    Member(String, String),
+    /// A row of an img2dataset Parquet object.
+    Row(String, u64),
+}
+
+fn source_of(uri: &str) -> Source {
+    if let Some((object, row)) = parquet::row_reference(uri) {
+        return Source::Row(object.to_string(), row);
+    }
+    if let Some((tar, member)) = uri.split_once(".tar#") {
+        return Source::Member(format!("{tar}.tar"), member.to_string());
+    }
+    Source::Object
+}
+
+type Fetched = (Want, Result<Bytes, FetchError>);
+
+/// Fetches the bytes of every want, grouped by source: a tar is streamed once for all its
+/// wanted members, a Parquet object read once with a row selection for all its rows.
+async fn fetch_all(
+    fetcher: Arc<Fetcher>,
+    wants: Vec<Want>,
+    image_column: Option<String>,
+    tx: mpsc::Sender<Fetched>,
+) {
+    let mut objects = Vec::new();
+    let mut tars: BTreeMap<String, Vec<(String, Want)>> = BTreeMap::new();
+    let mut rows: BTreeMap<String, Vec<(u64, Want)>> = BTreeMap::new();
+    for w in wants {
+        match source_of(&w.uri) {
+            Source::Object => objects.push(w),
+            Source::Member(tar, m) => tars.entry(tar).or_default().push((m, w)),
+            Source::Row(object, n) => rows.entry(object).or_default().push((n, w)),
+        }
+    }
+    let fail = FetchError::permanent;
+    for (object, wanted) in rows {
+        let got = match fetcher.store_of(&object) {
+            Ok((loc, path)) => match loc.store.head(&path).await {
+                Ok(meta) => {
+                    let ns: Vec<u64> = wanted.iter().map(|(n, _)| *n).collect();
+                    parquet::fetch_rows(&loc.store, &meta, image_column.as_deref(), &ns)
+                        .await
+                        .map_err(|e| fail("read", e.to_string()))
+                }
+                Err(e) => Err(fail("not_found", e.to_string())),
+            },
+            Err(e) => Err(e),
+        };
+        for (n, w) in wanted {
+            let r = match &got {
+                Ok(map) => map
+                    .get(&n)
+                    .cloned()
+                    .ok_or_else(|| fail("no_image", format!("row {n} of {object} has no image"))),
+                Err(e) => Err(e.clone()),
+            };
+            if tx.send((w, r)).await.is_err() {
+                return;
+            }
+        }
+    }
+    for (tar, wanted) in tars {
+        let mut by_member: HashMap<String, Want> = wanted.into_iter().collect();
+        let names: HashSet<String> = by_member.keys().cloned().collect();
+        let (mtx, mut mrx) = mpsc::channel::<(String, Bytes)>(8);
+        let reading = {
+            let fetcher = fetcher.clone();
+            let tar = tar.clone();
+            tokio::spawn(async move { ingest::tar_members(&fetcher, &tar, names, mtx).await })
+        };
+        while let Some((member, bytes)) = mrx.recv().await {
+            if let Some(w) = by_member.remove(&member) {
+                if tx.send((w, Ok(bytes))).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let why = match reading.await {
+            Ok(Ok(())) => fail("not_found", format!("no member of that name in {tar}")),
+            Ok(Err(e)) => e,
+            Err(e) => fail("read", e.to_string()),
+        };
+        for (_, w) in by_member {
+            if tx.send((w, Err(why.clone()))).await.is_err() {
+                return;
+            }
+        }
+    }
+    let concurrency = fetcher.params().concurrency.max(1);
+    let fetches = futures::stream::iter(objects)
+        .map(|w| {
+            let fetcher = fetcher.clone();
+            async move {
+                let r = fetcher.get(&w.uri).await;
+                (w, r)
+            }
+        })
+        .buffered(concurrency);
+    tokio::pin!(fetches);
+    while let Some(item) = fetches.next().await {
+        if tx.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+type Embedded = (Vec<RecordBatch>, Vec<(&'static str, Failure)>);
+
+/// Fetches, decodes and embeds one shard's wants, batch by batch; hands the encoder back.
+async fn embed_wants(
+    fetcher: &Arc<Fetcher>,
+    encoder: OnnxEncoder,
+    wants: Vec<Want>,
+    params: &DinoParams,
+    schema: &arrow::datatypes::SchemaRef,
+    float: FloatType,
+    progress: &dyn Progress,
+) -> Result<(OnnxEncoder, Embedded)> {
+    let (tx, mut rx) = mpsc::channel::<Fetched>(params.batch_size * 2);
+    let fetching = tokio::spawn(fetch_all(
+        fetcher.clone(),
+        wants,
+        params.image_column.clone(),
+        tx,
+    ));
+    let mut batches = Vec::new();
+    let mut errors = Vec::new();
+    let mut pending: Vec<(Want, Bytes)> = Vec::new();
+    let transform = Transform::new(encoder.manifest());
+    let mut enc = Some(encoder);
+    let mut done = false;
+    while !done {
+        match rx.recv().await {
+            Some((w, Ok(bytes))) => pending.push((w, bytes)),
+            Some((w, Err(e))) => {
+                progress.advance(1);
+                errors.push((
+                    "dino",
+                    Failure {
+                        key: w.key,
+                        uri: w.uri,
+                        kind: e.kind,
+                        message: e.message,
+                    },
+                ))
+            }
+            None => done = true,
+        }
+        if pending.len() >= params.batch_size || (done && !pending.is_empty()) {
+            let items = std::mem::take(&mut pending);
+            let n = items.len() as u64;
+            let mut e = enc.take().expect("encoder returned");
+            let transform = transform.clone();
+            let decode = params.decode.clone();
+            let schema = schema.clone();
+            let (e, out) = tokio::task::spawn_blocking(move || {
+                let out = embed_batch(&mut e, &transform, &decode, items, &schema, float);
+                (e, out)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("dino batch: {e}")))?;
+            enc = Some(e);
+            let (batch, failed) = out?;
+            if batch.num_rows() > 0 {
+                batches.push(batch);
+            }
+            errors.extend(failed);
+            progress.advance(n);
+        }
+    }
+    fetching
+        .await
+        .map_err(|e| Error::Internal(format!("dino fetch: {e}")))?;
+    Ok((enc.take().expect("encoder returned"), (batches, errors)))
+}
+
+fn embed_batch(
+    encoder: &mut OnnxEncoder,
+    transform: &Transform,
+    decode: &DecodeParams,
+    items: Vec<(Want, Bytes)>,
+    schema: &arrow::datatypes::SchemaRef,
+    float: FloatType,
+) -> Result<(RecordBatch, Vec<(&'static str, Failure)>)> {
+    let prepared: Vec<(Want, String, Result<Vec<f32>, (String, String)>)> = items
+        .into_par_iter()
+        .map_init(
+            || Preprocessor::new(vec![transform.clone()]),
+            |pre, (w, bytes)| {
+                let hash = blake3::hash(&bytes).to_hex().to_string();
+                let min_side = pre.min_side();
+                let imported = w.hash.starts_with("clip:");
+                if !imported && hash != w.hash {
+                    let msg = format!(
+                        "the bytes changed since embed (content hash {hash}, embedded {})",
+                        w.hash
+                    );
+                    return (w, hash, Err(("changed".to_string(), msg)));
+                }
+                let r = prepare(pre, &bytes, min_side, decode)
+                    .map(|(_, _, mut t)| t.remove(0))
+                    .map_err(|f| (f.kind.to_string(), f.message));
+                (w, hash, r)
+            },
+        )
+        .collect();
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for (w, hash, r) in prepared {
+        match r {
+            Ok(t) => ok.push((w, hash, t)),
+            Err((kind, message)) => failed.push((
+                "dino",
+                Failure {
+                    key: w.key,
+                    uri: w.uri,
+                    kind,
+                    message,
+                },
+            )),
+        }
+    }
+    let s = encoder.manifest().image_size as usize;
+    let mut input = Array4::<f32>::zeros((ok.len(), 3, s, s));
+    for (n, (_, _, t)) in ok.iter().enumerate() {
+        input
+            .index_axis_mut(ndarray::Axis(0), n)
+            .as_slice_mut()
+            .expect("a fresh array is contiguous")
+            .copy_from_slice(t);
+    }
+    let vectors = if ok.is_empty() {
+        Vec::new()
+    } else {
+        encoder
+            .embed(input.view())?
+            .rows()
+            .into_iter()
+            .map(|r| r.to_vec())
+            .collect()
+    };
+    let field = schema.field_with_name("dino").expect("dino schema");
+    let column = super::vector_column(field, &vectors, float)?;
+    let strings = |f: &dyn Fn(&(Want, String, Vec<f32>)) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(ok.iter().map(f)))
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            strings(&|r| r.0.key.as_str()),
+            strings(&|r| r.0.uri.as_str()),
+            strings(&|r| r.1.as_str()),
+            column,
+        ],
+    )
+    .map_err(|e| Error::table(table::DINO.name, e))?;
+    Ok((batch, failed))
+}

@@ -1,0 +1,871 @@
+//! Ingest: from an input URL to shards, and from a shard to a stream of (key, uri, bytes).
+//!
+//! Four kinds of shard, told apart by what the objects hold (`--input-format` overrides):
+//!
+//! - a folder of images (every image directly in one folder of the input, found recursively
+//!   by extension; img2dataset's `.txt`/`.json` sidecars beside them give captions and URLs);
+//! - a webdataset `.tar` as img2dataset writes it (members grouped by key: the image plus
+//!   `.json`/`.txt` sidecars), read as a stream, one member in memory at a time;
+//! - an img2dataset Parquet object with the image bytes in a binary column ([`parquet`]);
+//! - a part of a URI manifest, images fetched by URI ([`manifest`], [`fetch`]).
+//!
+//! Image formats are never trusted from names: decoding sniffs the bytes.
+
+pub mod fetch;
+pub mod manifest;
+pub mod parquet;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::error::{Error, Result};
+use crate::storage::{segment_id, Location};
+use crate::table::io;
+use fetch::{FetchParams, Fetcher};
+use manifest::{ManifestPart, TableFormat};
+use parquet::ImageParquet;
+
+/// Extensions read as images (case-insensitive).
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "jfif", "png", "webp", "gif"];
+
+/// Which kind of shard an input holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Told from the objects: tars, image folders and img2dataset Parquet; manifests when
+    /// the input holds none of those.
+    #[default]
+    Auto,
+    /// Image folders only.
+    Folder,
+    /// Webdataset tars only.
+    Tar,
+    /// img2dataset Parquet with image bytes only.
+    Parquet,
+    /// URI manifests (Parquet, CSV, TSV or JSONL) only.
+    Manifest,
+}
+
+impl std::str::FromStr for InputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(InputFormat::Auto),
+            "folder" => Ok(InputFormat::Folder),
+            "tar" => Ok(InputFormat::Tar),
+            "parquet" => Ok(InputFormat::Parquet),
+            "manifest" => Ok(InputFormat::Manifest),
+            other => Err(format!(
+                "unknown input format {other:?}: use auto, folder, tar, parquet or manifest"
+            )),
+        }
+    }
+}
+
+/// How an input is listed and read.
+#[derive(Clone, Debug)]
+pub struct IngestParams {
+    /// The kind of shard to look for.
+    pub format: InputFormat,
+    /// The binary column of img2dataset Parquet (default: `jpg`, `png`, `webp`, ...).
+    pub image_column: Option<String>,
+    /// The key column of img2dataset Parquet and manifests.
+    pub key_column: String,
+    /// Rows per shard of a manifest (Parquet manifests: per row group unless given).
+    pub rows_per_shard: Option<u64>,
+    /// Fetching images by URI (folders, manifests).
+    pub fetch: FetchParams,
+}
+
+impl Default for IngestParams {
+    fn default() -> Self {
+        IngestParams {
+            format: InputFormat::Auto,
+            image_column: None,
+            key_column: "key".into(),
+            rows_per_shard: None,
+            fetch: FetchParams::default(),
+        }
+    }
+}
+
+/// An image of a folder shard and its img2dataset sidecars.
+#[derive(Clone, Debug)]
+pub struct FolderImage {
+    /// The image object.
+    pub meta: ObjectMeta,
+    /// `<stem>.txt`: the caption.
+    pub txt: Option<ObjectMeta>,
+    /// `<stem>.json`: img2dataset's metadata (`url`, `caption`).
+    pub json: Option<ObjectMeta>,
+}
+
+/// What a shard is made of.
+#[derive(Clone, Debug)]
+pub enum ShardKind {
+    /// Image objects directly inside one folder.
+    Folder(Vec<FolderImage>),
+    /// One webdataset tar.
+    Tar(ObjectMeta),
+    /// One img2dataset Parquet object with image bytes.
+    Parquet(ImageParquet),
+    /// Rows of a URI manifest.
+    Manifest(ManifestPart),
+}
+
+/// A unit of input that is embedded, written and committed as one.
+#[derive(Clone, Debug)]
+pub struct Shard {
+    /// The folder, tar, Parquet object or manifest part, relative to the input (`.` for the
+    /// input's own folder; a manifest part is `<manifest>#<first row>+<rows>`).
+    pub name: String,
+    /// A safe object name for the shard's outputs.
+    pub id: String,
+    /// Where it is.
+    pub uri: String,
+    /// Its contents.
+    pub kind: ShardKind,
+}
+
+impl Shard {
+    /// The inputs in the shard when known before reading it (all but tars).
+    pub fn known_items(&self) -> Option<u64> {
+        match &self.kind {
+            ShardKind::Folder(o) => Some(o.len() as u64),
+            ShardKind::Tar(_) => None,
+            ShardKind::Parquet(p) => Some(p.rows),
+            ShardKind::Manifest(m) => Some(m.len),
+        }
+    }
+}
+
+/// One image's bytes, with its identity.
+#[derive(Debug)]
+pub struct Item {
+    /// Unique key in the corpus.
+    pub key: String,
+    /// Where the bytes came from (`<tar uri>#<member>` inside a tar, `<parquet uri>#row=<n>`
+    /// inside img2dataset Parquet).
+    pub uri: String,
+    /// The encoded image.
+    pub bytes: Bytes,
+    /// The caption, where the input has one.
+    pub caption: Option<String>,
+    /// The source URL, where the input has one.
+    pub url: Option<String>,
+}
+
+/// An input that could not be read; becomes an `errors` row.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Key of the input, as far as it is known.
+    pub key: String,
+    /// Where it is.
+    pub uri: String,
+    /// Short machine-readable kind.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// What ingest sends downstream.
+#[derive(Debug)]
+pub enum Ingested {
+    /// Bytes to decode.
+    Image(Item),
+    /// An input lost before decoding.
+    Failed(Failure),
+}
+
+/// What reading one shard did.
+#[derive(Clone, Debug, Default)]
+pub struct ShardRead {
+    /// Items sent downstream.
+    pub sent: u64,
+    /// Rows not sent because img2dataset did not download them, by `status`.
+    pub skipped: BTreeMap<String, u64>,
+}
+
+fn extension(name: &str) -> Option<String> {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    FsPath::new(base)
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+}
+
+/// True for names with an image extension.
+pub fn is_image_name(name: &str) -> bool {
+    extension(name).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+fn strip_extension(name: &str) -> &str {
+    match name.rfind('.') {
+        Some(dot) if !name[dot..].contains('/') && dot > name.rfind('/').map_or(0, |s| s + 1) => {
+            &name[..dot]
+        }
+        _ => name,
+    }
+}
+
+/// What a listing saw, for the message when nothing in it is readable.
+#[derive(Default)]
+struct Found {
+    by_extension: BTreeMap<String, usize>,
+    not_shards: Vec<(String, String)>,
+}
+
+impl Found {
+    fn describe(&self, input: &Location, params: &IngestParams) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut unreadable: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, why) in &self.not_shards {
+            unreadable.entry(why.as_str()).or_default().push(name);
+        }
+        for (why, names) in &unreadable {
+            let ext = extension(names[0]).unwrap_or_default();
+            parts.push(format!(
+                "{} .{ext} object(s) (e.g. {}) but {why}",
+                names.len(),
+                names[0]
+            ));
+        }
+        for (ext, n) in &self.by_extension {
+            let shown = if ext.is_empty() {
+                "(no extension)"
+            } else {
+                ext
+            };
+            parts.push(format!("{n} .{shown} object(s)"));
+        }
+        let what = if parts.is_empty() {
+            "nothing but hidden or `_` objects".to_string()
+        } else {
+            parts.join("; ")
+        };
+        let forced = match params.format {
+            InputFormat::Auto => String::new(),
+            f => format!(" with --input-format {f:?}").to_ascii_lowercase(),
+        };
+        format!(
+            "input {} holds no shard blindspot can read{forced}: found {what}. It reads image folders \
+             (jpg, jpeg, png, webp, gif), webdataset .tar shards, img2dataset Parquet with image \
+             bytes (a `jpg` column, or pass --image-column) and URI manifests (.parquet, .csv, \
+             .tsv, .jsonl with a `uri` or `url` column)",
+            input.url
+        )
+    }
+}
+
+/// Lists the shards of an input, in a stable order (see the module documentation for the
+/// kinds). An input that is a single tar, image, Parquet object or manifest works too. An
+/// input with nothing readable is an error that says what it holds.
+pub async fn list_shards(input: &Location, params: &IngestParams) -> Result<Vec<Shard>> {
+    let mut objects = input.list("").await?;
+    if objects.is_empty() {
+        // Perhaps the input names one object rather than a prefix.
+        match input.store.head(&input.prefix).await {
+            Ok(meta) => objects.push(meta),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::Usage(format!(
+                "input {} holds no objects; check the URL (a folder, a prefix, a .tar, a .parquet or an image)",
+                input.url
+            )))
+            }
+            Err(e) => return Err(Error::storage(&input.url, e)),
+        }
+    }
+    let single = objects.len() == 1 && objects[0].location == input.prefix;
+    let want = |f: InputFormat| params.format == InputFormat::Auto || params.format == f;
+    let mut found = Found::default();
+    let mut shards = Vec::new();
+    let mut folders: BTreeMap<String, Vec<(String, ObjectMeta)>> = Default::default();
+    let mut sidecars: HashMap<String, ObjectMeta> = HashMap::new();
+    let mut tables: Vec<(String, ObjectMeta, TableFormat)> = Vec::new();
+    for meta in objects {
+        let rel = if single {
+            meta.location.filename().unwrap_or_default().to_string()
+        } else {
+            input.relative(&meta.location)
+        };
+        if rel
+            .split('/')
+            .any(|part| part.starts_with('.') || part.starts_with('_'))
+        {
+            continue; // hidden files and our own bookkeeping (`_lock.json`, `_commits/`)
+        }
+        let ext = extension(&rel).unwrap_or_default();
+        if ext == "tar" && want(InputFormat::Tar) {
+            shards.push(Shard {
+                id: segment_id(&rel),
+                uri: input.uri_of(&meta.location),
+                name: rel,
+                kind: ShardKind::Tar(meta),
+            });
+        } else if is_image_name(&rel) && want(InputFormat::Folder) {
+            let dir = rel
+                .rsplit_once('/')
+                .map(|(d, _)| d.to_string())
+                .unwrap_or_else(|| ".".to_string());
+            folders.entry(dir).or_default().push((rel, meta));
+        } else if (ext == "txt" || ext == "json") && want(InputFormat::Folder) {
+            sidecars.insert(rel, meta);
+        } else if let Some(format) = TableFormat::of(&rel) {
+            tables.push((rel, meta, format));
+        } else {
+            *found.by_extension.entry(ext).or_default() += 1;
+        }
+    }
+    let sidecar_count = sidecars.len();
+    for (dir, images) in folders {
+        let uri = if dir == "." {
+            input.url.clone()
+        } else {
+            format!("{}/{dir}", input.url)
+        };
+        let images = images
+            .into_iter()
+            .map(|(rel, meta)| {
+                let stem = strip_extension(&rel);
+                FolderImage {
+                    txt: sidecars.remove(&format!("{stem}.txt")),
+                    json: sidecars.remove(&format!("{stem}.json")),
+                    meta,
+                }
+            })
+            .collect();
+        shards.push(Shard {
+            id: segment_id(&format!("{dir}/")),
+            uri,
+            name: dir,
+            kind: ShardKind::Folder(images),
+        });
+    }
+    if shards.is_empty() && sidecar_count > 0 {
+        *found.by_extension.entry("txt/.json".into()).or_default() += sidecar_count;
+    }
+    // Parquet objects with image bytes are shards; the others may be manifests.
+    let mut manifests = Vec::new();
+    for (rel, meta, format) in tables {
+        if format == TableFormat::Parquet && want(InputFormat::Parquet) {
+            let footer = match io::footer_at(&input.store, &meta).await {
+                Ok(f) => f,
+                Err(e) => {
+                    found
+                        .not_shards
+                        .push((rel, format!("they are not Parquet ({e})")));
+                    continue;
+                }
+            };
+            let rows = footer.metadata().file_metadata().num_rows().max(0) as u64;
+            if let Some(p) = ImageParquet::from_schema(
+                meta.clone(),
+                rows,
+                footer.schema(),
+                params.image_column.as_deref(),
+                &params.key_column,
+            ) {
+                shards.push(Shard {
+                    id: segment_id(&rel),
+                    uri: input.uri_of(&meta.location),
+                    name: rel,
+                    kind: ShardKind::Parquet(p),
+                });
+                continue;
+            }
+            if params.format == InputFormat::Parquet {
+                let columns: Vec<&str> = footer
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                let needs = params.image_column.as_deref().unwrap_or("jpg");
+                found.not_shards.push((
+                    rel,
+                    format!(
+                        "no binary image column: img2dataset Parquet needs a `{needs}` column, or pass --image-column (columns: {})",
+                        columns.join(", ")
+                    ),
+                ));
+                continue;
+            }
+        }
+        manifests.push((rel, meta, format));
+    }
+    // Manifests are read when asked for, or when the input holds nothing else: img2dataset
+    // writes a metadata Parquet with a `url` column beside every tar, which must not be read
+    // as a list of images to download again.
+    let read_manifests = params.format == InputFormat::Manifest
+        || (params.format == InputFormat::Auto && shards.is_empty());
+    for (rel, meta, format) in manifests {
+        if !read_manifests {
+            tracing::debug!(object = %rel, "not read: a table beside the image shards");
+            continue;
+        }
+        let uri = input.uri_of(&meta.location);
+        match manifest::parts(
+            &input.store,
+            &meta,
+            &uri,
+            format,
+            &params.key_column,
+            params.rows_per_shard,
+        )
+        .await?
+        {
+            Ok(parts) if parts.is_empty() => {
+                found.not_shards.push((rel, "they have no rows".into()));
+            }
+            Ok(parts) => {
+                for part in parts {
+                    let name = format!("{rel}#{}+{}", part.start, part.len);
+                    shards.push(Shard {
+                        id: segment_id(&name),
+                        uri: uri.clone(),
+                        name,
+                        kind: ShardKind::Manifest(part),
+                    });
+                }
+            }
+            Err(why) => {
+                let why = if format == TableFormat::Parquet && params.format == InputFormat::Auto {
+                    let needs = params.image_column.as_deref().unwrap_or("jpg");
+                    format!("no binary image column (img2dataset Parquet needs a `{needs}` column, or pass --image-column) and, as a manifest, {why}")
+                } else {
+                    format!("as a manifest, {why}")
+                };
+                found.not_shards.push((rel, why));
+            }
+        }
+    }
+    if shards.is_empty() {
+        return Err(Error::Usage(found.describe(input, params)));
+    }
+    shards.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(shards)
+}
+
+/// Reads shards: holds what every shard of a run shares (the fetcher of manifests).
+pub struct ShardReader {
+    input: Location,
+    fetcher: Arc<Fetcher>,
+}
+
+impl ShardReader {
+    /// A reader of `input`'s shards.
+    pub fn new(input: &Location, params: &IngestParams) -> Result<ShardReader> {
+        Ok(ShardReader {
+            input: input.clone(),
+            fetcher: Arc::new(Fetcher::new(&params.fetch)?),
+        })
+    }
+
+    /// Sends every item of `shard` to `tx`. Unreadable inputs are sent as
+    /// [`Ingested::Failed`]; only a closed channel ends it early.
+    pub async fn read(&self, shard: &Shard, tx: mpsc::Sender<Ingested>) -> Result<ShardRead> {
+        let input = &self.input;
+        let concurrency = self.fetcher.params().concurrency;
+        match &shard.kind {
+            ShardKind::Folder(objects) => {
+                let sent = read_folder(input, shard, objects, concurrency, tx).await?;
+                Ok(ShardRead {
+                    sent,
+                    ..Default::default()
+                })
+            }
+            ShardKind::Tar(meta) => Ok(ShardRead {
+                sent: read_tar(input, meta, tx).await?,
+                ..Default::default()
+            }),
+            ShardKind::Parquet(p) => {
+                let stem = strip_extension(&shard.name).to_string();
+                parquet::read(&input.store, &shard.uri, &stem, p, tx).await
+            }
+            ShardKind::Manifest(part) => {
+                manifest::read(&input.store, part, &self.fetcher, tx).await
+            }
+        }
+    }
+}
+
+fn fetch_failure(key: String, uri: String, err: &object_store::Error) -> Failure {
+    let kind = match err {
+        object_store::Error::NotFound { .. } => "not_found",
+        _ => "read",
+    };
+    Failure {
+        key,
+        uri,
+        kind: kind.to_string(),
+        message: err.to_string(),
+    }
+}
+
+/// What img2dataset's `.json` sidecar says about a sample.
+#[derive(Default)]
+struct Sidecar {
+    key: Option<String>,
+    url: Option<String>,
+    caption: Option<String>,
+}
+
+fn sidecar(json: &[u8]) -> Sidecar {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return Sidecar::default();
+    };
+    let get = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    Sidecar {
+        key: get("key"),
+        url: get("url"),
+        caption: get("caption"),
+    }
+}
+
+async fn get_text(input: &Location, meta: &Option<ObjectMeta>) -> Option<Bytes> {
+    let meta = meta.as_ref()?;
+    input.get_bytes(&meta.location).await.ok()
+}
+
+async fn read_folder(
+    input: &Location,
+    shard: &Shard,
+    objects: &[FolderImage],
+    fetch_concurrency: usize,
+    tx: mpsc::Sender<Ingested>,
+) -> Result<u64> {
+    let single = objects.len() == 1 && objects[0].meta.location == input.prefix;
+    let fetches = futures::stream::iter(objects.iter().cloned())
+        .map(|image| {
+            let uri = input.uri_of(&image.meta.location);
+            let rel = if single {
+                image
+                    .meta
+                    .location
+                    .filename()
+                    .unwrap_or_default()
+                    .to_string()
+            } else {
+                input.relative(&image.meta.location)
+            };
+            let key = strip_extension(&rel).to_string();
+            async move {
+                let bytes = match input.get_bytes(&image.meta.location).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => return Ingested::Failed(fetch_failure(key, uri, &e)),
+                };
+                // Sidecars are best effort: a missing or broken one loses a caption, not an image.
+                let meta = get_text(input, &image.json)
+                    .await
+                    .map(|j| sidecar(&j))
+                    .unwrap_or_default();
+                let caption = get_text(input, &image.txt)
+                    .await
+                    .map(|t| String::from_utf8_lossy(&t).trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .or(meta.caption);
+                Ingested::Image(Item {
+                    key,
+                    uri,
+                    bytes,
+                    caption,
+                    url: meta.url,
+                })
+            }
+        })
+        .buffered(fetch_concurrency.max(1));
+    tokio::pin!(fetches);
+    let mut sent = 0;
+    while let Some(item) = fetches.next().await {
+        if tx.send(item).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    tracing::debug!(shard = %shard.name, sent, "folder read");
+    Ok(sent)
+}
+
+/// Members of one key in a tar, gathered while streaming.
+#[derive(Default)]
+struct Group {
+    stem: String,
+    image: Option<(String, Bytes)>,
+    json: Sidecar,
+    caption: Option<String>,
+    members: Vec<String>,
+    extra_images: Vec<String>,
+}
+
+impl Group {
+    fn into_items(self, tar_uri: &str) -> Vec<Ingested> {
+        let key = self.json.key.unwrap_or_else(|| self.stem.clone());
+        let mut out = Vec::new();
+        match self.image {
+            Some((name, bytes)) => {
+                out.push(Ingested::Image(Item {
+                    key: key.clone(),
+                    uri: format!("{tar_uri}#{name}"),
+                    bytes,
+                    caption: self.caption.or(self.json.caption),
+                    url: self.json.url,
+                }));
+            }
+            None => out.push(Ingested::Failed(Failure {
+                key: key.clone(),
+                uri: format!(
+                    "{tar_uri}#{}",
+                    self.members.first().cloned().unwrap_or_default()
+                ),
+                kind: "no_image".into(),
+                message: format!("tar members {:?} have no image beside them", self.members),
+            })),
+        }
+        for name in self.extra_images {
+            out.push(Ingested::Failed(Failure {
+                key: key.clone(),
+                uri: format!("{tar_uri}#{name}"),
+                kind: "duplicate_key".into(),
+                message: format!("a second image for key {key:?}; only the first is embedded"),
+            }));
+        }
+        out
+    }
+}
+
+async fn read_tar(input: &Location, meta: &ObjectMeta, tx: mpsc::Sender<Ingested>) -> Result<u64> {
+    let tar_uri = input.uri_of(&meta.location);
+    let name = meta.location.filename().unwrap_or_default().to_string();
+    let stream = match input.store.get(&meta.location).await {
+        Ok(r) => r.into_stream(),
+        Err(e) => {
+            let failure = fetch_failure(strip_extension(&name).to_string(), tar_uri, &e);
+            return Ok(u64::from(tx.send(Ingested::Failed(failure)).await.is_ok()));
+        }
+    };
+    let reader = StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
+    let bridge = SyncIoBridge::new(reader);
+    let handle = tokio::task::spawn_blocking(move || walk_tar(bridge, &tar_uri, &name, &tx));
+    handle
+        .await
+        .map_err(|e| Error::Internal(format!("tar reader: {e}")))
+}
+
+/// Walks a tar synchronously (on a blocking thread), sending each key's group when the next
+/// key starts: img2dataset writes a key's members next to each other.
+fn walk_tar(
+    reader: impl std::io::Read,
+    tar_uri: &str,
+    tar_name: &str,
+    tx: &mpsc::Sender<Ingested>,
+) -> u64 {
+    let mut sent = 0u64;
+    let mut emit = |items: Vec<Ingested>| -> bool {
+        for item in items {
+            if tx.blocking_send(item).is_err() {
+                return false;
+            }
+            sent += 1;
+        }
+        true
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut group: Option<Group> = None;
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            emit(vec![tar_failure(tar_uri, tar_name, &e)]);
+            return sent;
+        }
+    };
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // A corrupt or cut-off archive: keep what was read, record the rest as lost.
+                if let Some(g) = group.take() {
+                    emit(g.into_items(tar_uri));
+                }
+                emit(vec![tar_failure(tar_uri, tar_name, &e)]);
+                return sent;
+            }
+        };
+        let member = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let kind = entry.header().entry_type();
+        if kind.is_dir() || kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+            continue;
+        }
+        let stem = strip_extension(&member).to_string();
+        if group.as_ref().is_some_and(|g| g.stem != stem) {
+            let done = group.take().expect("checked");
+            if !emit(done.into_items(tar_uri)) {
+                return sent;
+            }
+        }
+        let g = group.get_or_insert_with(|| Group {
+            stem: stem.clone(),
+            ..Default::default()
+        });
+        g.members.push(member.clone());
+        if !kind.is_file() {
+            continue;
+        }
+        let ext = extension(&member).unwrap_or_default();
+        let wanted = IMAGE_EXTENSIONS.contains(&ext.as_str()) || ext == "json" || ext == "txt";
+        if !wanted {
+            continue; // other sidecars are not needed
+        }
+        let mut buf = Vec::with_capacity(entry.size() as usize);
+        if let Err(e) = std::io::Read::read_to_end(&mut entry, &mut buf) {
+            emit(vec![tar_failure(tar_uri, tar_name, &e)]);
+            return sent;
+        }
+        if ext == "json" {
+            g.json = sidecar(&buf);
+        } else if ext == "txt" {
+            let text = String::from_utf8_lossy(&buf).trim().to_string();
+            g.caption = (!text.is_empty()).then_some(text);
+        } else if g.image.is_none() {
+            g.image = Some((member, Bytes::from(buf)));
+        } else {
+            g.extra_images.push(member);
+        }
+    }
+    if let Some(g) = group.take() {
+        emit(g.into_items(tar_uri));
+    }
+    sent
+}
+
+/// Streams the tar at `tar_uri` once and sends each member named in `wanted` (member names as
+/// in `<tar>#<member>` uris), for the dino stage; stops early once all are found.
+pub async fn tar_members(
+    fetcher: &Fetcher,
+    tar_uri: &str,
+    mut wanted: std::collections::HashSet<String>,
+    tx: mpsc::Sender<(String, Bytes)>,
+) -> Result<(), fetch::FetchError> {
+    use fetch::FetchError;
+    let (loc, path) = fetcher.store_of(tar_uri)?;
+    let stream = match loc.store.get(&path).await {
+        Ok(r) => r.into_stream(),
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(FetchError::permanent(
+                "not_found",
+                format!("{tar_uri} is gone"),
+            ))
+        }
+        Err(e) => return Err(FetchError::permanent("read", e.to_string())),
+    };
+    let reader = SyncIoBridge::new(StreamReader::new(
+        stream.map(|r| r.map_err(std::io::Error::other)),
+    ));
+    let tar_uri = tar_uri.to_string();
+    tokio::task::spawn_blocking(move || {
+        let damaged =
+            |e: std::io::Error| FetchError::permanent("tar", format!("{tar_uri} is damaged: {e}"));
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().map_err(damaged)? {
+            let mut entry = entry.map_err(damaged)?;
+            let member = entry
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !wanted.remove(&member) {
+                continue;
+            }
+            let mut buf = Vec::with_capacity(entry.size() as usize);
+            std::io::Read::read_to_end(&mut entry, &mut buf).map_err(damaged)?;
+            if tx.blocking_send((member, Bytes::from(buf))).is_err() || wanted.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| FetchError::permanent("read", e.to_string()))?
+}
+
+fn tar_failure(tar_uri: &str, tar_name: &str, err: &std::io::Error) -> Ingested {
+    Ingested::Failed(Failure {
+        key: format!("{}#", strip_extension(tar_name)),
+        uri: tar_uri.to_string(),
+        kind: "tar".into(),
+        message: format!("the archive is damaged, members after this point are lost: {err}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_extensions() {
+        assert!(is_image_name("a/b/C.JPG"));
+        assert!(!is_image_name("a/b.json"));
+        assert_eq!(strip_extension("00000/000000012.jpg"), "00000/000000012");
+        assert_eq!(strip_extension("dir.v2/file"), "dir.v2/file");
+    }
+
+    #[tokio::test]
+    async fn tar_groups_by_key_and_reports_junk() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            builder.append_data(&mut h, name, data).unwrap();
+        };
+        add("000001.jpg", b"jpegbytes");
+        add("000001.json", br#"{"key": "000001", "url": "http://x"}"#);
+        add("000001.txt", b"a caption");
+        add("junk.bin", b"zz");
+        add("000002.png", b"pngbytes");
+        let bytes = builder.into_inner().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let n = tokio::task::spawn_blocking(move || {
+            walk_tar(
+                std::io::Cursor::new(bytes),
+                "memory://t/s.tar",
+                "s.tar",
+                &tx,
+            )
+        })
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        while let Some(i) = rx.recv().await {
+            got.push(i);
+        }
+        assert_eq!(n, 3);
+        match &got[0] {
+            Ingested::Image(i) => {
+                assert_eq!(i.key, "000001");
+                assert_eq!(i.uri, "memory://t/s.tar#000001.jpg");
+                assert_eq!(i.caption.as_deref(), Some("a caption"));
+                assert_eq!(i.url.as_deref(), Some("http://x"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &got[1] {
+            Ingested::Failed(f) => assert_eq!(f.kind, "no_image"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&got[2], Ingested::Image(i) if i.key == "000002"));
+    }
+}
