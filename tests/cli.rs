@@ -17,6 +17,8 @@ use blindspot::synth::Truth;
 
 #[path = "support/big_table.rs"]
 mod big_table;
+#[path = "support/inputs.rs"]
+mod inputs;
 #[path = "support/layout.rs"]
 mod layout;
 #[path = "support/mining.rs"]

@@ -576,7 +576,7 @@ fn embed_batch(
             |pre, (w, bytes)| {
                 let hash = blake3::hash(&bytes).to_hex().to_string();
                 let min_side = pre.min_side();
-                let imported = w.hash.starts_with("clip:");
+                let imported = w.hash.starts_with(super::import::IMPORTED_HASH);
                 if !imported && hash != w.hash {
                     let msg = format!(
                         "the bytes changed since embed (content hash {hash}, embedded {})",

@@ -8,6 +8,10 @@
 //! (`image_path` or `url`, `caption`, and often `key`). Each `N` is one shard, committed on
 //! its own, so a killed import resumes. The `.npy` object is streamed (header, then rows a
 //! group at a time), never read whole; the metadata is read by row range alongside.
+//!
+//! Imported rows have no image bytes: `width` and `height` are 0 and `content_hash` is a
+//! per-row stand-in ([`IMPORTED_HASH`]), so exact duplicates are not collapsed before mining
+//! (they pair at CLIP 1.0 and DINOv2 near 1.0, and the filter drops them).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +34,9 @@ use crate::progress::Progress;
 use crate::storage::{segment_id, Location, RunLock};
 use crate::table::schema::{self, EncoderMeta, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, TableWriter, WriteParams};
+
+/// The prefix of the `content_hash` of imported rows (a stand-in, not a hash of bytes).
+pub const IMPORTED_HASH: &str = "imported:";
 
 /// Settings of an import.
 #[derive(Clone, Debug)]
@@ -156,7 +163,11 @@ async fn open_npy(dir: &Location, meta: &ObjectMeta, chunk_rows: usize) -> Resul
             }
         };
         let shape = npy.shape().to_vec();
-        let descr = npy.dtype().descr();
+        let descr = npy
+            .dtype()
+            .descr()
+            .trim_matches(|c| c == '\'' || c == '"')
+            .to_string();
         if shape.len() != 2 || npy.order() != npyz::Order::C {
             let _ = head_tx.send(Err(format!(
                 "shape {shape:?} (order {:?}): need a C-order 2-d array rows x D",
@@ -287,9 +298,11 @@ async fn import_locked(
     } else {
         catalog.begin("import").await?
     };
+    // One float type for the whole table: as asked, else as the first file holds.
+    let mut float = params.float;
     for (id, part, footer) in todo {
         let npy = open_npy(dir, &part.npy, params.rows_per_group).await?;
-        let float = params.float.unwrap_or(if npy.f16 {
+        let float = *float.get_or_insert(if npy.f16 {
             FloatType::F16
         } else {
             FloatType::F32
@@ -450,8 +463,11 @@ async fn import_part(
                 summary.renormalised += 1;
             }
             v.iter_mut().for_each(|x| *x /= norm);
-            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            hashes.push(format!("clip:{}", &blake3::hash(&bytes).to_hex()[..32]));
+            // The image bytes are not here to hash. A stand-in unique to the row keeps the
+            // duplicate collapse of mining off these rows: identical CLIP vectors are what
+            // mining looks for, never proof of identical images. `dino` knows the prefix.
+            let id = blake3::hash(format!("{npy_uri}#{r}").as_bytes()).to_hex();
+            hashes.push(format!("{IMPORTED_HASH}{}", &id[..32]));
             out_keys.push(key);
             uris.push(uri);
             caps.push(text(&captions, i));

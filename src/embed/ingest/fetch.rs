@@ -187,12 +187,18 @@ pub fn resolve(base: &str, uri: &str) -> String {
         .split_once("://")
         .is_some_and(|(s, _)| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()));
     if has_scheme {
-        uri.to_string()
-    } else if let Some(abs) = uri.strip_prefix('/') {
-        format!("file:///{abs}")
-    } else {
-        format!("{}/{uri}", base.trim_end_matches('/'))
+        return uri.to_string();
     }
+    if uri.starts_with('/') {
+        return url::Url::from_file_path(uri)
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| format!("file://{uri}"));
+    }
+    let base = format!("{}/", base.trim_end_matches('/'));
+    url::Url::parse(&base)
+        .and_then(|b| b.join(uri))
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| format!("{base}{uri}"))
 }
 
 #[cfg(test)]
@@ -204,6 +210,7 @@ mod tests {
         assert_eq!(resolve("file:///m", "a/b.jpg"), "file:///m/a/b.jpg");
         assert_eq!(resolve("s3://b/m/", "x.png"), "s3://b/m/x.png");
         assert_eq!(resolve("file:///m", "/data/x.png"), "file:///data/x.png");
+        assert_eq!(resolve("file:///m/n", "../x.png"), "file:///m/x.png");
         assert_eq!(resolve("file:///m", "https://h/x.png"), "https://h/x.png");
     }
 
