@@ -543,6 +543,11 @@ fn demo_prints_the_known_pairs() {
         ),
         "{out}"
     );
+    assert!(
+        out.contains("both orders give the same 14 pairs, similarities bit for bit"),
+        "{out}"
+    );
+    assert!(dir.path().join("run-clip-first/dino").is_dir());
 }
 
 #[test]

@@ -177,12 +177,81 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
     }
     let resolved = spec::resolve(&spec_path, parsed).await?;
     let root = resolved.root.clone();
+    let input = resolved.input.url.clone();
     let corpus = corpus_of(&resolved.input);
     run_resolved(resolved, a.json).await?;
     if !a.json {
         print_demo_summary(&root, &corpus).await?;
     }
+    clip_first(&input, &root, a.json).await
+}
+
+/// The demo's second order: `pipelines/clip-first.toml` on the same corpus (CLIP on every
+/// image, DINOv2 on candidate images only), into `<root>-clip-first`; its pairs must equal
+/// the first run's.
+async fn clip_first(input: &str, root: &Location, json: bool) -> Result<()> {
+    let spec_path = checkout().join("pipelines/clip-first.toml");
+    let text = std::fs::read_to_string(&spec_path)
+        .with_context(|| format!("reading {}", spec_path.display()))?;
+    let mut parsed = spec::parse(&spec_path, &text)?;
+    parsed.run.input = input.to_string();
+    parsed.run.root = format!("{}-clip-first", root.url);
+    if !json {
+        println!(
+            "
+the other order, {} (CLIP on every image, DINOv2 on candidate images only):",
+            spec_path.display()
+        );
+    }
+    let resolved = spec::resolve(&spec_path, parsed).await?;
+    let second = resolved.root.clone();
+    run_resolved(resolved, json).await?;
+    let (a, b) = (pair_rows(root).await?, pair_rows(&second).await?);
+    if a != b {
+        anyhow::bail!(
+            "the two orders disagree: {} pairs in {} but {} in {}",
+            a.len(),
+            root.url,
+            b.len(),
+            second.url
+        );
+    }
+    if !json {
+        println!(
+            "  both orders give the same {} pairs, similarities bit for bit ({} and {})",
+            a.len(),
+            root.url,
+            second.url
+        );
+    }
     Ok(())
+}
+
+/// The `pairs` of a root as (a, b, clip_sim bits, dino_sim bits), sorted.
+async fn pair_rows(root: &Location) -> Result<Vec<(String, String, u32, u32)>> {
+    let (ctx, tables) = blindspot::sql::session(root).await?;
+    let df = blindspot::sql::query(
+        &ctx,
+        &tables,
+        "SELECT a, b, clip_sim, dino_sim FROM pairs ORDER BY a, b",
+    )
+    .await?;
+    let mut out = Vec::new();
+    for batch in blindspot::sql::collect(df).await? {
+        let a = blindspot::table::io::strings(&batch, "a")?;
+        let b = blindspot::table::io::strings(&batch, "b")?;
+        let c = blindspot::table::io::floats(&batch, "clip_sim")?;
+        let d = blindspot::table::io::floats(&batch, "dino_sim")?;
+        for i in 0..batch.num_rows() {
+            out.push((
+                a.value(i).to_string(),
+                b.value(i).to_string(),
+                c.value(i).to_bits(),
+                d.value(i).to_bits(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Reads back what the demo wrote: the known pairs' similarities under both tiny encoders.
