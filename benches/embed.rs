@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
                     &input,
                     &root,
                     clip,
-                    dino,
+                    Some(dino),
                     &EmbedParams::default(),
                     Arc::new(NoProgress),
                 ))

@@ -144,6 +144,7 @@ fn filter_root(rt: &tokio::runtime::Runtime, images: usize, pairs: usize) -> Loc
             rows: images as u64,
             error_rows: 0,
             encoders: ["c".into(), "d".into()],
+            skipped_rows: 0,
             version: blindspot::VERSION.into(),
         };
         let commit = Commit::new("part-0", 1, &record)

@@ -591,7 +591,7 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
             spec.embed.encoders
         ));
     }
-    if !(spec.embed.fetch_timeout > 0.0) {
+    if spec.embed.fetch_timeout.is_nan() || spec.embed.fetch_timeout <= 0.0 {
         problems.push("[embed] fetch-timeout must be a positive number of seconds".into());
     }
     if spec.embed.fetch_concurrency == 0 {

@@ -493,6 +493,12 @@ async fn fetch_all(
 
 type Embedded = (Vec<RecordBatch>, Vec<(&'static str, Failure)>);
 
+/// A want after decoding: its bytes' hash, and the input tensor or why there is none.
+type Prepared = (Want, String, Result<Vec<f32>, (String, String)>);
+
+/// A want ready for inference: its bytes' hash and input tensor.
+type Ready = (Want, String, Vec<f32>);
+
 /// Fetches, decodes and embeds one shard's wants, batch by batch; hands the encoder back.
 async fn embed_wants(
     fetcher: &Arc<Fetcher>,
@@ -569,7 +575,7 @@ fn embed_batch(
     schema: &arrow::datatypes::SchemaRef,
     float: FloatType,
 ) -> Result<(RecordBatch, Vec<(&'static str, Failure)>)> {
-    let prepared: Vec<(Want, String, Result<Vec<f32>, (String, String)>)> = items
+    let prepared: Vec<Prepared> = items
         .into_par_iter()
         .map_init(
             || Preprocessor::new(vec![transform.clone()]),
@@ -591,7 +597,7 @@ fn embed_batch(
             },
         )
         .collect();
-    let mut ok = Vec::new();
+    let mut ok: Vec<Ready> = Vec::new();
     let mut failed = Vec::new();
     for (w, hash, r) in prepared {
         match r {
@@ -628,7 +634,7 @@ fn embed_batch(
     };
     let field = schema.field_with_name("dino").expect("dino schema");
     let column = super::vector_column(field, &vectors, float)?;
-    let strings = |f: &dyn Fn(&(Want, String, Vec<f32>)) -> &str| -> ArrayRef {
+    let strings = |f: &dyn Fn(&Ready) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(ok.iter().map(f)))
     };
     let batch = RecordBatch::try_new(
