@@ -3,7 +3,7 @@
 candidates, and what CLIP-then-DINO saves end to end against both encoders on every image.
 
 The corpus (seeded, PNG and JPEG, folder shards of 1000): --n images in all, of which most are
-unrelated (a background and 2-4 blocks in random colours and places, so their colour
+unrelated (stripes of 4-7 random colours of random widths and a few blocks, so their colour
 statistics differ), --groups near-duplicate groups of 2-5 (a copy shifted by a few pixels and
 recoloured by a few levels), and --mirrors pairs of a shape and its mirror image (CLIP-blind
 under the tiny encoders, whose CLIP sees colour statistics only).
@@ -39,11 +39,16 @@ def colour(rng: random.Random) -> tuple[int, int, int]:
 
 
 def unrelated(rng: random.Random) -> Image.Image:
-    img = Image.new("RGB", (128, 128), colour(rng))
+    """Vertical stripes of 4-7 random colours with random widths, then a few blocks: colour
+    statistics spread over several bins in random proportions, as unrelated photos differ."""
+    img = Image.new("RGB", (128, 128))
     d = ImageDraw.Draw(img)
-    for _ in range(rng.randint(2, 4)):
+    cuts = sorted(rng.sample(range(1, 128), rng.randint(3, 6)))
+    for x0, x1 in zip([0, *cuts], [*cuts, 128]):
+        d.rectangle([x0, 0, x1, 128], fill=colour(rng))
+    for _ in range(rng.randint(1, 3)):
         x, y = rng.randrange(96), rng.randrange(96)
-        w, h = rng.randint(16, 64), rng.randint(16, 64)
+        w, h = rng.randint(8, 32), rng.randint(8, 32)
         d.rectangle([x, y, x + w, y + h], fill=colour(rng))
     return img
 
