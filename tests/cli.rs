@@ -865,8 +865,20 @@ fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
     let k = root.to_str().unwrap();
     let mut child = bin().args(["candidates", "--root", k]).spawn().unwrap();
     let commits = root.join("_commits/candidates");
+    // Finished commits only: the local store stages a put as `<name>#<n>` beside it.
+    let count = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
     let started = std::time::Instant::now();
-    while std::fs::read_dir(&commits).map(|d| d.count()).unwrap_or(0) < 3
+    while count(&commits) < 3
         && started.elapsed() < Duration::from_secs(120)
         && child.try_wait().unwrap().is_none()
     {
@@ -874,7 +886,7 @@ fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let partial = std::fs::read_dir(&commits).map(|d| d.count()).unwrap_or(0) as u64;
+    let partial = count(&commits) as u64;
     assert!(
         partial < total,
         "the run finished before it could be killed ({partial} of {total} cells)"

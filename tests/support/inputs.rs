@@ -200,6 +200,30 @@ fn img2dataset_parquet_embeds_every_success_once_with_its_keys() {
     assert!(rows
         .values()
         .all(|r| r.2.as_deref().is_some_and(|c| !c.is_empty())));
+
+    // CLIP only, then dino: the bytes are found again as Parquet rows and as tar members.
+    for (name, input) in [("parquet", out.clone()), ("tar", tars.join("images"))] {
+        let r = dir.path().join(format!("clip-only-{name}"));
+        let r = r.to_str().unwrap();
+        run_ok(&[
+            "embed",
+            input.to_str().unwrap(),
+            "--out",
+            r,
+            "--encoders",
+            "clip",
+        ]);
+        run_ok(&["partition", "--root", r]);
+        run_ok(&["candidates", "--root", r]);
+        let s: serde_json::Value =
+            serde_json::from_str(run_ok(&["dino", "--root", r, "--json"]).trim()).unwrap();
+        assert!(s["needed"].as_u64().unwrap() > 0, "{name}: {s}");
+        assert_eq!(s["embedded"], s["needed"], "{name}: {s}");
+        assert_eq!(s["errors"], 0, "{name}: {s}");
+        run_ok(&["filter", "--root", r]);
+        let n = sql_csv(r, "SELECT COUNT(*) FROM pairs");
+        assert!(n[1].parse::<u64>().unwrap() > 0, "{name}: pairs were mined");
+    }
 }
 
 #[test]
