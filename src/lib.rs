@@ -6,24 +6,29 @@
 //! writes its outputs through the run root's catalog (`table`), and only the command line
 //! (`cli`, in the binary) and the spec runner (`spec`) know the order of stages.
 //!
-//! - shared: `storage` (object stores, run-root lock), `table` (the catalog, schemas, streaming
+//! - shared: `storage` (object stores, run-root lock), `lease` (units claimed by elastic workers), `table` (the catalog, schemas, streaming
 //!   reads and writes), `encoder` (ONNX encoders, decoding and preprocessing), `sql` (DataFusion
 //!   over the catalog), `mmvp` (the benchmark formats on storage), `progress`, `rng` (seeded draws), `error`;
 //! - stages: `embed` (ingest, decode once, both encoders), `mine` (`partition`, `index`,
 //!   `candidates`, `filter`), `eval` (MLLMs, vision encoders, correlation), `annotate`;
-//! - around them: `synth` (synthetic corpora with known pairs), `spec` (pipeline specs).
+//! - around them: `synth` (synthetic corpora with known pairs), `spec` (pipeline specs),
+//!   `status` (units done, leased and pending per stage), `cluster` (Ballista scheduler and
+//!   executors with blindspot's functions and stores).
 
 pub mod annotate;
+pub mod cluster;
 pub mod embed;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod lease;
 pub mod mine;
 pub mod mmvp;
 pub mod progress;
 pub mod rng;
 pub mod spec;
 pub mod sql;
+pub mod status;
 pub mod storage;
 pub mod synth;
 pub mod table;

@@ -225,11 +225,16 @@ impl Default for PartitionSection {
 pub struct FilterSection {
     /// DINOv2 threshold (strict `<`).
     pub dino_max: f32,
+    /// Run the filter query on this Ballista cluster (`df://HOST:PORT`).
+    pub cluster: Option<String>,
 }
 
 impl Default for FilterSection {
     fn default() -> Self {
-        FilterSection { dino_max: 0.6 }
+        FilterSection {
+            dino_max: 0.6,
+            cluster: None,
+        }
     }
 }
 
@@ -408,6 +413,8 @@ pub struct Resolved {
     pub candidates: CandidateParams,
     /// The DINOv2 threshold of the filter stage.
     pub dino_max: f32,
+    /// The Ballista cluster the filter query runs on, if any.
+    pub cluster: Option<String>,
 }
 
 fn resolve_path(base: &Path, p: &str) -> String {
@@ -615,6 +622,11 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
             spec.filter.dino_max
         ));
     }
+    if let Some(url) = &spec.filter.cluster {
+        if let Err(e) = crate::cluster::scheduler_url(url) {
+            problems.push(format!("[filter] cluster: {e}"));
+        }
+    }
     if spec.synth.per_shard == 0 {
         problems.push("[synth] per-shard must be at least 1".into());
     }
@@ -683,6 +695,7 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         partition,
         candidates,
         dino_max,
+        cluster: spec.filter.cluster.clone(),
         stages: spec.run.stages.clone(),
         input: input.expect("no problems"),
         root: root.expect("no problems"),

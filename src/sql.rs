@@ -161,11 +161,19 @@ pub fn cosine_arrays(a: &ArrayRef, b: &ArrayRef) -> datafusion::error::Result<Ar
     Ok(Arc::new(Float32Array::new(sims.into(), nulls)))
 }
 
+/// blindspot's scalar functions (`cosine_sim`), registered in every session, local or on a
+/// cluster.
+pub fn udfs() -> Vec<Arc<ScalarUDF>> {
+    vec![Arc::new(ScalarUDF::from(CosineSim::default()))]
+}
+
 /// A DataFusion session over `root` with its tables and blindspot's UDFs registered. Returns
 /// the names of the registered tables too.
 pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
-    ctx.register_udf(ScalarUDF::from(CosineSim::default()));
+    for udf in udfs() {
+        ctx.register_udf(udf.as_ref().clone());
+    }
     let base = url::Url::parse(&root.url).map_err(|e| Error::Url {
         url: root.url.clone(),
         reason: e.to_string(),
@@ -182,16 +190,24 @@ pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
     if base.scheme() != "file" {
         ctx.register_object_store(&store_url, root.store.clone());
     }
+    let names = register_root(&ctx, root).await?;
+    Ok((ctx, names))
+}
+
+/// Registers every table of `root` with committed data, `blindspot.tables` and the
+/// `dino_vectors` view on `ctx` (a local session or a cluster client); returns the tables'
+/// names.
+pub async fn register_root(ctx: &SessionContext, root: &Location) -> Result<Vec<String>> {
     let catalog = Catalog::new(root);
     let listed = catalog.list().await?;
     let mut names = Vec::new();
     for status in &listed {
-        register_objects(&ctx, root, status.name, &status.paths).await?;
+        register_objects(ctx, root, status.name, &status.paths).await?;
         names.push(status.name.to_string());
     }
-    register_table_list(&ctx, &listed)?;
-    register_dino_vectors(&ctx, root).await?;
-    Ok((ctx, names))
+    register_table_list(ctx, &listed)?;
+    register_dino_vectors(ctx, root).await?;
+    Ok(names)
 }
 
 /// The name of the view of every DINOv2 vector.

@@ -25,6 +25,8 @@ mod layout;
 mod mining;
 #[path = "support/openai.rs"]
 mod openai;
+#[path = "support/scale.rs"]
+mod scale;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

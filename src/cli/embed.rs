@@ -17,7 +17,7 @@ use clap::Args;
 
 use blindspot::synth::vectors::{VectorKind, VectorParams};
 
-use super::{checkout, parse_worker, progress};
+use super::{checkout, parse_worker, progress, ClaimArgs};
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
@@ -202,6 +202,8 @@ pub struct EmbedArgs {
     /// Only this worker's shards, as i/N (e.g. a Kubernetes indexed Job or Slurm array).
     #[arg(long, value_parser = parse_worker)]
     pub worker: Option<(u32, u32)>,
+    #[command(flatten)]
+    pub claims: ClaimArgs,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -405,6 +407,7 @@ pub async fn embed_cmd(a: EmbedArgs) -> Result<()> {
             dct_scaling: !a.no_dct_scaling,
         },
         worker: a.worker,
+        claim: a.claims.params(),
         ..EmbedParams::default()
     };
     let summary = embed::embed(&input, &root, clip, dino, &params, progress()).await?;
@@ -424,8 +427,14 @@ pub fn report_embed(s: &EmbedSummary, input: &Location, root: &Location, json: b
     };
     println!("embed: {} -> {}", input.url, root.url);
     println!(
-        "  shards     {} ({} committed now, {} already committed)",
-        s.shards, s.committed, s.skipped
+        "  shards     {} ({} committed now, {} already committed{})",
+        s.shards,
+        s.committed,
+        s.skipped,
+        match s.discarded {
+            0 => String::new(),
+            n => format!(", {n} embedded but committed first by another worker"),
+        }
     );
     println!(
         "  images     {} embedded in {:.1}s ({rate:.1} images/s)",

@@ -8,7 +8,7 @@ use blindspot::mine::partition::{PartitionParams, PartitionSummary};
 use blindspot::storage::Location;
 use clap::Args;
 
-use super::{parse_worker, progress, report};
+use super::{parse_worker, progress, report, ClaimArgs};
 
 #[derive(Args, Debug)]
 pub struct PartitionArgs {
@@ -129,6 +129,8 @@ pub struct CandidatesArgs {
     /// workers on one run root together write what one run writes.
     #[arg(long, value_parser = parse_worker)]
     pub worker: Option<(u32, u32)>,
+    #[command(flatten)]
+    pub claims: ClaimArgs,
     /// Keep pairs with CLIP similarity strictly above this.
     #[arg(long, default_value_t = CandidateParams::default().clip_min)]
     pub clip_min: f32,
@@ -157,6 +159,9 @@ pub struct FilterArgs {
     /// Keep pairs with DINOv2 similarity strictly below this.
     #[arg(long, default_value_t = 0.6)]
     pub dino_max: f32,
+    /// Run the query on a Ballista cluster at df://HOST:PORT (this process writes the pairs).
+    #[arg(long, value_name = "df://HOST:PORT", env = "BLINDSPOT_CLUSTER")]
+    pub cluster: Option<String>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -224,6 +229,12 @@ pub fn candidates_text(s: &CandidatesSummary, clip_min: f32) -> String {
             s.peak_block_bytes as f64 / (1 << 20) as f64,
             mib(s.peak_rss_bytes)
         );
+        if s.cells.by_others + s.cells.discarded > 0 {
+            text += &format!(
+                "\n  claimed: {} cells committed by other workers meanwhile; {} joined here but committed first by another (discarded)",
+                s.cells.by_others, s.cells.discarded
+            );
+        }
     }
     if let Some(r) = &s.recall {
         text += &format!(
@@ -256,10 +267,12 @@ pub async fn candidates_cmd(a: CandidatesArgs) -> Result<()> {
         method: if a.exact { Method::Exact } else { a.method },
         ..Default::default()
     };
+    let claim = a.claims.params();
     let s = blindspot::mine::candidates::candidates(
         &root,
         &params,
         a.worker,
+        claim.as_ref(),
         a.recall.then_some(a.recall_sample),
         progress(),
     )
@@ -271,7 +284,7 @@ pub async fn candidates_cmd(a: CandidatesArgs) -> Result<()> {
 /// `blindspot filter`.
 pub async fn filter_cmd(a: FilterArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
-    let s = blindspot::mine::filter::filter(&root, a.dino_max).await?;
+    let s = blindspot::mine::filter::filter_on(&root, a.dino_max, a.cluster.as_deref()).await?;
     report(a.json, &s, || filter_text(&s, a.dino_max));
     Ok(())
 }

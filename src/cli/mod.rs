@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod deploy;
 mod embed;
 mod eval;
 mod mine;
@@ -88,6 +89,43 @@ enum Command {
     Eval(eval::EvalCommand),
     /// Export mined pairs as an MMVP-format sheet for people to write questions for.
     Annotate(eval::AnnotateArgs),
+    /// Where a run root stands: units done, leased and pending per stage; rows so far.
+    Status(sql::StatusArgs),
+    /// Ballista's scheduler and executors with blindspot's functions and stores, for SQL
+    /// (`sql --cluster`, `filter --cluster`) on many machines.
+    #[command(subcommand)]
+    Cluster(sql::ClusterCommand),
+}
+
+/// Claiming units with leases, shared by `embed` and `candidates`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClaimArgs {
+    /// Take unclaimed units one at a time with leases on the run root, so any number of
+    /// workers may start and stop at any time; the worker exits when every unit is committed.
+    #[arg(long, conflicts_with = "worker")]
+    pub claim: bool,
+    /// Seconds a lease lives after each renewal; a worker that stops renewing loses its unit
+    /// to another after this long. Renewed every third of it.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 120,
+        requires = "claim"
+    )]
+    pub lease_ttl: u64,
+    /// This worker's id in leases and `blindspot status` (default: <host>-<pid>).
+    #[arg(long, requires = "claim")]
+    pub worker_id: Option<String>,
+}
+
+impl ClaimArgs {
+    /// The claim settings, when claiming.
+    pub fn params(&self) -> Option<blindspot::lease::ClaimParams> {
+        self.claim.then(|| blindspot::lease::ClaimParams {
+            worker: self.worker_id.clone(),
+            ttl: std::time::Duration::from_secs(self.lease_ttl),
+        })
+    }
 }
 
 pub fn parse_worker(s: &str) -> Result<(u32, u32), String> {
@@ -197,6 +235,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Sql(a) => sql::sql_cmd(a).await,
         Command::Eval(c) => eval::dispatch(c).await,
         Command::Annotate(a) => eval::annotate(a).await,
+        Command::Status(a) => sql::status_cmd(a).await,
+        Command::Cluster(c) => sql::cluster_cmd(c).await,
     }
 }
 

@@ -127,6 +127,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     &r.candidates,
                     None,
                     None,
+                    None,
                     progress(),
                 )
                 .await?;
@@ -151,7 +152,9 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 report(json, &s, || super::embed::dino_text(&s));
             }
             "filter" => {
-                let s = blindspot::mine::filter::filter(&r.root, r.dino_max).await?;
+                let s =
+                    blindspot::mine::filter::filter_on(&r.root, r.dino_max, r.cluster.as_deref())
+                        .await?;
                 report(json, &s, || super::mine::filter_text(&s, r.dino_max));
             }
             "eval" => eval::run_stage(&r, json).await?,

@@ -21,6 +21,10 @@ pub struct SqlArgs {
     /// Write the result to this file instead of stdout (required for parquet).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Run the query on a Ballista cluster (`blindspot cluster scheduler`) at df://HOST:PORT;
+    /// every executor must reach the run root.
+    #[arg(long, value_name = "df://HOST:PORT", env = "BLINDSPOT_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -33,14 +37,18 @@ pub enum OutputFormat {
 
 pub async fn sql_cmd(a: SqlArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
-    let (ctx, tables) = blindspot::sql::session(&root).await?;
+    let (ctx, tables) = match &a.cluster {
+        None => blindspot::sql::session(&root).await?,
+        Some(url) => blindspot::cluster::session(&root, url).await?,
+    };
+    let on_cluster = a.cluster.is_some();
     if a.format == OutputFormat::Parquet && a.output.is_none() {
         anyhow::bail!(blindspot::Error::Usage(
             "--format parquet needs --output FILE".into()
         ));
     }
     if let Some(q) = &a.query {
-        return run_query(&ctx, &tables, q, a.format, a.output.as_deref()).await;
+        return run_query(&ctx, &tables, q, a.format, a.output.as_deref(), on_cluster).await;
     }
     let interactive = std::io::stdin().is_terminal();
     if interactive {
@@ -80,6 +88,7 @@ pub async fn sql_cmd(a: SqlArgs) -> Result<()> {
                 q.trim().trim_end_matches(';'),
                 a.format,
                 None,
+                on_cluster,
             )
             .await
             {
@@ -94,6 +103,7 @@ pub async fn sql_cmd(a: SqlArgs) -> Result<()> {
             pending.trim().trim_end_matches(';'),
             a.format,
             None,
+            on_cluster,
         )
         .await?;
     }
@@ -106,8 +116,16 @@ async fn run_query(
     q: &str,
     format: OutputFormat,
     output: Option<&Path>,
+    on_cluster: bool,
 ) -> Result<()> {
     let df = blindspot::sql::query(ctx, tables, q).await?;
+    if on_cluster {
+        let plan = df
+            .clone()
+            .into_optimized_plan()
+            .map_err(|e| blindspot::Error::Usage(e.to_string()))?;
+        blindspot::cluster::check_no_float16_literals(&plan)?;
+    }
     let schema = Arc::new(df.schema().as_arrow().clone());
     let batches = blindspot::sql::collect(df).await?;
     let mut out: Box<dyn std::io::Write + Send> = match output {
@@ -141,6 +159,120 @@ async fn run_query(
                 w.write(b)?;
             }
             w.close()?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Run root to report on.
+    #[arg(long)]
+    pub root: String,
+    /// The embed input, to count the shards not embedded yet.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Print the status as JSON on stdout (for schedulers).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `blindspot status`.
+pub async fn status_cmd(a: StatusArgs) -> Result<()> {
+    let root = Location::open(&a.root)?;
+    let input = a.input.as_deref().map(Location::open).transpose()?;
+    let s = blindspot::status::status(&root, input.as_ref()).await?;
+    super::report(a.json, &s, || blindspot::status::text(&s));
+    Ok(())
+}
+
+/// `blindspot cluster ...`: Ballista's scheduler and executor with blindspot's functions and
+/// object stores.
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Run a scheduler (clients connect with --cluster df://HOST:PORT; REST API and
+    /// /healthz on the same port).
+    Scheduler {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:50050")]
+        bind: std::net::SocketAddr,
+        /// Host name executors and clients use for this scheduler.
+        #[arg(long, default_value = "localhost")]
+        external_host: String,
+        /// Seconds without a heartbeat after which an executor is dropped.
+        #[arg(long, default_value_t = 60)]
+        executor_timeout: u64,
+    },
+    /// Run an executor that registers with a scheduler (Arrow Flight on --bind, gRPC on the
+    /// next port).
+    Executor {
+        /// The scheduler, HOST:PORT.
+        #[arg(long)]
+        scheduler: String,
+        /// Address of this executor's Arrow Flight service; gRPC takes the next port.
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        bind: std::net::SocketAddr,
+        /// Host name the scheduler and other executors use to reach this one (default: the
+        /// bind address; set it to the pod IP or host name on a cluster).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Directory for shuffle files and spills.
+        #[arg(long)]
+        work_dir: Option<String>,
+        /// Tasks run at once (default: the cores).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Seconds between heartbeats to the scheduler.
+        #[arg(long, default_value_t = 5)]
+        heartbeat: u64,
+    },
+}
+
+pub async fn cluster_cmd(c: ClusterCommand) -> Result<()> {
+    match c {
+        ClusterCommand::Scheduler {
+            bind,
+            external_host,
+            executor_timeout,
+        } => {
+            eprintln!("blindspot cluster scheduler listening on {bind} (clients: --cluster df://{external_host}:{})", bind.port());
+            blindspot::cluster::scheduler(blindspot::cluster::SchedulerParams {
+                bind,
+                external_host,
+                executor_timeout_seconds: executor_timeout,
+            })
+            .await?;
+        }
+        ClusterCommand::Executor {
+            scheduler,
+            bind,
+            external_host,
+            work_dir,
+            concurrency,
+            heartbeat,
+        } => {
+            let (host, port) = scheduler.rsplit_once(':').ok_or_else(|| {
+                blindspot::Error::Usage(format!("--scheduler {scheduler}: use HOST:PORT"))
+            })?;
+            let port: u16 = port.parse().map_err(|_| {
+                blindspot::Error::Usage(format!("--scheduler {scheduler}: {port} is not a port"))
+            })?;
+            let concurrency = concurrency.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            eprintln!("blindspot cluster executor on {bind} for scheduler {host}:{port}, {concurrency} tasks at once");
+            blindspot::cluster::executor(blindspot::cluster::ExecutorParams {
+                scheduler_host: host.to_string(),
+                scheduler_port: port,
+                bind,
+                external_host,
+                work_dir,
+                concurrency,
+                heartbeat_seconds: heartbeat,
+            })
+            .await?;
         }
     }
     Ok(())

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use crate::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
 use crate::encoder::OnnxEncoder;
 use crate::error::{Error, Result};
+use crate::lease::{self, ClaimParams, Claimable, Claims};
 use crate::progress::Progress;
 use crate::storage::{Location, RunLock};
 use crate::table::schema::{self, FloatType};
@@ -61,6 +62,8 @@ pub struct EmbedParams {
     pub rows_per_group: usize,
     /// How the input is listed and read.
     pub ingest: IngestParams,
+    /// Claim shards with leases (`--claim`): any number of workers share the input.
+    pub claim: Option<ClaimParams>,
 }
 
 impl Default for EmbedParams {
@@ -75,6 +78,7 @@ impl Default for EmbedParams {
             worker: None,
             rows_per_group: 8192,
             ingest: IngestParams::default(),
+            claim: None,
         }
     }
 }
@@ -114,6 +118,9 @@ pub struct EmbedSummary {
     pub skipped: usize,
     /// Shards embedded and committed by this run.
     pub committed: usize,
+    /// Shards this worker embedded but another committed first (claiming workers, after a
+    /// lease expired under a slow holder); their objects were deleted.
+    pub discarded: usize,
     /// Images embedded by this run.
     pub images: u64,
     /// Inputs that became `errors` rows in this run.
@@ -206,9 +213,20 @@ pub async fn embed(
             return Err(Error::Usage(format!("worker {i}/{n}: need 0 <= i < n")));
         }
     }
-    let lock = RunLock::acquire(root, "embed").await?;
+    if params.worker.is_some() && params.claim.is_some() {
+        return Err(Error::Usage(
+            "--worker and --claim are two ways to share shards; pass one".into(),
+        ));
+    }
+    // Workers (indexed or claiming) share a run root and commit shard by shard.
+    let lock = match params.worker.is_some() || params.claim.is_some() {
+        true => None,
+        false => Some(RunLock::acquire(root, "embed").await?),
+    };
     let result = embed_locked(input, root, clip, dino, params, progress, started).await;
-    lock.release().await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     result
 }
 
@@ -245,7 +263,14 @@ async fn embed_locked(
             "shards already committed by an earlier run are skipped"
         );
     }
-    let total_items: Option<u64> = pending.iter().map(|s| s.known_items()).sum();
+    let claims = match &params.claim {
+        Some(c) => Some(Arc::new(Claims::new(root, "embed", c)?)),
+        None => None,
+    };
+    let total_items: Option<u64> = match claims {
+        Some(_) => None,
+        None => pending.iter().map(|s| s.known_items()).sum(),
+    };
     progress.start("embed", total_items);
     let generation = if pending.is_empty() {
         0
@@ -294,30 +319,63 @@ async fn embed_locked(
         let shards = ShardReader::new(input, &ingest)?;
         let pending = pending.clone();
         let out_tx = out_tx.clone();
+        let claims = claims.clone();
+        let catalog = catalog.clone();
         tokio::spawn(async move {
-            for (idx, shard) in pending.iter().enumerate() {
-                let (tx, mut rx) = mpsc::channel(64);
-                let read = shards.read(shard, tx);
-                let forward = async {
-                    let mut n = 0u64;
-                    while let Some(item) = rx.recv().await {
-                        if work_tx.send((idx, item)).await.is_err() {
-                            break;
-                        }
-                        n += 1;
+            let mut ended = vec![false; pending.len()];
+            loop {
+                let mut waiting = false;
+                for (idx, shard) in pending.iter().enumerate() {
+                    if ended[idx] {
+                        continue;
                     }
-                    n
-                };
-                let (read, n) = tokio::join!(read, forward);
-                let read = match read {
-                    Ok(r) => ShardRead { sent: n, ..r },
-                    Err(e) => {
-                        let _ = out_tx.send(Out::Fatal(e)).await;
+                    if let Some(claims) = &claims {
+                        match claims.try_unit(&catalog, CommitSet::EMBED, &shard.id).await {
+                            Ok(Claimable::Mine) => {}
+                            Ok(Claimable::Done) => {
+                                ended[idx] = true;
+                                continue;
+                            }
+                            Ok(Claimable::Held) => {
+                                waiting = true;
+                                continue;
+                            }
+                            Err(e) => {
+                                let _ = out_tx.send(Out::Fatal(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                    ended[idx] = true;
+                    let (tx, mut rx) = mpsc::channel(64);
+                    let read = shards.read(shard, tx);
+                    let forward = async {
+                        let mut n = 0u64;
+                        while let Some(item) = rx.recv().await {
+                            if work_tx.send((idx, item)).await.is_err() {
+                                break;
+                            }
+                            n += 1;
+                        }
+                        n
+                    };
+                    let (read, n) = tokio::join!(read, forward);
+                    let read = match read {
+                        Ok(r) => ShardRead { sent: n, ..r },
+                        Err(e) => {
+                            let _ = out_tx.send(Out::Fatal(e)).await;
+                            return;
+                        }
+                    };
+                    if out_tx.send(Out::End(idx, read)).await.is_err() {
                         return;
                     }
-                };
-                if out_tx.send(Out::End(idx, read)).await.is_err() {
-                    return;
+                }
+                match (&claims, waiting) {
+                    // Shards leased by live workers: wait for them to commit, or for their
+                    // leases to expire.
+                    (Some(claims), true) => tokio::time::sleep(claims.poll_every()).await,
+                    _ => return,
                 }
             }
         })
@@ -339,7 +397,18 @@ async fn embed_locked(
         let writer = match writers.entry(idx) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(ShardWriter::new(&catalog, shard, schema.clone(), params)?)
+                let stem = match claims {
+                    // Two workers may embed one shard after a takeover: objects of their own.
+                    Some(_) => format!("{}.g{generation}", shard.id),
+                    None => shard.id.clone(),
+                };
+                v.insert(ShardWriter::new(
+                    &catalog,
+                    shard,
+                    &stem,
+                    schema.clone(),
+                    params,
+                )?)
             }
         };
         match msg {
@@ -367,7 +436,13 @@ async fn embed_locked(
         }
         if writer.complete() {
             let writer = writers.remove(&idx).expect("present");
-            let commit = writer.commit(&catalog, shard, generation).await?;
+            let Some(commit) = writer
+                .commit(&catalog, shard, generation, claims.as_deref())
+                .await?
+            else {
+                summary.discarded += 1;
+                continue;
+            };
             summary.committed += 1;
             progress.message(&format!(
                 "committed {} ({} images, {} errors)",
@@ -382,6 +457,9 @@ async fn embed_locked(
         let _ = d.join();
     }
     let _ = inference.join();
+    if let Some(claims) = &claims {
+        claims.release_all().await;
+    }
     progress.finish();
     if let Some(e) = fatal {
         return Err(e);
@@ -559,12 +637,14 @@ struct ShardWriter {
     rows_per_group: usize,
     schema: SchemaRef,
     shard: String,
+    stem: String,
 }
 
 impl ShardWriter {
     fn new(
         catalog: &Catalog,
         shard: &Shard,
+        stem: &str,
         schema: SchemaRef,
         params: &EmbedParams,
     ) -> Result<ShardWriter> {
@@ -572,7 +652,7 @@ impl ShardWriter {
             rows_per_group: params.rows_per_group.max(1),
             ..WriteParams::default()
         };
-        let writer = catalog.writer(&table::EMBEDDINGS, &shard.id, schema.clone(), write)?;
+        let writer = catalog.writer(&table::EMBEDDINGS, stem, schema.clone(), write)?;
         Ok(ShardWriter {
             expected: None,
             received: 0,
@@ -585,6 +665,7 @@ impl ShardWriter {
             rows_per_group: params.rows_per_group.max(1),
             schema,
             shard: shard.name.clone(),
+            stem: stem.to_string(),
         })
     }
 
@@ -616,18 +697,21 @@ impl ShardWriter {
         self.writer.write(&batch).await
     }
 
+    /// Writes the shard's objects and commits them; `None` when claiming and another worker
+    /// committed the shard first.
     async fn commit(
         mut self,
         catalog: &Catalog,
         shard: &Shard,
         generation: u64,
-    ) -> Result<ShardCommit> {
+        claims: Option<&Claims>,
+    ) -> Result<Option<ShardCommit>> {
         self.flush().await?;
         let embeddings = self.writer.finish().await?;
         let batch = errors_batch(&shard.name, &self.errors)?;
         let errors = io::write_batches(
             catalog.root(),
-            &format!("{}/{}", table::ERRORS.dir, shard.id),
+            &format!("{}/{}", table::ERRORS.dir, self.stem),
             &batch.schema(),
             &[batch],
         )
@@ -651,8 +735,15 @@ impl ShardWriter {
         let commit = Commit::new(&shard.id, generation, &record)?
             .with(&table::EMBEDDINGS, embeddings)
             .with(&table::ERRORS, errors);
-        catalog.commit(CommitSet::EMBED, &commit).await?;
-        Ok(record)
+        match claims {
+            Some(claims) => {
+                if !lease::commit_claimed(claims, catalog, CommitSet::EMBED, &commit).await? {
+                    return Ok(None);
+                }
+            }
+            None => catalog.commit(CommitSet::EMBED, &commit).await?,
+        }
+        Ok(Some(record))
     }
 }
 

@@ -27,10 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ann;
 use super::cells::{CellReader, Layout};
-use super::join::{self, dot};
+use super::join::{self, dot, Members};
 use super::recall::{self, Recall};
 use super::vectors::{unique_vectors, UniqueVectors};
 use crate::error::{Error, Result};
+use crate::lease::{self, ClaimParams, Claimable, Claims};
 use crate::progress::Progress;
 use crate::storage::{Location, RunLock};
 use crate::table::{self, schema, Catalog, Commit, CommitSet, DataObject, WriteParams};
@@ -156,6 +157,11 @@ pub struct CellCounts {
     pub skipped: u64,
     /// Joined and committed by this run.
     pub done: u64,
+    /// Claiming: committed by other workers while this one ran.
+    pub by_others: u64,
+    /// Claiming: joined by this worker, but another committed the cell first (after a lease
+    /// expired under this one); this copy was deleted.
+    pub discarded: u64,
 }
 
 /// Pairs of labels `(i, j)` with `i < j` and their exact similarity.
@@ -274,6 +280,7 @@ pub async fn candidates(
     root: &Location,
     params: &CandidateParams,
     worker: Option<(u32, u32)>,
+    claim: Option<&ClaimParams>,
     recall_sample: Option<usize>,
     progress: Arc<dyn Progress>,
 ) -> Result<CandidatesSummary> {
@@ -293,13 +300,25 @@ pub async fn candidates(
             ));
         }
     }
+    if claim.is_some() {
+        if worker.is_some() {
+            return Err(Error::Usage(
+                "--worker and --claim are two ways to share cells; pass one".into(),
+            ));
+        }
+        if params.method != Method::Partitioned {
+            return Err(Error::Usage(
+                "--claim shares out mining cells; it needs --method partitioned".into(),
+            ));
+        }
+    }
     // Workers share a run root and commit cell by cell, so they take no run lock.
-    let lock = match worker {
-        None => Some(RunLock::acquire(root, "candidates").await?),
-        Some(_) => None,
+    let lock = match worker.is_some() || claim.is_some() {
+        false => Some(RunLock::acquire(root, "candidates").await?),
+        true => None,
     };
     let mut result = match params.method {
-        Method::Partitioned => partitioned(root, params, worker, progress).await,
+        Method::Partitioned => partitioned(root, params, worker, claim, progress).await,
         Method::Index | Method::Exact => whole(root, params, progress).await,
     };
     if let (Ok(summary), Some(n)) = (&mut result, recall_sample) {
@@ -398,11 +417,92 @@ fn cells_epoch(layout: &Layout, clip_min: f32) -> String {
     format!("cells-L{:010}-{}", layout.layout, &tag[..8])
 }
 
+/// What joining one cell needs besides its members.
+struct CellJob<'a> {
+    catalog: &'a Catalog,
+    params: &'a CandidateParams,
+    epoch: &'a str,
+    generation: u64,
+    stem_suffix: String,
+}
+
+impl CellJob<'_> {
+    /// Joins one cell and writes its pairs and duplicates; returns the commit to make.
+    async fn run(
+        &self,
+        members: Members,
+        g: u64,
+        cell: u32,
+        unit: &str,
+        summary: &mut CandidatesSummary,
+        bytes: u64,
+    ) -> Result<(CandidatesCommit, Commit)> {
+        summary.bytes_read += bytes;
+        summary.peak_block_bytes = summary.peak_block_bytes.max(members.vector_bytes());
+        let clip_min = self.params.clip_min;
+        let (members, out) = tokio::task::spawn_blocking(move || {
+            let out = join::cell_pairs(&members, g, clip_min);
+            (members, out)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("cell {cell}: {e}")))?;
+        let key = |i: u32| members.keys[i as usize].as_str();
+        let rows: Vec<(&str, &str, f32)> = out
+            .pairs
+            .iter()
+            .map(|&(a, b, s)| (key(a), key(b), s))
+            .collect();
+        let dups: Vec<(String, String, String)> = out
+            .duplicates
+            .iter()
+            .map(|&(d, k)| {
+                (
+                    key(d).to_string(),
+                    key(k).to_string(),
+                    members.hashes[d as usize].clone(),
+                )
+            })
+            .collect();
+        let stem = format!("{}/p{g:010}-c{cell:06}{}", self.epoch, self.stem_suffix);
+        let pair_objects = match rows.is_empty() {
+            true => Vec::new(),
+            false => write_pairs(self.catalog, &stem, rows).await?,
+        };
+        let dup_objects = match dups.is_empty() {
+            true => Vec::new(),
+            false => write_duplicates(self.catalog, &stem, &dups).await?,
+        };
+        let record = CandidatesCommit {
+            pairs: out.pairs.len() as u64,
+            duplicates: dups.len() as u64,
+            params: self.params.clone(),
+            epoch: self.epoch.to_string(),
+            partition: Some(g),
+            cell: Some(cell),
+            block_rows: members.len() as u64,
+            version: crate::VERSION.to_string(),
+        };
+        let commit = Commit::new(unit, self.generation, &record)?
+            .with(&table::CANDIDATES, pair_objects)
+            .with(&table::DUPLICATES, dup_objects);
+        Ok((record, commit))
+    }
+}
+
+impl CandidatesSummary {
+    fn add(&mut self, record: &CandidatesCommit) {
+        self.pairs += record.pairs;
+        self.duplicates += record.duplicates;
+        self.cells.done += 1;
+    }
+}
+
 /// The partitioned method: every cell unit of this worker not committed yet, one at a time.
 async fn partitioned(
     root: &Location,
     params: &CandidateParams,
     worker: Option<(u32, u32)>,
+    claim: Option<&ClaimParams>,
     progress: Arc<dyn Progress>,
 ) -> Result<CandidatesSummary> {
     let started = Instant::now();
@@ -472,73 +572,16 @@ async fn partitioned(
     if !todo.is_empty() {
         let generation = catalog.begin("candidates").await?;
         let reader = Arc::new(CellReader::open(root, &layout).await?);
-        progress.start("candidates (cells)", Some(todo.len() as u64));
-        let mut last_line = Instant::now();
-        // The next cell is read while this one is joined: two blocks in memory at most.
-        let read = |(g, cell): (u64, u32)| {
-            let reader = reader.clone();
-            tokio::spawn(async move { reader.read(cell, g).await })
+        let job = CellJob {
+            catalog: &catalog,
+            params,
+            epoch: &epoch,
+            generation,
+            // Two claiming workers may join one cell after a takeover: objects of their own.
+            stem_suffix: claim.map(|_| format!("-g{generation}")).unwrap_or_default(),
         };
-        let mut next = todo.first().map(|u| read((u.0, u.1)));
-        for (i, (g, cell, unit)) in todo.iter().cloned().enumerate() {
-            let pending = next.take().expect("a read is always pending here");
-            next = todo.get(i + 1).map(|u| read((u.0, u.1)));
-            let (members, bytes) = pending
-                .await
-                .map_err(|e| Error::Internal(format!("reading cell {cell}: {e}")))??;
-            summary.bytes_read += bytes;
-            summary.peak_block_bytes = summary.peak_block_bytes.max(members.vector_bytes());
-            let clip_min = params.clip_min;
-            let (members, out) = tokio::task::spawn_blocking(move || {
-                let out = join::cell_pairs(&members, g, clip_min);
-                (members, out)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("cell {cell}: {e}")))?;
-            let key = |i: u32| members.keys[i as usize].as_str();
-            let rows: Vec<(&str, &str, f32)> = out
-                .pairs
-                .iter()
-                .map(|&(a, b, s)| (key(a), key(b), s))
-                .collect();
-            let dups: Vec<(String, String, String)> = out
-                .duplicates
-                .iter()
-                .map(|&(d, k)| {
-                    (
-                        key(d).to_string(),
-                        key(k).to_string(),
-                        members.hashes[d as usize].clone(),
-                    )
-                })
-                .collect();
-            let stem = format!("{epoch}/p{g:010}-c{cell:06}");
-            let pair_objects = match rows.is_empty() {
-                true => Vec::new(),
-                false => write_pairs(&catalog, &stem, rows).await?,
-            };
-            let dup_objects = match dups.is_empty() {
-                true => Vec::new(),
-                false => write_duplicates(&catalog, &stem, &dups).await?,
-            };
-            let record = CandidatesCommit {
-                pairs: out.pairs.len() as u64,
-                duplicates: dups.len() as u64,
-                params: params.clone(),
-                epoch: epoch.clone(),
-                partition: Some(g),
-                cell: Some(cell),
-                block_rows: members.len() as u64,
-                version: crate::VERSION.to_string(),
-            };
-            let commit = Commit::new(&unit, generation, &record)?
-                .with(&table::CANDIDATES, pair_objects)
-                .with(&table::DUPLICATES, dup_objects);
-            catalog.commit(CommitSet::CANDIDATES, &commit).await?;
-            summary.pairs += record.pairs;
-            summary.duplicates += record.duplicates;
-            summary.cells.done += 1;
-            progress.advance(1);
+        let mut last_line = Instant::now();
+        let mut line = |summary: &CandidatesSummary| {
             if last_line.elapsed() >= PROGRESS_EVERY {
                 last_line = Instant::now();
                 progress.message(&format!(
@@ -548,6 +591,85 @@ async fn partitioned(
                     summary.pairs,
                     summary.bytes_read as f64 / (1 << 20) as f64
                 ));
+            }
+        };
+        match claim {
+            Some(claim) => {
+                let claims = Claims::new(root, "candidates", claim)?;
+                progress.start("candidates (cells, claimed)", None);
+                let result = async {
+                    let mut left = todo;
+                    while !left.is_empty() {
+                        let mut held = Vec::new();
+                        for (g, cell, unit) in left {
+                            match claims
+                                .try_unit(&catalog, CommitSet::CANDIDATES, &unit)
+                                .await?
+                            {
+                                Claimable::Mine => {}
+                                Claimable::Done => {
+                                    summary.cells.by_others += 1;
+                                    continue;
+                                }
+                                Claimable::Held => {
+                                    held.push((g, cell, unit));
+                                    continue;
+                                }
+                            }
+                            let (members, bytes) = reader.read(cell, g).await?;
+                            let (record, commit) = job
+                                .run(members, g, cell, &unit, &mut summary, bytes)
+                                .await?;
+                            if lease::commit_claimed(
+                                &claims,
+                                &catalog,
+                                CommitSet::CANDIDATES,
+                                &commit,
+                            )
+                            .await?
+                            {
+                                summary.add(&record);
+                            } else {
+                                summary.cells.discarded += 1;
+                            }
+                            progress.advance(1);
+                            line(&summary);
+                        }
+                        if !held.is_empty() {
+                            // Cells leased by live workers: wait for their commits or for the
+                            // leases to expire.
+                            tokio::time::sleep(claims.poll_every()).await;
+                        }
+                        left = held;
+                    }
+                    Ok::<(), Error>(())
+                }
+                .await;
+                claims.release_all().await;
+                result?;
+            }
+            None => {
+                progress.start("candidates (cells)", Some(todo.len() as u64));
+                // The next cell is read while this one is joined: two blocks in memory at most.
+                let read = |(g, cell): (u64, u32)| {
+                    let reader = reader.clone();
+                    tokio::spawn(async move { reader.read(cell, g).await })
+                };
+                let mut next = todo.first().map(|u| read((u.0, u.1)));
+                for (i, (g, cell, unit)) in todo.iter().cloned().enumerate() {
+                    let pending = next.take().expect("a read is always pending here");
+                    next = todo.get(i + 1).map(|u| read((u.0, u.1)));
+                    let (members, bytes) = pending
+                        .await
+                        .map_err(|e| Error::Internal(format!("reading cell {cell}: {e}")))??;
+                    let (record, commit) = job
+                        .run(members, g, cell, &unit, &mut summary, bytes)
+                        .await?;
+                    catalog.commit(CommitSet::CANDIDATES, &commit).await?;
+                    summary.add(&record);
+                    progress.advance(1);
+                    line(&summary);
+                }
             }
         }
         progress.finish();

@@ -14,6 +14,7 @@ use datafusion::common::ScalarValue;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster;
 use crate::error::{Error, Result};
 use crate::sql;
 use crate::storage::{Location, RunLock};
@@ -59,15 +60,25 @@ pub fn new_run_id() -> String {
     format!("{}-{}", now.as_secs(), &tag[..8])
 }
 
-/// The filter stage.
+/// The filter stage, in this process.
 pub async fn filter(root: &Location, dino_max: f32) -> Result<FilterSummary> {
+    filter_on(root, dino_max, None).await
+}
+
+/// The filter stage; with `cluster` (`df://HOST:PORT`) the query runs on a Ballista cluster
+/// and this process only writes the pairs it streams back.
+pub async fn filter_on(
+    root: &Location,
+    dino_max: f32,
+    cluster: Option<&str>,
+) -> Result<FilterSummary> {
     if !(-1.0..=1.0).contains(&dino_max) {
         return Err(Error::Usage(format!(
             "--dino-max {dino_max} must be between -1 and 1"
         )));
     }
     let lock = RunLock::acquire(root, "filter").await?;
-    let result = filter_locked(root, dino_max).await;
+    let result = filter_locked(root, dino_max, cluster).await;
     lock.release().await;
     result
 }
@@ -76,7 +87,11 @@ fn covered(c: &Commit) -> String {
     format!("{}@{}", c.unit, c.generation)
 }
 
-async fn filter_locked(root: &Location, dino_max: f32) -> Result<FilterSummary> {
+async fn filter_locked(
+    root: &Location,
+    dino_max: f32,
+    cluster: Option<&str>,
+) -> Result<FilterSummary> {
     let started = Instant::now();
     let catalog = Catalog::new(root);
     let units = catalog.commits_of(CommitSet::CANDIDATES).await?;
@@ -133,7 +148,10 @@ async fn filter_locked(root: &Location, dino_max: f32) -> Result<FilterSummary> 
             )));
         }
     }
-    let (ctx, _) = sql::session(root).await?;
+    let (ctx, _) = match cluster {
+        None => sql::session(root).await?,
+        Some(url) => cluster::session(root, url).await?,
+    };
     let paths: Vec<String> = todo
         .iter()
         .flat_map(|c| c.objects(&table::CANDIDATES))

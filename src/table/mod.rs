@@ -588,6 +588,40 @@ impl Catalog {
         Ok(())
     }
 
+    /// Makes a unit commit visible unless the unit is committed already (a conditional put):
+    /// false when another process committed it first. Claiming workers commit this way, so a
+    /// unit is done once even when a lease expired under a slow holder.
+    pub async fn commit_once(&self, set: CommitSet, commit: &Commit) -> Result<bool> {
+        let CommitSet::Units(_) = set else {
+            return Err(Error::Internal(
+                "commit_once is for commit sets of units".into(),
+            ));
+        };
+        let path = self.root.path(&set.path_of(&commit.unit));
+        let json = serde_json::to_vec_pretty(commit).map_err(|e| Error::Internal(e.to_string()))?;
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .root
+            .store
+            .put_opts(&path, PutPayload::from(json), create)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::storage(self.root.uri_of(&path), e)),
+        }
+    }
+
+    /// Deletes the data objects of a commit that was never made visible.
+    pub async fn discard(&self, commit: &Commit) {
+        for path in commit.tables.values().flatten().map(|o| o.path.clone()) {
+            self.delete(&path).await;
+        }
+    }
+
     /// Withdraws the commits of `set` for which `stale` holds (the set's former whole-table
     /// commit is unit `""`), then deletes their data objects that no remaining commit names.
     /// Returns how many commits were withdrawn.

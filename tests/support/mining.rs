@@ -50,6 +50,7 @@ async fn mine(root: &Location, worker: Option<(u32, u32)>) -> CandidatesSummary 
         &CandidateParams::default(),
         worker,
         None,
+        None,
         Arc::new(NoProgress),
     )
     .await
@@ -332,6 +333,7 @@ async fn workers_add_up_to_one_run_and_a_cut_run_resumes_by_cell() {
         &one,
         &CandidateParams::default(),
         None,
+        None,
         Some(500),
         Arc::new(NoProgress),
     )
@@ -368,4 +370,99 @@ async fn workers_add_up_to_one_run_and_a_cut_run_resumes_by_cell() {
     assert_eq!(p.vectors, 5000);
     let redone = mine(&one, None).await;
     assert_eq!(redone.cells.skipped, 0, "{redone:?}");
+}
+
+/// Claiming workers on a `memory://` root (conditional puts in-process): one is stopped while
+/// it holds a lease (its task aborted, so it stops renewing, as a killed process would); the
+/// others take its cell once the lease expires, and the table equals one run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claiming_workers_share_cells_and_take_over_a_dead_ones_lease() {
+    use blindspot::lease::{self, ClaimParams};
+    let params = corpus(6000, VectorKind::ClipLike, "v", 5);
+    let one = Location::open("memory://claims/one").unwrap();
+    let many = Location::open("memory://claims/many").unwrap();
+    for root in [&one, &many] {
+        blindspot::synth::vectors::write(root, &params)
+            .await
+            .unwrap();
+        place(
+            root,
+            &PartitionParams {
+                cells: Some(24),
+                probe: Some(2),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let whole = mine(&one, None).await;
+    let single = table(&one).await;
+    assert!(single.len() > 50, "{} pairs", single.len());
+
+    let claim = |w: &str| ClaimParams {
+        worker: Some(w.into()),
+        ttl: std::time::Duration::from_secs(2),
+    };
+    let worker = |root: Location, c: ClaimParams| async move {
+        candidates::candidates(
+            &root,
+            &CandidateParams::default(),
+            None,
+            Some(&c),
+            None,
+            Arc::new(NoProgress),
+        )
+        .await
+    };
+    let doomed = tokio::spawn(worker(many.clone(), claim("m0")));
+    let held = loop {
+        let held: Vec<String> = lease::leases(&many, "candidates")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.worker == "m0")
+            .map(|l| l.unit)
+            .collect();
+        if !held.is_empty() {
+            break held;
+        }
+        assert!(
+            !doomed.is_finished(),
+            "m0 finished before it could be stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    doomed.abort();
+    let _ = doomed.await;
+    let catalog = Catalog::new(&many);
+    let by_m0 = catalog
+        .commits_of(CommitSet::CANDIDATES)
+        .await
+        .unwrap()
+        .len() as u64;
+    assert!(by_m0 < whole.cells.total);
+
+    let (a, b) = tokio::join!(
+        worker(many.clone(), claim("m1")),
+        worker(many.clone(), claim("m2"))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.cells.done + b.cells.done + by_m0,
+        whole.cells.total,
+        "every cell committed once: {a:?} {b:?}"
+    );
+    assert_eq!(a.cells.discarded + b.cells.discarded, 0);
+    for unit in &held {
+        assert!(
+            catalog
+                .commit_of(CommitSet::CANDIDATES, unit)
+                .await
+                .unwrap()
+                .is_some(),
+            "the cell m0 held ({unit}) was taken over and committed"
+        );
+    }
+    assert!(lease::leases(&many, "candidates").await.unwrap().is_empty());
+    assert_eq!(table(&many).await, single, "claimed union vs one run");
 }
