@@ -18,8 +18,9 @@
 //!   UDFs are therefore registered on the built state, on every side, and [`connect`] checks
 //!   that `cosine_sim` survived the upgrade of the client session.
 //! - Float16 literals do not survive DataFusion's plan serialisation (a `Float16` scalar is
-//!   written as a Float32 value and read back as Float32), so a plan with one would compare
-//!   Float16 columns with Float32 literals on the executors. [`check_no_float16_literals`]
+//!   written as a Float32 value and read back as Float32), and the scheduler plans again with
+//!   the Float32 literal: `clip[1] * arrow_cast(3.3, 'Float16')` comes back as Float32
+//!   0.222013 instead of Float16 0.2220459. [`check_no_float16_literals`]
 //!   refuses such plans before they are sent, with the fix (cast the column to FLOAT).
 
 use std::collections::HashMap;
@@ -126,6 +127,28 @@ pub fn session_state(config: SessionConfig) -> datafusion::error::Result<Session
 /// UDFs.
 pub fn function_registry() -> Arc<BallistaFunctionRegistry> {
     let mut registry = BallistaFunctionRegistry::default();
+    // Ballista's default registry lacks the nested functions (`array_element`, `clip[1]`)
+    // that a default session plans with; take every function the scheduler's state knows.
+    if let Ok(state) = session_state(SessionConfig::new()) {
+        for (name, f) in state.scalar_functions() {
+            registry
+                .scalar_functions
+                .entry(name.clone())
+                .or_insert_with(|| f.clone());
+        }
+        for (name, f) in state.aggregate_functions() {
+            registry
+                .aggregate_functions
+                .entry(name.clone())
+                .or_insert_with(|| f.clone());
+        }
+        for (name, f) in state.window_functions() {
+            registry
+                .window_functions
+                .entry(name.clone())
+                .or_insert_with(|| f.clone());
+        }
+    }
     for udf in udfs() {
         registry
             .scalar_functions
@@ -297,7 +320,7 @@ pub async fn session(root: &Location, url: &str) -> Result<(SessionContext, Vec<
 }
 
 /// Refuses a plan holding a Float16 literal, which a cluster would silently turn into a
-/// Float32 one (see the module notes).
+/// Float32 one, changing result types and values (see the module notes).
 pub fn check_no_float16_literals(plan: &LogicalPlan) -> Result<()> {
     let mut found = None;
     let _ = plan.apply(|node| {
@@ -317,7 +340,7 @@ pub fn check_no_float16_literals(plan: &LogicalPlan) -> Result<()> {
     });
     match found {
         Some(v) => Err(Error::Usage(format!(
-            "the query compares a Float16 value with the literal {v}; a Ballista cluster sends Float16 literals as Float32, so the result would differ from a local run. Cast the Float16 side to FLOAT (e.g. CAST(x AS FLOAT) > {v}) and run it again"
+            "the query has the Float16 literal {v} (written, or made by comparing a Float16 value with a number); a Ballista cluster sends Float16 literals as Float32, so result types and values would differ from a local run. Cast the Float16 side to FLOAT (e.g. CAST(clip[1] AS FLOAT) > {v}) and run it again"
         ))),
         None => Ok(()),
     }
@@ -335,6 +358,10 @@ mod tests {
         let registry = function_registry();
         assert!(registry.udf("cosine_sim").is_ok());
         assert!(registry.udf("sqrt").is_ok());
+        assert!(
+            registry.udf("array_element").is_ok(),
+            "nested functions too"
+        );
     }
 
     #[test]

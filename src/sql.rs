@@ -390,6 +390,19 @@ fn rewrite_show_tables(sql: &str) -> Option<&'static str> {
     )
 }
 
+/// True for statements about the catalog rather than the data (`SHOW ...`, `DESCRIBE ...`,
+/// `information_schema`, `blindspot.tables`): a cluster cannot run them (DataFusion does not
+/// serialise those plans), so `blindspot sql --cluster` answers them in a local session.
+pub fn is_catalog_query(sql: &str) -> bool {
+    let lower = sql.trim().to_ascii_lowercase();
+    lower.starts_with("show ")
+        || lower == "show"
+        || lower.starts_with("describe ")
+        || lower.starts_with("desc ")
+        || lower.contains("information_schema")
+        || lower.contains("blindspot.tables")
+}
+
 /// What an analyst's query may not do.
 fn read_only() -> SQLOptions {
     SQLOptions::new()

@@ -41,6 +41,11 @@ pub async fn sql_cmd(a: SqlArgs) -> Result<()> {
         None => blindspot::sql::session(&root).await?,
         Some(url) => blindspot::cluster::session(&root, url).await?,
     };
+    // Catalog statements (SHOW TABLES, DESCRIBE) are answered here even with --cluster.
+    let (ctx, local) = match a.cluster.is_some() {
+        true => (ctx, Some(blindspot::sql::session(&root).await?.0)),
+        false => (ctx, None),
+    };
     let on_cluster = a.cluster.is_some();
     if a.format == OutputFormat::Parquet && a.output.is_none() {
         anyhow::bail!(blindspot::Error::Usage(
@@ -48,7 +53,15 @@ pub async fn sql_cmd(a: SqlArgs) -> Result<()> {
         ));
     }
     if let Some(q) = &a.query {
-        return run_query(&ctx, &tables, q, a.format, a.output.as_deref(), on_cluster).await;
+        return run_query(
+            pick(&ctx, &local, q),
+            &tables,
+            q,
+            a.format,
+            a.output.as_deref(),
+            on_cluster,
+        )
+        .await;
     }
     let interactive = std::io::stdin().is_terminal();
     if interactive {
@@ -82,10 +95,11 @@ pub async fn sql_cmd(a: SqlArgs) -> Result<()> {
         pending.push_str(&line);
         if trimmed.ends_with(';') {
             let q = std::mem::take(&mut pending);
+            let q = q.trim().trim_end_matches(';');
             if let Err(e) = run_query(
-                &ctx,
+                pick(&ctx, &local, q),
                 &tables,
-                q.trim().trim_end_matches(';'),
+                q,
                 a.format,
                 None,
                 on_cluster,
@@ -97,10 +111,11 @@ pub async fn sql_cmd(a: SqlArgs) -> Result<()> {
         }
     }
     if !pending.trim().is_empty() {
+        let q = pending.trim().trim_end_matches(';');
         run_query(
-            &ctx,
+            pick(&ctx, &local, q),
             &tables,
-            pending.trim().trim_end_matches(';'),
+            q,
             a.format,
             None,
             on_cluster,
@@ -108,6 +123,18 @@ pub async fn sql_cmd(a: SqlArgs) -> Result<()> {
         .await?;
     }
     Ok(())
+}
+
+/// The session for `q`: the local one for catalog statements when a cluster runs the rest.
+fn pick<'a>(
+    ctx: &'a datafusion::prelude::SessionContext,
+    local: &'a Option<datafusion::prelude::SessionContext>,
+    q: &str,
+) -> &'a datafusion::prelude::SessionContext {
+    match local {
+        Some(l) if blindspot::sql::is_catalog_query(q) => l,
+        _ => ctx,
+    }
 }
 
 async fn run_query(
@@ -119,7 +146,7 @@ async fn run_query(
     on_cluster: bool,
 ) -> Result<()> {
     let df = blindspot::sql::query(ctx, tables, q).await?;
-    if on_cluster {
+    if on_cluster && !blindspot::sql::is_catalog_query(q) {
         let plan = df
             .clone()
             .into_optimized_plan()

@@ -78,7 +78,8 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let status = head.lines().next()?;
+    (status.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
 }
 
 fn tail(log: &Path) -> String {
@@ -107,8 +108,7 @@ fn mined_root(root: &Path, dtype: &str) {
         "--shard-rows",
         "500",
     ]);
-    run_ok(&["partition", "--root", r]);
-    run_ok(&["candidates", "--root", r]);
+    run_ok(&["candidates", "--root", r, "--method", "exact"]);
 }
 
 fn csv(args: &[&str]) -> String {
@@ -203,7 +203,8 @@ fn a_loopback_ballista_cluster_gives_the_local_results() {
         );
 
         // An analyst's query: cosine_sim over both vector columns, a join and an aggregate.
-        let q = "SELECT c.a, c.b, cosine_sim(ea.clip, eb.clip) AS clip, cosine_sim(ea.dino, eb.dino) AS dino \
+        let q = "SELECT c.a, c.b, cosine_sim(ea.clip, eb.clip) AS clip, cosine_sim(ea.dino, eb.dino) AS dino, \
+                 CAST(ea.clip[1] AS FLOAT) AS first \
                  FROM candidates c JOIN embeddings ea ON ea.key = c.a JOIN embeddings eb ON eb.key = c.b \
                  WHERE cosine_sim(ea.clip, eb.clip) > 0.96 ORDER BY c.a, c.b";
         let here = csv(&["--root", l, q]);
@@ -214,6 +215,16 @@ fn a_loopback_ballista_cluster_gives_the_local_results() {
         assert_eq!(
             csv(&["--root", l, agg]),
             csv(&["--root", l, "--cluster", &url, agg])
+        );
+    }
+
+    // Catalog statements are answered locally.
+    let (l, _) = &roots[0];
+    let l = l.to_str().unwrap();
+    for q in ["SHOW TABLES", "DESCRIBE embeddings"] {
+        assert_eq!(
+            csv(&["--root", l, q]),
+            csv(&["--root", l, "--cluster", &url, q])
         );
     }
 
@@ -417,4 +428,71 @@ fn claiming_workers_one_sigkilled_write_what_one_run_writes() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no commits"));
+}
+
+#[test]
+fn claiming_embed_workers_share_shards_into_one_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    super::write_noise_corpus(&images, 96, 8);
+    let input = images.to_str().unwrap();
+    let reference = dir.path().join("reference");
+    run_ok(&[
+        "embed",
+        input,
+        "--out",
+        reference.to_str().unwrap(),
+        "--batch-size",
+        "4",
+    ]);
+    let root = dir.path().join("claimed");
+    let k = root.to_str().unwrap();
+    let workers: Vec<Child> = (0..3)
+        .map(|i| {
+            bin()
+                .args([
+                    "embed",
+                    input,
+                    "--out",
+                    k,
+                    "--batch-size",
+                    "4",
+                    "--decode-threads",
+                    "1",
+                    "--claim",
+                    "--lease-ttl",
+                    "5",
+                    "--worker-id",
+                ])
+                .arg(format!("e{i}"))
+                .arg("--json")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut committed = 0;
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        committed += s["committed"].as_u64().unwrap() + s["discarded"].as_u64().unwrap();
+    }
+    assert_eq!(
+        committed, 12,
+        "each of the 12 shards embedded once to completion"
+    );
+    assert_eq!(super::rows_by_key(&root), super::rows_by_key(&reference));
+    assert!(json_files(&root.join("_leases")).is_empty());
+    let s = status(k);
+    assert_eq!(stage(&s, "embed")["done"], 12);
+    let with_input: serde_json::Value =
+        serde_json::from_str(run_ok(&["status", "--root", k, "--input", input, "--json"]).trim())
+            .unwrap();
+    assert_eq!(stage(&with_input, "embed")["pending"], 0);
 }
