@@ -23,7 +23,12 @@ use blindspot::lease::{self, ClaimParams, Claims};
 use blindspot::storage::Location;
 use blindspot::synth::vectors::{self, VectorKind, VectorParams};
 use blindspot::table::schema::{self, FloatType};
-use blindspot::table::{self, Catalog, Commit, CommitSet, WriteParams};
+use blindspot::table::{Catalog, Commit, CommitSet};
+
+// Only its commit helper is used here.
+#[allow(dead_code)]
+#[path = "../tests/support/big_table.rs"]
+mod big_table;
 
 const IMAGES: usize = 1_000_000;
 const CANDIDATES: usize = 5_000_000;
@@ -50,40 +55,26 @@ async fn write_root(root: &Location, n: usize) {
     };
     vectors::write(root, &params).await.unwrap();
     let key = |i: usize| format!("v/{:010}", i % IMAGES);
-    let catalog = Catalog::new(root);
-    let mut w = catalog
-        .writer(
-            &table::CANDIDATES,
-            "bench/candidates",
-            schema::candidates(),
-            WriteParams::default(),
-        )
-        .unwrap();
-    for start in (0..n).step_by(64 * 1024) {
-        let end = (start + 64 * 1024).min(n);
-        let batch = RecordBatch::try_new(
-            schema::candidates(),
-            vec![
-                Arc::new(StringArray::from_iter_values((start..end).map(key))),
-                Arc::new(StringArray::from_iter_values(
-                    (start..end).map(|i| key(i.wrapping_mul(7_919) + 1)),
-                )),
-                Arc::new(Float32Array::from_iter_values(
-                    (start..end).map(|i| 0.95 + (i % 50) as f32 / 1000.0),
-                )),
-            ],
-        )
-        .unwrap();
-        w.write(&batch).await.unwrap();
-    }
-    let objects = w.finish().await.unwrap();
-    let commit = Commit::new("bench", 1, &serde_json::json!({}))
-        .unwrap()
-        .with(&table::CANDIDATES, objects);
-    catalog
-        .commit(CommitSet::CANDIDATES, &commit)
-        .await
-        .unwrap();
+    let batches: Vec<RecordBatch> = (0..n)
+        .step_by(64 * 1024)
+        .map(|start| {
+            let end = (start + 64 * 1024).min(n);
+            RecordBatch::try_new(
+                schema::candidates(),
+                vec![
+                    Arc::new(StringArray::from_iter_values((start..end).map(key))),
+                    Arc::new(StringArray::from_iter_values(
+                        (start..end).map(|i| key(i.wrapping_mul(7_919) + 1)),
+                    )),
+                    Arc::new(Float32Array::from_iter_values(
+                        (start..end).map(|i| 0.95 + (i % 50) as f32 / 1000.0),
+                    )),
+                ],
+            )
+            .unwrap()
+        })
+        .collect();
+    big_table::commit_candidates(root, &batches).await;
 }
 
 fn free_port() -> u16 {

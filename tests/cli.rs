@@ -840,10 +840,10 @@ fn a_killed_run_resumes_without_duplicates_or_losses() {
     assert_eq!(rows_by_key(&root).len(), 120);
 }
 
-#[test]
-fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("reference");
+/// 40,000 CLIP-like vectors partitioned into `cells` (probe 2) at `dir/reference`, and a copy
+/// at `dir/name` for the run under test.
+fn partitioned_vectors(dir: &Path, cells: usize, name: &str) -> (PathBuf, PathBuf) {
+    let reference = dir.join("reference");
     let r = reference.to_str().unwrap();
     run_ok(&[
         "synth-vectors",
@@ -856,9 +856,18 @@ fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
         "--kind",
         "clip-like",
     ]);
-    run_ok(&["partition", "--root", r, "--cells", "400", "--probe", "2"]);
-    let root = dir.path().join("killed");
+    let cells = cells.to_string();
+    run_ok(&["partition", "--root", r, "--cells", &cells, "--probe", "2"]);
+    let root = dir.join(name);
     copy_dir(&reference, &root);
+    (reference, root)
+}
+
+#[test]
+fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, root) = partitioned_vectors(dir.path(), 400, "killed");
+    let r = reference.to_str().unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(run_ok(&["candidates", "--root", r, "--json"]).trim()).unwrap();
     let total = summary["cells"]["total"].as_u64().unwrap();

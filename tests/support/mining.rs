@@ -278,25 +278,34 @@ async fn pairs_of(root: &Location) -> BTreeSet<(String, String)> {
     out
 }
 
-#[tokio::test]
-async fn workers_add_up_to_one_run_and_a_cut_run_resumes_by_cell() {
-    let params = corpus(4000, VectorKind::ClipLike, "v", 3);
-    let one = Location::open("memory://mining-workers/one").unwrap();
-    let three = Location::open("memory://mining-workers/three").unwrap();
-    for root in [&one, &three] {
+/// Two `memory://NAME/` roots with the same `n` CLIP-like vectors, partitioned alike into
+/// `cells` (probe 2): one for a single run, one for the run under test.
+async fn twin_roots(name: &str, n: usize, seed: u64, cells: usize) -> [Location; 2] {
+    let params = corpus(n, VectorKind::ClipLike, "v", seed);
+    let roots = [
+        Location::open(&format!("memory://{name}/one")).unwrap(),
+        Location::open(&format!("memory://{name}/other")).unwrap(),
+    ];
+    for root in &roots {
         blindspot::synth::vectors::write(root, &params)
             .await
             .unwrap();
         place(
             root,
             &PartitionParams {
-                cells: Some(16),
+                cells: Some(cells),
                 probe: Some(2),
                 ..Default::default()
             },
         )
         .await;
     }
+    roots
+}
+
+#[tokio::test]
+async fn workers_add_up_to_one_run_and_a_cut_run_resumes_by_cell() {
+    let [one, three] = twin_roots("mining-workers", 4000, 3, 16).await;
     let whole = mine(&one, None).await;
     let single = table(&one).await;
     assert!(single.len() > 50, "{} pairs", single.len());
@@ -378,23 +387,7 @@ async fn workers_add_up_to_one_run_and_a_cut_run_resumes_by_cell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claiming_workers_share_cells_and_take_over_a_dead_ones_lease() {
     use blindspot::lease::{self, ClaimParams};
-    let params = corpus(6000, VectorKind::ClipLike, "v", 5);
-    let one = Location::open("memory://claims/one").unwrap();
-    let many = Location::open("memory://claims/many").unwrap();
-    for root in [&one, &many] {
-        blindspot::synth::vectors::write(root, &params)
-            .await
-            .unwrap();
-        place(
-            root,
-            &PartitionParams {
-                cells: Some(24),
-                probe: Some(2),
-                ..Default::default()
-            },
-        )
-        .await;
-    }
+    let [one, many] = twin_roots("claims", 6000, 5, 24).await;
     let whole = mine(&one, None).await;
     let single = table(&one).await;
     assert!(single.len() > 50, "{} pairs", single.len());

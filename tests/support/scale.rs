@@ -288,22 +288,8 @@ fn stage<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 #[test]
 fn claiming_workers_one_sigkilled_write_what_one_run_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("reference");
+    let (reference, root) = super::partitioned_vectors(dir.path(), 60, "claimed");
     let r = reference.to_str().unwrap();
-    run_ok(&[
-        "synth-vectors",
-        "--out",
-        r,
-        "--n",
-        "40000",
-        "--dim",
-        "128",
-        "--kind",
-        "clip-like",
-    ]);
-    run_ok(&["partition", "--root", r, "--cells", "60", "--probe", "2"]);
-    let root = dir.path().join("claimed");
-    copy_dir(&reference, &root);
     let k = root.to_str().unwrap();
     let one: serde_json::Value =
         serde_json::from_str(run_ok(&["candidates", "--root", r, "--json"]).trim()).unwrap();
