@@ -321,6 +321,21 @@ impl Claims {
         }
     }
 
+    /// Deletes the expired leases of committed units. They are left when a worker dies
+    /// between claiming a unit that another had just committed and noticing the commit, and
+    /// nothing would come back for them. Called when a claiming run ends.
+    pub async fn sweep(&self, catalog: &Catalog, set: CommitSet) -> Result<usize> {
+        let now = now_unix();
+        let mut swept = 0;
+        for l in leases(&self.root, &self.stage).await? {
+            if l.expired(now) && catalog.commit_of(set, &l.unit).await?.is_some() {
+                self.done(&l.unit).await;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
     /// Gives back every unit still held (a worker stopping early), so that others need not
     /// wait for the leases to expire.
     pub async fn release_all(&self) {

@@ -291,8 +291,16 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|_| "unknown-host".to_string())
 }
 
+/// True while process `pid` of this host runs (a zombie, killed but not yet reaped, is dead).
 pub(crate) fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 impl RunLock {
@@ -404,6 +412,22 @@ fn spawn_heartbeat(root: Location, path: Path, command: String) -> tokio::task::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_process_not_yet_reaped_is_dead() {
+        assert!(pid_alive(std::process::id()));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(pid_alive(child.id()));
+        child.kill().unwrap();
+        // Not waited for: a zombie until reaped, and dead all the same.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!pid_alive(child.id()));
+        child.wait().unwrap();
+        assert!(!pid_alive(child.id()));
+    }
 
     #[test]
     fn segment_ids_are_safe_and_distinct() {

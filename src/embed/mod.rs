@@ -459,6 +459,9 @@ async fn embed_locked(
     let _ = inference.join();
     if let Some(claims) = &claims {
         claims.release_all().await;
+        if fatal.is_none() {
+            claims.sweep(&catalog, CommitSet::EMBED).await?;
+        }
     }
     progress.finish();
     if let Some(e) = fatal {

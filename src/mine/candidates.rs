@@ -647,6 +647,7 @@ async fn partitioned(
                 .await;
                 claims.release_all().await;
                 result?;
+                claims.sweep(&catalog, CommitSet::CANDIDATES).await?;
             }
             None => {
                 progress.start("candidates (cells)", Some(todo.len() as u64));

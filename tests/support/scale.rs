@@ -383,7 +383,17 @@ fn claiming_workers_one_sigkilled_write_what_one_run_writes() {
             "w0's cell {unit} was taken over and committed"
         );
     }
-    assert!(json_files(&leases).is_empty(), "no lease is left");
+    let left: Vec<String> = json_files(&leases)
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {}",
+                p.display(),
+                std::fs::read_to_string(p).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(left.is_empty(), "no lease is left: {left:#?}");
 
     let s = status(k);
     let cand = stage(&s, "candidates");
