@@ -161,13 +161,7 @@ async fn dino_locked(
     let mut encoder = encoder;
     let started = Instant::now();
     let catalog = Catalog::new(root);
-    let units = catalog.commits_of(CommitSet::CANDIDATES).await?;
-    if units.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} has no candidates; run `blindspot candidates --root {}` first",
-            root.url, root.url
-        )));
-    }
+    let units = catalog.candidate_units().await?;
     let meta = encoder.meta();
     let mut summary = DinoSummary::default();
 

@@ -94,13 +94,7 @@ async fn filter_locked(
 ) -> Result<FilterSummary> {
     let started = Instant::now();
     let catalog = Catalog::new(root);
-    let units = catalog.commits_of(CommitSet::CANDIDATES).await?;
-    if units.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} has no candidates; run `blindspot candidates --root {}` first",
-            root.url, root.url
-        )));
-    }
+    let units = catalog.candidate_units().await?;
     let current: BTreeSet<String> = units.iter().map(covered).collect();
     let earlier: Vec<FilterCommit> = catalog
         .commits_of(CommitSet::FILTER)

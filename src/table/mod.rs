@@ -588,6 +588,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// The committed candidate units, or the error that says to run `candidates` first
+    /// (what `dino` and `filter` need before they can start).
+    pub async fn candidate_units(&self) -> Result<Vec<Commit>> {
+        let units = self.commits_of(CommitSet::CANDIDATES).await?;
+        if units.is_empty() {
+            let url = &self.root.url;
+            return Err(Error::Usage(format!(
+                "{url} has no candidates; run `blindspot candidates --root {url}` first"
+            )));
+        }
+        Ok(units)
+    }
+
     /// Makes a unit commit visible unless the unit is committed already (a conditional put):
     /// false when another process committed it first. Claiming workers commit this way, so a
     /// unit is done once even when a lease expired under a slow holder.
