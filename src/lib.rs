@@ -21,6 +21,7 @@ pub mod embed;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod ingest;
 pub mod lease;
 pub mod mine;
 pub mod mmvp;

@@ -294,7 +294,7 @@ pub struct EmbedSection {
     /// candidate images only).
     pub encoders: String,
     /// `auto`, `folder`, `tar`, `parquet` or `manifest`.
-    pub input_format: crate::embed::ingest::InputFormat,
+    pub input_format: crate::ingest::InputFormat,
     /// img2dataset Parquet: the image column.
     pub image_column: Option<String>,
     /// img2dataset Parquet and manifests: the key column.
@@ -365,12 +365,12 @@ impl EmbedSection {
                 dct_scaling: self.dct_scaling,
             },
             rows_per_group: self.rows_per_group,
-            ingest: crate::embed::ingest::IngestParams {
+            ingest: crate::ingest::IngestParams {
                 format: self.input_format,
                 image_column: self.image_column.clone(),
                 key_column: self.key_column.clone(),
                 rows_per_shard: self.rows_per_shard,
-                fetch: crate::embed::ingest::fetch::FetchParams {
+                fetch: crate::ingest::fetch::FetchParams {
                     concurrency: self.fetch_concurrency,
                     timeout: std::time::Duration::from_secs_f64(
                         self.fetch_timeout.clamp(0.001, 86_400.0),
@@ -578,8 +578,7 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     let makes_input = spec.run.stages.iter().any(|s| s == "synth");
     let embeds = spec.run.stages.iter().any(|s| s == "embed");
     if let (Some(input), false, true) = (&input, makes_input, embeds) {
-        if let Err(e) = crate::embed::ingest::list_shards(input, &spec.embed.params().ingest).await
-        {
+        if let Err(e) = crate::ingest::list_shards(input, &spec.embed.params().ingest).await {
             problems.push(format!("[run] input: {e}"));
         }
     }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::embed::ingest::{self, IngestParams};
 use crate::error::{Error, Result};
+use crate::ingest::{self, IngestParams};
 use crate::lease::{self, Lease};
 use crate::mine::cells::Layout;
 use crate::storage::{now_unix, Location};

@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use blindspot::embed::ingest::fetch::FetchParams;
-use blindspot::embed::ingest::{IngestParams, InputFormat};
 use blindspot::embed::{self, EmbedParams, EmbedSummary};
 use blindspot::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
 use blindspot::encoder::runtime::Device;
 use blindspot::encoder::{self, OnnxEncoder, SessionParams};
+use blindspot::ingest::fetch::FetchParams;
+use blindspot::ingest::{IngestParams, InputFormat};
 use blindspot::storage::Location;
 use blindspot::synth::{self, SynthFormat, SynthParams};
 use blindspot::table::schema::FloatType;
@@ -491,7 +491,7 @@ pub fn bench_preprocess(a: BenchArgs) -> Result<()> {
         std::fs::read_dir(&a.images).with_context(|| format!("reading {}", a.images.display()))?
     {
         let path = entry?.path();
-        if path.is_file() && blindspot::embed::ingest::is_image_name(&path.to_string_lossy()) {
+        if path.is_file() && blindspot::ingest::is_image_name(&path.to_string_lossy()) {
             files.push(path);
         }
     }

@@ -14,24 +14,24 @@
 //! key already in the table, so a killed run resumes with no key done twice. A finished run
 //! commits the list of candidate units it covered, which `filter` checks.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use ndarray::Array4;
-use object_store::ObjectStoreExt;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::ingest::fetch::{FetchError, FetchParams, Fetcher};
-use super::ingest::{self, parquet, Failure};
 use crate::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
 use crate::encoder::OnnxEncoder;
 use crate::error::{Error, Result};
+use crate::ingest::by_uri::{fetch_uris, Fetched};
+use crate::ingest::fetch::{FetchParams, Fetcher};
+use crate::ingest::Failure;
 use crate::progress::Progress;
 use crate::storage::{segment_id, Location, RunLock};
 use crate::table::schema::{self, FloatType};
@@ -373,118 +373,6 @@ fn float_of(batch: &RecordBatch) -> FloatType {
     }
 }
 
-/// Where an image's bytes are.
-enum Source {
-    /// A whole object or URL.
-    Object,
-    /// A member of a webdataset tar.
-    Member(String, String),
-    /// A row of an img2dataset Parquet object.
-    Row(String, u64),
-}
-
-fn source_of(uri: &str) -> Source {
-    if let Some((object, row)) = parquet::row_reference(uri) {
-        return Source::Row(object.to_string(), row);
-    }
-    if let Some((tar, member)) = uri.split_once(".tar#") {
-        return Source::Member(format!("{tar}.tar"), member.to_string());
-    }
-    Source::Object
-}
-
-type Fetched = (Want, Result<Bytes, FetchError>);
-
-/// Fetches the bytes of every want, grouped by source: a tar is streamed once for all its
-/// wanted members, a Parquet object read once with a row selection for all its rows.
-async fn fetch_all(
-    fetcher: Arc<Fetcher>,
-    wants: Vec<Want>,
-    image_column: Option<String>,
-    tx: mpsc::Sender<Fetched>,
-) {
-    let mut objects = Vec::new();
-    let mut tars: BTreeMap<String, Vec<(String, Want)>> = BTreeMap::new();
-    let mut rows: BTreeMap<String, Vec<(u64, Want)>> = BTreeMap::new();
-    for w in wants {
-        match source_of(&w.uri) {
-            Source::Object => objects.push(w),
-            Source::Member(tar, m) => tars.entry(tar).or_default().push((m, w)),
-            Source::Row(object, n) => rows.entry(object).or_default().push((n, w)),
-        }
-    }
-    let fail = FetchError::permanent;
-    for (object, wanted) in rows {
-        let got = match fetcher.store_of(&object) {
-            Ok((loc, path)) => match loc.store.head(&path).await {
-                Ok(meta) => {
-                    let ns: Vec<u64> = wanted.iter().map(|(n, _)| *n).collect();
-                    parquet::fetch_rows(&loc.store, &meta, image_column.as_deref(), &ns)
-                        .await
-                        .map_err(|e| fail("read", e.to_string()))
-                }
-                Err(e) => Err(fail("not_found", e.to_string())),
-            },
-            Err(e) => Err(e),
-        };
-        for (n, w) in wanted {
-            let r = match &got {
-                Ok(map) => map
-                    .get(&n)
-                    .cloned()
-                    .ok_or_else(|| fail("no_image", format!("row {n} of {object} has no image"))),
-                Err(e) => Err(e.clone()),
-            };
-            if tx.send((w, r)).await.is_err() {
-                return;
-            }
-        }
-    }
-    for (tar, wanted) in tars {
-        let mut by_member: HashMap<String, Want> = wanted.into_iter().collect();
-        let names: HashSet<String> = by_member.keys().cloned().collect();
-        let (mtx, mut mrx) = mpsc::channel::<(String, Bytes)>(8);
-        let reading = {
-            let fetcher = fetcher.clone();
-            let tar = tar.clone();
-            tokio::spawn(async move { ingest::tar_members(&fetcher, &tar, names, mtx).await })
-        };
-        while let Some((member, bytes)) = mrx.recv().await {
-            if let Some(w) = by_member.remove(&member) {
-                if tx.send((w, Ok(bytes))).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let why = match reading.await {
-            Ok(Ok(())) => fail("not_found", format!("no member of that name in {tar}")),
-            Ok(Err(e)) => e,
-            Err(e) => fail("read", e.to_string()),
-        };
-        for (_, w) in by_member {
-            if tx.send((w, Err(why.clone()))).await.is_err() {
-                return;
-            }
-        }
-    }
-    let concurrency = fetcher.params().concurrency.max(1);
-    let fetches = futures::stream::iter(objects)
-        .map(|w| {
-            let fetcher = fetcher.clone();
-            async move {
-                let r = fetcher.get(&w.uri).await;
-                (w, r)
-            }
-        })
-        .buffered(concurrency);
-    tokio::pin!(fetches);
-    while let Some(item) = fetches.next().await {
-        if tx.send(item).await.is_err() {
-            return;
-        }
-    }
-}
-
 type Embedded = (Vec<RecordBatch>, Vec<(&'static str, Failure)>);
 
 /// A want after decoding: its bytes' hash, and the input tensor or why there is none.
@@ -503,8 +391,9 @@ async fn embed_wants(
     float: FloatType,
     progress: &dyn Progress,
 ) -> Result<(OnnxEncoder, Embedded)> {
-    let (tx, mut rx) = mpsc::channel::<Fetched>(params.batch_size * 2);
-    let fetching = tokio::spawn(fetch_all(
+    let (tx, mut rx) = mpsc::channel::<Fetched<Want>>(params.batch_size * 2);
+    let wants = wants.into_iter().map(|w| (w.uri.clone(), w)).collect();
+    let fetching = tokio::spawn(fetch_uris(
         fetcher.clone(),
         wants,
         params.image_column.clone(),

@@ -25,11 +25,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::ingest::fetch::resolve;
-use super::ingest::parquet::utf8_column;
-use super::ingest::Failure;
 use super::ShardCommit;
 use crate::error::{Error, Result};
+use crate::ingest::fetch::resolve;
+use crate::ingest::parquet::utf8_column;
+use crate::ingest::Failure;
 use crate::progress::Progress;
 use crate::storage::{segment_id, Location, RunLock};
 use crate::table::schema::{self, EncoderMeta, FloatType};

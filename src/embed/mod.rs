@@ -16,7 +16,6 @@
 
 pub mod dino;
 pub mod import;
-pub mod ingest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
@@ -34,12 +33,12 @@ use tokio::sync::mpsc;
 use crate::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
 use crate::encoder::OnnxEncoder;
 use crate::error::{Error, Result};
+use crate::ingest::{self, Failure, IngestParams, Ingested, Shard, ShardRead, ShardReader};
 use crate::lease::{self, ClaimParams, Claimable, Claims};
 use crate::progress::Progress;
 use crate::storage::{Location, RunLock};
 use crate::table::schema::{self, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, TableWriter, WriteParams};
-use ingest::{Failure, IngestParams, Ingested, Shard, ShardRead, ShardReader};
 
 /// Settings of the embed stage.
 #[derive(Clone, Debug)]

@@ -9,14 +9,14 @@ use std::sync::Mutex;
 
 use arrow::array::{BinaryArray, Int64Array};
 use arrow::datatypes::{Field, Schema};
-use blindspot::embed::ingest::fetch::FetchParams;
-use blindspot::embed::ingest::IngestParams;
+use blindspot::ingest::fetch::FetchParams;
+use blindspot::ingest::IngestParams;
 
 /// Every image file of a synthetic folder corpus, sorted.
 fn image_files(images: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = walk(images)
         .into_iter()
-        .filter(|p| blindspot::embed::ingest::is_image_name(&p.to_string_lossy()))
+        .filter(|p| blindspot::ingest::is_image_name(&p.to_string_lossy()))
         .collect();
     out.sort();
     out

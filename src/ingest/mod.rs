@@ -11,6 +11,7 @@
 //!
 //! Image formats are never trusted from names: decoding sniffs the bytes.
 
+pub mod by_uri;
 pub mod fetch;
 pub mod manifest;
 pub mod parquet;
