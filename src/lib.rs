@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod lease;
 pub mod mine;
 pub mod mmvp;
+pub mod plot;
 pub mod progress;
 pub mod rng;
 pub mod spec;

@@ -8,6 +8,7 @@ use blindspot::encoder::runtime::Device;
 use blindspot::encoder::SessionParams;
 use blindspot::eval::correlate::{CorrelateParams, CorrelateSummary};
 use blindspot::eval::mllm::MllmEntry;
+use blindspot::eval::stats::Bootstrap;
 use blindspot::eval::vlm::VlmParams;
 use blindspot::eval::{EvalSummary, Metric};
 use blindspot::storage::Location;
@@ -19,7 +20,7 @@ use super::{progress, report};
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
     /// Ask an MLLM (OpenAI-compatible endpoint) every MMVP question; grade and score.
-    Mllm(MllmArgs),
+    Mllm(Box<MllmArgs>),
     /// Score CLIP image + text towers (ONNX) on an MMVP-VLM benchmark.
     Vlm(VlmArgs),
     /// Correlate encoders' and MLLMs' per-pattern scores; write tables and PNG plots.
@@ -58,6 +59,12 @@ pub struct VlmArgs {
     /// Where the encoders run: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// Bootstrap resamples for the scores' confidence intervals (0: none).
+    #[arg(long, default_value_t = blindspot::eval::mllm::default_bootstrap())]
+    pub bootstrap: u32,
+    /// The bootstrap's seed.
+    #[arg(long, default_value_t = 0)]
+    pub bootstrap_seed: u64,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -126,7 +133,12 @@ pub async fn dispatch(cmd: EvalCommand) -> Result<()> {
             Ok(())
         }
         EvalCommand::Vlm(a) => {
-            let s = run_vlm(&a.benchmark, &a.image, &a.text, &a.out, a.device).await?;
+            let bootstrap = Bootstrap {
+                resamples: a.bootstrap,
+                seed: a.bootstrap_seed,
+                ..Bootstrap::default()
+            };
+            let s = run_vlm(&a.benchmark, &a.image, &a.text, &a.out, a.device, bootstrap).await?;
             report(a.json, &s, || eval_text(&s));
             Ok(())
         }
@@ -154,6 +166,7 @@ pub async fn run_vlm(
     text: &std::path::Path,
     out: &str,
     device: Device,
+    bootstrap: Bootstrap,
 ) -> Result<EvalSummary> {
     let root = Location::open(out)?;
     let bench = Location::open(benchmark)?;
@@ -164,6 +177,7 @@ pub async fn run_vlm(
             device,
             intra_threads: 0,
         },
+        bootstrap,
     };
     Ok(blindspot::eval::vlm::eval_vlm(&bench, &root, &params, &*progress()).await?)
 }
@@ -328,6 +342,7 @@ pub async fn run_stage(r: &blindspot::spec::Resolved, json: bool) -> Result<()> 
             std::path::Path::new(&v.text),
             &root.url,
             device,
+            Bootstrap::default(),
         )
         .await?;
         report(json, &s, || eval_text(&s));

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::eval::plot::{self, Series};
 use crate::eval::{
     column, csv_headers, patterns, read_scores, read_text, stats, Kind, Metric, ModelScores,
 };
+use crate::plot::{self, Bars, Scatter, Series};
 use crate::storage::{segment_id, Location, RunLock};
 use crate::table::{self, io, schema, Catalog, Commit, CommitSet};
 /// Where the plots go.
@@ -50,6 +50,27 @@ pub struct Correlation {
     pub n: u32,
     /// Those patterns.
     pub patterns: Vec<String>,
+    /// The Fisher-z 95% interval of `pearson` (null below 4 patterns).
+    pub pearson_interval: Option<(f64, f64)>,
+}
+
+/// How correlations' intervals are computed, as the table and the report state it.
+pub const FISHER_NOTE: &str =
+    "95% Fisher-z interval of Pearson's r: tanh(atanh(r) ± 1.96/sqrt(n-3)), n patterns";
+
+/// The note under per-pattern bar charts.
+pub const INTERVAL_NOTE: &str =
+    "whiskers: percentile bootstrap intervals over pairs (see the scores table's interval column)";
+
+impl Correlation {
+    /// `r = 0.81 [0.31, 0.96] (n = 9)`, or what is known of it.
+    pub fn pearson_note(&self) -> Option<String> {
+        let r = self.pearson?;
+        Some(match self.pearson_interval {
+            Some((lo, hi)) => format!("r = {r:.2} [{lo:.2}, {hi:.2}] (n = {})", self.n),
+            None => format!("r = {r:.2} (n = {})", self.n),
+        })
+    }
 }
 
 /// What `eval correlate` found.
@@ -122,6 +143,7 @@ pub fn parse_scores_csv(text: &str, origin: &str) -> Result<Vec<ModelScores>> {
             by_pattern.insert(p.clone(), v);
         }
         out.push(ModelScores {
+            intervals: BTreeMap::new(),
             kind,
             model: rec.get(cm).unwrap_or("").trim().to_string(),
             by_pattern,
@@ -165,6 +187,7 @@ pub fn correlations(
             by_pattern.insert(p.clone(), sum / rows.len() as f64);
         }
         group_scores.push(ModelScores {
+            intervals: BTreeMap::new(),
             kind: Kind::Vlm,
             model: name.clone(),
             by_pattern,
@@ -185,11 +208,13 @@ pub fn correlations(
                 .collect();
             let x: Vec<f64> = shared.iter().map(|p| enc.by_pattern[*p]).collect();
             let y: Vec<f64> = shared.iter().map(|p| mllm.by_pattern[*p]).collect();
+            let pearson = stats::pearson(&x, &y);
             out.push(Correlation {
                 encoder: enc.model.clone(),
                 group,
                 mllm: mllm.model.clone(),
-                pearson: stats::pearson(&x, &y),
+                pearson,
+                pearson_interval: pearson.and_then(|r| stats::fisher_interval(r, x.len(), 0.95)),
                 spearman: stats::spearman(&x, &y),
                 n: shared.len() as u32,
                 patterns: shared.into_iter().cloned().collect(),
@@ -228,6 +253,21 @@ fn batch(rows: &[Correlation], metric: Metric) -> Result<RecordBatch> {
         Arc::new(rows.iter().map(|r| r.spearman).collect::<Float64Array>()),
         Arc::new(rows.iter().map(|r| r.n).collect::<UInt32Array>()),
         s(&|r| r.patterns.join(", ")),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.pearson_interval.map(|i| i.0))
+                .collect::<Float64Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.pearson_interval.map(|i| i.1))
+                .collect::<Float64Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.pearson_interval.map(|_| FISHER_NOTE))
+                .collect::<StringArray>(),
+        ),
     ];
     RecordBatch::try_new(schema::correlations(), columns)
         .map_err(|e| Error::table("correlations", e))
@@ -307,12 +347,23 @@ async fn write(
                 .iter()
                 .map(|p| m.by_pattern.get(p).copied().unwrap_or(f64::NAN))
                 .collect(),
+            intervals: order.iter().map(|p| m.intervals.get(p).copied()).collect(),
         })
         .collect();
     let metric = format!("{} accuracy (%)", params.metric.name());
-    let bars = plot::bars(&format!("Per-pattern {metric}"), order, &series);
+    let bars = Bars {
+        title: format!("Per-pattern {metric}"),
+        y_label: metric.clone(),
+        categories: order.to_vec(),
+        series,
+        y_max: 100.0,
+        note: all
+            .iter()
+            .any(|m| !m.intervals.is_empty())
+            .then(|| INTERVAL_NOTE.to_string()),
+    };
     let rel = format!("{PLOTS}/patterns.png");
-    root.put(&rel, Bytes::from(plot::png_bytes(&bars))).await?;
+    root.put(&rel, Bytes::from(plot::png(&bars)?)).await?;
     plots.push(root.uri_of(&root.path(&rel)));
     for r in rows {
         let (Some(enc), Some(mllm)) = (
@@ -323,24 +374,23 @@ async fn write(
         ) else {
             continue;
         };
-        let points: Vec<(String, f64, f64)> = r
-            .patterns
-            .iter()
-            .map(|p| (p.clone(), enc.by_pattern[p], mllm.by_pattern[p]))
-            .collect();
-        let img = plot::scatter(
-            &format!("{} vs {}", r.encoder, r.mllm),
-            &format!("{} {metric}", r.encoder),
-            &format!("{} {metric}", r.mllm),
-            &points,
-            r.pearson,
-        );
+        let chart = Scatter {
+            title: format!("{} vs {}", r.encoder, r.mllm),
+            x_label: format!("{} {metric}", r.encoder),
+            y_label: format!("{} {metric}", r.mllm),
+            points: r
+                .patterns
+                .iter()
+                .map(|p| (p.clone(), enc.by_pattern[p], mllm.by_pattern[p]))
+                .collect(),
+            note: r.pearson_note(),
+        };
         let rel = format!(
             "{PLOTS}/scatter-{}--{}.png",
             segment_id(&r.encoder),
             segment_id(&r.mllm)
         );
-        root.put(&rel, Bytes::from(plot::png_bytes(&img))).await?;
+        root.put(&rel, Bytes::from(plot::png(&chart)?)).await?;
         plots.push(root.uri_of(&root.path(&rel)));
     }
     Ok(plots)
@@ -352,6 +402,7 @@ mod tests {
 
     fn scores(kind: Kind, model: &str, values: &[(&str, f64)]) -> ModelScores {
         ModelScores {
+            intervals: BTreeMap::new(),
             kind,
             model: model.into(),
             by_pattern: values.iter().map(|(p, v)| (p.to_string(), *v)).collect(),

@@ -13,6 +13,7 @@ use crate::eval::benchmark::{self, Mmvp, Question};
 use crate::eval::client::{Chat, ClientParams, Image, OpenAiClient, Reply};
 use crate::eval::grade::{self, Grader};
 use crate::eval::patterns::{self, Mapping};
+use crate::eval::stats::Bootstrap;
 use crate::eval::{self as ev, read_text, AnswerRow, EvalSummary, Kind};
 use crate::progress::Progress;
 use crate::storage::{segment_id, Location, RunLock};
@@ -91,6 +92,19 @@ pub struct MllmEntry {
     #[serde(default)]
     #[arg(long)]
     pub categorise: bool,
+    /// Bootstrap resamples for the scores' confidence intervals (0: none).
+    #[serde(default = "default_bootstrap")]
+    #[arg(long, default_value_t = default_bootstrap())]
+    pub bootstrap: u32,
+    /// The bootstrap's seed.
+    #[serde(default)]
+    #[arg(long, default_value_t = 0)]
+    pub bootstrap_seed: u64,
+}
+
+/// The default number of bootstrap resamples.
+pub fn default_bootstrap() -> u32 {
+    Bootstrap::default().resamples
 }
 
 impl MllmEntry {
@@ -114,6 +128,8 @@ impl MllmEntry {
             fix_labels: false,
             patterns: None,
             categorise: false,
+            bootstrap: default_bootstrap(),
+            bootstrap_seed: 0,
         }
     }
 }
@@ -230,6 +246,8 @@ pub struct MllmParams {
     pub fix_labels: bool,
     /// Where patterns come from.
     pub patterns: PatternSource,
+    /// How the scores' intervals are computed.
+    pub bootstrap: Bootstrap,
 }
 
 impl Default for MllmParams {
@@ -240,6 +258,7 @@ impl Default for MllmParams {
             concurrency: 8,
             fix_labels: false,
             patterns: PatternSource::None,
+            bootstrap: Bootstrap::default(),
         }
     }
 }
@@ -309,6 +328,11 @@ pub async fn eval_entry(
             (Some(f), _) => PatternSource::File(f.clone()),
             (None, true) => PatternSource::Categorise,
             (None, false) => PatternSource::None,
+        },
+        bootstrap: Bootstrap {
+            resamples: m.bootstrap,
+            seed: m.bootstrap_seed,
+            ..Bootstrap::default()
         },
     };
     let judge = judge.as_ref().map(|j| j as &dyn Chat);
@@ -460,7 +484,7 @@ pub async fn eval_mllm(
         progress.start("eval mllm", Some(b.questions.len() as u64));
         let rows = ask_all(&b, &keys, chat, judge, params, progress).await?;
         progress.finish();
-        ev::commit(root, Kind::Mllm, rows, started).await
+        ev::commit(root, Kind::Mllm, rows, &params.bootstrap, started).await
     }
     .await;
     lock.release().await;

@@ -9,7 +9,7 @@ pub mod correlate;
 pub mod grade;
 pub mod mllm;
 pub mod patterns;
-pub mod plot;
+
 pub mod stats;
 pub mod synthetic;
 pub mod vlm;
@@ -115,6 +115,10 @@ pub struct ScoreRow {
     pub pair_accuracy: f64,
     /// Items without a usable response (counted as wrong).
     pub errors: u32,
+    /// The bootstrap interval of `question_accuracy`, where computed.
+    pub question_interval: Option<(f64, f64)>,
+    /// The bootstrap interval of `pair_accuracy`, where computed.
+    pub pair_interval: Option<(f64, f64)>,
 }
 
 /// The pattern name of the overall row of `scores`.
@@ -160,6 +164,8 @@ pub struct PatternScore {
     pub question_accuracy: f64,
     /// Percent of pairs right.
     pub pair_accuracy: f64,
+    /// Its bootstrap interval.
+    pub pair_interval: Option<(f64, f64)>,
 }
 
 /// The evaluation's record in its commit.
@@ -179,13 +185,17 @@ pub struct EvalCommit {
     pub template: String,
     /// The grader.
     pub grader: String,
+    /// How the scores' intervals were computed.
+    #[serde(default)]
+    pub bootstrap: Option<stats::Bootstrap>,
     /// The blindspot version that wrote it.
     pub version: String,
 }
 
 /// Scores per pattern and overall: question accuracy over items, pair accuracy over pairs
-/// whose items are all right. A pair's pattern is its first item's.
-pub fn score(rows: &[AnswerRow]) -> Vec<ScoreRow> {
+/// whose items are all right, and their bootstrap intervals (resampling pairs). A pair's
+/// pattern is its first item's.
+pub fn score(rows: &[AnswerRow], bootstrap: &stats::Bootstrap) -> Vec<ScoreRow> {
     let mut by_pattern: BTreeMap<&str, Vec<&AnswerRow>> = BTreeMap::new();
     for r in rows {
         by_pattern.entry(ALL).or_default().push(r);
@@ -196,12 +206,15 @@ pub fn score(rows: &[AnswerRow]) -> Vec<ScoreRow> {
     };
     // Pairs by their pattern: the first item's, so a pair is never split between two rows.
     let mut pair_pattern: BTreeMap<u32, &str> = BTreeMap::new();
-    let mut pair_ok: BTreeMap<u32, bool> = BTreeMap::new();
+    // Per pair: (items right, items).
+    let mut pair_counts: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     let mut sorted: Vec<&AnswerRow> = rows.iter().collect();
     sorted.sort_by_key(|r| r.item);
     for r in sorted {
         pair_pattern.entry(r.pair).or_insert(&r.pattern);
-        *pair_ok.entry(r.pair).or_insert(true) &= r.correct;
+        let c = pair_counts.entry(r.pair).or_insert((0, 0));
+        c.0 += u32::from(r.correct);
+        c.1 += 1;
     }
     let pct = |n: usize, d: usize| {
         if d == 0 {
@@ -213,11 +226,12 @@ pub fn score(rows: &[AnswerRow]) -> Vec<ScoreRow> {
     by_pattern
         .into_iter()
         .map(|(pattern, items)| {
-            let pairs: Vec<bool> = pair_ok
+            let pairs: Vec<(u32, u32)> = pair_counts
                 .iter()
                 .filter(|(p, _)| pattern == ALL || pair_pattern[p] == pattern)
-                .map(|(_, ok)| *ok)
+                .map(|(_, c)| *c)
                 .collect();
+            let intervals = stats::bootstrap_accuracy(&pairs, bootstrap);
             ScoreRow {
                 benchmark: first.benchmark.clone(),
                 model: first.model.clone(),
@@ -225,8 +239,10 @@ pub fn score(rows: &[AnswerRow]) -> Vec<ScoreRow> {
                 questions: items.len() as u32,
                 pairs: pairs.len() as u32,
                 question_accuracy: pct(items.iter().filter(|r| r.correct).count(), items.len()),
-                pair_accuracy: pct(pairs.iter().filter(|ok| **ok).count(), pairs.len()),
+                pair_accuracy: pct(pairs.iter().filter(|(r, a)| r == a).count(), pairs.len()),
                 errors: items.iter().filter(|r| r.error.is_some()).count() as u32,
+                question_interval: intervals.map(|i| i.question),
+                pair_interval: intervals.map(|i| i.pair),
             }
         })
         .collect()
@@ -274,8 +290,20 @@ fn answers_batch(kind: Kind, rows: &[AnswerRow]) -> Result<RecordBatch> {
     RecordBatch::try_new(schema::answers(), columns).map_err(|e| Error::table("answers", e))
 }
 
-fn scores_batch(kind: Kind, rows: &[ScoreRow], first: &AnswerRow) -> Result<RecordBatch> {
+fn scores_batch(
+    kind: Kind,
+    rows: &[ScoreRow],
+    first: &AnswerRow,
+    bootstrap: &stats::Bootstrap,
+) -> Result<RecordBatch> {
     let same = |v: &str| utf8(rows.iter().map(|_| Some(v.to_string())));
+    let bound = |f: fn(&ScoreRow) -> Option<(f64, f64)>, high: bool| -> ArrayRef {
+        Arc::new(
+            rows.iter()
+                .map(|r| f(r).map(|(l, h)| if high { h } else { l }))
+                .collect::<Float64Array>(),
+        )
+    };
     let columns: Vec<ArrayRef> = vec![
         same(kind.name()),
         utf8(rows.iter().map(|r| Some(r.benchmark.clone()))),
@@ -297,6 +325,14 @@ fn scores_batch(kind: Kind, rows: &[ScoreRow], first: &AnswerRow) -> Result<Reco
         same(&first.grader),
         same(&first.labels),
         same(&first.template),
+        bound(|r| r.question_interval, false),
+        bound(|r| r.question_interval, true),
+        bound(|r| r.pair_interval, false),
+        bound(|r| r.pair_interval, true),
+        utf8(
+            rows.iter()
+                .map(|r| r.pair_interval.map(|_| bootstrap.describe())),
+        ),
     ];
     RecordBatch::try_new(schema::scores(), columns).map_err(|e| Error::table("scores", e))
 }
@@ -306,13 +342,14 @@ pub async fn commit(
     root: &Location,
     kind: Kind,
     rows: Vec<AnswerRow>,
+    bootstrap: &stats::Bootstrap,
     started: Instant,
 ) -> Result<EvalSummary> {
     let first = rows
         .first()
         .cloned()
         .ok_or_else(|| Error::Usage("the benchmark has no items".into()))?;
-    let scores = score(&rows);
+    let scores = score(&rows, bootstrap);
     // Readable by model; the hash keeps evaluations that differ in anything else apart.
     let settings = format!(
         "{}|{}|{}|{}|{}|{}",
@@ -342,7 +379,7 @@ pub async fn commit(
         root,
         &format!("{}/{id}", table::SCORES.dir),
         &schema::scores(),
-        &[scores_batch(kind, &scores, &first)?],
+        &[scores_batch(kind, &scores, &first, bootstrap)?],
     )
     .await?;
     let answers_rel = answers[0].path.clone();
@@ -354,6 +391,7 @@ pub async fn commit(
         scores: scores_objects[0].path.clone(),
         template: first.template.clone(),
         grader: first.grader.clone(),
+        bootstrap: Some(*bootstrap),
         version: crate::VERSION.to_string(),
     };
     let commit = Commit::new(&id, generation, &record)?
@@ -379,6 +417,7 @@ pub async fn commit(
                 pairs: s.pairs,
                 question_accuracy: s.question_accuracy,
                 pair_accuracy: s.pair_accuracy,
+                pair_interval: s.pair_interval,
             })
             .collect(),
         answers: root.uri_of(&root.path(&answers_rel)),
@@ -432,6 +471,8 @@ pub struct ModelScores {
     pub model: String,
     /// Accuracy (percent) per pattern; the overall row is left out.
     pub by_pattern: BTreeMap<String, f64>,
+    /// Its bootstrap interval per pattern, where the table has one.
+    pub intervals: BTreeMap<String, (f64, f64)>,
 }
 
 /// Reads the committed `scores` of a run root, choosing pair or question accuracy.
@@ -443,17 +484,23 @@ pub async fn read_scores(root: &Location, metric: Metric) -> Result<Vec<ModelSco
             .into_iter()
             .map(|o| o.path)
             .collect();
-        let columns = ["pattern", metric.column()];
-        let batches: Vec<RecordBatch> =
-            io::scan_objects(root, paths, &columns, io::SCAN_BATCH_ROWS)
-                .try_collect()
-                .await?;
+        // Every column: tables written before the intervals existed lack those.
+        let batches: Vec<RecordBatch> = io::scan_objects(root, paths, &[], io::SCAN_BATCH_ROWS)
+            .try_collect()
+            .await?;
         let mut entry = ModelScores {
             kind: c.kind,
             model: c.model.clone(),
             by_pattern: BTreeMap::new(),
+            intervals: BTreeMap::new(),
         };
         for b in &batches {
+            let bound = |suffix: &str| {
+                b.column_by_name(&format!("{}_{suffix}", metric.column()))
+                    .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+                    .cloned()
+            };
+            let (low, high) = (bound("low"), bound("high"));
             let patterns = io::strings(b, "pattern")?;
             let col = b
                 .column_by_name(metric.column())
@@ -464,6 +511,13 @@ pub async fn read_scores(root: &Location, metric: Metric) -> Result<Vec<ModelSco
                     entry
                         .by_pattern
                         .insert(patterns.value(i).to_string(), col.value(i));
+                    if let (Some(l), Some(h)) = (&low, &high) {
+                        if l.is_valid(i) && h.is_valid(i) {
+                            entry
+                                .intervals
+                                .insert(patterns.value(i).to_string(), (l.value(i), h.value(i)));
+                        }
+                    }
                 }
             }
         }
@@ -539,7 +593,7 @@ mod tests {
             // A stray label on the second item does not split pair 4.
             row(8, "Color", true),
         ];
-        let s = score(&rows);
+        let s = score(&rows, &stats::Bootstrap::default());
         let get = |p: &str| s.iter().find(|r| r.pattern == p).unwrap();
         assert_eq!(get(ALL).questions, 8);
         assert_eq!(get(ALL).pairs, 4);

@@ -1,5 +1,8 @@
 //! Correlation statistics for comparing per-pattern scores: how closely a vision-language
-//! model's weak patterns track the weak patterns of the CLIP encoders it is built on.
+//! model's weak patterns track the weak patterns of the CLIP encoders it is built on, and
+//! how far an accuracy measured on a few pairs can be trusted (bootstrap intervals).
+
+use serde::{Deserialize, Serialize};
 
 /// Pearson's product-moment correlation, or `None` when it is undefined for the input.
 ///
@@ -79,6 +82,160 @@ pub fn mean_rows(rows: &[&[f64]]) -> Option<Vec<f64>> {
 
 fn is_constant(v: &[f64]) -> bool {
     v.iter().all(|&a| a == v[0])
+}
+
+/// How confidence intervals of accuracies are computed: a percentile bootstrap over pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bootstrap {
+    /// Resamples drawn (0: no intervals).
+    pub resamples: u32,
+    /// The generator's seed (splitmix64, `crate::rng`), so intervals are the same on every run.
+    pub seed: u64,
+    /// The interval's coverage, e.g. 0.95.
+    pub level: f64,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Bootstrap {
+            resamples: 2000,
+            seed: 0,
+            level: 0.95,
+        }
+    }
+}
+
+impl Bootstrap {
+    /// The method in words, as the tables and the report state it.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.0}% percentile bootstrap over pairs, {} resamples, seed {}",
+            self.level * 100.0,
+            self.resamples,
+            self.seed
+        )
+    }
+}
+
+/// Percentile-bootstrap intervals (percent) of pair and question accuracy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AccuracyIntervals {
+    /// Pair accuracy (all questions of a pair right), low and high.
+    pub pair: (f64, f64),
+    /// Question accuracy, low and high.
+    pub question: (f64, f64),
+}
+
+/// Resamples `pairs` (each: questions right, questions asked) with replacement
+/// `b.resamples` times and returns the percentile intervals of pair and question accuracy.
+/// `None` without pairs or resamples.
+pub fn bootstrap_accuracy(pairs: &[(u32, u32)], b: &Bootstrap) -> Option<AccuracyIntervals> {
+    if pairs.is_empty() || b.resamples == 0 {
+        return None;
+    }
+    let mut rng = crate::rng::Rng(b.seed);
+    let n = pairs.len() as u64;
+    let mut pair_acc = Vec::with_capacity(b.resamples as usize);
+    let mut question_acc = Vec::with_capacity(b.resamples as usize);
+    for _ in 0..b.resamples {
+        let (mut ok, mut right, mut asked) = (0u64, 0u64, 0u64);
+        for _ in 0..n {
+            let (r, a) = pairs[rng.below(n) as usize];
+            ok += u64::from(a > 0 && r == a);
+            right += u64::from(r);
+            asked += u64::from(a);
+        }
+        pair_acc.push(100.0 * ok as f64 / n as f64);
+        question_acc.push(if asked == 0 {
+            f64::NAN
+        } else {
+            100.0 * right as f64 / asked as f64
+        });
+    }
+    let tail = (1.0 - b.level) / 2.0;
+    let interval = |mut v: Vec<f64>| {
+        v.retain(|x| x.is_finite());
+        v.sort_by(f64::total_cmp);
+        (percentile(&v, tail), percentile(&v, 1.0 - tail))
+    };
+    Some(AccuracyIntervals {
+        pair: interval(pair_acc),
+        question: interval(question_acc),
+    })
+}
+
+/// The `q` quantile (0..=1) of sorted values, interpolating linearly between order
+/// statistics (numpy's default, `method="linear"`); NaN when empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// The Fisher-z interval of Pearson's r over `n` points at `level` coverage:
+/// tanh(atanh(r) ± z/sqrt(n-3)); `None` below 4 points.
+pub fn fisher_interval(r: f64, n: usize, level: f64) -> Option<(f64, f64)> {
+    if n < 4 || !r.is_finite() {
+        return None;
+    }
+    let z = r.clamp(-1.0, 1.0).atanh();
+    let half = normal_quantile(1.0 - (1.0 - level) / 2.0) / ((n - 3) as f64).sqrt();
+    Some(((z - half).tanh(), (z + half).tanh()))
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    let low = 0.02425;
+    if p <= 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if p >= 1.0 {
+        return f64::INFINITY;
+    }
+    if p < low {
+        let q = (-2.0 * p.ln()).sqrt();
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    } else if p <= 1.0 - low {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    } else {
+        -normal_quantile(1.0 - p)
+    }
 }
 
 #[cfg(test)]
@@ -266,5 +423,129 @@ mod tests {
             prop_assert!((pearson(&x, &x).unwrap() - 1.0).abs() < EPS);
             prop_assert!((spearman(&x, &x).unwrap() - 1.0).abs() < EPS);
         }
+    }
+
+    /// The exact bootstrap distribution of the sum of `values.len()` draws with replacement
+    /// from `values`: P(sum = s), by convolution. The reference the resampling must approach.
+    fn exact_sum_distribution(values: &[u32]) -> Vec<f64> {
+        let n = values.len();
+        let top = *values.iter().max().unwrap() as usize;
+        let mut p_value = vec![0.0; top + 1];
+        for v in values {
+            p_value[*v as usize] += 1.0 / n as f64;
+        }
+        let mut dist = vec![1.0];
+        for _ in 0..n {
+            let mut next = vec![0.0; dist.len() + top];
+            for (s, p) in dist.iter().enumerate() {
+                for (v, pv) in p_value.iter().enumerate() {
+                    next[s + v] += p * pv;
+                }
+            }
+            dist = next;
+        }
+        dist
+    }
+
+    /// The smallest sum whose cumulative probability reaches `q`.
+    fn exact_quantile(dist: &[f64], q: f64) -> f64 {
+        let mut cdf = 0.0;
+        for (s, p) in dist.iter().enumerate() {
+            cdf += p;
+            if cdf >= q - 1e-12 {
+                return s as f64;
+            }
+        }
+        (dist.len() - 1) as f64
+    }
+
+    #[test]
+    fn bootstrap_intervals_match_the_exact_bootstrap_distribution() {
+        // 40 pairs of two questions: 22 both right, 11 one right, 7 none.
+        let mut pairs = vec![(2, 2); 22];
+        pairs.extend(vec![(1, 2); 11]);
+        pairs.extend(vec![(0, 2); 7]);
+        let b = Bootstrap {
+            resamples: 20_000,
+            seed: 7,
+            level: 0.95,
+        };
+        let got = bootstrap_accuracy(&pairs, &b).unwrap();
+        let n = pairs.len() as f64;
+        // Pair accuracy: the count of right pairs is Binomial(40, 22/40).
+        let ok: Vec<u32> = pairs.iter().map(|(r, a)| u32::from(r == a)).collect();
+        let dist = exact_sum_distribution(&ok);
+        // Question accuracy: the sum of 40 draws from {2, 1, 0} over 80 questions.
+        let right: Vec<u32> = pairs.iter().map(|(r, _)| *r).collect();
+        let qdist = exact_sum_distribution(&right);
+        for (value, dist, scale, q) in [
+            (got.pair.0, &dist, n, 0.025),
+            (got.pair.1, &dist, n, 0.975),
+            (got.question.0, &qdist, 2.0 * n, 0.025),
+            (got.question.1, &qdist, 2.0 * n, 0.975),
+        ] {
+            // The resampled quantile lies between the exact quantiles one point either side.
+            let lo = 100.0 * exact_quantile(dist, q - 0.01) / scale;
+            let hi = 100.0 * exact_quantile(dist, q + 0.01) / scale;
+            assert!(
+                (lo..=hi).contains(&value),
+                "{value} not in [{lo}, {hi}] at q={q}"
+            );
+        }
+        assert!(got.pair.0 < 55.0 && got.pair.1 > 55.0);
+        // Seeded: the same seed gives the same interval, another seed (with few resamples,
+        // where the quantiles are still noisy) another.
+        assert_eq!(bootstrap_accuracy(&pairs, &b), Some(got));
+        let few = Bootstrap { resamples: 40, ..b };
+        let draws: std::collections::BTreeSet<String> = (0..8)
+            .map(|seed| {
+                format!(
+                    "{:?}",
+                    bootstrap_accuracy(&pairs, &Bootstrap { seed, ..few })
+                )
+            })
+            .collect();
+        assert!(draws.len() > 1, "{draws:?}");
+        assert!(bootstrap_accuracy(&[], &b).is_none());
+        assert!(bootstrap_accuracy(&pairs, &Bootstrap { resamples: 0, ..b }).is_none());
+        // Every pair right: no spread.
+        let all = bootstrap_accuracy(&[(2, 2); 5], &b).unwrap();
+        assert_eq!(all.pair, (100.0, 100.0));
+    }
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        // numpy.percentile([1, 2, 3, 4], [0, 25, 50, 97.5, 100]) = 1, 1.75, 2.5, 3.925, 4
+        for (q, want) in [
+            (0.0, 1.0),
+            (0.25, 1.75),
+            (0.5, 2.5),
+            (0.975, 3.925),
+            (1.0, 4.0),
+        ] {
+            assert!((percentile(&v, q) - want).abs() < 1e-12, "{q}");
+        }
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn fisher_intervals_match_a_reference() {
+        // Reference: Python's math.atanh/tanh and statistics.NormalDist().inv_cdf(0.975).
+        assert!((normal_quantile(0.975) - 1.959_963_984_540_054).abs() < 1e-8);
+        assert!((normal_quantile(0.01) + 2.326_347_874_040_841).abs() < 1e-8);
+        for (r, n, lo, hi) in [
+            (0.5, 12, -0.103_641_681_237_169_42, 0.834_454_285_209_436_2),
+            (-0.3, 9, -0.803_946_259_120_297_8, 0.454_718_170_290_375_03),
+            (0.9, 9, 0.586_338_265_125_218_6, 0.978_977_512_228_181_2),
+        ] {
+            let (l, h) = fisher_interval(r, n, 0.95).unwrap();
+            assert!(
+                (l - lo).abs() < 1e-7 && (h - hi).abs() < 1e-7,
+                "{r} {n}: {l} {h}"
+            );
+        }
+        assert!(fisher_interval(0.5, 3, 0.95).is_none());
+        assert_eq!(fisher_interval(1.0, 9, 0.95), Some((1.0, 1.0)));
     }
 }

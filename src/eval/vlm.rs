@@ -15,6 +15,7 @@ use crate::encoder::preprocess::{self, DecodeParams, Preprocessor, Transform};
 use crate::encoder::{self, OnnxEncoder, SessionParams};
 use crate::error::{Error, Result};
 use crate::eval::benchmark::{self, MmvpVlm};
+use crate::eval::stats::Bootstrap;
 use crate::eval::{self as ev, AnswerRow, EvalSummary, Kind};
 use crate::progress::Progress;
 use crate::storage::{Location, RunLock};
@@ -227,6 +228,8 @@ pub struct VlmParams {
     pub text: PathBuf,
     /// Where to run the encoders.
     pub session: SessionParams,
+    /// How the scores' intervals are computed.
+    pub bootstrap: Bootstrap,
 }
 
 /// Scores an image/text encoder pair on an MMVP-VLM benchmark and commits its `answers` and
@@ -264,7 +267,7 @@ pub async fn eval_vlm(
     let result = score_benchmark(&benchmark, image_enc, text_enc, progress).await;
     progress.finish();
     let result = match result {
-        Ok(rows) => ev::commit(root, Kind::Vlm, rows, started).await,
+        Ok(rows) => ev::commit(root, Kind::Vlm, rows, &params.bootstrap, started).await,
         Err(e) => Err(e),
     };
     lock.release().await;

@@ -221,6 +221,12 @@ pub fn scores() -> SchemaRef {
         s("grader"),
         s("labels"),
         s("template"),
+        // Bootstrap intervals over pairs (null in tables written before they existed).
+        Field::new("question_accuracy_low", DataType::Float64, true),
+        Field::new("question_accuracy_high", DataType::Float64, true),
+        Field::new("pair_accuracy_low", DataType::Float64, true),
+        Field::new("pair_accuracy_high", DataType::Float64, true),
+        Field::new("interval", DataType::Utf8, true),
     ])
 }
 
@@ -236,6 +242,10 @@ pub fn correlations() -> SchemaRef {
         Field::new("spearman", DataType::Float64, true),
         Field::new("n", DataType::UInt32, false),
         s("patterns"),
+        // The Fisher-z interval of `pearson` (null below 4 patterns).
+        Field::new("pearson_low", DataType::Float64, true),
+        Field::new("pearson_high", DataType::Float64, true),
+        Field::new("interval", DataType::Utf8, true),
     ])
 }
 
