@@ -1,14 +1,22 @@
 //! Closing the loop from mining to a benchmark: mined `pairs` exported as an MMVP-format sheet
 //! (`Questions.csv` and `MMVP Images/`) whose question and answer columns people fill in; the
-//! filled sheet then loads with `blindspot eval mllm --benchmark` like MMVP itself.
+//! filled sheet then loads with `blindspot eval mllm --benchmark` like MMVP itself. With a
+//! decisions file from the report's review, only the accepted pairs are exported, each with
+//! the pattern and note the reviewer gave it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use arrow::array::Array;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::mmvp::{MMVP_IMAGES, QUESTIONS};
+use crate::ingest::by_uri::fetch_uris;
+use crate::ingest::fetch::{FetchParams, Fetcher};
+use crate::mmvp::{canonical, MMVP_IMAGES, QUESTIONS};
 use crate::sql;
 use crate::storage::{get_url, Location};
 use crate::table::{self, io};
@@ -20,6 +28,103 @@ pub struct AnnotateSummary {
     pub pairs: usize,
     /// The sheet's URL.
     pub sheet: String,
+    /// With a decisions file: its accepted, rejected and undecided entries.
+    pub decisions: Option<DecisionCounts>,
+}
+
+/// How the entries of a decisions file split.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct DecisionCounts {
+    /// Accepted pairs (exported).
+    pub accepted: usize,
+    /// Rejected pairs.
+    pub rejected: usize,
+    /// Entries with only a pattern or a note.
+    pub undecided: usize,
+}
+
+/// One reviewer decision, as the report exports it (CSV columns or JSON fields).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct Decision {
+    /// First key.
+    pub a: String,
+    /// Second key.
+    pub b: String,
+    /// `accept`, `reject` or empty.
+    #[serde(default)]
+    pub decision: String,
+    /// One of the nine patterns, or empty.
+    #[serde(default)]
+    pub pattern: String,
+    /// Free text.
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Deserialize)]
+struct DecisionsDoc {
+    decisions: Vec<Decision>,
+}
+
+/// Reads a decisions file: the report's JSON (`{"decisions": [...]}`, or a bare list) or CSV
+/// (`a,b,decision,pattern,note,...`).
+pub fn parse_decisions(text: &str, origin: &str) -> Result<Vec<Decision>> {
+    let bad = |why: String| {
+        Error::Usage(format!(
+            "decisions file {origin}: {why} (export it from the report's gallery: Export CSV or Export JSON)"
+        ))
+    };
+    let t = text.trim_start_matches('\u{feff}').trim_start();
+    let rows: Vec<Decision> = if t.starts_with('{') || t.starts_with('[') {
+        match serde_json::from_str::<DecisionsDoc>(t) {
+            Ok(d) => d.decisions,
+            Err(_) => serde_json::from_str::<Vec<Decision>>(t).map_err(|e| bad(e.to_string()))?,
+        }
+    } else {
+        let mut r = csv::ReaderBuilder::new().from_reader(t.as_bytes());
+        let headers: Vec<String> = r
+            .headers()
+            .map_err(|e| bad(e.to_string()))?
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        let col = |n: &str| headers.iter().position(|h| h == n);
+        let (Some(ca), Some(cb)) = (col("a"), col("b")) else {
+            return Err(bad(format!(
+                "needs columns a, b, decision (found: {})",
+                headers.join(", ")
+            )));
+        };
+        let (cd, cp, cn) = (col("decision"), col("pattern"), col("note"));
+        let mut out = Vec::new();
+        for rec in r.records() {
+            let rec = rec.map_err(|e| bad(e.to_string()))?;
+            let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").to_string();
+            out.push(Decision {
+                a: get(Some(ca)),
+                b: get(Some(cb)),
+                decision: get(cd),
+                pattern: get(cp),
+                note: get(cn),
+            });
+        }
+        out
+    };
+    for (n, d) in rows.iter().enumerate() {
+        if d.a.is_empty() || d.b.is_empty() {
+            return Err(bad(format!("entry {} has no keys", n + 1)));
+        }
+        if !matches!(d.decision.as_str(), "" | "accept" | "reject") {
+            return Err(bad(format!(
+                "entry {} ({} / {}): decision {:?} is not accept, reject or empty",
+                n + 1,
+                d.a,
+                d.b,
+                d.decision
+            )));
+        }
+    }
+    Ok(rows)
 }
 
 struct MinedPair {
@@ -29,11 +134,19 @@ struct MinedPair {
     b_uri: String,
     clip: f32,
     dino: f32,
+    pattern: String,
+    note: String,
 }
 
-/// The first `limit` mined pairs (all when `None`) in `sql/annotate.sql`'s order; only those
-/// are ever held in memory.
-async fn read_pairs(root: &Location, limit: Option<usize>) -> Result<Vec<MinedPair>> {
+/// Which pairs to export: the first `limit`, or the accepted of a decisions file.
+enum Wanted<'a> {
+    First(Option<usize>),
+    Accepted(&'a HashMap<(String, String), &'a Decision>),
+}
+
+/// The mined pairs in `sql/annotate.sql`'s order that `wanted` names; only those are held in
+/// memory.
+async fn read_pairs(root: &Location, wanted: &Wanted<'_>) -> Result<Vec<MinedPair>> {
     let (ctx, tables) = sql::session(root).await?;
     if !tables.iter().any(|t| t == table::PAIRS.name) {
         return Err(Error::Usage(format!(
@@ -41,6 +154,10 @@ async fn read_pairs(root: &Location, limit: Option<usize>) -> Result<Vec<MinedPa
             root.url, root.url
         )));
     }
+    let limit = match wanted {
+        Wanted::First(l) => *l,
+        Wanted::Accepted(_) => None,
+    };
     let mut batches = ctx
         .sql(sql::queries::ANNOTATE)
         .await
@@ -63,6 +180,15 @@ async fn read_pairs(root: &Location, limit: Option<usize>) -> Result<Vec<MinedPa
             io::floats(batch, "dino_sim")?,
         );
         for i in 0..batch.num_rows() {
+            let decision = match wanted {
+                Wanted::First(_) => None,
+                Wanted::Accepted(set) => {
+                    match set.get(&(a.value(i).to_string(), b.value(i).to_string())) {
+                        Some(d) => Some(*d),
+                        None => continue,
+                    }
+                }
+            };
             out.push(MinedPair {
                 a: a.value(i).to_string(),
                 b: b.value(i).to_string(),
@@ -74,6 +200,14 @@ async fn read_pairs(root: &Location, limit: Option<usize>) -> Result<Vec<MinedPa
                 } else {
                     dino.value(i)
                 },
+                pattern: decision.map_or(String::new(), |d| {
+                    if d.pattern.is_empty() {
+                        String::new()
+                    } else {
+                        canonical(&d.pattern)
+                    }
+                }),
+                note: decision.map_or(String::new(), |d| d.note.clone()),
             });
         }
     }
@@ -82,17 +216,96 @@ async fn read_pairs(root: &Location, limit: Option<usize>) -> Result<Vec<MinedPa
 
 fn extension(uri: &str) -> &str {
     let name = uri.rsplit('/').next().unwrap_or(uri);
-    name.rsplit_once('.').map_or("jpg", |(_, e)| e)
+    let name = name.rsplit('#').next().unwrap_or(name);
+    match name.rsplit_once('.') {
+        Some((_, e)) if !e.is_empty() && e.len() <= 5 && !e.contains('=') => e,
+        _ => "jpg",
+    }
 }
 
-/// Exports up to `limit` mined pairs of `root` (all when `None`) as an MMVP-format sheet at
-/// `out`, copying the images.
+/// Exports mined pairs of `root` as an MMVP-format sheet at `out`, copying the images: the
+/// first `limit` (all when `None`), or, with `decisions_file`, exactly its accepted pairs.
 pub async fn annotate(
     root: &Location,
     out: &Location,
     limit: Option<usize>,
+    decisions_file: Option<&str>,
 ) -> Result<AnnotateSummary> {
-    let pairs = read_pairs(root, limit).await?;
+    let (pairs, counts) = match decisions_file {
+        None => (read_pairs(root, &Wanted::First(limit)).await?, None),
+        Some(file) => {
+            let text = String::from_utf8(get_url(file).await?.to_vec())
+                .map_err(|_| Error::Usage(format!("decisions file {file} is not UTF-8 text")))?;
+            let all = parse_decisions(&text, file)?;
+            let counts = DecisionCounts {
+                accepted: all.iter().filter(|d| d.decision == "accept").count(),
+                rejected: all.iter().filter(|d| d.decision == "reject").count(),
+                undecided: all.iter().filter(|d| d.decision.is_empty()).count(),
+            };
+            let accepted: HashMap<(String, String), &Decision> = all
+                .iter()
+                .filter(|d| d.decision == "accept")
+                .map(|d| ((d.a.clone(), d.b.clone()), d))
+                .collect();
+            if accepted.is_empty() {
+                return Err(Error::Usage(format!(
+                    "decisions file {file} accepts no pair ({} rejected, {} undecided); accept pairs in the report's gallery (key a) and export again",
+                    counts.rejected, counts.undecided
+                )));
+            }
+            let mut pairs = read_pairs(root, &Wanted::Accepted(&accepted)).await?;
+            let found: HashSet<(&str, &str)> =
+                pairs.iter().map(|p| (p.a.as_str(), p.b.as_str())).collect();
+            let missing: Vec<String> = accepted
+                .keys()
+                .filter(|(a, b)| !found.contains(&(a.as_str(), b.as_str())))
+                .map(|(a, b)| format!("{a} / {b}"))
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{} accepted pair(s) of {file} are not in the pairs table of {} (e.g. {}): the decisions come from the report of another run root",
+                    missing.len(),
+                    root.url,
+                    missing[0]
+                )));
+            }
+            pairs.truncate(limit.unwrap_or(usize::MAX));
+            (pairs, Some(counts))
+        }
+    };
+    write_sheet(out, &pairs).await?;
+    Ok(AnnotateSummary {
+        pairs: pairs.len(),
+        sheet: out.uri_of(&out.path(QUESTIONS)),
+        decisions: counts,
+    })
+}
+
+async fn write_sheet(out: &Location, pairs: &[MinedPair]) -> Result<()> {
+    // Every image, fetched again by uri (objects, URLs, tar members, Parquet rows).
+    let wants: Vec<(String, usize)> = pairs
+        .iter()
+        .enumerate()
+        .flat_map(|(k, p)| [(p.a_uri.clone(), 2 * k + 1), (p.b_uri.clone(), 2 * k + 2)])
+        .collect();
+    let fetcher = Arc::new(Fetcher::new(&FetchParams::default())?);
+    let uris: HashMap<usize, String> = wants.iter().map(|(u, i)| (*i, u.clone())).collect();
+    let (tx, mut rx) = mpsc::channel(16);
+    let fetching = tokio::spawn(fetch_uris(fetcher, wants, None, tx));
+    while let Some((index, got)) = rx.recv().await {
+        let uri = &uris[&index];
+        let bytes: Bytes = got.map_err(|e| {
+            Error::Usage(format!(
+                "cannot read image {uri} of item {index}: {} ({})",
+                e.message, e.kind
+            ))
+        })?;
+        out.put(&format!("{MMVP_IMAGES}/{index}.{}", extension(uri)), bytes)
+            .await?;
+    }
+    fetching
+        .await
+        .map_err(|e| Error::Internal(format!("annotate fetch task: {e}")))?;
     let mut sheet = csv::Writer::from_writer(Vec::new());
     let header = [
         "Index",
@@ -104,26 +317,25 @@ pub async fn annotate(
         "source",
         "clip_sim",
         "dino_sim",
+        "note",
     ];
     let csv_err = |e: csv::Error| Error::table("annotation sheet", e);
     sheet.write_record(header).map_err(csv_err)?;
     for (k, p) in pairs.iter().enumerate() {
         for (j, (key, uri)) in [(&p.a, &p.a_uri), (&p.b, &p.b_uri)].into_iter().enumerate() {
             let index = 2 * k + j + 1;
-            let bytes: Bytes = get_url(uri).await?;
-            out.put(&format!("{MMVP_IMAGES}/{index}.{}", extension(uri)), bytes)
-                .await?;
             sheet
                 .write_record([
                     index.to_string().as_str(),
                     "",
                     "",
                     "",
-                    "",
+                    &p.pattern,
                     key,
                     uri,
                     &format!("{:.4}", p.clip),
                     &format!("{:.4}", p.dino),
+                    &p.note,
                 ])
                 .map_err(csv_err)?;
         }
@@ -131,9 +343,40 @@ pub async fn annotate(
     let text = sheet
         .into_inner()
         .map_err(|e| Error::table("annotation sheet", e.to_string()))?;
-    out.put(QUESTIONS, Bytes::from(text)).await?;
-    Ok(AnnotateSummary {
-        pairs: pairs.len(),
-        sheet: out.uri_of(&out.path(QUESTIONS)),
-    })
+    out.put(QUESTIONS, Bytes::from(text)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_parse_from_the_reports_csv_and_json() {
+        let csv = "a,b,decision,pattern,note,clip_sim,dino_sim,reviewed\nx/1,x/2,accept,Color,\"red, not blue\",0.97,0.2,t\nx/3,x/4,reject,,,0.96,0.5,t\nx/5,x/6,,Text,,0.99,0.1,t\n";
+        let d = parse_decisions(csv, "d.csv").unwrap();
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].note, "red, not blue");
+        assert_eq!(d[0].pattern, "Color");
+        assert_eq!(d[1].decision, "reject");
+        let json = r#"{"report_id":"r","decisions":[{"a":"x/1","b":"x/2","decision":"accept","pattern":"Color","note":"","clip_sim":0.97}]}"#;
+        let j = parse_decisions(json, "d.json").unwrap();
+        assert_eq!(
+            j,
+            vec![Decision {
+                note: String::new(),
+                ..d[0].clone()
+            }]
+        );
+        assert!(parse_decisions("key,decision\nx,accept\n", "d.csv")
+            .unwrap_err()
+            .to_string()
+            .contains("needs columns a, b"));
+        assert!(parse_decisions("a,b,decision\nx,y,maybe\n", "d.csv")
+            .unwrap_err()
+            .to_string()
+            .contains("\"maybe\""));
+        assert_eq!(extension("file:///a/b.tar#00001.png"), "png");
+        assert_eq!(extension("s3://b/x.parquet#row=3"), "jpg");
+        assert_eq!(extension("file:///a/img.webp"), "webp");
+    }
 }

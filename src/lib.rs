@@ -27,6 +27,7 @@ pub mod mine;
 pub mod mmvp;
 pub mod plot;
 pub mod progress;
+pub mod report;
 pub mod rng;
 pub mod spec;
 pub mod sql;

@@ -103,6 +103,10 @@ pub struct AnnotateArgs {
     /// Export at most this many pairs (the lowest DINOv2 similarity first).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// A decisions file exported from the report's gallery (CSV or JSON): export exactly its
+    /// accepted pairs, with the pattern and note the reviewer gave each.
+    #[arg(long)]
+    pub decisions: Option<String>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -192,10 +196,16 @@ pub async fn run_correlate(root: &str, params: CorrelateParams) -> Result<Correl
 pub async fn annotate(a: AnnotateArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
     let out = Location::open(&a.out)?;
-    let s = blindspot::annotate::annotate(&root, &out, a.limit).await?;
+    let s = blindspot::annotate::annotate(&root, &out, a.limit, a.decisions.as_deref()).await?;
     report(a.json, &s, || {
+        let from = s.decisions.as_ref().map_or(String::new(), |d| {
+            format!(
+                " (accepted in the decisions file; {} rejected, {} undecided left out)",
+                d.rejected, d.undecided
+            )
+        });
         format!(
-            "annotate: {} pairs -> {} (fill in Question, Options, Correct Answer and Pattern, then `blindspot eval mllm --benchmark {}`)",
+            "annotate: {} pairs{from} -> {} (fill in Question, Options, Correct Answer and Pattern, then `blindspot eval mllm --benchmark {}`)",
             s.pairs, s.sheet, out.url
         )
     });

@@ -14,6 +14,7 @@ mod embed;
 mod eval;
 mod mine;
 mod progress;
+mod report;
 mod run;
 mod sql;
 
@@ -89,6 +90,8 @@ enum Command {
     Eval(eval::EvalCommand),
     /// Export mined pairs as an MMVP-format sheet for people to write questions for.
     Annotate(eval::AnnotateArgs),
+    /// Write the HTML report: pair gallery with review, thresholds, evaluation with intervals.
+    Report(report::ReportArgs),
     /// Where a run root stands: units done, leased and pending per stage; rows so far.
     Status(sql::StatusArgs),
     /// Ballista's scheduler and executors with blindspot's functions and stores, for SQL
@@ -235,6 +238,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Sql(a) => sql::sql_cmd(a).await,
         Command::Eval(c) => eval::dispatch(c).await,
         Command::Annotate(a) => eval::annotate(a).await,
+        Command::Report(a) => report::report_cmd(a).await,
         Command::Status(a) => sql::status_cmd(a).await,
         Command::Cluster(c) => sql::cluster_cmd(c).await,
     }

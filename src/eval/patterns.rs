@@ -6,59 +6,10 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 
-/// The patterns, by the names MMVP-VLM uses for its `Type` column (and folders), in its order.
-pub const PATTERNS: [&str; 9] = [
-    "Orientation",
-    "Presence",
-    "State",
-    "Quantity",
-    "Spatial",
-    "Color",
-    "Structural Character",
-    "Text",
-    "Camera Perspective",
-];
-
-/// The paper's long names of the same patterns, in the same order.
-pub const LONG_NAMES: [&str; 9] = [
-    "Orientation and Direction",
-    "Presence of Specific Features",
-    "State and Condition",
-    "Quantity and Count",
-    "Positional and Relational Context",
-    "Color and Appearance",
-    "Structural and Physical Characteristics",
-    "Text",
-    "Viewpoint and Perspective",
-];
+pub use crate::mmvp::{canonical, LONG_NAMES, PATTERNS};
 
 /// The pattern of items that have none.
 pub const UNASSIGNED: &str = "unassigned";
-
-/// The MMVP-VLM name for any spelling of a pattern (long name, short name, `Colour`,
-/// `Viewpoint`, any case); names it does not know are kept as written, so benchmarks with
-/// patterns of their own work too.
-pub fn canonical(name: &str) -> String {
-    let n = name.trim();
-    let lower = n.to_ascii_lowercase();
-    let alias = match lower.as_str() {
-        "colour" | "colour and appearance" => Some("Color"),
-        "viewpoint" | "perspective" => Some("Camera Perspective"),
-        "structural" | "structure" => Some("Structural Character"),
-        "position" | "positional" | "spatial relation" => Some("Spatial"),
-        "count" | "counting" => Some("Quantity"),
-        _ => None,
-    };
-    if let Some(a) = alias {
-        return a.to_string();
-    }
-    for (short, long) in PATTERNS.iter().zip(LONG_NAMES) {
-        if lower == short.to_ascii_lowercase() || lower == long.to_ascii_lowercase() {
-            return short.to_string();
-        }
-    }
-    n.to_string()
-}
 
 /// A pattern per item index, as read from or written to a mapping file: a CSV with columns
 /// `index,pattern` (more columns, such as the question, are allowed and ignored).

@@ -1,0 +1,397 @@
+// blindspot report: the pair gallery. Data comes from script tags (works from file://):
+// data/meta.js and data/index.js before this file, pair chunks (data/pairs/NNNNN.js) on demand.
+// Review decisions live in localStorage, one entry per report, until exported.
+(function () {
+  "use strict";
+  const B = window.BLINDSPOT || (window.BLINDSPOT = {});
+  const $ = (id) => document.getElementById(id);
+  const meta = B.meta;
+  const index = B.index;
+  const n = index ? index.clip.length : 0;
+  const chunks = {};
+  const waiting = {};
+  const storeKey = "blindspot:" + (meta ? meta.report_id : "none");
+  let decisions = {};
+  try {
+    decisions = JSON.parse(localStorage.getItem(storeKey) || "{}") || {};
+  } catch (e) {
+    decisions = {};
+  }
+  let view = [];
+  let page = 0;
+  let focus = 0;
+
+  function fail(msg) {
+    const e = $("error");
+    e.textContent = msg;
+    e.hidden = false;
+  }
+
+  B.addChunk = function (c) {
+    chunks[c.index] = c;
+    (waiting[c.index] || []).forEach((w) => w.resolve());
+    delete waiting[c.index];
+  };
+
+  function loadChunk(i) {
+    if (chunks[i]) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const first = !waiting[i];
+      (waiting[i] = waiting[i] || []).push({ resolve, reject });
+      if (!first) return;
+      const s = document.createElement("script");
+      s.src = "data/pairs/" + String(i).padStart(5, "0") + ".js";
+      s.onerror = () => {
+        (waiting[i] || []).forEach((w) => w.reject(new Error("cannot load " + s.src)));
+        delete waiting[i];
+      };
+      document.head.appendChild(s);
+    });
+  }
+
+  function row(i) {
+    const c = chunks[Math.floor(i / meta.chunk)];
+    const r = c.rows[i - c.first];
+    return {
+      a: r[0], b: r[1], aUri: r[2], bUri: r[3], aCap: r[4], bCap: r[5],
+      aThumb: r[6], bThumb: r[7], aWhy: r[8], bWhy: r[9], aDups: r[10], bDups: r[11],
+      clip: r[12], dino: r[13],
+    };
+  }
+
+  function save() {
+    try {
+      localStorage.setItem(storeKey, JSON.stringify(decisions));
+    } catch (e) {
+      fail("could not keep decisions in this browser: " + e.message + " (export them now)");
+    }
+    $("decided").textContent = summary();
+  }
+
+  function summary() {
+    let a = 0, r = 0;
+    for (const k in decisions) {
+      if (decisions[k].decision === "accept") a++;
+      if (decisions[k].decision === "reject") r++;
+    }
+    return a + " accepted, " + r + " rejected";
+  }
+
+  function num(id) {
+    const v = $(id).value.trim();
+    return v === "" ? null : Number(v);
+  }
+
+  function compute() {
+    const cmin = num("clip-min"), cmax = num("clip-max");
+    const dmin = num("dino-min"), dmax = num("dino-max");
+    const pat = $("pattern").value, dec = $("decision").value;
+    const comp = num("comp");
+    const sizes = meta.components || [];
+    const out = [];
+    for (let i = 0; i < n; i++) {
+      const c = index.clip[i], d = index.dino[i];
+      if (cmin !== null && !(c >= cmin)) continue;
+      if (cmax !== null && !(c <= cmax)) continue;
+      if (dmin !== null && !(d >= dmin)) continue;
+      if (dmax !== null && !(d <= dmax)) continue;
+      if (comp !== null && index.comp[i] !== comp) continue;
+      const x = decisions[i];
+      if (pat === "-" && x && x.pattern) continue;
+      if (pat && pat !== "-" && !(x && x.pattern === pat)) continue;
+      const state = x && x.decision ? x.decision : "undecided";
+      if (dec && state !== dec) continue;
+      out.push(i);
+    }
+    const key = {
+      "dino-asc": (i) => index.dino[i],
+      "dino-desc": (i) => -index.dino[i],
+      "clip-desc": (i) => -index.clip[i],
+      "clip-asc": (i) => index.clip[i],
+      "gap-desc": (i) => index.dino[i] - index.clip[i],
+      "comp-desc": (i) => -(sizes[index.comp[i]] || 0),
+    }[$("sort").value];
+    // Stable: ties keep the gallery order (most CLIP-blind first, then by key).
+    out.sort((x, y) => key(x) - key(y) || x - y);
+    return out;
+  }
+
+  function pageSize() {
+    return Number($("page-size").value);
+  }
+
+  function pages() {
+    return Math.max(1, Math.ceil(view.length / pageSize()));
+  }
+
+  function refilter() {
+    view = compute();
+    page = 0;
+    focus = 0;
+    render();
+  }
+
+  function el(tag, attrs, text) {
+    const e = document.createElement(tag);
+    for (const k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text !== undefined && text !== null) e.textContent = text;
+    return e;
+  }
+
+  function figure(key, thumb, why, dups, cap) {
+    const f = el("figure");
+    if (thumb) {
+      f.appendChild(el("img", { src: thumb, alt: key, loading: "lazy" }));
+    } else {
+      f.appendChild(el("div", { class: "noimg" }, why || "no thumbnail"));
+    }
+    f.appendChild(el("figcaption", { title: key }, key + (dups ? " · " + dups + " duplicate" + (dups > 1 ? "s" : "") : "")));
+    if (cap) f.appendChild(el("figcaption", { class: "caption" }, cap));
+    return f;
+  }
+
+  function card(i) {
+    const p = row(i);
+    const x = decisions[i] || {};
+    const c = el("article", { class: "card" + (x.decision ? " " + x.decision : ""), "data-i": String(i), tabindex: "-1" });
+    const imgs = el("div", { class: "imgs" });
+    imgs.appendChild(figure(p.a, p.aThumb, p.aWhy, p.aDups, p.aCap));
+    imgs.appendChild(figure(p.b, p.bThumb, p.bWhy, p.bDups, p.bCap));
+    c.appendChild(imgs);
+    const sims = el("div", { class: "sims" });
+    sims.appendChild(el("span", {}, "CLIP " + p.clip.toFixed(4)));
+    sims.appendChild(el("span", {}, "DINOv2 " + p.dino.toFixed(4)));
+    sims.appendChild(el("b", {}, "gap " + (p.clip - p.dino).toFixed(4)));
+    c.appendChild(sims);
+    const m = el("div", { class: "meta" });
+    const comp = index.comp[i];
+    const size = (meta.components || [])[comp] || 0;
+    const link = el("a", { href: "#comp=" + comp, class: "comp" }, "component #" + comp + " (" + size + " images)");
+    link.addEventListener("click", (e) => {
+      e.preventDefault();
+      $("comp").value = comp;
+      refilter();
+    });
+    m.appendChild(link);
+    m.appendChild(el("span", { class: "decision" }, x.decision ? " · " + (x.decision === "accept" ? "accepted" : "rejected") : ""));
+    m.appendChild(el("span", { class: "pattern-label" }, x.pattern ? " · " + x.pattern : ""));
+    c.appendChild(m);
+    const d = el("details");
+    d.appendChild(el("summary", {}, "source URIs"));
+    d.appendChild(el("div", {}, p.aUri));
+    d.appendChild(el("div", {}, p.bUri));
+    c.appendChild(d);
+    const r = el("div", { class: "review" });
+    const acc = el("button", { type: "button", class: "accept" }, "Accept (a)");
+    const rej = el("button", { type: "button", class: "reject" }, "Reject (r)");
+    acc.addEventListener("click", () => decide(i, "accept"));
+    rej.addEventListener("click", () => decide(i, "reject"));
+    const sel = el("select", { class: "pattern" });
+    sel.appendChild(el("option", { value: "" }, "pattern…"));
+    meta.patterns.forEach((name, k) => sel.appendChild(el("option", { value: name }, (k + 1) + " " + name)));
+    sel.value = x.pattern || "";
+    sel.addEventListener("change", () => setPattern(i, sel.value));
+    const note = el("input", { class: "note", placeholder: "note (n)", value: x.note || "" });
+    note.addEventListener("change", () => setNote(i, note.value));
+    note.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === "Escape") {
+        e.preventDefault();
+        const text = note.value;
+        note.blur();
+        setNote(i, text);
+        const now = document.querySelector('.card[data-i="' + i + '"]');
+        if (now) now.focus({ preventScroll: true });
+      }
+    });
+    r.appendChild(acc);
+    r.appendChild(rej);
+    r.appendChild(sel);
+    r.appendChild(note);
+    c.appendChild(r);
+    c.addEventListener("click", (e) => {
+      if (e.target.closest("button, select, input, a, summary")) return;
+      setFocus(Array.prototype.indexOf.call($("grid").children, c));
+    });
+    return c;
+  }
+
+  function entry(i) {
+    const p = row(i);
+    return decisions[i] || (decisions[i] = { a: p.a, b: p.b, clip_sim: p.clip, dino_sim: p.dino, decision: "", pattern: "", note: "" });
+  }
+
+  function touch(i) {
+    entry(i).reviewed = new Date().toISOString();
+    save();
+    redraw(i);
+  }
+
+  function decide(i, d) {
+    entry(i).decision = d;
+    touch(i);
+  }
+
+  function setPattern(i, pattern) {
+    entry(i).pattern = pattern;
+    touch(i);
+  }
+
+  function setNote(i, text) {
+    if ((decisions[i] ? decisions[i].note : "") === text) return;
+    entry(i).note = text;
+    touch(i);
+  }
+
+  function redraw(i) {
+    const old = document.querySelector('.card[data-i="' + i + '"]');
+    if (!old || !old.isConnected) return;
+    const fresh = card(i);
+    if (old.classList.contains("focused")) fresh.classList.add("focused");
+    old.replaceWith(fresh);
+  }
+
+  let rendering = 0;
+  async function render() {
+    const token = ++rendering;
+    const size = pageSize();
+    page = Math.min(page, pages() - 1);
+    const shown = view.slice(page * size, (page + 1) * size);
+    $("count").textContent = view.length + " of " + n + " pairs" + (meta.pairs > n ? " (" + meta.pairs + " in the table)" : "");
+    $("count").dataset.count = String(view.length);
+    $("page-info").textContent = "page " + (page + 1) + " of " + pages();
+    $("prev").disabled = page === 0;
+    $("next").disabled = page >= pages() - 1;
+    const need = Array.from(new Set(shown.map((i) => Math.floor(i / meta.chunk))));
+    try {
+      await Promise.all(need.map(loadChunk));
+    } catch (e) {
+      fail(e.message);
+      return;
+    }
+    if (token !== rendering) return;
+    const grid = $("grid");
+    const frag = document.createDocumentFragment();
+    shown.forEach((i) => frag.appendChild(card(i)));
+    grid.replaceChildren(frag);
+    grid.dataset.page = String(page);
+    setFocus(Math.min(focus, shown.length - 1), false);
+    document.body.dataset.ready = "1";
+  }
+
+  function setFocus(k, scroll) {
+    const cards = $("grid").children;
+    if (!cards.length) return;
+    focus = Math.max(0, Math.min(k, cards.length - 1));
+    for (const c of cards) c.classList.remove("focused");
+    const c = cards[focus];
+    c.classList.add("focused");
+    if (scroll !== false) {
+      c.focus({ preventScroll: true });
+      c.scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  function go(delta) {
+    const p = Math.max(0, Math.min(pages() - 1, page + delta));
+    if (p !== page) {
+      page = p;
+      focus = 0;
+      render();
+    }
+  }
+
+  function focusedIndex() {
+    const c = $("grid").children[focus];
+    return c ? Number(c.dataset.i) : null;
+  }
+
+  document.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA")) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const i = focusedIndex();
+    const k = e.key;
+    if (k === "j" || k === "ArrowRight") setFocus(focus + 1);
+    else if (k === "k" || k === "ArrowLeft") setFocus(focus - 1);
+    else if (k === "]") go(1);
+    else if (k === "[") go(-1);
+    else if (k === "?") $("help").hidden = !$("help").hidden;
+    else if (i === null) return;
+    else if (k === "a") decide(i, "accept");
+    else if (k === "r") decide(i, "reject");
+    else if (k === "u") decide(i, "");
+    else if (k >= "1" && k <= "9" && meta.patterns[Number(k) - 1]) setPattern(i, meta.patterns[Number(k) - 1]);
+    else if (k === "0") setPattern(i, "");
+    else if (k === "n") {
+      const note = document.querySelector('.card[data-i="' + i + '"] .note');
+      if (note) note.focus();
+    } else return;
+    e.preventDefault();
+  });
+
+  function rows() {
+    return Object.keys(decisions)
+      .map(Number)
+      .sort((x, y) => x - y)
+      .map((i) => decisions[i])
+      .filter((d) => d.decision || d.pattern || d.note);
+  }
+
+  function download(name, type, text) {
+    const a = el("a", { href: URL.createObjectURL(new Blob([text], { type })), download: name });
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => {
+      URL.revokeObjectURL(a.href);
+      a.remove();
+    }, 1000);
+  }
+
+  function csvField(v) {
+    const s = v === null || v === undefined ? "" : String(v);
+    return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+
+  $("export-csv").addEventListener("click", () => {
+    const cols = ["a", "b", "decision", "pattern", "note", "clip_sim", "dino_sim", "reviewed"];
+    const lines = [cols.join(",")].concat(rows().map((d) => cols.map((c) => csvField(d[c])).join(",")));
+    download("decisions.csv", "text/csv", lines.join("\n") + "\n");
+  });
+
+  $("export-json").addEventListener("click", () => {
+    const doc = { report_id: meta.report_id, root: meta.root, exported: new Date().toISOString(), decisions: rows() };
+    download("decisions.json", "application/json", JSON.stringify(doc, null, 2) + "\n");
+  });
+
+  $("help-toggle").addEventListener("click", () => ($("help").hidden = !$("help").hidden));
+  $("prev").addEventListener("click", () => go(-1));
+  $("next").addEventListener("click", () => go(1));
+  $("reset").addEventListener("click", () => {
+    ["clip-min", "clip-max", "dino-min", "dino-max", "comp"].forEach((id) => ($(id).value = ""));
+    $("pattern").value = "";
+    $("decision").value = "";
+    $("sort").value = "dino-asc";
+    refilter();
+  });
+  ["clip-min", "clip-max", "dino-min", "dino-max", "comp"].forEach((id) => $(id).addEventListener("input", refilter));
+  ["sort", "pattern", "decision"].forEach((id) => $(id).addEventListener("change", refilter));
+  $("page-size").addEventListener("change", () => {
+    page = 0;
+    render();
+  });
+
+  if (!meta || !index) {
+    fail("the report's data files (data/meta.js, data/index.js) did not load");
+    return;
+  }
+  const m = /comp=(\d+)/.exec(location.hash);
+  if (m) $("comp").value = m[1];
+  $("decided").textContent = summary();
+  if (n === 0) {
+    $("count").textContent = "no pairs in this run root yet";
+    $("count").dataset.count = "0";
+    document.body.dataset.ready = "1";
+    return;
+  }
+  refilter();
+})();

@@ -1,0 +1,423 @@
+//! The report stage: a self-contained static site over a run root. `index.html` is the pair
+//! gallery (both images, similarities, keys, captions, duplicates, components; sort, filter,
+//! keyboard review, decisions exported as CSV and JSON for `annotate --decisions`);
+//! `thresholds.html` explores thresholds over all candidates (density, histograms, yield grid,
+//! connected components); `evaluation.html` shows scores with bootstrap intervals, correlations
+//! and every evaluation's settings.
+//!
+//! The site opens from disk: data is loaded by `<script>` tags (no fetch, which browsers refuse
+//! on `file://`), pairs in chunks of a few hundred as pages need them, with a compact index of
+//! every shown pair's similarities for sorting and filtering. Thumbnails are made once, at a
+//! bounded size, and reused by later reports written to the same folder.
+
+pub mod data;
+pub mod serve;
+mod site;
+pub mod thumbs;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::plot::{self, Series};
+use crate::progress::Progress;
+use crate::storage::Location;
+use data::{Pair, Tables};
+use thumbs::{ThumbParams, ThumbStats, Thumbnailer};
+
+/// What `report` needs besides the run root and the site.
+#[derive(Clone, Debug)]
+pub struct ReportParams {
+    /// Pairs in the gallery at most (the most CLIP-blind first); the rest are counted.
+    pub max_pairs: usize,
+    /// Pairs per data chunk.
+    pub chunk: usize,
+    /// Pairs (from the first) whose images get thumbnails.
+    pub thumbnails: usize,
+    /// How thumbnails are made.
+    pub thumbs: ThumbParams,
+    /// The CLIP minimums of the yield grid.
+    pub clip_grid: Vec<f64>,
+    /// The DINOv2 maximums of the yield grid.
+    pub dino_grid: Vec<f64>,
+    /// Components listed by size.
+    pub components: usize,
+}
+
+impl Default for ReportParams {
+    fn default() -> Self {
+        ReportParams {
+            max_pairs: 200_000,
+            chunk: 500,
+            thumbnails: 20_000,
+            thumbs: ThumbParams::default(),
+            clip_grid: vec![0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99],
+            dino_grid: vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+            components: 25,
+        }
+    }
+}
+
+/// What `report` wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportSummary {
+    /// The gallery page's URL.
+    pub index: String,
+    /// Pairs in the `pairs` table.
+    pub pairs: u64,
+    /// Pairs in the gallery.
+    pub shown: u64,
+    /// Data chunks written.
+    pub chunks: usize,
+    /// Thumbnails.
+    pub thumbnails: ThumbStats,
+    /// Candidate pairs aggregated on the thresholds page.
+    pub candidates: Option<u64>,
+    /// Connected components of the pair graph.
+    pub components: usize,
+    /// Images in the largest.
+    pub largest_component: u64,
+    /// Evaluations (score sets) on the evaluation page.
+    pub evaluations: usize,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// The nine MMVP patterns, in the paper's order, for the reviewer's keys 1-9.
+pub use crate::mmvp::PATTERNS;
+
+/// A value rounded for the data files (4 decimals is below any threshold anyone sets).
+fn round4(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!((v * 10_000.0).round() / 10_000.0)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+/// A data file loadable by a script tag from disk: `BLINDSPOT.<name> = <json>;` for the files
+/// the pages load first, `BLINDSPOT.<name>(<json>);` (a call into the app) for chunks.
+fn script(name: &str, value: &serde_json::Value, call: bool) -> Bytes {
+    let body = if call {
+        format!("BLINDSPOT.{name}({value});")
+    } else {
+        format!("BLINDSPOT.{name}={value};")
+    };
+    Bytes::from(format!("window.BLINDSPOT=window.BLINDSPOT||{{}};{body}\n"))
+}
+
+/// The chunk file of chunk `i`.
+pub fn chunk_name(i: usize) -> String {
+    format!("data/pairs/{i:05}.js")
+}
+
+/// Writes the report of `root` into `out`.
+pub async fn report(
+    root: &Location,
+    out: &Location,
+    params: &ReportParams,
+    progress: &dyn Progress,
+) -> Result<ReportSummary> {
+    let started = Instant::now();
+    let (ctx, names) = crate::sql::session(root).await?;
+    let t = Tables { ctx, names };
+    let has_pairs = t.has("pairs");
+    if !has_pairs && !t.has("candidates") && !t.has("scores") {
+        return Err(Error::Usage(format!(
+            "nothing to report in {}: it has no pairs, candidates or scores (tables: {}); \
+             run the mining stages or an evaluation first",
+            root.url,
+            if t.names.is_empty() {
+                "none".to_string()
+            } else {
+                t.names.join(", ")
+            }
+        )));
+    }
+    let chunk = params.chunk.max(1);
+
+    // The pair graph's components, then the gallery's pairs in chunks.
+    let comps = if has_pairs {
+        progress.message("report: connected components of the pair graph");
+        data::components(&t).await?
+    } else {
+        data::Components::default()
+    };
+    let mut thumbs = Thumbnailer::open(out, &params.thumbs).await?;
+    let mut index = GalleryIndex::default();
+    let mut report_id = blake3::Hasher::new();
+    if has_pairs {
+        let shown = comps.pairs.min(params.max_pairs as u64);
+        progress.start("report", Some(shown));
+        let mut stream = data::pairs(&t, params.max_pairs).await?;
+        let mut pending: Vec<Pair> = Vec::new();
+        while let Some(b) = stream
+            .try_next()
+            .await
+            .map_err(|e| Error::table("pairs", e))?
+        {
+            pending.extend(data::parse_pairs(&b)?);
+            while pending.len() >= chunk {
+                let rest = pending.split_off(chunk);
+                let full = std::mem::replace(&mut pending, rest);
+                write_chunk(
+                    out,
+                    &full,
+                    &comps,
+                    &mut thumbs,
+                    params,
+                    &mut index,
+                    &mut report_id,
+                )
+                .await?;
+                progress.advance(full.len() as u64);
+            }
+        }
+        if !pending.is_empty() {
+            write_chunk(
+                out,
+                &pending,
+                &comps,
+                &mut thumbs,
+                params,
+                &mut index,
+                &mut report_id,
+            )
+            .await?;
+            progress.advance(pending.len() as u64);
+        }
+        progress.finish();
+    }
+    let shown = index.clip.len() as u64;
+    let chunks = shown.div_ceil(chunk as u64) as usize;
+    out.put(
+        "data/index.js",
+        script(
+            "index",
+            &serde_json::json!({
+                "clip": index.clip, "dino": index.dino, "comp": index.comp,
+            }),
+            false,
+        ),
+    )
+    .await?;
+
+    // Thresholds and components.
+    progress.message("report: thresholds over the candidates");
+    let thresholds = data::thresholds(&t, &params.clip_grid, &params.dino_grid).await?;
+    let threshold_html = site::thresholds_body(thresholds.as_ref(), &comps, params)?;
+
+    // Evaluations.
+    let evals = data::evaluations(&t).await?;
+    let eval_html = site::evaluation_body(&evals)?;
+    let evaluations = evals.scores.iter().filter(|s| s.pattern == "all").count();
+
+    let meta = serde_json::json!({
+        "root": root.url,
+        "version": crate::VERSION,
+        "generated": crate::storage::now_unix(),
+        "pairs": comps.pairs,
+        "shown": shown,
+        "chunk": chunk,
+        "chunks": chunks,
+        "thumbnails": params.thumbnails.min(shown as usize),
+        "patterns": PATTERNS,
+        "report_id": &report_id.finalize().to_hex()[..16],
+        "components": comps.sizes,
+    });
+    out.put("data/meta.js", script("meta", &meta, false))
+        .await?;
+    for (name, text) in site::assets() {
+        out.put(name, Bytes::from(text)).await?;
+    }
+    let gallery = site::gallery_page(root, comps.pairs, shown);
+    out.put("index.html", Bytes::from(gallery)).await?;
+    out.put(
+        "thresholds.html",
+        Bytes::from(site::page(
+            "Thresholds",
+            "thresholds",
+            root,
+            &threshold_html.0,
+            "",
+        )),
+    )
+    .await?;
+    for (name, svg) in threshold_html.1 {
+        out.put(&name, Bytes::from(svg)).await?;
+    }
+    out.put(
+        "evaluation.html",
+        Bytes::from(site::page(
+            "Evaluation",
+            "evaluation",
+            root,
+            &eval_html.0,
+            "",
+        )),
+    )
+    .await?;
+    for (name, svg) in eval_html.1 {
+        out.put(&name, Bytes::from(svg)).await?;
+    }
+    Ok(ReportSummary {
+        index: out.uri_of(&out.path("index.html")),
+        pairs: comps.pairs,
+        shown,
+        chunks,
+        thumbnails: thumbs.stats.clone(),
+        candidates: thresholds.as_ref().map(|t| t.candidates),
+        components: comps.sizes.len(),
+        largest_component: comps.sizes.first().copied().unwrap_or(0),
+        evaluations,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Per shown pair, what sorting and filtering need, in gallery order.
+#[derive(Default)]
+struct GalleryIndex {
+    clip: Vec<serde_json::Value>,
+    dino: Vec<serde_json::Value>,
+    comp: Vec<u32>,
+}
+
+async fn write_chunk(
+    out: &Location,
+    pairs: &[Pair],
+    comps: &data::Components,
+    thumbs: &mut Thumbnailer,
+    params: &ReportParams,
+    index: &mut GalleryIndex,
+    report_id: &mut blake3::Hasher,
+) -> Result<()> {
+    let first = index.clip.len();
+    let with_thumbs = params.thumbnails.saturating_sub(first).min(pairs.len());
+    let uris: Vec<String> = pairs[..with_thumbs]
+        .iter()
+        .flat_map(|p| [p.a_uri.clone(), p.b_uri.clone()])
+        .collect();
+    thumbs.make(&uris).await?;
+    let thumb = |uri: &str, i: usize| -> (serde_json::Value, serde_json::Value) {
+        if i >= with_thumbs {
+            (
+                serde_json::Value::Null,
+                serde_json::json!("beyond --thumbnails"),
+            )
+        } else if thumbs.has(uri) {
+            (
+                serde_json::json!(thumbs::name(uri)),
+                serde_json::Value::Null,
+            )
+        } else {
+            let why = thumbs
+                .failures
+                .get(uri)
+                .cloned()
+                .unwrap_or_else(|| "no thumbnail".into());
+            (serde_json::Value::Null, serde_json::json!(why))
+        }
+    };
+    let rows: Vec<serde_json::Value> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let comp = comps.of_key.get(&p.a).copied().unwrap_or(0);
+            index.clip.push(round4(p.clip));
+            index.dino.push(round4(p.dino));
+            index.comp.push(comp);
+            report_id.update(p.a.as_bytes());
+            report_id.update(b"\t");
+            report_id.update(p.b.as_bytes());
+            report_id.update(b"\n");
+            let (at, aw) = thumb(&p.a_uri, i);
+            let (bt, bw) = thumb(&p.b_uri, i);
+            serde_json::json!([
+                p.a,
+                p.b,
+                p.a_uri,
+                p.b_uri,
+                p.a_caption,
+                p.b_caption,
+                at,
+                bt,
+                aw,
+                bw,
+                p.a_duplicates,
+                p.b_duplicates,
+                round4(p.clip),
+                round4(p.dino)
+            ])
+        })
+        .collect();
+    let n = first / params.chunk.max(1);
+    out.put(
+        &chunk_name(n),
+        script(
+            "addChunk",
+            &serde_json::json!({"index": n, "first": first, "rows": rows}),
+            true,
+        ),
+    )
+    .await
+}
+
+/// Writes `chart` as an SVG file name and returns the `<img>` for it.
+pub(crate) fn svg_file(
+    files: &mut Vec<(String, String)>,
+    name: &str,
+    chart: &impl plot::Chart,
+    alt: &str,
+) -> Result<String> {
+    let svg = plot::svg(chart)?;
+    let rel = format!("charts/{name}.svg");
+    files.push((rel.clone(), svg));
+    Ok(format!(
+        "<img class=\"chart\" src=\"{rel}\" alt=\"{}\">",
+        site::esc(alt)
+    ))
+}
+
+/// Pattern order of charts: the paper's, then others.
+pub(crate) fn pattern_order(names: impl Iterator<Item = String>) -> Vec<String> {
+    let all: std::collections::BTreeSet<String> = names.filter(|p| p != "all").collect();
+    let mut out: Vec<String> = PATTERNS
+        .iter()
+        .filter(|p| all.contains(**p))
+        .map(|p| p.to_string())
+        .collect();
+    out.extend(all.into_iter().filter(|p| !PATTERNS.contains(&p.as_str())));
+    out
+}
+
+/// Series of per-pattern pair accuracy with intervals, one per (model, benchmark) of a kind.
+pub(crate) fn pattern_series(scores: &[data::Score], kind: &str, order: &[String]) -> Vec<Series> {
+    let mut by_model: BTreeMap<(String, String), Vec<&data::Score>> = BTreeMap::new();
+    for s in scores.iter().filter(|s| s.kind == kind) {
+        by_model
+            .entry((s.model.clone(), s.benchmark.clone()))
+            .or_default()
+            .push(s);
+    }
+    by_model
+        .into_iter()
+        .map(|((model, _), rows)| {
+            let get = |p: &str| rows.iter().find(|r| r.pattern == p);
+            Series {
+                name: model,
+                values: order
+                    .iter()
+                    .map(|p| get(p).and_then(|r| r.pair_accuracy).unwrap_or(f64::NAN))
+                    .collect(),
+                intervals: order
+                    .iter()
+                    .map(|p| get(p).and_then(|r| r.pair_interval))
+                    .collect(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,517 @@
+//! The report's pages: a shared layout, the gallery shell (its behaviour is `assets/app.js`),
+//! and the thresholds and evaluation pages, rendered here with their SVG charts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::data::{Components, Evaluations, Thresholds};
+use super::{pattern_order, pattern_series, svg_file, ReportParams};
+use crate::error::Result;
+use crate::plot::{Bars, Density, Histogram, Scatter};
+use crate::storage::Location;
+
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+
+/// The static assets every report carries.
+pub fn assets() -> [(&'static str, &'static str); 2] {
+    [("assets/app.js", APP_JS), ("assets/style.css", STYLE_CSS)]
+}
+
+/// HTML-escapes text.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A page in the shared layout.
+pub fn page(title: &str, active: &str, root: &Location, body: &str, scripts: &str) -> String {
+    let nav = [
+        ("index.html", "gallery", "Pairs"),
+        ("thresholds.html", "thresholds", "Thresholds"),
+        ("evaluation.html", "evaluation", "Evaluation"),
+    ]
+    .iter()
+    .map(|(href, id, label)| {
+        let class = if *id == active {
+            " class=\"active\""
+        } else {
+            ""
+        };
+        format!("<a href=\"{href}\"{class}>{label}</a>")
+    })
+    .collect::<Vec<_>>()
+    .join("");
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t} · blindspot</title><link rel=\"stylesheet\" href=\"assets/style.css\"></head>\
+         <body><header><span class=\"brand\">blindspot</span><nav>{nav}</nav>\
+         <span class=\"root\" title=\"run root\">{root}</span></header><main>{body}</main>\
+         <footer>blindspot {v} · report of {root}</footer>{scripts}</body></html>\n",
+        t = esc(title),
+        root = esc(&root.url),
+        v = crate::VERSION,
+    )
+}
+
+/// The gallery: controls and an empty grid the app fills.
+pub fn gallery_page(root: &Location, pairs: u64, shown: u64) -> String {
+    let patterns: String = super::PATTERNS
+        .iter()
+        .map(|p| format!("<option value=\"{0}\">{0}</option>", esc(p)))
+        .collect();
+    let capped = if shown < pairs {
+        format!(
+            "<p class=\"note\">The gallery holds the {shown} most CLIP-blind of {pairs} pairs \
+             (<code>--max-pairs</code>); the thresholds page covers every candidate.</p>"
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        r#"<h1>Mined pairs</h1>{capped}
+<section class="controls" id="controls">
+  <label>Sort <select id="sort">
+    <option value="dino-asc">DINOv2 similarity, lowest first</option>
+    <option value="dino-desc">DINOv2 similarity, highest first</option>
+    <option value="clip-desc">CLIP similarity, highest first</option>
+    <option value="clip-asc">CLIP similarity, lowest first</option>
+    <option value="gap-desc">gap (CLIP − DINOv2), largest first</option>
+    <option value="comp-desc">component size, largest first</option>
+  </select></label>
+  <label>CLIP ≥ <input id="clip-min" type="number" step="0.01" min="-1" max="1"></label>
+  <label>CLIP ≤ <input id="clip-max" type="number" step="0.01" min="-1" max="1"></label>
+  <label>DINOv2 ≥ <input id="dino-min" type="number" step="0.01" min="-1" max="1"></label>
+  <label>DINOv2 ≤ <input id="dino-max" type="number" step="0.01" min="-1" max="1"></label>
+  <label>Pattern <select id="pattern"><option value="">any</option><option value="-">none yet</option>{patterns}</select></label>
+  <label>Decision <select id="decision"><option value="">any</option><option value="undecided">undecided</option><option value="accept">accepted</option><option value="reject">rejected</option></select></label>
+  <label>Component <input id="comp" type="number" min="0" step="1" placeholder="any"></label>
+  <label>Per page <select id="page-size"><option>24</option><option selected>48</option><option>96</option></select></label>
+  <button id="reset" type="button">Reset</button>
+</section>
+<section class="bar">
+  <span id="count" data-count="0">loading…</span>
+  <span class="pager"><button id="prev" type="button">◀ prev</button> <span id="page-info"></span> <button id="next" type="button">next ▶</button></span>
+  <span class="review-tools"><span id="decided"></span>
+    <button id="export-csv" type="button">Export CSV</button>
+    <button id="export-json" type="button">Export JSON</button>
+    <button id="help-toggle" type="button">Keys (?)</button></span>
+</section>
+<section id="help" hidden><p><kbd>j</kbd>/<kbd>→</kbd> next pair, <kbd>k</kbd>/<kbd>←</kbd> previous,
+<kbd>a</kbd> accept, <kbd>r</kbd> reject, <kbd>u</kbd> undecide, <kbd>1</kbd>–<kbd>9</kbd> pattern
+(in the order of the Pattern list), <kbd>0</kbd> no pattern, <kbd>n</kbd> write a note
+(<kbd>Enter</kbd> keeps it), <kbd>]</kbd>/<kbd>[</kbd> next/previous page. Decisions are kept in
+this browser (local storage, per report) until exported; <code>blindspot annotate --decisions FILE</code>
+turns the accepted pairs into benchmark items with their pattern.</p></section>
+<p id="error" class="error" hidden></p>
+<section id="grid" class="grid"></section>"#
+    );
+    let scripts = "<script src=\"data/meta.js\"></script><script src=\"data/index.js\"></script>\
+                   <script src=\"assets/app.js\"></script>";
+    let _ = shown;
+    page("Pairs", "gallery", root, &body, scripts)
+}
+
+fn fmt_count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The bins of component sizes: 2, 3, 4, 5-8, 9-16, ... (powers of two).
+pub fn size_bins(sizes: &[u64]) -> (Vec<String>, Vec<u64>) {
+    let mut labels = vec!["2".to_string(), "3".into(), "4".into()];
+    let mut counts = vec![0u64; 3];
+    let max = sizes.iter().copied().max().unwrap_or(2);
+    let mut lo = 5u64;
+    while lo <= max {
+        labels.push(format!("{lo}-{}", lo * 2 - 2));
+        counts.push(0);
+        lo = lo * 2 - 1;
+    }
+    for s in sizes {
+        let i = match s {
+            0..=2 => 0,
+            3 => 1,
+            4 => 2,
+            s => {
+                // Bin k >= 3 spans [2^(k-1)+1, 2^k].
+                let mut k = 3;
+                let mut hi = 8;
+                while *s > hi {
+                    k += 1;
+                    hi *= 2;
+                }
+                k
+            }
+        };
+        if i < counts.len() {
+            counts[i] += 1;
+        } else {
+            *counts.last_mut().expect("bins") += 1;
+        }
+    }
+    (labels, counts)
+}
+
+/// The thresholds page's body and its chart files.
+pub fn thresholds_body(
+    t: Option<&Thresholds>,
+    comps: &Components,
+    params: &ReportParams,
+) -> Result<(String, Vec<(String, String)>)> {
+    let mut files = Vec::new();
+    let mut h = String::from("<h1>Thresholds</h1>");
+    match t {
+        None => h.push_str("<p class=\"note\">This run root has no candidates table yet: run <code>blindspot candidates</code>.</p>"),
+        Some(t) if t.with_dino == 0 => {
+            let _ = write!(
+                h,
+                "<p class=\"note\">{} candidate pairs, none with DINOv2 vectors for both images yet: run <code>blindspot dino</code>.</p>",
+                fmt_count(t.candidates)
+            );
+        }
+        Some(t) => {
+            let _ = write!(
+                h,
+                "<p>{} candidate pairs (CLIP similarity above the candidates threshold); {} with DINOv2 vectors for both images, shown here.</p>",
+                fmt_count(t.candidates),
+                fmt_count(t.with_dino)
+            );
+            let density = Density {
+                title: "Candidates: CLIP vs DINOv2 similarity".into(),
+                x_label: "CLIP cosine similarity".into(),
+                y_label: "DINOv2 cosine similarity".into(),
+                x_range: t.clip_range,
+                y_range: t.dino_range,
+                counts: t.density.clone(),
+                x_line: None,
+                y_line: Some(0.6),
+            };
+            h.push_str("<section class=\"charts\">");
+            h.push_str(&svg_file(&mut files, "density", &density, "density of candidates")?);
+            let n = t.density.len();
+            let marginal = |clip: bool| -> Vec<u64> {
+                (0..n)
+                    .map(|k| {
+                        if clip {
+                            t.density[k].iter().sum()
+                        } else {
+                            t.density.iter().map(|c| c[k]).sum()
+                        }
+                    })
+                    .collect()
+            };
+            let labels = |(lo, hi): (f64, f64)| -> Vec<String> {
+                (0..n)
+                    .map(|k| format!("{:.2}", lo + (hi - lo) * k as f64 / n as f64))
+                    .collect()
+            };
+            for (name, clip, range, c) in [
+                ("clip-histogram", true, t.clip_range, 0),
+                ("dino-histogram", false, t.dino_range, 1),
+            ] {
+                let chart = Histogram {
+                    title: format!(
+                        "{} similarity of candidates",
+                        if clip { "CLIP" } else { "DINOv2" }
+                    ),
+                    x_label: "cosine similarity (bin start)".into(),
+                    y_label: "pairs".into(),
+                    bins: labels(range),
+                    counts: marginal(clip),
+                    log: false,
+                    colour: c,
+                };
+                h.push_str(&svg_file(&mut files, name, &chart, name)?);
+            }
+            h.push_str("</section>");
+            h.push_str("<h2>Yield</h2><p>Pairs (and distinct images) with CLIP similarity above the row's minimum and DINOv2 similarity below the column's maximum, computed over every candidate.</p>");
+            h.push_str("<table class=\"yield\" id=\"yield\"><thead><tr><th>CLIP &gt;</th>");
+            for d in &t.dino_grid {
+                let _ = write!(h, "<th>DINOv2 &lt; {d}</th>");
+            }
+            h.push_str("</tr></thead><tbody>");
+            for (ci, c) in t.clip_grid.iter().enumerate() {
+                let _ = write!(h, "<tr><th>{c}</th>");
+                for di in 0..t.dino_grid.len() {
+                    let _ = write!(
+                        h,
+                        "<td data-pairs=\"{p}\" data-images=\"{i}\">{pf} <small>({if_} images)</small></td>",
+                        p = t.yield_pairs[ci][di],
+                        i = t.yield_images[ci][di],
+                        pf = fmt_count(t.yield_pairs[ci][di]),
+                        if_ = fmt_count(t.yield_images[ci][di]),
+                    );
+                }
+                h.push_str("</tr>");
+            }
+            h.push_str("</tbody></table>");
+        }
+    }
+    h.push_str("<h2>Groups: connected components of the pair graph</h2>");
+    if comps.sizes.is_empty() {
+        h.push_str("<p class=\"note\">No mined pairs yet.</p>");
+        return Ok((h, files));
+    }
+    let _ = write!(
+        h,
+        "<p>{} pairs join {} images into {} components; the largest has {} images.</p>",
+        fmt_count(comps.pairs),
+        fmt_count(comps.sizes.iter().sum()),
+        fmt_count(comps.sizes.len() as u64),
+        fmt_count(comps.sizes[0])
+    );
+    let (labels, counts) = size_bins(&comps.sizes);
+    let chart = Histogram {
+        title: "Component sizes".into(),
+        x_label: "images in the component".into(),
+        y_label: "components".into(),
+        bins: labels,
+        counts,
+        log: true,
+        colour: 2,
+    };
+    h.push_str(&svg_file(
+        &mut files,
+        "components",
+        &chart,
+        "component sizes",
+    )?);
+    let listed = params.components.min(comps.sizes.len());
+    let mut members: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    for (k, c) in &comps.of_key {
+        if (*c as usize) < listed {
+            members.entry(*c).or_default().push(k);
+        }
+    }
+    h.push_str("<table class=\"components\" id=\"components\"><thead><tr><th>component</th><th>images</th><th>pairs</th><th>some members</th></tr></thead><tbody>");
+    for c in 0..listed {
+        let mut keys = members.remove(&(c as u32)).unwrap_or_default();
+        keys.sort_unstable();
+        let more = keys.len().saturating_sub(8);
+        let shown: Vec<String> = keys.iter().take(8).map(|k| esc(k)).collect();
+        let _ = write!(
+            h,
+            "<tr><td><a href=\"index.html#comp={c}\">#{c}</a></td><td>{}</td><td>{}</td><td><code>{}</code>{}</td></tr>",
+            comps.sizes[c],
+            comps.edges[c],
+            shown.join("</code> <code>"),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        );
+    }
+    h.push_str("</tbody></table>");
+    Ok((h, files))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.1}"))
+}
+
+fn interval(i: Option<(f64, f64)>) -> String {
+    i.map_or(String::new(), |(l, h)| {
+        format!(" <small>[{l:.1}, {h:.1}]</small>")
+    })
+}
+
+/// The evaluation page's body and its chart files.
+pub fn evaluation_body(e: &Evaluations) -> Result<(String, Vec<(String, String)>)> {
+    let mut files = Vec::new();
+    let mut h = String::from("<h1>Evaluation</h1>");
+    if e.scores.is_empty() {
+        h.push_str("<p class=\"note\">No evaluations in this run root yet: run <code>blindspot eval vlm</code> or <code>blindspot eval mllm</code>.</p>");
+        return Ok((h, files));
+    }
+    let method = e
+        .scores
+        .iter()
+        .find_map(|s| s.interval.clone())
+        .unwrap_or_else(|| "no intervals (the scores were written without --bootstrap)".into());
+    let _ = write!(
+        h,
+        "<p class=\"method\" id=\"method\">Intervals: {}. Each pattern's pairs are resampled with replacement and the accuracy recomputed; the interval is the 2.5th to 97.5th percentile of the resampled accuracies. One pair of MMVP's 150 is worth 0.67 points of pair accuracy.</p>",
+        esc(&method)
+    );
+    let order = pattern_order(e.scores.iter().map(|s| s.pattern.clone()));
+    for (kind, title) in [
+        ("vlm", "Vision encoders (MMVP-VLM)"),
+        ("mllm", "MLLMs (MMVP)"),
+    ] {
+        let series = pattern_series(&e.scores, kind, &order);
+        if series.is_empty() {
+            continue;
+        }
+        let _ = write!(h, "<h2>{title}</h2>");
+        let chart = Bars {
+            title: format!("{title}: pair accuracy per pattern"),
+            y_label: "pair accuracy (%)".into(),
+            categories: order.clone(),
+            series,
+            y_max: 100.0,
+            note: Some(format!("whiskers: {method}")),
+        };
+        h.push_str(&svg_file(
+            &mut files,
+            &format!("patterns-{kind}"),
+            &chart,
+            title,
+        )?);
+        // Model x pattern table.
+        let mut models: BTreeMap<(String, String), Vec<&super::data::Score>> = BTreeMap::new();
+        for s in e.scores.iter().filter(|s| s.kind == kind) {
+            models
+                .entry((s.model.clone(), s.benchmark.clone()))
+                .or_default()
+                .push(s);
+        }
+        let _ = write!(h, "<table class=\"scores\" data-kind=\"{kind}\"><thead><tr><th>model</th><th>benchmark</th>");
+        for p in order.iter().map(String::as_str).chain(["all"]) {
+            let _ = write!(h, "<th>{}</th>", esc(p));
+        }
+        h.push_str("</tr></thead><tbody>");
+        for ((model, bench), rows) in &models {
+            let _ = write!(h, "<tr><th>{}</th><td>{}</td>", esc(model), esc(bench));
+            for p in order.iter().map(String::as_str).chain(["all"]) {
+                match rows.iter().find(|r| r.pattern == p) {
+                    Some(r) => {
+                        let _ = write!(
+                            h,
+                            "<td><b>{}</b>{}<br><small>questions {}{} · {} pairs</small></td>",
+                            pct(r.pair_accuracy),
+                            interval(r.pair_interval),
+                            pct(r.question_accuracy),
+                            interval(r.question_interval),
+                            r.pairs
+                        );
+                    }
+                    None => h.push_str("<td>–</td>"),
+                }
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</tbody></table><p class=\"note\">Bold: pair accuracy (%), both questions of a pair right; below: question accuracy (%) and pairs; brackets: intervals.</p>");
+    }
+    if !e.correlations.is_empty() {
+        h.push_str("<h2>Encoder vs MLLM</h2><table class=\"correlations\"><thead><tr><th>encoder</th><th>MLLM</th><th>metric</th><th>Pearson r</th><th>Spearman ρ</th><th>patterns</th></tr></thead><tbody>");
+        for c in &e.correlations {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.encoder),
+                esc(&c.mllm),
+                esc(&c.metric),
+                c.pearson.map_or("–".into(), |r| format!("{r:.2}")),
+                c.pearson_interval.map_or(String::new(), |(l, h)| format!(
+                    " <small>[{l:.2}, {h:.2}]</small>"
+                )),
+                c.spearman.map_or("–".into(), |r| format!("{r:.2}")),
+                c.n
+            );
+        }
+        let fisher = e
+            .correlations
+            .iter()
+            .find_map(|c| c.interval.clone())
+            .unwrap_or_else(|| "no intervals".into());
+        let _ = write!(
+            h,
+            "</tbody></table><p class=\"method\">r's interval: {}.</p>",
+            esc(&fisher)
+        );
+        h.push_str("<section class=\"charts\">");
+        for (i, c) in e.correlations.iter().enumerate() {
+            let value = |model: &str, p: &str| {
+                e.scores
+                    .iter()
+                    .find(|s| s.model == model && s.pattern == p)
+                    .and_then(|s| {
+                        if c.metric == "question" {
+                            s.question_accuracy
+                        } else {
+                            s.pair_accuracy
+                        }
+                    })
+            };
+            let points: Vec<(String, f64, f64)> = order
+                .iter()
+                .filter_map(|p| Some((p.clone(), value(&c.encoder, p)?, value(&c.mllm, p)?)))
+                .collect();
+            if points.len() < 2 {
+                continue;
+            }
+            let note = c.pearson.map(|r| match c.pearson_interval {
+                Some((l, hi)) => format!("r = {r:.2} [{l:.2}, {hi:.2}] (n = {})", c.n),
+                None => format!("r = {r:.2} (n = {})", c.n),
+            });
+            let chart = Scatter {
+                title: format!("{} vs {}", c.encoder, c.mllm),
+                x_label: format!("{} {} accuracy (%)", c.encoder, c.metric),
+                y_label: format!("{} {} accuracy (%)", c.mllm, c.metric),
+                points,
+                note,
+            };
+            h.push_str(&svg_file(
+                &mut files,
+                &format!("scatter-{i}"),
+                &chart,
+                &chart.title,
+            )?);
+        }
+        h.push_str("</section>");
+    }
+    if !e.settings.is_empty() {
+        h.push_str("<h2>Settings</h2><table class=\"settings\"><thead><tr><th>kind</th><th>model</th><th>benchmark</th><th>template</th><th>grader</th><th>labels</th><th>decoding</th><th>endpoint</th><th>items</th><th>a prompt as sent</th></tr></thead><tbody>");
+        for s in &e.settings {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td><details><summary>show</summary><pre>{}</pre></details></td></tr>",
+                esc(&s.kind),
+                esc(&s.model),
+                esc(&s.benchmark),
+                esc(&s.template),
+                esc(&s.grader),
+                esc(&s.labels),
+                esc(&s.settings),
+                esc(&s.endpoint),
+                s.items,
+                esc(&s.example_prompt)
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    Ok((h, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_size_bins() {
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        let (labels, counts) = size_bins(&[2, 2, 3, 4, 5, 8, 9, 16, 17, 40]);
+        assert_eq!(labels, ["2", "3", "4", "5-8", "9-16", "17-32", "33-64"]);
+        assert_eq!(counts, [2, 1, 1, 2, 2, 1, 1]);
+        assert_eq!(fmt_count(1234567), "1,234,567");
+    }
+}
