@@ -315,9 +315,9 @@ async fn write_sheet(out: &Location, pairs: &[MinedPair]) -> Result<()> {
         "Pattern",
         "key",
         "source",
+        "note",
         "clip_sim",
         "dino_sim",
-        "note",
     ];
     let csv_err = |e: csv::Error| Error::table("annotation sheet", e);
     sheet.write_record(header).map_err(csv_err)?;
@@ -333,9 +333,9 @@ async fn write_sheet(out: &Location, pairs: &[MinedPair]) -> Result<()> {
                     &p.pattern,
                     key,
                     uri,
+                    &p.note,
                     &format!("{:.4}", p.clip),
                     &format!("{:.4}", p.dino),
-                    &p.note,
                 ])
                 .map_err(csv_err)?;
         }

@@ -25,6 +25,8 @@ mod layout;
 mod mining;
 #[path = "support/openai.rs"]
 mod openai;
+#[path = "support/report.rs"]
+mod report;
 #[path = "support/scale.rs"]
 mod scale;
 

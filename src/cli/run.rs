@@ -1,6 +1,7 @@
 //! `blindspot validate`, `run` and `demo`: the spec runner, which alone (with the spec) knows
 //! the order of stages.
 
+use blindspot::report::ReportParams;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -186,7 +187,17 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
     if !a.json {
         print_demo_summary(&root, &corpus).await?;
     }
-    clip_first(&input, &root, a.json).await
+    clip_first(&input, &root, a.json).await?;
+    // The report of the first root, beside it: `<out>/report`.
+    let site = match root.url.strip_suffix("/run") {
+        Some(base) => format!("{base}/report"),
+        None => format!("{}-report", root.url.trim_end_matches('/')),
+    };
+    let s = super::report::run_report(&root.url, &site, &ReportParams::default()).await?;
+    super::report(a.json, &s, || {
+        format!("\n{}", super::report::report_text(&s))
+    });
+    Ok(())
 }
 
 /// The demo's second order: `pipelines/clip-first.toml` on the same corpus (CLIP on every
