@@ -1917,9 +1917,122 @@ fn the_demo_evaluates_an_mllm_when_given_an_endpoint_and_correlates() {
         csv,
         ["encoder,mllm,n", "clip-tiny+clip-tiny-text,scripted,3"]
     );
+    export_reads_back(&root, dir.path());
     // Without an endpoint the demo says plainly that it skipped the MLLM.
     let plain = run_ok(&["demo", "--out", dir.path().join("plain").to_str().unwrap()]);
     assert!(plain.contains("eval mllm: skipped"), "{plain}");
+}
+
+/// `eval export` in both layouts, read back by parsers written from the harnesses' docs:
+/// lmms-eval's samples JSONL (`doc_id`, `target`, `resps`, `filtered_resps`, the metric per
+/// sample) and results JSON (`results.<task>."<metric>,none"`, `n-samples`), and VLMEvalKit's
+/// prediction TSV (`index`, `question`, `A`, `B`, `answer`, `prediction`) with its `_acc.csv`.
+fn export_reads_back(root: &Path, dir: &Path) {
+    let root_s = root.to_str().unwrap();
+    let overall = sql_csv(
+        root_s,
+        "SELECT question_accuracy FROM scores WHERE kind = 'mllm' AND pattern = 'all'",
+    );
+    let want: f64 = overall[1].parse().unwrap();
+    let lmms = dir.join("lmms");
+    let said = run_ok(&[
+        "eval",
+        "export",
+        "--root",
+        root_s,
+        "--format",
+        "lmms-eval",
+        "--out",
+        lmms.to_str().unwrap(),
+    ]);
+    assert!(said.contains("1 MLLM evaluation(s), 40 items"), "{said}");
+    assert!(
+        said.contains("1 vision-encoder evaluation(s) left out"),
+        "{said}"
+    );
+    let files = walk(&lmms);
+    let samples = files
+        .iter()
+        .find(|p| p.to_string_lossy().contains("_samples_"))
+        .unwrap();
+    let results = files
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("_results.json"))
+        .unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(samples)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 40);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["doc_id"], i as u64);
+        let target = l["target"].as_str().unwrap();
+        assert!(target == "(a)" || target == "(b)", "{l}");
+        assert!(l["resps"][0][0].is_string() && l["filtered_resps"][0].is_string());
+    }
+    let mean = lines
+        .iter()
+        .map(|l| l["question_accuracy"].as_f64().unwrap())
+        .sum::<f64>()
+        / 40.0;
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results).unwrap()).unwrap();
+    let (task, metrics) = r["results"].as_object().unwrap().iter().next().unwrap();
+    assert!((metrics["question_accuracy,none"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!((100.0 * mean - want).abs() < 1e-9, "{mean} vs {want}");
+    assert_eq!(r["n-samples"][task]["effective"], 40);
+    assert!(samples
+        .to_string_lossy()
+        .ends_with(&format!("_samples_{task}.jsonl")));
+
+    let vek = dir.join("vlmevalkit");
+    run_ok(&[
+        "eval",
+        "export",
+        "--root",
+        root_s,
+        "--format",
+        "vlmevalkit",
+        "--out",
+        vek.to_str().unwrap(),
+    ]);
+    let files = walk(&vek);
+    let tsv = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "tsv"))
+        .unwrap();
+    let acc = files
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("_acc.csv"))
+        .unwrap();
+    let mut rd = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        .from_path(tsv)
+        .unwrap();
+    let head: Vec<String> = rd.headers().unwrap().iter().map(str::to_string).collect();
+    for c in ["index", "question", "A", "B", "answer", "prediction"] {
+        assert!(head.iter().any(|h| h == c), "{c} missing from {head:?}");
+    }
+    let col = |n: &str| head.iter().position(|h| h == n).unwrap();
+    let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 40);
+    assert!(rows
+        .iter()
+        .all(|r| ["A", "B"].contains(&&r[col("answer")]) && !r[col("A")].is_empty()));
+    let hits = rows.iter().filter(|r| &r[col("hit")] == "1").count() as f64;
+    let acc_text = std::fs::read_to_string(acc).unwrap();
+    let mut acc_rows = acc_text.lines();
+    assert!(acc_rows.next().unwrap().starts_with("split,Overall"));
+    let overall: f64 = acc_rows
+        .next()
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((overall - 100.0 * hits / 40.0).abs() < 0.01 && (overall - want).abs() < 0.01);
 }
 
 #[test]

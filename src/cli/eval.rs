@@ -25,6 +25,24 @@ pub enum EvalCommand {
     Vlm(VlmArgs),
     /// Correlate encoders' and MLLMs' per-pattern scores; write tables and PNG plots.
     Correlate(CorrelateArgs),
+    /// Write the MLLM evaluations in lmms-eval's or VLMEvalKit's output layout.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Run root with committed evaluations.
+    #[arg(long)]
+    pub root: String,
+    /// Which harness's layout.
+    #[arg(long)]
+    pub format: blindspot::eval::export::Format,
+    /// Where the files go (a folder or URL).
+    #[arg(long)]
+    pub out: String,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +176,28 @@ pub async fn dispatch(cmd: EvalCommand) -> Result<()> {
             )
             .await?;
             report(a.json, &s, || correlate_text(&s));
+            Ok(())
+        }
+        EvalCommand::Export(a) => {
+            let root = Location::open(&a.root)?;
+            let out = Location::open(&a.out)?;
+            let s = blindspot::eval::export::export(&root, &out, a.format).await?;
+            report(a.json, &s, || {
+                let mut t = format!(
+                    "eval export: {} MLLM evaluation(s), {} items -> {}",
+                    s.evaluations, s.items, out.url
+                );
+                if s.skipped_vlm > 0 {
+                    t.push_str(&format!(
+                        " ({} vision-encoder evaluation(s) left out: neither format has them)",
+                        s.skipped_vlm
+                    ));
+                }
+                for f in &s.files {
+                    t.push_str(&format!("\n  {f}"));
+                }
+                t
+            });
             Ok(())
         }
     }

@@ -94,11 +94,9 @@ pub async fn report_cmd(a: ReportArgs) -> Result<()> {
     let s = run_report(&a.root, &a.out, &params).await?;
     print(a.json, &s, || report_text(&s));
     if let Some(addr) = a.serve {
-        let dir = std::path::PathBuf::from(
-            url::Url::parse(&Location::open(&a.out)?.url)?
-                .to_file_path()
-                .map_err(|_| anyhow::anyhow!("--out is not a local folder"))?,
-        );
+        let dir = url::Url::parse(&Location::open(&a.out)?.url)?
+            .to_file_path()
+            .map_err(|_| anyhow::anyhow!("--out is not a local folder"))?;
         blindspot::report::serve::serve(&dir, &addr, |bound| {
             eprintln!(
                 "serving {} at http://{bound}/ (Ctrl-C stops)",

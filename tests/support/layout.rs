@@ -14,6 +14,7 @@ const STAGES: &[&str] = &[
     "mine::filter",
     "eval",
     "annotate",
+    "report",
 ];
 
 fn src() -> PathBuf {
