@@ -144,6 +144,7 @@ impl Chart for Bars {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(0)
+            .y_label_formatter(&|v: &f64| format!("{v:.0}"))
             .y_desc(&self.y_label)
             .label_style(font(12.0))
             .axis_desc_style(font(13.0))
@@ -408,25 +409,21 @@ impl Chart for Histogram {
             .x_label_area_size(44)
             .y_label_area_size(60);
         let every = n.div_ceil(10).max(1);
-        let label = |x: &f64| {
-            let i = x.floor() as usize;
-            if (x - x.floor() - 0.5).abs() < 1e-6 && i < self.bins.len() && i.is_multiple_of(every)
-            {
-                self.bins[i].clone()
-            } else {
-                String::new()
-            }
-        };
         let centres: Vec<f64> = (0..n).map(|i| i as f64 + 0.5).collect();
         let c = colour(self.colour);
-        if self.log {
+        let integer = |v: &f64| format!("{v:.0}");
+        // Bin labels are drawn under their bars, every `every`-th one.
+        let labelled: Vec<usize> = (0..n.min(self.bins.len()))
+            .filter(|i| i.is_multiple_of(every))
+            .collect();
+        let positions: Vec<(i32, i32)> = if self.log {
             let mut chart =
                 builder.build_cartesian_2d(0.0..n as f64, (0.8..max * 1.5).log_scale())?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()
-                .x_labels(n + 1)
-                .x_label_formatter(&label)
+                .x_labels(0)
+                .y_label_formatter(&integer)
                 .x_desc(&self.x_label)
                 .y_desc(format!("{} (log)", self.y_label))
                 .label_style(font(11.0))
@@ -442,13 +439,17 @@ impl Chart for Histogram {
                         Rectangle::new([(x - 0.45, 0.8), (x + 0.45, *v as f64)], c.filled())
                     }),
             )?;
+            labelled
+                .iter()
+                .map(|i| chart.backend_coord(&(centres[*i], 0.8)))
+                .collect()
         } else {
             let mut chart = builder.build_cartesian_2d(0.0..n as f64, 0.0..max * 1.05)?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()
-                .x_labels(n + 1)
-                .x_label_formatter(&label)
+                .x_labels(0)
+                .y_label_formatter(&integer)
                 .x_desc(&self.x_label)
                 .y_desc(&self.y_label)
                 .label_style(font(11.0))
@@ -458,6 +459,21 @@ impl Chart for Histogram {
             chart.draw_series(centres.iter().zip(&self.counts).map(|(x, v)| {
                 Rectangle::new([(x - 0.45, 0.0), (x + 0.45, *v as f64)], c.filled())
             }))?;
+            labelled
+                .iter()
+                .map(|i| chart.backend_coord(&(centres[*i], 0.0)))
+                .collect()
+        };
+        let centred = font(11.0).pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Top,
+        ));
+        for (i, (px, py)) in labelled.iter().zip(positions) {
+            area.draw(&Text::new(
+                self.bins[*i].clone(),
+                (px, py + 6),
+                centred.clone(),
+            ))?;
         }
         Ok(())
     }
@@ -622,9 +638,12 @@ mod tests {
             colour: 2,
         };
         assert!(count(&png(&h).unwrap(), colour(2)) > 100);
-        assert!(svg(&Histogram { log: false, ..h })
-            .unwrap()
-            .contains("components"));
+        let text = svg(&Histogram { log: false, ..h }).unwrap();
+        let flat = text.replace(['\n', ' '], "");
+        assert!(
+            text.contains("components") && flat.contains(">3</text>"),
+            "bin labels are drawn"
+        );
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub fn thresholds_body(
             };
             let labels = |(lo, hi): (f64, f64)| -> Vec<String> {
                 (0..n)
-                    .map(|k| format!("{:.2}", lo + (hi - lo) * k as f64 / n as f64))
+                    .map(|k| format!("{:.3}", lo + (hi - lo) * k as f64 / n as f64))
                     .collect()
             };
             for (name, clip, range, c) in [
