@@ -988,6 +988,9 @@ fn the_nightly_chain_mines_only_what_is_new_and_ends_where_one_full_run_does() {
     let night3 = run_ok(&["run", spec]);
     assert!(night3.contains("partition: up to date"), "{night3}");
     assert!(night3.contains("filter: up to date"), "{night3}");
+    // Each night ends with the report, reusing the thumbnails of earlier nights.
+    assert!(night3.contains("thumbnails 0 made"), "{night3}");
+    assert!(dir.path().join("nightly-report/index.html").is_file());
 
     // One run over everything, on a fresh root, ends at the same tables.
     let full = dir.path().join("full");

@@ -159,6 +159,12 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 report(json, &s, || super::mine::filter_text(&s, r.dino_max));
             }
             "eval" => eval::run_stage(&r, json).await?,
+            "report" => {
+                let out = r.spec.report.out_for(&r.root.url);
+                let s =
+                    super::report::run_report(&r.root.url, &out, &r.spec.report.params()).await?;
+                report(json, &s, || super::report::report_text(&s));
+            }
             other => anyhow::bail!("unknown stage {other:?}"),
         }
     }
