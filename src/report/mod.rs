@@ -155,40 +155,26 @@ pub async fn report(
         progress.start("report", Some(shown));
         let mut stream = data::pairs(&t, params.max_pairs).await?;
         let mut pending: Vec<Pair> = Vec::new();
-        while let Some(b) = stream
-            .try_next()
-            .await
-            .map_err(|e| Error::table("pairs", e))?
-        {
-            pending.extend(data::parse_pairs(&b)?);
-            while pending.len() >= chunk {
-                let rest = pending.split_off(chunk);
+        loop {
+            let next = stream
+                .try_next()
+                .await
+                .map_err(|e| Error::table("pairs", e))?;
+            let last = next.is_none();
+            if let Some(b) = next {
+                pending.extend(data::parse_pairs(&b)?);
+            }
+            // Full chunks as they fill; the remainder at the end.
+            while pending.len() >= chunk || (last && !pending.is_empty()) {
+                let rest = pending.split_off(chunk.min(pending.len()));
                 let full = std::mem::replace(&mut pending, rest);
-                write_chunk(
-                    out,
-                    &full,
-                    &comps,
-                    &mut thumbs,
-                    params,
-                    &mut index,
-                    &mut report_id,
-                )
-                .await?;
+                let sinks = (&mut thumbs, &mut index, &mut report_id);
+                write_chunk(out, &full, &comps, params, sinks).await?;
                 progress.advance(full.len() as u64);
             }
-        }
-        if !pending.is_empty() {
-            write_chunk(
-                out,
-                &pending,
-                &comps,
-                &mut thumbs,
-                params,
-                &mut index,
-                &mut report_id,
-            )
-            .await?;
-            progress.advance(pending.len() as u64);
+            if last {
+                break;
+            }
         }
         progress.finish();
     }
@@ -236,33 +222,20 @@ pub async fn report(
     }
     let gallery = site::gallery_page(root, comps.pairs, shown);
     out.put("index.html", Bytes::from(gallery)).await?;
-    out.put(
-        "thresholds.html",
-        Bytes::from(site::page(
+    for (file, title, id, (body, charts)) in [
+        (
+            "thresholds.html",
             "Thresholds",
             "thresholds",
-            root,
-            &threshold_html.0,
-            "",
-        )),
-    )
-    .await?;
-    for (name, svg) in threshold_html.1 {
-        out.put(&name, Bytes::from(svg)).await?;
-    }
-    out.put(
-        "evaluation.html",
-        Bytes::from(site::page(
-            "Evaluation",
-            "evaluation",
-            root,
-            &eval_html.0,
-            "",
-        )),
-    )
-    .await?;
-    for (name, svg) in eval_html.1 {
-        out.put(&name, Bytes::from(svg)).await?;
+            threshold_html,
+        ),
+        ("evaluation.html", "Evaluation", "evaluation", eval_html),
+    ] {
+        let html = site::page(title, id, root, &body, "");
+        out.put(file, Bytes::from(html)).await?;
+        for (name, svg) in charts {
+            out.put(&name, Bytes::from(svg)).await?;
+        }
     }
     Ok(ReportSummary {
         index: out.uri_of(&out.path("index.html")),
@@ -286,14 +259,19 @@ struct GalleryIndex {
     comp: Vec<u32>,
 }
 
+/// Where a chunk's side effects go: the thumbnails, the gallery index and the report id.
+type Sinks<'a> = (
+    &'a mut Thumbnailer,
+    &'a mut GalleryIndex,
+    &'a mut blake3::Hasher,
+);
+
 async fn write_chunk(
     out: &Location,
     pairs: &[Pair],
     comps: &data::Components,
-    thumbs: &mut Thumbnailer,
     params: &ReportParams,
-    index: &mut GalleryIndex,
-    report_id: &mut blake3::Hasher,
+    (thumbs, index, report_id): Sinks<'_>,
 ) -> Result<()> {
     let first = index.clip.len();
     let with_thumbs = params.thumbnails.saturating_sub(first).min(pairs.len());

@@ -97,7 +97,7 @@ pub fn gallery_page(root: &Location, pairs: u64, shown: u64) -> String {
   <label>Pattern <select id="pattern"><option value="">any</option><option value="-">none yet</option>{patterns}</select></label>
   <label>Decision <select id="decision"><option value="">any</option><option value="undecided">undecided</option><option value="accept">accepted</option><option value="reject">rejected</option></select></label>
   <label>Component <input id="comp" type="number" min="0" step="1" placeholder="any"></label>
-  <label>Per page <select id="page-size"><option>24</option><option selected>48</option><option>96</option></select></label>
+  <label>Per page <select id="page-size"><option>12</option><option>24</option><option selected>48</option><option>96</option></select></label>
   <button id="reset" type="button">Reset</button>
 </section>
 <section class="bar">

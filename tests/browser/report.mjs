@@ -1,6 +1,6 @@
 // Drives the report in Debian's chromium (headless) with playwright-core and prints what it
 // saw as one JSON object; tests/report.rs asserts on it. Usage:
-//   node tests/browser/report.mjs SITE_DIR OUT_DIR [--dino-max X] [--review] [--scale]
+//   node tests/browser/report.mjs SITE_DIR OUT_DIR [--page-size N] [--dino-max X] [--review] [--scale]
 // --review: accept/reject/pattern/note by keyboard, then export decisions (OUT_DIR/decisions.*)
 // --scale: timings of load, filter, sort, paging and scrolling, and the longest main-thread task.
 import { chromium } from "playwright-core";
@@ -48,13 +48,18 @@ try {
   result.load_ms = Date.now() - t0;
   result.count_initial = await count();
   result.shown = await page.evaluate(() => window.BLINDSPOT.index.clip.length);
+  if (value("--page-size") !== null) {
+    await page.selectOption("#page-size", value("--page-size"));
+    await settle();
+  }
 
   // Every card across every page.
   if (!flag("--scale")) {
-    let total = 0, pages = 0;
+    let total = 0, pages = 0, placeholders = 0;
     for (;;) {
       await settle();
       total += await page.locator("#grid .card").count();
+      placeholders += await page.locator("#grid .noimg").count();
       pages += 1;
       if (await page.isDisabled("#next")) break;
       const before = await page.getAttribute("#grid", "data-page");
@@ -62,6 +67,7 @@ try {
       await page.waitForFunction((b) => document.getElementById("grid").dataset.page !== b, before);
     }
     result.total_cards = total;
+    result.placeholders = placeholders;
     result.pages = pages;
     await page.click("#reset");
     await settle();

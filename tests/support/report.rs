@@ -71,7 +71,35 @@ fn the_report_renders_in_chromium_and_review_decisions_become_the_sheet() {
     let x = threshold_between(&dinos);
     let below = dinos.iter().filter(|d| **d <= x).count() as u64;
     let art = artefacts();
-    let seen = browse(&site, &art, &["--dino-max", &format!("{x:.6}"), "--review"]);
+    // Small chunks and pages, so that paging crosses chunks; thumbnails for 10 pairs only.
+    let site = dir.path().join("report-small");
+    let said = run_ok(&[
+        "report",
+        "--root",
+        root_s,
+        "--out",
+        site.to_str().unwrap(),
+        "--chunk",
+        "4",
+        "--thumbnails",
+        "10",
+    ]);
+    assert!(said.contains("14 of 14 pairs in 4 chunks"), "{said}");
+    assert!(said.contains("thumbnails 20 made"), "{said}");
+    let seen = browse(
+        &site,
+        &art,
+        &[
+            "--page-size",
+            "12",
+            "--dino-max",
+            &format!("{x:.6}"),
+            "--review",
+        ],
+    );
+    assert_eq!(seen["pages"], 2, "{seen}");
+    // The 4 pairs beyond --thumbnails show why their 8 images have no picture.
+    assert_eq!(seen["placeholders"], 8, "{seen}");
     assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen}");
     assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
     // As many cards, across pages, as the pairs table has rows.
