@@ -445,6 +445,8 @@ mod tests {
         assert_eq!(g[0].by_pattern.len(), 3);
         let e1 = rows.iter().find(|r| r.encoder == "e1").unwrap();
         assert_eq!(e1.n, 3);
+        // Three patterns are too few for a Fisher interval (it needs n - 3 > 0).
+        assert!(e1.pearson_interval.is_none());
         // e1 and m are exactly affine on the shared patterns: r = 1.
         assert!((e1.pearson.unwrap() - 1.0).abs() < 1e-12);
         let grp = rows.iter().find(|r| r.group).unwrap();

@@ -119,7 +119,6 @@ turns the accepted pairs into benchmark items with their pattern.</p></section>
     );
     let scripts = "<script src=\"data/meta.js\"></script><script src=\"data/index.js\"></script>\
                    <script src=\"assets/app.js\"></script>";
-    let _ = shown;
     page("Pairs", "gallery", root, &body, scripts)
 }
 

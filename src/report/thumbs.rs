@@ -73,12 +73,13 @@ pub struct Thumbnailer {
 impl Thumbnailer {
     /// Lists the site's existing thumbnails once.
     pub async fn open(out: &Location, params: &ThumbParams) -> Result<Thumbnailer> {
-        let listed: Vec<object_store::ObjectMeta> = out
-            .store
-            .list(Some(&out.path(DIR)))
-            .try_collect()
-            .await
-            .unwrap_or_default();
+        // A site written for the first time has no thumbnails folder yet.
+        let listed: Vec<object_store::ObjectMeta> =
+            match out.store.list(Some(&out.path(DIR))).try_collect().await {
+                Ok(l) => l,
+                Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(Error::storage(out.uri_of(&out.path(DIR)), e)),
+            };
         let prefix = out.path("").to_string();
         let have = listed
             .into_iter()
