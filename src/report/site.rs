@@ -106,13 +106,15 @@ pub fn gallery_page(root: &Location, pairs: u64, shown: u64) -> String {
   <span class="review-tools"><span id="decided"></span>
     <button id="export-csv" type="button">Export CSV</button>
     <button id="export-json" type="button">Export JSON</button>
+    <label class="import">Import <input id="import" type="file" accept=".json,.csv,application/json,text/csv"></label>
     <button id="help-toggle" type="button">Keys (?)</button></span>
 </section>
 <section id="help" hidden><p><kbd>j</kbd>/<kbd>→</kbd> next pair, <kbd>k</kbd>/<kbd>←</kbd> previous,
 <kbd>a</kbd> accept, <kbd>r</kbd> reject, <kbd>u</kbd> undecide, <kbd>1</kbd>–<kbd>9</kbd> pattern
 (in the order of the Pattern list), <kbd>0</kbd> no pattern, <kbd>n</kbd> write a note
 (<kbd>Enter</kbd> keeps it), <kbd>]</kbd>/<kbd>[</kbd> next/previous page. Decisions are kept in
-this browser (local storage, per report) until exported; <code>blindspot annotate --decisions FILE</code>
+this browser (local storage, per report) until exported; Import reads an exported file back (by
+keys, so into a rebuilt report too); <code>blindspot annotate --decisions FILE</code>
 turns the accepted pairs into benchmark items with their pattern.</p></section>
 <p id="error" class="error" hidden></p>
 <section id="grid" class="grid"></section>"#

@@ -1,6 +1,6 @@
 // Drives the report in Debian's chromium (headless) with playwright-core and prints what it
 // saw as one JSON object; tests/report.rs asserts on it. Usage:
-//   node tests/browser/report.mjs SITE_DIR OUT_DIR [--page-size N] [--dino-max X] [--review] [--scale]
+//   node tests/browser/report.mjs SITE_DIR OUT_DIR [--page-size N] [--import FILE] [--dino-max X] [--review] [--scale]
 // --review: accept/reject/pattern/note by keyboard, then export decisions (OUT_DIR/decisions.*)
 // --scale: timings of load, filter, sort, paging and scrolling, and the longest main-thread task.
 import { chromium } from "playwright-core";
@@ -70,6 +70,13 @@ try {
     result.placeholders = placeholders;
     result.pages = pages;
     await page.click("#reset");
+    await settle();
+  }
+
+  if (value("--import") !== null) {
+    await page.setInputFiles("#import", value("--import"));
+    await page.waitForFunction(() => document.getElementById("decided").textContent.includes("imported"));
+    result.imported_text = await page.textContent("#decided");
     await settle();
   }
 

@@ -180,6 +180,19 @@ fn the_report_renders_in_chromium_and_review_decisions_become_the_sheet() {
             4
         );
     }
+    // Imported into the demo's own report (another build, a fresh browser), by keys.
+    for file in ["decisions.json", "decisions.csv"] {
+        let back = browse(
+            &dir.path().join("report"),
+            &art.join("import"),
+            &["--import", art.join(file).to_str().unwrap()],
+        );
+        assert_eq!(back["page_errors"], serde_json::json!([]), "{back}");
+        assert_eq!(
+            back["imported_text"], "2 accepted, 1 rejected (imported 3)",
+            "{file}: {back}"
+        );
+    }
     // Decisions from another run are refused, naming the pair.
     let foreign = dir.path().join("foreign.csv");
     std::fs::write(

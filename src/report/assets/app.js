@@ -363,6 +363,67 @@
     download("decisions.json", "application/json", JSON.stringify(doc, null, 2) + "\n");
   });
 
+  // Reads CSV as the export writes it: a header, commas, fields quoted with "" escapes.
+  function parseCsv(text) {
+    const rows = [];
+    let row = [], field = "", quoted = false;
+    for (let k = 0; k < text.length; k++) {
+      const ch = text[k];
+      if (quoted) {
+        if (ch === '"' && text[k + 1] === '"') { field += '"'; k++; }
+        else if (ch === '"') quoted = false;
+        else field += ch;
+      } else if (ch === '"') quoted = true;
+      else if (ch === ",") { row.push(field); field = ""; }
+      else if (ch === "\n" || ch === "\r") {
+        if (ch === "\r" && text[k + 1] === "\n") k++;
+        row.push(field); field = "";
+        if (row.length > 1 || row[0] !== "") rows.push(row);
+        row = [];
+      } else field += ch;
+    }
+    if (field !== "" || row.length) { row.push(field); rows.push(row); }
+    const head = rows.shift() || [];
+    return rows.map((r) => Object.fromEntries(head.map((h, k) => [h.trim(), r[k] || ""])));
+  }
+
+  // Import: decisions matched to this report's pairs by their keys, so a file exported from
+  // an earlier build of the report (or another browser) comes back.
+  $("import").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    try {
+      const text = await file.text();
+      const t = text.trim();
+      const list = t.startsWith("{") || t.startsWith("[") ? (JSON.parse(t).decisions || JSON.parse(t)) : parseCsv(text);
+      const all = [];
+      for (let c = 0; c * meta.chunk < n; c++) all.push(loadChunk(c));
+      await Promise.all(all);
+      const at = new Map();
+      for (let i = 0; i < n; i++) {
+        const p = row(i);
+        at.set(p.a + "\t" + p.b, i);
+      }
+      let matched = 0, missing = 0;
+      for (const d of list) {
+        const i = at.get(d.a + "\t" + d.b);
+        if (i === undefined) { missing++; continue; }
+        const x = entry(i);
+        x.decision = d.decision || "";
+        x.pattern = d.pattern || "";
+        x.note = d.note || "";
+        x.reviewed = d.reviewed || new Date().toISOString();
+        matched++;
+      }
+      save();
+      refilter();
+      $("decided").textContent = summary() + " (imported " + matched + (missing ? ", " + missing + " not in this report" : "") + ")";
+    } catch (err) {
+      fail("could not import " + file.name + ": " + err.message);
+    }
+    e.target.value = "";
+  });
+
   $("help-toggle").addEventListener("click", () => ($("help").hidden = !$("help").hidden));
   $("prev").addEventListener("click", () => go(-1));
   $("next").addEventListener("click", () => go(1));
