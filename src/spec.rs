@@ -152,6 +152,12 @@ pub struct VlmEntry {
     pub image: String,
     /// The text tower's manifest.
     pub text: String,
+    /// Bootstrap resamples for the scores' intervals (0: none).
+    #[serde(default = "crate::eval::mllm::default_bootstrap")]
+    pub bootstrap: u32,
+    /// The bootstrap's seed.
+    #[serde(default)]
+    pub bootstrap_seed: u64,
 }
 
 /// `[eval.correlate]`.

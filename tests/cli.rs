@@ -2198,6 +2198,10 @@ fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
             .replace("../data/MMVP", bench.to_str().unwrap())
             .replace("http://127.0.0.1:8000/v1", &server.url)
             .replace("categorise = true", "categorise = false")
+            .replace(
+                "\ncategorise = false",
+                "\ncategorise = false\nbootstrap = 0",
+            )
             .replace("../models/", &format!("{}/models/", repo().display()))
             .replace(
                 "\"mmvp-vlm-published.csv\"",
@@ -2225,6 +2229,17 @@ fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
     );
     // The MLLM has two patterns (Color, Orientation): too few for an r, but counted.
     assert_eq!(csv, ["encoder,n", "CLIP,2"]);
+    // `bootstrap = 0` in the spec: scores without intervals, and the table says none.
+    let csv = sql_csv(
+        root.to_str().unwrap(),
+        "SELECT count(*) AS n, count(pair_accuracy_low) AS low, count(interval_method) AS method FROM scores",
+    );
+    assert_eq!(
+        csv[1].split(',').skip(1).collect::<Vec<_>>(),
+        ["0", "0"],
+        "{csv:?}"
+    );
+    assert_ne!(csv[1].split(',').next(), Some("0"));
 }
 
 #[test]

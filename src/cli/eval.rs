@@ -392,7 +392,11 @@ pub async fn run_stage(r: &blindspot::spec::Resolved, json: bool) -> Result<()> 
             std::path::Path::new(&v.text),
             &root.url,
             device,
-            Bootstrap::default(),
+            Bootstrap {
+                resamples: v.bootstrap,
+                seed: v.bootstrap_seed,
+                ..Bootstrap::default()
+            },
         )
         .await?;
         report(json, &s, || eval_text(&s));

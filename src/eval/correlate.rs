@@ -60,7 +60,7 @@ pub const FISHER_NOTE: &str =
 
 /// The note under per-pattern bar charts.
 pub const INTERVAL_NOTE: &str =
-    "whiskers: percentile bootstrap intervals over pairs (see the scores table's interval column)";
+    "whiskers: percentile bootstrap intervals over pairs (see the scores table's interval_method column)";
 
 impl Correlation {
     /// `r = 0.81 [0.31, 0.96] (n = 9)`, or what is known of it.

@@ -524,8 +524,8 @@ pub async fn evaluations(t: &Tables) -> Result<Evaluations> {
                 opt("pair_accuracy_low")?,
                 opt("pair_accuracy_high")?,
             );
-            let interval = if has("interval") {
-                s("interval")?
+            let interval = if has("interval_method") {
+                s("interval_method")?
             } else {
                 vec![None; b.num_rows()]
             };
@@ -566,8 +566,8 @@ pub async fn evaluations(t: &Tables) -> Result<Evaluations> {
             } else {
                 (none.clone(), none.clone())
             };
-            let interval = if has("interval") {
-                strs(b, "interval")?
+            let interval = if has("interval_method") {
+                strs(b, "interval_method")?
             } else {
                 vec![None; b.num_rows()]
             };

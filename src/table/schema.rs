@@ -226,7 +226,7 @@ pub fn scores() -> SchemaRef {
         Field::new("question_accuracy_high", DataType::Float64, true),
         Field::new("pair_accuracy_low", DataType::Float64, true),
         Field::new("pair_accuracy_high", DataType::Float64, true),
-        Field::new("interval", DataType::Utf8, true),
+        Field::new("interval_method", DataType::Utf8, true),
     ])
 }
 
@@ -245,7 +245,7 @@ pub fn correlations() -> SchemaRef {
         // The Fisher-z interval of `pearson` (null below 4 patterns).
         Field::new("pearson_low", DataType::Float64, true),
         Field::new("pearson_high", DataType::Float64, true),
-        Field::new("interval", DataType::Utf8, true),
+        Field::new("interval_method", DataType::Utf8, true),
     ])
 }
 
