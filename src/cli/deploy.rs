@@ -236,10 +236,17 @@ mod tests {
             .unwrap();
         let text = map["data"]["nightly.toml"].as_str().unwrap();
         let spec = blindspot::spec::parse(Path::new("nightly.toml"), text).unwrap();
-        assert_eq!(
-            spec.run.stages,
-            ["embed", "partition", "candidates", "filter"]
-        );
+        // The same chain as the shipped nightly spec, ending with the report into a bucket.
+        let shipped_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/nightly.toml");
+        let shipped_text = std::fs::read_to_string(&shipped_path).unwrap();
+        let shipped = blindspot::spec::parse(&shipped_path, &shipped_text).unwrap();
+        assert_eq!(spec.run.stages, shipped.run.stages);
+        assert_eq!(spec.run.stages.last().map(String::as_str), Some("report"));
+        assert!(spec
+            .report
+            .out
+            .as_deref()
+            .is_some_and(|o| o.starts_with("s3://")));
         let cluster = spec
             .filter
             .cluster
