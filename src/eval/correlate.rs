@@ -66,10 +66,7 @@ impl Correlation {
     /// `r = 0.81 [0.31, 0.96] (n = 9)`, or what is known of it.
     pub fn pearson_note(&self) -> Option<String> {
         let r = self.pearson?;
-        Some(match self.pearson_interval {
-            Some((lo, hi)) => format!("r = {r:.2} [{lo:.2}, {hi:.2}] (n = {})", self.n),
-            None => format!("r = {r:.2} (n = {})", self.n),
-        })
+        Some(plot::r_note(r, self.pearson_interval, self.n as u64))
     }
 }
 

@@ -479,6 +479,15 @@ impl Chart for Histogram {
     }
 }
 
+/// The note a scatter of per-pattern scores carries: `r = 0.81 [0.31, 0.96] (n = 9)`, or
+/// without the interval when there is none.
+pub fn r_note(r: f64, interval: Option<(f64, f64)>, n: u64) -> String {
+    match interval {
+        Some((lo, hi)) => format!("r = {r:.2} [{lo:.2}, {hi:.2}] (n = {n})"),
+        None => format!("r = {r:.2} (n = {n})"),
+    }
+}
+
 /// Intercept and slope of the least-squares line, if at least two distinct x values exist.
 pub fn least_squares(points: impl Iterator<Item = (f64, f64)>) -> Option<(f64, f64)> {
     let pts: Vec<(f64, f64)> = points
@@ -657,5 +666,10 @@ mod tests {
         );
         assert_eq!(two_lines("Color"), ["Color"]);
         assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(
+            r_note(0.814, Some((0.3, 0.96)), 9),
+            "r = 0.81 [0.30, 0.96] (n = 9)"
+        );
+        assert_eq!(r_note(-0.5, None, 3), "r = -0.50 (n = 3)");
     }
 }

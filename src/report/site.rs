@@ -457,10 +457,9 @@ pub fn evaluation_body(e: &Evaluations) -> Result<(String, Vec<(String, String)>
             if points.len() < 2 {
                 continue;
             }
-            let note = c.pearson.map(|r| match c.pearson_interval {
-                Some((l, hi)) => format!("r = {r:.2} [{l:.2}, {hi:.2}] (n = {})", c.n),
-                None => format!("r = {r:.2} (n = {})", c.n),
-            });
+            let note = c
+                .pearson
+                .map(|r| crate::plot::r_note(r, c.pearson_interval, c.n as u64));
             let chart = Scatter {
                 title: format!("{} vs {}", c.encoder, c.mllm),
                 x_label: format!("{} {} accuracy (%)", c.encoder, c.metric),
