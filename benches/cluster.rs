@@ -52,6 +52,7 @@ async fn write_root(root: &Location, n: usize) {
         seed: 7,
         float: FloatType::F16,
         prefix: "v".into(),
+        ..Default::default()
     };
     vectors::write(root, &params).await.unwrap();
     let key = |i: usize| format!("v/{:010}", i % IMAGES);

@@ -254,8 +254,12 @@ pub struct PartitionSection {
     pub probe: Option<usize>,
     /// Cells whose block is estimated above this many rows are split.
     pub max_block_rows: usize,
-    /// Exact placement refuses above this average copy factor.
+    /// Exact placement is given up above this average copy factor.
     pub max_copies: f64,
+    /// Demand exact placement (refuse above max-copies instead of choosing probes).
+    pub exact: bool,
+    /// The recall probes are chosen for when exact placement is impractical.
+    pub target_recall: f64,
     /// Retrain when new vectors fit this much worse than the training sample.
     pub drift_max: f64,
     /// Train new centroids on every run.
@@ -272,6 +276,8 @@ impl Default for PartitionSection {
             probe: p.probe,
             max_block_rows: p.max_block_rows,
             max_copies: p.max_copies,
+            exact: p.exact,
+            target_recall: p.target_recall,
             drift_max: p.drift_max,
             retrain: p.retrain,
         }
@@ -747,6 +753,8 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         retrain: p.retrain,
         max_block_rows: p.max_block_rows,
         max_copies: p.max_copies,
+        exact: p.exact,
+        target_recall: p.target_recall,
         drift_max: p.drift_max,
         ..Default::default()
     };

@@ -167,13 +167,20 @@ pub fn udfs() -> Vec<Arc<ScalarUDF>> {
     vec![Arc::new(ScalarUDF::from(CosineSim::default()))]
 }
 
-/// A DataFusion session over `root` with its tables and blindspot's UDFs registered. Returns
-/// the names of the registered tables too.
-pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
+/// A DataFusion session with blindspot's UDFs and no tables yet (for local files; tables over
+/// another store need it registered, as `session` does).
+pub fn bare_session() -> SessionContext {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
     for udf in udfs() {
         ctx.register_udf(udf.as_ref().clone());
     }
+    ctx
+}
+
+/// A DataFusion session over `root` with its tables and blindspot's UDFs registered. Returns
+/// the names of the registered tables too.
+pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
+    let ctx = bare_session();
     let base = url::Url::parse(&root.url).map_err(|e| Error::Url {
         url: root.url.clone(),
         reason: e.to_string(),
@@ -218,28 +225,8 @@ pub const DINO_VECTORS: &str = "dino_vectors";
 /// root has no DINOv2 vectors at all.
 pub async fn register_dino_vectors(ctx: &SessionContext, root: &Location) -> Result<bool> {
     let catalog = Catalog::new(root);
-    let mut embedded = Vec::new();
-    for c in catalog.commits_of(CommitSet::EMBED).await? {
-        let dino = c
-            .info::<serde_json::Value>()
-            .ok()
-            .and_then(|v| v["encoders"][1].as_str().map(|s| !s.is_empty()))
-            .unwrap_or(true);
-        if dino {
-            embedded.extend(c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path));
-        }
-    }
-    let later: Vec<String> = catalog
-        .objects(&table::DINO, Generations::All)
-        .await?
-        .into_iter()
-        .map(|o| o.path)
-        .collect();
     let mut frames = Vec::new();
-    for (name, paths) in [("embeddings", embedded), ("dino", later)] {
-        if paths.is_empty() {
-            continue;
-        }
+    for (name, paths) in dino_objects(&catalog).await? {
         let t = listing_table(ctx, root, name, &paths).await?;
         let df = ctx
             .read_table(t)
@@ -261,6 +248,31 @@ pub async fn register_dino_vectors(ctx: &SessionContext, root: &Location) -> Res
     ctx.register_table(DINO_VECTORS, view.into_view())
         .map_err(|e| Error::table(DINO_VECTORS, e))?;
     Ok(true)
+}
+
+/// Where the DINOv2 vectors of a run root are: the `embeddings` objects of shards embedded with
+/// both encoders, and the objects of the `dino` table, by table name (tables with none are left
+/// out). Each object has the columns `key`, `uri` and `dino`.
+pub async fn dino_objects(catalog: &Catalog) -> Result<Vec<(&'static str, Vec<String>)>> {
+    let mut embedded = Vec::new();
+    for c in catalog.commits_of(CommitSet::EMBED).await? {
+        if !table::without_dino(&c) {
+            embedded.extend(c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path));
+        }
+    }
+    let later: Vec<String> = catalog
+        .objects(&table::DINO, Generations::All)
+        .await?
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    Ok([
+        (table::EMBEDDINGS.name, embedded),
+        (table::DINO.name, later),
+    ]
+    .into_iter()
+    .filter(|(_, paths)| !paths.is_empty())
+    .collect())
 }
 
 /// Registers (or replaces) table `name` of `ctx` as the Parquet objects `paths` of `root`

@@ -17,6 +17,8 @@ use blindspot::synth::Truth;
 
 #[path = "support/big_table.rs"]
 mod big_table;
+#[path = "support/filter_units.rs"]
+mod filter_units;
 #[path = "support/inputs.rs"]
 mod inputs;
 #[path = "support/layout.rs"]
@@ -865,6 +867,101 @@ fn partitioned_vectors(dir: &Path, cells: usize, name: &str) -> (PathBuf, PathBu
     (reference, root)
 }
 
+/// Finished commit objects in `dir` (the local store stages a put as `<name>#<n>` beside it).
+fn finished_commits(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The rows of the `pairs` objects under `root`, similarities as bits, sorted.
+fn pair_rows(root: &Path) -> Vec<(String, String, String, String, u32, u32)> {
+    let mut rows: Vec<_> = read_parquet_dir(&root.join("pairs"))
+        .iter()
+        .flat_map(|b| {
+            let clip = col::<Float32Array>(b, "clip_sim").values().to_vec();
+            let dino = col::<Float32Array>(b, "dino_sim").values().to_vec();
+            let (a, bb, au, bu) = (
+                strings(b, "a"),
+                strings(b, "b"),
+                strings(b, "a_uri"),
+                strings(b, "b_uri"),
+            );
+            (0..b.num_rows())
+                .map(|i| {
+                    (
+                        a[i].clone(),
+                        bb[i].clone(),
+                        au[i].clone(),
+                        bu[i].clone(),
+                        clip[i].to_bits(),
+                        dino[i].to_bits(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Issue 19: a filter SIGKILLed between unit commits resumes by unit, to the very rows of an
+/// uninterrupted run (none twice, none lost).
+#[test]
+fn filter_killed_mid_run_resumes_by_unit_to_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, root) = partitioned_vectors(dir.path(), 300, "killed");
+    let (r, k) = (reference.to_str().unwrap(), root.to_str().unwrap());
+    run_ok(&["candidates", "--root", r]);
+    run_ok(&["candidates", "--root", k]);
+    let whole: serde_json::Value = serde_json::from_str(
+        run_ok(&["filter", "--root", r, "--dino-max", "0.9", "--json"]).trim(),
+    )
+    .unwrap();
+    let total = whole["units"].as_u64().unwrap();
+    assert!(whole["pairs"].as_u64().unwrap() > 50, "{whole}");
+
+    let mut child = bin()
+        .args(["filter", "--root", k, "--dino-max", "0.9"])
+        .spawn()
+        .unwrap();
+    let commits = root.join("_commits/filter");
+    let started = std::time::Instant::now();
+    while finished_commits(&commits) < 3
+        && started.elapsed() < Duration::from_secs(120)
+        && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = finished_commits(&commits) as u64;
+    assert!(
+        partial < total,
+        "the run finished before it could be killed ({partial} of {total} units)"
+    );
+    std::fs::remove_file(root.join("_lock.json")).unwrap();
+    let again: serde_json::Value = serde_json::from_str(
+        run_ok(&["filter", "--root", k, "--dino-max", "0.9", "--json"]).trim(),
+    )
+    .unwrap();
+    assert_eq!(again["skipped"], partial, "{again}");
+    assert_eq!(again["units"].as_u64().unwrap(), total - partial);
+    assert!(again["incremental"].as_bool().unwrap(), "{again}");
+    let (killed, reference_rows) = (pair_rows(&root), pair_rows(&reference));
+    assert_eq!(killed.len() as u64, whole["pairs"].as_u64().unwrap());
+    assert_eq!(killed, reference_rows, "no pair lost or written twice");
+    // The summary names the largest unit and the peak memory.
+    assert!(again["largest_unit"].as_u64().unwrap() > 0, "{again}");
+    assert!(again["peak_rss_bytes"].as_u64().is_some(), "{again}");
+}
+
 #[test]
 fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
     let dir = tempfile::tempdir().unwrap();
@@ -878,18 +975,7 @@ fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
     let k = root.to_str().unwrap();
     let mut child = bin().args(["candidates", "--root", k]).spawn().unwrap();
     let commits = root.join("_commits/candidates");
-    // Finished commits only: the local store stages a put as `<name>#<n>` beside it.
-    let count = |dir: &Path| {
-        std::fs::read_dir(dir)
-            .map(|d| {
-                d.filter(|e| {
-                    e.as_ref()
-                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
-                })
-                .count()
-            })
-            .unwrap_or(0)
-    };
+    let count = finished_commits;
     let started = std::time::Instant::now();
     while count(&commits) < 3
         && started.elapsed() < Duration::from_secs(120)
@@ -938,7 +1024,10 @@ fn nightly_spec(dir: &Path, incoming: &Path, root: &Path) -> PathBuf {
         .replace("../nightly/run", root.to_str().unwrap())
         .replace("../models/", &format!("{}/models/", repo().display()))
         // A tiny corpus's next shard is far from the few centroids; keep them anyway.
-        .replace("probe = 2 ", "drift-max = 2.0\nprobe = 2 ");
+        .replace(
+            "target-recall = 0.999 ",
+            "drift-max = 2.0\ntarget-recall = 0.999 ",
+        );
     let spec = dir.join(format!(
         "{}.toml",
         root.file_name().unwrap().to_str().unwrap()
@@ -2383,7 +2472,19 @@ fn show_tables_gives_rows_and_generations_and_describe_works() {
     let again = show_tables(r);
     assert!(again["pairs"].2 > loose["pairs"].2, "{again:?}");
     assert_eq!(again["pairs"].0, 14);
-    assert_eq!(read_parquet_dir(&root.join("pairs")).len(), 1);
+    // No stray objects: every Parquet object under pairs/ is one the commits name.
+    let mut files = 0;
+    let mut dirs = vec![root.join("pairs")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            match p.is_dir() {
+                true => dirs.push(p),
+                false => files += p.extension().is_some_and(|e| e == "parquet") as u64,
+            }
+        }
+    }
+    assert_eq!(files, again["pairs"].1, "{again:?}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -46,9 +46,9 @@ pub struct SynthVectorsArgs {
     /// CLIP dimension.
     #[arg(long, default_value_t = VectorParams::default().dim)]
     pub dim: usize,
-    /// DINOv2 dimension.
-    #[arg(long, default_value_t = VectorParams::default().dino_dim)]
-    pub dino_dim: usize,
+    /// DINOv2 dimension (default 1024, DINOv2 ViT-L/14's, for laion-like; 16 otherwise).
+    #[arg(long)]
+    pub dino_dim: Option<usize>,
     /// The distribution.
     #[arg(long, value_enum, default_value_t = VectorKind::Planted)]
     pub kind: VectorKind,
@@ -64,6 +64,15 @@ pub struct SynthVectorsArgs {
     /// Shard and key prefix (use another for a later increment of the same root).
     #[arg(long, default_value = "vectors")]
     pub prefix: String,
+    /// laion-like: the share of images in near-duplicate groups.
+    #[arg(long, default_value_t = VectorParams::default().group_share)]
+    pub group_share: f64,
+    /// laion-like: the largest near-duplicate group (one group is this large).
+    #[arg(long, default_value_t = VectorParams::default().max_group)]
+    pub max_group: usize,
+    /// laion-like: the share of groups that are two pictures in DINOv2 (CLIP-blind halves).
+    #[arg(long, default_value_t = VectorParams::default().blind_share)]
+    pub blind_share: f64,
 }
 
 /// `blindspot synth-vectors`.
@@ -72,13 +81,22 @@ pub async fn synth_vectors_cmd(a: SynthVectorsArgs) -> Result<()> {
     let params = VectorParams {
         n: a.n,
         dim: a.dim,
-        dino_dim: a.dino_dim,
+        dino_dim: a.dino_dim.unwrap_or(match a.kind {
+            VectorKind::LaionLike => 1024,
+            _ => VectorParams::default().dino_dim,
+        }),
         kind: a.kind,
         shard_rows: a.shard_rows,
         seed: a.seed,
         float: a.dtype,
         prefix: a.prefix,
+        group_share: a.group_share,
+        max_group: a.max_group,
+        blind_share: a.blind_share,
     };
+    if !(0.0..=1.0).contains(&params.group_share) || !(0.0..=1.0).contains(&params.blind_share) {
+        anyhow::bail!("--group-share and --blind-share are shares: between 0 and 1");
+    }
     let shards = blindspot::synth::vectors::write(&root, &params).await?;
     println!(
         "synth-vectors: {} {:?} vectors of dim {} in {shards} committed shards under {}",

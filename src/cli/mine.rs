@@ -3,7 +3,7 @@
 use anyhow::Result;
 use blindspot::mine::ann::{IndexParams, Quantization};
 use blindspot::mine::candidates::{CandidateParams, CandidatesSummary, Method};
-use blindspot::mine::filter::FilterSummary;
+use blindspot::mine::filter::{FilterParams, FilterSummary};
 use blindspot::mine::partition::{PartitionParams, PartitionSummary};
 use blindspot::storage::Location;
 use clap::Args;
@@ -34,9 +34,17 @@ pub struct PartitionParamArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Copy a vector as a guest into at most its K nearest other cells (approximate; measure
-    /// with `candidates --recall`). Default: every cell where it can have a pair (exact).
-    #[arg(long)]
+    /// with `candidates --recall`). Default: every cell where it can have a pair (exact), or,
+    /// when that would copy each vector into more than --max-copies cells, the smallest K that
+    /// keeps --target-recall of the training sample's exact pairs.
+    #[arg(long, conflicts_with = "exact")]
     pub probe: Option<usize>,
+    /// Demand exact placement: refuse rather than choose probes when it is impractical.
+    #[arg(long)]
+    pub exact: bool,
+    /// The recall probes are chosen for when exact placement is impractical.
+    #[arg(long, default_value_t = PartitionParams::default().target_recall)]
+    pub target_recall: f64,
     /// The CLIP threshold mining will use (the guest radius depends on it).
     #[arg(long, default_value_t = PartitionParams::default().clip_min)]
     pub clip_min: f32,
@@ -47,7 +55,8 @@ pub struct PartitionParamArgs {
     /// block is what candidates holds in memory (rows x dim x 4 bytes).
     #[arg(long, default_value_t = PartitionParams::default().max_block_rows)]
     pub max_block_rows: usize,
-    /// Refuse exact placement when vectors would average more guest copies than this.
+    /// Give up exact placement (choose probes; refuse with --exact) when vectors would average
+    /// more guest copies than this.
     #[arg(long, default_value_t = PartitionParams::default().max_copies)]
     pub max_copies: f64,
     /// Retrain when new vectors fit the centroids this much worse (mean cosine) than the
@@ -67,6 +76,8 @@ impl PartitionParamArgs {
             retrain: self.retrain,
             max_block_rows: self.max_block_rows,
             max_copies: self.max_copies,
+            exact: self.exact,
+            target_recall: self.target_recall,
             drift_max: self.drift_max,
             ..Default::default()
         }
@@ -159,6 +170,12 @@ pub struct FilterArgs {
     /// Keep pairs with DINOv2 similarity strictly below this.
     #[arg(long, default_value_t = 0.6)]
     pub dino_max: f32,
+    /// Only this worker's share of the candidates units, as i/N (every N-th unit from the
+    /// i-th); any number of workers on one run root together write what one run writes.
+    #[arg(long, value_parser = parse_worker)]
+    pub worker: Option<(u32, u32)>,
+    #[command(flatten)]
+    pub claims: ClaimArgs,
     /// Run the query on a Ballista cluster at df://HOST:PORT (this process writes the pairs).
     #[arg(long, value_name = "df://HOST:PORT", env = "BLINDSPOT_CLUSTER")]
     pub cluster: Option<String>,
@@ -190,7 +207,7 @@ pub fn partition_text(s: &PartitionSummary) -> String {
         ),
         Some(g) => {
             format!(
-            "partition: generation {g}: {} vectors of {} shards into {} cells{}, {} guest copies \
+            "partition: generation {g}: {} vectors of {} shards into {} cells{}, {}, {} guest copies \
              (copy factor {:.2}), largest block {} rows, fit {:.3}{}, {:.1} MiB written, peak RSS {} in {:.1}s",
             s.vectors,
             s.shards,
@@ -198,6 +215,14 @@ pub fn partition_text(s: &PartitionSummary) -> String {
             match &s.trained {
                 Some(why) => format!(" (trained: {why})"),
                 None => " (existing centroids)".to_string(),
+            },
+            match (s.probe, s.auto_probe) {
+                (None, _) => "exact placement".to_string(),
+                (Some(k), None) => format!("probe {k}"),
+                (Some(k), Some(t)) => format!(
+                    "probe {k}, chosen for recall {t} (estimated {} on the training sample)",
+                    s.estimated_recall.map_or("-".into(), |r| format!("{r:.4}"))
+                ),
             },
             s.guests,
             s.copy_factor,
@@ -284,21 +309,59 @@ pub async fn candidates_cmd(a: CandidatesArgs) -> Result<()> {
 /// `blindspot filter`.
 pub async fn filter_cmd(a: FilterArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
-    let s = blindspot::mine::filter::filter_on(&root, a.dino_max, a.cluster.as_deref()).await?;
+    let params = FilterParams {
+        dino_max: a.dino_max,
+        worker: a.worker,
+        claim: a.claims.params(),
+        cluster: a.cluster.clone(),
+    };
+    let s = blindspot::mine::filter::filter_with(&root, &params, progress()).await?;
     report(a.json, &s, || filter_text(&s, a.dino_max));
     Ok(())
 }
 
 /// The summary of a filter run.
 pub fn filter_text(s: &FilterSummary, dino_max: f32) -> String {
-    match (s.incremental, s.units) {
-        (true, 0) => "filter: up to date: every candidate unit is filtered already".to_string(),
-        (incremental, units) => format!(
-            "filter: {} CLIP-blind pairs (dino < {dino_max}) from {units} candidate units{} in {:.1}s, run {}",
-            s.pairs,
-            if incremental { " (new since the last run, appended)" } else { "" },
-            s.seconds,
-            s.run_id
-        ),
+    if s.units == 0 && s.by_others + s.discarded == 0 {
+        return format!(
+            "filter: up to date: every candidate unit is filtered already ({} of {} units, {} pairs in the table)",
+            s.skipped, s.units_total, s.table_pairs
+        );
     }
+    let mut text = format!(
+        "filter: {} CLIP-blind pairs (dino < {dino_max}) from {} candidate units{} in {:.1}s, run {} ({} pairs in the table)\n  \
+         {} candidates read; largest unit {} candidates and {} DINOv2 vectors; peak RSS {}",
+        s.pairs,
+        s.units,
+        match s.incremental {
+            true => format!(" ({} filtered before, kept)", s.skipped),
+            false => String::new(),
+        },
+        s.seconds,
+        s.run_id,
+        s.table_pairs,
+        s.candidate_rows,
+        s.largest_unit,
+        s.largest_unit_vectors,
+        mib(s.peak_rss_bytes)
+    );
+    if s.scanned_units > 0 {
+        text += &format!(
+            "\n  {} units found their DINOv2 vectors by scanning the vector tables (their cells carry none: CLIP-first shards or cells placed by an older version)",
+            s.scanned_units
+        );
+    }
+    if s.missing_vectors > 0 {
+        text += &format!(
+            "\n  {} candidate images have no DINOv2 vector (see dino_errors); their pairs are left out",
+            s.missing_vectors
+        );
+    }
+    if s.by_others + s.discarded > 0 {
+        text += &format!(
+            "\n  claimed: {} units committed by other workers meanwhile; {} filtered here but committed first by another (discarded)",
+            s.by_others, s.discarded
+        );
+    }
+    text
 }

@@ -153,9 +153,12 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 report(json, &s, || super::embed::dino_text(&s));
             }
             "filter" => {
-                let s =
-                    blindspot::mine::filter::filter_on(&r.root, r.dino_max, r.cluster.as_deref())
-                        .await?;
+                let params = blindspot::mine::filter::FilterParams {
+                    dino_max: r.dino_max,
+                    cluster: r.cluster.clone(),
+                    ..Default::default()
+                };
+                let s = blindspot::mine::filter::filter_with(&r.root, &params, progress()).await?;
                 report(json, &s, || super::mine::filter_text(&s, r.dino_max));
             }
             "eval" => eval::run_stage(&r, json).await?,

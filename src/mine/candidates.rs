@@ -38,6 +38,8 @@ use crate::table::{self, schema, Catalog, Commit, CommitSet, DataObject, WritePa
 
 /// Rows per batch written to the `candidates` table.
 const WRITE_BATCH_ROWS: usize = 64 * 1024;
+/// Query images of the recall measured by default on approximate layouts.
+pub const DEFAULT_RECALL_SAMPLE: usize = 1000;
 /// A progress line at most this often while cells are joined.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -115,6 +117,25 @@ pub struct CandidatesCommit {
     /// Rows of the cell block joined (partitioned).
     #[serde(default)]
     pub block_rows: u64,
+    /// The blindspot version.
+    pub version: String,
+}
+
+/// The recall of the candidates table, measured after the join, in `_commits/recall.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecallCommit {
+    /// The measurement.
+    pub recall: Recall,
+    /// The threshold measured at.
+    pub clip_min: f32,
+    /// How the table was made (`partitioned`, `index`, `exact`).
+    pub method: String,
+    /// The layout's probe (partitioned; None: exact placement).
+    pub probe: Option<usize>,
+    /// The recall the probe was chosen for, when partition chose it.
+    pub target_recall: Option<f64>,
+    /// Pairs in the table when measured.
+    pub table_pairs: u64,
     /// The blindspot version.
     pub version: String,
 }
@@ -317,13 +338,40 @@ pub async fn candidates(
         false => Some(RunLock::acquire(root, "candidates").await?),
         true => None,
     };
+    // An approximate layout (probes) gets its recall measured after the join unless asked
+    // otherwise; workers leave it to a run over the whole table.
+    let catalog = Catalog::new(root);
+    let layout = match params.method {
+        Method::Partitioned => Layout::open(&catalog).await.ok().flatten(),
+        _ => None,
+    };
+    let latest = layout.as_ref().map(|l| l.latest().clone());
+    let approximate = latest.as_ref().is_some_and(|l| l.probe.is_some());
+    let recall_sample = recall_sample
+        .or((approximate && worker.is_none() && claim.is_none()).then_some(DEFAULT_RECALL_SAMPLE));
     let mut result = match params.method {
         Method::Partitioned => partitioned(root, params, worker, claim, progress).await,
         Method::Index | Method::Exact => whole(root, params, progress).await,
     };
     if let (Ok(summary), Some(n)) = (&mut result, recall_sample) {
-        match recall::measure(&Catalog::new(root), params.clip_min, n).await {
-            Ok(r) => summary.recall = Some(r),
+        match recall::measure(&catalog, params.clip_min, n).await {
+            Ok(r) => {
+                let record = RecallCommit {
+                    recall: r.clone(),
+                    clip_min: params.clip_min,
+                    method: params.method.name().to_string(),
+                    probe: latest.as_ref().and_then(|l| l.probe),
+                    target_recall: latest.as_ref().and_then(|l| l.auto_probe),
+                    table_pairs: summary.table_pairs,
+                    version: crate::VERSION.to_string(),
+                };
+                let commit = Commit::new("recall", 0, &record)?;
+                if let Err(e) = catalog.commit(CommitSet::RECALL, &commit).await {
+                    result = Err(e);
+                } else {
+                    summary.recall = Some(r);
+                }
+            }
             Err(e) => result = Err(e),
         }
     }

@@ -26,10 +26,12 @@ use crate::table::{self, io, Catalog, Commit, CommitSet};
 
 /// The `cells` schema: the cell, whether this is the vector's home cell (else a guest copy),
 /// the vector's home cell and, on home rows, the cells it is a guest of (which decide which cell
-/// emits a pair, see `join::cell_pairs`), and the embedding row's key, content hash and CLIP
-/// vector (as stored in `embeddings`).
-pub fn cells_schema(clip: &Field) -> SchemaRef {
-    Arc::new(Schema::new(vec![
+/// emits a pair, see `join::cell_pairs`), and the embedding row's key, content hash, CLIP
+/// vector, uri and, when embed wrote one, DINOv2 vector (as stored in `embeddings`). The uri
+/// and the DINOv2 vector ride along so that the filter of a cell finds everything its
+/// candidates name in the cell's own row groups.
+pub fn cells_schema(clip: &Field, dino: Option<&Field>) -> SchemaRef {
+    let mut fields = vec![
         Field::new("cell", DataType::UInt32, false),
         Field::new("home", DataType::Boolean, false),
         Field::new("home_cell", DataType::UInt32, false),
@@ -37,7 +39,18 @@ pub fn cells_schema(clip: &Field) -> SchemaRef {
         Field::new("key", DataType::Utf8, false),
         Field::new("content_hash", DataType::Utf8, false),
         clip.clone().with_name("clip"),
-    ]))
+        Field::new("uri", DataType::Utf8, true),
+    ];
+    fields.extend(dino.map(|d| d.clone().with_name("dino").with_nullable(true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// The columns `partition` copies from `embeddings` into `cells`, in schema order.
+pub fn copied_columns(with_dino: bool) -> &'static [&'static str] {
+    match with_dino {
+        true => &["key", "content_hash", "clip", "uri", "dino"],
+        false => &["key", "content_hash", "clip", "uri"],
+    }
 }
 
 /// The type of `guest_cells`: a list of cell numbers.
@@ -69,6 +82,12 @@ pub struct PartitionCommit {
     pub norm_bound: f32,
     /// Guests capped at the nearest `probe` cells (approximate), or every cell a pair can be in.
     pub probe: Option<usize>,
+    /// The probes were chosen by partition for this recall (exact placement was impractical).
+    #[serde(default)]
+    pub auto_probe: Option<f64>,
+    /// The recall the chosen probes give on the exact pairs of the training sample.
+    #[serde(default)]
+    pub estimated_recall: Option<f64>,
     /// The k-means seed.
     pub seed: u64,
     /// Embed units (input shards) placed by this generation, with the generation of their commit.
@@ -95,6 +114,26 @@ impl PartitionCommit {
     /// Guest copies per home row (1.0: no guests).
     pub fn copy_factor(&self) -> f64 {
         (self.home + self.guests) as f64 / self.home.max(1) as f64
+    }
+}
+
+/// Which cell a candidates commit covers: the part of its record that the stages after it
+/// need (the candidates stage writes these fields; the index and exact methods leave them out).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct UnitCell {
+    /// The cell.
+    #[serde(default)]
+    pub cell: Option<u32>,
+    /// The partition generation whose new vectors the commit covers.
+    #[serde(default)]
+    pub partition: Option<u64>,
+}
+
+impl UnitCell {
+    /// The cell and the partition generation its block is read through, when a cell.
+    pub fn of(commit: &Commit) -> Option<(u32, u64)> {
+        let unit: UnitCell = commit.info().ok()?;
+        unit.cell.zip(unit.partition)
     }
 }
 
@@ -238,6 +277,42 @@ impl CellReader {
             root: root.clone(),
             objects,
         })
+    }
+
+    /// Streams the rows of `cell` placed by generations up to `through`, only `columns`, batch
+    /// by batch into `f` (range reads of the cell's row groups; nothing is kept here). Objects
+    /// that lack one of `columns` (written before it existed) are passed over; returns how
+    /// many were.
+    pub async fn for_each(
+        &self,
+        cell: u32,
+        through: u64,
+        columns: &[&str],
+        mut f: impl FnMut(&RecordBatch) -> Result<()>,
+    ) -> Result<usize> {
+        let mut lacking = 0;
+        for object in self.objects.iter().filter(|o| o.generation <= through) {
+            let Some(groups) = object.groups.get(&cell) else {
+                continue;
+            };
+            let schema = object.metadata.schema();
+            if columns.iter().any(|c| schema.index_of(c).is_err()) {
+                lacking += 1;
+                continue;
+            }
+            let mut stream = io::scan_row_groups(
+                &self.root,
+                &object.path,
+                object.metadata.clone(),
+                groups.clone(),
+                columns,
+            )
+            .await?;
+            while let Some(batch) = stream.try_next().await? {
+                f(&batch)?;
+            }
+        }
+        Ok(lacking)
     }
 
     /// The members of `cell` placed by generations up to `through`, and the compressed bytes

@@ -1,26 +1,74 @@
-//! The filter stage: DataFusion runs `sql/pairs.sql` over the `candidates` and `embeddings`
-//! tables, keeping the pairs whose DINOv2 similarity is below the threshold, and streams them
-//! to the `pairs` table.
+//! The filter stage: DataFusion runs `sql/pairs.sql` over each candidates unit on its own,
+//! keeping the pairs whose DINOv2 similarity is below the threshold, and commits that unit's
+//! `pairs` by itself.
 //!
-//! Incremental: each run's commit names the candidate units (`unit@generation`) it covered.
-//! When the earlier runs used the same threshold and every unit they covered is still
-//! committed, a run filters only the candidate units added since (a nightly increment) and
-//! appends its pairs as a new commit; otherwise it filters everything and replaces the table.
+//! A unit is one candidates commit (a mining cell of one partition generation, or the whole
+//! table of `--method index|exact`). Its filter reads the unit's candidates and only the
+//! DINOv2 vectors of the keys they name, registers both as the tables `candidates` and
+//! `dino_vectors` of a session, and runs the query there (on a Ballista cluster with
+//! `--cluster`). The vectors are local to a cell: `partition` copies each row's uri and DINOv2
+//! vector into the cell's row groups beside its CLIP vector, so the filter of a cell reads them
+//! with range reads of those groups, keeping only the keys its candidates name. Where a cell
+//! has none (shards embedded with CLIP only, whose vectors `blindspot dino` wrote later, or
+//! cells placed before the layout carried them), the unit scans the vector tables for its keys
+//! instead: bounded memory still, but a read of every vector per such unit. Memory is bounded
+//! by the largest unit, never by the number of candidates or images.
+//!
+//! Units commit one by one, so a killed run resumes with the units not committed, `--worker
+//! i/N` takes every N-th unit and `--claim` leases units to any number of workers. A filter
+//! commit names the candidates unit it covers (`unit@generation`) and its threshold; commits of
+//! another threshold, or of candidates units that are gone, are withdrawn when a run starts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::{Array, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use futures::StreamExt;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
+use super::cells::{CellReader, Layout, UnitCell};
 use crate::cluster;
 use crate::error::{Error, Result};
+use crate::lease::{self, ClaimParams, Claimable, Claims};
+use crate::progress::{NoProgress, Progress};
 use crate::sql;
 use crate::storage::{Location, RunLock};
-use crate::table::{self, Catalog, Commit, CommitSet, WriteParams};
+use crate::table::{self, io, Catalog, Commit, CommitSet, DataObject, WriteParams};
 
-/// The filter stage's record in its commit.
+/// A progress line at most this often while units are filtered.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Settings of the filter stage.
+#[derive(Clone, Debug)]
+pub struct FilterParams {
+    /// Keep pairs with DINOv2 similarity strictly below this.
+    pub dino_max: f32,
+    /// Only this worker's share of the units, as `(i, n)`: every n-th unit from the i-th.
+    pub worker: Option<(u32, u32)>,
+    /// Lease units instead (elastic workers).
+    pub claim: Option<ClaimParams>,
+    /// Run each unit's query on this Ballista cluster (`df://HOST:PORT`).
+    pub cluster: Option<String>,
+}
+
+impl Default for FilterParams {
+    fn default() -> Self {
+        FilterParams {
+            dino_max: 0.6,
+            worker: None,
+            claim: None,
+            cluster: None,
+        }
+    }
+}
+
+/// The filter stage's record in the commit of one unit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FilterCommit {
     /// Pairs written.
@@ -29,24 +77,62 @@ pub struct FilterCommit {
     pub dino_max: f32,
     /// The run id stamped on the rows.
     pub run_id: String,
-    /// The candidate units covered, as `unit@generation`.
+    /// The candidates unit covered, as `unit@generation`.
     #[serde(default)]
     pub candidates: Vec<String>,
+    /// The table this commit belongs to (its threshold); commits of another are withdrawn.
+    #[serde(default)]
+    pub epoch: String,
+    /// Candidate pairs read.
+    #[serde(default)]
+    pub candidate_rows: u64,
+    /// DINOv2 vectors gathered for them.
+    #[serde(default)]
+    pub vectors: u64,
+    /// Keys named by the candidates with no DINOv2 vector anywhere (their pairs are left out,
+    /// as the join of `sql/pairs.sql` leaves them out).
+    #[serde(default)]
+    pub missing: u64,
+    /// The vectors were found by scanning the vector tables, not in the cell.
+    #[serde(default)]
+    pub scanned: bool,
     /// The blindspot version.
     pub version: String,
 }
 
 /// What a filter run did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct FilterSummary {
     /// CLIP-blind pairs written by this run.
     pub pairs: u64,
+    /// Pairs in the table after it.
+    pub table_pairs: u64,
     /// Candidate units filtered by this run.
     pub units: usize,
-    /// True when only units added since the last run were filtered.
+    /// Units of this worker (all units without `--worker` or `--claim`).
+    pub units_total: usize,
+    /// Units already filtered when the run started.
+    pub skipped: usize,
+    /// Claiming: units committed by other workers while this one ran.
+    pub by_others: usize,
+    /// Claiming: units filtered here but committed first by another (this copy deleted).
+    pub discarded: usize,
+    /// True when units filtered by earlier runs were kept (only new ones were filtered).
     pub incremental: bool,
     /// The run id.
     pub run_id: String,
+    /// Candidate pairs read by this run.
+    pub candidate_rows: u64,
+    /// The largest unit filtered, in candidate pairs.
+    pub largest_unit: u64,
+    /// DINOv2 vectors gathered for the largest unit.
+    pub largest_unit_vectors: u64,
+    /// Units whose vectors were not in their cell and were found by scanning.
+    pub scanned_units: usize,
+    /// Keys named by candidates that have no DINOv2 vector (left out, as the join does).
+    pub missing_vectors: u64,
+    /// Peak resident set of the process (Linux), in bytes.
+    pub peak_rss_bytes: Option<u64>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -60,147 +146,545 @@ pub fn new_run_id() -> String {
     format!("{}-{}", now.as_secs(), &tag[..8])
 }
 
-/// The filter stage, in this process.
+/// The filter stage in this process, every unit, with threshold `dino_max`.
 pub async fn filter(root: &Location, dino_max: f32) -> Result<FilterSummary> {
-    filter_on(root, dino_max, None).await
+    let params = FilterParams {
+        dino_max,
+        ..Default::default()
+    };
+    filter_with(root, &params, Arc::new(NoProgress)).await
 }
 
-/// The filter stage; with `cluster` (`df://HOST:PORT`) the query runs on a Ballista cluster
-/// and this process only writes the pairs it streams back.
-pub async fn filter_on(
+/// The filter stage.
+pub async fn filter_with(
     root: &Location,
-    dino_max: f32,
-    cluster: Option<&str>,
+    params: &FilterParams,
+    progress: Arc<dyn Progress>,
 ) -> Result<FilterSummary> {
-    if !(-1.0..=1.0).contains(&dino_max) {
+    if !(-1.0..=1.0).contains(&params.dino_max) {
         return Err(Error::Usage(format!(
-            "--dino-max {dino_max} must be between -1 and 1"
+            "--dino-max {} must be between -1 and 1",
+            params.dino_max
         )));
     }
-    let lock = RunLock::acquire(root, "filter").await?;
-    let result = filter_locked(root, dino_max, cluster).await;
-    lock.release().await;
+    if let Some((i, n)) = params.worker {
+        if n == 0 || i >= n {
+            return Err(Error::Usage(format!("worker {i}/{n}: need 0 <= i < n")));
+        }
+        if params.claim.is_some() {
+            return Err(Error::Usage(
+                "--worker and --claim are two ways to share units; pass one".into(),
+            ));
+        }
+    }
+    // Workers share a run root and commit unit by unit, so they take no run lock.
+    let lock = match params.worker.is_some() || params.claim.is_some() {
+        false => Some(RunLock::acquire(root, "filter").await?),
+        true => None,
+    };
+    let mut result = filter_units(root, params, progress).await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    if let Ok(summary) = &mut result {
+        summary.peak_rss_bytes = crate::progress::peak_rss_bytes();
+    }
     result
 }
 
+/// `unit@generation` of a candidates commit, as dino and filter records name it.
 fn covered(c: &Commit) -> String {
     format!("{}@{}", c.unit, c.generation)
 }
 
-async fn filter_locked(
+/// The filter unit of a candidates commit (a name for commit and object paths).
+fn unit_of(c: &Commit) -> String {
+    let unit = if c.unit.is_empty() { "table" } else { &c.unit };
+    format!("{unit}-g{:010}", c.generation)
+}
+
+/// The table a threshold makes: commits of another epoch are another table.
+fn epoch_of(dino_max: f32) -> String {
+    format!("dino-max-{:08x}", dino_max.to_bits())
+}
+
+async fn filter_units(
     root: &Location,
-    dino_max: f32,
-    cluster: Option<&str>,
+    params: &FilterParams,
+    progress: Arc<dyn Progress>,
 ) -> Result<FilterSummary> {
     let started = Instant::now();
     let catalog = Catalog::new(root);
-    let units = catalog.candidate_units().await?;
-    let current: BTreeSet<String> = units.iter().map(covered).collect();
-    let earlier: Vec<FilterCommit> = catalog
+    let current: BTreeMap<String, Commit> = catalog
+        .candidate_units()
+        .await?
+        .into_iter()
+        .map(|c| (unit_of(&c), c))
+        .collect();
+    let epoch = epoch_of(params.dino_max);
+    let gone = catalog
+        .retract(CommitSet::FILTER, |c| match c.info::<FilterCommit>() {
+            Ok(r) => r.epoch != epoch || !current.contains_key(&c.unit),
+            Err(_) => true,
+        })
+        .await?;
+    if gone > 0 {
+        progress.message(&format!(
+            "filter: {gone} commits of another threshold or of candidates since replaced withdrawn"
+        ));
+    }
+    let done: HashSet<String> = catalog
+        .commits_of(CommitSet::FILTER)
+        .await?
+        .into_iter()
+        .map(|c| c.unit)
+        .collect();
+    let mine: Vec<(&String, &Commit)> = current
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| params.worker.is_none_or(|(w, n)| *i as u32 % n == w))
+        .map(|(_, u)| u)
+        .collect();
+    let run_id = new_run_id();
+    let mut summary = FilterSummary {
+        units_total: mine.len(),
+        skipped: mine.iter().filter(|(u, _)| done.contains(*u)).count(),
+        incremental: !done.is_empty(),
+        run_id: run_id.clone(),
+        ..Default::default()
+    };
+    let todo: Vec<(&String, &Commit)> = mine
+        .into_iter()
+        .filter(|(u, _)| !done.contains(*u))
+        .collect();
+    if !todo.is_empty() {
+        check_dino_coverage(&catalog, &todo).await?;
+        let generation = catalog.begin("filter").await?;
+        let ctx = match &params.cluster {
+            None => sql::bare_session(),
+            Some(url) => {
+                if root.url.starts_with("memory:") {
+                    return Err(Error::Usage(format!(
+                        "{} lives in this process only; a cluster's executors cannot read it",
+                        root.url
+                    )));
+                }
+                cluster::connect(url).await?
+            }
+        };
+        let partitioned = todo.iter().any(|(_, c)| UnitCell::of(c).is_some());
+        let cells = match partitioned {
+            true => match Layout::open(&catalog).await? {
+                Some(layout) => Some(CellReader::open(root, &layout).await?),
+                None => None,
+            },
+            false => None,
+        };
+        let job = UnitJob {
+            catalog: &catalog,
+            ctx,
+            dino_max: params.dino_max,
+            epoch: &epoch,
+            run_id: &run_id,
+            generation,
+            cells,
+            sources: sql::dino_objects(&catalog).await?,
+            on_cluster: params.cluster.is_some(),
+            // Every worker agrees on the first unit: it always writes an object, so the table
+            // and its schema exist even when no unit has a pair.
+            first: current.keys().next().cloned().unwrap_or_default(),
+            stem_suffix: params
+                .claim
+                .as_ref()
+                .map(|_| format!("-g{generation}"))
+                .unwrap_or_default(),
+        };
+        let mut last_line = Instant::now();
+        let mut line = |s: &FilterSummary| {
+            if last_line.elapsed() >= PROGRESS_EVERY {
+                last_line = Instant::now();
+                progress.message(&format!(
+                    "filter: {}/{} units, {} pairs from {} candidates",
+                    s.units + s.skipped,
+                    s.units_total,
+                    s.pairs,
+                    s.candidate_rows
+                ));
+            }
+        };
+        match &params.claim {
+            Some(claim) => {
+                let claims = Claims::new(root, "filter", claim)?;
+                progress.start("filter (units, claimed)", None);
+                let result = async {
+                    let mut left = todo;
+                    while !left.is_empty() {
+                        let mut held = Vec::new();
+                        for (unit, c) in left {
+                            match claims.try_unit(&catalog, CommitSet::FILTER, unit).await? {
+                                Claimable::Mine => {}
+                                Claimable::Done => {
+                                    summary.by_others += 1;
+                                    continue;
+                                }
+                                Claimable::Held => {
+                                    held.push((unit, c));
+                                    continue;
+                                }
+                            }
+                            let (record, commit) = job.run(unit, c).await?;
+                            if lease::commit_claimed(&claims, &catalog, CommitSet::FILTER, &commit)
+                                .await?
+                            {
+                                summary.add(&record);
+                            } else {
+                                summary.discarded += 1;
+                            }
+                            progress.advance(1);
+                            line(&summary);
+                        }
+                        if !held.is_empty() {
+                            // Units leased by live workers: wait for their commits or for the
+                            // leases to expire.
+                            tokio::time::sleep(claims.poll_every()).await;
+                        }
+                        left = held;
+                    }
+                    Ok::<(), Error>(())
+                }
+                .await;
+                claims.release_all().await;
+                result?;
+                claims.sweep(&catalog, CommitSet::FILTER).await?;
+            }
+            None => {
+                progress.start("filter (units)", Some(todo.len() as u64));
+                for (unit, c) in todo {
+                    let (record, commit) = job.run(unit, c).await?;
+                    catalog.commit(CommitSet::FILTER, &commit).await?;
+                    summary.add(&record);
+                    progress.advance(1);
+                    line(&summary);
+                }
+            }
+        }
+        progress.finish();
+    }
+    summary.table_pairs = catalog
         .commits_of(CommitSet::FILTER)
         .await?
         .iter()
-        .map(|c| c.info::<FilterCommit>())
-        .collect::<Result<_>>()
-        .unwrap_or_default();
-    let done: BTreeSet<&String> = earlier.iter().flat_map(|f| &f.candidates).collect();
-    let incremental = !earlier.is_empty()
-        && earlier
-            .iter()
-            .all(|f| f.dino_max == dino_max && !f.candidates.is_empty())
-        && done.iter().all(|u| current.contains(*u));
-    let todo: Vec<&Commit> = units
-        .iter()
-        .filter(|c| !incremental || !done.contains(&covered(c)))
-        .collect();
-    let run_id = new_run_id();
-    if incremental && todo.is_empty() {
-        return Ok(FilterSummary {
-            pairs: 0,
-            units: 0,
-            incremental,
-            run_id,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        .filter_map(|c| c.info::<FilterCommit>().ok())
+        .map(|r| r.pairs)
+        .sum();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+impl FilterSummary {
+    fn add(&mut self, r: &FilterCommit) {
+        self.pairs += r.pairs;
+        self.units += 1;
+        self.candidate_rows += r.candidate_rows;
+        if r.candidate_rows >= self.largest_unit {
+            self.largest_unit = r.candidate_rows;
+            self.largest_unit_vectors = r.vectors;
+        }
+        self.scanned_units += r.scanned as usize;
+        self.missing_vectors += r.missing;
     }
-    // Shards embedded with CLIP only get their DINOv2 vectors from `blindspot dino`: every
-    // candidate unit filtered now must have been covered by a finished dino run.
+}
+
+/// Shards embedded with CLIP only get their DINOv2 vectors from `blindspot dino`: every
+/// candidate unit filtered now must have been covered by a finished dino run.
+async fn check_dino_coverage(catalog: &Catalog, todo: &[(&String, &Commit)]) -> Result<()> {
     let clip_only = catalog
         .commits_of(CommitSet::EMBED)
         .await?
         .iter()
         .any(table::without_dino);
-    if clip_only {
-        let dino = catalog.dino_covered().await?;
-        let missing = todo.iter().filter(|c| !dino.contains(&covered(c))).count();
-        if missing > 0 {
-            return Err(Error::Usage(format!(
-                "{missing} of {} candidate units of {} have no DINOv2 vectors yet (shards were embedded with CLIP only); run `blindspot dino --root {}` first",
-                todo.len(),
-                root.url,
-                root.url
-            )));
+    if !clip_only {
+        return Ok(());
+    }
+    let dino = catalog.dino_covered().await?;
+    let missing = todo
+        .iter()
+        .filter(|(_, c)| !dino.contains(&covered(c)))
+        .count();
+    if missing > 0 {
+        let url = &catalog.root().url;
+        return Err(Error::Usage(format!(
+            "{missing} of {} candidate units of {url} have no DINOv2 vectors yet (shards were embedded with CLIP only); run `blindspot dino --root {url}` first",
+            todo.len(),
+        )));
+    }
+    Ok(())
+}
+
+/// The schema of the vectors a unit gathers: the DINOv2 vectors in their stored float type
+/// (`cosine_sim` widens f16 to f32 exactly, as the global query does, so similarities are
+/// equal bit for bit; vectors of another type in the same unit are cast to the first's).
+fn vectors_schema(item: &DataType, dim: i32) -> SchemaRef {
+    let dino = DataType::FixedSizeList(Arc::new(Field::new("item", item.clone(), true)), dim);
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, true),
+        Field::new("uri", DataType::Utf8, true),
+        Field::new("dino", dino, true),
+    ]))
+}
+
+/// The DINOv2 vectors of the keys a unit still needs, gathered from batches of
+/// (`key`, `uri`, `dino`) rows.
+struct Gather {
+    needed: HashSet<String>,
+    batches: Vec<RecordBatch>,
+    schema: Option<SchemaRef>,
+    rows: u64,
+}
+
+impl Gather {
+    /// Keeps the rows of `batch` whose key is still needed (the first row of a key wins).
+    fn take(&mut self, batch: &RecordBatch) -> Result<()> {
+        let keys = io::strings(batch, "key")?;
+        let mask = BooleanArray::from_iter(
+            keys.iter()
+                .map(|k| Some(k.is_some_and(|k| self.needed.remove(k)))),
+        );
+        if mask.true_count() == 0 {
+            return Ok(());
+        }
+        let kept = arrow::compute::filter_record_batch(batch, &mask)
+            .map_err(|e| Error::table(sql::DINO_VECTORS, e))?;
+        let column = |name: &str| {
+            kept.column_by_name(name)
+                .cloned()
+                .ok_or_else(|| Error::table(sql::DINO_VECTORS, format!("no column {name}")))
+        };
+        let dino = column("dino")?;
+        let DataType::FixedSizeList(item, dim) = dino.data_type() else {
+            return Err(Error::table(
+                sql::DINO_VECTORS,
+                format!("dino is {}, not a vector column", dino.data_type()),
+            ));
+        };
+        let schema = self
+            .schema
+            .get_or_insert_with(|| vectors_schema(item.data_type(), *dim))
+            .clone();
+        let want = schema.field(2).data_type();
+        let dino = arrow::compute::cast(&dino, want).map_err(|e| {
+            Error::table(
+                sql::DINO_VECTORS,
+                format!(
+                    "vectors of {} and {want} in one unit: {e}",
+                    dino.data_type()
+                ),
+            )
+        })?;
+        let uri = arrow::compute::cast(&column("uri")?, &DataType::Utf8)
+            .map_err(|e| Error::table(sql::DINO_VECTORS, e))?;
+        let key = arrow::compute::cast(&column("key")?, &DataType::Utf8)
+            .map_err(|e| Error::table(sql::DINO_VECTORS, e))?;
+        let out = RecordBatch::try_new(schema, vec![key, uri, dino])
+            .map_err(|e| Error::table(sql::DINO_VECTORS, e))?;
+        self.rows += out.num_rows() as u64;
+        self.batches.push(out);
+        Ok(())
+    }
+}
+
+/// What filtering one unit needs besides the unit.
+struct UnitJob<'a> {
+    catalog: &'a Catalog,
+    ctx: SessionContext,
+    dino_max: f32,
+    epoch: &'a str,
+    run_id: &'a str,
+    generation: u64,
+    cells: Option<CellReader>,
+    sources: Vec<(&'static str, Vec<String>)>,
+    on_cluster: bool,
+    first: String,
+    stem_suffix: String,
+}
+
+impl UnitJob<'_> {
+    /// Filters the candidates of `c` and writes its pairs; returns the commit to make.
+    async fn run(&self, unit: &str, c: &Commit) -> Result<(FilterCommit, Commit)> {
+        let root = self.catalog.root();
+        let paths: Vec<String> = c
+            .objects(&table::CANDIDATES)
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        let mut candidates = Vec::new();
+        let mut needed = HashSet::new();
+        let mut stream = io::scan_objects(
+            root,
+            paths.clone(),
+            &["a", "b", "clip_sim"],
+            io::SCAN_BATCH_ROWS,
+        );
+        while let Some(batch) = stream.try_next().await? {
+            for column in ["a", "b"] {
+                let keys = io::strings(&batch, column)?;
+                needed.extend(keys.iter().flatten().map(str::to_string));
+            }
+            if batch.num_rows() > 0 {
+                candidates.push(batch);
+            }
+        }
+        let candidate_rows: u64 = candidates.iter().map(|b| b.num_rows() as u64).sum();
+        let mut vectors = Gather {
+            needed,
+            batches: Vec::new(),
+            schema: None,
+            rows: 0,
+        };
+        if let (Some(reader), Some((cell, through))) = (&self.cells, UnitCell::of(c)) {
+            if !vectors.needed.is_empty() {
+                reader
+                    .for_each(cell, through, &["key", "uri", "dino"], |b| vectors.take(b))
+                    .await?;
+            }
+        }
+        let scanned = !vectors.needed.is_empty();
+        for (_, paths) in &self.sources {
+            if vectors.needed.is_empty() {
+                break;
+            }
+            let mut stream = io::scan_objects(
+                root,
+                paths.clone(),
+                &["key", "uri", "dino"],
+                io::SCAN_BATCH_ROWS,
+            );
+            while let Some(batch) = stream.try_next().await? {
+                vectors.take(&batch)?;
+                if vectors.needed.is_empty() {
+                    break;
+                }
+            }
+        }
+        let stem = format!("{}/{unit}{}", self.epoch, self.stem_suffix);
+        let objects = match (candidates.is_empty(), vectors.schema.clone()) {
+            (false, Some(schema)) => {
+                let mut scratch = Vec::new();
+                if self.on_cluster {
+                    scratch = io::write_batches(
+                        root,
+                        &format!("_tmp/filter/{}/{unit}", self.run_id),
+                        &schema,
+                        &vectors.batches,
+                    )
+                    .await?;
+                    let paths: Vec<String> = scratch.iter().map(|o| o.path.clone()).collect();
+                    sql::register_objects(&self.ctx, root, sql::DINO_VECTORS, &paths).await?;
+                    sql::register_objects(&self.ctx, root, table::CANDIDATES.name, &paths).await?;
+                } else {
+                    register_memory(&self.ctx, sql::DINO_VECTORS, schema, vectors.batches)?;
+                    let schema = candidates[0].schema();
+                    register_memory(&self.ctx, table::CANDIDATES.name, schema, candidates)?;
+                }
+                let written = self.query(unit, &stem).await;
+                for o in scratch {
+                    let path = root.path(&o.path);
+                    if let Err(e) = root.store.delete(&path).await {
+                        tracing::warn!(object = %root.uri_of(&path), error = %e, "could not delete a scratch object");
+                    }
+                }
+                written?
+            }
+            _ if unit == self.first => {
+                let mut w = self.catalog.writer(
+                    &table::PAIRS,
+                    &stem,
+                    table::schema::pairs(),
+                    WriteParams::default(),
+                )?;
+                w.write(&RecordBatch::new_empty(table::schema::pairs()))
+                    .await?;
+                w.finish().await?
+            }
+            _ => Vec::new(),
+        };
+        let record = FilterCommit {
+            pairs: objects.iter().filter_map(|o| o.rows).sum(),
+            dino_max: self.dino_max,
+            run_id: self.run_id.to_string(),
+            candidates: vec![covered(c)],
+            epoch: self.epoch.to_string(),
+            candidate_rows,
+            vectors: vectors.rows,
+            missing: vectors.needed.len() as u64,
+            scanned,
+            version: crate::VERSION.to_string(),
+        };
+        let commit = Commit::new(unit, self.generation, &record)?.with(&table::PAIRS, objects);
+        Ok((record, commit))
+    }
+
+    /// Runs `sql/pairs.sql` over the registered tables and writes its rows under `stem`
+    /// (nothing when it returns none, unless this is the first unit).
+    async fn query(&self, unit: &str, stem: &str) -> Result<Vec<DataObject>> {
+        let df = self
+            .ctx
+            .sql(sql::queries::PAIRS)
+            .await
+            .and_then(|df| {
+                df.with_param_values(vec![
+                    ScalarValue::Float32(Some(self.dino_max)),
+                    ScalarValue::Utf8(Some(self.run_id.to_string())),
+                ])
+            })
+            .map_err(|e| Error::table("pairs", format!("sql/pairs.sql: {e}")))?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| Error::table("pairs", format!("unit {unit}: {e}")))?;
+        let mut writer = None;
+        if unit == self.first {
+            writer = Some(self.catalog.writer(
+                &table::PAIRS,
+                stem,
+                schema.clone(),
+                WriteParams::default(),
+            )?);
+        }
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| Error::table("pairs", format!("unit {unit}: {e}")))?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if writer.is_none() {
+                writer = Some(self.catalog.writer(
+                    &table::PAIRS,
+                    stem,
+                    schema.clone(),
+                    WriteParams::default(),
+                )?);
+            }
+            writer.as_mut().expect("opened above").write(&batch).await?;
+        }
+        match writer {
+            Some(w) => w.finish().await,
+            None => Ok(Vec::new()),
         }
     }
-    let (ctx, _) = match cluster {
-        None => sql::session(root).await?,
-        Some(url) => cluster::session(root, url).await?,
-    };
-    let paths: Vec<String> = todo
-        .iter()
-        .flat_map(|c| c.objects(&table::CANDIDATES))
-        .map(|o| o.path)
-        .collect();
-    if paths.is_empty() {
-        sql::register_empty(&ctx, table::CANDIDATES.name, table::schema::candidates())?;
-    } else {
-        sql::register_objects(&ctx, root, table::CANDIDATES.name, &paths).await?;
-    }
-    let generation = catalog.begin("filter").await?;
-    let df = ctx
-        .sql(sql::queries::PAIRS)
-        .await
-        .and_then(|df| {
-            df.with_param_values(vec![
-                ScalarValue::Float32(Some(dino_max)),
-                ScalarValue::Utf8(Some(run_id.clone())),
-            ])
-        })
-        .map_err(|e| Error::table("pairs", format!("sql/pairs.sql: {e}")))?;
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| Error::table("pairs", e))?;
-    let stem = format!("g{generation:010}/pairs");
-    let mut writer = catalog.writer(&table::PAIRS, &stem, schema, WriteParams::default())?;
-    let mut pairs = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| Error::table("pairs", e))?;
-        pairs += batch.num_rows() as u64;
-        writer.write(&batch).await?;
-    }
-    let objects = writer.finish().await?;
-    let record = FilterCommit {
-        pairs,
-        dino_max,
-        run_id: run_id.clone(),
-        candidates: todo.iter().map(|c| covered(c)).collect(),
-        version: crate::VERSION.to_string(),
-    };
-    let unit = format!("f{generation:010}");
-    let commit = Commit::new(&unit, generation, &record)?.with(&table::PAIRS, objects);
-    catalog.commit(CommitSet::FILTER, &commit).await?;
-    if !incremental {
-        catalog
-            .retract(CommitSet::FILTER, |c| c.unit != unit)
-            .await?;
-    }
-    Ok(FilterSummary {
-        pairs,
-        units: todo.len(),
-        incremental,
-        run_id,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+}
+
+/// Registers (or replaces) table `name` of `ctx` as `batches` in memory.
+fn register_memory(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<()> {
+    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::table(name, e))?;
+    ctx.deregister_table(name)
+        .map_err(|e| Error::table(name, e))?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(|e| Error::table(name, e))?;
+    Ok(())
 }

@@ -65,9 +65,15 @@ pub struct PartitionParams {
     pub retrain: bool,
     /// A cell's block (home + guests) estimated above this many rows is split.
     pub max_block_rows: usize,
-    /// Exact placement refuses when the sample says each vector would be copied into more
-    /// cells than this on average (the vectors are too spread out for the threshold).
+    /// Exact placement is given up when the sample says each vector would be copied into
+    /// more cells than this on average (the vectors are too spread out for the threshold):
+    /// probes are chosen for `target_recall` instead, or, with `exact`, the run refuses.
     pub max_copies: f64,
+    /// Demand exact placement (refuse when it is impractical) rather than choosing probes.
+    pub exact: bool,
+    /// The recall probes are chosen for when exact placement is impractical, estimated on
+    /// the exact pairs of the training sample.
+    pub target_recall: f64,
     /// Retrain when new vectors fit the centroids this much worse than the training sample.
     pub drift_max: f64,
     /// Lloyd iterations at most.
@@ -87,6 +93,8 @@ impl Default for PartitionParams {
             retrain: false,
             max_block_rows: 200_000,
             max_copies: 16.0,
+            exact: false,
+            target_recall: 0.999,
             drift_max: 0.05,
             iterations: 10,
             buffer_bytes: 256 << 20,
@@ -115,6 +123,12 @@ pub struct PartitionSummary {
     pub copy_factor: f64,
     /// The largest cell block (home + guests, all generations), in rows.
     pub largest_block: u64,
+    /// Guests capped at this many nearest cells (None: exact placement).
+    pub probe: Option<usize>,
+    /// The probes were chosen for this recall because exact placement was impractical.
+    pub auto_probe: Option<f64>,
+    /// Recall of the probes on the training sample's exact pairs, when chosen.
+    pub estimated_recall: Option<f64>,
     /// Mean cosine of the placed vectors to their home centroid.
     pub fit: f64,
     /// Drift of the new vectors against the training sample, when placed incrementally.
@@ -174,8 +188,18 @@ impl Placer {
         }
     }
 
-    /// Home and guest cells of each row of `x`.
+    /// Home and guest cells of each row of `x` (guests in cell order).
     pub fn place(&self, x: ArrayView2<f32>) -> Vec<Placement> {
+        self.placements(x, false)
+    }
+
+    /// Home and guest cells of each row of `x`, guests nearest first (by distance to the
+    /// bisector): with probe K a vector is a guest of the first K.
+    pub fn ranked(&self, x: ArrayView2<f32>) -> Vec<Placement> {
+        self.placements(x, true)
+    }
+
+    fn placements(&self, x: ArrayView2<f32>, nearest_first: bool) -> Vec<Placement> {
         let bound2 = NORM_BOUND * NORM_BOUND - 2.0 * self.clip_min;
         kmeans::score_chunks(x, self.centroids.view(), |start, scores| {
             scores
@@ -203,12 +227,16 @@ impl Placer {
                             }
                         }
                     }
-                    if let Some(k) = self.probe {
+                    if self.probe.is_some() || nearest_first {
                         guests.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    }
+                    if let Some(k) = self.probe {
                         guests.truncate(k);
                     }
                     let mut guests: Vec<u32> = guests.into_iter().map(|g| g.1).collect();
-                    guests.sort_unstable();
+                    if !nearest_first {
+                        guests.sort_unstable();
+                    }
                     Placement {
                         home,
                         fit: best,
@@ -229,6 +257,74 @@ pub fn default_cells(n: u64, max_block_rows: usize) -> usize {
     let by_sqrt = (n as f64).sqrt().round() as usize;
     let by_block = (n as usize * 4).div_ceil(max_block_rows.max(1));
     by_sqrt.max(by_block).max(1)
+}
+
+/// Probes chosen for a target recall on a sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeChoice {
+    /// Guest copies per vector capped at this many nearest cells.
+    pub probe: usize,
+    /// The share of the sample's exact pairs that this probe keeps.
+    pub recall: f64,
+    /// Exact pairs found in the sample (the estimate's support).
+    pub pairs: usize,
+}
+
+/// Query rows of the sample whose exact pairs estimate recall.
+const PROBE_QUERIES: usize = 4000;
+/// The probe used when the sample has no pair above the threshold to estimate with.
+const PROBE_WITHOUT_PAIRS: usize = 2;
+
+/// The smallest probe K whose placement keeps at least `target` of the exact pairs above the
+/// threshold among `sample` (pairs of its first 4,000 rows with every row, by brute force). A
+/// pair `(x, y)` homed in different cells is found when `y`'s home is among the first K guest
+/// cells of `x` or the other way round, so its rank is the smaller of the two positions.
+pub fn choose_probe(sample: ArrayView2<f32>, exact: &Placer, target: f64) -> ProbeChoice {
+    let n = sample.nrows();
+    let m = n.min(PROBE_QUERIES);
+    let ranked = exact.ranked(sample);
+    let position = |of: usize, cell: u32| -> usize {
+        ranked[of]
+            .guests
+            .iter()
+            .position(|&g| g == cell)
+            .map_or(usize::MAX, |p| p + 1)
+    };
+    let mut ranks: Vec<usize> = Vec::new();
+    for start in (0..m).step_by(512) {
+        let end = (start + 512).min(m);
+        let sims = sample.slice(ndarray::s![start..end, ..]).dot(&sample.t());
+        for (qi, row) in sims.rows().into_iter().enumerate() {
+            let i = start + qi;
+            for (j, &sim) in row.iter().enumerate() {
+                if j <= i || sim <= exact.clip_min {
+                    continue;
+                }
+                let (hi, hj) = (ranked[i].home, ranked[j].home);
+                ranks.push(match hi == hj {
+                    true => 0,
+                    false => position(i, hj).min(position(j, hi)),
+                });
+            }
+        }
+    }
+    if ranks.is_empty() {
+        return ProbeChoice {
+            probe: PROBE_WITHOUT_PAIRS,
+            recall: f64::NAN,
+            pairs: 0,
+        };
+    }
+    ranks.sort_unstable();
+    let need =
+        ((target.clamp(0.0, 1.0) * ranks.len() as f64).ceil() as usize).clamp(1, ranks.len());
+    let probe = ranks[need - 1].clamp(1, exact.cells().max(1));
+    let kept = ranks.partition_point(|&r| r <= probe);
+    ProbeChoice {
+        probe,
+        recall: kept as f64 / ranks.len() as f64,
+        pairs: ranks.len(),
+    }
 }
 
 /// The partition stage.
@@ -292,6 +388,9 @@ async fn partition_locked(
                 guests: 0,
                 copy_factor: 1.0,
                 largest_block: largest_block(layout),
+                probe: layout.latest().probe,
+                auto_probe: layout.latest().auto_probe,
+                estimated_recall: layout.latest().estimated_recall,
                 fit: layout.latest().fit,
                 drift: None,
                 bytes: 0,
@@ -318,29 +417,59 @@ async fn partition_locked(
         }
     }
     let generation = catalog.begin("partition").await?;
-    let (centroids, layout_gen, train_fit, centroid_objects) = match (&plan.trained, &existing) {
+    // The probe placed with and, when partition chose it, the recall it was chosen for and
+    // its estimate.
+    let (centroids, layout_gen, train_fit, centroid_objects, probe, chosen) = match (
+        &plan.trained,
+        &existing,
+    ) {
         (None, Some(layout)) => {
             let objects = layout
                 .generations
                 .iter()
                 .flat_map(|g| g.2.objects(&table::CENTROIDS))
                 .collect();
+            let latest = layout.latest();
+            let chosen = latest.auto_probe.map(|t| (t, latest.estimated_recall));
             (
                 layout.centroids.clone(),
                 layout.layout,
-                layout.latest().train_fit,
+                latest.train_fit,
                 objects,
+                params.probe.or(latest.probe),
+                chosen,
             )
         }
         (reason, _) => {
             let reason = reason.clone().unwrap_or_default();
             tracing::info!(reason, "training centroids");
-            let (centroids, fit) = train(&catalog, &embeds, params, progress.as_ref()).await?;
-            let objects = write_centroids(&catalog, generation, &centroids).await?;
-            (centroids, generation, fit, objects)
+            let trained = train(&catalog, &embeds, params, progress.as_ref()).await?;
+            let objects = write_centroids(&catalog, generation, &trained.centroids).await?;
+            let mut chosen = None;
+            if let Some(c) = &trained.chosen {
+                let line = format!(
+                        "partition: exact placement would copy each vector into {:.1} cells (bound {}); placing with probe {} for a target recall of {} (estimated {:.4} on {} exact pairs of the training sample; `candidates` measures it after the join; --exact refuses instead)",
+                        trained.exact_copies, params.max_copies, c.probe, params.target_recall, c.recall, c.pairs
+                    );
+                tracing::info!("{line}");
+                progress.message(&line);
+                chosen = Some((
+                    params.target_recall,
+                    Some(c.recall).filter(|r| r.is_finite()),
+                ));
+            }
+            let probe = params.probe.or(trained.chosen.map(|c| c.probe));
+            (
+                trained.centroids,
+                generation,
+                trained.fit,
+                objects,
+                probe,
+                chosen,
+            )
         }
     };
-    let placer = Arc::new(Placer::new(centroids, params.clip_min, params.probe));
+    let placer = Arc::new(Placer::new(centroids, params.clip_min, probe));
     let placed = place(
         &catalog,
         generation,
@@ -356,7 +485,9 @@ async fn partition_locked(
         dim: placed.dim,
         clip_min: params.clip_min,
         norm_bound: NORM_BOUND,
-        probe: params.probe,
+        probe,
+        auto_probe: chosen.map(|c| c.0),
+        estimated_recall: chosen.and_then(|c| c.1),
         seed: params.seed,
         shards: plan
             .units
@@ -403,6 +534,9 @@ async fn partition_locked(
         guests: record.guests,
         copy_factor: record.copy_factor(),
         largest_block: largest,
+        probe: record.probe,
+        auto_probe: record.auto_probe,
+        estimated_recall: record.estimated_recall,
         fit: record.fit,
         drift,
         bytes: placed.bytes,
@@ -429,10 +563,15 @@ fn plan(embeds: &[Commit], existing: Option<&Layout>, params: &PartitionParams) 
             "clip-min {} is below the {} the guests were placed for",
             params.clip_min, latest.clip_min
         ))
-    } else if params.probe != latest.probe {
+    } else if probe_changed(params, latest) {
         Some(format!(
-            "probe changed from {:?} to {:?}",
-            latest.probe, params.probe
+            "probe changed from {} to {}",
+            probe_name(latest.probe, latest.auto_probe.is_some()),
+            match (params.probe, params.exact) {
+                (Some(k), _) => k.to_string(),
+                (None, true) => "exact".into(),
+                (None, false) => "chosen for the target recall".into(),
+            }
         ))
     } else if params.cells.is_some_and(|k| k != layout.centroids.nrows()) {
         Some(format!(
@@ -478,6 +617,25 @@ fn plan(embeds: &[Commit], existing: Option<&Layout>, params: &PartitionParams) 
             .collect(),
         trained: None,
         full: false,
+    }
+}
+
+/// True when the placement `params` ask for differs from the layout's: another `--probe`,
+/// `--exact` on an approximate layout, or no `--probe` on a layout whose probe was given (a
+/// layout whose probe partition chose itself, or an exact one, is kept).
+fn probe_changed(params: &PartitionParams, latest: &PartitionCommit) -> bool {
+    match (params.probe, params.exact) {
+        (Some(k), _) => latest.probe != Some(k),
+        (None, true) => latest.probe.is_some(),
+        (None, false) => latest.probe.is_some() && latest.auto_probe.is_none(),
+    }
+}
+
+fn probe_name(probe: Option<usize>, chosen: bool) -> String {
+    match (probe, chosen) {
+        (None, _) => "exact".into(),
+        (Some(k), false) => k.to_string(),
+        (Some(k), true) => format!("{k} (chosen)"),
     }
 }
 
@@ -550,12 +708,21 @@ async fn reservoir(
 
 /// Trains the centroids on a sample of every vector, splitting cells whose estimated block is
 /// too big; refuses exact placement whose estimated copy factor passes the bound.
+/// What training made: the centroids, their fit on the sample and, when exact placement was
+/// impractical, the probes chosen instead.
+struct Trained {
+    centroids: Array2<f32>,
+    fit: f64,
+    exact_copies: f64,
+    chosen: Option<ProbeChoice>,
+}
+
 async fn train(
     catalog: &Catalog,
     embeds: &[Commit],
     params: &PartitionParams,
     progress: &dyn Progress,
-) -> Result<(Array2<f32>, f64)> {
+) -> Result<Trained> {
     let n = rows_of(catalog, embeds).await?;
     let k = params
         .cells
@@ -575,12 +742,39 @@ async fn train(
         )));
     }
     let params = params.clone();
-    tokio::task::spawn_blocking(move || -> Result<(Array2<f32>, f64)> {
+    tokio::task::spawn_blocking(move || -> Result<Trained> {
         let trained = kmeans::train(sample.view(), k, params.iterations, params.seed);
         let mut centroids = trained.centroids;
         let scale = n as f64 / sample.nrows() as f64;
+        let mut probe = params.probe;
+        let mut chosen = None;
+        let mut exact_copies = f64::NAN;
+        if probe.is_none() {
+            let exact = Placer::new(centroids.clone(), params.clip_min, None);
+            let copies = exact
+                .place(sample.view())
+                .iter()
+                .map(|p| 1 + p.guests.len())
+                .sum::<usize>() as f64
+                / sample.nrows() as f64;
+            exact_copies = copies;
+            if copies > params.max_copies {
+                if params.exact {
+                    return Err(Error::Usage(format!(
+                        "exact partitioning would copy each vector into {copies:.1} cells on average \
+                         (bound {}): these vectors are too spread out for clip-min {}. Drop --exact \
+                         to let partition choose probes for --target-recall, pass --probe K, fewer \
+                         --cells, or use `candidates --method exact|index`",
+                        params.max_copies, params.clip_min
+                    )));
+                }
+                let c = choose_probe(sample.view(), &exact, params.target_recall);
+                probe = Some(c.probe);
+                chosen = Some(c);
+            }
+        }
         for round in 0..SPLIT_ROUNDS {
-            let placer = Placer::new(centroids.clone(), params.clip_min, params.probe);
+            let placer = Placer::new(centroids.clone(), params.clip_min, probe);
             let placed = placer.place(sample.view());
             let mut block = vec![0u64; placer.cells()];
             let mut homes: Vec<Vec<usize>> = vec![Vec::new(); placer.cells()];
@@ -590,16 +784,6 @@ async fn train(
                 for g in &p.guests {
                     block[*g as usize] += 1;
                 }
-            }
-            let copies = block.iter().sum::<u64>() as f64 / sample.nrows() as f64;
-            if params.probe.is_none() && copies > params.max_copies {
-                return Err(Error::Usage(format!(
-                    "exact partitioning would copy each vector into {copies:.1} cells on average \
-                     (bound {}): these vectors are too spread out for clip-min {}. Pass --probe K \
-                     (approximate; measure with `candidates --recall`), fewer --cells, or use \
-                     `candidates --method exact|index`",
-                    params.max_copies, params.clip_min
-                )));
             }
             let oversized: Vec<usize> = (0..placer.cells())
                 .filter(|&c| block[c] as f64 * scale > params.max_block_rows as f64)
@@ -622,7 +806,12 @@ async fn train(
         }
         let near = kmeans::nearest(sample.view(), centroids.view());
         let fit = near.iter().map(|n| n.1 as f64).sum::<f64>() / near.len().max(1) as f64;
-        Ok((centroids, fit))
+        Ok(Trained {
+            centroids,
+            fit,
+            exact_copies,
+            chosen,
+        })
     })
     .await
     .map_err(|e| Error::Internal(format!("partition training: {e}")))?
@@ -686,12 +875,11 @@ async fn place(
     let k = placer.cells();
     let total = rows_of(catalog, units).await?;
     progress.start("partition", Some(total));
-    let mut stream = io::scan_objects(
-        catalog.root(),
-        paths_of(units),
-        &["key", "content_hash", "clip"],
-        io::SCAN_BATCH_ROWS,
-    );
+    // DINOv2 vectors ride along into the cells when every shard placed has them (embed with
+    // both encoders); shards embedded with CLIP only get theirs from `blindspot dino`.
+    let with_dino = units.iter().all(|u| !table::without_dino(u));
+    let copied = cells::copied_columns(with_dino);
+    let mut stream = io::scan_objects(catalog.root(), paths_of(units), copied, io::SCAN_BATCH_ROWS);
     let mut out = Placed {
         objects: Vec::new(),
         home: 0,
@@ -728,12 +916,11 @@ async fn place(
             ));
         }
         let schema = schema.get_or_insert_with(|| {
-            let clip = batch
-                .schema()
-                .field_with_name("clip")
-                .expect("projected")
-                .clone();
-            cells::cells_schema(&clip)
+            let field = |name: &str| batch.schema().field_with_name(name).ok().cloned();
+            cells::cells_schema(
+                &field("clip").expect("projected"),
+                field("dino").filter(|_| with_dino).as_ref(),
+            )
         });
         let p = placer.clone();
         let placements = tokio::task::spawn_blocking(move || {
@@ -779,19 +966,24 @@ async fn place(
                 Arc::new(home_cell),
                 Arc::new(guest_cells.finish()),
             ];
-            for name in ["key", "content_hash", "clip"] {
+            for name in copied {
                 let col = batch.column_by_name(name).expect("projected");
-                columns.push(
-                    arrow::compute::take(col.as_ref(), &rows, None)
-                        .map_err(|e| Error::table("cells", e))?,
-                );
-            }
-            // Shards embedded with another float type are stored as the first one was.
-            let want = schema.field(columns.len() - 1).data_type();
-            if columns.last().is_some_and(|c| c.data_type() != want) {
-                let clip = columns.pop().expect("clip");
-                columns
-                    .push(arrow::compute::cast(&clip, want).map_err(|e| Error::table("cells", e))?);
+                let taken = arrow::compute::take(col.as_ref(), &rows, None)
+                    .map_err(|e| Error::table("cells", e))?;
+                // Shards embedded with another float type are stored as the first one was.
+                let want = schema.field(columns.len()).data_type();
+                columns.push(match taken.data_type() == want {
+                    true => taken,
+                    false => arrow::compute::cast(&taken, want).map_err(|e| {
+                        Error::table(
+                            "cells",
+                            format!(
+                                "{name} is {} in some shards and {want} in others; re-embed them alike: {e}",
+                                taken.data_type()
+                            ),
+                        )
+                    })?,
+                });
             }
             let part = RecordBatch::try_new(schema.clone(), columns)
                 .map_err(|e| Error::table("cells", e))?;

@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::table::{self, io, Catalog, Generations};
 
 /// Recall measured on a sample of query images.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Recall {
     /// Query images in the sample.
     pub sample: usize,

@@ -11,9 +11,22 @@
 //!   and 5% of images come with one to four near-duplicates whose cosine to them is spread over
 //!   0.92 to 0.98, straddling the 0.95 threshold.
 //!
-//! DINOv2 vectors: random, except that half of the near-duplicate copies (planted group
-//! members, or clip-like near-duplicates) keep their original's DINO vector (a true
-//! near-duplicate) while the other half get their own (CLIP-blind).
+//! - `laion-like`: what LAION looks like after near-duplicate detection (SNIP: about a third of
+//!   LAION-2B are near-duplicates, in groups of up to thousands). The clip-like background, and
+//!   `group_share` (30%) of the images in near-duplicate groups whose sizes follow a power law
+//!   (exponent 1.8, from 2 to `max_group`, 2,000 by default, one group always that large):
+//!   members sit at CLIP cosine 0.975 to 0.995 from their group's centre, so nearly every pair
+//!   of a group is a candidate (about 24M candidates at 200k rows). In DINOv2 a group is one
+//!   picture (members at cosine 0.97 to 0.99 of one vector, pairwise above 0.9), except in
+//!   `blind_share` (30%) of the groups, where 10% to 50% of the members are another picture
+//!   (an unrelated DINOv2 vector): every pair across the two halves is CLIP-blind, a million
+//!   "pairs" of one pair of pictures in a large group. Rows are generated one at a time from
+//!   their own seed, so a corpus of any size is written shard by shard in bounded memory, and
+//!   the rows of a group are spread over the whole corpus, as in a crawl.
+//!
+//! DINOv2 vectors (planted, clip-like): random, except that half of the near-duplicate copies
+//! (planted group members, or clip-like near-duplicates) keep their original's DINO vector (a
+//! true near-duplicate) while the other half get their own (CLIP-blind).
 
 use std::sync::Arc;
 
@@ -36,6 +49,9 @@ pub enum VectorKind {
     Planted,
     /// A shared mean direction, uneven topics, anisotropic noise, near-duplicates around 0.95.
     ClipLike,
+    /// Clip-like, with heavy-tailed near-duplicate groups (to 2,000 members), some of them
+    /// split in DINOv2 into two pictures.
+    LaionLike,
 }
 
 /// Settings of a synthetic vector corpus.
@@ -57,6 +73,27 @@ pub struct VectorParams {
     pub float: FloatType,
     /// Shard names start with this (a later increment uses another).
     pub prefix: String,
+    /// laion-like: the share of images in near-duplicate groups.
+    #[serde(default = "default_group_share")]
+    pub group_share: f64,
+    /// laion-like: the largest group (one group is always this large, if the share allows).
+    #[serde(default = "default_max_group")]
+    pub max_group: usize,
+    /// laion-like: the share of groups that are two pictures in DINOv2.
+    #[serde(default = "default_blind_share")]
+    pub blind_share: f64,
+}
+
+fn default_group_share() -> f64 {
+    0.3
+}
+
+fn default_max_group() -> usize {
+    2000
+}
+
+fn default_blind_share() -> f64 {
+    0.3
 }
 
 impl Default for VectorParams {
@@ -70,6 +107,9 @@ impl Default for VectorParams {
             seed: 0,
             float: FloatType::F16,
             prefix: "vectors".into(),
+            group_share: default_group_share(),
+            max_group: default_max_group(),
+            blind_share: default_blind_share(),
         }
     }
 }
@@ -113,6 +153,9 @@ fn at_cosine(rng: &mut Rng, x: &[f32], cos: f32) -> Vec<f32> {
 
 /// Generates the corpus (deterministic in `params`).
 pub fn generate(params: &VectorParams) -> Vectors {
+    if params.kind == VectorKind::LaionLike {
+        return LaionLike::new(params).rows(0..params.n);
+    }
     let (n, dim, ddim) = (params.n, params.dim, params.dino_dim);
     let mut rng = Rng(params.seed ^ 0xC11F_0000);
     let mut clip = Vec::with_capacity(n * dim);
@@ -151,35 +194,9 @@ pub fn generate(params: &VectorParams) -> Vectors {
             }
         }
         VectorKind::ClipLike => {
-            let mean = random_unit(&mut rng, dim);
-            let topics = (n / 200).max(8);
-            let dirs: Vec<Vec<f32>> = (0..topics).map(|_| random_unit(&mut rng, dim)).collect();
-            // Zipf(1.1) topic sizes: cumulative weights.
-            let weights: Vec<f64> = (1..=topics).map(|r| (r as f64).powf(-1.1)).collect();
-            let total: f64 = weights.iter().sum();
-            let cumulative: Vec<f64> = weights
-                .iter()
-                .scan(0.0, |acc, w| {
-                    *acc += w / total;
-                    Some(*acc)
-                })
-                .collect();
-            // Noise variance falls with the dimension's rank.
-            let spectrum: Vec<f32> = (0..dim).map(|i| (1.0 + i as f32).powf(-0.5)).collect();
-            let (a, b, c) = (0.45f32.sqrt(), 0.25f32.sqrt(), 0.30f32.sqrt());
+            let background = Background::new(&mut rng, n, dim);
             while clip.len() < n * dim {
-                let u = rng.unit();
-                let t = cumulative.partition_point(|&c| c < u).min(topics - 1);
-                let mut noise: Vec<f32> = gaussian(&mut rng, dim)
-                    .iter()
-                    .zip(&spectrum)
-                    .map(|(g, s)| g * s)
-                    .collect();
-                unit(&mut noise);
-                let mut x: Vec<f32> = (0..dim)
-                    .map(|i| a * mean[i] + b * dirs[t][i] + c * noise[i])
-                    .collect();
-                unit(&mut x);
+                let x = background.vector(&mut rng);
                 let d = random_unit(&mut rng, ddim);
                 clip.extend_from_slice(&x);
                 dino.extend_from_slice(&d);
@@ -191,10 +208,182 @@ pub fn generate(params: &VectorParams) -> Vectors {
                 }
             }
         }
+        VectorKind::LaionLike => unreachable!("generated row by row above"),
     }
     clip.truncate(n * dim);
     dino.truncate(n * ddim);
     Vectors { clip, dino }
+}
+
+/// The clip-like distribution: one mean direction shared by every vector (unrelated images at
+/// cosine about 0.45), Zipf(1.1) topics, and noise whose variance falls with the dimension's
+/// rank.
+struct Background {
+    mean: Vec<f32>,
+    dirs: Vec<Vec<f32>>,
+    cumulative: Vec<f64>,
+    spectrum: Vec<f32>,
+}
+
+impl Background {
+    fn new(rng: &mut Rng, n: usize, dim: usize) -> Background {
+        let mean = random_unit(rng, dim);
+        let topics = (n / 200).max(8);
+        let dirs: Vec<Vec<f32>> = (0..topics).map(|_| random_unit(rng, dim)).collect();
+        let weights: Vec<f64> = (1..=topics).map(|r| (r as f64).powf(-1.1)).collect();
+        let total: f64 = weights.iter().sum();
+        let cumulative: Vec<f64> = weights
+            .iter()
+            .scan(0.0, |acc, w| {
+                *acc += w / total;
+                Some(*acc)
+            })
+            .collect();
+        let spectrum: Vec<f32> = (0..dim).map(|i| (1.0 + i as f32).powf(-0.5)).collect();
+        Background {
+            mean,
+            dirs,
+            cumulative,
+            spectrum,
+        }
+    }
+
+    /// One image's unit vector.
+    fn vector(&self, rng: &mut Rng) -> Vec<f32> {
+        let dim = self.mean.len();
+        let (a, b, c) = (0.45f32.sqrt(), 0.25f32.sqrt(), 0.30f32.sqrt());
+        let topics = self.dirs.len();
+        let u = rng.unit();
+        let t = self.cumulative.partition_point(|&c| c < u).min(topics - 1);
+        let mut noise: Vec<f32> = gaussian(rng, dim)
+            .iter()
+            .zip(&self.spectrum)
+            .map(|(g, s)| g * s)
+            .collect();
+        unit(&mut noise);
+        let mut x: Vec<f32> = (0..dim)
+            .map(|i| a * self.mean[i] + b * self.dirs[t][i] + c * noise[i])
+            .collect();
+        unit(&mut x);
+        x
+    }
+}
+
+/// A seed for item `i` of stream `salt`, decorrelated from its neighbours (splitmix64).
+fn seed_of(seed: u64, salt: u64, i: u64) -> u64 {
+    let mut z =
+        seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The laion-like corpus: each row's group and picture, and every vector made on demand from
+/// seeds, so any range of rows is generated alone.
+pub struct LaionLike {
+    params: VectorParams,
+    background: Background,
+    /// Per row: 0 for an image in no group, else `2 * group + picture + 1`.
+    member: Vec<u32>,
+    /// Group sizes.
+    sizes: Vec<u32>,
+}
+
+/// The power-law exponent of group sizes.
+const GROUP_EXPONENT: f64 = 1.8;
+
+impl LaionLike {
+    /// Draws the groups and spreads their members over the rows (deterministic in `params`).
+    pub fn new(params: &VectorParams) -> LaionLike {
+        let n = params.n;
+        let mut rng = Rng(params.seed ^ 0x1A10_0000);
+        let background = Background::new(&mut rng, n, params.dim);
+        let target = (params.group_share.clamp(0.0, 1.0) * n as f64) as usize;
+        let max_group = params.max_group.max(2);
+        let mut sizes: Vec<u32> = Vec::new();
+        let mut grouped = 0usize;
+        while grouped + 2 <= target {
+            let size = match sizes.is_empty() {
+                true => max_group,
+                false => {
+                    let u = rng.unit();
+                    (2.0 * (1.0 - u).powf(-1.0 / (GROUP_EXPONENT - 1.0))) as usize
+                }
+            };
+            let size = size.clamp(2, max_group).min(target - grouped);
+            if size < 2 {
+                break;
+            }
+            sizes.push(size as u32);
+            grouped += size;
+        }
+        let mut member: Vec<u32> = Vec::with_capacity(n);
+        for (g, &size) in sizes.iter().enumerate() {
+            let blind = rng.unit() < params.blind_share;
+            // The second picture's share of a blind group: 10% to 50%, at least one member.
+            let other = match blind {
+                true => ((size as f64 * (0.1 + 0.4 * rng.unit())) as u32).clamp(1, size - 1),
+                false => 0,
+            };
+            for m in 0..size {
+                let picture = (m < other) as u32;
+                member.push(2 * g as u32 + picture + 1);
+            }
+        }
+        member.resize(n, 0);
+        // Fisher-Yates: a group's members are spread over the corpus.
+        for i in (1..n).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            member.swap(i, j);
+        }
+        LaionLike {
+            params: params.clone(),
+            background,
+            member,
+            sizes,
+        }
+    }
+
+    /// Group sizes, largest first.
+    pub fn group_sizes(&self) -> Vec<u32> {
+        let mut s = self.sizes.clone();
+        s.sort_unstable_by(|a, b| b.cmp(a));
+        s
+    }
+
+    /// Row `i`'s near-duplicate group and picture (0 or 1), if it is in one.
+    pub fn group_of(&self, i: usize) -> Option<(u32, u32)> {
+        match self.member[i] {
+            0 => None,
+            m => Some(((m - 1) / 2, (m - 1) % 2)),
+        }
+    }
+
+    /// The vectors of rows `range`.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Vectors {
+        let (dim, ddim, seed) = (self.params.dim, self.params.dino_dim, self.params.seed);
+        let mut clip = Vec::with_capacity(range.len() * dim);
+        let mut dino = Vec::with_capacity(range.len() * ddim);
+        for i in range {
+            let mut rng = Rng(seed_of(seed, 1, i as u64));
+            match self.group_of(i) {
+                None => {
+                    clip.extend(self.background.vector(&mut rng));
+                    dino.extend(random_unit(&mut rng, ddim));
+                }
+                Some((g, picture)) => {
+                    let centre = self.background.vector(&mut Rng(seed_of(seed, 2, g as u64)));
+                    let base =
+                        random_unit(&mut Rng(seed_of(seed, 3, (2 * g + picture) as u64)), ddim);
+                    let cos = 0.975 + 0.02 * rng.unit() as f32;
+                    clip.extend(at_cosine(&mut rng, &centre, cos));
+                    let cos = 0.97 + 0.02 * rng.unit() as f32;
+                    dino.extend(at_cosine(&mut rng, &base, cos));
+                }
+            }
+        }
+        Vectors { clip, dino }
+    }
 }
 
 fn vectors_column(values: &[f32], dim: usize, float: FloatType) -> Result<ArrayRef> {
@@ -230,18 +419,38 @@ pub async fn write(root: &Location, params: &VectorParams) -> Result<usize> {
             "synth-vectors needs --n, --dim and --shard-rows above 0".into(),
         ));
     }
-    let v = generate(params);
-    write_shards(root, params, &v).await
+    match params.kind {
+        VectorKind::LaionLike => {
+            let corpus = LaionLike::new(params);
+            write_shards(root, params, |range| corpus.rows(range)).await
+        }
+        _ => {
+            let v = generate(params);
+            let (dim, ddim) = (params.dim, params.dino_dim);
+            write_shards(root, params, |r| Vectors {
+                clip: v.clip[r.start * dim..r.end * dim].to_vec(),
+                dino: v.dino[r.start * ddim..r.end * ddim].to_vec(),
+            })
+            .await
+        }
+    }
 }
 
-/// Writes given CLIP vectors (n x dim, random DINO vectors) as one committed shard `prefix`,
-/// keys `prefix/<i>`, stored as f16 like the default corpus: vectors a test places itself,
-/// such as pairs on a cell border.
-pub async fn write_given(root: &Location, prefix: &str, clip: &[f32], dim: usize) -> Result<usize> {
+/// Writes given CLIP vectors (n x dim, random DINO vectors of `dino_dim`) as one committed
+/// shard `prefix`, keys `prefix/<i>`, stored as f16 like the default corpus: vectors a test
+/// places itself, such as pairs on a cell border.
+pub async fn write_given(
+    root: &Location,
+    prefix: &str,
+    clip: &[f32],
+    dim: usize,
+    dino_dim: usize,
+) -> Result<usize> {
     let n = clip.len() / dim.max(1);
     let params = VectorParams {
         n,
         dim,
+        dino_dim,
         shard_rows: n.max(1),
         prefix: prefix.into(),
         ..Default::default()
@@ -254,10 +463,19 @@ pub async fn write_given(root: &Location, prefix: &str, clip: &[f32], dim: usize
         clip: clip.to_vec(),
         dino,
     };
-    write_shards(root, &params, &v).await
+    write_shards(root, &params, |r| Vectors {
+        clip: v.clip[r.start * dim..r.end * dim].to_vec(),
+        dino: v.dino[r.start * params.dino_dim..r.end * params.dino_dim].to_vec(),
+    })
+    .await
 }
 
-async fn write_shards(root: &Location, params: &VectorParams, v: &Vectors) -> Result<usize> {
+/// Writes rows `0..n` as committed shards, asking `rows` for one shard's vectors at a time.
+async fn write_shards(
+    root: &Location,
+    params: &VectorParams,
+    rows: impl Fn(std::ops::Range<usize>) -> Vectors,
+) -> Result<usize> {
     let catalog = Catalog::new(root);
     let meta = |id: &str, dim| EncoderMeta {
         id: format!("synthetic-{id}"),
@@ -276,6 +494,7 @@ async fn write_shards(root: &Location, params: &VectorParams, v: &Vectors) -> Re
         let end = (start + params.shard_rows).min(params.n);
         let shard = format!("{}-{:06}", params.prefix, start / params.shard_rows);
         let keys: Vec<String> = (start..end).map(|i| key_of(&params.prefix, i)).collect();
+        let v = rows(start..end);
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
@@ -289,8 +508,8 @@ async fn write_shards(root: &Location, params: &VectorParams, v: &Vectors) -> Re
                 Arc::new(UInt32Array::from_value(1, keys.len())),
                 Arc::new(UInt32Array::from_value(1, keys.len())),
                 Arc::new(StringArray::from_iter_values(keys.iter())),
-                vectors_column(&v.clip[start * dim..end * dim], dim, params.float)?,
-                vectors_column(&v.dino[start * ddim..end * ddim], ddim, params.float)?,
+                vectors_column(&v.clip, dim, params.float)?,
+                vectors_column(&v.dino, ddim, params.float)?,
                 arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, keys.len()),
                 arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, keys.len()),
             ],
@@ -366,5 +585,82 @@ mod tests {
         }
         assert!(above > 20 && below > 20, "{above} above, {below} below");
         assert_eq!(generate(&p).clip, v.clip, "deterministic");
+    }
+
+    #[test]
+    fn laion_like_groups_are_heavy_tailed_near_duplicates_some_split_in_two_pictures() {
+        let p = VectorParams {
+            n: 20_000,
+            dim: 64,
+            dino_dim: 128,
+            kind: VectorKind::LaionLike,
+            max_group: 400,
+            seed: 3,
+            ..Default::default()
+        };
+        let corpus = LaionLike::new(&p);
+        let sizes = corpus.group_sizes();
+        let grouped: u32 = sizes.iter().sum();
+        // The share holds, one group is as large as allowed, and most groups are small.
+        assert!((5_900..=6_000).contains(&grouped), "{grouped}");
+        assert_eq!(sizes[0], 400);
+        let small = sizes.iter().filter(|&&s| s <= 8).count();
+        assert!(
+            small * 2 > sizes.len(),
+            "{small} of {} groups small",
+            sizes.len()
+        );
+        // Members of a group are spread over the corpus, not in a run.
+        let rows: Vec<usize> = (0..p.n)
+            .filter(|&i| corpus.group_of(i).is_some_and(|g| g.0 == 0))
+            .collect();
+        assert_eq!(rows.len(), 400);
+        assert!(rows[399] - rows[0] > p.n / 2, "{:?}", (rows[0], rows[399]));
+
+        let v = generate(&p);
+        let (dim, ddim) = (64, 128);
+        // Pairs inside a group: CLIP candidates. Same picture: DINOv2 near-duplicates; the two
+        // pictures of a split group: CLIP-blind.
+        let (mut candidates, mut same, mut blind, mut pairs) = (0, 0, 0, 0);
+        let members: Vec<(usize, (u32, u32))> = (0..p.n)
+            .filter_map(|i| corpus.group_of(i).map(|g| (i, g)))
+            .take(3000)
+            .collect();
+        for (x, (i, gi)) in members.iter().enumerate() {
+            for (j, gj) in members[x + 1..].iter() {
+                if gi.0 != gj.0 {
+                    continue;
+                }
+                pairs += 1;
+                candidates += (cos(&v.clip, dim, *i, *j) > 0.95) as usize;
+                let d = cos(&v.dino, ddim, *i, *j);
+                match gi.1 == gj.1 {
+                    true => same += (d > 0.9) as usize,
+                    false => blind += (d < 0.6) as usize,
+                }
+            }
+        }
+        let split: usize = members
+            .iter()
+            .enumerate()
+            .flat_map(|(x, (_, gi))| members[x + 1..].iter().map(move |(_, gj)| (gi, gj)))
+            .filter(|(a, b)| a.0 == b.0 && a.1 != b.1)
+            .count();
+        assert!(pairs > 10_000, "{pairs}");
+        assert!(
+            candidates as f64 > 0.9 * pairs as f64,
+            "{candidates} of {pairs}"
+        );
+        assert_eq!(
+            same + blind,
+            pairs,
+            "every same-picture pair a near-duplicate, every split pair blind"
+        );
+        assert_eq!(blind, split);
+        assert!(blind > 0);
+        // Rows are made alone: any range equals the same rows of the whole corpus.
+        let part = corpus.rows(5_000..5_100);
+        assert_eq!(part.clip, v.clip[5_000 * dim..5_100 * dim]);
+        assert_eq!(part.dino, v.dino[5_000 * ddim..5_100 * ddim]);
     }
 }

@@ -50,8 +50,10 @@ impl CommitSet {
     /// The dino stage's commits: one per input shard whose candidate images got DINOv2
     /// vectors in a run, and one per finished run naming the candidate units it covered.
     pub const DINO: CommitSet = CommitSet::Units("_commits/dino");
-    /// The filter stage's commits: one per run, naming the candidate units it covered.
+    /// The filter stage's commits: one per candidates unit filtered, naming it.
     pub const FILTER: CommitSet = CommitSet::Units("_commits/filter");
+    /// The recall of the `candidates` table measured after the join (no data objects).
+    pub const RECALL: CommitSet = CommitSet::Single("_commits/recall.json");
     /// One commit per evaluation (`answers` and `scores`).
     pub const EVAL: CommitSet = CommitSet::Units("_commits/eval");
     /// The correlate stage's commit.

@@ -151,6 +151,20 @@ pub fn candidates() -> SchemaRef {
     ]))
 }
 
+/// The `pairs` schema, as `sql/pairs.sql` returns it: both keys and uris, both similarities
+/// and the run id.
+pub fn pairs() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Utf8, false),
+        Field::new("b", DataType::Utf8, false),
+        Field::new("a_uri", DataType::Utf8, true),
+        Field::new("b_uri", DataType::Utf8, true),
+        Field::new("clip_sim", DataType::Float32, false),
+        Field::new("dino_sim", DataType::Float32, true),
+        Field::new("run_id", DataType::Utf8, true),
+    ]))
+}
+
 /// The `duplicates` schema: `key` is byte-identical to `duplicate_of`, the copy kept for
 /// mining.
 pub fn duplicates() -> SchemaRef {

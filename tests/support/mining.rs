@@ -157,7 +157,7 @@ async fn border_pairs(root: &Location, layout: &Layout, pairs: usize, old: &[f32
         clip.extend(w);
     }
     let n = clip.len() / dim;
-    blindspot::synth::vectors::write_given(root, "border", &clip, dim)
+    blindspot::synth::vectors::write_given(root, "border", &clip, dim, 16)
         .await
         .unwrap_or_else(|e| panic!("{n} border vectors: {e}"));
 }
@@ -225,7 +225,7 @@ async fn exact_partitioned_mining_equals_brute_force_across_borders_and_incremen
         .await
         .unwrap();
     let clip = border_clip(&a).await;
-    blindspot::synth::vectors::write_given(&b, "border", &clip, 32)
+    blindspot::synth::vectors::write_given(&b, "border", &clip, 32, 16)
         .await
         .unwrap();
     place(&b, &exact_layout(12)).await;
