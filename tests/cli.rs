@@ -1390,10 +1390,11 @@ fn every_method_finds_the_same_candidates_and_recall_is_reported() {
     );
 }
 
-/// The filter query's output, with run-specific parts (temp paths, run id) taken out.
+/// The filter query's output, with run-specific parts (temp paths, run id) taken out, in
+/// `(a, b)` order (each unit's objects are sorted; the units come in the order of their names).
 fn normalised_pairs(root: &Path) -> String {
     let prefix = format!("file://{}", root.parent().unwrap().display());
-    let mut out = String::from("a,b,a_uri,b_uri,clip_sim,dino_sim\n");
+    let mut out = String::new();
     for b in read_parquet_dir(&root.join("pairs")) {
         let (a, bb, au, bu) = (
             strings(&b, "a"),
@@ -1415,7 +1416,14 @@ fn normalised_pairs(root: &Path) -> String {
             );
         }
     }
-    out
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    let mut sorted = String::from("a,b,a_uri,b_uri,clip_sim,dino_sim\n");
+    for l in lines {
+        sorted += l;
+        sorted.push('\n');
+    }
+    sorted
 }
 
 #[test]

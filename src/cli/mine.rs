@@ -334,7 +334,10 @@ pub fn filter_text(s: &FilterSummary, dino_max: f32) -> String {
         s.pairs,
         s.units,
         match s.incremental {
-            true => format!(" ({} filtered before, kept)", s.skipped),
+            true => format!(
+                " (new since the last run, appended), {} units filtered before kept,",
+                s.skipped
+            ),
             false => String::new(),
         },
         s.seconds,

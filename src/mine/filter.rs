@@ -578,8 +578,8 @@ impl UnitJob<'_> {
                         &vectors.batches,
                     )
                     .await?;
-                    let paths: Vec<String> = scratch.iter().map(|o| o.path.clone()).collect();
-                    sql::register_objects(&self.ctx, root, sql::DINO_VECTORS, &paths).await?;
+                    let held: Vec<String> = scratch.iter().map(|o| o.path.clone()).collect();
+                    sql::register_objects(&self.ctx, root, sql::DINO_VECTORS, &held).await?;
                     sql::register_objects(&self.ctx, root, table::CANDIDATES.name, &paths).await?;
                 } else {
                     register_memory(&self.ctx, sql::DINO_VECTORS, schema, vectors.batches)?;
