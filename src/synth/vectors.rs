@@ -16,7 +16,7 @@
 //!   `group_share` (30%) of the images in near-duplicate groups whose sizes follow a power law
 //!   (exponent 1.8, from 2 to `max_group`, 2,000 by default, one group always that large):
 //!   members sit at CLIP cosine 0.975 to 0.995 from their group's centre, so nearly every pair
-//!   of a group is a candidate (about 24M candidates at 200k rows). In DINOv2 a group is one
+//!   of a group is a candidate (25.6M candidates measured at 200k rows). In DINOv2 a group is one
 //!   picture (members at cosine 0.97 to 0.99 of one vector, pairwise above 0.9), except in
 //!   `blind_share` (30%) of the groups, where 10% to 50% of the members are another picture
 //!   (an unrelated DINOv2 vector): every pair across the two halves is CLIP-blind, a million
