@@ -290,6 +290,8 @@ impl Default for PartitionSection {
 pub struct FilterSection {
     /// DINOv2 threshold (strict `<`).
     pub dino_max: f32,
+    /// Near-duplicate threshold (candidates at or above it are one group).
+    pub dup_min: f32,
     /// Run the filter query on this Ballista cluster (`df://HOST:PORT`).
     pub cluster: Option<String>,
 }
@@ -298,6 +300,7 @@ impl Default for FilterSection {
     fn default() -> Self {
         FilterSection {
             dino_max: 0.6,
+            dup_min: crate::mine::filter::DEFAULT_DUP_MIN,
             cluster: None,
         }
     }
@@ -478,6 +481,8 @@ pub struct Resolved {
     pub candidates: CandidateParams,
     /// The DINOv2 threshold of the filter stage.
     pub dino_max: f32,
+    /// The near-duplicate threshold of the filter stage.
+    pub dup_min: f32,
     /// The Ballista cluster the filter query runs on, if any.
     pub cluster: Option<String>,
 }
@@ -689,6 +694,10 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
             spec.filter.dino_max
         ));
     }
+    if let Err(e) = crate::mine::filter::check_thresholds(spec.filter.dino_max, spec.filter.dup_min)
+    {
+        problems.push(format!("[filter] {e}"));
+    }
     if let Some(url) = &spec.filter.cluster {
         if let Err(e) = crate::cluster::scheduler_url(url) {
             problems.push(format!("[filter] cluster: {e}"));
@@ -764,6 +773,7 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         partition,
         candidates,
         dino_max,
+        dup_min: spec.filter.dup_min,
         cluster: spec.filter.cluster.clone(),
         stages: spec.run.stages.clone(),
         input: input.expect("no problems"),

@@ -35,8 +35,15 @@ use crate::table::{self, Catalog, CommitSet, Generations, TableStatus};
 
 /// The compiled-in queries, by file name.
 pub mod queries {
-    /// `sql/pairs.sql`: candidates whose DINOv2 similarity is below `$1`, with run id `$2`.
+    /// `sql/similarities.sql`: every candidate with its CLIP and DINOv2 similarities (over
+    /// the tables `candidates` and `dino_vectors`).
+    pub const SIMILARITIES: &str = include_str!("../sql/similarities.sql");
+    /// `sql/pairs.sql`: the rows of `similarities` whose DINOv2 similarity is below `$1`,
+    /// with run id `$2`.
     pub const PAIRS: &str = include_str!("../sql/pairs.sql");
+    /// `sql/group_pairs.sql`: one row per pair of near-duplicate groups (over `pairs` with
+    /// its group columns).
+    pub const GROUP_PAIRS: &str = include_str!("../sql/group_pairs.sql");
     /// `sql/annotate.sql`: the mined pairs, most CLIP-blind first.
     pub const ANNOTATE: &str = include_str!("../sql/annotate.sql");
 }
@@ -106,15 +113,78 @@ impl ScalarUDFImpl for CosineSim {
     }
 }
 
-/// The flat f32 values of a vector column (f16 is widened with Arrow's cast kernel).
-fn flat_f32(list: &FixedSizeListArray) -> datafusion::error::Result<Float32Array> {
-    let values = list.values();
-    let values = if values.data_type() == &DataType::Float32 {
-        values.clone()
+/// The f32 values of one row of a vector column, written into `buf` (f16 widened with the
+/// F16C instructions where the CPU has them; other float types through Arrow's cast kernel).
+enum Rows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl<'a> Rows<'a> {
+    fn of(
+        list: &'a FixedSizeListArray,
+        cast: &'a mut Option<Float32Array>,
+    ) -> datafusion::error::Result<Self> {
+        let dim = list.value_length() as usize;
+        let from = list.offset() * dim;
+        let values = list.values();
+        Ok(match values.data_type() {
+            DataType::Float32 => Rows::F32(&values.as_primitive::<Float32Type>().values()[from..]),
+            DataType::Float16 => Rows::F16(
+                &values
+                    .as_primitive::<arrow::datatypes::Float16Type>()
+                    .values()[from..],
+            ),
+            _ => {
+                let widened = arrow::compute::cast(values, &DataType::Float32)?;
+                let widened = cast.insert(widened.as_primitive::<Float32Type>().clone());
+                Rows::F32(&widened.values()[from..])
+            }
+        })
+    }
+
+    /// Row `i` (of `dim` values) as f32, in `buf` when it has to be widened.
+    fn row<'b>(&'b self, i: usize, dim: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        match self {
+            Rows::F32(v) => &v[i * dim..(i + 1) * dim],
+            Rows::F16(v) => {
+                use half::slice::HalfFloatSliceExt;
+                v[i * dim..(i + 1) * dim].convert_to_f32_slice(buf);
+                buf
+            }
+        }
+    }
+}
+
+/// Lanes of the dot products: independent partial sums that the compiler keeps in SIMD
+/// registers (a single running sum is one long dependency chain).
+const LANES: usize = 8;
+
+/// Cosine similarity of two rows; NaN when either has no direction.
+fn cosine(x: &[f32], y: &[f32]) -> f32 {
+    let (mut d, mut nx, mut ny) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let (cx, cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (rx, ry) = (cx.remainder(), cy.remainder());
+    for (p, q) in cx.zip(cy) {
+        for l in 0..LANES {
+            d[l] += p[l] * q[l];
+            nx[l] += p[l] * p[l];
+            ny[l] += q[l] * q[l];
+        }
+    }
+    for (l, (p, q)) in rx.iter().zip(ry).enumerate() {
+        d[l] += p * q;
+        nx[l] += p * p;
+        ny[l] += q * q;
+    }
+    let sum = |v: [f32; LANES]| v.iter().sum::<f32>();
+    let (d, nx, ny) = (sum(d), sum(nx), sum(ny));
+    let den = (nx * ny).sqrt();
+    if den > 0.0 {
+        d / den
     } else {
-        arrow::compute::cast(values, &DataType::Float32)?
-    };
-    Ok(values.as_primitive::<Float32Type>().clone())
+        f32::NAN
+    }
 }
 
 /// Row-wise cosine similarity of two vector arrays of equal length.
@@ -130,29 +200,14 @@ pub fn cosine_arrays(a: &ArrayRef, b: &ArrayRef) -> datafusion::error::Result<Ar
             b.value_length()
         )));
     }
-    let (va, vb) = (flat_f32(a)?, flat_f32(b)?);
-    let (sa, sb) = (
-        &va.values()[a.offset() * dim..],
-        &vb.values()[b.offset() * dim..],
-    );
+    let (mut ca, mut cb) = (None, None);
+    let (ra, rb) = (Rows::of(a, &mut ca)?, Rows::of(b, &mut cb)?);
+    let (mut ba, mut bb) = (vec![0f32; dim], vec![0f32; dim]);
     let nulls = NullBuffer::union(a.logical_nulls().as_ref(), b.logical_nulls().as_ref());
-    let sims: Vec<f32> = sa
-        .chunks_exact(dim.max(1))
-        .zip(sb.chunks_exact(dim.max(1)))
-        .take(a.len())
-        .map(|(x, y)| {
-            let (mut d, mut nx, mut ny) = (0f32, 0f32, 0f32);
-            for (p, q) in x.iter().zip(y) {
-                d += p * q;
-                nx += p * p;
-                ny += q * q;
-            }
-            let den = (nx * ny).sqrt();
-            if den > 0.0 {
-                d / den
-            } else {
-                f32::NAN
-            }
+    let sims: Vec<f32> = (0..a.len())
+        .map(|i| match nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+            true => f32::NAN,
+            false => cosine(ra.row(i, dim, &mut ba), rb.row(i, dim, &mut bb)),
         })
         .collect();
     // A zero vector has no direction: null rather than NaN.
@@ -213,8 +268,58 @@ pub async fn register_root(ctx: &SessionContext, root: &Location) -> Result<Vec<
         names.push(status.name.to_string());
     }
     register_table_list(ctx, &listed)?;
-    register_dino_vectors(ctx, root).await?;
+    let vectors = register_dino_vectors(ctx, root).await?;
+    let has = |t: &str| names.iter().any(|n| n == t);
+    if vectors && has(table::CANDIDATES.name) {
+        register_view(ctx, SIMILARITIES, queries::SIMILARITIES).await?;
+    }
+    if has(table::PAIRS.name) {
+        register_grouped_pairs(ctx, has(table::GROUPS.name)).await?;
+    }
     Ok(names)
+}
+
+/// The view of every candidate with both similarities (`sql/similarities.sql`).
+pub const SIMILARITIES: &str = "similarities";
+/// The view of one row per pair of near-duplicate groups (`sql/group_pairs.sql`).
+pub const GROUP_PAIRS: &str = "group_pairs";
+
+async fn register_view(ctx: &SessionContext, name: &str, query: &str) -> Result<()> {
+    let view = ctx
+        .sql(query)
+        .await
+        .map_err(|e| Error::table(name, e))?
+        .into_view();
+    ctx.register_table(name, view)
+        .map_err(|e| Error::table(name, e))?;
+    Ok(())
+}
+
+/// Replaces `pairs` with a view of it that carries each side's near-duplicate group and
+/// group size (`a_group`, `a_group_size`, `b_group`, `b_group_size`; null and 1 for an image
+/// in no group, or before `groups` exists), and registers `group_pairs` over it.
+async fn register_grouped_pairs(ctx: &SessionContext, groups: bool) -> Result<()> {
+    let query = match groups {
+        true => {
+            "SELECT p.*, ga.\"group\" AS a_group, COALESCE(ga.size, 1) AS a_group_size, \
+             gb.\"group\" AS b_group, COALESCE(gb.size, 1) AS b_group_size \
+             FROM pairs p LEFT JOIN groups ga ON ga.key = p.a LEFT JOIN groups gb ON gb.key = p.b"
+        }
+        false => {
+            "SELECT p.*, CAST(NULL AS BIGINT) AS a_group, CAST(1 AS BIGINT) AS a_group_size, \
+             CAST(NULL AS BIGINT) AS b_group, CAST(1 AS BIGINT) AS b_group_size FROM pairs p"
+        }
+    };
+    let view = ctx
+        .sql(query)
+        .await
+        .map_err(|e| Error::table(table::PAIRS.name, e))?
+        .into_view();
+    ctx.deregister_table(table::PAIRS.name)
+        .map_err(|e| Error::table(table::PAIRS.name, e))?;
+    ctx.register_table(table::PAIRS.name, view)
+        .map_err(|e| Error::table(table::PAIRS.name, e))?;
+    register_view(ctx, GROUP_PAIRS, queries::GROUP_PAIRS).await
 }
 
 /// The name of the view of every DINOv2 vector.

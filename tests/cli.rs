@@ -960,6 +960,9 @@ fn filter_killed_mid_run_resumes_by_unit_to_the_same_table() {
     // The summary names the largest unit and the peak memory.
     assert!(again["largest_unit"].as_u64().unwrap() > 0, "{again}");
     assert!(again["peak_rss_bytes"].as_u64().is_some(), "{again}");
+    // Both runs end with the same near-duplicate groups.
+    assert_eq!(again["groups"]["grouped"], whole["groups"]["grouped"]);
+    assert_eq!(again["groups"]["groups"], whole["groups"]["groups"]);
 }
 
 #[test]
@@ -2431,10 +2434,14 @@ fn show_tables_gives_rows_and_generations_and_describe_works() {
             "candidates",
             "cells",
             "centroids",
+            "dup_edges",
             "duplicates",
             "embeddings",
             "errors",
-            "pairs"
+            "groups",
+            "image_minima",
+            "pairs",
+            "similarity_grid"
         ]
     );
     for (name, (rows, objects, _)) in &tables {
@@ -2470,7 +2477,15 @@ fn show_tables_gives_rows_and_generations_and_describe_works() {
     // generation, no stray objects), and so does going back.
     assert!(run_ok(&["filter", "--root", r]).contains("up to date"));
     assert_eq!(show_tables(r)["pairs"].2, g("pairs"));
-    run_ok(&["filter", "--root", r, "--dino-max", "0.99"]);
+    run_ok(&[
+        "filter",
+        "--root",
+        r,
+        "--dino-max",
+        "0.99",
+        "--dup-min",
+        "0.99",
+    ]);
     let loose = show_tables(r);
     assert!(
         loose["pairs"].2 > g("pairs") && loose["pairs"].0 > 14,

@@ -170,6 +170,11 @@ pub struct FilterArgs {
     /// Keep pairs with DINOv2 similarity strictly below this.
     #[arg(long, default_value_t = 0.6)]
     pub dino_max: f32,
+    /// Candidates with DINOv2 similarity at or above this are near-duplicates (the same
+    /// picture): their connected components become the `groups` table, and the report shows
+    /// one row per pair of groups.
+    #[arg(long, default_value_t = blindspot::mine::filter::DEFAULT_DUP_MIN)]
+    pub dup_min: f32,
     /// Only this worker's share of the candidates units, as i/N (every N-th unit from the
     /// i-th); any number of workers on one run root together write what one run writes.
     #[arg(long, value_parser = parse_worker)]
@@ -314,6 +319,7 @@ pub async fn filter_cmd(a: FilterArgs) -> Result<()> {
         worker: a.worker,
         claim: a.claims.params(),
         cluster: a.cluster.clone(),
+        dup_min: a.dup_min,
     };
     let s = blindspot::mine::filter::filter_with(&root, &params, progress()).await?;
     report(a.json, &s, || filter_text(&s, a.dino_max));
@@ -358,6 +364,16 @@ pub fn filter_text(s: &FilterSummary, dino_max: f32) -> String {
         text += &format!(
             "\n  {} candidate images have no DINOv2 vector (see dino_errors); their pairs are left out",
             s.missing_vectors
+        );
+    }
+    if let Some(g) = &s.groups {
+        text += &format!(
+            "\n  near-duplicate groups: {} groups of {} images (largest {}), from {} edges{}",
+            g.groups,
+            g.grouped,
+            g.largest,
+            g.edges,
+            if g.rebuilt { "" } else { " (up to date)" }
         );
     }
     if s.by_others + s.discarded > 0 {

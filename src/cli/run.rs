@@ -155,6 +155,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
             "filter" => {
                 let params = blindspot::mine::filter::FilterParams {
                     dino_max: r.dino_max,
+                    dup_min: r.dup_min,
                     cluster: r.cluster.clone(),
                     ..Default::default()
                 };

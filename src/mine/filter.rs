@@ -25,13 +25,21 @@ use std::time::Instant;
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
+use futures::channel::mpsc::Receiver;
+use futures::SinkExt;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
+use super::aggregates::UnitAggregates;
 use super::cells::{CellReader, Layout, UnitCell};
 use crate::cluster;
 use crate::error::{Error, Result};
@@ -55,7 +63,13 @@ pub struct FilterParams {
     pub claim: Option<ClaimParams>,
     /// Run each unit's query on this Ballista cluster (`df://HOST:PORT`).
     pub cluster: Option<String>,
+    /// Candidates with DINOv2 similarity at or above this are near-duplicates: the same
+    /// picture, joined into one group.
+    pub dup_min: f32,
 }
+
+/// The default near-duplicate threshold (see the README on how it was chosen).
+pub const DEFAULT_DUP_MIN: f32 = 0.9;
 
 impl Default for FilterParams {
     fn default() -> Self {
@@ -64,6 +78,7 @@ impl Default for FilterParams {
             worker: None,
             claim: None,
             cluster: None,
+            dup_min: DEFAULT_DUP_MIN,
         }
     }
 }
@@ -96,6 +111,15 @@ pub struct FilterCommit {
     /// The vectors were found by scanning the vector tables, not in the cell.
     #[serde(default)]
     pub scanned: bool,
+    /// The near-duplicate threshold of `dup_edges`.
+    #[serde(default)]
+    pub dup_min: f32,
+    /// Near-duplicate edges kept (a spanning forest of the unit's near-duplicate candidates).
+    #[serde(default)]
+    pub dup_edges: u64,
+    /// Candidates whose DINOv2 similarity is undefined (a zero vector).
+    #[serde(default)]
+    pub undefined: u64,
     /// The blindspot version.
     pub version: String,
 }
@@ -131,10 +155,30 @@ pub struct FilterSummary {
     pub scanned_units: usize,
     /// Keys named by candidates that have no DINOv2 vector (left out, as the join does).
     pub missing_vectors: u64,
+    /// Near-duplicate edges written by this run.
+    pub dup_edges: u64,
+    /// The near-duplicate groups after the run (when every unit is filtered).
+    pub groups: Option<super::groups::GroupsSummary>,
     /// Peak resident set of the process (Linux), in bytes.
     pub peak_rss_bytes: Option<u64>,
     /// Wall time.
     pub seconds: f64,
+}
+
+/// Checks the two thresholds: each a cosine similarity, and no pair both CLIP-blind and a
+/// near-duplicate.
+pub fn check_thresholds(dino_max: f32, dup_min: f32) -> std::result::Result<(), String> {
+    for (name, v) in [("dino-max", dino_max), ("dup-min", dup_min)] {
+        if !(-1.0..=1.0).contains(&v) {
+            return Err(format!("{name} {v} must be between -1 and 1"));
+        }
+    }
+    if dup_min < dino_max {
+        return Err(format!(
+            "dup-min {dup_min} is below dino-max {dino_max}: a pair cannot be both CLIP-blind and a near-duplicate; raise dup-min to at least {dino_max}"
+        ));
+    }
+    Ok(())
 }
 
 /// A run id: UTC time and a few random-enough hex digits.
@@ -203,9 +247,13 @@ fn unit_of(c: &Commit) -> String {
     format!("{unit}-g{:010}", c.generation)
 }
 
-/// The table a threshold makes: commits of another epoch are another table.
-fn epoch_of(dino_max: f32) -> String {
-    format!("dino-max-{:08x}", dino_max.to_bits())
+/// The table the thresholds make: commits of another epoch are another table.
+fn epoch_of(dino_max: f32, dup_min: f32) -> String {
+    format!(
+        "dino-max-{:08x}-dup-min-{:08x}",
+        dino_max.to_bits(),
+        dup_min.to_bits()
+    )
 }
 
 async fn filter_units(
@@ -214,6 +262,7 @@ async fn filter_units(
     progress: Arc<dyn Progress>,
 ) -> Result<FilterSummary> {
     let started = Instant::now();
+    check_thresholds(params.dino_max, params.dup_min).map_err(Error::Usage)?;
     let catalog = Catalog::new(root);
     let current: BTreeMap<String, Commit> = catalog
         .candidate_units()
@@ -221,7 +270,7 @@ async fn filter_units(
         .into_iter()
         .map(|c| (unit_of(&c), c))
         .collect();
-    let epoch = epoch_of(params.dino_max);
+    let epoch = epoch_of(params.dino_max, params.dup_min);
     let gone = catalog
         .retract(CommitSet::FILTER, |c| match c.info::<FilterCommit>() {
             Ok(r) => r.epoch != epoch || !current.contains_key(&c.unit),
@@ -257,9 +306,11 @@ async fn filter_units(
         .into_iter()
         .filter(|(u, _)| !done.contains(*u))
         .collect();
+    let mut run_generation = None;
     if !todo.is_empty() {
         check_dino_coverage(&catalog, &todo).await?;
         let generation = catalog.begin("filter").await?;
+        run_generation = Some(generation);
         let ctx = match &params.cluster {
             None => sql::bare_session(),
             Some(url) => {
@@ -272,6 +323,7 @@ async fn filter_units(
                 cluster::connect(url).await?
             }
         };
+        plan_for_units(&ctx);
         let partitioned = todo.iter().any(|(_, c)| UnitCell::of(c).is_some());
         let cells = match partitioned {
             true => match Layout::open(&catalog).await? {
@@ -284,6 +336,7 @@ async fn filter_units(
             catalog: &catalog,
             ctx,
             dino_max: params.dino_max,
+            dup_min: params.dup_min,
             epoch: &epoch,
             run_id: &run_id,
             generation,
@@ -370,13 +423,23 @@ async fn filter_units(
         }
         progress.finish();
     }
-    summary.table_pairs = catalog
-        .commits_of(CommitSet::FILTER)
-        .await?
+    let committed = catalog.commits_of(CommitSet::FILTER).await?;
+    summary.table_pairs = committed
         .iter()
         .filter_map(|c| c.info::<FilterCommit>().ok())
         .map(|r| r.pairs)
         .sum();
+    // Once every unit is filtered (by this worker or others), the groups follow.
+    let units: Vec<String> = committed
+        .iter()
+        .filter(|c| current.contains_key(&c.unit))
+        .map(|c| format!("{}@{}", c.unit, c.generation))
+        .collect();
+    if !current.is_empty() && units.len() == current.len() {
+        progress.message("filter: near-duplicate groups");
+        summary.groups =
+            Some(super::groups::build(&catalog, &units, params.dup_min, run_generation).await?);
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -392,6 +455,7 @@ impl FilterSummary {
         }
         self.scanned_units += r.scanned as usize;
         self.missing_vectors += r.missing;
+        self.dup_edges += r.dup_edges;
     }
 }
 
@@ -498,6 +562,7 @@ struct UnitJob<'a> {
     catalog: &'a Catalog,
     ctx: SessionContext,
     dino_max: f32,
+    dup_min: f32,
     epoch: &'a str,
     run_id: &'a str,
     generation: u64,
@@ -567,7 +632,8 @@ impl UnitJob<'_> {
             }
         }
         let stem = format!("{}/{unit}{}", self.epoch, self.stem_suffix);
-        let objects = match (candidates.is_empty(), vectors.schema.clone()) {
+        let first = unit == self.first;
+        let (mut objects, aggregates) = match (candidates.is_empty(), vectors.schema.clone()) {
             (false, Some(schema)) => {
                 let mut scratch = Vec::new();
                 if self.on_cluster {
@@ -595,7 +661,7 @@ impl UnitJob<'_> {
                 }
                 written?
             }
-            _ if unit == self.first => {
+            _ if first => {
                 let mut w = self.catalog.writer(
                     &table::PAIRS,
                     &stem,
@@ -604,10 +670,12 @@ impl UnitJob<'_> {
                 )?;
                 w.write(&RecordBatch::new_empty(table::schema::pairs()))
                     .await?;
-                w.finish().await?
+                (w.finish().await?, UnitAggregates::default())
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), UnitAggregates::default()),
         };
+        let (rows, undefined) = (aggregates.rows, aggregates.undefined);
+        let written = aggregates.write(self.catalog, &stem, first).await?;
         let record = FilterCommit {
             pairs: objects.iter().filter_map(|o| o.rows).sum(),
             dino_max: self.dino_max,
@@ -618,17 +686,50 @@ impl UnitJob<'_> {
             vectors: vectors.rows,
             missing: vectors.needed.len() as u64,
             scanned,
+            dup_min: self.dup_min,
+            dup_edges: written.dup_edges,
+            undefined,
             version: crate::VERSION.to_string(),
         };
-        let commit = Commit::new(unit, self.generation, &record)?.with(&table::PAIRS, objects);
+        tracing::debug!(unit, rows, "unit similarities");
+        let mut commit = Commit::new(unit, self.generation, &record)?
+            .with(&table::PAIRS, std::mem::take(&mut objects));
+        for (def, objects) in written.objects {
+            commit = commit.with(def, objects);
+        }
         Ok((record, commit))
     }
 
-    /// Runs `sql/pairs.sql` over the registered tables and writes its rows under `stem`
-    /// (nothing when it returns none, unless this is the first unit).
-    async fn query(&self, unit: &str, stem: &str) -> Result<Vec<DataObject>> {
+    /// Runs `sql/similarities.sql` over the registered tables (on the cluster with
+    /// `--cluster`) and hands its rows, as they come, both to the unit's aggregates and to
+    /// `sql/pairs.sql`, which runs here over them as the table `similarities`; writes the pairs
+    /// under `stem` (nothing when there are none, unless this is the first unit).
+    async fn query(&self, unit: &str, stem: &str) -> Result<(Vec<DataObject>, UnitAggregates)> {
+        let failed = |e: datafusion::error::DataFusionError| {
+            Error::table("pairs", format!("unit {unit}: {e}"))
+        };
         let df = self
             .ctx
+            .sql(sql::queries::SIMILARITIES)
+            .await
+            .map_err(|e| Error::table("pairs", format!("sql/similarities.sql: {e}")))?;
+        let task = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await.map_err(failed)?;
+        tracing::debug!(unit, plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "unit plan");
+        let mut similarities =
+            datafusion::physical_plan::execute_stream(plan, task).map_err(failed)?;
+        let (tx, rx) = futures::channel::mpsc::channel(2);
+        let local = sql::bare_session();
+        let fed = Arc::new(Fed {
+            schema: similarities.schema(),
+            rx: std::sync::Mutex::new(Some(rx)),
+        });
+        let streaming =
+            StreamingTable::try_new(similarities.schema(), vec![fed]).map_err(failed)?;
+        local
+            .register_table("similarities", Arc::new(streaming))
+            .map_err(failed)?;
+        let df = local
             .sql(sql::queries::PAIRS)
             .await
             .and_then(|df| {
@@ -639,25 +740,22 @@ impl UnitJob<'_> {
             })
             .map_err(|e| Error::table("pairs", format!("sql/pairs.sql: {e}")))?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| Error::table("pairs", format!("unit {unit}: {e}")))?;
-        let mut writer = None;
-        if unit == self.first {
-            writer = Some(self.catalog.writer(
-                &table::PAIRS,
-                stem,
-                schema.clone(),
-                WriteParams::default(),
-            )?);
-        }
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| Error::table("pairs", format!("unit {unit}: {e}")))?;
-            if batch.num_rows() == 0 {
-                continue;
+        let mut pairs = df.execute_stream().await.map_err(failed)?;
+        let feed = async {
+            let mut tx = tx;
+            let mut aggregates = UnitAggregates::default();
+            while let Some(batch) = similarities.next().await {
+                let batch = batch.map_err(failed)?;
+                aggregates.take(&batch, self.dup_min)?;
+                if tx.send(Ok(batch)).await.is_err() {
+                    break;
+                }
             }
-            if writer.is_none() {
+            Ok::<_, Error>(aggregates)
+        };
+        let write = async {
+            let mut writer = None;
+            if unit == self.first {
                 writer = Some(self.catalog.writer(
                     &table::PAIRS,
                     stem,
@@ -665,13 +763,79 @@ impl UnitJob<'_> {
                     WriteParams::default(),
                 )?);
             }
-            writer.as_mut().expect("opened above").write(&batch).await?;
-        }
-        match writer {
-            Some(w) => w.finish().await,
-            None => Ok(Vec::new()),
-        }
+            while let Some(batch) = pairs.next().await {
+                let batch = batch.map_err(failed)?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                if writer.is_none() {
+                    writer = Some(self.catalog.writer(
+                        &table::PAIRS,
+                        stem,
+                        schema.clone(),
+                        WriteParams::default(),
+                    )?);
+                }
+                writer.as_mut().expect("opened above").write(&batch).await?;
+            }
+            match writer {
+                Some(w) => w.finish().await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (aggregates, objects) = futures::try_join!(feed, write)?;
+        Ok((objects, aggregates))
     }
+}
+
+/// The rows of `sql/similarities.sql` as one partition of the table `similarities`, fed
+/// through a channel while they are computed (so `sql/pairs.sql` streams over them).
+struct Fed {
+    schema: SchemaRef,
+    rx: std::sync::Mutex<Option<Receiver<datafusion::error::Result<RecordBatch>>>>,
+}
+
+impl std::fmt::Debug for Fed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("similarities of one unit")
+    }
+}
+
+impl PartitionStream for Fed {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let rx = self.rx.lock().map(|mut r| r.take()).ok().flatten();
+        let stream: futures::stream::BoxStream<'static, _> = match rx {
+            Some(rx) => rx.boxed(),
+            None => futures::stream::once(async {
+                Err(datafusion::error::DataFusionError::Execution(
+                    "a unit's similarities can be read once".into(),
+                ))
+            })
+            .boxed(),
+        };
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// Plans every unit's query as `sql/pairs.sql` orders its joins: the unit's DINOv2 vectors
+/// (a few thousand rows) on the build side of both hash joins, collected once, and the
+/// candidates streamed through them. DataFusion's join reordering would otherwise build on
+/// the first join's output, which carries a vector per candidate (8.5 GiB for a unit of two
+/// million candidates).
+fn plan_for_units(ctx: &SessionContext) {
+    // This rule rebuilds the inner joins left-deep, so the second join would build on the
+    // first one's output.
+    ctx.remove_optimizer_rule("eliminate_cross_join");
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let options = state.config_mut().options_mut();
+    options.optimizer.join_reordering = false;
+    options.optimizer.hash_join_single_partition_threshold = 1 << 30;
+    options.optimizer.hash_join_single_partition_threshold_rows = 1 << 24;
 }
 
 /// Registers (or replaces) table `name` of `ctx` as `batches` in memory.

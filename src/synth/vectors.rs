@@ -447,6 +447,25 @@ pub async fn write_given(
     dino_dim: usize,
 ) -> Result<usize> {
     let n = clip.len() / dim.max(1);
+    let mut rng = Rng(n as u64);
+    let dino: Vec<f32> = (0..n)
+        .flat_map(|_| random_unit(&mut rng, dino_dim))
+        .collect();
+    write_copies(root, prefix, clip, &dino, dim, dino_dim).await
+}
+
+/// Writes given CLIP and DINOv2 vectors (n x dim, n x dino_dim) as one committed shard
+/// `prefix`, keys `prefix/<i>`, stored as f16: copies of earlier images, say, that join their
+/// near-duplicate groups from a later generation.
+pub async fn write_copies(
+    root: &Location,
+    prefix: &str,
+    clip: &[f32],
+    dino: &[f32],
+    dim: usize,
+    dino_dim: usize,
+) -> Result<usize> {
+    let n = clip.len() / dim.max(1);
     let params = VectorParams {
         n,
         dim,
@@ -455,13 +474,9 @@ pub async fn write_given(
         prefix: prefix.into(),
         ..Default::default()
     };
-    let mut rng = Rng(n as u64);
-    let dino = (0..n)
-        .flat_map(|_| random_unit(&mut rng, params.dino_dim))
-        .collect();
     let v = Vectors {
         clip: clip.to_vec(),
-        dino,
+        dino: dino.to_vec(),
     };
     write_shards(root, &params, |r| Vectors {
         clip: v.clip[r.start * dim..r.end * dim].to_vec(),

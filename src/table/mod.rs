@@ -53,6 +53,8 @@ impl CommitSet {
     /// The filter stage's commits: one per candidates unit filtered, naming it.
     pub const FILTER: CommitSet = CommitSet::Units("_commits/filter");
     /// The recall of the `candidates` table measured after the join (no data objects).
+    /// The near-duplicate groups, built from every filter unit's edges.
+    pub const GROUPS: CommitSet = CommitSet::Single("_commits/groups.json");
     pub const RECALL: CommitSet = CommitSet::Single("_commits/recall.json");
     /// One commit per evaluation (`answers` and `scores`).
     pub const EVAL: CommitSet = CommitSet::Units("_commits/eval");
@@ -87,6 +89,8 @@ enum Legacy {
     Field(&'static str),
     /// The object always had this path.
     Fixed(&'static str),
+    /// The table is younger than the catalog.
+    None,
 }
 
 /// A table of the run root.
@@ -177,6 +181,41 @@ pub const PAIRS: TableDef = TableDef {
     dir: "pairs",
     legacy: Legacy::Fixed("pairs/pairs.parquet"),
 };
+/// `similarity_grid`: per filter unit, candidates counted on a fixed (CLIP, DINOv2) grid.
+pub const GRID: TableDef = TableDef {
+    name: "similarity_grid",
+    about:
+        "per filter unit: candidates counted on a fixed CLIP x DINOv2 grid (clip_bin, dino_bin, n)",
+    commits: CommitSet::FILTER,
+    dir: "similarity_grid",
+    legacy: Legacy::None,
+};
+/// `image_minima`: per filter unit, each image's lowest DINOv2 similarity per CLIP bin.
+pub const MINIMA: TableDef = TableDef {
+    name: "image_minima",
+    about:
+        "per filter unit: each image's lowest DINOv2 similarity among its candidates, per CLIP bin",
+    commits: CommitSet::FILTER,
+    dir: "image_minima",
+    legacy: Legacy::None,
+};
+/// `dup_edges`: per filter unit, a spanning forest of its near-duplicate candidates.
+pub const DUP_EDGES: TableDef = TableDef {
+    name: "dup_edges",
+    about: "per filter unit: a spanning forest of the candidates at or above the near-duplicate threshold",
+    commits: CommitSet::FILTER,
+    dir: "dup_edges",
+    legacy: Legacy::None,
+};
+/// `groups`: near-duplicate groups, the connected components of the near-duplicate edges.
+pub const GROUPS: TableDef = TableDef {
+    name: "groups",
+    about:
+        "near-duplicate groups: key, group, size, representative (images in no group are left out)",
+    commits: CommitSet::GROUPS,
+    dir: "groups",
+    legacy: Legacy::None,
+};
 /// `answers`: one row per benchmark item and evaluation.
 pub const ANSWERS: TableDef = TableDef {
     name: "answers",
@@ -214,6 +253,10 @@ pub const TABLES: &[&TableDef] = &[
     &DINO,
     &DINO_ERRORS,
     &PAIRS,
+    &GRID,
+    &MINIMA,
+    &DUP_EDGES,
+    &GROUPS,
     &ANSWERS,
     &SCORES,
     &CORRELATIONS,
@@ -292,6 +335,7 @@ impl Commit {
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
             Legacy::Fixed(p) => Some(p.to_string()),
+            Legacy::None => None,
         };
         path.map(|path| DataObject { path, rows: None })
             .into_iter()

@@ -165,6 +165,45 @@ pub fn pairs() -> SchemaRef {
     ]))
 }
 
+/// The `similarity_grid` schema: candidates per (CLIP bin, DINOv2 bin) of one filter unit.
+pub fn grid() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("clip_bin", DataType::Int32, false),
+        Field::new("dino_bin", DataType::Int32, false),
+        Field::new("n", DataType::Int64, false),
+    ]))
+}
+
+/// The `image_minima` schema: an image's lowest DINOv2 similarity among its candidates whose
+/// CLIP similarity falls in `clip_bin` (of the coarse grid), in one filter unit.
+pub fn minima() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("clip_bin", DataType::Int32, false),
+        Field::new("min_dino", DataType::Float32, false),
+    ]))
+}
+
+/// The `dup_edges` schema: two images whose candidate pair is at or above the near-duplicate
+/// threshold.
+pub fn dup_edges() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Utf8, false),
+        Field::new("b", DataType::Utf8, false),
+    ]))
+}
+
+/// The `groups` schema: each image of a near-duplicate group, its group (0 is the largest),
+/// the group's size and representative (its smallest key).
+pub fn groups() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("group", DataType::Int64, false),
+        Field::new("size", DataType::Int64, false),
+        Field::new("representative", DataType::Utf8, false),
+    ]))
+}
+
 /// The `duplicates` schema: `key` is byte-identical to `duplicate_of`, the copy kept for
 /// mining.
 pub fn duplicates() -> SchemaRef {

@@ -125,6 +125,7 @@ async fn filter_as(root: &Location, dino_max: f32, worker: Option<(u32, u32)>) -
     let params = FilterParams {
         dino_max,
         worker,
+        dup_min: dino_max.max(filter::DEFAULT_DUP_MIN),
         ..Default::default()
     };
     filter::filter_with(root, &params, Arc::new(NoProgress))
@@ -261,4 +262,298 @@ async fn the_default_partition_on_clip_like_vectors_chooses_probes_and_meets_its
         .await
         .unwrap();
     assert!(again.generation.is_none(), "{again:?}");
+}
+
+/// A small union-find of its own, over strings: the reference the `groups` table is checked
+/// against.
+#[derive(Default)]
+struct Reference {
+    parent: std::collections::HashMap<String, String>,
+}
+
+impl Reference {
+    fn find(&mut self, k: &str) -> String {
+        let p = self
+            .parent
+            .entry(k.to_string())
+            .or_insert_with(|| k.to_string())
+            .clone();
+        if p == k {
+            return p;
+        }
+        let r = self.find(&p);
+        self.parent.insert(k.to_string(), r.clone());
+        r
+    }
+
+    fn union(&mut self, a: &str, b: &str) {
+        let (x, y) = (self.find(a), self.find(b));
+        if x != y {
+            let (lo, hi) = if x < y { (x, y) } else { (y, x) };
+            self.parent.insert(hi, lo);
+        }
+    }
+
+    /// Members by group, each group sorted, groups sorted.
+    fn groups(mut self) -> Vec<Vec<String>> {
+        let keys: Vec<String> = self.parent.keys().cloned().collect();
+        let mut by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for k in keys {
+            let r = self.find(&k);
+            by.entry(r).or_default().push(k);
+        }
+        let mut out: Vec<Vec<String>> = by
+            .into_values()
+            .map(|mut v| {
+                v.sort();
+                v
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+async fn collect(root: &Location, query: &str) -> Vec<arrow::array::RecordBatch> {
+    let (ctx, _) = blindspot::sql::session(root).await.unwrap();
+    ctx.sql(query).await.unwrap().collect().await.unwrap()
+}
+
+fn strings_of(b: &arrow::array::RecordBatch, c: &str) -> Vec<String> {
+    use arrow::array::Array;
+    let a = arrow::compute::cast(
+        b.column_by_name(c).unwrap(),
+        &arrow::datatypes::DataType::Utf8,
+    )
+    .unwrap();
+    let a = a
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    (0..a.len()).map(|i| a.value(i).to_string()).collect()
+}
+
+fn ints_of(b: &arrow::array::RecordBatch, c: &str) -> Vec<Option<i64>> {
+    let a = arrow::compute::cast(
+        b.column_by_name(c).unwrap(),
+        &arrow::datatypes::DataType::Int64,
+    )
+    .unwrap();
+    use arrow::array::Array;
+    let a = a
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
+    (0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i)))
+        .collect()
+}
+
+/// The `groups` table as the reference's shape, checking sizes and representatives.
+async fn groups_table(root: &Location) -> Vec<Vec<String>> {
+    let mut by: std::collections::BTreeMap<i64, Vec<(String, i64, String)>> = Default::default();
+    for b in collect(
+        root,
+        "SELECT key, \"group\", size, representative FROM groups",
+    )
+    .await
+    {
+        let (k, g, s, r) = (
+            strings_of(&b, "key"),
+            ints_of(&b, "group"),
+            ints_of(&b, "size"),
+            strings_of(&b, "representative"),
+        );
+        for i in 0..b.num_rows() {
+            by.entry(g[i].unwrap())
+                .or_default()
+                .push((k[i].clone(), s[i].unwrap(), r[i].clone()));
+        }
+    }
+    let mut out = Vec::new();
+    let mut last_size = i64::MAX;
+    for (g, members) in by {
+        let mut keys: Vec<String> = members.iter().map(|m| m.0.clone()).collect();
+        keys.sort();
+        for (_, size, rep) in &members {
+            assert_eq!(*size as usize, keys.len(), "group {g}: size");
+            assert_eq!(rep, &keys[0], "group {g}: representative");
+        }
+        assert!(
+            keys.len() as i64 <= last_size,
+            "group {g}: groups are numbered largest first"
+        );
+        last_size = keys.len() as i64;
+        out.push(keys);
+    }
+    out.sort();
+    out
+}
+
+/// The reference groups: union-find over every candidate at or above `dup_min` in DINOv2
+/// similarity, from the global `similarities` view.
+async fn reference_groups(root: &Location, dup_min: f32) -> Vec<Vec<String>> {
+    let mut uf = Reference::default();
+    let q = format!("SELECT a, b FROM similarities WHERE dino_sim >= {dup_min:?}");
+    for b in collect(root, &q).await {
+        let (a, bb) = (strings_of(&b, "a"), strings_of(&b, "b"));
+        for i in 0..b.num_rows() {
+            uf.union(&a[i], &bb[i]);
+        }
+    }
+    uf.groups()
+}
+
+/// Issue 19: the near-duplicate groups equal a union-find computed independently over every
+/// candidate, on a laion-like corpus whose groups span cells, and again after copies of old
+/// images arrive in a later generation; `group_pairs` counts member pairs exactly.
+#[tokio::test]
+async fn groups_equal_an_independent_union_find_across_cells_and_generations() {
+    let root = Location::open("memory://filter-units/groups").unwrap();
+    let params = VectorParams {
+        n: 4000,
+        dim: 32,
+        dino_dim: 64,
+        kind: VectorKind::LaionLike,
+        shard_rows: 2000,
+        seed: 3,
+        prefix: "base".into(),
+        max_group: 200,
+        ..Default::default()
+    };
+    blindspot::synth::vectors::write(&root, &params)
+        .await
+        .unwrap();
+    partition::partition(&root, &layout(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    mine(&root).await;
+    let first = filter_as(&root, 0.6, None).await;
+    let g = first.groups.clone().expect("groups after every unit");
+    let groups = groups_table(&root).await;
+    assert_eq!(groups, reference_groups(&root, 0.9).await);
+    assert!(g.largest >= 100 && g.groups >= 5, "{g:?}");
+    assert_eq!(
+        g.grouped as usize,
+        groups.iter().map(Vec::len).sum::<usize>()
+    );
+    // Some group's edges come from more than one unit: the groups span cells.
+    let mut units_of: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    for c in Catalog::new(&root)
+        .commits_of(table::CommitSet::FILTER)
+        .await
+        .unwrap()
+    {
+        let paths = c
+            .objects(&table::DUP_EDGES)
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        let batches: Vec<_> = io::scan_objects(&root, paths, &["a"], 1 << 16)
+            .try_collect()
+            .await
+            .unwrap();
+        for b in &batches {
+            for k in strings_of(b, "a") {
+                units_of.entry(k).or_default().insert(c.unit.clone());
+            }
+        }
+    }
+    let spanning = groups.iter().any(|members| {
+        let units: std::collections::HashSet<&String> = members
+            .iter()
+            .flat_map(|k| units_of.get(k).into_iter().flatten())
+            .collect();
+        units.len() > 1
+    });
+    assert!(spanning, "no group spans two cells");
+
+    // A later generation: exact copies of 150 old images (CLIP and DINOv2), which join the
+    // old groups and tie some singletons into new ones.
+    let old = blindspot::synth::vectors::generate(&params);
+    let pick: Vec<usize> = (0..150).map(|i| i * 26).collect();
+    let clip: Vec<f32> = pick
+        .iter()
+        .flat_map(|i| old.clip[i * 32..(i + 1) * 32].to_vec())
+        .collect();
+    let dino: Vec<f32> = pick
+        .iter()
+        .flat_map(|i| old.dino[i * 64..(i + 1) * 64].to_vec())
+        .collect();
+    blindspot::synth::vectors::write_copies(&root, "later", &clip, &dino, 32, 64)
+        .await
+        .unwrap();
+    partition::partition(&root, &layout(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    mine(&root).await;
+    let inc = filter_as(&root, 0.6, None).await;
+    assert!(inc.incremental, "{inc:?}");
+    let after = groups_table(&root).await;
+    assert_eq!(
+        after,
+        reference_groups(&root, 0.9).await,
+        "after the increment"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|m| m.iter().any(|k| k.starts_with("later"))
+                && m.iter().any(|k| k.starts_with("base"))),
+        "no group spans the two generations"
+    );
+    assert!(inc.groups.unwrap().grouped > g.grouped);
+
+    // group_pairs: one row per pair of groups, counting member pairs exactly.
+    let mut group_of: std::collections::HashMap<String, i64> = Default::default();
+    for b in collect(&root, "SELECT key, \"group\" FROM groups").await {
+        let (k, g) = (strings_of(&b, "key"), ints_of(&b, "group"));
+        for i in 0..b.num_rows() {
+            group_of.insert(k[i].clone(), g[i].unwrap());
+        }
+    }
+    let side = |k: &str| match group_of.get(k) {
+        Some(g) => format!("g{g}"),
+        None => format!("k{k}"),
+    };
+    let mut want: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    let mut n_pairs = 0u64;
+    for b in collect(&root, "SELECT a, b FROM pairs").await {
+        let (a, bb) = (strings_of(&b, "a"), strings_of(&b, "b"));
+        for i in 0..b.num_rows() {
+            let (x, y) = (side(&a[i]), side(&bb[i]));
+            *want
+                .entry((x.clone().min(y.clone()), x.max(y)))
+                .or_default() += 1;
+            n_pairs += 1;
+        }
+    }
+    let mut got: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for b in collect(
+        &root,
+        "SELECT a, b, a_group, b_group, member_pairs FROM group_pairs",
+    )
+    .await
+    {
+        let (a, bb) = (strings_of(&b, "a"), strings_of(&b, "b"));
+        let (ga, gb, n) = (
+            ints_of(&b, "a_group"),
+            ints_of(&b, "b_group"),
+            ints_of(&b, "member_pairs"),
+        );
+        for i in 0..b.num_rows() {
+            assert_eq!(ga[i], group_of.get(&a[i]).copied());
+            assert_eq!(gb[i], group_of.get(&bb[i]).copied());
+            let (x, y) = (side(&a[i]), side(&bb[i]));
+            let before = got.insert((x.clone().min(y.clone()), x.max(y)), n[i].unwrap() as u64);
+            assert!(before.is_none(), "one row per pair of groups");
+        }
+    }
+    assert_eq!(got, want);
+    assert!(
+        got.len() < n_pairs as usize,
+        "groups collapse some pairs: {} of {n_pairs}",
+        got.len()
+    );
 }
