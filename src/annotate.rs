@@ -146,7 +146,11 @@ enum Wanted<'a> {
 
 /// The mined pairs in `sql/annotate.sql`'s order that `wanted` names; only those are held in
 /// memory.
-async fn read_pairs(root: &Location, wanted: &Wanted<'_>) -> Result<Vec<MinedPair>> {
+async fn read_pairs(
+    root: &Location,
+    wanted: &Wanted<'_>,
+    every_pair: bool,
+) -> Result<Vec<MinedPair>> {
     let (ctx, tables) = sql::session(root).await?;
     if !tables.iter().any(|t| t == table::PAIRS.name) {
         return Err(Error::Usage(format!(
@@ -154,10 +158,18 @@ async fn read_pairs(root: &Location, wanted: &Wanted<'_>) -> Result<Vec<MinedPai
             root.url, root.url
         )));
     }
-    let limit = match wanted {
-        Wanted::First(l) => *l,
-        Wanted::Accepted(_) => None,
+    let (limit, source) = match wanted {
+        Wanted::First(l) if !every_pair => (*l, sql::GROUP_PAIRS),
+        Wanted::First(l) => (*l, table::PAIRS.name),
+        Wanted::Accepted(_) => (None, table::PAIRS.name),
     };
+    let view = ctx
+        .table(source)
+        .await
+        .map_err(|e| Error::table(source, e))?
+        .into_view();
+    ctx.register_table("annotated", view)
+        .map_err(|e| Error::table(source, e))?;
     let mut batches = ctx
         .sql(sql::queries::ANNOTATE)
         .await
@@ -224,15 +236,20 @@ fn extension(uri: &str) -> &str {
 }
 
 /// Exports mined pairs of `root` as an MMVP-format sheet at `out`, copying the images: the
-/// first `limit` (all when `None`), or, with `decisions_file`, exactly its accepted pairs.
+/// first `limit` (all when `None`) pairs of near-duplicate groups (every pair with
+/// `every_pair`), or, with `decisions_file`, exactly its accepted pairs.
 pub async fn annotate(
     root: &Location,
     out: &Location,
     limit: Option<usize>,
     decisions_file: Option<&str>,
+    every_pair: bool,
 ) -> Result<AnnotateSummary> {
     let (pairs, counts) = match decisions_file {
-        None => (read_pairs(root, &Wanted::First(limit)).await?, None),
+        None => (
+            read_pairs(root, &Wanted::First(limit), every_pair).await?,
+            None,
+        ),
         Some(file) => {
             let text = String::from_utf8(get_url(file).await?.to_vec())
                 .map_err(|_| Error::Usage(format!("decisions file {file} is not UTF-8 text")))?;
@@ -253,7 +270,7 @@ pub async fn annotate(
                     counts.rejected, counts.undecided
                 )));
             }
-            let mut pairs = read_pairs(root, &Wanted::Accepted(&accepted)).await?;
+            let mut pairs = read_pairs(root, &Wanted::Accepted(&accepted), true).await?;
             let found: HashSet<(&str, &str)> =
                 pairs.iter().map(|p| (p.a.as_str(), p.b.as_str())).collect();
             let missing: Vec<String> = accepted

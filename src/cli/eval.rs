@@ -125,6 +125,10 @@ pub struct AnnotateArgs {
     /// accepted pairs, with the pattern and note the reviewer gave each.
     #[arg(long)]
     pub decisions: Option<String>,
+    /// Export every pair, instead of one pair per pair of near-duplicate groups (its most
+    /// CLIP-blind member pair).
+    #[arg(long)]
+    pub every_pair: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -236,7 +240,9 @@ pub async fn run_correlate(root: &str, params: CorrelateParams) -> Result<Correl
 pub async fn annotate(a: AnnotateArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
     let out = Location::open(&a.out)?;
-    let s = blindspot::annotate::annotate(&root, &out, a.limit, a.decisions.as_deref()).await?;
+    let s =
+        blindspot::annotate::annotate(&root, &out, a.limit, a.decisions.as_deref(), a.every_pair)
+            .await?;
     report(a.json, &s, || {
         let from = s.decisions.as_ref().map_or(String::new(), |d| {
             format!(

@@ -37,9 +37,13 @@ pub struct ReportArgs {
     /// DINOv2 maximums of the yield grid (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = ReportParams::default().dino_grid)]
     pub dino_grid: Vec<f64>,
-    /// Components listed on the thresholds page, largest first.
+    /// Near-duplicate groups listed on the thresholds page, largest first.
     #[arg(long, default_value_t = ReportParams::default().components)]
     pub components: usize,
+    /// One gallery card per pair, instead of one per pair of near-duplicate groups (its most
+    /// CLIP-blind member pair, with the number of pairs it stands for).
+    #[arg(long)]
+    pub every_pair: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -55,12 +59,14 @@ pub async fn run_report(root: &str, out: &str, params: &ReportParams) -> Result<
 /// A human summary of a report.
 pub fn report_text(s: &ReportSummary) -> String {
     let mut t = format!(
-        "report: {} of {} pairs in {} chunks, {} components (largest {} images), {} evaluations in {:.1}s\n  thumbnails {} made, {} cached, {} failed",
+        "report: {} of {} gallery rows in {} chunks ({} pairs in {} pairs of near-duplicate groups), {} groups (largest {} images), {} evaluations in {:.1}s\n  thumbnails {} made, {} cached, {} failed",
         s.shown,
-        s.pairs,
+        if s.every_pair { s.pairs } else { s.group_pairs },
         s.chunks,
-        s.components,
-        s.largest_component,
+        s.pairs,
+        s.group_pairs,
+        s.groups,
+        s.largest_group,
         s.evaluations,
         s.seconds,
         s.thumbnails.made,
@@ -87,6 +93,7 @@ pub async fn report_cmd(a: ReportArgs) -> Result<()> {
         clip_grid: a.clip_grid.clone(),
         dino_grid: a.dino_grid.clone(),
         components: a.components,
+        every_pair: a.every_pair,
     };
     if a.serve.is_some() && !Location::open(&a.out)?.is_local() {
         anyhow::bail!("--serve needs a local --out folder (got {})", a.out);

@@ -3,14 +3,11 @@
 //! distribution and yield grid (aggregated by DataFusion, so no candidate is held in memory),
 //! and the evaluations' scores, intervals, correlations and settings.
 
-use std::collections::HashMap;
-
 use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use petgraph::unionfind::UnionFind;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -121,74 +118,97 @@ pub struct Pair {
     pub a_duplicates: u64,
     /// Copies of `b`.
     pub b_duplicates: u64,
+    /// `a`'s near-duplicate group, if it is in one.
+    pub a_group: Option<i64>,
+    /// `b`'s group.
+    pub b_group: Option<i64>,
+    /// Images in `a`'s group (1 for an image in none).
+    pub a_size: u64,
+    /// Images in `b`'s group.
+    pub b_size: u64,
+    /// The pairs between the two groups this row stands for (1 for a pair of lone images).
+    pub member_pairs: u64,
 }
 
-/// The pair graph's connected components: a component id per key, sizes, and edge counts.
+/// The near-duplicate groups as the report shows them (from the `groups` table), and the
+/// counts of pairs and group pairs.
 #[derive(Debug, Default)]
-pub struct Components {
-    /// Key -> component id (dense, 0-based, largest component first).
-    pub of_key: HashMap<String, u32>,
-    /// Images per component.
+pub struct Groups {
+    /// Images per group, by group id (0 is the largest).
     pub sizes: Vec<u64>,
-    /// Pairs per component.
-    pub edges: Vec<u64>,
+    /// The listed groups' (the largest few) representatives and some members, sorted.
+    pub members: Vec<Vec<String>>,
+    /// Pairs with a member in each listed group.
+    pub pairs_of: Vec<u64>,
     /// Pairs in the table.
     pub pairs: u64,
+    /// Rows of `group_pairs`: pairs of groups (an image in no group is a group of one).
+    pub group_pairs: u64,
 }
 
-/// Connected components of the `pairs` graph, streamed once over (a, b).
-pub async fn components(t: &Tables) -> Result<Components> {
-    let mut ids: HashMap<String, u32> = HashMap::new();
-    let mut uf: UnionFind<u32> = UnionFind::new_empty();
-    let mut edges: Vec<(u32, u32)> = Vec::new();
-    t.stream("SELECT a, b FROM pairs", |b| {
-        let (a, bb) = (strs(b, "a")?, strs(b, "b")?);
-        for (x, y) in a.into_iter().zip(bb) {
-            let mut id = |k: Option<String>| {
-                let k = k.unwrap_or_default();
-                *ids.entry(k).or_insert_with(|| uf.new_set())
-            };
-            let (i, j) = (id(x), id(y));
-            uf.union(i, j);
-            edges.push((i, j));
-        }
-        Ok(())
-    })
-    .await?;
-    let labels = uf.into_labeling();
-    // Dense ids, largest component first (ties by smallest root label, so stable).
-    let mut size_of_root: HashMap<u32, u64> = HashMap::new();
-    for l in &labels {
-        *size_of_root.entry(*l).or_default() += 1;
-    }
-    let mut roots: Vec<(u32, u64)> = size_of_root.into_iter().collect();
-    roots.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-    let dense: HashMap<u32, u32> = roots
-        .iter()
-        .enumerate()
-        .map(|(i, (r, _))| (*r, i as u32))
-        .collect();
-    let mut out = Components {
-        sizes: roots.iter().map(|(_, s)| *s).collect(),
-        edges: vec![0; roots.len()],
-        pairs: edges.len() as u64,
-        ..Default::default()
+/// The groups, their sizes and the largest `listed` in detail; memory grows with the number
+/// of groups, never with the pairs (the counts are DataFusion aggregates).
+pub async fn groups(t: &Tables, listed: usize) -> Result<Groups> {
+    let mut out = Groups::default();
+    let count = |q: &'static str| async move {
+        let r = t.rows(q).await?;
+        Ok::<u64, Error>(i64s(&r[0], "n")?[0].unwrap_or(0).max(0) as u64)
     };
-    for (i, _) in &edges {
-        out.edges[dense[&labels[*i as usize]] as usize] += 1;
+    out.pairs = count("SELECT count(*) AS n FROM pairs").await?;
+    out.group_pairs = count("SELECT count(*) AS n FROM group_pairs").await?;
+    if !t.has("groups") {
+        return Ok(out);
     }
-    out.of_key = ids
-        .into_iter()
-        .map(|(k, i)| (k, dense[&labels[i as usize]]))
-        .collect();
+    for b in &t
+        .rows("SELECT \"group\" AS g, max(size) AS size FROM groups GROUP BY \"group\" ORDER BY \"group\"")
+        .await?
+    {
+        out.sizes.extend(i64s(b, "size")?.into_iter().map(|s| s.unwrap_or(0).max(0) as u64));
+    }
+    let listed = listed.min(out.sizes.len());
+    out.members = vec![Vec::new(); listed];
+    out.pairs_of = vec![0; listed];
+    for b in &t
+        .rows(&format!(
+            "SELECT \"group\" AS g, key FROM (SELECT \"group\", key, row_number() OVER (PARTITION BY \"group\" ORDER BY key) AS r FROM groups WHERE \"group\" < {listed}) WHERE r <= 8"
+        ))
+        .await?
+    {
+        let (g, k) = (i64s(b, "g")?, strs(b, "key")?);
+        for i in 0..b.num_rows() {
+            if let (Some(g), Some(k)) = (g[i], k[i].clone()) {
+                out.members[g as usize].push(k);
+            }
+        }
+    }
+    for m in &mut out.members {
+        m.sort();
+    }
+    for b in &t
+        .rows(&format!(
+            "SELECT g, count(*) AS n FROM (SELECT a_group AS g FROM pairs WHERE a_group < {listed} \
+             UNION ALL SELECT b_group AS g FROM pairs WHERE b_group < {listed} AND (a_group IS NULL OR a_group <> b_group)) \
+             GROUP BY g"
+        ))
+        .await?
+    {
+        let (g, n) = (i64s(b, "g")?, i64s(b, "n")?);
+        for i in 0..b.num_rows() {
+            if let Some(g) = g[i] {
+                out.pairs_of[g as usize] = n[i].unwrap_or(0).max(0) as u64;
+            }
+        }
+    }
     Ok(out)
 }
 
-/// The first `limit` pairs in the annotate order (most CLIP-blind first), with captions and
-/// duplicate counts, as a stream of batches for `parse_pairs`.
+/// The first `limit` rows of the gallery, most CLIP-blind first: one per pair of near-duplicate
+/// groups (`group_pairs`, its most blind member pair), or every pair with `every_pair`; with
+/// captions and duplicate counts, as a stream of batches for `parse_pairs`.
 pub async fn pairs(
     t: &Tables,
     limit: usize,
+    every_pair: bool,
 ) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
     let dups = |side: &str| {
         if t.has("duplicates") {
@@ -219,9 +239,14 @@ pub async fn pairs(
             "CAST(NULL AS VARCHAR) AS b_caption",
         )
     };
+    let source = match every_pair {
+        true => "SELECT q.*, q.a_group_size AS a_size, q.b_group_size AS b_size, CAST(1 AS BIGINT) AS member_pairs FROM pairs q",
+        false => "SELECT * FROM group_pairs",
+    };
     let query = format!(
-        "{with}SELECT p.a, p.b, p.a_uri, p.b_uri, p.clip_sim, p.dino_sim, {cap_a}, {cap_b}, {}, {} \
-         FROM pairs p {cap_join} {joins} \
+        "{with}SELECT p.a, p.b, p.a_uri, p.b_uri, p.clip_sim, p.dino_sim, p.a_group, p.b_group, \
+         p.a_size, p.b_size, p.member_pairs, {cap_a}, {cap_b}, {}, {} \
+         FROM ({source}) p {cap_join} {joins} \
          ORDER BY p.dino_sim ASC NULLS LAST, p.a, p.b LIMIT {limit}",
         dups("a"),
         dups("b"),
@@ -239,6 +264,12 @@ pub fn parse_pairs(b: &RecordBatch) -> Result<Vec<Pair>> {
     let (clip, dino) = (f64s(b, "clip_sim")?, f64s(b, "dino_sim")?);
     let (ac, bc) = (strs(b, "a_caption")?, strs(b, "b_caption")?);
     let (ad, bd) = (i64s(b, "a_dups")?, i64s(b, "b_dups")?);
+    let (ag, bg) = (i64s(b, "a_group")?, i64s(b, "b_group")?);
+    let (asz, bsz, mp) = (
+        i64s(b, "a_size")?,
+        i64s(b, "b_size")?,
+        i64s(b, "member_pairs")?,
+    );
     Ok((0..b.num_rows())
         .map(|i| Pair {
             a: a[i].clone().unwrap_or_default(),
@@ -251,6 +282,11 @@ pub fn parse_pairs(b: &RecordBatch) -> Result<Vec<Pair>> {
             b_caption: bc[i].clone().filter(|c| !c.is_empty()),
             a_duplicates: ad[i].unwrap_or(0).max(0) as u64,
             b_duplicates: bd[i].unwrap_or(0).max(0) as u64,
+            a_group: ag[i],
+            b_group: bg[i],
+            a_size: asz[i].unwrap_or(1).max(1) as u64,
+            b_size: bsz[i].unwrap_or(1).max(1) as u64,
+            member_pairs: mp[i].unwrap_or(1).max(1) as u64,
         })
         .collect())
 }
@@ -278,24 +314,19 @@ pub struct Thresholds {
     pub yield_images: Vec<Vec<u64>>,
 }
 
-/// Bins of the density plot along each axis.
+/// Bins of the density plot along each axis, at most.
 pub const DENSITY_BINS: usize = 60;
 
-const SIMS: &str = "WITH s AS (SELECT c.a, c.b, CAST(c.clip_sim AS DOUBLE) AS clip_sim, \
-    CAST(cosine_sim(da.dino, db.dino) AS DOUBLE) AS dino_sim FROM candidates c \
-    JOIN dino_vectors da ON da.key = c.a JOIN dino_vectors db ON db.key = c.b) ";
-
-fn literal(v: f64) -> String {
-    format!("{v:?}")
-}
-
-/// Aggregates the candidates table: the density of (CLIP, DINOv2) similarity and the yield
-/// at every (CLIP min, DINOv2 max) of the grids. `None` when the root has no candidates.
+/// Aggregates the filter units' `similarity_grid` and `image_minima` (never the candidates
+/// themselves): the density of (CLIP, DINOv2) similarity and the yield at every (CLIP min,
+/// DINOv2 max) of the grids, exact where the grids' values lie on the aggregates' grids.
+/// `None` when the root has no candidates.
 pub async fn thresholds(
     t: &Tables,
     clip_grid: &[f64],
     dino_grid: &[f64],
 ) -> Result<Option<Thresholds>> {
+    use crate::mine::aggregates::{on_grid, CLIP_STEPS, COARSE_STEPS, DINO_STEPS};
     if !t.has("candidates") {
         return Ok(None);
     }
@@ -305,103 +336,112 @@ pub async fn thresholds(
         candidates,
         ..Default::default()
     };
-    if candidates == 0 || !t.has("dino_vectors") {
+    if candidates == 0 || !t.has("similarity_grid") {
         return Ok(Some(out));
     }
-    let r = t
-        .rows(&format!(
-            "{SIMS}SELECT count(*) AS n, min(clip_sim) AS c0, min(dino_sim) AS d0, max(dino_sim) AS d1 FROM s"
-        ))
+    let cells = t
+        .rows("SELECT clip_bin, dino_bin, sum(n) AS n FROM similarity_grid GROUP BY clip_bin, dino_bin")
         .await?;
-    out.with_dino = i64s(&r[0], "n")?[0].unwrap_or(0) as u64;
+    let mut grid: Vec<(i64, i64, u64)> = Vec::new();
+    for b in &cells {
+        let (c, d, n) = (i64s(b, "clip_bin")?, i64s(b, "dino_bin")?, i64s(b, "n")?);
+        for k in 0..b.num_rows() {
+            grid.push((
+                c[k].unwrap_or(0),
+                d[k].unwrap_or(0),
+                n[k].unwrap_or(0).max(0) as u64,
+            ));
+        }
+    }
+    out.with_dino = grid.iter().map(|g| g.2).sum();
     if out.with_dino == 0 {
         return Ok(Some(out));
     }
-    let c0 = f64s(&r[0], "c0")?[0].unwrap_or(0.0);
-    let d0 = f64s(&r[0], "d0")?[0].unwrap_or(-1.0);
-    let c_lo = ((c0 * 100.0).floor() / 100.0).min(0.99);
-    let d_lo = ((d0 * 10.0).floor() / 10.0).clamp(-1.0, 0.9);
-    out.clip_range = (c_lo, 1.0);
-    out.dino_range = (d_lo, 1.0);
-    let n = DENSITY_BINS;
-    let bin = |col: &str, lo: f64| {
-        format!(
-            "CASE WHEN {col} >= 1.0 THEN {last} ELSE CAST(floor(({col} - {lo}) / {w}) AS BIGINT) END",
-            last = n - 1,
-            lo = literal(lo),
-            w = literal((1.0 - lo) / n as f64)
-        )
-    };
-    let bins = t
-        .rows(&format!(
-            "{SIMS}SELECT {} AS i, {} AS j, count(*) AS n FROM s GROUP BY 1, 2",
-            bin("clip_sim", c_lo),
-            bin("dino_sim", d_lo)
-        ))
-        .await?;
-    out.density = vec![vec![0; n]; n];
-    for b in &bins {
-        let (i, j, c) = (i64s(b, "i")?, i64s(b, "j")?, i64s(b, "n")?);
-        for k in 0..b.num_rows() {
-            let (i, j) = (
-                i[k].unwrap_or(0).clamp(0, n as i64 - 1) as usize,
-                j[k].unwrap_or(0).clamp(0, n as i64 - 1) as usize,
-            );
-            out.density[i][j] += c[k].unwrap_or(0) as u64;
-        }
+    // The plotted ranges start at a hundredth (CLIP) or a tenth (DINOv2) below the lowest
+    // value, and each plotted bin is a whole number of the grid's bins.
+    let c_min = grid.iter().map(|g| g.0).min().unwrap_or(0);
+    let d_min = grid.iter().map(|g| g.1).min().unwrap_or(0);
+    let c_lo = (c_min.div_euclid(10) * 10).min(CLIP_STEPS as i64 - 10);
+    let d_lo = (d_min.div_euclid(10) * 10).clamp(-(DINO_STEPS as i64), DINO_STEPS as i64 - 10);
+    let per = |lo: i64, steps: i64| ((steps - lo) as usize).div_ceil(DENSITY_BINS).max(1);
+    let (cw, dw) = (per(c_lo, CLIP_STEPS as i64), per(d_lo, DINO_STEPS as i64));
+    let (nc, nd) = (
+        ((CLIP_STEPS as i64 - c_lo) as usize).div_ceil(cw),
+        ((DINO_STEPS as i64 - d_lo) as usize).div_ceil(dw),
+    );
+    out.clip_range = (
+        c_lo as f64 / CLIP_STEPS as f64,
+        (c_lo + (nc * cw) as i64) as f64 / CLIP_STEPS as f64,
+    );
+    out.dino_range = (
+        d_lo as f64 / DINO_STEPS as f64,
+        (d_lo + (nd * dw) as i64) as f64 / DINO_STEPS as f64,
+    );
+    out.density = vec![vec![0; nd]; nc];
+    for (c, d, n) in &grid {
+        let i = (((c - c_lo).max(0) as usize) / cw).min(nc - 1);
+        let j = (((d - d_lo).max(0) as usize) / dw).min(nd - 1);
+        out.density[i][j] += n;
     }
     out.clip_grid = clip_grid.to_vec();
     out.dino_grid = dino_grid.to_vec();
-    let mut pair_sums = Vec::new();
     let mut per_key = Vec::new();
     let mut image_sums = Vec::new();
     for (ci, c) in clip_grid.iter().enumerate() {
+        let (Some(fine), Some(coarse)) = (on_grid(*c, CLIP_STEPS), on_grid(*c, COARSE_STEPS))
+        else {
+            return Err(Error::Usage(format!(
+                "--clip-grid {c}: the yield is counted on CLIP thresholds in hundredths (0.95, 0.96, ...)"
+            )));
+        };
+        let mut prow = Vec::new();
         per_key.push(format!(
-            "min(CASE WHEN clip_sim > {} THEN dino_sim END) AS m{ci}",
-            literal(*c)
+            "min(CASE WHEN clip_bin >= {coarse} THEN min_dino END) AS m{ci}"
         ));
         for (di, d) in dino_grid.iter().enumerate() {
-            pair_sums.push(format!(
-                "sum(CASE WHEN clip_sim > {} AND dino_sim < {} THEN 1 ELSE 0 END) AS p{ci}_{di}",
-                literal(*c),
-                literal(*d)
-            ));
+            let Some(j) = on_grid(*d, DINO_STEPS) else {
+                return Err(Error::Usage(format!(
+                    "--dino-grid {d}: the yield is counted on DINOv2 thresholds in hundredths (0.55, 0.6, ...)"
+                )));
+            };
+            prow.push(
+                grid.iter()
+                    .filter(|g| g.0 >= fine as i64 && g.1 < j as i64)
+                    .map(|g| g.2)
+                    .sum(),
+            );
             image_sums.push(format!(
                 "sum(CASE WHEN m{ci} < {} THEN 1 ELSE 0 END) AS i{ci}_{di}",
                 literal(*d)
             ));
         }
+        out.yield_pairs.push(prow);
     }
-    if pair_sums.is_empty() {
+    if image_sums.is_empty() || !t.has("image_minima") {
         return Ok(Some(out));
     }
-    let p = t
-        .rows(&format!("{SIMS}SELECT {} FROM s", pair_sums.join(", ")))
-        .await?;
     // An image is in the yield at (c, d) when some pair of it has clip > c and dino < d: its
-    // smallest DINOv2 similarity among pairs with clip > c is below d.
+    // smallest DINOv2 similarity over the CLIP bins above c is below d. One row per image that
+    // has candidates, aggregated by DataFusion (never the candidates).
     let i = t
         .rows(&format!(
-            "{SIMS}, k AS (SELECT a AS key, clip_sim, dino_sim FROM s UNION ALL SELECT b AS key, clip_sim, dino_sim FROM s), \
-             m AS (SELECT key, {} FROM k GROUP BY key) SELECT {} FROM m",
+            "WITH m AS (SELECT key, {} FROM image_minima GROUP BY key) SELECT {} FROM m",
             per_key.join(", "),
             image_sums.join(", ")
         ))
         .await?;
-    let get = |batches: &[RecordBatch], name: &str| -> Result<u64> {
-        Ok(i64s(&batches[0], name)?[0].unwrap_or(0).max(0) as u64)
-    };
     for ci in 0..clip_grid.len() {
-        let mut prow = Vec::new();
         let mut irow = Vec::new();
         for di in 0..dino_grid.len() {
-            prow.push(get(&p, &format!("p{ci}_{di}"))?);
-            irow.push(get(&i, &format!("i{ci}_{di}"))?);
+            irow.push(i64s(&i[0], &format!("i{ci}_{di}"))?[0].unwrap_or(0).max(0) as u64);
         }
-        out.yield_pairs.push(prow);
         out.yield_images.push(irow);
     }
     Ok(Some(out))
+}
+
+fn literal(v: f64) -> String {
+    format!("{v:?}")
 }
 
 /// One row of `scores` as the report shows it.

@@ -44,8 +44,10 @@ pub struct ReportParams {
     pub clip_grid: Vec<f64>,
     /// The DINOv2 maximums of the yield grid.
     pub dino_grid: Vec<f64>,
-    /// Components listed by size.
+    /// Near-duplicate groups listed by size on the thresholds page.
     pub components: usize,
+    /// One gallery row per pair instead of one per pair of near-duplicate groups.
+    pub every_pair: bool,
 }
 
 impl Default for ReportParams {
@@ -58,6 +60,7 @@ impl Default for ReportParams {
             clip_grid: vec![0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99],
             dino_grid: vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
             components: 25,
+            every_pair: false,
         }
     }
 }
@@ -69,7 +72,11 @@ pub struct ReportSummary {
     pub index: String,
     /// Pairs in the `pairs` table.
     pub pairs: u64,
-    /// Pairs in the gallery.
+    /// Pairs of near-duplicate groups (`group_pairs` rows): the gallery's rows by default.
+    pub group_pairs: u64,
+    /// The gallery has a row per pair (`--every-pair`).
+    pub every_pair: bool,
+    /// Rows in the gallery.
     pub shown: u64,
     /// Data chunks written.
     pub chunks: usize,
@@ -77,10 +84,10 @@ pub struct ReportSummary {
     pub thumbnails: ThumbStats,
     /// Candidate pairs aggregated on the thresholds page.
     pub candidates: Option<u64>,
-    /// Connected components of the pair graph.
-    pub components: usize,
+    /// Near-duplicate groups.
+    pub groups: usize,
     /// Images in the largest.
-    pub largest_component: u64,
+    pub largest_group: u64,
     /// Evaluations (score sets) on the evaluation page.
     pub evaluations: usize,
     /// Wall time.
@@ -140,20 +147,24 @@ pub async fn report(
     }
     let chunk = params.chunk.max(1);
 
-    // The pair graph's components, then the gallery's pairs in chunks.
-    let comps = if has_pairs {
-        progress.message("report: connected components of the pair graph");
-        data::components(&t).await?
+    // The near-duplicate groups, then the gallery's rows in chunks.
+    let groups = if has_pairs {
+        progress.message("report: near-duplicate groups and pairs of groups");
+        data::groups(&t, params.components).await?
     } else {
-        data::Components::default()
+        data::Groups::default()
+    };
+    let rows = match params.every_pair {
+        true => groups.pairs,
+        false => groups.group_pairs,
     };
     let mut thumbs = Thumbnailer::open(out, &params.thumbs).await?;
     let mut index = GalleryIndex::default();
     let mut report_id = blake3::Hasher::new();
     if has_pairs {
-        let shown = comps.pairs.min(params.max_pairs as u64);
+        let shown = rows.min(params.max_pairs as u64);
         progress.start("report", Some(shown));
-        let mut stream = data::pairs(&t, params.max_pairs).await?;
+        let mut stream = data::pairs(&t, params.max_pairs, params.every_pair).await?;
         let mut pending: Vec<Pair> = Vec::new();
         loop {
             let next = stream
@@ -169,7 +180,7 @@ pub async fn report(
                 let rest = pending.split_off(chunk.min(pending.len()));
                 let full = std::mem::replace(&mut pending, rest);
                 let sinks = (&mut thumbs, &mut index, &mut report_id);
-                write_chunk(out, &full, &comps, params, sinks).await?;
+                write_chunk(out, &full, params, sinks).await?;
                 progress.advance(full.len() as u64);
             }
             if last {
@@ -185,7 +196,8 @@ pub async fn report(
         script(
             "index",
             &serde_json::json!({
-                "clip": index.clip, "dino": index.dino, "comp": index.comp,
+                "clip": index.clip, "dino": index.dino, "ga": index.ga, "gb": index.gb,
+                "members": index.members,
             }),
             false,
         ),
@@ -195,7 +207,7 @@ pub async fn report(
     // Thresholds and components.
     progress.message("report: thresholds over the candidates");
     let thresholds = data::thresholds(&t, &params.clip_grid, &params.dino_grid).await?;
-    let threshold_html = site::thresholds_body(thresholds.as_ref(), &comps, params)?;
+    let threshold_html = site::thresholds_body(thresholds.as_ref(), &groups)?;
 
     // Evaluations.
     let evals = data::evaluations(&t).await?;
@@ -206,21 +218,22 @@ pub async fn report(
         "root": root.url,
         "version": crate::VERSION,
         "generated": crate::storage::now_unix(),
-        "pairs": comps.pairs,
+        "pairs": groups.pairs,
+        "group_pairs": groups.group_pairs,
+        "every_pair": params.every_pair,
         "shown": shown,
         "chunk": chunk,
         "chunks": chunks,
         "thumbnails": params.thumbnails.min(shown as usize),
         "patterns": PATTERNS,
         "report_id": &report_id.finalize().to_hex()[..16],
-        "components": comps.sizes,
     });
     out.put("data/meta.js", script("meta", &meta, false))
         .await?;
     for (name, text) in site::assets() {
         out.put(name, Bytes::from(text)).await?;
     }
-    let gallery = site::gallery_page(root, comps.pairs, shown);
+    let gallery = site::gallery_page(root, &groups, params.every_pair, shown);
     out.put("index.html", Bytes::from(gallery)).await?;
     for (file, title, id, (body, charts)) in [
         (
@@ -239,13 +252,15 @@ pub async fn report(
     }
     Ok(ReportSummary {
         index: out.uri_of(&out.path("index.html")),
-        pairs: comps.pairs,
+        pairs: groups.pairs,
+        group_pairs: groups.group_pairs,
+        every_pair: params.every_pair,
         shown,
         chunks,
         thumbnails: thumbs.stats.clone(),
         candidates: thresholds.as_ref().map(|t| t.candidates),
-        components: comps.sizes.len(),
-        largest_component: comps.sizes.first().copied().unwrap_or(0),
+        groups: groups.sizes.len(),
+        largest_group: groups.sizes.first().copied().unwrap_or(0),
         evaluations,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -256,7 +271,9 @@ pub async fn report(
 struct GalleryIndex {
     clip: Vec<serde_json::Value>,
     dino: Vec<serde_json::Value>,
-    comp: Vec<u32>,
+    ga: Vec<Option<i64>>,
+    gb: Vec<Option<i64>>,
+    members: Vec<u64>,
 }
 
 /// Where a chunk's side effects go: the thumbnails, the gallery index and the report id.
@@ -269,7 +286,6 @@ type Sinks<'a> = (
 async fn write_chunk(
     out: &Location,
     pairs: &[Pair],
-    comps: &data::Components,
     params: &ReportParams,
     (thumbs, index, report_id): Sinks<'_>,
 ) -> Result<()> {
@@ -304,10 +320,11 @@ async fn write_chunk(
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let comp = comps.of_key.get(&p.a).copied().unwrap_or(0);
             index.clip.push(round4(p.clip));
             index.dino.push(round4(p.dino));
-            index.comp.push(comp);
+            index.ga.push(p.a_group);
+            index.gb.push(p.b_group);
+            index.members.push(p.member_pairs);
             report_id.update(p.a.as_bytes());
             report_id.update(b"\t");
             report_id.update(p.b.as_bytes());
@@ -328,7 +345,12 @@ async fn write_chunk(
                 p.a_duplicates,
                 p.b_duplicates,
                 round4(p.clip),
-                round4(p.dino)
+                round4(p.dino),
+                p.a_group,
+                p.b_group,
+                p.a_size,
+                p.b_size,
+                p.member_pairs
             ])
         })
         .collect();

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::data::{Components, Evaluations, Thresholds};
-use super::{pattern_order, pattern_series, svg_file, ReportParams};
+use super::data::{Evaluations, Groups, Thresholds};
+use super::{pattern_order, pattern_series, svg_file};
 use crate::error::Result;
 use crate::plot::{Bars, Density, Histogram, Scatter};
 use crate::storage::Location;
@@ -66,19 +66,29 @@ pub fn page(title: &str, active: &str, root: &Location, body: &str, scripts: &st
 }
 
 /// The gallery: controls and an empty grid the app fills.
-pub fn gallery_page(root: &Location, pairs: u64, shown: u64) -> String {
+pub fn gallery_page(root: &Location, groups: &Groups, every_pair: bool, shown: u64) -> String {
     let patterns: String = super::PATTERNS
         .iter()
         .map(|p| format!("<option value=\"{0}\">{0}</option>", esc(p)))
         .collect();
-    let capped = if shown < pairs {
-        format!(
-            "<p class=\"note\">The gallery holds the {shown} most CLIP-blind of {pairs} pairs \
-             (<code>--max-pairs</code>); the thresholds page covers every candidate.</p>"
-        )
-    } else {
-        String::new()
+    let (rows, what) = match every_pair {
+        true => (groups.pairs, "pairs"),
+        false => (groups.group_pairs, "pairs of near-duplicate groups"),
     };
+    let mut capped = match every_pair {
+        true => format!("<p class=\"note\">One card per pair: {} pairs.</p>", fmt_count(groups.pairs)),
+        false => format!(
+            "<p class=\"note\">One card per pair of near-duplicate groups (an image in no group is a group of one), showing its most CLIP-blind member pair and how many pairs it stands for: {} pairs of groups for {} pairs (<code>report --every-pair</code> shows every pair).</p>",
+            fmt_count(groups.group_pairs),
+            fmt_count(groups.pairs)
+        ),
+    };
+    if shown < rows {
+        capped += &format!(
+            "<p class=\"note\">The gallery holds the {shown} most CLIP-blind of {rows} {what} \
+             (<code>--max-pairs</code>); the thresholds page covers every candidate.</p>"
+        );
+    }
     let body = format!(
         r#"<h1>Mined pairs</h1>{capped}
 <section class="controls" id="controls">
@@ -88,7 +98,7 @@ pub fn gallery_page(root: &Location, pairs: u64, shown: u64) -> String {
     <option value="clip-desc">CLIP similarity, highest first</option>
     <option value="clip-asc">CLIP similarity, lowest first</option>
     <option value="gap-desc">gap (CLIP − DINOv2), largest first</option>
-    <option value="comp-desc">component size, largest first</option>
+    <option value="comp-desc">member pairs, most first</option>
   </select></label>
   <label>CLIP ≥ <input id="clip-min" type="number" step="0.01" min="-1" max="1"></label>
   <label>CLIP ≤ <input id="clip-max" type="number" step="0.01" min="-1" max="1"></label>
@@ -96,7 +106,7 @@ pub fn gallery_page(root: &Location, pairs: u64, shown: u64) -> String {
   <label>DINOv2 ≤ <input id="dino-max" type="number" step="0.01" min="-1" max="1"></label>
   <label>Pattern <select id="pattern"><option value="">any</option><option value="-">none yet</option>{patterns}</select></label>
   <label>Decision <select id="decision"><option value="">any</option><option value="undecided">undecided</option><option value="accept">accepted</option><option value="reject">rejected</option></select></label>
-  <label>Component <input id="comp" type="number" min="0" step="1" placeholder="any"></label>
+  <label>Group <input id="comp" type="number" min="0" step="1" placeholder="any"></label>
   <label>Per page <select id="page-size"><option>12</option><option>24</option><option selected>48</option><option>96</option></select></label>
   <button id="reset" type="button">Reset</button>
 </section>
@@ -175,8 +185,7 @@ pub fn size_bins(sizes: &[u64]) -> (Vec<String>, Vec<u64>) {
 /// The thresholds page's body and its chart files.
 pub fn thresholds_body(
     t: Option<&Thresholds>,
-    comps: &Components,
-    params: &ReportParams,
+    groups: &Groups,
 ) -> Result<(String, Vec<(String, String)>)> {
     let mut files = Vec::new();
     let mut h = String::from("<h1>Thresholds</h1>");
@@ -185,7 +194,7 @@ pub fn thresholds_body(
         Some(t) if t.with_dino == 0 => {
             let _ = write!(
                 h,
-                "<p class=\"note\">{} candidate pairs, none with DINOv2 vectors for both images yet: run <code>blindspot dino</code>.</p>",
+                "<p class=\"note\">{} candidate pairs, none with a DINOv2 similarity yet: run <code>blindspot filter</code> (after <code>blindspot dino</code> where the shards were embedded with CLIP only).</p>",
                 fmt_count(t.candidates)
             );
         }
@@ -208,26 +217,21 @@ pub fn thresholds_body(
             };
             h.push_str("<section class=\"charts\">");
             h.push_str(&svg_file(&mut files, "density", &density, "density of candidates")?);
-            let n = t.density.len();
+            let (nc, nd) = (t.density.len(), t.density.first().map_or(0, Vec::len));
             let marginal = |clip: bool| -> Vec<u64> {
-                (0..n)
-                    .map(|k| {
-                        if clip {
-                            t.density[k].iter().sum()
-                        } else {
-                            t.density.iter().map(|c| c[k]).sum()
-                        }
-                    })
-                    .collect()
+                match clip {
+                    true => t.density.iter().map(|r| r.iter().sum()).collect(),
+                    false => (0..nd).map(|k| t.density.iter().map(|r| r[k]).sum()).collect(),
+                }
             };
-            let labels = |(lo, hi): (f64, f64)| -> Vec<String> {
+            let labels = |(lo, hi): (f64, f64), n: usize| -> Vec<String> {
                 (0..n)
                     .map(|k| format!("{:.3}", lo + (hi - lo) * k as f64 / n as f64))
                     .collect()
             };
-            for (name, clip, range, c) in [
-                ("clip-histogram", true, t.clip_range, 0),
-                ("dino-histogram", false, t.dino_range, 1),
+            for (name, clip, range, c, n) in [
+                ("clip-histogram", true, t.clip_range, 0, nc),
+                ("dino-histogram", false, t.dino_range, 1, nd),
             ] {
                 let chart = Histogram {
                     title: format!(
@@ -236,7 +240,7 @@ pub fn thresholds_body(
                     ),
                     x_label: "cosine similarity (bin start)".into(),
                     y_label: "pairs".into(),
-                    bins: labels(range),
+                    bins: labels(range, n),
                     counts: marginal(clip),
                     log: false,
                     colour: c,
@@ -244,7 +248,7 @@ pub fn thresholds_body(
                 h.push_str(&svg_file(&mut files, name, &chart, name)?);
             }
             h.push_str("</section>");
-            h.push_str("<h2>Yield</h2><p>Pairs (and distinct images) with CLIP similarity above the row's minimum and DINOv2 similarity below the column's maximum, computed over every candidate.</p>");
+            h.push_str("<h2>Yield</h2><p>Pairs (and distinct images) with CLIP similarity above the row's minimum and DINOv2 similarity below the column's maximum, counted exactly from every filter unit's aggregates (pairs on a grid of 0.001 in CLIP and 0.01 in DINOv2; images from each image's lowest DINOv2 similarity per hundredth of CLIP).</p>");
             h.push_str("<table class=\"yield\" id=\"yield\"><thead><tr><th>CLIP &gt;</th>");
             for d in &t.dino_grid {
                 let _ = write!(h, "<th>DINOv2 &lt; {d}</th>");
@@ -267,53 +271,48 @@ pub fn thresholds_body(
             h.push_str("</tbody></table>");
         }
     }
-    h.push_str("<h2>Groups: connected components of the pair graph</h2>");
-    if comps.sizes.is_empty() {
-        h.push_str("<p class=\"note\">No mined pairs yet.</p>");
+    h.push_str("<h2>Near-duplicate groups</h2>");
+    if groups.sizes.is_empty() {
+        let _ = write!(
+            h,
+            "<p class=\"note\">No near-duplicate groups{}.</p>",
+            if groups.pairs == 0 {
+                " and no mined pairs yet"
+            } else {
+                ": no two candidate images are near-duplicates in DINOv2 (at or above <code>--dup-min</code>)"
+            }
+        );
         return Ok((h, files));
     }
     let _ = write!(
         h,
-        "<p>{} pairs join {} images into {} components; the largest has {} images.</p>",
-        fmt_count(comps.pairs),
-        fmt_count(comps.sizes.iter().sum()),
-        fmt_count(comps.sizes.len() as u64),
-        fmt_count(comps.sizes[0])
+        "<p>Candidates at or above the near-duplicate threshold in DINOv2 join {} images into {} groups (connected components); the largest has {} images. {} pairs fall into {} pairs of groups.</p>",
+        fmt_count(groups.sizes.iter().sum()),
+        fmt_count(groups.sizes.len() as u64),
+        fmt_count(groups.sizes[0]),
+        fmt_count(groups.pairs),
+        fmt_count(groups.group_pairs),
     );
-    let (labels, counts) = size_bins(&comps.sizes);
+    let (labels, counts) = size_bins(&groups.sizes);
     let chart = Histogram {
-        title: "Component sizes".into(),
-        x_label: "images in the component".into(),
-        y_label: "components".into(),
+        title: "Group sizes".into(),
+        x_label: "images in the group".into(),
+        y_label: "groups".into(),
         bins: labels,
         counts,
         log: true,
         colour: 2,
     };
-    h.push_str(&svg_file(
-        &mut files,
-        "components",
-        &chart,
-        "component sizes",
-    )?);
-    let listed = params.components.min(comps.sizes.len());
-    let mut members: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-    for (k, c) in &comps.of_key {
-        if (*c as usize) < listed {
-            members.entry(*c).or_default().push(k);
-        }
-    }
-    h.push_str("<table class=\"components\" id=\"components\"><thead><tr><th>component</th><th>images</th><th>pairs</th><th>some members</th></tr></thead><tbody>");
-    for c in 0..listed {
-        let mut keys = members.remove(&(c as u32)).unwrap_or_default();
-        keys.sort_unstable();
-        let more = keys.len().saturating_sub(8);
-        let shown: Vec<String> = keys.iter().take(8).map(|k| esc(k)).collect();
+    h.push_str(&svg_file(&mut files, "components", &chart, "group sizes")?);
+    h.push_str("<table class=\"components\" id=\"components\"><thead><tr><th>group</th><th>images</th><th>pairs</th><th>some members</th></tr></thead><tbody>");
+    for (c, keys) in groups.members.iter().enumerate() {
+        let more = (groups.sizes[c] as usize).saturating_sub(keys.len());
+        let shown: Vec<String> = keys.iter().map(|k| esc(k)).collect();
         let _ = write!(
             h,
             "<tr><td><a href=\"index.html#comp={c}\">#{c}</a></td><td>{}</td><td>{}</td><td><code>{}</code>{}</td></tr>",
-            comps.sizes[c],
-            comps.edges[c],
+            groups.sizes[c],
+            groups.pairs_of[c],
             shown.join("</code> <code>"),
             if more > 0 { format!(" and {more} more") } else { String::new() }
         );

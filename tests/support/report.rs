@@ -84,7 +84,8 @@ fn the_report_renders_in_chromium_and_review_decisions_become_the_sheet() {
         "--thumbnails",
         "10",
     ]);
-    assert!(said.contains("14 of 14 pairs in 4 chunks"), "{said}");
+    assert!(said.contains("14 of 14 gallery rows in 4 chunks"), "{said}");
+    yield_equals_sql(root_s, &site.join("thresholds.html"));
     assert!(said.contains("thumbnails 20 made"), "{said}");
     let seen = browse(
         &site,
@@ -293,4 +294,66 @@ fn report_serves_its_site_on_loopback_and_refuses_an_empty_root() {
     assert!(!get("/../Cargo.toml").starts_with("HTTP/1.1 200"));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Issue 19: the thresholds page's yield grid, counted from the filter units' aggregates,
+/// equals SQL over every candidate's similarities (the `similarities` view) at every cell.
+fn yield_equals_sql(root: &str, page: &Path) {
+    let html = std::fs::read_to_string(page).unwrap();
+    let attr = |name: &str| -> Vec<u64> {
+        html.split(&format!("{name}=\""))
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let (pairs, images) = (attr("data-pairs"), attr("data-images"));
+    let d = blindspot::report::ReportParams::default();
+    assert_eq!(pairs.len(), d.clip_grid.len() * d.dino_grid.len());
+    let values = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("({x:?})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let grid = format!(
+        "WITH g AS (SELECT t.c, u.d FROM (VALUES {}) AS t(c) CROSS JOIN (VALUES {}) AS u(d)), \
+         s AS (SELECT a, b, CAST(clip_sim AS DOUBLE) AS cs, CAST(dino_sim AS DOUBLE) AS ds FROM similarities) ",
+        values(&d.clip_grid),
+        values(&d.dino_grid)
+    );
+    let counted = |query: String| -> std::collections::HashMap<(String, String), u64> {
+        sql_csv(root, &query)
+            .iter()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                ((f[0].to_string(), f[1].to_string()), f[2].parse().unwrap())
+            })
+            .collect()
+    };
+    let want_pairs = counted(format!(
+        "{grid}SELECT g.c, g.d, count(*) AS n FROM g JOIN s ON s.cs > g.c AND s.ds < g.d GROUP BY g.c, g.d"
+    ));
+    let want_images = counted(format!(
+        "{grid}, k AS (SELECT a AS key, cs, ds FROM s UNION ALL SELECT b AS key, cs, ds FROM s) \
+         SELECT g.c, g.d, count(DISTINCT k.key) AS n FROM g JOIN k ON k.cs > g.c AND k.ds < g.d GROUP BY g.c, g.d"
+    ));
+    let mut cell = 0;
+    for c in &d.clip_grid {
+        for dd in &d.dino_grid {
+            let key = (c.to_string(), dd.to_string());
+            assert_eq!(
+                pairs[cell],
+                want_pairs.get(&key).copied().unwrap_or(0),
+                "pairs at clip > {c}, dino < {dd}"
+            );
+            assert_eq!(
+                images[cell],
+                want_images.get(&key).copied().unwrap_or(0),
+                "images at clip > {c}, dino < {dd}"
+            );
+            cell += 1;
+        }
+    }
+    assert!(pairs.iter().any(|p| *p > 0) && images.iter().any(|i| *i > 0));
 }

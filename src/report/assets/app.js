@@ -55,7 +55,8 @@
     return {
       a: r[0], b: r[1], aUri: r[2], bUri: r[3], aCap: r[4], bCap: r[5],
       aThumb: r[6], bThumb: r[7], aWhy: r[8], bWhy: r[9], aDups: r[10], bDups: r[11],
-      clip: r[12], dino: r[13],
+      clip: r[12], dino: r[13], aGroup: r[14], bGroup: r[15], aSize: r[16] || 1, bSize: r[17] || 1,
+      members: r[18] || 1,
     };
   }
 
@@ -87,7 +88,6 @@
     const dmin = num("dino-min"), dmax = num("dino-max");
     const pat = $("pattern").value, dec = $("decision").value;
     const comp = num("comp");
-    const sizes = meta.components || [];
     const out = [];
     for (let i = 0; i < n; i++) {
       const c = index.clip[i], d = index.dino[i];
@@ -95,7 +95,7 @@
       if (cmax !== null && !(c <= cmax)) continue;
       if (dmin !== null && !(d >= dmin)) continue;
       if (dmax !== null && !(d <= dmax)) continue;
-      if (comp !== null && index.comp[i] !== comp) continue;
+      if (comp !== null && index.ga[i] !== comp && index.gb[i] !== comp) continue;
       const x = decisions[i];
       if (pat === "-" && x && x.pattern) continue;
       if (pat && pat !== "-" && !(x && x.pattern === pat)) continue;
@@ -109,7 +109,7 @@
       "clip-desc": (i) => -index.clip[i],
       "clip-asc": (i) => index.clip[i],
       "gap-desc": (i) => index.dino[i] - index.clip[i],
-      "comp-desc": (i) => -(sizes[index.comp[i]] || 0),
+      "comp-desc": (i) => -(index.members[i] || 1),
     }[$("sort").value];
     // Stable: ties keep the gallery order (most CLIP-blind first, then by key).
     out.sort((x, y) => key(x) - key(y) || x - y);
@@ -164,15 +164,23 @@
     sims.appendChild(el("b", {}, "gap " + (p.clip - p.dino).toFixed(4)));
     c.appendChild(sims);
     const m = el("div", { class: "meta" });
-    const comp = index.comp[i];
-    const size = (meta.components || [])[comp] || 0;
-    const link = el("a", { href: "#comp=" + comp, class: "comp" }, "component #" + comp + " (" + size + " images)");
-    link.addEventListener("click", (e) => {
-      e.preventDefault();
-      $("comp").value = comp;
-      refilter();
+    // Each side's near-duplicate group (a link that filters the gallery to it), and the
+    // number of pairs between the two groups that this card stands for.
+    [[p.aGroup, p.aSize], [p.bGroup, p.bSize]].forEach(([g, size], k) => {
+      if (k) m.appendChild(el("span", {}, " × "));
+      if (g === null || g === undefined) {
+        m.appendChild(el("span", { class: "comp" }, "no group"));
+        return;
+      }
+      const link = el("a", { href: "#comp=" + g, class: "comp" }, "group #" + g + " (" + size + " images)");
+      link.addEventListener("click", (e) => {
+        e.preventDefault();
+        $("comp").value = g;
+        refilter();
+      });
+      m.appendChild(link);
     });
-    m.appendChild(link);
+    m.appendChild(el("span", { class: "members" }, p.members > 1 ? " · " + p.members + " pairs" : ""));
     m.appendChild(el("span", { class: "decision" }, x.decision ? " · " + (x.decision === "accept" ? "accepted" : "rejected") : ""));
     m.appendChild(el("span", { class: "pattern-label" }, x.pattern ? " · " + x.pattern : ""));
     c.appendChild(m);
