@@ -19,6 +19,8 @@ pub struct Tables {
     pub ctx: SessionContext,
     /// Registered table names.
     pub names: Vec<String>,
+    /// The run root, for the stage records.
+    pub root: Option<crate::storage::Location>,
 }
 
 impl Tables {
@@ -312,6 +314,8 @@ pub struct Thresholds {
     pub yield_pairs: Vec<Vec<u64>>,
     /// Distinct images in those pairs.
     pub yield_images: Vec<Vec<u64>>,
+    /// The candidates' recall as `candidates` measured it (approximate layouts), if it did.
+    pub recall: Option<crate::mine::candidates::RecallCommit>,
 }
 
 /// Bins of the density plot along each axis, at most.
@@ -336,6 +340,12 @@ pub async fn thresholds(
         candidates,
         ..Default::default()
     };
+    if let Some(root) = &t.root {
+        out.recall = crate::table::Catalog::new(root)
+            .commit_of(crate::table::CommitSet::RECALL, "")
+            .await?
+            .and_then(|c| c.info().ok());
+    }
     if candidates == 0 || !t.has("similarity_grid") {
         return Ok(Some(out));
     }

@@ -131,7 +131,11 @@ pub async fn report(
 ) -> Result<ReportSummary> {
     let started = Instant::now();
     let (ctx, names) = crate::sql::session(root).await?;
-    let t = Tables { ctx, names };
+    let t = Tables {
+        ctx,
+        names,
+        root: Some(root.clone()),
+    };
     let has_pairs = t.has("pairs");
     if !has_pairs && !t.has("candidates") && !t.has("scores") {
         return Err(Error::Usage(format!(

@@ -205,6 +205,23 @@ pub fn thresholds_body(
                 fmt_count(t.candidates),
                 fmt_count(t.with_dino)
             );
+            if let Some(r) = &t.recall {
+                let _ = write!(
+                    h,
+                    "<p id=\"recall\">Recall of the candidates against brute force: <b>{:.5}</b> ({} of {} pairs above CLIP {} found, for a sample of {} images; method {}{}).</p>",
+                    r.recall.recall,
+                    fmt_count(r.recall.found),
+                    fmt_count(r.recall.exact_pairs),
+                    r.clip_min,
+                    r.recall.sample,
+                    esc(&r.method),
+                    match (r.probe, r.target_recall) {
+                        (Some(p), Some(t)) => format!(", probe {p} chosen by partition for a target recall of {t}"),
+                        (Some(p), None) => format!(", probe {p}"),
+                        _ => String::new(),
+                    }
+                );
+            }
             let density = Density {
                 title: "Candidates: CLIP vs DINOv2 similarity".into(),
                 x_label: "CLIP cosine similarity".into(),

@@ -262,6 +262,29 @@ async fn the_default_partition_on_clip_like_vectors_chooses_probes_and_meets_its
         .await
         .unwrap();
     assert!(again.generation.is_none(), "{again:?}");
+    // The report shows the recall that candidates measured.
+    filter_as(&root, 0.6, None).await;
+    let out = Location::open("memory://filter-units/clip-like-report").unwrap();
+    let params = blindspot::report::ReportParams {
+        thumbnails: 0,
+        ..Default::default()
+    };
+    blindspot::report::report(&root, &out, &params, &NoProgress)
+        .await
+        .unwrap();
+    let page = String::from_utf8(
+        out.get_bytes(&out.path("thresholds.html"))
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    let shown = format!("<b>{:.5}</b>", recall.recall);
+    assert!(
+        page.contains("id=\"recall\"") && page.contains(&shown),
+        "{page}"
+    );
+    assert!(page.contains(&format!("probe {probe} chosen by partition")));
 }
 
 /// A small union-find of its own, over strings: the reference the `groups` table is checked
