@@ -236,6 +236,33 @@ pub fn bare_session() -> SessionContext {
 /// the names of the registered tables too.
 pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
     let ctx = bare_session();
+    register_store(&ctx, root)?;
+    let names = register_root(&ctx, root).await?;
+    Ok((ctx, names))
+}
+
+/// A session over `root`'s store (no tables registered) whose queries stay within `memory`
+/// bytes, spilling sorts, aggregates and joins to temporary files beyond it: joins are planned
+/// as sort-merge joins, which spill, instead of hash joins, which must hold their build side.
+pub fn spilling_session(root: &Location, memory: usize) -> Result<SessionContext> {
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(memory)))
+        .build_arc()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut config = SessionConfig::new();
+    config.options_mut().optimizer.prefer_hash_join = false;
+    // Each sort sets this aside for its merge; DataFusion's 10 MiB would leave a small pool
+    // nothing to sort with.
+    config.options_mut().execution.sort_spill_reservation_bytes = (memory / 32).max(64 << 10);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    register_store(&ctx, root)?;
+    Ok(ctx)
+}
+
+/// Registers `root`'s object store on `ctx` (local files need none).
+fn register_store(ctx: &SessionContext, root: &Location) -> Result<()> {
     let base = url::Url::parse(&root.url).map_err(|e| Error::Url {
         url: root.url.clone(),
         reason: e.to_string(),
@@ -252,8 +279,7 @@ pub async fn session(root: &Location) -> Result<(SessionContext, Vec<String>)> {
     if base.scheme() != "file" {
         ctx.register_object_store(&store_url, root.store.clone());
     }
-    let names = register_root(&ctx, root).await?;
-    Ok((ctx, names))
+    Ok(())
 }
 
 /// Registers every table of `root` with committed data, `blindspot.tables` and the

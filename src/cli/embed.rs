@@ -282,6 +282,10 @@ pub struct DinoArgs {
     /// Refuse images with more pixels than this.
     #[arg(long, default_value_t = DecodeParams::default().max_pixels)]
     pub max_pixels: u64,
+    /// MiB the queries that find the candidate images still needing a vector may hold before
+    /// they spill to disk (sorts, aggregates and sort-merge joins over the keys).
+    #[arg(long, default_value_t = blindspot::embed::dino::DEFAULT_KEY_MEMORY >> 20)]
+    pub key_memory_mib: usize,
     #[command(flatten)]
     pub ingest: IngestArgs,
     /// Print the summary as JSON on stdout.
@@ -330,6 +334,7 @@ pub async fn dino_cmd(a: DinoArgs) -> Result<()> {
         },
         image_column: ingest.image_column,
         fetch: ingest.fetch,
+        key_memory: a.key_memory_mib << 20,
     };
     let s = blindspot::embed::dino::dino(&root, dino, &params, progress()).await?;
     super::report(a.json, &s, || dino_text(&s));

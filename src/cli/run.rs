@@ -148,6 +148,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     decode: r.embed.decode.clone(),
                     image_column: e.image_column.clone(),
                     fetch: r.embed.ingest.fetch.clone(),
+                    ..Default::default()
                 };
                 let s = blindspot::embed::dino::dino(&r.root, dino, &params, progress()).await?;
                 report(json, &s, || super::embed::dino_text(&s));

@@ -14,12 +14,15 @@
 //! key already in the table, so a killed run resumes with no key done twice. A finished run
 //! commits the list of candidate units it covered, which `filter` checks.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use ndarray::Array4;
 use rayon::prelude::*;
@@ -33,6 +36,7 @@ use crate::ingest::by_uri::{fetch_uris, Fetched};
 use crate::ingest::fetch::{FetchParams, Fetcher};
 use crate::ingest::Failure;
 use crate::progress::Progress;
+use crate::sql;
 use crate::storage::{segment_id, Location, RunLock};
 use crate::table::schema::{self, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, WriteParams};
@@ -50,6 +54,9 @@ pub struct DinoParams {
     pub image_column: Option<String>,
     /// Fetching by URI.
     pub fetch: FetchParams,
+    /// Memory the queries that find the candidate images needing a vector may use before
+    /// they spill to disk, in bytes.
+    pub key_memory: usize,
 }
 
 impl Default for DinoParams {
@@ -60,6 +67,7 @@ impl Default for DinoParams {
             decode: DecodeParams::default(),
             image_column: None,
             fetch: FetchParams::default(),
+            key_memory: DEFAULT_KEY_MEMORY,
         }
     }
 }
@@ -141,17 +149,6 @@ pub async fn dino(
     result
 }
 
-async fn keys_of(root: &Location, paths: Vec<String>) -> Result<HashSet<String>> {
-    let mut out = HashSet::new();
-    let mut batches = io::scan_objects(root, paths, &["key"], io::SCAN_BATCH_ROWS);
-    while let Some(batch) = batches.try_next().await? {
-        for k in io::strings(&batch, "key")?.iter().flatten() {
-            out.insert(k.to_string());
-        }
-    }
-    Ok(out)
-}
-
 async fn dino_locked(
     root: &Location,
     encoder: OnnxEncoder,
@@ -205,68 +202,83 @@ async fn dino_locked(
         }
     }
 
-    // The candidate images, and which of them still need a vector.
-    let mut candidates: HashSet<String> = HashSet::new();
-    let mut batches = catalog
-        .scan(&table::CANDIDATES, &["a", "b"], Generations::All)
-        .await?;
-    while let Some(batch) = batches.try_next().await? {
-        for col in ["a", "b"] {
-            for k in io::strings(&batch, col)?.iter().flatten() {
-                if !candidates.contains(k) {
-                    candidates.insert(k.to_string());
-                }
-            }
-        }
-    }
-    summary.candidate_images = candidates.len() as u64;
-    let at_embed = keys_of(root, with_dino).await?;
-    summary.embedded_at_embed = candidates.iter().filter(|k| at_embed.contains(*k)).count() as u64;
-    drop(at_embed);
-    let done = keys_of(
+    // The candidate images, and which of them still need a vector: SQL over the candidates
+    // and the key columns, in a session that spills to disk past `key_memory`, so no set of
+    // keys is held here, however many images the candidates name.
+    let dino_paths: Vec<String> = catalog
+        .objects(&table::DINO, Generations::All)
+        .await?
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    let candidate_paths: Vec<String> = units
+        .iter()
+        .flat_map(|c| c.objects(&table::CANDIDATES))
+        .map(|o| o.path)
+        .collect();
+    let ctx = sql::spilling_session(root, params.key_memory)?;
+    let key = Field::new("key", DataType::Utf8, true);
+    register_keys(
+        &ctx,
         root,
-        catalog
-            .objects(&table::DINO, Generations::All)
-            .await?
-            .into_iter()
-            .map(|o| o.path)
-            .collect(),
+        "candidates",
+        &candidate_paths,
+        &[
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Utf8, true),
+        ],
     )
     .await?;
-    summary.already = candidates.iter().filter(|k| done.contains(*k)).count() as u64;
-    let mut by_shard: BTreeMap<String, Vec<Want>> = BTreeMap::new();
-    let mut float = params.float;
-    let mut batches = io::scan_objects(
+    register_keys(
+        &ctx,
         root,
-        without,
-        &["key", "uri", "shard", "content_hash", "clip"],
-        io::SCAN_BATCH_ROWS,
-    );
-    let mut seen = HashSet::new();
-    while let Some(batch) = batches.try_next().await? {
-        if float.is_none() {
-            float = Some(float_of(&batch));
-        }
-        let keys = io::strings(&batch, "key")?;
-        let uris = io::strings(&batch, "uri")?;
-        let shards = io::strings(&batch, "shard")?;
-        let hashes = io::strings(&batch, "content_hash")?;
-        for i in 0..batch.num_rows() {
-            let key = keys.value(i);
-            if candidates.contains(key) && !done.contains(key) && seen.insert(key.to_string()) {
-                by_shard
-                    .entry(shards.value(i).to_string())
-                    .or_default()
-                    .push(Want {
-                        key: key.to_string(),
-                        uri: uris.value(i).to_string(),
-                        hash: hashes.value(i).to_string(),
-                    });
-            }
-        }
-    }
-    drop(done);
-    summary.needed = seen.len() as u64;
+        "embedded",
+        &with_dino,
+        std::slice::from_ref(&key),
+    )
+    .await?;
+    register_keys(
+        &ctx,
+        root,
+        "dino_keys",
+        &dino_paths,
+        std::slice::from_ref(&key),
+    )
+    .await?;
+    register_keys(
+        &ctx,
+        root,
+        "clip_only",
+        &without,
+        &[
+            key.clone(),
+            Field::new("uri", DataType::Utf8, true),
+            Field::new("shard", DataType::Utf8, true),
+            Field::new("content_hash", DataType::Utf8, true),
+        ],
+    )
+    .await?;
+    let counts = ctx
+        .sql(&format!("{NEEDED} {COUNTS}"))
+        .await
+        .map_err(|e| Error::table("candidates", format!("the dino stage's key counts: {e}")))?
+        .collect()
+        .await
+        .map_err(|e| Error::table("candidates", format!("the dino stage's key counts: {e}")))?;
+    let count = |name: &str| -> Result<u64> {
+        let c = counts[0]
+            .column_by_name(name)
+            .ok_or_else(|| Error::Internal(format!("no column {name}")))?;
+        let c = arrow::compute::cast(c, &DataType::Int64)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(c.as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
+            .max(0) as u64)
+    };
+    summary.candidate_images = count("candidate_images")?;
+    summary.embedded_at_embed = count("at_embed")?;
+    summary.already = count("already")?;
+    summary.needed = count("needed")?;
     let needing = summary.candidate_images - summary.embedded_at_embed;
     summary.share = if summary.images > 0 {
         needing as f64 / summary.images as f64
@@ -275,67 +287,125 @@ async fn dino_locked(
     };
     let current: Vec<String> = units.iter().map(covered).collect();
     let already_covered = catalog.dino_covered().await?;
-    if by_shard.is_empty() && current.iter().all(|u| already_covered.contains(u)) {
+    if summary.needed == 0 && current.iter().all(|u| already_covered.contains(u)) {
         summary.up_to_date = true;
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary);
     }
-
+    let mut float = params.float;
+    if let (None, Some(first)) = (float, without.first()) {
+        let mut s = io::scan_objects(root, vec![first.clone()], &["clip"], 1);
+        if let Some(batch) = s.try_next().await? {
+            float = Some(float_of(&batch));
+        }
+    }
     let float = float.unwrap_or_default();
     let schema = schema::dino(&meta, float);
     let generation = catalog.begin("dino").await?;
     let fetcher = Arc::new(Fetcher::new(&params.fetch)?);
     progress.start("dino", Some(summary.needed));
-    for (shard, wants) in by_shard {
-        let (back, (rows, errors)) = embed_wants(
-            &fetcher,
-            encoder,
-            wants,
-            params,
-            &schema,
-            float,
-            progress.as_ref(),
-        )
-        .await?;
-        encoder = back;
-        let id = format!("g{generation:010}-{}", segment_id(&shard));
-        let mut writer =
-            catalog.writer(&table::DINO, &id, schema.clone(), WriteParams::default())?;
-        let n = rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        for b in &rows {
-            writer.write(b).await?;
+    // The wants, one input shard at a time (the query orders them by shard).
+    let mut wants_stream = ctx
+        .sql(&format!("{NEEDED} {WANTS}"))
+        .await
+        .and_then(|df| Ok(df.execute_stream()))
+        .map_err(|e| Error::table("candidates", format!("the dino stage's wants: {e}")))?
+        .await
+        .map_err(|e| Error::table("candidates", format!("the dino stage's wants: {e}")))?;
+    let mut pending: Option<(String, Vec<Want>)> = None;
+    loop {
+        let batch = wants_stream
+            .try_next()
+            .await
+            .map_err(|e| Error::table("candidates", format!("the dino stage's wants: {e}")))?;
+        let mut ready = Vec::new();
+        match &batch {
+            Some(b) => {
+                let col = |n: &str| -> Result<StringArray> {
+                    let c = b
+                        .column_by_name(n)
+                        .ok_or_else(|| Error::Internal(format!("no column {n}")))?;
+                    let c = arrow::compute::cast(c, &DataType::Utf8)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    Ok(c.as_string::<i32>().clone())
+                };
+                let (keys, uris, shards, hashes) = (
+                    col("key")?,
+                    col("uri")?,
+                    col("shard")?,
+                    col("content_hash")?,
+                );
+                for i in 0..b.num_rows() {
+                    let shard = shards.value(i);
+                    if pending.as_ref().is_some_and(|(s, _)| s != shard) {
+                        ready.extend(pending.take());
+                    }
+                    pending
+                        .get_or_insert_with(|| (shard.to_string(), Vec::new()))
+                        .1
+                        .push(Want {
+                            key: keys.value(i).to_string(),
+                            uri: uris.value(i).to_string(),
+                            hash: hashes.value(i).to_string(),
+                        });
+                }
+            }
+            None => ready.extend(pending.take()),
         }
-        let objects = writer.finish().await?;
-        for (_, f) in &errors {
-            *summary.errors_by_kind.entry(f.kind.clone()).or_default() += 1;
+        for (shard, wants) in ready {
+            let (back, (rows, errors)) = embed_wants(
+                &fetcher,
+                encoder,
+                wants,
+                params,
+                &schema,
+                float,
+                progress.as_ref(),
+            )
+            .await?;
+            encoder = back;
+            let id = format!("g{generation:010}-{}", segment_id(&shard));
+            let mut writer =
+                catalog.writer(&table::DINO, &id, schema.clone(), WriteParams::default())?;
+            let n = rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            for b in &rows {
+                writer.write(b).await?;
+            }
+            let objects = writer.finish().await?;
+            for (_, f) in &errors {
+                *summary.errors_by_kind.entry(f.kind.clone()).or_default() += 1;
+            }
+            let batch = super::errors_batch(&shard, &errors)?;
+            let error_objects = io::write_batches(
+                root,
+                &format!("{}/{id}", table::DINO_ERRORS.dir),
+                &batch.schema(),
+                &[batch],
+            )
+            .await?;
+            let record = DinoCommit {
+                shard: shard.clone(),
+                rows: n,
+                error_rows: errors.len() as u64,
+                encoder: meta.id.clone(),
+                candidates: Vec::new(),
+                version: crate::VERSION.to_string(),
+            };
+            let commit = Commit::new(&id, generation, &record)?
+                .with(&table::DINO, objects)
+                .with(&table::DINO_ERRORS, error_objects);
+            catalog.commit(CommitSet::DINO, &commit).await?;
+            summary.embedded += n;
+            summary.errors += errors.len() as u64;
+            summary.units += 1;
+            progress.message(&format!(
+                "committed {shard} ({n} DINOv2 vectors, {} errors)",
+                errors.len()
+            ));
         }
-        let batch = super::errors_batch(&shard, &errors)?;
-        let error_objects = io::write_batches(
-            root,
-            &format!("{}/{id}", table::DINO_ERRORS.dir),
-            &batch.schema(),
-            &[batch],
-        )
-        .await?;
-        let record = DinoCommit {
-            shard: shard.clone(),
-            rows: n,
-            error_rows: errors.len() as u64,
-            encoder: meta.id.clone(),
-            candidates: Vec::new(),
-            version: crate::VERSION.to_string(),
-        };
-        let commit = Commit::new(&id, generation, &record)?
-            .with(&table::DINO, objects)
-            .with(&table::DINO_ERRORS, error_objects);
-        catalog.commit(CommitSet::DINO, &commit).await?;
-        summary.embedded += n;
-        summary.errors += errors.len() as u64;
-        summary.units += 1;
-        progress.message(&format!(
-            "committed {shard} ({n} DINOv2 vectors, {} errors)",
-            errors.len()
-        ));
+        if batch.is_none() {
+            break;
+        }
     }
     progress.finish();
     let closing = format!("covered-g{generation:010}");
@@ -356,6 +426,61 @@ async fn dino_locked(
         .await?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Memory the dino stage's key queries may use before they spill to disk, by default.
+pub const DEFAULT_KEY_MEMORY: usize = 512 << 20;
+
+/// The distinct candidate images (`needed`), for the queries below.
+const NEEDED: &str = "WITH needed AS (SELECT DISTINCT key FROM \
+    (SELECT a AS key FROM candidates UNION ALL SELECT b AS key FROM candidates) k WHERE key IS NOT NULL)";
+
+/// How many candidate images there are, how many got a vector from embed or an earlier dino
+/// run, and how many this run must embed.
+const COUNTS: &str = "SELECT count(*) AS candidate_images, count(e.key) AS at_embed, \
+    count(d.key) AS already, \
+    sum(CASE WHEN w.key IS NOT NULL AND d.key IS NULL THEN 1 ELSE 0 END) AS needed \
+    FROM needed n \
+    LEFT JOIN (SELECT DISTINCT key FROM embedded) e ON e.key = n.key \
+    LEFT JOIN (SELECT DISTINCT key FROM dino_keys) d ON d.key = n.key \
+    LEFT JOIN (SELECT DISTINCT key FROM clip_only) w ON w.key = n.key";
+
+/// The candidate images of CLIP-only shards with no DINOv2 vector yet, each once (its first
+/// shard), ordered by shard so a shard's images are embedded and committed together.
+const WANTS: &str = "SELECT key, uri, shard, content_hash FROM ( \
+    SELECT c.key, c.uri, c.shard, c.content_hash, \
+    row_number() OVER (PARTITION BY c.key ORDER BY c.shard) AS r \
+    FROM clip_only c JOIN needed n ON n.key = c.key \
+    WHERE c.key NOT IN (SELECT key FROM dino_keys WHERE key IS NOT NULL)) \
+    WHERE r = 1 ORDER BY shard, key";
+
+/// Registers the objects `paths` as table `name` with only `fields`, or an empty table of those
+/// fields when there are none.
+async fn register_keys(
+    ctx: &SessionContext,
+    root: &Location,
+    name: &str,
+    paths: &[String],
+    fields: &[Field],
+) -> Result<()> {
+    let columns: Vec<String> = fields.iter().map(|f| format!("\"{}\"", f.name())).collect();
+    if paths.is_empty() {
+        let schema = Arc::new(Schema::new(fields.to_vec()));
+        let table = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::table(name, e))?;
+        ctx.register_table(name, Arc::new(table))
+            .map_err(|e| Error::table(name, e))?;
+        return Ok(());
+    }
+    let all = format!("{name}_objects");
+    sql::register_objects(ctx, root, &all, paths).await?;
+    let view = ctx
+        .sql(&format!("SELECT {} FROM {all}", columns.join(", ")))
+        .await
+        .map_err(|e| Error::table(name, e))?
+        .into_view();
+    ctx.register_table(name, view)
+        .map_err(|e| Error::table(name, e))?;
+    Ok(())
 }
 
 fn float_of(batch: &RecordBatch) -> FloatType {

@@ -121,24 +121,7 @@ pub struct CandidatesCommit {
     pub version: String,
 }
 
-/// The recall of the candidates table, measured after the join, in `_commits/recall.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RecallCommit {
-    /// The measurement.
-    pub recall: Recall,
-    /// The threshold measured at.
-    pub clip_min: f32,
-    /// How the table was made (`partitioned`, `index`, `exact`).
-    pub method: String,
-    /// The layout's probe (partitioned; None: exact placement).
-    pub probe: Option<usize>,
-    /// The recall the probe was chosen for, when partition chose it.
-    pub target_recall: Option<f64>,
-    /// Pairs in the table when measured.
-    pub table_pairs: u64,
-    /// The blindspot version.
-    pub version: String,
-}
+pub use crate::table::records::RecallCommit;
 
 /// What a candidates run did.
 #[derive(Clone, Debug, Default, Serialize)]

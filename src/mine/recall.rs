@@ -8,24 +8,12 @@ use std::collections::HashSet;
 
 use futures::TryStreamExt;
 use ndarray::{Array2, ArrayView2};
-use serde::Serialize;
 
 use super::join;
 use crate::error::Result;
 use crate::table::{self, io, Catalog, Generations};
 
-/// Recall measured on a sample of query images.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct Recall {
-    /// Query images in the sample.
-    pub sample: usize,
-    /// Pairs above the threshold involving them (brute force).
-    pub exact_pairs: u64,
-    /// Of those, in the `candidates` table.
-    pub found: u64,
-    /// found / exact_pairs (1.0 when there are none).
-    pub recall: f64,
-}
+pub use crate::table::records::Recall;
 
 fn chosen(key: &str, stride: u64) -> bool {
     let h = blake3::hash(key.as_bytes());

@@ -315,7 +315,7 @@ pub struct Thresholds {
     /// Distinct images in those pairs.
     pub yield_images: Vec<Vec<u64>>,
     /// The candidates' recall as `candidates` measured it (approximate layouts), if it did.
-    pub recall: Option<crate::mine::candidates::RecallCommit>,
+    pub recall: Option<crate::table::records::RecallCommit>,
 }
 
 /// Bins of the density plot along each axis, at most.

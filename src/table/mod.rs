@@ -14,6 +14,7 @@
 //! knows where such a commit named its object. Their generation is 0.
 
 pub mod io;
+pub mod records;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};

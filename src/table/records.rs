@@ -1,0 +1,36 @@
+//! Stage records that another stage or the report reads: they are the catalog's vocabulary,
+//! so a reader never imports the stage that wrote them.
+
+use serde::{Deserialize, Serialize};
+
+/// Recall measured on a sample of query images.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Recall {
+    /// Query images in the sample.
+    pub sample: usize,
+    /// Pairs above the threshold involving them (brute force).
+    pub exact_pairs: u64,
+    /// Of those, in the `candidates` table.
+    pub found: u64,
+    /// found / exact_pairs (1.0 when there are none).
+    pub recall: f64,
+}
+
+/// The recall of the candidates table, measured after the join, in `_commits/recall.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecallCommit {
+    /// The measurement.
+    pub recall: Recall,
+    /// The threshold measured at.
+    pub clip_min: f32,
+    /// How the table was made (`partitioned`, `index`, `exact`).
+    pub method: String,
+    /// The layout's probe (partitioned; None: exact placement).
+    pub probe: Option<usize>,
+    /// The recall the probe was chosen for, when partition chose it.
+    pub target_recall: Option<f64>,
+    /// Pairs in the table when measured.
+    pub table_pairs: u64,
+    /// The blindspot version.
+    pub version: String,
+}
