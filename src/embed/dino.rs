@@ -308,7 +308,7 @@ async fn dino_locked(
     let mut wants_stream = ctx
         .sql(&format!("{NEEDED} {WANTS}"))
         .await
-        .and_then(|df| Ok(df.execute_stream()))
+        .map(|df| df.execute_stream())
         .map_err(|e| Error::table("candidates", format!("the dino stage's wants: {e}")))?
         .await
         .map_err(|e| Error::table("candidates", format!("the dino stage's wants: {e}")))?;
