@@ -87,9 +87,11 @@ def main() -> None:
     cand = json.loads(rows[-1]["stdout"])
     rows.append(timed([bs, "filter", "--root", root, "--json"], "filter"))
     filt = json.loads(rows[-1]["stdout"])
+    rep = {}
     if not a.no_report:
         rows.append(timed([bs, "report", "--root", root, "--out", os.path.join(work, "site"),
-                           "--thumbnails", "0"], "report"))
+                           "--thumbnails", "0", "--json"], "report"))
+        rep = json.loads(rows[-1]["stdout"])
     print(json.dumps({
         "n": a.n,
         "candidates": cand["table_pairs"],
@@ -98,6 +100,9 @@ def main() -> None:
         "pairs": filt["table_pairs"],
         "units": filt["units"],
         "largest_unit": filt["largest_unit"],
+        "largest_unit_vectors": filt["largest_unit_vectors"],
+        "groups": filt.get("groups"),
+        "group_pairs": rep.get("group_pairs"),
         "filter_over_candidates_time": round(rows[3]["seconds"] / max(rows[2]["seconds"], 1e-9), 2),
     }), flush=True)
     if a.compare:

@@ -175,6 +175,10 @@ pub struct FilterArgs {
     /// one row per pair of groups.
     #[arg(long, default_value_t = blindspot::mine::filter::DEFAULT_DUP_MIN)]
     pub dup_min: f32,
+    /// Units filtered at once, each its own task (memory is this many units; one with
+    /// --cluster) [default: one per core, at most 4].
+    #[arg(long, default_value_t = blindspot::mine::filter::default_units_at_once())]
+    pub units_at_once: usize,
     /// Only this worker's share of the candidates units, as i/N (every N-th unit from the
     /// i-th); any number of workers on one run root together write what one run writes.
     #[arg(long, value_parser = parse_worker)]
@@ -320,6 +324,7 @@ pub async fn filter_cmd(a: FilterArgs) -> Result<()> {
         claim: a.claims.params(),
         cluster: a.cluster.clone(),
         dup_min: a.dup_min,
+        units_at_once: a.units_at_once,
     };
     let s = blindspot::mine::filter::filter_with(&root, &params, progress()).await?;
     report(a.json, &s, || filter_text(&s, a.dino_max));

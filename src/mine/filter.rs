@@ -63,9 +63,16 @@ pub struct FilterParams {
     pub claim: Option<ClaimParams>,
     /// Run each unit's query on this Ballista cluster (`df://HOST:PORT`).
     pub cluster: Option<String>,
+    /// Units filtered at once (each its own task; memory grows with it). One on a cluster.
+    pub units_at_once: usize,
     /// Candidates with DINOv2 similarity at or above this are near-duplicates: the same
     /// picture, joined into one group.
     pub dup_min: f32,
+}
+
+/// Units filtered at once by default: one per core, at most four.
+pub fn default_units_at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// The default near-duplicate threshold (see the README on how it was chosen).
@@ -78,6 +85,7 @@ impl Default for FilterParams {
             worker: None,
             claim: None,
             cluster: None,
+            units_at_once: default_units_at_once(),
             dup_min: DEFAULT_DUP_MIN,
         }
     }
@@ -332,13 +340,13 @@ async fn filter_units(
             },
             false => None,
         };
-        let job = UnitJob {
-            catalog: &catalog,
+        let job = Arc::new(UnitJob {
+            catalog: catalog.clone(),
             ctx,
             dino_max: params.dino_max,
             dup_min: params.dup_min,
-            epoch: &epoch,
-            run_id: &run_id,
+            epoch: epoch.clone(),
+            run_id: run_id.clone(),
             generation,
             cells,
             sources: sql::dino_objects(&catalog).await?,
@@ -351,7 +359,7 @@ async fn filter_units(
                 .as_ref()
                 .map(|_| format!("-g{generation}"))
                 .unwrap_or_default(),
-        };
+        });
         let mut last_line = Instant::now();
         let mut line = |s: &FilterSummary| {
             if last_line.elapsed() >= PROGRESS_EVERY {
@@ -412,8 +420,20 @@ async fn filter_units(
             }
             None => {
                 progress.start("filter (units)", Some(todo.len() as u64));
-                for (unit, c) in todo {
-                    let (record, commit) = job.run(unit, c).await?;
+                // A few units at once, each its own task (so both its reading and its query
+                // use a core); each commits when it is done, in any order.
+                let at_once = match params.cluster {
+                    Some(_) => 1,
+                    None => params.units_at_once.max(1),
+                };
+                let mut runs = futures::stream::iter(todo.into_iter().map(|(unit, c)| {
+                    let (job, unit, c) = (job.clone(), unit.clone(), c.clone());
+                    tokio::spawn(async move { job.run(&unit, &c).await })
+                }))
+                .buffer_unordered(at_once);
+                while let Some(done) = runs.next().await {
+                    let (record, commit) =
+                        done.map_err(|e| Error::Internal(format!("a filter unit failed: {e}")))??;
                     catalog.commit(CommitSet::FILTER, &commit).await?;
                     summary.add(&record);
                     progress.advance(1);
@@ -558,13 +578,13 @@ impl Gather {
 }
 
 /// What filtering one unit needs besides the unit.
-struct UnitJob<'a> {
-    catalog: &'a Catalog,
+struct UnitJob {
+    catalog: Catalog,
     ctx: SessionContext,
     dino_max: f32,
     dup_min: f32,
-    epoch: &'a str,
-    run_id: &'a str,
+    epoch: String,
+    run_id: String,
     generation: u64,
     cells: Option<CellReader>,
     sources: Vec<(&'static str, Vec<String>)>,
@@ -573,10 +593,19 @@ struct UnitJob<'a> {
     stem_suffix: String,
 }
 
-impl UnitJob<'_> {
+impl UnitJob {
     /// Filters the candidates of `c` and writes its pairs; returns the commit to make.
     async fn run(&self, unit: &str, c: &Commit) -> Result<(FilterCommit, Commit)> {
         let root = self.catalog.root();
+        // A session of its own, so units run side by side (on a cluster, the client's).
+        let ctx = match self.on_cluster {
+            true => self.ctx.clone(),
+            false => {
+                let ctx = sql::bare_session();
+                plan_for_units(&ctx);
+                ctx
+            }
+        };
         let paths: Vec<String> = c
             .objects(&table::CANDIDATES)
             .into_iter()
@@ -645,14 +674,14 @@ impl UnitJob<'_> {
                     )
                     .await?;
                     let held: Vec<String> = scratch.iter().map(|o| o.path.clone()).collect();
-                    sql::register_objects(&self.ctx, root, sql::DINO_VECTORS, &held).await?;
-                    sql::register_objects(&self.ctx, root, table::CANDIDATES.name, &paths).await?;
+                    sql::register_objects(&ctx, root, sql::DINO_VECTORS, &held).await?;
+                    sql::register_objects(&ctx, root, table::CANDIDATES.name, &paths).await?;
                 } else {
-                    register_memory(&self.ctx, sql::DINO_VECTORS, schema, vectors.batches)?;
+                    register_memory(&ctx, sql::DINO_VECTORS, schema, vectors.batches)?;
                     let schema = candidates[0].schema();
-                    register_memory(&self.ctx, table::CANDIDATES.name, schema, candidates)?;
+                    register_memory(&ctx, table::CANDIDATES.name, schema, candidates)?;
                 }
-                let written = self.query(unit, &stem).await;
+                let written = self.query(&ctx, unit, &stem).await;
                 for o in scratch {
                     let path = root.path(&o.path);
                     if let Err(e) = root.store.delete(&path).await {
@@ -675,7 +704,7 @@ impl UnitJob<'_> {
             _ => (Vec::new(), UnitAggregates::default()),
         };
         let (rows, undefined) = (aggregates.rows, aggregates.undefined);
-        let written = aggregates.write(self.catalog, &stem, first).await?;
+        let written = aggregates.write(&self.catalog, &stem, first).await?;
         let record = FilterCommit {
             pairs: objects.iter().filter_map(|o| o.rows).sum(),
             dino_max: self.dino_max,
@@ -704,12 +733,16 @@ impl UnitJob<'_> {
     /// `--cluster`) and hands its rows, as they come, both to the unit's aggregates and to
     /// `sql/pairs.sql`, which runs here over them as the table `similarities`; writes the pairs
     /// under `stem` (nothing when there are none, unless this is the first unit).
-    async fn query(&self, unit: &str, stem: &str) -> Result<(Vec<DataObject>, UnitAggregates)> {
+    async fn query(
+        &self,
+        ctx: &SessionContext,
+        unit: &str,
+        stem: &str,
+    ) -> Result<(Vec<DataObject>, UnitAggregates)> {
         let failed = |e: datafusion::error::DataFusionError| {
             Error::table("pairs", format!("unit {unit}: {e}"))
         };
-        let df = self
-            .ctx
+        let df = ctx
             .sql(sql::queries::SIMILARITIES)
             .await
             .map_err(|e| Error::table("pairs", format!("sql/similarities.sql: {e}")))?;
