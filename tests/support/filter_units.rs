@@ -526,7 +526,8 @@ async fn groups_equal_an_independent_union_find_across_cells_and_generations() {
                 && m.iter().any(|k| k.starts_with("base"))),
         "no group spans the two generations"
     );
-    assert!(inc.groups.unwrap().grouped > g.grouped);
+    let inc_groups = inc.groups.unwrap();
+    assert!(inc_groups.grouped > g.grouped);
 
     // group_pairs: one row per pair of groups, counting member pairs exactly.
     let mut group_of: std::collections::HashMap<String, i64> = Default::default();
@@ -579,4 +580,26 @@ async fn groups_equal_an_independent_union_find_across_cells_and_generations() {
         "groups collapse some pairs: {} of {n_pairs}",
         got.len()
     );
+
+    // The report's gallery: a card per pair of groups by default, per pair with every_pair.
+    for every_pair in [false, true] {
+        let out =
+            Location::open(&format!("memory://filter-units/groups-report-{every_pair}")).unwrap();
+        let params = blindspot::report::ReportParams {
+            thumbnails: 0,
+            every_pair,
+            ..Default::default()
+        };
+        let s = blindspot::report::report(&root, &out, &params, &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!((s.pairs, s.group_pairs), (n_pairs, got.len() as u64));
+        let rows = if every_pair {
+            n_pairs
+        } else {
+            got.len() as u64
+        };
+        assert_eq!(s.shown, rows, "every_pair {every_pair}");
+        assert_eq!(s.groups as u64, inc_groups.groups);
+    }
 }
