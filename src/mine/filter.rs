@@ -544,7 +544,13 @@ impl Gather {
                 .cloned()
                 .ok_or_else(|| Error::table(sql::DINO_VECTORS, format!("no column {name}")))
         };
-        let dino = column("dino")?;
+        let field = kept
+            .schema()
+            .field_with_name("dino")
+            .map_err(|e| Error::table(sql::DINO_VECTORS, e))?
+            .clone();
+        // Cells keep their vectors as raw bytes; the vector tables as lists.
+        let dino = super::cells::vectors_of(&column("dino")?, &field)?;
         let DataType::FixedSizeList(item, dim) = dino.data_type() else {
             return Err(Error::table(
                 sql::DINO_VECTORS,

@@ -971,7 +971,12 @@ async fn place(
                 let taken = arrow::compute::take(col.as_ref(), &rows, None)
                     .map_err(|e| Error::table("cells", e))?;
                 // Shards embedded with another float type are stored as the first one was.
-                let want = schema.field(columns.len()).data_type();
+                let field = schema.field(columns.len());
+                if let arrow::datatypes::DataType::FixedSizeBinary(_) = field.data_type() {
+                    columns.push(cells::raw_vectors(&taken, field)?);
+                    continue;
+                }
+                let want = field.data_type();
                 columns.push(match taken.data_type() == want {
                     true => taken,
                     false => arrow::compute::cast(&taken, want).map_err(|e| {
