@@ -49,7 +49,8 @@ pub mod queries {
 }
 
 /// `cosine_sim(a, b)`: cosine similarity of two `FixedSizeList<Float32 | Float16>` columns of
-/// one size, as Float32; null where either side is null or has zero length.
+/// one size (or two raw vector columns, `table::io::raw_vector_field`), as Float32; null where
+/// either side is null or has zero length.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct CosineSim {
     signature: Signature,
@@ -84,8 +85,17 @@ impl ScalarUDFImpl for CosineSim {
     }
 
     fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
-        match (vector_type(&args[0]), vector_type(&args[1])) {
-            (Some(a), Some(b)) if a == b => Ok(DataType::Float32),
+        match (
+            vector_type(&args[0]),
+            vector_type(&args[1]),
+            &args[0],
+            &args[1],
+        ) {
+            (Some(a), Some(b), _, _) if a == b => Ok(DataType::Float32),
+            // Raw vectors (`io::raw_vector_field`), their element type in the field's metadata.
+            (_, _, DataType::FixedSizeBinary(a), DataType::FixedSizeBinary(b)) if a == b => {
+                Ok(DataType::Float32)
+            }
             _ => Err(datafusion::error::DataFusionError::Plan(format!(
                 "cosine_sim takes two FixedSizeList<Float32 or Float16> of one size, got {} and {}",
                 args[0], args[1]
@@ -103,7 +113,16 @@ impl ScalarUDFImpl for CosineSim {
             .args
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let out = cosine_arrays(&arrays[0], &arrays[1])?;
+        let lists = arrays
+            .iter()
+            .zip(&args.arg_fields)
+            .map(|(a, f)| {
+                table::io::vectors_of(a, f).map_err(|e| {
+                    datafusion::error::DataFusionError::Execution(format!("cosine_sim: {e}"))
+                })
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let out = cosine_arrays(&lists[0], &lists[1])?;
         if scalar {
             Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
         } else {
@@ -654,5 +673,61 @@ mod tests {
         let out = out.as_primitive::<Float32Type>();
         assert_eq!(out.value(0), 1.0);
         assert!(out.is_null(1));
+    }
+
+    /// Raw vectors (as the cells and a filter unit keep them) give what the lists give, bit for
+    /// bit, through SQL and a join, and raw vectors without their element type are refused.
+    #[tokio::test]
+    async fn cosine_sim_reads_raw_vectors_through_a_join() {
+        let values: Vec<f32> = (0..6 * 4).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        let vectors = list(values, 4, true, None);
+        let key = Arc::new(StringArray::from(vec!["a", "b", "c", "d", "e", "f"])) as ArrayRef;
+        let of = Field::new("dino", vectors.data_type().clone(), true);
+        let raw_field = table::io::raw_vector_field("dino", &of);
+        let raw = table::io::raw_vectors(&vectors, &raw_field).unwrap();
+        let ctx = bare_session();
+        for (name, field, column) in [
+            ("lists", of.clone(), vectors.clone()),
+            ("raws", raw_field.clone(), raw.clone()),
+        ] {
+            let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+                Field::new("key", DataType::Utf8, false),
+                field,
+            ]));
+            let batch = RecordBatch::try_new(schema.clone(), vec![key.clone(), column]).unwrap();
+            let t = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+            ctx.register_table(name, Arc::new(t)).unwrap();
+        }
+        let sims = |t: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let q = format!(
+                    "SELECT x.key AS a, y.key AS b, cosine_sim(x.dino, y.dino) AS s \
+                     FROM {t} x JOIN {t} y ON x.key < y.key ORDER BY a, b"
+                );
+                let batches = ctx.sql(&q).await.unwrap().collect().await.unwrap();
+                batches
+                    .iter()
+                    .flat_map(|b| {
+                        let s = b.column(2).as_primitive::<Float32Type>().clone();
+                        (0..b.num_rows()).map(move |i| s.value(i).to_bits())
+                    })
+                    .collect::<Vec<u32>>()
+            }
+        };
+        let (from_lists, from_raws) = (sims("lists").await, sims("raws").await);
+        assert_eq!(from_lists.len(), 15);
+        assert_eq!(from_lists, from_raws);
+        // Without the element type the bytes mean nothing: refused, not guessed.
+        let bare = Field::new("dino", raw_field.data_type().clone(), true);
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![bare]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![raw]).unwrap();
+        let t = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+        ctx.register_table("bare", Arc::new(t)).unwrap();
+        let err = match ctx.sql("SELECT cosine_sim(dino, dino) FROM bare").await {
+            Ok(df) => df.collect().await.unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("element type"), "{err}");
     }
 }

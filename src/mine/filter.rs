@@ -505,15 +505,15 @@ async fn check_dino_coverage(catalog: &Catalog, todo: &[(&String, &Commit)]) -> 
     Ok(())
 }
 
-/// The schema of the vectors a unit gathers: the DINOv2 vectors in their stored float type
-/// (`cosine_sim` widens f16 to f32 exactly, as the global query does, so similarities are
-/// equal bit for bit; vectors of another type in the same unit are cast to the first's).
-fn vectors_schema(item: &DataType, dim: i32) -> SchemaRef {
-    let dino = DataType::FixedSizeList(Arc::new(Field::new("item", item.clone(), true)), dim);
+/// The schema of the vectors a unit gathers: the DINOv2 vectors as raw bytes in their stored
+/// float type (`io::raw_vector_field`: a hash join moves each as one copy, and `cosine_sim`
+/// widens f16 to f32 exactly, as the global query does, so similarities are equal bit for bit;
+/// vectors of another type in the same unit are cast to the first's).
+fn vectors_schema(dino: Field) -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("key", DataType::Utf8, true),
         Field::new("uri", DataType::Utf8, true),
-        Field::new("dino", dino, true),
+        dino,
     ]))
 }
 
@@ -549,28 +549,22 @@ impl Gather {
             .field_with_name("dino")
             .map_err(|e| Error::table(sql::DINO_VECTORS, e))?
             .clone();
-        // Cells keep their vectors as raw bytes; the vector tables as lists.
-        let dino = super::cells::vectors_of(&column("dino")?, &field)?;
-        let DataType::FixedSizeList(item, dim) = dino.data_type() else {
+        // Cells keep their vectors as raw bytes, the vector tables as lists.
+        let list = io::vectors_of(&column("dino")?, &field)?;
+        if !matches!(list.data_type(), DataType::FixedSizeList(..)) {
             return Err(Error::table(
                 sql::DINO_VECTORS,
-                format!("dino is {}, not a vector column", dino.data_type()),
+                format!("dino is {}, not a vector column", list.data_type()),
             ));
-        };
+        }
         let schema = self
             .schema
-            .get_or_insert_with(|| vectors_schema(item.data_type(), *dim))
+            .get_or_insert_with(|| {
+                let of = Field::new("dino", list.data_type().clone(), true);
+                vectors_schema(io::raw_vector_field("dino", &of))
+            })
             .clone();
-        let want = schema.field(2).data_type();
-        let dino = arrow::compute::cast(&dino, want).map_err(|e| {
-            Error::table(
-                sql::DINO_VECTORS,
-                format!(
-                    "vectors of {} and {want} in one unit: {e}",
-                    dino.data_type()
-                ),
-            )
-        })?;
+        let dino = io::raw_vectors(&list, schema.field(2))?;
         let uri = arrow::compute::cast(&column("uri")?, &DataType::Utf8)
             .map_err(|e| Error::table(sql::DINO_VECTORS, e))?;
         let key = arrow::compute::cast(&column("key")?, &DataType::Utf8)

@@ -973,7 +973,7 @@ async fn place(
                 // Shards embedded with another float type are stored as the first one was.
                 let field = schema.field(columns.len());
                 if let arrow::datatypes::DataType::FixedSizeBinary(_) = field.data_type() {
-                    columns.push(cells::raw_vectors(&taken, field)?);
+                    columns.push(io::raw_vectors(&taken, field)?);
                     continue;
                 }
                 let want = field.data_type();

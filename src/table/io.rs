@@ -7,9 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, FixedSizeBinaryArray, FixedSizeListArray, Float16Array, Float32Array,
+    RecordBatch, StringArray,
 };
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt, TryFutureExt, TryStreamExt};
@@ -567,5 +568,203 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("no column \"nope\""), "{err}");
+    }
+}
+
+/// Field metadata of a raw vector column: the float type of its elements.
+pub const RAW_ITEM: &str = "blindspot.item";
+
+/// A column `name` for vectors stored like `of` (`FixedSizeList<Float16 | Float32>`): each
+/// vector as its raw little-endian bytes, one fixed-size binary per row, its element type in
+/// the field's metadata, so that vectors decode as one copy per row rather than element by
+/// element (Parquet stores list elements with levels, and f16 as a 2-byte binary each), and a
+/// join moves a vector as one copy. `vectors_of` turns it back; `cosine_sim` reads it as it is.
+pub fn raw_vector_field(name: &str, of: &Field) -> Field {
+    match of.data_type() {
+        DataType::FixedSizeList(item, dim)
+            if matches!(item.data_type(), DataType::Float16 | DataType::Float32) =>
+        {
+            let width = item.data_type().primitive_width().expect("a float") as i32;
+            Field::new("dino", DataType::FixedSizeBinary(dim * width), true)
+                .with_metadata([(RAW_ITEM.to_string(), item.data_type().to_string())].into())
+        }
+        _ => of.clone().with_name(name).with_nullable(true),
+    }
+}
+
+/// The `FixedSizeList` type a raw vector field (`raw_vector_field`) stands for.
+pub fn list_type_of(field: &Field) -> Result<DataType> {
+    let DataType::FixedSizeBinary(width) = field.data_type() else {
+        return Ok(field.data_type().clone());
+    };
+    let bad = |e: String| Error::table("vectors", format!("dino: {e}"));
+    let item = match field.metadata().get(RAW_ITEM).map(String::as_str) {
+        Some("Float16") => DataType::Float16,
+        Some("Float32") => DataType::Float32,
+        other => {
+            return Err(bad(format!(
+                "raw vectors of unknown element type {other:?}"
+            )))
+        }
+    };
+    let size = item.primitive_width().expect("a float") as i32;
+    if width % size != 0 {
+        return Err(bad(format!(
+            "{width} bytes are not a whole number of {item}"
+        )));
+    }
+    Ok(DataType::FixedSizeList(
+        Arc::new(Field::new("item", item, true)),
+        width / size,
+    ))
+}
+
+/// A vector column as `field` (`raw_vector_field`) stores it: the same bytes, reinterpreted
+/// (vectors of another float type are cast to the field's first).
+pub fn raw_vectors(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    let DataType::FixedSizeBinary(width) = field.data_type() else {
+        return Ok(column.clone());
+    };
+    let want = list_type_of(field)?;
+    let column = match column.data_type() == &want {
+        true => column.clone(),
+        false => arrow::compute::cast(column, &want).map_err(|e| {
+            Error::table(
+                "cells",
+                format!(
+                    "{} is {} in some shards and {want} in others: {e}",
+                    field.name(),
+                    column.data_type()
+                ),
+            )
+        })?,
+    };
+    let list = column.as_fixed_size_list();
+    let values = list.values();
+    let bytes = match values.data_type() {
+        DataType::Float16 => values
+            .as_primitive::<arrow::datatypes::Float16Type>()
+            .values()
+            .inner()
+            .clone(),
+        DataType::Float32 => values
+            .as_primitive::<arrow::datatypes::Float32Type>()
+            .values()
+            .inner()
+            .clone(),
+        other => {
+            return Err(Error::table(
+                "cells",
+                format!("vectors of {other} cannot be stored raw"),
+            ))
+        }
+    };
+    let raw = FixedSizeBinaryArray::try_new(*width, bytes, list.nulls().cloned())
+        .map_err(|e| Error::table("vectors", e))?;
+    Ok(Arc::new(raw))
+}
+
+/// The vectors of a raw vector column (`raw_vector_field`) as `FixedSizeList<Float16 |
+/// Float32>` again, sharing its bytes; other columns are returned as they are.
+pub fn vectors_of(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    let DataType::FixedSizeBinary(width) = field.data_type() else {
+        return Ok(column.clone());
+    };
+    let bad = |e: String| Error::table("vectors", format!("dino: {e}"));
+    let DataType::FixedSizeList(item, dim) = list_type_of(field)? else {
+        unreachable!("list_type_of gives a list for a binary field")
+    };
+    let item = item.data_type().clone();
+    let raw = column
+        .as_any()
+        .downcast_ref::<FixedSizeBinaryArray>()
+        .ok_or_else(|| bad(format!("{} is not raw vectors", column.data_type())))?;
+    debug_assert_eq!(
+        *width,
+        dim * item.primitive_width().expect("a float") as i32
+    );
+    let n = raw.len() * dim as usize;
+    let bytes = raw.values().clone();
+    let values: ArrayRef = match item {
+        DataType::Float16 => Arc::new(arrow::array::Float16Array::new(
+            arrow::buffer::ScalarBuffer::new(bytes, 0, n),
+            None,
+        )),
+        _ => Arc::new(arrow::array::Float32Array::new(
+            arrow::buffer::ScalarBuffer::new(bytes, 0, n),
+            None,
+        )),
+    };
+    let list = FixedSizeListArray::try_new(
+        Arc::new(Field::new("item", item, true)),
+        dim,
+        values,
+        raw.nulls().cloned(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let _ = width;
+    Ok(Arc::new(list))
+}
+
+#[cfg(test)]
+mod raw_tests {
+    use super::*;
+    use arrow::array::{Float16Array, Float32Array};
+    use arrow::buffer::NullBuffer;
+
+    fn list(item: DataType, dim: i32, values: Vec<f32>, nulls: Option<Vec<bool>>) -> ArrayRef {
+        let values: ArrayRef = match item {
+            DataType::Float16 => Arc::new(Float16Array::from(
+                values
+                    .iter()
+                    .map(|v| half::f16::from_f32(*v))
+                    .collect::<Vec<_>>(),
+            )),
+            _ => Arc::new(Float32Array::from(values)),
+        };
+        Arc::new(FixedSizeListArray::new(
+            Arc::new(Field::new("item", item, true)),
+            dim,
+            values,
+            nulls.map(NullBuffer::from),
+        ))
+    }
+
+    #[test]
+    fn raw_vectors_come_back_as_the_same_vectors() {
+        for item in [DataType::Float16, DataType::Float32] {
+            let values: Vec<f32> = (0..5 * 3).map(|i| i as f32 / 7.0 - 1.0).collect();
+            let column = list(
+                item.clone(),
+                3,
+                values,
+                Some(vec![true, true, false, true, true]),
+            );
+            let of = Field::new("dino", column.data_type().clone(), true);
+            let field = raw_vector_field("dino", &of);
+            let width = 3 * item.primitive_width().unwrap() as i32;
+            assert_eq!(field.data_type(), &DataType::FixedSizeBinary(width));
+            let raw = raw_vectors(&column, &field).unwrap();
+            assert_eq!(raw.data_type(), field.data_type());
+            // Whole, and sliced (as a cell's rows are read in batches).
+            assert_eq!(&vectors_of(&raw, &field).unwrap(), &column);
+            let back = vectors_of(&raw.slice(1, 3), &field).unwrap();
+            assert_eq!(&back, &column.slice(1, 3));
+            assert!(back.is_null(1) && !back.is_null(0));
+        }
+        // Vectors of another float type are stored as the field's first type.
+        let f32s = list(DataType::Float32, 2, vec![0.5, -0.25, 1.0, 0.0], None);
+        let f16s = list(DataType::Float16, 2, vec![0.5, -0.25, 1.0, 0.0], None);
+        let field = raw_vector_field("dino", &Field::new("dino", f16s.data_type().clone(), true));
+        let raw = raw_vectors(&f32s, &field).unwrap();
+        assert_eq!(&vectors_of(&raw, &field).unwrap(), &f16s);
+        // Cells written before the raw layout keep their list column, read as it is.
+        let old = Field::new("dino", f16s.data_type().clone(), true);
+        assert_eq!(&vectors_of(&f16s, &old).unwrap(), &f16s);
+        // Unknown element types are refused, not misread.
+        let unknown = Field::new("dino", DataType::FixedSizeBinary(4), true);
+        let bytes: ArrayRef =
+            Arc::new(FixedSizeBinaryArray::try_from_iter(std::iter::once([0u8; 4])).unwrap());
+        assert!(vectors_of(&bytes, &unknown).is_err());
     }
 }
