@@ -666,11 +666,14 @@ impl UnitJob {
             (false, Some(schema)) => {
                 let mut scratch = Vec::new();
                 if self.on_cluster {
+                    // The executors read the vectors as lists: a raw column's element type is
+                    // field metadata, which does not survive the trip.
+                    let (schema, batches) = as_lists(&schema, vectors.batches)?;
                     scratch = io::write_batches(
                         root,
                         &format!("_tmp/filter/{}/{unit}", self.run_id),
                         &schema,
-                        &vectors.batches,
+                        &batches,
                     )
                     .await?;
                     let held: Vec<String> = scratch.iter().map(|o| o.path.clone()).collect();
@@ -869,6 +872,32 @@ fn plan_for_units(ctx: &SessionContext) {
     options.optimizer.join_reordering = false;
     options.optimizer.hash_join_single_partition_threshold = 1 << 30;
     options.optimizer.hash_join_single_partition_threshold_rows = 1 << 24;
+    // One partition: units run side by side instead (`--units-at-once`), and no repartition
+    // sits between the joins and the projection, buffering batches that still carry two
+    // vectors per candidate while the consumer catches up.
+    options.execution.target_partitions = 1;
+}
+
+/// A unit's vectors with the raw `dino` column turned back into vector lists.
+fn as_lists(
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let raw = schema.field(2).clone();
+    let list = io::list_type_of(&raw)?;
+    let schema = vectors_schema(Field::new("dino", list, true));
+    let batches = batches
+        .into_iter()
+        .map(|b| {
+            let dino = io::vectors_of(b.column(2), &raw)?;
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![b.column(0).clone(), b.column(1).clone(), dino],
+            )
+            .map_err(|e| Error::table(sql::DINO_VECTORS, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((schema, batches))
 }
 
 /// Registers (or replaces) table `name` of `ctx` as `batches` in memory.
