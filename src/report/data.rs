@@ -433,13 +433,31 @@ pub async fn thresholds(
     // An image is in the yield at (c, d) when some pair of it has clip > c and dino < d: its
     // smallest DINOv2 similarity over the CLIP bins above c is below d. One row per image that
     // has candidates, aggregated by DataFusion (never the candidates).
-    let i = t
-        .rows(&format!(
-            "WITH m AS (SELECT key, {} FROM image_minima GROUP BY key) SELECT {} FROM m",
-            per_key.join(", "),
-            image_sums.join(", ")
-        ))
-        .await?;
+    let query = format!(
+        "WITH m AS (SELECT key, {} FROM image_minima GROUP BY key) SELECT {} FROM m",
+        per_key.join(", "),
+        image_sums.join(", ")
+    );
+    // In a session of its own that spills the per-image aggregate to disk past
+    // IMAGE_MINIMA_MEMORY (one row per image with candidates), where the root is known.
+    let i = match &t.root {
+        Some(root) => {
+            let ctx = sql::spilling_session(root, IMAGE_MINIMA_MEMORY)?;
+            let paths: Vec<String> = crate::table::Catalog::new(root)
+                .objects(&crate::table::MINIMA, crate::table::Generations::All)
+                .await?
+                .into_iter()
+                .map(|o| o.path)
+                .collect();
+            sql::register_objects(&ctx, root, "image_minima", &paths).await?;
+            let df = ctx
+                .sql(&query)
+                .await
+                .map_err(|e| Error::table("image_minima", e))?;
+            sql::collect(df).await?
+        }
+        None => t.rows(&query).await?,
+    };
     for ci in 0..clip_grid.len() {
         let mut irow = Vec::new();
         for di in 0..dino_grid.len() {
@@ -449,6 +467,9 @@ pub async fn thresholds(
     }
     Ok(Some(out))
 }
+
+/// Memory the image yield's per-image aggregate may hold before it spills to disk.
+const IMAGE_MINIMA_MEMORY: usize = 512 << 20;
 
 fn literal(v: f64) -> String {
     format!("{v:?}")
