@@ -264,7 +264,10 @@
     const size = pageSize();
     page = Math.min(page, pages() - 1);
     const shown = view.slice(page * size, (page + 1) * size);
-    $("count").textContent = view.length + " of " + n + " pairs" + (meta.pairs > n ? " (" + meta.pairs + " in the table)" : "");
+    // Rows are pairs of near-duplicate groups unless the report was built with --every-pair.
+    const rows = meta.every_pair || meta.group_pairs === undefined ? meta.pairs : meta.group_pairs;
+    const unit = meta.every_pair || meta.group_pairs === undefined ? " pairs" : " pairs of groups";
+    $("count").textContent = view.length + " of " + n + unit + (rows > n ? " (" + rows + " in the table)" : "");
     $("count").dataset.count = String(view.length);
     $("page-info").textContent = "page " + (page + 1) + " of " + pages();
     $("prev").disabled = page === 0;
