@@ -410,12 +410,7 @@ pub async fn dino_objects(catalog: &Catalog) -> Result<Vec<(&'static str, Vec<St
             embedded.extend(c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path));
         }
     }
-    let later: Vec<String> = catalog
-        .objects(&table::DINO, Generations::All)
-        .await?
-        .into_iter()
-        .map(|o| o.path)
-        .collect();
+    let later = catalog.paths(&table::DINO, Generations::All).await?;
     Ok([
         (table::EMBEDDINGS.name, embedded),
         (table::DINO.name, later),

@@ -205,12 +205,7 @@ async fn dino_locked(
     // The candidate images, and which of them still need a vector: SQL over the candidates
     // and the key columns, in a session that spills to disk past `key_memory`, so no set of
     // keys is held here, however many images the candidates name.
-    let dino_paths: Vec<String> = catalog
-        .objects(&table::DINO, Generations::All)
-        .await?
-        .into_iter()
-        .map(|o| o.path)
-        .collect();
+    let dino_paths = catalog.paths(&table::DINO, Generations::All).await?;
     let candidate_paths: Vec<String> = units
         .iter()
         .flat_map(|c| c.objects(&table::CANDIDATES))

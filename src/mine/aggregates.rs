@@ -70,7 +70,8 @@ pub fn on_grid(t: f64, steps: i32) -> Option<i32> {
 #[derive(Default)]
 pub struct UnitAggregates {
     grid: HashMap<(i32, i32), i64>,
-    minima: HashMap<(String, i32), f32>,
+    /// Per key, (coarse CLIP bin, lowest DINOv2) for the few bins its candidates fall in.
+    minima: HashMap<String, Vec<(i32, f32)>>,
     ids: HashMap<String, u32>,
     forest: Option<UnionFind<u32>>,
     edges: Vec<(u32, u32)>,
@@ -124,8 +125,15 @@ impl UnitAggregates {
                 .or_default() += 1;
             let coarse = bin_above(c, COARSE_STEPS);
             for key in [a, b] {
-                let m = self.minima.entry((key.to_string(), coarse)).or_insert(d);
-                *m = m.min(d);
+                // Looked up by &str: a key's String is made once, not per candidate.
+                let bins = match self.minima.get_mut(key) {
+                    Some(bins) => bins,
+                    None => self.minima.entry(key.to_string()).or_default(),
+                };
+                match bins.iter_mut().find(|(k, _)| *k == coarse) {
+                    Some((_, m)) => *m = m.min(d),
+                    None => bins.push((coarse, d)),
+                }
             }
             if d >= dup_min {
                 let forest = self.forest.get_or_insert_with(UnionFind::new_empty);
@@ -161,7 +169,11 @@ impl UnitAggregates {
             ],
         )
         .map_err(|e| Error::table(table::GRID.name, e))?;
-        let mut minima: Vec<((String, i32), f32)> = self.minima.into_iter().collect();
+        let mut minima: Vec<((String, i32), f32)> = self
+            .minima
+            .into_iter()
+            .flat_map(|(key, bins)| bins.into_iter().map(move |(k, m)| ((key.clone(), k), m)))
+            .collect();
         minima.sort_unstable_by(|x, y| x.0.cmp(&y.0));
         let minima = RecordBatch::try_new(
             schema::minima(),

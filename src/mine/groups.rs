@@ -7,7 +7,7 @@
 //! Units write a spanning forest of their own edges, so the edges read here number fewer than
 //! the grouped images times the cells an image is placed in. Memory is bounded by the grouped
 //! images: each key becomes a 128-bit hash (BLAKE3) mapped to a dense u32 for the union-find,
-//! about 40 bytes per grouped image (strings are never held, except one representative per
+//! about 60 bytes per grouped image (strings are never held, except one representative per
 //! group). The edges are read three times (union, representatives, rows).
 
 use std::collections::HashMap;

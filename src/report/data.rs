@@ -443,12 +443,9 @@ pub async fn thresholds(
     let i = match &t.root {
         Some(root) => {
             let ctx = sql::spilling_session(root, IMAGE_MINIMA_MEMORY)?;
-            let paths: Vec<String> = crate::table::Catalog::new(root)
-                .objects(&crate::table::MINIMA, crate::table::Generations::All)
-                .await?
-                .into_iter()
-                .map(|o| o.path)
-                .collect();
+            let paths = crate::table::Catalog::new(root)
+                .paths(&crate::table::MINIMA, crate::table::Generations::All)
+                .await?;
             sql::register_objects(&ctx, root, "image_minima", &paths).await?;
             let df = ctx
                 .sql(&query)

@@ -667,9 +667,9 @@ pub fn raw_vectors(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
 /// The vectors of a raw vector column (`raw_vector_field`) as `FixedSizeList<Float16 |
 /// Float32>` again, sharing its bytes; other columns are returned as they are.
 pub fn vectors_of(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
-    let DataType::FixedSizeBinary(width) = field.data_type() else {
+    if !matches!(field.data_type(), DataType::FixedSizeBinary(_)) {
         return Ok(column.clone());
-    };
+    }
     let bad = |e: String| Error::table("vectors", format!("dino: {e}"));
     let DataType::FixedSizeList(item, dim) = list_type_of(field)? else {
         unreachable!("list_type_of gives a list for a binary field")
@@ -679,12 +679,17 @@ pub fn vectors_of(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
         .as_any()
         .downcast_ref::<FixedSizeBinaryArray>()
         .ok_or_else(|| bad(format!("{} is not raw vectors", column.data_type())))?;
-    debug_assert_eq!(
-        *width,
-        dim * item.primitive_width().expect("a float") as i32
-    );
     let n = raw.len() * dim as usize;
     let bytes = raw.values().clone();
+    // Bytes from outside (a damaged or crafted object) must not reach Arrow's aligned view
+    // unchecked: it panics where this returns an error.
+    let size = item.primitive_width().expect("a float");
+    if bytes.len() != n * size || bytes.as_ptr().align_offset(size) != 0 {
+        return Err(bad(format!(
+            "{} bytes at an offset not aligned to {size}, or not {n} values",
+            bytes.len()
+        )));
+    }
     let values: ArrayRef = match item {
         DataType::Float16 => Arc::new(arrow::array::Float16Array::new(
             arrow::buffer::ScalarBuffer::new(bytes, 0, n),
@@ -702,7 +707,6 @@ pub fn vectors_of(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
         raw.nulls().cloned(),
     )
     .map_err(|e| bad(e.to_string()))?;
-    let _ = width;
     Ok(Arc::new(list))
 }
 
@@ -766,5 +770,20 @@ mod raw_tests {
         let bytes: ArrayRef =
             Arc::new(FixedSizeBinaryArray::try_from_iter(std::iter::once([0u8; 4])).unwrap());
         assert!(vectors_of(&bytes, &unknown).is_err());
+        // Bytes not aligned to the element type are an error, not a panic.
+        let f32s = raw_vector_field(
+            "dino",
+            &Field::new(
+                "dino",
+                list(DataType::Float32, 1, vec![1.0], None)
+                    .data_type()
+                    .clone(),
+                true,
+            ),
+        );
+        let odd = arrow::buffer::Buffer::from(vec![0u8; 9]).slice(1);
+        let raw: ArrayRef = Arc::new(FixedSizeBinaryArray::try_new(4, odd, None).unwrap());
+        let err = vectors_of(&raw, &f32s).unwrap_err().to_string();
+        assert!(err.contains("aligned"), "{err}");
     }
 }

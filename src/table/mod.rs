@@ -558,6 +558,16 @@ impl Catalog {
             .collect())
     }
 
+    /// The paths of `objects`.
+    pub async fn paths(&self, table: &TableDef, generations: Generations) -> Result<Vec<String>> {
+        Ok(self
+            .objects(table, generations)
+            .await?
+            .into_iter()
+            .map(|o| o.path)
+            .collect())
+    }
+
     /// True when `table` has at least one commit.
     pub async fn has(&self, table: &TableDef) -> Result<bool> {
         Ok(!self.objects(table, Generations::All).await?.is_empty())

@@ -342,34 +342,18 @@ async fn collect(root: &Location, query: &str) -> Vec<arrow::array::RecordBatch>
     ctx.sql(query).await.unwrap().collect().await.unwrap()
 }
 
+/// A string column of a query result (the report's reader, nulls refused).
 fn strings_of(b: &arrow::array::RecordBatch, c: &str) -> Vec<String> {
-    use arrow::array::Array;
-    let a = arrow::compute::cast(
-        b.column_by_name(c).unwrap(),
-        &arrow::datatypes::DataType::Utf8,
-    )
-    .unwrap();
-    let a = a
-        .as_any()
-        .downcast_ref::<arrow::array::StringArray>()
-        .unwrap();
-    (0..a.len()).map(|i| a.value(i).to_string()).collect()
+    blindspot::report::data::strs(b, c)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.expect("no nulls"))
+        .collect()
 }
 
+/// An integer column of a query result (the report's reader).
 fn ints_of(b: &arrow::array::RecordBatch, c: &str) -> Vec<Option<i64>> {
-    let a = arrow::compute::cast(
-        b.column_by_name(c).unwrap(),
-        &arrow::datatypes::DataType::Int64,
-    )
-    .unwrap();
-    use arrow::array::Array;
-    let a = a
-        .as_any()
-        .downcast_ref::<arrow::array::Int64Array>()
-        .unwrap();
-    (0..a.len())
-        .map(|i| a.is_valid(i).then(|| a.value(i)))
-        .collect()
+    blindspot::report::data::i64s(b, c).unwrap()
 }
 
 /// The `groups` table as the reference's shape, checking sizes and representatives.
