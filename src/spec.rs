@@ -294,6 +294,8 @@ pub struct FilterSection {
     pub dup_min: f32,
     /// Run the filter query on this Ballista cluster (`df://HOST:PORT`).
     pub cluster: Option<String>,
+    /// The budget of a filter unit of work, in MiB.
+    pub work_mib: u64,
 }
 
 impl Default for FilterSection {
@@ -302,6 +304,7 @@ impl Default for FilterSection {
             dino_max: 0.6,
             dup_min: crate::mine::filter::DEFAULT_DUP_MIN,
             cluster: None,
+            work_mib: crate::mine::filter::DEFAULT_WORK_MIB,
         }
     }
 }
@@ -485,6 +488,8 @@ pub struct Resolved {
     pub dup_min: f32,
     /// The Ballista cluster the filter query runs on, if any.
     pub cluster: Option<String>,
+    /// The filter's unit-of-work budget, in MiB.
+    pub work_mib: u64,
 }
 
 fn resolve_path(base: &Path, p: &str) -> String {
@@ -775,6 +780,7 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         dino_max,
         dup_min: spec.filter.dup_min,
         cluster: spec.filter.cluster.clone(),
+        work_mib: spec.filter.work_mib,
         stages: spec.run.stages.clone(),
         input: input.expect("no problems"),
         root: root.expect("no problems"),

@@ -920,15 +920,35 @@ fn filter_killed_mid_run_resumes_by_unit_to_the_same_table() {
     let (r, k) = (reference.to_str().unwrap(), root.to_str().unwrap());
     run_ok(&["candidates", "--root", r]);
     run_ok(&["candidates", "--root", k]);
+    // Every candidates unit a unit of work of its own (--work-mib 0), so there are commits to
+    // kill the run between.
     let whole: serde_json::Value = serde_json::from_str(
-        run_ok(&["filter", "--root", r, "--dino-max", "0.9", "--json"]).trim(),
+        run_ok(&[
+            "filter",
+            "--root",
+            r,
+            "--dino-max",
+            "0.9",
+            "--work-mib",
+            "0",
+            "--json",
+        ])
+        .trim(),
     )
     .unwrap();
     let total = whole["units"].as_u64().unwrap();
     assert!(whole["pairs"].as_u64().unwrap() > 50, "{whole}");
 
     let mut child = bin()
-        .args(["filter", "--root", k, "--dino-max", "0.9"])
+        .args([
+            "filter",
+            "--root",
+            k,
+            "--dino-max",
+            "0.9",
+            "--work-mib",
+            "0",
+        ])
         .spawn()
         .unwrap();
     let commits = root.join("_commits/filter");
@@ -948,7 +968,17 @@ fn filter_killed_mid_run_resumes_by_unit_to_the_same_table() {
     );
     std::fs::remove_file(root.join("_lock.json")).unwrap();
     let again: serde_json::Value = serde_json::from_str(
-        run_ok(&["filter", "--root", k, "--dino-max", "0.9", "--json"]).trim(),
+        run_ok(&[
+            "filter",
+            "--root",
+            k,
+            "--dino-max",
+            "0.9",
+            "--work-mib",
+            "0",
+            "--json",
+        ])
+        .trim(),
     )
     .unwrap();
     assert_eq!(again["skipped"], partial, "{again}");

@@ -179,6 +179,11 @@ pub struct FilterArgs {
     /// --cluster) [default: one per core, at most 4].
     #[arg(long, default_value_t = blindspot::mine::filter::default_units_at_once())]
     pub units_at_once: usize,
+    /// Candidates units are gathered, in order, into units of work of about this many MiB
+    /// (their cells' DINOv2 vectors and their candidates), each one query and one commit; a
+    /// larger unit is one by itself. Workers sharing a root must pass the same value.
+    #[arg(long, default_value_t = blindspot::mine::filter::DEFAULT_WORK_MIB)]
+    pub work_mib: u64,
     /// Only this worker's share of the candidates units, as i/N (every N-th unit from the
     /// i-th); any number of workers on one run root together write what one run writes.
     #[arg(long, value_parser = parse_worker)]
@@ -325,6 +330,7 @@ pub async fn filter_cmd(a: FilterArgs) -> Result<()> {
         cluster: a.cluster.clone(),
         dup_min: a.dup_min,
         units_at_once: a.units_at_once,
+        work_bytes: a.work_mib << 20,
     };
     let s = blindspot::mine::filter::filter_with(&root, &params, progress()).await?;
     report(a.json, &s, || filter_text(&s, a.dino_max));
@@ -341,7 +347,7 @@ pub fn filter_text(s: &FilterSummary, dino_max: f32) -> String {
     }
     let mut text = format!(
         "filter: {} CLIP-blind pairs (dino < {dino_max}) from {} candidate units{} in {:.1}s, run {} ({} pairs in the table)\n  \
-         {} candidates read; largest unit {} candidates and {} DINOv2 vectors; peak RSS {}",
+         {} candidates read in {} units of work; largest {} candidates and {} DINOv2 vectors; peak RSS {}",
         s.pairs,
         s.units,
         match s.incremental {
@@ -355,6 +361,7 @@ pub fn filter_text(s: &FilterSummary, dino_max: f32) -> String {
         s.run_id,
         s.table_pairs,
         s.candidate_rows,
+        s.work,
         s.largest_unit,
         s.largest_unit_vectors,
         mib(s.peak_rss_bytes)

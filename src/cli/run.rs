@@ -158,6 +158,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     dino_max: r.dino_max,
                     dup_min: r.dup_min,
                     cluster: r.cluster.clone(),
+                    work_bytes: r.work_mib << 20,
                     ..Default::default()
                 };
                 let s = blindspot::mine::filter::filter_with(&r.root, &params, progress()).await?;

@@ -315,6 +315,30 @@ impl CellReader {
         Ok(lacking)
     }
 
+    /// The uncompressed bytes of `column` in the row groups of `cell` placed by generations up
+    /// to `through` (what gathering that column of the cell holds at most); `None` when an
+    /// object lacks the column.
+    pub fn column_bytes(&self, cell: u32, through: u64, column: &str) -> Option<u64> {
+        let mut bytes = 0u64;
+        for object in self.objects.iter().filter(|o| o.generation <= through) {
+            let Some(groups) = object.groups.get(&cell) else {
+                continue;
+            };
+            let meta = object.metadata.metadata();
+            let index = meta
+                .file_metadata()
+                .schema_descr()
+                .columns()
+                .iter()
+                .position(|c| c.path().parts().first().is_some_and(|p| p == column))?;
+            bytes += groups
+                .iter()
+                .map(|&g| meta.row_group(g).column(index).uncompressed_size().max(0) as u64)
+                .sum::<u64>();
+        }
+        Some(bytes)
+    }
+
     /// The members of `cell` placed by generations up to `through`, and the compressed bytes
     /// of the row groups read.
     pub async fn read(&self, cell: u32, through: u64) -> Result<(Members, u64)> {

@@ -19,7 +19,7 @@
 //! commit names the candidates unit it covers (`unit@generation`) and its threshold; commits of
 //! another threshold, or of candidates units that are gone, are withdrawn when a run starts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,7 +68,14 @@ pub struct FilterParams {
     /// Candidates with DINOv2 similarity at or above this are near-duplicates: the same
     /// picture, joined into one group.
     pub dup_min: f32,
+    /// Candidates units are gathered, in order, into units of work of about this many bytes
+    /// (their cells' DINOv2 vectors and their candidates), each one query and one commit.
+    /// Workers sharing a root must pass the same value.
+    pub work_bytes: u64,
 }
+
+/// The default budget of a unit of work, in MiB.
+pub const DEFAULT_WORK_MIB: u64 = 64;
 
 /// Units filtered at once by default: one per core, at most four.
 pub fn default_units_at_once() -> usize {
@@ -87,6 +94,7 @@ impl Default for FilterParams {
             cluster: None,
             units_at_once: default_units_at_once(),
             dup_min: DEFAULT_DUP_MIN,
+            work_bytes: DEFAULT_WORK_MIB << 20,
         }
     }
 }
@@ -141,6 +149,9 @@ pub struct FilterSummary {
     pub table_pairs: u64,
     /// Candidate units filtered by this run.
     pub units: usize,
+    /// Units of work run (candidates units gathered up to the work budget), each one query
+    /// and one commit.
+    pub work: usize,
     /// Units of this worker (all units without `--worker` or `--claim`).
     pub units_total: usize,
     /// Units already filtered when the run started.
@@ -155,9 +166,9 @@ pub struct FilterSummary {
     pub run_id: String,
     /// Candidate pairs read by this run.
     pub candidate_rows: u64,
-    /// The largest unit filtered, in candidate pairs.
+    /// The largest unit of work filtered, in candidate pairs.
     pub largest_unit: u64,
-    /// DINOv2 vectors gathered for the largest unit.
+    /// DINOv2 vectors gathered for the largest unit of work.
     pub largest_unit_vectors: u64,
     /// Units whose vectors were not in their cell and were found by scanning.
     pub scanned_units: usize,
@@ -278,10 +289,15 @@ async fn filter_units(
         .into_iter()
         .map(|c| (unit_of(&c), c))
         .collect();
+    let names: HashMap<String, &String> = current.iter().map(|(u, c)| (covered(c), u)).collect();
     let epoch = epoch_of(params.dino_max, params.dup_min);
     let gone = catalog
         .retract(CommitSet::FILTER, |c| match c.info::<FilterCommit>() {
-            Ok(r) => r.epoch != epoch || !current.contains_key(&c.unit),
+            Ok(r) => {
+                r.epoch != epoch
+                    || r.candidates.is_empty()
+                    || r.candidates.iter().any(|u| !names.contains_key(u))
+            }
             Err(_) => true,
         })
         .await?;
@@ -290,49 +306,16 @@ async fn filter_units(
             "filter: {gone} commits of another threshold or of candidates since replaced withdrawn"
         ));
     }
-    let done: HashSet<String> = catalog
-        .commits_of(CommitSet::FILTER)
-        .await?
-        .into_iter()
-        .map(|c| c.unit)
-        .collect();
-    let mine: Vec<(&String, &Commit)> = current
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| params.worker.is_none_or(|(w, n)| *i as u32 % n == w))
-        .map(|(_, u)| u)
-        .collect();
+    let done = covered_units(&catalog, &names).await?;
     let run_id = new_run_id();
     let mut summary = FilterSummary {
-        units_total: mine.len(),
-        skipped: mine.iter().filter(|(u, _)| done.contains(*u)).count(),
         incremental: !done.is_empty(),
         run_id: run_id.clone(),
         ..Default::default()
     };
-    let todo: Vec<(&String, &Commit)> = mine
-        .into_iter()
-        .filter(|(u, _)| !done.contains(*u))
-        .collect();
     let mut run_generation = None;
-    if !todo.is_empty() {
-        check_dino_coverage(&catalog, &todo).await?;
-        let generation = catalog.begin("filter").await?;
-        run_generation = Some(generation);
-        let ctx = match &params.cluster {
-            None => sql::bare_session(),
-            Some(url) => {
-                if root.url.starts_with("memory:") {
-                    return Err(Error::Usage(format!(
-                        "{} lives in this process only; a cluster's executors cannot read it",
-                        root.url
-                    )));
-                }
-                cluster::connect(url).await?
-            }
-        };
-        plan_for_units(&ctx);
-        let partitioned = todo.iter().any(|(_, c)| UnitCell::of(c).is_some());
+    {
+        let partitioned = current.values().any(|c| UnitCell::of(c).is_some());
         let cells = match partitioned {
             true => match Layout::open(&catalog).await? {
                 Some(layout) => Some(CellReader::open(root, &layout).await?),
@@ -340,122 +323,91 @@ async fn filter_units(
             },
             false => None,
         };
-        let job = Arc::new(UnitJob {
-            catalog: catalog.clone(),
-            ctx,
-            dino_max: params.dino_max,
-            dup_min: params.dup_min,
-            epoch: epoch.clone(),
-            run_id: run_id.clone(),
-            generation,
-            cells,
-            sources: sql::dino_objects(&catalog).await?,
-            on_cluster: params.cluster.is_some(),
-            // Every worker agrees on the first unit: it always writes an object, so the table
-            // and its schema exist even when no unit has a pair.
-            first: current.keys().next().cloned().unwrap_or_default(),
-            stem_suffix: params
-                .claim
-                .as_ref()
-                .map(|_| format!("-g{generation}"))
-                .unwrap_or_default(),
-        });
-        let mut last_line = Instant::now();
-        let mut line = |s: &FilterSummary| {
-            if last_line.elapsed() >= PROGRESS_EVERY {
-                last_line = Instant::now();
-                progress.message(&format!(
-                    "filter: {}/{} units, {} pairs from {} candidates",
-                    s.units + s.skipped,
-                    s.units_total,
-                    s.pairs,
-                    s.candidate_rows
-                ));
-            }
-        };
-        match &params.claim {
-            Some(claim) => {
-                let claims = Claims::new(root, "filter", claim)?;
-                progress.start("filter (units, claimed)", None);
-                let result = async {
-                    let mut left = todo;
-                    while !left.is_empty() {
-                        let mut held = Vec::new();
-                        for (unit, c) in left {
-                            match claims.try_unit(&catalog, CommitSet::FILTER, unit).await? {
-                                Claimable::Mine => {}
-                                Claimable::Done => {
-                                    summary.by_others += 1;
-                                    continue;
-                                }
-                                Claimable::Held => {
-                                    held.push((unit, c));
-                                    continue;
-                                }
-                            }
-                            let (record, commit) = job.run(unit, c).await?;
-                            if lease::commit_claimed(&claims, &catalog, CommitSet::FILTER, &commit)
-                                .await?
-                            {
-                                summary.add(&record);
-                            } else {
-                                summary.discarded += 1;
-                            }
-                            progress.advance(1);
-                            line(&summary);
-                        }
-                        if !held.is_empty() {
-                            // Units leased by live workers: wait for their commits or for the
-                            // leases to expire.
-                            tokio::time::sleep(claims.poll_every()).await;
-                        }
-                        left = held;
+        // Every worker plans the same units of work from the same candidates.
+        let plan = plan_work(&current, cells.as_ref(), params.work_bytes);
+        let mine: Vec<Vec<&String>> = plan
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| params.worker.is_none_or(|(w, n)| *i as u32 % n == w))
+            .map(|(_, units)| units)
+            .collect();
+        summary.units_total = mine.iter().map(Vec::len).sum();
+        let todo: Vec<Work> = mine
+            .into_iter()
+            .filter_map(|units| {
+                let members: Vec<(String, Commit)> = units
+                    .into_iter()
+                    .filter(|u| !done.contains(*u))
+                    .map(|u| (u.clone(), current[u].clone()))
+                    .collect();
+                Some(Work {
+                    name: members.first()?.0.clone(),
+                    members,
+                })
+            })
+            .collect();
+        let left: usize = todo.iter().map(|w| w.members.len()).sum();
+        summary.skipped = summary.units_total - left;
+        if !todo.is_empty() {
+            check_dino_coverage(&catalog, &todo).await?;
+            let generation = catalog.begin("filter").await?;
+            run_generation = Some(generation);
+            let ctx = match &params.cluster {
+                None => sql::bare_session(),
+                Some(url) => {
+                    if root.url.starts_with("memory:") {
+                        return Err(Error::Usage(format!(
+                            "{} lives in this process only; a cluster's executors cannot read it",
+                            root.url
+                        )));
                     }
-                    Ok::<(), Error>(())
+                    cluster::connect(url).await?
                 }
-                .await;
-                claims.release_all().await;
-                result?;
-                claims.sweep(&catalog, CommitSet::FILTER).await?;
-            }
-            None => {
-                progress.start("filter (units)", Some(todo.len() as u64));
-                // A few units at once, each its own task (so both its reading and its query
-                // use a core); each commits when it is done, in any order.
-                let at_once = match params.cluster {
-                    Some(_) => 1,
-                    None => params.units_at_once.max(1),
-                };
-                let mut runs = futures::stream::iter(todo.into_iter().map(|(unit, c)| {
-                    let (job, unit, c) = (job.clone(), unit.clone(), c.clone());
-                    tokio::spawn(async move { job.run(&unit, &c).await })
-                }))
-                .buffer_unordered(at_once);
-                while let Some(done) = runs.next().await {
-                    let (record, commit) =
-                        done.map_err(|e| Error::Internal(format!("a filter unit failed: {e}")))??;
-                    catalog.commit(CommitSet::FILTER, &commit).await?;
-                    summary.add(&record);
-                    progress.advance(1);
-                    line(&summary);
-                }
-            }
+            };
+            plan_for_units(&ctx);
+            let job = Arc::new(UnitJob {
+                catalog: catalog.clone(),
+                ctx,
+                dino_max: params.dino_max,
+                dup_min: params.dup_min,
+                epoch: epoch.clone(),
+                run_id: run_id.clone(),
+                generation,
+                cells,
+                sources: sql::dino_objects(&catalog).await?,
+                on_cluster: params.cluster.is_some(),
+                // Every worker agrees on the first unit: it always writes an object, so the
+                // table and its schema exist even when no unit has a pair.
+                first: current.keys().next().cloned().unwrap_or_default(),
+                stem_suffix: params
+                    .claim
+                    .as_ref()
+                    .map(|_| format!("-g{generation}"))
+                    .unwrap_or_default(),
+            });
+            run_work(
+                &job,
+                todo,
+                params,
+                &catalog,
+                &mut summary,
+                progress.as_ref(),
+            )
+            .await?;
         }
-        progress.finish();
     }
+    // Once every unit is filtered (by this worker or others), the groups follow.
     let committed = catalog.commits_of(CommitSet::FILTER).await?;
     summary.table_pairs = committed
         .iter()
         .filter_map(|c| c.info::<FilterCommit>().ok())
         .map(|r| r.pairs)
         .sum();
-    // Once every unit is filtered (by this worker or others), the groups follow.
-    let units: Vec<String> = committed
-        .iter()
-        .filter(|c| current.contains_key(&c.unit))
-        .map(|c| format!("{}@{}", c.unit, c.generation))
-        .collect();
-    if !current.is_empty() && units.len() == current.len() {
+    if covered_units(&catalog, &names).await?.len() == current.len() {
+        let units: Vec<String> = committed
+            .iter()
+            .map(|c| format!("{}@{}", c.unit, c.generation))
+            .collect();
         progress.message("filter: near-duplicate groups");
         summary.groups =
             Some(super::groups::build(&catalog, &units, params.dup_min, run_generation).await?);
@@ -464,10 +416,173 @@ async fn filter_units(
     Ok(summary)
 }
 
+/// The candidates units (their names) that the filter commits cover.
+async fn covered_units(
+    catalog: &Catalog,
+    names: &HashMap<String, &String>,
+) -> Result<HashSet<String>> {
+    Ok(catalog
+        .commits_of(CommitSet::FILTER)
+        .await?
+        .iter()
+        .filter_map(|c| c.info::<FilterCommit>().ok())
+        .flat_map(|r| r.candidates)
+        .filter_map(|u| names.get(&u).map(|n| n.to_string()))
+        .collect())
+}
+
+/// Bytes a candidate row is counted for when units are gathered into units of work.
+const CANDIDATE_ROW_BYTES: u64 = 64;
+
+/// Gathers the candidates units, in order, into units of work of at most `budget` estimated
+/// bytes each: the DINOv2 column of the unit's cell (all it can gather) and
+/// `CANDIDATE_ROW_BYTES` per candidate. A unit over the budget alone, or one without a cell
+/// (whose vectors are found by scanning), is a unit of work by itself.
+fn plan_work<'a>(
+    units: &'a BTreeMap<String, Commit>,
+    cells: Option<&CellReader>,
+    budget: u64,
+) -> Vec<Vec<&'a String>> {
+    let mut plan: Vec<Vec<&String>> = Vec::new();
+    let mut held = u64::MAX;
+    for (name, c) in units {
+        let rows: u64 = c
+            .objects(&table::CANDIDATES)
+            .iter()
+            .map(|o| o.rows.unwrap_or(u64::MAX / 4))
+            .fold(0, u64::saturating_add);
+        let vectors = match (cells, UnitCell::of(c)) {
+            (Some(reader), Some((cell, through))) => reader.column_bytes(cell, through, "dino"),
+            _ => None,
+        };
+        let bytes = vectors.map_or(u64::MAX, |v| {
+            v.saturating_add(rows.saturating_mul(CANDIDATE_ROW_BYTES))
+        });
+        match held.checked_add(bytes).filter(|&b| b <= budget) {
+            Some(b) => {
+                held = b;
+                plan.last_mut().expect("held is finite").push(name);
+            }
+            None => {
+                held = bytes;
+                plan.push(vec![name]);
+            }
+        }
+    }
+    plan
+}
+
+/// One unit of work: candidates units filtered by one query and made visible by one commit,
+/// named after the first.
+struct Work {
+    name: String,
+    members: Vec<(String, Commit)>,
+}
+
+/// Filters and commits the units of work `todo`, a few at once (or leased one by one with
+/// `--claim`), adding each to `summary`.
+async fn run_work(
+    job: &Arc<UnitJob>,
+    todo: Vec<Work>,
+    params: &FilterParams,
+    catalog: &Catalog,
+    summary: &mut FilterSummary,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut last_line = Instant::now();
+    let mut line = |s: &FilterSummary| {
+        if last_line.elapsed() >= PROGRESS_EVERY {
+            last_line = Instant::now();
+            progress.message(&format!(
+                "filter: {}/{} units, {} pairs from {} candidates",
+                s.units + s.skipped,
+                s.units_total,
+                s.pairs,
+                s.candidate_rows
+            ));
+        }
+    };
+    match &params.claim {
+        Some(claim) => {
+            let claims = Claims::new(catalog.root(), "filter", claim)?;
+            progress.start("filter (units, claimed)", None);
+            let result = async {
+                let mut left = todo;
+                while !left.is_empty() {
+                    let mut held = Vec::new();
+                    for work in left {
+                        match claims
+                            .try_unit(catalog, CommitSet::FILTER, &work.name)
+                            .await?
+                        {
+                            Claimable::Mine => {}
+                            Claimable::Done => {
+                                summary.by_others += work.members.len();
+                                continue;
+                            }
+                            Claimable::Held => {
+                                held.push(work);
+                                continue;
+                            }
+                        }
+                        let (record, commit) = job.run(&work).await?;
+                        if lease::commit_claimed(&claims, catalog, CommitSet::FILTER, &commit)
+                            .await?
+                        {
+                            summary.add(&record);
+                        } else {
+                            summary.discarded += work.members.len();
+                        }
+                        progress.advance(work.members.len() as u64);
+                        line(summary);
+                    }
+                    if !held.is_empty() {
+                        // Units leased by live workers: wait for their commits or for the
+                        // leases to expire.
+                        tokio::time::sleep(claims.poll_every()).await;
+                    }
+                    left = held;
+                }
+                Ok::<(), Error>(())
+            }
+            .await;
+            claims.release_all().await;
+            result?;
+            claims.sweep(catalog, CommitSet::FILTER).await?;
+        }
+        None => {
+            let units = todo.iter().map(|w| w.members.len() as u64).sum();
+            progress.start("filter (units)", Some(units));
+            // A few units of work at once, each its own task (so both its reading and its
+            // query use a core); each commits when it is done, in any order.
+            let at_once = match params.cluster {
+                Some(_) => 1,
+                None => params.units_at_once.max(1),
+            };
+            let mut runs = futures::stream::iter(todo.into_iter().map(|work| {
+                let job = job.clone();
+                tokio::spawn(async move { job.run(&work).await })
+            }))
+            .buffer_unordered(at_once);
+            while let Some(done) = runs.next().await {
+                let (record, commit) =
+                    done.map_err(|e| Error::Internal(format!("a filter unit failed: {e}")))??;
+                catalog.commit(CommitSet::FILTER, &commit).await?;
+                progress.advance(record.candidates.len() as u64);
+                summary.add(&record);
+                line(summary);
+            }
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
 impl FilterSummary {
     fn add(&mut self, r: &FilterCommit) {
         self.pairs += r.pairs;
-        self.units += 1;
+        self.units += r.candidates.len();
+        self.work += 1;
         self.candidate_rows += r.candidate_rows;
         if r.candidate_rows >= self.largest_unit {
             self.largest_unit = r.candidate_rows;
@@ -481,7 +596,7 @@ impl FilterSummary {
 
 /// Shards embedded with CLIP only get their DINOv2 vectors from `blindspot dino`: every
 /// candidate unit filtered now must have been covered by a finished dino run.
-async fn check_dino_coverage(catalog: &Catalog, todo: &[(&String, &Commit)]) -> Result<()> {
+async fn check_dino_coverage(catalog: &Catalog, todo: &[Work]) -> Result<()> {
     let clip_only = catalog
         .commits_of(CommitSet::EMBED)
         .await?
@@ -491,15 +606,13 @@ async fn check_dino_coverage(catalog: &Catalog, todo: &[(&String, &Commit)]) -> 
         return Ok(());
     }
     let dino = catalog.dino_covered().await?;
-    let missing = todo
-        .iter()
-        .filter(|(_, c)| !dino.contains(&covered(c)))
-        .count();
+    let units = || todo.iter().flat_map(|w| &w.members);
+    let missing = units().filter(|(_, c)| !dino.contains(&covered(c))).count();
     if missing > 0 {
         let url = &catalog.root().url;
         return Err(Error::Usage(format!(
             "{missing} of {} candidate units of {url} have no DINOv2 vectors yet (shards were embedded with CLIP only); run `blindspot dino --root {url}` first",
-            todo.len(),
+            units().count(),
         )));
     }
     Ok(())
@@ -594,9 +707,11 @@ struct UnitJob {
 }
 
 impl UnitJob {
-    /// Filters the candidates of `c` and writes its pairs; returns the commit to make.
-    async fn run(&self, unit: &str, c: &Commit) -> Result<(FilterCommit, Commit)> {
+    /// Filters the candidates of the units of `work` and writes their pairs; returns the
+    /// commit to make.
+    async fn run(&self, work: &Work) -> Result<(FilterCommit, Commit)> {
         let root = self.catalog.root();
+        let unit = work.name.as_str();
         // A session of its own, so units run side by side (on a cluster, the client's).
         let ctx = match self.on_cluster {
             true => self.ctx.clone(),
@@ -606,12 +721,13 @@ impl UnitJob {
                 ctx
             }
         };
-        let paths: Vec<String> = c
-            .objects(&table::CANDIDATES)
-            .into_iter()
+        let paths: Vec<String> = work
+            .members
+            .iter()
+            .flat_map(|(_, c)| c.objects(&table::CANDIDATES))
             .map(|o| o.path)
             .collect();
-        let mut candidates = Vec::new();
+        let mut candidates: Vec<RecordBatch> = Vec::new();
         let mut needed = HashSet::new();
         let mut stream = io::scan_objects(
             root,
@@ -625,6 +741,13 @@ impl UnitJob {
                 needed.extend(keys.iter().flatten().map(str::to_string));
             }
             if batch.num_rows() > 0 {
+                // Objects of several units: one schema for the table (the first's).
+                let batch = match candidates.first() {
+                    Some(first) if first.schema() != batch.schema() => {
+                        io::cast_batch(&batch, &first.schema())?
+                    }
+                    _ => batch,
+                };
                 candidates.push(batch);
             }
         }
@@ -635,11 +758,15 @@ impl UnitJob {
             schema: None,
             rows: 0,
         };
-        if let (Some(reader), Some((cell, through))) = (&self.cells, UnitCell::of(c)) {
-            if !vectors.needed.is_empty() {
-                reader
-                    .for_each(cell, through, &["key", "uri", "dino"], |b| vectors.take(b))
-                    .await?;
+        if let Some(reader) = &self.cells {
+            for (_, c) in &work.members {
+                if let Some((cell, through)) = UnitCell::of(c) {
+                    if !vectors.needed.is_empty() {
+                        reader
+                            .for_each(cell, through, &["key", "uri", "dino"], |b| vectors.take(b))
+                            .await?;
+                    }
+                }
             }
         }
         let scanned = !vectors.needed.is_empty();
@@ -661,7 +788,7 @@ impl UnitJob {
             }
         }
         let stem = format!("{}/{unit}{}", self.epoch, self.stem_suffix);
-        let first = unit == self.first;
+        let first = work.members.iter().any(|(u, _)| *u == self.first);
         let (mut objects, aggregates) = match (candidates.is_empty(), vectors.schema.clone()) {
             (false, Some(schema)) => {
                 let mut scratch = Vec::new();
@@ -684,7 +811,7 @@ impl UnitJob {
                     let schema = candidates[0].schema();
                     register_memory(&ctx, table::CANDIDATES.name, schema, candidates)?;
                 }
-                let written = self.query(&ctx, unit, &stem).await;
+                let written = self.query(&ctx, unit, first, &stem).await;
                 for o in scratch {
                     let path = root.path(&o.path);
                     if let Err(e) = root.store.delete(&path).await {
@@ -712,7 +839,7 @@ impl UnitJob {
             pairs: objects.iter().filter_map(|o| o.rows).sum(),
             dino_max: self.dino_max,
             run_id: self.run_id.to_string(),
-            candidates: vec![covered(c)],
+            candidates: work.members.iter().map(|(_, c)| covered(c)).collect(),
             epoch: self.epoch.to_string(),
             candidate_rows,
             vectors: vectors.rows,
@@ -740,6 +867,7 @@ impl UnitJob {
         &self,
         ctx: &SessionContext,
         unit: &str,
+        first: bool,
         stem: &str,
     ) -> Result<(Vec<DataObject>, UnitAggregates)> {
         let failed = |e: datafusion::error::DataFusionError| {
@@ -791,7 +919,7 @@ impl UnitJob {
         };
         let write = async {
             let mut writer = None;
-            if unit == self.first {
+            if first {
                 writer = Some(self.catalog.writer(
                     &table::PAIRS,
                     stem,

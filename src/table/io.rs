@@ -456,6 +456,21 @@ pub async fn object_rows(root: &Location, rel: &str) -> Result<u64> {
     Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
+/// `batch` in `schema`: its columns taken by name and cast to the schema's types.
+pub fn cast_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = batch
+                .column_by_name(f.name())
+                .ok_or_else(|| Error::table("batch", format!("no column {}", f.name())))?;
+            arrow::compute::cast(c, f.data_type()).map_err(|e| Error::table("batch", e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::table("batch", e))
+}
+
 /// A string column of a batch.
 pub fn strings<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a StringArray> {
     batch

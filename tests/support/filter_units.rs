@@ -121,11 +121,26 @@ async fn mine(root: &Location) {
     .unwrap();
 }
 
+/// The filter's unit-of-work budget in these tests: small, so that cells are gathered into
+/// several units of work.
+const WORK_BYTES: u64 = 8 << 20;
+
 async fn filter_as(root: &Location, dino_max: f32, worker: Option<(u32, u32)>) -> FilterSummary {
+    filter_in(root, dino_max, worker, WORK_BYTES).await
+}
+
+/// The filter with units of work of `work_bytes` (0: every candidates unit alone).
+async fn filter_in(
+    root: &Location,
+    dino_max: f32,
+    worker: Option<(u32, u32)>,
+    work_bytes: u64,
+) -> FilterSummary {
     let params = FilterParams {
         dino_max,
         worker,
         dup_min: dino_max.max(filter::DEFAULT_DUP_MIN),
+        work_bytes,
         ..Default::default()
     };
     filter::filter_with(root, &params, Arc::new(NoProgress))
@@ -145,8 +160,9 @@ async fn per_unit_filter_equals_the_global_query_through_increments_and_threshol
     assert!(first.units > 1 && !first.incremental, "{first:?}");
     // Every vector came from its cell's own row groups: nothing scanned, nothing missing.
     assert_eq!((first.scanned_units, first.missing_vectors), (0, 0));
-    // The largest unit is a unit, not the table.
+    // The largest unit of work is a few units, not the table.
     assert!(first.largest_unit < first.candidate_rows, "{first:?}");
+    assert!(1 < first.work && first.work < first.units, "{first:?}");
 
     // An increment: near-copies of old vectors in a new shard, placed on the same cells.
     let old = blindspot::synth::vectors::generate(&corpus("base", 3000, 5));
@@ -199,6 +215,19 @@ async fn filter_workers_shares_add_up_to_one_run() {
     // A fourth worker finds every unit done.
     let late = filter_as(&three, 0.6, None).await;
     assert_eq!((late.units, late.skipped), (0, whole.units));
+}
+
+/// Units of work are planned afresh by each run: half the units filtered one by one, then the
+/// rest gathered into a single unit of work, give the table of one run, no pair twice.
+#[tokio::test]
+async fn units_of_work_of_any_size_write_the_same_table() {
+    let root = mined("budgets").await;
+    let half = filter_in(&root, 0.6, Some((0, 2)), 0).await;
+    assert_eq!(half.work, half.units, "{half:?}");
+    let rest = filter_in(&root, 0.6, None, u64::MAX).await;
+    assert_eq!((rest.skipped, rest.work), (half.units, 1), "{rest:?}");
+    assert_eq!(half.units + rest.units, rest.units_total);
+    assert_eq!(table(&root).await, global(&root, 0.6).await);
 }
 
 /// Issue 19: on CLIP-like vectors exact placement would copy each vector into a third of the
@@ -435,7 +464,7 @@ async fn groups_equal_an_independent_union_find_across_cells_and_generations() {
         .await
         .unwrap();
     mine(&root).await;
-    let first = filter_as(&root, 0.6, None).await;
+    let first = filter_in(&root, 0.6, None, 0).await;
     let g = first.groups.clone().expect("groups after every unit");
     let groups = groups_table(&root).await;
     assert_eq!(groups, reference_groups(&root, 0.9).await);
@@ -495,7 +524,7 @@ async fn groups_equal_an_independent_union_find_across_cells_and_generations() {
         .await
         .unwrap();
     mine(&root).await;
-    let inc = filter_as(&root, 0.6, None).await;
+    let inc = filter_in(&root, 0.6, None, 0).await;
     assert!(inc.incremental, "{inc:?}");
     let after = groups_table(&root).await;
     assert_eq!(
