@@ -17,6 +17,7 @@
 
 pub mod annotate;
 pub mod cluster;
+pub mod cosine;
 pub mod embed;
 pub mod encoder;
 pub mod error;

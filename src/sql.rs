@@ -29,6 +29,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
+use crate::cosine;
 use crate::error::{Error, Result};
 use crate::storage::Location;
 use crate::table::{self, Catalog, CommitSet, Generations, TableStatus};
@@ -132,8 +133,8 @@ impl ScalarUDFImpl for CosineSim {
     }
 }
 
-/// The f32 values of one row of a vector column, written into `buf` (f16 widened with the
-/// F16C instructions where the CPU has them; other float types through Arrow's cast kernel).
+/// The rows of a vector column, as stored (f32 or f16; other float types widened to f32
+/// through Arrow's cast kernel, into `cast`).
 enum Rows<'a> {
     F32(&'a [f32]),
     F16(&'a [half::f16]),
@@ -162,47 +163,12 @@ impl<'a> Rows<'a> {
         })
     }
 
-    /// Row `i` (of `dim` values) as f32, in `buf` when it has to be widened.
-    fn row<'b>(&'b self, i: usize, dim: usize, buf: &'b mut [f32]) -> &'b [f32] {
+    /// Row `i` (of `dim` values).
+    fn row(&self, i: usize, dim: usize) -> cosine::Row<'a> {
         match self {
-            Rows::F32(v) => &v[i * dim..(i + 1) * dim],
-            Rows::F16(v) => {
-                use half::slice::HalfFloatSliceExt;
-                v[i * dim..(i + 1) * dim].convert_to_f32_slice(buf);
-                buf
-            }
+            Rows::F32(v) => cosine::Row::F32(&v[i * dim..(i + 1) * dim]),
+            Rows::F16(v) => cosine::Row::F16(&v[i * dim..(i + 1) * dim]),
         }
-    }
-}
-
-/// Lanes of the dot products: independent partial sums that the compiler keeps in SIMD
-/// registers (a single running sum is one long dependency chain).
-const LANES: usize = 8;
-
-/// Cosine similarity of two rows; NaN when either has no direction.
-fn cosine(x: &[f32], y: &[f32]) -> f32 {
-    let (mut d, mut nx, mut ny) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
-    let (cx, cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-    let (rx, ry) = (cx.remainder(), cy.remainder());
-    for (p, q) in cx.zip(cy) {
-        for l in 0..LANES {
-            d[l] += p[l] * q[l];
-            nx[l] += p[l] * p[l];
-            ny[l] += q[l] * q[l];
-        }
-    }
-    for (l, (p, q)) in rx.iter().zip(ry).enumerate() {
-        d[l] += p * q;
-        nx[l] += p * p;
-        ny[l] += q * q;
-    }
-    let sum = |v: [f32; LANES]| v.iter().sum::<f32>();
-    let (d, nx, ny) = (sum(d), sum(nx), sum(ny));
-    let den = (nx * ny).sqrt();
-    if den > 0.0 {
-        d / den
-    } else {
-        f32::NAN
     }
 }
 
@@ -221,12 +187,12 @@ pub fn cosine_arrays(a: &ArrayRef, b: &ArrayRef) -> datafusion::error::Result<Ar
     }
     let (mut ca, mut cb) = (None, None);
     let (ra, rb) = (Rows::of(a, &mut ca)?, Rows::of(b, &mut cb)?);
-    let (mut ba, mut bb) = (vec![0f32; dim], vec![0f32; dim]);
+    let mut bufs = Default::default();
     let nulls = NullBuffer::union(a.logical_nulls().as_ref(), b.logical_nulls().as_ref());
     let sims: Vec<f32> = (0..a.len())
         .map(|i| match nulls.as_ref().is_some_and(|n| n.is_null(i)) {
             true => f32::NAN,
-            false => cosine(ra.row(i, dim, &mut ba), rb.row(i, dim, &mut bb)),
+            false => cosine::cosine(ra.row(i, dim), rb.row(i, dim), &mut bufs),
         })
         .collect();
     // A zero vector has no direction: null rather than NaN.
