@@ -99,6 +99,7 @@ def main() -> None:
         "copy_factor": cand.get("copy_factor"),
         "pairs": filt["table_pairs"],
         "units": filt["units"],
+        "work": filt.get("work"),
         "largest_unit": filt["largest_unit"],
         "largest_unit_vectors": filt["largest_unit_vectors"],
         "groups": filt.get("groups"),

@@ -99,7 +99,12 @@ pub fn parse_decisions(text: &str, origin: &str) -> Result<Vec<Decision>> {
         let mut out = Vec::new();
         for rec in r.records() {
             let rec = rec.map_err(|e| bad(e.to_string()))?;
-            let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").to_string();
+            // The report's export puts an apostrophe before a text cell a spreadsheet would
+            // run as a formula (and before one that begins with an apostrophe): one is removed.
+            let get = |c: Option<usize>| {
+                let v = c.and_then(|c| rec.get(c)).unwrap_or("");
+                v.strip_prefix('\'').unwrap_or(v).to_string()
+            };
             out.push(Decision {
                 a: get(Some(ca)),
                 b: get(Some(cb)),
@@ -384,6 +389,12 @@ mod tests {
                 ..d[0].clone()
             }]
         );
+        // Cells the export neutralised against spreadsheet formulas come back as they were.
+        let csv = "a,b,decision,pattern,note\n'=cmd|x,'@y,accept,,'-1 pair\n'', ok,reject,,\n";
+        let d = parse_decisions(csv, "d.csv").unwrap();
+        assert_eq!((d[0].a.as_str(), d[0].b.as_str()), ("=cmd|x", "@y"));
+        assert_eq!(d[0].note, "-1 pair");
+        assert_eq!(d[1].a, "'");
         assert!(parse_decisions("key,decision\nx,accept\n", "d.csv")
             .unwrap_err()
             .to_string()

@@ -376,6 +376,12 @@ pub struct EmbedSection {
     pub fetch_timeout: f64,
     /// Retries of a failed fetch.
     pub fetch_retries: usize,
+    /// What manifests may name besides http(s) URLs and objects under their folder.
+    pub allow_uri: Vec<crate::ingest::fetch::UriKind>,
+    /// HTTP to non-public addresses.
+    pub allow_private: bool,
+    /// The largest image read, in bytes.
+    pub max_bytes: u64,
 }
 
 impl Default for EmbedSection {
@@ -396,6 +402,9 @@ impl Default for EmbedSection {
             rows_per_shard: None,
             fetch_timeout: p.ingest.fetch.timeout.as_secs_f64(),
             fetch_retries: p.ingest.fetch.retries,
+            allow_uri: Vec::new(),
+            allow_private: false,
+            max_bytes: p.ingest.fetch.max_bytes,
         }
     }
 }
@@ -447,6 +456,9 @@ impl EmbedSection {
                         self.fetch_timeout.clamp(0.001, 86_400.0),
                     ),
                     retries: self.fetch_retries,
+                    allow: self.allow_uri.clone(),
+                    allow_private: self.allow_private,
+                    max_bytes: self.max_bytes,
                     ..Default::default()
                 },
             },
@@ -869,6 +881,16 @@ concurrency = 0
         }
         // An eval-only spec needs no input and no encoders loaded.
         assert!(!all.contains("[run] input"), "{all}");
+    }
+
+    #[test]
+    fn the_filter_unit_of_work_budget_is_read_and_defaults_to_64_mib() {
+        let base = "[run]\ninput='a'\nroot='b'\nstages=[]\n[encoders]\nclip='c'\ndino='d'\n";
+        let text = format!("{base}[filter]\nwork-mib = 8\n");
+        let spec = parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(spec.filter.work_mib, 8);
+        let spec = parse(Path::new("x.toml"), base).unwrap();
+        assert_eq!(spec.filter.work_mib, crate::mine::filter::DEFAULT_WORK_MIB);
     }
 
     #[test]

@@ -402,6 +402,28 @@ pub async fn register_objects(
     Ok(())
 }
 
+/// The error of a table whose objects could not be read, naming the first object whose
+/// footer does not read (DataFusion's message names none).
+async fn name_the_damaged(
+    root: &Location,
+    name: &str,
+    paths: &[String],
+    e: datafusion::error::DataFusionError,
+) -> Error {
+    for p in paths {
+        if let Err(bad) = table::io::object_metadata(root, p).await {
+            return Error::table(
+                name,
+                format!(
+                    "{} cannot be read ({bad}); the object is damaged or not Parquet",
+                    root.uri_of(&root.path(p))
+                ),
+            );
+        }
+    }
+    Error::table(name, e)
+}
+
 /// A listing table over the Parquet objects `paths` of `root`. Its schema is the merge of
 /// the objects' schemas; for `embeddings` every column is nullable, because shards embedded
 /// with CLIP only have no `dino` column and older shards no `caption` or `url`.
@@ -421,11 +443,14 @@ async fn listing_table(
         ParquetFormat::default().with_force_view_types(false),
     ))
     .with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
+    let config = match ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .infer_schema(&ctx.state())
         .await
-        .map_err(|e| Error::table(name, e))?;
+    {
+        Ok(config) => config,
+        Err(e) => return Err(name_the_damaged(root, name, paths, e).await),
+    };
     let config = if name == table::EMBEDDINGS.name {
         let schema = config
             .file_schema

@@ -8,7 +8,7 @@ use blindspot::embed::{self, EmbedParams, EmbedSummary};
 use blindspot::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
 use blindspot::encoder::runtime::Device;
 use blindspot::encoder::{self, OnnxEncoder, SessionParams};
-use blindspot::ingest::fetch::FetchParams;
+use blindspot::ingest::fetch::{FetchParams, UriKind};
 use blindspot::ingest::{IngestParams, InputFormat};
 use blindspot::storage::Location;
 use blindspot::synth::{self, SynthFormat, SynthParams};
@@ -143,6 +143,20 @@ pub struct IngestArgs {
     /// Retries of a fetch that failed with 5xx, 429, a timeout or a broken connection.
     #[arg(long, default_value_t = FetchParams::default().retries)]
     pub fetch_retries: usize,
+    /// Manifests: also fetch these (comma-separated or repeated): `file` (local files named by a
+    /// manifest that is not local), `outside` (objects of the manifest's store outside its
+    /// folder), `store` (objects of other stores). By default a manifest names http(s) URLs and
+    /// objects under its own folder only.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND")]
+    pub allow_uri: Vec<UriKind>,
+    /// HTTP fetches may go to loopback, private, link-local (cloud metadata) and other
+    /// non-public addresses; refused by default, on every redirect too.
+    #[arg(long)]
+    pub allow_private: bool,
+    /// The largest image read, in bytes (HTTP bodies and objects); larger ones are `too_large`
+    /// errors.
+    #[arg(long, default_value_t = blindspot::ingest::fetch::DEFAULT_MAX_BYTES)]
+    pub max_bytes: u64,
 }
 
 impl IngestArgs {
@@ -167,6 +181,9 @@ impl IngestArgs {
                 concurrency,
                 timeout: std::time::Duration::from_secs_f64(self.fetch_timeout),
                 retries: self.fetch_retries,
+                allow: self.allow_uri.clone(),
+                allow_private: self.allow_private,
+                max_bytes: self.max_bytes,
                 ..FetchParams::default()
             },
         })

@@ -30,7 +30,7 @@ use ndarray::Array4;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
+use crate::encoder::preprocess::{prepare, DecodeParams, ImageFault, Preprocessor, Transform};
 use crate::encoder::OnnxEncoder;
 use crate::error::{Error, Result};
 use crate::ingest::{self, Failure, IngestParams, Ingested, Shard, ShardRead, ShardReader};
@@ -483,7 +483,7 @@ fn decode_worker(
     transforms: Vec<Transform>,
     decode: DecodeParams,
 ) {
-    let mut pre = Preprocessor::new(transforms);
+    let mut pre = Preprocessor::new(transforms.clone());
     let min_side = pre.min_side();
     loop {
         let next = rx.lock().map(|mut r| r.blocking_recv());
@@ -502,7 +502,27 @@ fn decode_worker(
             }
             Ingested::Image(item) => item,
         };
-        match prepare(&mut pre, &item.bytes, min_side, &decode) {
+        // A decoder that panics on crafted bytes loses that image, not the shard: the panic
+        // becomes an `errors` row of kind `panic`, and the preprocessor starts afresh.
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            prepare(&mut pre, &item.bytes, min_side, &decode)
+        }))
+        .unwrap_or_else(|panic| {
+            pre = Preprocessor::new(transforms.clone());
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(ImageFault {
+                kind: "panic",
+                message: format!(
+                    "decoding panicked: {}",
+                    why.chars().take(200).collect::<String>()
+                ),
+            })
+        });
+        match prepared {
             Ok((width, height, tensors)) => {
                 let hash = blake3::hash(&item.bytes).to_hex().to_string();
                 let p = Prepared {

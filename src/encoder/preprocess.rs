@@ -69,7 +69,8 @@ pub fn decode(bytes: &[u8], min_side: u32, params: &DecodeParams) -> Result<Deco
         return Err(fault("empty", "the object has zero bytes"));
     }
     let format = image::guess_format(bytes).map_err(|_| {
-        let head: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        // Four bytes name most formats (`3c68746d` is an HTML page) and say little else.
+        let head: String = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
         fault(
             "not_an_image",
             format!("not a known image format (starts with {head})"),
@@ -92,7 +93,54 @@ pub fn decode(bytes: &[u8], min_side: u32, params: &DecodeParams) -> Result<Deco
             }
         }
     }
+    if format == ImageFormat::Png {
+        if let Some(stripped) = strip_png_ancillary(bytes) {
+            return decode_full(&stripped, format, params);
+        }
+    }
     decode_full(bytes, format, params)
+}
+
+/// PNG chunks blindspot never uses whose contents are compressed or unbounded: ICC profiles
+/// and text. A 1 MB iCCP chunk can inflate to 1 GiB, which the PNG decoder would allocate
+/// (within the pixel budget) on every decode thread at once.
+const SKIPPED_PNG_CHUNKS: [&[u8; 4]; 4] = [b"iCCP", b"zTXt", b"iTXt", b"tEXt"];
+
+/// `bytes` without the chunks of `SKIPPED_PNG_CHUNKS`, when it has any (None: decode it as it
+/// is; a damaged chunk list is left for the decoder to report).
+fn strip_png_ancillary(bytes: &[u8]) -> Option<Vec<u8>> {
+    const SIGNATURE: usize = 8;
+    let mut at = SIGNATURE;
+    let mut spans = Vec::new();
+    let mut skipped = false;
+    while at + 12 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().ok()?) as usize;
+        let end = at.checked_add(12)?.checked_add(len)?;
+        if end > bytes.len() {
+            break;
+        }
+        let kind = &bytes[at + 4..at + 8];
+        if SKIPPED_PNG_CHUNKS.iter().any(|k| k.as_slice() == kind) {
+            skipped = true;
+        } else {
+            spans.push(at..end);
+        }
+        at = end;
+        if kind == b"IEND" {
+            break;
+        }
+    }
+    if !skipped {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..SIGNATURE]);
+    for span in spans {
+        out.extend_from_slice(&bytes[span]);
+    }
+    // Whatever followed a damaged or short chunk list, as it was.
+    out.extend_from_slice(&bytes[at..]);
+    Some(out)
 }
 
 /// A JPEG whose last scan is not followed by an end-of-image marker was cut short; most
@@ -547,6 +595,49 @@ mod tests {
         assert_eq!(centre_offset(97, 64), 16);
         assert_eq!(centre_offset(99, 64), 18);
         assert_eq!(centre_offset(64, 64), 0);
+    }
+
+    /// A PNG with a chunk of `kind` holding `data` inserted after IHDR.
+    fn png_with_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let img = RgbImage::from_pixel(40, 30, image::Rgb([10, 200, 30]));
+        let mut png = Vec::new();
+        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        let ihdr_end = 8 + 12 + 13;
+        let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+        chunk.extend_from_slice(kind);
+        chunk.extend_from_slice(data);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(data);
+        chunk.extend_from_slice(&crc.finalize().to_be_bytes());
+        let mut out = png[..ihdr_end].to_vec();
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&png[ihdr_end..]);
+        out
+    }
+
+    #[test]
+    fn an_icc_bomb_is_skipped_and_the_image_decodes() {
+        use std::io::Write;
+        // 64 MiB of zeros deflate to about 64 KiB: an ICC profile that would inflate to it.
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            z.write_all(&zeros).unwrap();
+        }
+        let mut data = b"bomb\0\0".to_vec();
+        data.extend(z.finish().unwrap());
+        let png = png_with_chunk(b"iCCP", &data);
+        assert!(png.len() < 1 << 20);
+        let stripped = strip_png_ancillary(&png).unwrap();
+        assert!(!stripped.windows(4).any(|w| w == b"iCCP"));
+        let d = decode(&png, 16, &DecodeParams::default()).unwrap();
+        assert_eq!((d.width, d.height), (40, 30));
+        assert_eq!(d.rgb.get_pixel(5, 5).0, [10, 200, 30]);
+        // A PNG without such chunks is decoded as it is.
+        let plain = png_with_chunk(b"tIME", &[7, 234, 1, 1, 0, 0, 0]);
+        assert!(strip_png_ancillary(&plain).is_none());
     }
 
     #[test]

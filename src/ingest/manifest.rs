@@ -13,7 +13,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::fetch::{resolve, Fetcher};
+use super::fetch::{check_listed, Fetcher};
 use super::parquet::utf8_column;
 use super::{Failure, Ingested, Item, ShardRead};
 use crate::error::{Error, Result};
@@ -341,11 +341,6 @@ pub async fn read(
     fetcher: &Arc<Fetcher>,
     tx: mpsc::Sender<Ingested>,
 ) -> Result<ShardRead> {
-    let base = part
-        .uri
-        .rsplit_once('/')
-        .map_or(part.uri.as_str(), |(d, _)| d)
-        .to_string();
     let rows = rows_of(store, part).await?;
     let mut seen = HashSet::new();
     let mut out = ShardRead::default();
@@ -353,7 +348,15 @@ pub async fn read(
         .map(|(i, row)| {
             let fetcher = fetcher.clone();
             let n = part.start + i as u64;
-            let uri = row.uri.as_deref().map(|u| resolve(&base, u));
+            // The fetch policy: what this manifest may name.
+            let listed = row
+                .uri
+                .as_deref()
+                .map(|u| check_listed(&part.uri, u, &fetcher.params().allow));
+            let uri = match (&listed, row.uri.as_deref()) {
+                (Some(Ok(uri)), _) => Some(uri.clone()),
+                (_, raw) => raw.map(str::to_string),
+            };
             let key = row
                 .key
                 .clone()
@@ -369,6 +372,14 @@ pub async fn read(
                         message: format!("row {n} of the manifest has an empty uri"),
                     });
                 };
+                if let Some(Err(e)) = listed {
+                    return Ingested::Failed(Failure {
+                        key,
+                        uri,
+                        kind: e.kind,
+                        message: e.message,
+                    });
+                }
                 if !fresh {
                     return Ingested::Failed(Failure {
                         key: key.clone(),

@@ -16,7 +16,7 @@ pub mod fetch;
 pub mod manifest;
 pub mod parquet;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
@@ -330,6 +330,10 @@ pub async fn list_shards(input: &Location, params: &IngestParams) -> Result<Vec<
         } else {
             format!("{}/{dir}", input.url)
         };
+        // In name order, whatever order the store lists them in: the same folder gives the
+        // same shard, and of two images with one stem (`x.jpg`, `x.png`) the same one is kept.
+        let mut images = images;
+        images.sort_by(|a, b| a.0.cmp(&b.0));
         let images = images
             .into_iter()
             .map(|(rel, meta)| {
@@ -547,6 +551,7 @@ async fn read_folder(
     tx: mpsc::Sender<Ingested>,
 ) -> Result<u64> {
     let single = objects.len() == 1 && objects[0].meta.location == input.prefix;
+    let mut keys = HashSet::new();
     let fetches = futures::stream::iter(objects.iter().cloned())
         .map(|image| {
             let uri = input.uri_of(&image.meta.location);
@@ -561,7 +566,20 @@ async fn read_folder(
                 input.relative(&image.meta.location)
             };
             let key = strip_extension(&rel).to_string();
+            // A key is the name without its extension (as img2dataset's sidecars pair with
+            // it): a second image of the same stem is an error, not a second row of the key.
+            let first = keys.insert(key.clone());
             async move {
+                if !first {
+                    return Ingested::Failed(Failure {
+                        message: format!(
+                            "{uri} has the key {key:?} of an image before it in this folder (the same name with another extension); only the first is embedded"
+                        ),
+                        key,
+                        uri,
+                        kind: "duplicate_key".into(),
+                    });
+                }
                 let bytes = match input.get_bytes(&image.meta.location).await {
                     Ok(bytes) => bytes,
                     Err(e) => return Ingested::Failed(fetch_failure(key, uri, &e)),

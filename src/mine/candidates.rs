@@ -728,7 +728,20 @@ async fn write_pairs(
         if r.1 < r.0 {
             std::mem::swap(&mut r.0, &mut r.1);
         }
+        // Vectors read back are checked unit-norm, so a similarity outside [-1, 1] (beyond
+        // rounding) is damage the checks missed: stop rather than write it.
+        if r.2.is_nan() || r.2.abs() > 1.0 + 1e-3 {
+            return Err(Error::table(
+                "candidates",
+                format!(
+                    "{stem}: similarity {} between {:?} and {:?} is outside [-1, 1]; the vectors it was computed from are damaged",
+                    r.2, r.0, r.1
+                ),
+            ));
+        }
     }
+    // Two rows of one key (the same key in two shards) are no pair.
+    rows.retain(|r| r.0 != r.1);
     rows.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
     let mut writer = catalog.writer(
         &table::CANDIDATES,

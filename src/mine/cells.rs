@@ -353,6 +353,15 @@ impl CellReader {
                 .iter()
                 .map(|&g| meta.row_group(g).compressed_size().max(0) as u64)
                 .sum::<u64>();
+            // Where each group read starts in the object, to name a bad row.
+            let starts: Vec<(usize, u64, u64)> = groups
+                .iter()
+                .map(|&g| {
+                    let start: i64 = (0..g).map(|h| meta.row_group(h).num_rows()).sum();
+                    (g, start as u64, meta.row_group(g).num_rows() as u64)
+                })
+                .collect();
+            let mut read = 0u64;
             let mut stream = io::scan_row_groups(
                 &self.root,
                 &object.path,
@@ -388,6 +397,31 @@ impl CellReader {
                     ));
                 }
                 members.dim = dim;
+                if let Some(i) = first_bad_vector(&flat, dim) {
+                    let (n, mut at) = (read + i as u64, None);
+                    let mut before = 0;
+                    for &(g, start, rows) in &starts {
+                        if n < before + rows {
+                            at = Some((g, start + n - before));
+                            break;
+                        }
+                        before += rows;
+                    }
+                    let (g, row) = at.unwrap_or_default();
+                    let norm = flat[i * dim..(i + 1) * dim]
+                        .iter()
+                        .map(|x| x * x)
+                        .sum::<f32>()
+                        .sqrt();
+                    return Err(Error::table(
+                        "cells",
+                        format!(
+                            "{}: row {row} (row group {g}, cell {cell}) holds a CLIP vector that is not finite and unit-norm (norm {norm}): the object is damaged; re-run `blindspot partition --retrain` from the embeddings",
+                            self.root.uri_of(&self.root.path(&object.path))
+                        ),
+                    ));
+                }
+                read += batch.num_rows() as u64;
                 for i in 0..batch.num_rows() {
                     members.keys.push(keys.value(i).to_string());
                     members.hashes.push(hashes.value(i).to_string());
@@ -406,6 +440,18 @@ impl CellReader {
         }
         Ok((members, bytes))
     }
+}
+
+/// How far a stored vector's norm may be from 1 (f16 storage rounds each value by 2^-11 of
+/// itself at most, a norm by about 5e-4).
+pub const NORM_TOLERANCE: f32 = 1e-2;
+
+/// The first of the `dim`-long rows of `flat` that is not finite or not unit-norm.
+pub fn first_bad_vector(flat: &[f32], dim: usize) -> Option<usize> {
+    flat.chunks_exact(dim.max(1)).position(|v| {
+        let norm2: f32 = v.iter().map(|x| x * x).sum();
+        !(norm2.is_finite() && (norm2.sqrt() - 1.0).abs() <= NORM_TOLERANCE)
+    })
 }
 
 /// Which row groups of an object hold each cell, from the `cell` column's statistics (the

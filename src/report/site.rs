@@ -34,6 +34,12 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Text from the corpus (a key, a caption), escaped and in its own bidi isolate: right-to-left
+/// overrides inside it cannot reorder the page around it.
+pub fn bdi(s: &str) -> String {
+    format!("<bdi>{}</bdi>", esc(s))
+}
+
 /// A page in the shared layout.
 pub fn page(title: &str, active: &str, root: &Location, body: &str, scripts: &str) -> String {
     let nav = [
@@ -324,7 +330,7 @@ pub fn thresholds_body(
     h.push_str("<table class=\"components\" id=\"components\"><thead><tr><th>group</th><th>images</th><th>pairs</th><th>some members</th></tr></thead><tbody>");
     for (c, keys) in groups.members.iter().enumerate() {
         let more = (groups.sizes[c] as usize).saturating_sub(keys.len());
-        let shown: Vec<String> = keys.iter().map(|k| esc(k)).collect();
+        let shown: Vec<String> = keys.iter().map(|k| bdi(k)).collect();
         let _ = write!(
             h,
             "<tr><td><a href=\"index.html#comp={c}\">#{c}</a></td><td>{}</td><td>{}</td><td><code>{}</code>{}</td></tr>",

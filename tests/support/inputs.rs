@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use arrow::array::{BinaryArray, Int64Array};
 use arrow::datatypes::{Field, Schema};
-use blindspot::ingest::fetch::FetchParams;
+use blindspot::ingest::fetch::{FetchParams, UriKind};
 use blindspot::ingest::IngestParams;
 
 /// Every image file of a synthetic folder corpus, sorted.
@@ -318,6 +318,40 @@ fn image_server(files: PathBuf) -> (String, Arc<Mutex<HashMap<String, usize>>>) 
                 } else if let Some(rest) = path.strip_prefix("/slow/") {
                     std::thread::sleep(Duration::from_secs(3));
                     (200, file(rest))
+                } else if path == "/huge" {
+                    // Says 512 MiB, and would send them.
+                    let head =
+                        "HTTP/1.1 200 X\r\nContent-Length: 536870912\r\nConnection: close\r\n\r\n";
+                    let _ = stream.write_all(head.as_bytes());
+                    let zeros = vec![0u8; 1 << 20];
+                    for _ in 0..512 {
+                        if stream.write_all(&zeros).is_err() {
+                            break;
+                        }
+                    }
+                    return;
+                } else if path == "/endless" {
+                    // No length: a body that ends when the connection does (64 MiB).
+                    let head = "HTTP/1.1 200 X\r\nConnection: close\r\n\r\n";
+                    let _ = stream.write_all(head.as_bytes());
+                    let zeros = vec![0u8; 1 << 20];
+                    for _ in 0..64 {
+                        if stream.write_all(&zeros).is_err() {
+                            break;
+                        }
+                    }
+                    return;
+                } else if let Some(n) = path.strip_prefix("/loop/") {
+                    let next = n.parse::<u32>().unwrap_or(0) + 1;
+                    let head = format!(
+                        "HTTP/1.1 302 X\r\nLocation: /loop/{next}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    return;
+                } else if path == "/to-file" {
+                    let head = "HTTP/1.1 302 X\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _ = stream.write_all(head.as_bytes());
+                    return;
                 } else {
                     (404, None)
                 };
@@ -383,6 +417,9 @@ async fn a_manifest_fetches_from_stores_and_http_and_failures_become_error_rows(
                 timeout: Duration::from_secs(1),
                 retries: 1,
                 backoff: Duration::from_millis(50),
+                // Files outside the manifest's folder, another store, a loopback server.
+                allow: vec![UriKind::Outside, UriKind::Store],
+                allow_private: true,
                 ..FetchParams::default()
             },
             ..IngestParams::default()
@@ -429,6 +466,191 @@ async fn a_manifest_fetches_from_stores_and_http_and_failures_become_error_rows(
     .unwrap();
     assert_eq!((again.skipped, again.images), (2, 0));
     assert_eq!(hits.lock().unwrap().values().sum::<usize>(), before);
+}
+
+/// The `errors` rows of `root`: (key, kind, message), sorted.
+async fn error_rows(root: &Location) -> Vec<(String, String, String)> {
+    use futures::TryStreamExt;
+    let batches: Vec<_> = blindspot::table::Catalog::new(root)
+        .scan(
+            &blindspot::table::ERRORS,
+            &["key", "kind", "message"],
+            blindspot::table::Generations::All,
+        )
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for b in &batches {
+        let column = |c: &str| {
+            b.column_by_name(c)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        let (k, kind, m) = (column("key"), column("kind"), column("message"));
+        for i in 0..b.num_rows() {
+            rows.push((k[i].clone(), kind[i].clone(), m[i].clone()));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Issue 20: a manifest from the web names local files, `..` escapes, another store, a
+/// `javascript:` URI and loopback servers; by default each is an error row that says which
+/// rule refused it, nothing of them is read, and only the image under the manifest's folder is
+/// embedded. With private addresses allowed, a 512 MiB body, an endless body, a redirect loop
+/// and a redirect to a file are refused before they cost anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fetch_policy_blocks_what_a_manifest_may_not_name_and_bounds_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    blindspot::synth::synth(
+        &Location::open(corpus.to_str().unwrap()).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let images = image_files(&corpus.join("images"));
+    let (base, hits) = image_server(corpus.join("images"));
+    let port = base.rsplit(':').next().unwrap().to_string();
+    let name = images[2]
+        .strip_prefix(corpus.join("images"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(manifests.join("imgs")).unwrap();
+    std::fs::copy(&images[0], manifests.join("imgs/inside.png")).unwrap();
+    let write = |rows: &[(&str, String)]| {
+        let mut csv = String::from("key,url\n");
+        for (k, u) in rows {
+            csv.push_str(&format!("{k},{u}\n"));
+        }
+        std::fs::write(manifests.join("list.csv"), csv).unwrap();
+    };
+    write(&[
+        ("inside", "imgs/inside.png".to_string()),
+        ("passwd", "file:///etc/passwd".to_string()),
+        ("absolute", images[1].display().to_string()),
+        ("escape", "../corpus/images/x.png".to_string()),
+        ("script", "javascript:alert(1)".to_string()),
+        ("store", "memory://elsewhere/x.png".to_string()),
+        ("loopback", format!("{base}/ok/{name}")),
+        ("localhost", format!("http://localhost:{port}/ok/{name}")),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+        ),
+    ]);
+    let input = Location::open(manifests.to_str().unwrap()).unwrap();
+    let embed_with = |fetch: FetchParams, root: Location| {
+        let input = input.clone();
+        async move {
+            let (clip, dino) = load_tiny();
+            let params = EmbedParams {
+                ingest: IngestParams {
+                    // The folder holds an image too: read the manifest only.
+                    format: blindspot::ingest::InputFormat::Manifest,
+                    fetch,
+                    ..IngestParams::default()
+                },
+                ..EmbedParams::default()
+            };
+            let s = embed::embed(
+                &input,
+                &root,
+                clip,
+                Some(dino),
+                &params,
+                Arc::new(NoProgress),
+            )
+            .await
+            .unwrap();
+            (s, error_rows(&root).await)
+        }
+    };
+    let quick = FetchParams {
+        timeout: Duration::from_secs(5),
+        retries: 0,
+        ..FetchParams::default()
+    };
+    let root = Location::open("memory://fetch-policy/default").unwrap();
+    let (s, errors) = embed_with(quick.clone(), root.clone()).await;
+    assert_eq!(s.images, 1, "{s:?}");
+    let v = embed::read_vectors(&root).await.unwrap();
+    assert_eq!(v.keys().collect::<Vec<_>>(), ["inside"]);
+    let kinds: BTreeMap<&str, &str> = errors
+        .iter()
+        .map(|(k, kind, _)| (k.as_str(), kind.as_str()))
+        .collect();
+    for key in ["passwd", "absolute", "escape", "script", "store"] {
+        assert_eq!(kinds.get(key), Some(&"blocked_uri"), "{key}: {errors:?}");
+    }
+    for key in ["loopback", "localhost", "metadata"] {
+        assert_eq!(
+            kinds.get(key),
+            Some(&"blocked_address"),
+            "{key}: {errors:?}"
+        );
+    }
+    // Each message names the rule to relax, and none carries a byte of what was refused.
+    let message = |key: &str| &errors.iter().find(|e| e.0 == key).unwrap().2;
+    assert!(
+        message("passwd").contains("--allow-uri outside"),
+        "{errors:?}"
+    );
+    assert!(message("store").contains("--allow-uri store"), "{errors:?}");
+    assert!(
+        message("loopback").contains("--allow-private"),
+        "{errors:?}"
+    );
+    for (_, _, m) in &errors {
+        assert!(!m.contains("root:") && !m.contains("726f6f74"), "{m}");
+    }
+    assert!(
+        hits.lock().unwrap().is_empty(),
+        "the server was never asked"
+    );
+
+    // Loopback allowed: bodies are bounded, redirects too.
+    write(&[
+        ("huge", format!("{base}/huge")),
+        ("endless", format!("{base}/endless")),
+        ("loop", format!("{base}/loop/0")),
+        ("to-file", format!("{base}/to-file")),
+        ("ok", format!("{base}/ok/{name}")),
+    ]);
+    let open = FetchParams {
+        allow_private: true,
+        max_bytes: 1 << 20,
+        ..quick
+    };
+    let root = Location::open("memory://fetch-policy/private").unwrap();
+    let (s, errors) = embed_with(open, root.clone()).await;
+    assert_eq!(s.images, 1, "{s:?} {errors:?}");
+    let kinds: BTreeMap<&str, &str> = errors
+        .iter()
+        .map(|(k, kind, _)| (k.as_str(), kind.as_str()))
+        .collect();
+    assert_eq!(kinds.get("huge"), Some(&"too_large"), "{errors:?}");
+    assert_eq!(kinds.get("endless"), Some(&"too_large"), "{errors:?}");
+    assert_eq!(kinds.get("loop"), Some(&"too_many_redirects"), "{errors:?}");
+    assert_eq!(kinds.get("to-file"), Some(&"blocked_uri"), "{errors:?}");
+    let loops = hits
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|p| p.starts_with("/loop/"))
+        .count();
+    assert_eq!(loops, 6, "the first request and five redirects");
 }
 
 /// Writes `root`'s CLIP vectors in clip-retrieval's layout under `out`: two parts, the first

@@ -271,20 +271,29 @@ fn report_serves_its_site_on_loopback_and_refuses_an_empty_root() {
             break rest.split('/').next().unwrap().to_string();
         }
     };
-    let get = |path: &str| -> String {
+    let get_as = |path: &str, host: &str| -> String {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
         text
     };
+    let get = |path: &str| get_as(path, &addr);
     let index = get("/");
     assert!(index.starts_with("HTTP/1.1 200"), "{index}");
     assert!(index.contains("Mined pairs") && index.contains("text/html"));
+    // Issue 20: the headers that keep the page to its own files.
+    let head = index.to_ascii_lowercase();
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{index}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{index}");
+    assert!(head.contains("referrer-policy: no-referrer"), "{index}");
     let js = get("/data/meta.js");
     assert!(
         js.contains("text/javascript") && js.contains("report_id"),
@@ -292,6 +301,24 @@ fn report_serves_its_site_on_loopback_and_refuses_an_empty_root() {
     );
     assert!(get("/data/nope.js").starts_with("HTTP/1.1 404"));
     assert!(!get("/../Cargo.toml").starts_with("HTTP/1.1 200"));
+    // A page on another name (DNS rebinding) is refused; loopback names are not.
+    let port = addr.rsplit(':').next().unwrap();
+    let foreign = get_as("/", &format!("rebind.example:{port}"));
+    assert!(foreign.starts_with("HTTP/1.1 421"), "{foreign}");
+    assert!(get_as("/", &format!("localhost:{port}")).starts_with("HTTP/1.1 200"));
+    // A symlink in the site that leads out of it is not followed.
+    std::os::unix::fs::symlink("/etc", site.join("thumbs-out")).unwrap();
+    std::fs::create_dir_all(site.join("inner")).unwrap();
+    std::os::unix::fs::symlink(site.join("index.html"), site.join("inner/home.html")).unwrap();
+    let out = get("/thumbs-out/passwd");
+    assert!(
+        out.starts_with("HTTP/1.1 404") && !out.contains("root:"),
+        "{out}"
+    );
+    assert!(
+        get("/inner/home.html").starts_with("HTTP/1.1 200"),
+        "a link inside the site is served"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

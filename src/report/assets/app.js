@@ -145,8 +145,17 @@
     } else {
       f.appendChild(el("div", { class: "noimg" }, why || "no thumbnail"));
     }
-    f.appendChild(el("figcaption", { title: key }, key + (dups ? " · " + dups + " duplicate" + (dups > 1 ? "s" : "") : "")));
-    if (cap) f.appendChild(el("figcaption", { class: "caption" }, cap));
+    // Keys and captions come from the corpus: each in its own bidi isolate, so right-to-left
+    // overrides in them cannot reorder what is around them.
+    const fc = el("figcaption", { title: key });
+    fc.appendChild(el("bdi", {}, key));
+    if (dups) fc.appendChild(document.createTextNode(" · " + dups + " duplicate" + (dups > 1 ? "s" : "")));
+    f.appendChild(fc);
+    if (cap) {
+      const c = el("figcaption", { class: "caption" });
+      c.appendChild(el("bdi", {}, cap));
+      f.appendChild(c);
+    }
     return f;
   }
 
@@ -358,9 +367,18 @@
     }, 1000);
   }
 
+  // OWASP's rule against CSV injection: a text cell that a spreadsheet would run as a formula
+  // (it begins with =, +, -, @, a tab or a carriage return) gets a leading apostrophe; so does
+  // one that begins with an apostrophe, so that reading strips exactly one (csvText). Numbers
+  // stay numbers.
   function csvField(v) {
-    const s = v === null || v === undefined ? "" : String(v);
+    let s = v === null || v === undefined ? "" : String(v);
+    if (typeof v === "string" && /^[=+\-@\t\r']/.test(s)) s = "'" + s;
     return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+
+  function csvText(s) {
+    return s.startsWith("'") ? s.slice(1) : s;
   }
 
   $("export-csv").addEventListener("click", () => {
@@ -395,7 +413,7 @@
     }
     if (field !== "" || row.length) { row.push(field); rows.push(row); }
     const head = rows.shift() || [];
-    return rows.map((r) => Object.fromEntries(head.map((h, k) => [h.trim(), r[k] || ""])));
+    return rows.map((r) => Object.fromEntries(head.map((h, k) => [h.trim(), csvText(r[k] || "")])));
   }
 
   // Import: decisions matched to this report's pairs by their keys, so a file exported from
