@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="f16")
     ap.add_argument("--dir", default=None, help="work folder (default: a temp dir, removed)")
     ap.add_argument("--compare", action="store_true", help="also the global query and DuckDB")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="with --compare: the per-unit filter and DuckDB this many times each, in turns")
     ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
     work = a.dir or tempfile.mkdtemp(prefix="bench-after-mining-")
@@ -107,12 +109,25 @@ def main() -> None:
         "filter_over_candidates_time": round(rows[3]["seconds"] / max(rows[2]["seconds"], 1e-9), 2),
     }), flush=True)
     if a.compare:
-        compare(bs, root, work)
+        compare(bs, root, work, a.repeat)
     if not a.dir:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def compare(bs: str, root: str, work: str) -> None:
+def clean_filter(root: str) -> None:
+    """Removes what filter wrote, so that it runs again from the candidates."""
+    for d in ["pairs", "similarity_grid", "image_minima", "dup_edges", "groups", "_tmp",
+              os.path.join("_commits", "filter")]:
+        shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+    try:
+        os.remove(os.path.join(root, "_commits", "groups.json"))
+    except FileNotFoundError:
+        pass
+
+
+def compare(bs: str, root: str, work: str, repeat: int = 1) -> None:
+    """The global query once, then the per-unit filter and DuckDB `repeat` times each, taking
+    turns (the global query's 16 GiB evicts the page cache; later turns read warm files)."""
     import duckdb
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -140,7 +155,12 @@ COPY (
 ) TO '{duck_out}' (FORMAT parquet)
 ''')
 """
-    timed([sys.executable, "-c", script], "duckdb")
+    for turn in range(repeat):
+        if turn > 0 or repeat > 1:
+            clean_filter(root)
+            timed([bs, "filter", "--root", root], f"filter (turn {turn + 1})")
+        timed([sys.executable, "-c", script], f"duckdb (turn {turn + 1})" if repeat > 1 else "duckdb")
+
     def pairs(paths):
         out = {}
         for a, b, d in duckdb.sql(f"SELECT a, b, dino_sim FROM read_parquet({paths!r})").fetchall():
