@@ -456,11 +456,18 @@ async fn listing_table(
             .file_schema
             .clone()
             .ok_or_else(|| Error::Internal("inferred schema missing".into()))?;
-        let fields: Vec<Field> = schema
+        let mut fields: Vec<Field> = schema
             .fields()
             .iter()
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
+        // Roots embedded before captions and URLs were kept have neither column: the table
+        // still has them, null in those shards, so every query reads every layout.
+        for optional in ["caption", "url"] {
+            if schema.index_of(optional).is_err() {
+                fields.push(Field::new(optional, DataType::Utf8, true));
+            }
+        }
         let nullable = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
         config.with_schema(nullable)
     } else {

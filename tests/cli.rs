@@ -2604,6 +2604,25 @@ fn a_run_root_from_before_the_catalog_reads_through_it() {
     )
     .unwrap();
     assert!(!s["table"].as_array().unwrap().is_empty(), "{s}");
+    // Issue 20: the report and status read it too (its embeddings have no caption or url
+    // column: "No field named ea.caption" before). Its images are not in the fixture, so the
+    // thumbnails are errors on the page, not a failed report.
+    let site = dir.path().join("site");
+    run_ok(&[
+        "report",
+        "--root",
+        r,
+        "--out",
+        site.to_str().unwrap(),
+        "--thumbnails",
+        "2",
+    ]);
+    let index = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(index.contains("Mined pairs"), "{index}");
+    let status: serde_json::Value =
+        serde_json::from_str(run_ok(&["status", "--root", r, "--json"]).trim()).unwrap();
+    assert!(status.is_object(), "{status}");
+    assert_eq!(sql_count(r, "embeddings WHERE caption IS NOT NULL"), 0);
 }
 
 const MEMORY_CHILD: &str = "BLINDSPOT_MEMORY_CHILD";
