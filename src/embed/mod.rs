@@ -161,6 +161,8 @@ fn assigned(shard: &Shard, worker: Option<(u32, u32)>) -> bool {
 /// One decoded and preprocessed image on its way to inference.
 struct Prepared {
     shard: usize,
+    /// Its place in the shard's input order.
+    seq: u64,
     key: String,
     uri: String,
     width: u32,
@@ -184,10 +186,10 @@ struct Row {
     dino: Option<Vec<f32>>,
 }
 
-/// What reaches the writer.
+/// What reaches the writer: shard index, place in the shard's input order, and what became of it.
 enum Out {
-    Row(usize, Row),
-    Failed(usize, &'static str, Failure),
+    Row(usize, u64, Row),
+    Failed(usize, u64, &'static str, Failure),
     End(usize, ShardRead),
     Fatal(Error),
 }
@@ -285,7 +287,7 @@ async fn embed_locked(
         transforms.push(Transform::new(d.manifest()));
     }
     let queue = params.batch_size * params.queue_batches.max(1);
-    let (work_tx, work_rx) = mpsc::channel::<(usize, Ingested)>(queue);
+    let (work_tx, work_rx) = mpsc::channel::<(usize, u64, Ingested)>(queue);
     let (prep_tx, prep_rx) = std_mpsc::sync_channel::<Prepared>(queue);
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(queue * 2);
 
@@ -351,7 +353,7 @@ async fn embed_locked(
                     let forward = async {
                         let mut n = 0u64;
                         while let Some(item) = rx.recv().await {
-                            if work_tx.send((idx, item)).await.is_err() {
+                            if work_tx.send((idx, n, item)).await.is_err() {
                                 break;
                             }
                             n += 1;
@@ -385,7 +387,7 @@ async fn embed_locked(
     let mut fatal = None;
     while let Some(msg) = out_rx.recv().await {
         let idx = match &msg {
-            Out::Row(i, _) | Out::Failed(i, _, _) | Out::End(i, _) => *i,
+            Out::Row(i, _, _) | Out::Failed(i, _, _, _) | Out::End(i, _) => *i,
             Out::Fatal(_) => usize::MAX,
         };
         if let Out::Fatal(e) = msg {
@@ -411,16 +413,16 @@ async fn embed_locked(
             }
         };
         match msg {
-            Out::Row(_, row) => {
-                writer.push(row).await?;
+            Out::Row(_, seq, row) => {
+                writer.push(seq, Done::Row(row)).await?;
                 summary.images += 1;
                 progress.advance(1);
             }
-            Out::Failed(_, stage, f) => {
+            Out::Failed(_, seq, stage, f) => {
                 tracing::debug!(key = %f.key, kind = %f.kind, "input became an errors row: {}", f.message);
                 *summary.errors_by_kind.entry(f.kind.clone()).or_default() += 1;
                 summary.errors += 1;
-                writer.fail(stage, f);
+                writer.push(seq, Done::Failed(stage, f)).await?;
                 progress.advance(1);
             }
             Out::End(_, read) => {
@@ -477,7 +479,7 @@ async fn embed_locked(
 }
 
 fn decode_worker(
-    rx: Arc<Mutex<mpsc::Receiver<(usize, Ingested)>>>,
+    rx: Arc<Mutex<mpsc::Receiver<(usize, u64, Ingested)>>>,
     prep_tx: std_mpsc::SyncSender<Prepared>,
     out_tx: mpsc::Sender<Out>,
     transforms: Vec<Transform>,
@@ -487,13 +489,13 @@ fn decode_worker(
     let min_side = pre.min_side();
     loop {
         let next = rx.lock().map(|mut r| r.blocking_recv());
-        let Ok(Some((shard, item))) = next else {
+        let Ok(Some((shard, seq, item))) = next else {
             return;
         };
         let item = match item {
             Ingested::Failed(f) => {
                 if out_tx
-                    .blocking_send(Out::Failed(shard, "ingest", f))
+                    .blocking_send(Out::Failed(shard, seq, "ingest", f))
                     .is_err()
                 {
                     return;
@@ -527,6 +529,7 @@ fn decode_worker(
                 let hash = blake3::hash(&item.bytes).to_hex().to_string();
                 let p = Prepared {
                     shard,
+                    seq,
                     key: item.key,
                     uri: item.uri,
                     width,
@@ -548,7 +551,7 @@ fn decode_worker(
                     message: fault.message,
                 };
                 if out_tx
-                    .blocking_send(Out::Failed(shard, "decode", f))
+                    .blocking_send(Out::Failed(shard, seq, "decode", f))
                     .is_err()
                 {
                     return;
@@ -601,7 +604,7 @@ fn inference_worker(
                             clip: c,
                             dino: d.as_mut().and_then(Iterator::next),
                         };
-                        if out_tx.blocking_send(Out::Row(p.shard, row)).is_err() {
+                        if out_tx.blocking_send(Out::Row(p.shard, p.seq, row)).is_err() {
                             return;
                         }
                     }
@@ -646,10 +649,22 @@ fn run_batch(
     Ok((c, d))
 }
 
-/// Rows of one shard on their way to storage.
+/// What became of one input item.
+enum Done {
+    Row(Row),
+    Failed(&'static str, Failure),
+}
+
+/// Rows of one shard on their way to storage, written in the shard's input order whatever
+/// order the decode and inference threads finish them in: the same input gives the same
+/// objects, byte for byte, and the same partition. Items that finish early wait in `early`,
+/// which holds at most the items in flight (the queues and the threads between reader and
+/// writer), never the shard.
 struct ShardWriter {
     expected: Option<u64>,
     received: u64,
+    next: u64,
+    early: std::collections::BTreeMap<u64, Done>,
     skipped: u64,
     rows: Vec<Row>,
     rows_written: u64,
@@ -678,6 +693,8 @@ impl ShardWriter {
         Ok(ShardWriter {
             expected: None,
             received: 0,
+            next: 0,
+            early: std::collections::BTreeMap::new(),
             skipped: 0,
             rows: Vec::new(),
             rows_written: 0,
@@ -695,18 +712,24 @@ impl ShardWriter {
         self.expected == Some(self.received)
     }
 
-    async fn push(&mut self, row: Row) -> Result<()> {
+    /// Takes item `seq` of the shard; writes it, and the items after it that came early, once
+    /// every item before it is in.
+    async fn push(&mut self, seq: u64, done: Done) -> Result<()> {
         self.received += 1;
-        self.rows.push(row);
-        if self.rows.len() >= self.rows_per_group {
-            self.flush().await?;
+        self.early.insert(seq, done);
+        while let Some(done) = self.early.remove(&self.next) {
+            self.next += 1;
+            match done {
+                Done::Row(row) => {
+                    self.rows.push(row);
+                    if self.rows.len() >= self.rows_per_group {
+                        self.flush().await?;
+                    }
+                }
+                Done::Failed(stage, f) => self.errors.push((stage, f)),
+            }
         }
         Ok(())
-    }
-
-    fn fail(&mut self, stage: &'static str, f: Failure) {
-        self.received += 1;
-        self.errors.push((stage, f));
     }
 
     async fn flush(&mut self) -> Result<()> {
