@@ -2902,3 +2902,173 @@ fn embedding_twice_writes_identical_bytes_and_the_same_partition() {
         }
     }
 }
+
+const ICC_CHILD: &str = "BLINDSPOT_ICC_CHILD";
+
+/// A 128x96 PNG whose `iCCP` chunk inflates to `inflated` bytes of zeros (a few hundred KiB on
+/// disk).
+fn icc_bomb_png(inflated: usize, seed: u8) -> Vec<u8> {
+    use std::io::Write;
+    let img = image::RgbImage::from_fn(128, 96, |x, y| {
+        image::Rgb([(x as u8).wrapping_mul(seed), y as u8, seed])
+    });
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..inflated >> 20 {
+        z.write_all(&zeros).unwrap();
+    }
+    let mut data = b"bomb\0\0".to_vec();
+    data.extend(z.finish().unwrap());
+    let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+    chunk.extend_from_slice(b"iCCP");
+    chunk.extend_from_slice(&data);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(b"iCCP");
+    crc.update(&data);
+    chunk.extend_from_slice(&crc.finalize().to_be_bytes());
+    let ihdr_end = 8 + 12 + 13;
+    let mut out = png[..ihdr_end].to_vec();
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&png[ihdr_end..]);
+    out
+}
+
+/// Issue 20: 16 PNGs whose ICC profiles inflate to 256 MiB each, embedded on 8 decode
+/// threads, in a fresh process: every one is embedded (its pixels) and the process peaks far
+/// below the 2 GiB that inflating the profiles on 8 threads at once would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icc_bombs_on_eight_decode_threads_keep_memory_small() {
+    use big_table::status_kib;
+    if let Ok(dir) = std::env::var(ICC_CHILD) {
+        let input = Location::open(&format!("{dir}/images")).unwrap();
+        let root = Location::open(&format!("{dir}/root")).unwrap();
+        let (clip, dino) = load_tiny();
+        let params = EmbedParams {
+            decode_threads: 8,
+            ..EmbedParams::default()
+        };
+        let s = embed::embed(&input, &root, clip, Some(dino), &params, Arc::new(NoProgress))
+            .await
+            .unwrap();
+        println!(
+            "icc-child images={} errors={} peak_kib={}",
+            s.images,
+            s.errors,
+            status_kib("VmHWM:")
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images/bombs");
+    std::fs::create_dir_all(&images).unwrap();
+    let bomb = icc_bomb_png(256 << 20, 1);
+    assert!(bomb.len() < 1 << 20, "{} bytes on disk", bomb.len());
+    for i in 0..16u8 {
+        // The same profile, other pixels: 16 distinct images.
+        let mut png = bomb.clone();
+        let other = icc_bomb_png(1 << 20, i + 2);
+        let idat = |p: &[u8]| p.windows(4).position(|w| w == b"IDAT").unwrap() - 4;
+        png.truncate(idat(&png));
+        png.extend_from_slice(&other[idat(&other)..]);
+        std::fs::write(images.join(format!("{i:02}.png")), png).unwrap();
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "icc_bombs_on_eight_decode_threads_keep_memory_small",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ICC_CHILD, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("icc-child").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no report from the child: {stdout}"));
+    let field = |k: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!((field("images"), field("errors")), (16, 0), "{line}");
+    assert!(field("peak_kib") < 512 << 10, "peak RSS {} MiB: {line}", field("peak_kib") >> 10);
+}
+
+/// Issue 20: mutated images (cut short at many lengths, bit flips, edited headers and
+/// declared sizes) through the decoder: each is an image or a classified error, none panics.
+#[test]
+fn mutated_images_decode_or_fail_cleanly() {
+    use blindspot::encoder::preprocess::{decode, DecodeParams};
+    let img = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([x as u8 * 2, y as u8 * 3, 77]));
+    let mut originals = Vec::new();
+    for format in [
+        image::ImageFormat::Png,
+        image::ImageFormat::Jpeg,
+        image::ImageFormat::Gif,
+        image::ImageFormat::WebP,
+    ] {
+        let mut bytes = Vec::new();
+        image::DynamicImage::ImageRgb8(img.clone())
+            .write_to(&mut std::io::Cursor::new(&mut bytes), format)
+            .unwrap();
+        originals.push((format, bytes));
+    }
+    originals.push((image::ImageFormat::Png, icc_bomb_png(16 << 20, 3)));
+    let params = DecodeParams::default();
+    let mut x = 0x2545F4914F6CDD1Du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut decoded, mut failed) = (0, std::collections::BTreeMap::<&str, usize>::new());
+    for (format, bytes) in &originals {
+        assert!(decode(bytes, 16, &params).is_ok(), "{format:?} original");
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for cut in (1..bytes.len()).step_by((bytes.len() / 40).max(1)) {
+            cases.push(bytes[..cut].to_vec());
+        }
+        for _ in 0..60 {
+            let mut m = bytes.clone();
+            for _ in 0..1 + next() % 8 {
+                let at = (next() as usize) % m.len();
+                m[at] ^= 1 << (next() % 8);
+            }
+            cases.push(m);
+        }
+        for _ in 0..20 {
+            // Header edits: a run of random bytes in the first 64.
+            let mut m = bytes.clone();
+            let at = (next() as usize) % m.len().min(64);
+            for b in m.iter_mut().skip(at).take(4) {
+                *b = next() as u8;
+            }
+            cases.push(m);
+        }
+        for case in &cases {
+            let result = std::panic::catch_unwind(|| decode(case, 16, &params));
+            match result {
+                Ok(Ok(_)) => decoded += 1,
+                Ok(Err(fault)) => *failed.entry(fault.kind).or_default() += 1,
+                Err(_) => panic!("the decoder panicked on a mutated {format:?}"),
+            }
+        }
+    }
+    // A PNG that declares 100000 x 100000 pixels is refused before any pixel is allocated.
+    let mut huge = originals[0].1.clone();
+    huge[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    huge[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32fast::hash(&huge[12..29]);
+    huge[29..33].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(decode(&huge, 16, &params).unwrap_err().kind, "too_large");
+    assert!(decoded > 0 && failed.values().sum::<usize>() > 100, "{decoded} {failed:?}");
+}
