@@ -2950,9 +2950,16 @@ async fn icc_bombs_on_eight_decode_threads_keep_memory_small() {
             decode_threads: 8,
             ..EmbedParams::default()
         };
-        let s = embed::embed(&input, &root, clip, Some(dino), &params, Arc::new(NoProgress))
-            .await
-            .unwrap();
+        let s = embed::embed(
+            &input,
+            &root,
+            clip,
+            Some(dino),
+            &params,
+            Arc::new(NoProgress),
+        )
+        .await
+        .unwrap();
         println!(
             "icc-child images={} errors={} peak_kib={}",
             s.images,
@@ -2986,7 +2993,11 @@ async fn icc_bombs_on_eight_decode_threads_keep_memory_small() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = stdout
         .lines()
         .find_map(|l| l.find("icc-child").map(|i| &l[i..]))
@@ -2999,7 +3010,11 @@ async fn icc_bombs_on_eight_decode_threads_keep_memory_small() {
             .unwrap()
     };
     assert_eq!((field("images"), field("errors")), (16, 0), "{line}");
-    assert!(field("peak_kib") < 512 << 10, "peak RSS {} MiB: {line}", field("peak_kib") >> 10);
+    assert!(
+        field("peak_kib") < 512 << 10,
+        "peak RSS {} MiB: {line}",
+        field("peak_kib") >> 10
+    );
 }
 
 /// Issue 20: mutated images (cut short at many lengths, bit flips, edited headers and
@@ -3070,5 +3085,8 @@ fn mutated_images_decode_or_fail_cleanly() {
     let crc = crc32fast::hash(&huge[12..29]);
     huge[29..33].copy_from_slice(&crc.to_be_bytes());
     assert_eq!(decode(&huge, 16, &params).unwrap_err().kind, "too_large");
-    assert!(decoded > 0 && failed.values().sum::<usize>() > 100, "{decoded} {failed:?}");
+    assert!(
+        decoded > 0 && failed.values().sum::<usize>() > 100,
+        "{decoded} {failed:?}"
+    );
 }

@@ -214,10 +214,35 @@ pub fn main() -> i32 {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", said_once(&e));
             exit_code(&e)
         }
     }
+}
+
+/// The most an error line shows of one cause (a storage server's XML body can be kilobytes).
+const CAUSE_CHARS: usize = 600;
+
+/// An error and its causes on one line, each said once: an object store error repeats its
+/// source's text in its own, and the chain would print it again and again (four copies of an
+/// S3 server's XML body).
+fn said_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        let mut short: String = text.chars().take(CAUSE_CHARS).collect();
+        if short.len() < text.len() {
+            short.push_str(" [...]");
+        }
+        out.push_str(&short);
+    }
+    out
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
@@ -255,5 +280,41 @@ pub fn report<T: serde::Serialize>(json: bool, summary: &T, human: impl FnOnce()
         println!("{}", serde_json::to_string(summary).unwrap_or_default());
     } else {
         println!("{}", human());
+    }
+}
+
+#[cfg(test)]
+mod said_once_tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Body(String);
+
+    impl std::fmt::Display for Body {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Body {}
+
+    #[test]
+    fn a_storage_error_says_the_servers_message_once() {
+        let xml = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+        let source = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(Body(format!(
+                "Client error with status 403 Forbidden: {xml}"
+            ))),
+        };
+        let e = anyhow::Error::from(blindspot::Error::storage("s3://b/x.parquet", source));
+        let line = said_once(&e);
+        assert_eq!(line.matches("AccessDenied").count(), 1, "{line}");
+        assert!(line.starts_with("storage s3://b/x.parquet"), "{line}");
+        // `{:#}` said it more than once.
+        assert!(format!("{e:#}").matches("AccessDenied").count() > 1);
+        // A cause of kilobytes is cut.
+        let long = anyhow::Error::from(Body("x".repeat(5000))).context("reading");
+        assert!(said_once(&long).len() < 700);
     }
 }

@@ -385,6 +385,9 @@ async fn embed_locked(
 
     let mut writers: HashMap<usize, ShardWriter> = HashMap::new();
     let mut fatal = None;
+    // Whatever ends the loop (the last shard, a fatal error from a thread, a failed write),
+    // the threads are stopped and joined before the error goes up: nothing prints after it.
+    let drained: Result<()> = async {
     while let Some(msg) = out_rx.recv().await {
         let idx = match &msg {
             Out::Row(i, _, _) | Out::Failed(i, _, _, _) | Out::End(i, _) => *i,
@@ -451,6 +454,12 @@ async fn embed_locked(
             ));
             tracing::info!(shard = %shard.name, rows = commit.rows, errors = commit.error_rows, "shard committed");
         }
+    }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = drained {
+        fatal.get_or_insert(e);
     }
     drop(out_rx);
     reader.abort();
