@@ -44,6 +44,10 @@ pub struct ReportArgs {
     /// CLIP-blind member pair, with the number of pairs it stands for).
     #[arg(long)]
     pub every_pair: bool,
+    /// Thumbnails may be fetched over HTTP from loopback, private and link-local addresses
+    /// (refused by default, as in `embed`).
+    #[arg(long)]
+    pub allow_private: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +92,10 @@ pub async fn report_cmd(a: ReportArgs) -> Result<()> {
         thumbnails: a.thumbnails,
         thumbs: ThumbParams {
             size: a.thumb_size.max(16),
+            fetch: blindspot::ingest::fetch::FetchParams {
+                allow_private: a.allow_private,
+                ..Default::default()
+            },
             ..ThumbParams::default()
         },
         clip_grid: a.clip_grid.clone(),
