@@ -3232,3 +3232,74 @@ fn on_a_real_s3_api_every_stage_equals_the_local_run() {
     .unwrap();
     assert!(status.to_string().contains("pairs"), "{status}");
 }
+
+/// Issue 20: one key in two shards (two manifest parts both naming `dup`, with different
+/// images). `partition` reports it and places one row of it, so no stage mines it twice and
+/// no pair of `dup` with itself or twice with another image comes out.
+#[test]
+fn a_key_in_two_shards_is_reported_and_placed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
+    let images: Vec<PathBuf> = png_files(&corpus.join("images"));
+    let lists = dir.path().join("lists");
+    std::fs::create_dir_all(lists.join("imgs")).unwrap();
+    let mut rows = [String::from("key,uri\n"), String::from("key,uri\n")];
+    for (i, img) in images.iter().enumerate() {
+        let name = format!("imgs/{i:03}.png");
+        std::fs::copy(img, lists.join(&name)).unwrap();
+        // Every image in the first list; the second names a different image `k000` too.
+        rows[0].push_str(&format!("k{i:03},{name}\n"));
+    }
+    rows[1].push_str(&format!("k000,imgs/{:03}.png\n", images.len() - 1));
+    std::fs::write(lists.join("a.csv"), &rows[0]).unwrap();
+    std::fs::write(lists.join("b.csv"), &rows[1]).unwrap();
+    let root = dir.path().join("run");
+    let r = root.to_str().unwrap();
+    run_ok(&[
+        "embed",
+        lists.to_str().unwrap(),
+        "--out",
+        r,
+        "--input-format",
+        "manifest",
+    ]);
+    assert_eq!(sql_count(r, "embeddings WHERE key = 'k000'"), 2);
+    let s: serde_json::Value =
+        serde_json::from_str(run_ok(&["partition", "--root", r, "--json"]).trim()).unwrap();
+    assert_eq!(s["duplicate_keys"], 1, "{s}");
+    assert_eq!(sql_count(r, "cells WHERE key = 'k000' AND home"), 1);
+    // The kept row is the first shard's (by name): a.csv's image, not b.csv's.
+    let kept = run_ok(&[
+        "sql",
+        "--root",
+        r,
+        "SELECT uri FROM cells WHERE key = 'k000' AND home",
+        "--format",
+        "csv",
+    ]);
+    assert!(kept.contains("imgs/000.png"), "{kept}");
+    run_ok(&["candidates", "--root", r]);
+    assert_eq!(sql_count(r, "candidates WHERE a = b"), 0);
+    let twice = "(SELECT a, b, count(*) AS n FROM candidates GROUP BY a, b) WHERE n > 1";
+    assert_eq!(sql_count(r, twice), 0);
+    // Placed again incrementally, the second row stays out.
+    let again: serde_json::Value =
+        serde_json::from_str(run_ok(&["partition", "--root", r, "--json"]).trim()).unwrap();
+    assert!(again["generation"].is_null(), "{again}");
+}
+
+/// The images of a synth corpus folder, sorted.
+fn png_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(png_files(&p));
+        } else if p.extension().is_some_and(|e| e == "png") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

@@ -246,7 +246,10 @@ pub fn partition_text(s: &PartitionSummary) -> String {
             s.bytes as f64 / (1 << 20) as f64,
             mib(s.peak_rss_bytes),
             s.seconds
-        )
+        ) + &match s.duplicate_keys {
+            0 => String::new(),
+            n => format!("\n  {n} rows not placed: their keys are in another shard too (one row of each key is placed)"),
+        }
         }
     }
 }

@@ -135,6 +135,8 @@ pub struct PartitionSummary {
     pub drift: Option<f64>,
     /// Bytes of `cells` objects written.
     pub bytes: u64,
+    /// Rows not placed because their key is in another shard too (one row of each is).
+    pub duplicate_keys: u64,
     /// Peak resident set of the process (Linux), in bytes.
     pub peak_rss_bytes: Option<u64>,
     /// Wall time.
@@ -394,6 +396,7 @@ async fn partition_locked(
                 fit: layout.latest().fit,
                 drift: None,
                 bytes: 0,
+                duplicate_keys: 0,
                 peak_rss_bytes: crate::progress::peak_rss_bytes(),
                 seconds: started.elapsed().as_secs_f64(),
             });
@@ -470,12 +473,24 @@ async fn partition_locked(
         }
     };
     let placer = Arc::new(Placer::new(centroids, params.clip_min, probe));
+    let dups = duplicate_keys(&catalog, &embeds, &plan.units).await?;
+    if !dups.keep.is_empty() {
+        let examples: Vec<&String> = dups.keep.keys().take(5).collect();
+        let line = format!(
+            "partition: {} keys are in more than one shard (e.g. {examples:?}); each is placed once, from {}",
+            dups.keep.len(),
+            "a shard placed before, else the first shard by name"
+        );
+        tracing::warn!("{line}");
+        progress.message(&line);
+    }
     let placed = place(
         &catalog,
         generation,
         &plan.units,
         placer.clone(),
         params,
+        &dups,
         progress,
     )
     .await?;
@@ -540,6 +555,7 @@ async fn partition_locked(
         fit: record.fit,
         drift,
         bytes: placed.bytes,
+        duplicate_keys: placed.duplicate_rows,
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -853,6 +869,76 @@ struct Placed {
     fit: f64,
     dim: usize,
     bytes: u64,
+    /// Rows not placed: a second row of a key already placed.
+    duplicate_rows: u64,
+}
+
+/// Keys found in more than one shard, and the shard whose row of each is placed (`None`:
+/// one placed by an earlier generation).
+#[derive(Default)]
+struct DuplicateKeys {
+    keep: HashMap<String, Option<String>>,
+}
+
+/// The keys of the shards to place (`units`) that occur in more than one row of the whole
+/// `embeddings` table (two images given one key: `x.png` in one folder, `x.jpg` in another
+/// manifest part). A DataFusion query in a session that spills past 256 MiB finds them, so its
+/// memory follows the duplicated keys, not the images. The row kept is the one placed before,
+/// if any, else the one in the first shard by name; the others are not placed (mined twice,
+/// a key would pair with itself and inflate every join on keys).
+async fn duplicate_keys(
+    catalog: &Catalog,
+    embeds: &[Commit],
+    units: &[Commit],
+) -> Result<DuplicateKeys> {
+    let root = catalog.root();
+    let ctx = crate::sql::spilling_session(root, 256 << 20)?;
+    crate::sql::register_objects(&ctx, root, "embeddings", &paths_of(embeds)).await?;
+    let failed = |e: datafusion::error::DataFusionError| Error::table("embeddings", e);
+    let df = ctx
+        .sql(
+            "SELECT e.key, e.shard FROM embeddings e \
+             JOIN (SELECT key FROM embeddings GROUP BY key HAVING count(*) > 1) d ON e.key = d.key",
+        )
+        .await
+        .map_err(failed)?;
+    let mut stream = df.execute_stream().await.map_err(failed)?;
+    let new: std::collections::HashSet<String> = units
+        .iter()
+        .filter_map(|u| u.info::<table::records::EmbedShard>().ok())
+        .map(|r| r.shard)
+        .collect();
+    let mut shards: HashMap<String, Vec<String>> = HashMap::new();
+    while let Some(batch) = stream.try_next().await.map_err(failed)? {
+        let batch = io::cast_batch(
+            &batch,
+            &Arc::new(arrow::datatypes::Schema::new(vec![
+                Field::new("key", arrow::datatypes::DataType::Utf8, true),
+                Field::new("shard", arrow::datatypes::DataType::Utf8, true),
+            ])),
+        )?;
+        let (keys, names) = (io::strings(&batch, "key")?, io::strings(&batch, "shard")?);
+        for i in 0..batch.num_rows() {
+            shards
+                .entry(keys.value(i).to_string())
+                .or_default()
+                .push(names.value(i).to_string());
+        }
+    }
+    let mut out = DuplicateKeys::default();
+    for (key, mut of) in shards {
+        let placed_before = of.iter().any(|s| !new.contains(s));
+        if !of.iter().any(|s| new.contains(s)) {
+            continue;
+        }
+        of.sort();
+        let keep = match placed_before {
+            true => None,
+            false => of.first().cloned(),
+        };
+        out.keep.insert(key, keep);
+    }
+    Ok(out)
 }
 
 /// Rows waiting to be written, per cell.
@@ -870,6 +956,7 @@ async fn place(
     units: &[Commit],
     placer: Arc<Placer>,
     params: &PartitionParams,
+    dups: &DuplicateKeys,
     progress: Arc<dyn Progress>,
 ) -> Result<Placed> {
     let k = placer.cells();
@@ -879,7 +966,18 @@ async fn place(
     // both encoders); shards embedded with CLIP only get theirs from `blindspot dino`.
     let with_dino = units.iter().all(|u| !table::without_dino(u));
     let copied = cells::copied_columns(with_dino);
-    let mut stream = io::scan_objects(catalog.root(), paths_of(units), copied, io::SCAN_BATCH_ROWS);
+    // With keys in two shards, the shard column too, to keep one row of each.
+    let mut projected = copied.to_vec();
+    if !dups.keep.is_empty() {
+        projected.push("shard");
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut stream = io::scan_objects(
+        catalog.root(),
+        paths_of(units),
+        &projected,
+        io::SCAN_BATCH_ROWS,
+    );
     let mut out = Placed {
         objects: Vec::new(),
         home: 0,
@@ -888,6 +986,7 @@ async fn place(
         fit: 0.0,
         dim: 0,
         bytes: 0,
+        duplicate_rows: 0,
     };
     let mut buffers = Buffers {
         cells: vec![Vec::new(); k],
@@ -898,6 +997,29 @@ async fn place(
     let mut schema: Option<SchemaRef> = None;
     let base = format!("{}/g{generation:010}/cells", table::CELLS.dir);
     while let Some(batch) = stream.try_next().await? {
+        let batch = match dups.keep.is_empty() {
+            true => batch,
+            false => {
+                let (keys, shards) = (io::strings(&batch, "key")?, io::strings(&batch, "shard")?);
+                let keep = BooleanArray::from_iter((0..batch.num_rows()).map(|i| {
+                    let key = keys.value(i);
+                    Some(match dups.keep.get(key) {
+                        None => true,
+                        Some(Some(shard)) => {
+                            shard == shards.value(i) && seen.insert(key.to_string())
+                        }
+                        // Its kept row was placed before this run.
+                        Some(None) => false,
+                    })
+                }));
+                out.duplicate_rows += (batch.num_rows() - keep.true_count()) as u64;
+                arrow::compute::filter_record_batch(&batch, &keep)
+                    .map_err(|e| Error::table("embeddings", e))?
+            }
+        };
+        if batch.num_rows() == 0 {
+            continue;
+        }
         let (flat, dim) = io::vectors_flat(&batch, "clip")?;
         out.dim = dim;
         let keys = io::strings(&batch, "key")?;

@@ -34,3 +34,11 @@ pub struct RecallCommit {
     /// The blindspot version.
     pub version: String,
 }
+
+/// What other stages read of an embed shard's commit record: the shard's name, as its rows'
+/// `shard` column holds it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EmbedShard {
+    /// The shard, relative to the input.
+    pub shard: String,
+}
