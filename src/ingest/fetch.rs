@@ -240,6 +240,27 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
+/// Whether a redirect to `url` is followed, after `previous` requests: http(s) only, at most
+/// [`MAX_REDIRECTS`], and (unless `private`) not to a literal non-public address; a name is
+/// checked when it is resolved ([`PublicOnly`]).
+fn redirect_allowed(url: &url::Url, previous: usize, private: bool) -> Result<(), Blocked> {
+    if previous > MAX_REDIRECTS {
+        let why = format!("more than {MAX_REDIRECTS} redirects");
+        return Err(Blocked("too_many_redirects", why));
+    }
+    if url.scheme() != "http" && url.scheme() != "https" {
+        let why = format!(
+            "a redirect to a {:?} URL; only http(s) is followed",
+            url.scheme()
+        );
+        return Err(Blocked("blocked_uri", why));
+    }
+    match private {
+        true => Ok(()),
+        false => check_literal(url),
+    }
+}
+
 /// The address policy on a URL's literal host (names go through [`PublicOnly`]).
 fn check_literal(url: &url::Url) -> Result<(), Blocked> {
     let ip = match url.host() {
@@ -293,24 +314,9 @@ impl Fetcher {
     pub fn new(params: &FetchParams) -> Result<Fetcher> {
         let private = params.allow_private;
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > MAX_REDIRECTS {
-                let why = format!("more than {MAX_REDIRECTS} redirects");
-                return attempt.error(Blocked("too_many_redirects", why));
-            }
-            let url = attempt.url();
-            if url.scheme() != "http" && url.scheme() != "https" {
-                let why = format!(
-                    "a redirect to a {:?} URL; only http(s) is followed",
-                    url.scheme()
-                );
-                return attempt.error(Blocked("blocked_uri", why));
-            }
-            match private {
-                true => attempt.follow(),
-                false => match check_literal(url) {
-                    Ok(()) => attempt.follow(),
-                    Err(e) => attempt.error(e),
-                },
+            match redirect_allowed(attempt.url(), attempt.previous().len(), private) {
+                Ok(()) => attempt.follow(),
+                Err(e) => attempt.error(e),
             }
         });
         let mut http = reqwest::Client::builder()
@@ -546,6 +552,30 @@ mod tests {
         let e = check_listed(local, "file:///etc/passwd", &[]).unwrap_err();
         assert!(e.message.contains("--allow-uri outside"), "{}", e.message);
         assert!(check_listed(local, "%2e%2e/x.png", &[]).is_err());
+    }
+
+    #[test]
+    fn redirects_to_loopback_metadata_files_or_too_far_are_refused() {
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        let kind = |u: &str, previous: usize, private: bool| {
+            redirect_allowed(&url(u), previous, private).map_err(|e| e.0)
+        };
+        assert_eq!(kind("https://cdn.example/x.jpg", 1, false), Ok(()));
+        for to in [
+            "http://127.0.0.1/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]:8080/",
+            "http://10.0.0.7/x",
+        ] {
+            assert_eq!(kind(to, 1, false), Err("blocked_address"), "{to}");
+            assert_eq!(kind(to, 1, true), Ok(()), "{to} with --allow-private");
+        }
+        assert_eq!(kind("file:///etc/passwd", 1, true), Err("blocked_uri"));
+        assert_eq!(kind("https://cdn.example/x", 5, false), Ok(()));
+        assert_eq!(
+            kind("https://cdn.example/x", 6, false),
+            Err("too_many_redirects")
+        );
     }
 
     #[test]
