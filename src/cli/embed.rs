@@ -268,6 +268,11 @@ pub struct ImportArgs {
     /// Stored float type: f16 or f32 [default: as in the .npy files].
     #[arg(long)]
     pub dtype: Option<FloatType>,
+    /// The metadata's image paths may also name these (comma-separated): `file`, `outside`
+    /// (outside the folder, as absolute local paths are), `store`; refused paths keep the
+    /// vector and lose the path.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND")]
+    pub allow_uri: Vec<UriKind>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -318,6 +323,7 @@ pub async fn import_cmd(c: ImportCommand) -> Result<()> {
         clip_id: a.clip_id.clone(),
         key_column: a.key_column.clone(),
         float: a.dtype,
+        allow: a.allow_uri.clone(),
         ..Default::default()
     };
     let s =
@@ -327,7 +333,10 @@ pub async fn import_cmd(c: ImportCommand) -> Result<()> {
             "import clip-retrieval: {} -> {}\n  shards     {} ({} committed now, {} already committed)\n  vectors    {} of dim {} in {:.1}s ({} re-normalised, {} zero or non-finite as errors rows)\n  next       blindspot partition/candidates --root {}, then blindspot dino --root {}",
             dir.url, root.url, s.shards, s.committed, s.skipped, s.vectors, s.dim, s.seconds,
             s.renormalised, s.errors, root.url, root.url
-        )
+        ) + &match s.blocked_paths {
+            0 => String::new(),
+            n => format!("\n  paths      {n} image paths refused by the fetch policy (vectors kept; pass --allow-uri outside for absolute local paths)"),
+        }
     });
     Ok(())
 }

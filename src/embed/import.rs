@@ -27,7 +27,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::ShardCommit;
 use crate::error::{Error, Result};
-use crate::ingest::fetch::resolve;
+use crate::ingest::fetch::check_listed;
 use crate::ingest::parquet::utf8_column;
 use crate::ingest::Failure;
 use crate::progress::Progress;
@@ -49,6 +49,9 @@ pub struct ImportParams {
     pub float: Option<FloatType>,
     /// Rows per Parquet row group (and per read of the `.npy`).
     pub rows_per_group: usize,
+    /// What the metadata's `image_path`/`url` may name besides http(s) URLs and objects under
+    /// the folder (the fetch policy of `embed`, for `dino` and the report to fetch later).
+    pub allow: Vec<crate::ingest::fetch::UriKind>,
 }
 
 impl Default for ImportParams {
@@ -58,6 +61,7 @@ impl Default for ImportParams {
             key_column: "key".into(),
             float: None,
             rows_per_group: 8192,
+            allow: Vec::new(),
         }
     }
 }
@@ -79,6 +83,9 @@ pub struct ImportSummary {
     pub renormalised: u64,
     /// Zero or non-finite vectors (`errors` rows, not imported).
     pub errors: u64,
+    /// Image paths the fetch policy refused: the vector is imported, its `uri` is the vector's
+    /// own row (`<npy>#row=<n>`), so nothing later fetches what the path named.
+    pub blocked_paths: u64,
     /// Wall time.
     pub seconds: f64,
 }
@@ -443,9 +450,23 @@ async fn import_part(
             let r = row + i as u64;
             let mut v = flat[i * dim..(i + 1) * dim].to_vec();
             let key = text(&keys, i).unwrap_or_else(|| format!("{}/{r}", part.n));
-            let uri = text(&paths, i)
-                .map(|p| resolve(&dir.url, &p))
-                .unwrap_or_else(|| format!("{npy_uri}#row={r}"));
+            let own = || format!("{npy_uri}#row={r}");
+            let uri = match text(&paths, i) {
+                // The metadata is a manifest from elsewhere: its paths pass the fetch policy.
+                Some(p) => {
+                    match check_listed(&format!("{}/metadata", dir.url), &p, &params.allow) {
+                        Ok(uri) => uri,
+                        Err(e) => {
+                            summary.blocked_paths += 1;
+                            if summary.blocked_paths == 1 {
+                                tracing::warn!(path = %p, "{}", e.message);
+                            }
+                            own()
+                        }
+                    }
+                }
+                None => own(),
+            };
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             if !(norm.is_finite() && norm > 0.0) {
                 errors.push((

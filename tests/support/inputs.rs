@@ -800,6 +800,9 @@ fn clip_first_then_dino_and_imported_clip_retrieval_give_the_pairs_of_a_full_emb
             "clip-tiny",
             "--dtype",
             "f32",
+            // Its image paths are absolute local paths, outside the folder.
+            "--allow-uri",
+            "outside",
             "--json",
         ])
         .trim(),
@@ -807,6 +810,30 @@ fn clip_first_then_dino_and_imported_clip_retrieval_give_the_pairs_of_a_full_emb
     .unwrap();
     assert_eq!(s["committed"], 2);
     assert_eq!(s["vectors"].as_u64().unwrap(), images_n);
+    assert_eq!(s["blocked_paths"], 0);
+    // Without it the fetch policy refuses the paths: the vectors come in, the paths do not.
+    let refused = dir.path().join("refused");
+    let r: serde_json::Value = serde_json::from_str(
+        run_ok(&[
+            "import",
+            "clip-retrieval",
+            cr.to_str().unwrap(),
+            "--out",
+            refused.to_str().unwrap(),
+            "--clip-id",
+            "clip-tiny",
+            "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(r["vectors"].as_u64().unwrap(), images_n);
+    assert_eq!(r["blocked_paths"].as_u64().unwrap(), images_n);
+    let own = sql_csv(
+        refused.to_str().unwrap(),
+        "SELECT COUNT(*) FROM embeddings WHERE uri LIKE '%img_emb_%.npy#row=%'",
+    );
+    assert_eq!(own[1], images_n.to_string());
     mine_root(i);
     run_ok(&["dino", "--root", i]);
     run_ok(&["filter", "--root", i]);
