@@ -2836,6 +2836,67 @@ fn scribbled_cells_are_an_error_naming_the_object_never_pairs() {
     }
 }
 
+/// Issue 20: damage in the DINOv2 vectors of a `cells` object: `filter` stops with an error
+/// that names the object (the page no longer decompresses here; a page that still does gives
+/// vectors that are not unit-norm, which the unit test of the filter's gathering covers),
+/// rather than writing pairs from garbage similarities.
+#[test]
+fn scribbled_dino_vectors_are_an_error_naming_the_object() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("root");
+    let rs = r.to_str().unwrap();
+    run_ok(&[
+        "synth-vectors",
+        "--out",
+        rs,
+        "--n",
+        "3000",
+        "--dim",
+        "32",
+        "--kind",
+        "planted",
+        "--dtype",
+        "f32",
+        "--dino-dim",
+        "256",
+    ]);
+    run_ok(&["partition", "--root", rs, "--cells", "3", "--probe", "2"]);
+    run_ok(&["candidates", "--root", rs]);
+    let object = parquet_objects(&r.join("partition"), "cells")
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let reader = SerializedFileReader::new(std::fs::File::open(&object).unwrap()).unwrap();
+    let meta = reader.metadata();
+    let dino = (0..meta.file_metadata().schema_descr().num_columns())
+        .find(|&i| meta.file_metadata().schema_descr().column(i).path().parts()[0] == "dino")
+        .unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let mut x = 0x9e3779b97f4a7c15u64;
+    for g in 0..meta.num_row_groups() {
+        let (start, len) = meta.row_group(g).column(dino).byte_range();
+        if len < 4096 {
+            continue;
+        }
+        // The middle half of every chunk: NaN floats (0xff..) in many rows, so some row that
+        // a candidate needs is hit.
+        let (from, to) = ((start + len / 4) as usize, (start + 3 * len / 4) as usize);
+        for b in &mut bytes[from..to] {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = 0xff ^ (x as u8 & 0x01);
+        }
+    }
+    std::fs::write(&object, bytes).unwrap();
+    let out = run(&["filter", "--root", rs, "--dino-max", "0.9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let name = object.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name), "the error names {name}: {err}");
+}
+
 /// Issue 20: `sql` names the object whose footer is damaged.
 #[test]
 fn sql_names_a_damaged_object() {

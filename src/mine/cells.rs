@@ -280,7 +280,8 @@ impl CellReader {
     }
 
     /// Streams the rows of `cell` placed by generations up to `through`, only `columns`, batch
-    /// by batch into `f` (range reads of the cell's row groups; nothing is kept here). Objects
+    /// by batch into `f` with the URI of the object read (range reads of the cell's row
+    /// groups; nothing is kept here). Objects
     /// that lack one of `columns` (written before it existed) are passed over; returns how
     /// many were.
     pub async fn for_each(
@@ -288,7 +289,7 @@ impl CellReader {
         cell: u32,
         through: u64,
         columns: &[&str],
-        mut f: impl FnMut(&RecordBatch) -> Result<()>,
+        mut f: impl FnMut(&RecordBatch, &str) -> Result<()>,
     ) -> Result<usize> {
         let mut lacking = 0;
         for object in self.objects.iter().filter(|o| o.generation <= through) {
@@ -308,8 +309,9 @@ impl CellReader {
                 columns,
             )
             .await?;
+            let uri = self.root.uri_of(&self.root.path(&object.path));
             while let Some(batch) = stream.try_next().await? {
-                f(&batch)?;
+                f(&batch, &uri)?;
             }
         }
         Ok(lacking)

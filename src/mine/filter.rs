@@ -640,8 +640,11 @@ struct Gather {
 }
 
 impl Gather {
-    /// Keeps the rows of `batch` whose key is still needed (the first row of a key wins).
-    fn take(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Keeps the rows of `batch` whose key is still needed (the first row of a key wins), and
+    /// checks each kept vector finite and unit-norm (DINOv2 vectors are stored normalised; a
+    /// damaged one would give a wrong similarity, not an error). `from` names where the batch
+    /// was read, for the error.
+    fn take(&mut self, batch: &RecordBatch, from: &str) -> Result<()> {
         let keys = io::strings(batch, "key")?;
         let mask = BooleanArray::from_iter(
             keys.iter()
@@ -677,6 +680,29 @@ impl Gather {
                 vectors_schema(io::raw_vector_field("dino", &of))
             })
             .clone();
+        let list_array = list
+            .as_any()
+            .downcast_ref::<arrow::array::FixedSizeListArray>()
+            .ok_or_else(|| Error::table(sql::DINO_VECTORS, "dino is not a vector column"))?;
+        let dim = list_array.value_length() as usize;
+        let values = arrow::compute::cast(list_array.values(), &DataType::Float32)
+            .map_err(|e| Error::table(sql::DINO_VECTORS, e))?;
+        let values = values
+            .as_any()
+            .downcast_ref::<arrow::array::Float32Array>()
+            .expect("cast to f32");
+        let from_row = list_array.offset() * dim;
+        let flat = &values.values()[from_row..from_row + list_array.len() * dim];
+        if let Some(i) = super::cells::first_bad_vector(flat, dim) {
+            let keys = io::strings(&kept, "key")?;
+            return Err(Error::table(
+                sql::DINO_VECTORS,
+                format!(
+                    "the DINOv2 vector of {:?} read from {from} is not finite and unit-norm: the object is damaged; re-run `blindspot partition --retrain` from the embeddings",
+                    keys.value(i)
+                ),
+            ));
+        }
         let dino = io::raw_vectors(&list, schema.field(2))?;
         let uri = arrow::compute::cast(&column("uri")?, &DataType::Utf8)
             .map_err(|e| Error::table(sql::DINO_VECTORS, e))?;
@@ -763,7 +789,9 @@ impl UnitJob {
                 if let Some((cell, through)) = UnitCell::of(c) {
                     if !vectors.needed.is_empty() {
                         reader
-                            .for_each(cell, through, &["key", "uri", "dino"], |b| vectors.take(b))
+                            .for_each(cell, through, &["key", "uri", "dino"], |b, object| {
+                                vectors.take(b, &format!("{object} (cell {cell})"))
+                            })
                             .await?;
                     }
                 }
@@ -781,7 +809,7 @@ impl UnitJob {
                 io::SCAN_BATCH_ROWS,
             );
             while let Some(batch) = stream.try_next().await? {
-                vectors.take(&batch)?;
+                vectors.take(&batch, "the DINOv2 vector tables")?;
                 if vectors.needed.is_empty() {
                     break;
                 }
@@ -1052,4 +1080,68 @@ fn register_memory(
     ctx.register_table(name, Arc::new(table))
         .map_err(|e| Error::table(name, e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{FixedSizeListArray, Float32Array, StringArray};
+
+    fn batch(vectors: Vec<f32>, dim: i32) -> RecordBatch {
+        let n = vectors.len() / dim as usize;
+        let item = Arc::new(Field::new("item", DataType::Float32, true));
+        let list = FixedSizeListArray::new(
+            item.clone(),
+            dim,
+            Arc::new(Float32Array::from(vectors)),
+            None,
+        );
+        let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("key", DataType::Utf8, true),
+                Field::new("uri", DataType::Utf8, true),
+                Field::new("dino", DataType::FixedSizeList(item, dim), true),
+            ])),
+            vec![
+                Arc::new(StringArray::from(keys.clone())),
+                Arc::new(StringArray::from(keys)),
+                Arc::new(list),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn gather(keys: &[&str]) -> Gather {
+        Gather {
+            needed: keys.iter().map(|k| k.to_string()).collect(),
+            batches: Vec::new(),
+            schema: None,
+            rows: 0,
+        }
+    }
+
+    /// Issue 20: a damaged DINOv2 vector a unit needs is an error naming where it was read;
+    /// one it does not need is never looked at.
+    #[test]
+    fn gathered_vectors_are_checked_finite_and_unit_norm() {
+        let good = vec![0.6, 0.8, 1.0, 0.0];
+        let mut g = gather(&["k0", "k1"]);
+        g.take(&batch(good, 2), "cells.parquet").unwrap();
+        assert_eq!(g.rows, 2);
+        for bad in [vec![0.6, 0.8, f32::NAN, 0.0], vec![0.6, 0.8, 3.0, 4.0]] {
+            let mut g = gather(&["k1"]);
+            let e = g
+                .take(&batch(bad.clone(), 2), "x/cells.parquet")
+                .unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("x/cells.parquet") && text.contains("\"k1\""),
+                "{text}"
+            );
+            // Not needed: not checked.
+            let mut g = gather(&["k0"]);
+            g.take(&batch(bad, 2), "x/cells.parquet").unwrap();
+        }
+    }
 }
