@@ -102,7 +102,7 @@ try {
     await page.keyboard.press("a");
     await page.keyboard.press("1");
     await page.keyboard.press("n");
-    await page.keyboard.type("tilted, check");
+    await page.keyboard.type("=tilted, check");
     await page.keyboard.press("Enter");
     result.reviewed = await page.evaluate(() =>
       Array.from(document.querySelectorAll("#grid .card")).slice(0, 3).map((c) => ({
