@@ -2781,6 +2781,11 @@ fn scribbled_cells_are_an_error_naming_the_object_never_pairs() {
         "clip-like",
     ]);
     run_ok(&["partition", "--root", rs, "--cells", "4", "--probe", "2"]);
+    let clean: serde_json::Value =
+        serde_json::from_str(run_ok(&["status", "--root", rs, "--verify", "--json"]).trim())
+            .unwrap();
+    assert!(clean["checked"].as_u64().unwrap() >= 3, "{clean}");
+    assert_eq!(clean["damaged"], serde_json::json!([]), "{clean}");
     let object = parquet_objects(&r.join("partition"), "cells")
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
@@ -2808,10 +2813,16 @@ fn scribbled_cells_are_an_error_naming_the_object_never_pairs() {
         *b = x as u8;
     }
     std::fs::write(&object, bytes).unwrap();
+    let name = object.file_name().unwrap().to_string_lossy().into_owned();
+    // `status --verify` finds it before any stage reads it: its bytes are not those written.
+    let verify = run(&["status", "--root", rs, "--verify"]);
+    let said = String::from_utf8_lossy(&verify.stdout).into_owned()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert_eq!(verify.status.code(), Some(1), "{said}");
+    assert!(said.contains(&name) && said.contains("1 damaged"), "{said}");
     let out = run(&["candidates", "--root", rs]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    let name = object.file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains(&name), "the error names {name}: {err}");
     // Cells joined before the damaged one may have committed; none holds an impossible pair.
     let pairs = r.join("candidates");
@@ -3363,4 +3374,60 @@ fn png_files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Issue 20: Parquet pages that carry a CRC (pyarrow writes them with
+/// `write_page_checksum=True`) are verified when read: one flipped byte in an image page of
+/// an img2dataset Parquet input stops `embed` with an error that names the object, where the
+/// damaged image would otherwise have been decoded as it came.
+#[test]
+fn parquet_page_checksums_are_verified_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
+    let images = png_files(&corpus.join("images"));
+    let input = dir.path().join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let script = r#"
+import sys, pyarrow as pa, pyarrow.parquet as pq
+out, files = sys.argv[1], sys.argv[2:]
+t = pa.table({"key": [f"k{i}" for i in range(len(files))],
+              "jpg": [open(f, "rb").read() for f in files],
+              "status": ["success"] * len(files)})
+for name, damaged in [("good", False), ("bad", True)]:
+    path = f"{out}/{name}/00000.parquet"
+    import os; os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(t, path, compression="NONE", write_page_checksum=True, use_dictionary=False)
+    if damaged:
+        md = pq.ParquetFile(path).metadata
+        col = [md.schema.column(i).path for i in range(md.num_columns)].index("jpg")
+        c = md.row_group(0).column(col)
+        b = bytearray(open(path, "rb").read())
+        b[c.data_page_offset + c.total_compressed_size // 2] ^= 0x20
+        open(path, "wb").write(b)
+"#;
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", script]).arg(&input);
+    cmd.args(images.iter().take(6));
+    assert!(cmd.status().unwrap().success());
+    let good = dir.path().join("good-run");
+    run_ok(&[
+        "embed",
+        input.join("good").to_str().unwrap(),
+        "--out",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(sql_count(good.to_str().unwrap(), "embeddings"), 6);
+    let out = run(&[
+        "embed",
+        input.join("bad").to_str().unwrap(),
+        "--out",
+        dir.path().join("bad-run").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("00000.parquet") && err.to_lowercase().contains("crc"),
+        "{err}"
+    );
 }

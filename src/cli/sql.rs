@@ -199,6 +199,10 @@ pub struct StatusArgs {
     /// The embed input, to count the shards not embedded yet.
     #[arg(long)]
     pub input: Option<String>,
+    /// Also read every committed object and check its bytes against the BLAKE3 hash recorded
+    /// when it was written (exit 1, naming them, when any differ).
+    #[arg(long)]
+    pub verify: bool,
     /// Print the status as JSON on stdout (for schedulers).
     #[arg(long)]
     pub json: bool,
@@ -207,6 +211,34 @@ pub struct StatusArgs {
 /// `blindspot status`.
 pub async fn status_cmd(a: StatusArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
+    if a.verify {
+        let v = blindspot::table::Catalog::new(&root).verify().await?;
+        super::report(a.json, &v, || {
+            let mut t = format!(
+                "verify: {} objects checked ({:.1} MiB read), {} written before hashes were recorded, {} damaged",
+                v.checked,
+                v.bytes as f64 / (1 << 20) as f64,
+                v.unchecked,
+                v.damaged.len()
+            );
+            for (uri, why) in &v.damaged {
+                t += &format!("\n  {uri}: {why}");
+            }
+            t
+        });
+        if !v.damaged.is_empty() {
+            anyhow::bail!(blindspot::Error::table(
+                "verify",
+                format!(
+                    "{} damaged objects in {} (first: {})",
+                    v.damaged.len(),
+                    root.url,
+                    v.damaged[0].0
+                )
+            ));
+        }
+        return Ok(());
+    }
     let input = a.input.as_deref().map(Location::open).transpose()?;
     let s = blindspot::status::status(&root, input.as_ref()).await?;
     super::report(a.json, &s, || blindspot::status::text(&s));

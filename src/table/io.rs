@@ -94,8 +94,30 @@ pub struct TableWriter {
 
 struct Open {
     path: String,
-    writer: AsyncArrowWriter<BufWriter>,
+    writer: AsyncArrowWriter<Hashing>,
+    hash: Arc<std::sync::Mutex<blake3::Hasher>>,
     rows: u64,
+}
+
+/// An object on its way to the store, hashed (BLAKE3) as its bytes pass, so its commit records
+/// what a later read must find (`status --verify`). Parquet pages carry no CRC from this
+/// writer: the `parquet` crate verifies page checksums but does not write them.
+struct Hashing {
+    inner: BufWriter,
+    hash: Arc<std::sync::Mutex<blake3::Hasher>>,
+}
+
+impl parquet::arrow::async_writer::AsyncFileWriter for Hashing {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        if let Ok(mut h) = self.hash.lock() {
+            h.update(&bs);
+        }
+        parquet::arrow::async_writer::AsyncFileWriter::write(&mut self.inner, bs)
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        parquet::arrow::async_writer::AsyncFileWriter::complete(&mut self.inner)
+    }
 }
 
 impl TableWriter {
@@ -126,13 +148,18 @@ impl TableWriter {
             0 => format!("{}.parquet", self.base),
             n => format!("{}.{n}.parquet", self.base),
         };
-        let object = BufWriter::new(self.root.store.clone(), self.root.path(&path));
+        let hash = Arc::new(std::sync::Mutex::new(blake3::Hasher::new()));
+        let object = Hashing {
+            inner: BufWriter::new(self.root.store.clone(), self.root.path(&path)),
+            hash: hash.clone(),
+        };
         let props = writer_props(&self.schema, &self.params);
         let writer = AsyncArrowWriter::try_new(object, self.schema.clone(), Some(props))
             .map_err(|e| Error::table(&path, e))?;
         Ok(Open {
             path,
             writer,
+            hash,
             rows: 0,
         })
     }
@@ -174,9 +201,15 @@ impl TableWriter {
                 .close()
                 .await
                 .map_err(|e| Error::table(&open.path, e))?;
+            let blake3 = open
+                .hash
+                .lock()
+                .map(|h| h.finalize().to_hex().to_string())
+                .ok();
             self.done.push(DataObject {
                 path: open.path,
                 rows: Some(open.rows),
+                blake3,
             });
         }
         Ok(())

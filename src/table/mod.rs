@@ -263,6 +263,19 @@ pub const TABLES: &[&TableDef] = &[
     &CORRELATIONS,
 ];
 
+/// What `Catalog::verify` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Verified {
+    /// Objects whose bytes hash to what their commit recorded.
+    pub checked: u64,
+    /// Bytes read to check them.
+    pub bytes: u64,
+    /// Objects committed without a hash (written before hashes were recorded).
+    pub unchecked: u64,
+    /// Objects whose bytes are not what was written, or that cannot be read: (URI, why).
+    pub damaged: Vec<(String, String)>,
+}
+
 /// One data object of a table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataObject {
@@ -271,6 +284,10 @@ pub struct DataObject {
     /// Rows in it; unknown for objects committed before the catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// BLAKE3 of its bytes as written (hex), which `status --verify` checks; unknown for
+    /// objects written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
 }
 
 /// A commit: the data objects it makes visible, per table, and the stage's own record.
@@ -338,9 +355,13 @@ impl Commit {
             Legacy::Fixed(p) => Some(p.to_string()),
             Legacy::None => None,
         };
-        path.map(|path| DataObject { path, rows: None })
-            .into_iter()
-            .collect()
+        path.map(|path| DataObject {
+            path,
+            rows: None,
+            blake3: None,
+        })
+        .into_iter()
+        .collect()
     }
 }
 
@@ -535,6 +556,58 @@ impl Catalog {
     }
 
     /// The commits naming `table` in the wanted generations, by unit.
+    /// Reads every committed data object of every table and checks its bytes against the
+    /// BLAKE3 hash its commit recorded (streamed: memory is one chunk of one object).
+    pub async fn verify(&self) -> Result<Verified> {
+        use futures::StreamExt;
+        let mut out = Verified::default();
+        let mut seen = std::collections::HashSet::new();
+        for table in TABLES {
+            for commit in self.commits(table, Generations::All).await? {
+                for object in commit.objects(table) {
+                    if !seen.insert(object.path.clone()) {
+                        continue;
+                    }
+                    let Some(want) = &object.blake3 else {
+                        out.unchecked += 1;
+                        continue;
+                    };
+                    let path = self.root.path(&object.path);
+                    let uri = self.root.uri_of(&path);
+                    let mut hasher = blake3::Hasher::new();
+                    let mut bytes = 0u64;
+                    let read = async {
+                        let mut stream = self.root.store.get(&path).await?.into_stream();
+                        while let Some(chunk) = stream.next().await {
+                            let chunk = chunk?;
+                            bytes += chunk.len() as u64;
+                            hasher.update(&chunk);
+                        }
+                        Ok::<(), object_store::Error>(())
+                    }
+                    .await;
+                    out.bytes += bytes;
+                    match read {
+                        Err(e) => out.damaged.push((uri, format!("cannot be read: {e}"))),
+                        Ok(()) => {
+                            let got = hasher.finalize().to_hex().to_string();
+                            match &got == want {
+                                true => out.checked += 1,
+                                false => out.damaged.push((
+                                    uri,
+                                    format!(
+                                        "its {bytes} bytes hash to {got}, not the {want} written"
+                                    ),
+                                )),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn commits(&self, table: &TableDef, generations: Generations) -> Result<Vec<Commit>> {
         Ok(self
             .commits_of(table.commits)
@@ -800,6 +873,7 @@ mod tests {
                 vec![DataObject {
                     path: "candidates/x.parquet".into(),
                     rows: Some(1),
+                    blake3: None,
                 }],
             );
         let back: Commit = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
@@ -829,6 +903,7 @@ mod tests {
                 vec![DataObject {
                     path: format!("errors/{unit}.parquet"),
                     rows: Some(0),
+                    blake3: None,
                 }],
             );
             cat.commit(CommitSet::EMBED, &c).await.unwrap();
@@ -840,7 +915,8 @@ mod tests {
             after,
             vec![DataObject {
                 path: "errors/b.parquet".into(),
-                rows: Some(0)
+                rows: Some(0),
+                blake3: None,
             }]
         );
         assert!(cat
@@ -857,6 +933,7 @@ mod tests {
         let object = |path: &str| DataObject {
             path: path.into(),
             rows: Some(1),
+            blake3: None,
         };
         for rel in [
             "eval/correlations/c.parquet",
@@ -914,6 +991,7 @@ mod tests {
                 vec![DataObject {
                     path: format!("candidates/{unit}.parquet"),
                     rows: Some(1),
+                    blake3: None,
                 }],
             );
             cat.commit(CommitSet::CANDIDATES, &c).await.unwrap();
