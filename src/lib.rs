@@ -32,6 +32,7 @@ pub mod report;
 pub mod rng;
 pub mod spec;
 pub mod sql;
+pub mod stage;
 pub mod status;
 pub mod storage;
 pub mod synth;

@@ -16,22 +16,23 @@ use crate::eval::mllm::MllmEntry;
 use crate::mine::ann::{IndexParams, Quantization};
 use crate::mine::candidates::{CandidateParams, Method};
 use crate::mine::partition::PartitionParams;
+use crate::stage::Stage;
 use crate::storage::Location;
 use crate::synth::{SynthFormat, SynthParams};
 use crate::table::schema::FloatType;
 
-/// The stages a spec can name, in pipeline order.
-pub const STAGES: &[&str] = &[
-    "synth",
-    "embed",
-    "partition",
-    "index",
-    "candidates",
-    "dino",
-    "filter",
-    "eval",
-    "report",
-];
+/// The names of the stages a spec can name, in pipeline order (`Stage::SPEC`).
+fn spec_stage_names() -> Vec<&'static str> {
+    Stage::SPEC.iter().map(|s| s.name()).collect()
+}
+
+/// The spec stages `stages` names (unknown names left out: `resolve` reports them).
+fn named(stages: &[String]) -> Vec<Stage> {
+    stages
+        .iter()
+        .filter_map(|s| Stage::parse(s).filter(|st| Stage::SPEC.contains(st)))
+        .collect()
+}
 
 /// A pipeline spec as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -319,7 +320,7 @@ pub struct RunSection {
     pub input: String,
     /// Run root URL or path: everything the run writes goes under it.
     pub root: String,
-    /// Stages to run, in order (see [`STAGES`]).
+    /// Stages to run, in order (see [`Stage::SPEC`]).
     pub stages: Vec<String>,
 }
 
@@ -481,7 +482,7 @@ pub struct Resolved {
     /// The run root.
     pub root: Location,
     /// Stages to run, in order.
-    pub stages: Vec<String>,
+    pub stages: Vec<Stage>,
     /// The CLIP encoder, loaded when the embed stage runs.
     pub clip: Option<OnnxEncoder>,
     /// The DINOv2 encoder, loaded when the embed (both encoders) or dino stage runs.
@@ -544,7 +545,7 @@ fn resolve_eval_paths(base: &Path, e: &mut EvalSection) {
 /// The eval section's own problems (files exist, names parse, a benchmark for each kind).
 fn check_eval(spec: &Spec, problems: &mut Vec<String>) {
     let e = &spec.eval;
-    if !spec.run.stages.iter().any(|s| s == "eval") {
+    if !named(&spec.run.stages).contains(&Stage::Eval) {
         return;
     }
     let local_missing = |p: &str| !p.contains("://") && !Path::new(p).exists();
@@ -630,23 +631,26 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     check_eval(&spec, &mut problems);
 
     let mut last = None;
+    let known = spec_stage_names();
     for s in &spec.run.stages {
-        match STAGES.iter().position(|k| k == s) {
+        match known.iter().position(|k| k == s) {
             None => problems.push(format!(
-                "[run] stages: unknown stage {s:?}; known stages are {STAGES:?}"
+                "[run] stages: unknown stage {s:?}; known stages are {known:?}"
             )),
             Some(i) if last.is_some_and(|l| i <= l) => problems.push(format!(
-                "[run] stages: {s:?} is out of order or repeated; the order is {STAGES:?}"
+                "[run] stages: {s:?} is out of order or repeated; the order is {known:?}"
             )),
             Some(i) => last = Some(i),
         }
     }
     if spec.run.stages.is_empty() {
         problems.push(
-            "[run] stages is empty; name at least one of ".to_string() + &format!("{STAGES:?}"),
+            "[run] stages is empty; name at least one of ".to_string() + &format!("{known:?}"),
         );
     }
-    let reads_input = spec.run.stages.iter().any(|s| s == "synth" || s == "embed")
+    let stages = named(&spec.run.stages);
+    let reads_input = stages.contains(&Stage::Synth)
+        || stages.contains(&Stage::Embed)
         || spec.eval.synthetic_benchmarks;
     if spec.run.input.is_empty() && reads_input {
         problems.push(
@@ -665,8 +669,8 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     let root = Location::open(&spec.run.root)
         .map_err(|e| problems.push(format!("[run] root: {e}")))
         .ok();
-    let makes_input = spec.run.stages.iter().any(|s| s == "synth");
-    let embeds = spec.run.stages.iter().any(|s| s == "embed");
+    let makes_input = stages.contains(&Stage::Synth);
+    let embeds = stages.contains(&Stage::Embed);
     if let (Some(input), false, true) = (&input, makes_input, embeds) {
         if let Err(e) = crate::ingest::list_shards(input, &spec.embed.params().ingest).await {
             problems.push(format!("[run] input: {e}"));
@@ -724,9 +728,9 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         problems.push("[synth] per-shard must be at least 1".into());
     }
 
-    let has = |stage: &str| spec.run.stages.iter().any(|s| s == stage);
-    let needs_clip = has("embed");
-    let needs_dino = (has("embed") && !spec.embed.clip_only()) || has("dino");
+    let has = |stage: Stage| stages.contains(&stage);
+    let needs_clip = has(Stage::Embed);
+    let needs_dino = (has(Stage::Embed) && !spec.embed.clip_only()) || has(Stage::Dino);
     let mut load = |what: &str, path: &Path, needed: bool| -> Option<OnnxEncoder> {
         if !needed {
             return None;
@@ -793,7 +797,7 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         dup_min: spec.filter.dup_min,
         cluster: spec.filter.cluster.clone(),
         work_mib: spec.filter.work_mib,
-        stages: spec.run.stages.clone(),
+        stages: stages.clone(),
         input: input.expect("no problems"),
         root: root.expect("no problems"),
         clip,

@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::ingest::{self, IngestParams};
 use crate::lease::{self, Lease};
 use crate::mine::cells::Layout;
+use crate::stage::Stage;
 use crate::storage::{now_unix, Location};
-use crate::table::{Catalog, CommitSet};
+use crate::table::Catalog;
 
 /// One lease as `status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -85,42 +86,30 @@ pub struct RootStatus {
     pub pairs: u64,
 }
 
-/// The stages with units, their commit sets and lease names, in pipeline order.
-const STAGES: &[(&str, CommitSet)] = &[
-    ("embed", CommitSet::EMBED),
-    ("partition", CommitSet::PARTITION),
-    ("index", CommitSet::INDEX),
-    ("candidates", CommitSet::CANDIDATES),
-    ("dino", CommitSet::DINO),
-    ("filter", CommitSet::FILTER),
-    ("eval", CommitSet::EVAL),
-    ("correlate", CommitSet::CORRELATE),
-];
-
 /// Reads the status of `root`. With `input`, embed's pending shards are counted against the
 /// input's listing.
 pub async fn status(root: &Location, input: Option<&Location>) -> Result<RootStatus> {
     let catalog = Catalog::new(root);
     let now = now_unix();
     let mut stages = Vec::new();
-    for &(stage, set) in STAGES {
+    for (stage, set) in Stage::with_units() {
         let commits = catalog.commits_of(set).await?;
         // `dino` closes each run with a `covered-g<gen>` commit; it is not a unit of work.
         let done = commits
             .iter()
-            .filter(|c| !(stage == "dino" && c.unit.starts_with("covered-")))
+            .filter(|c| !(stage == Stage::Dino && c.unit.starts_with("covered-")))
             .count() as u64;
         // A lease whose unit is committed is being deleted by its holder: the unit is done.
         let committed: std::collections::HashSet<&str> =
             commits.iter().map(|c| c.unit.as_str()).collect();
-        let leases: Vec<LeaseRow> = lease::leases(root, stage)
+        let leases: Vec<LeaseRow> = lease::leases(root, stage.name())
             .await?
             .into_iter()
             .filter(|l| !committed.contains(l.unit.as_str()))
             .map(|l| LeaseRow::of(l, now))
             .collect();
         let total = match stage {
-            "embed" => match input {
+            Stage::Embed => match input {
                 Some(input) => Some(
                     ingest::list_shards(input, &IngestParams::default())
                         .await?
@@ -128,7 +117,7 @@ pub async fn status(root: &Location, input: Option<&Location>) -> Result<RootSta
                 ),
                 None => None,
             },
-            "candidates" => cell_units(&catalog).await?,
+            Stage::Candidates => cell_units(&catalog).await?,
             _ => None,
         };
         if done == 0 && leases.is_empty() && total.is_none() {
@@ -137,7 +126,7 @@ pub async fn status(root: &Location, input: Option<&Location>) -> Result<RootSta
         let expired = leases.iter().filter(|l| l.expired).count() as u64;
         let leased = leases.len() as u64 - expired;
         stages.push(StageStatus {
-            stage,
+            stage: stage.name(),
             done,
             leased,
             expired,

@@ -453,14 +453,14 @@ mod tests {
     #[tokio::test]
     async fn second_lock_is_refused_and_release_frees_it() {
         let root = Location::open("memory://lock-test/root").unwrap();
-        let first = RunLock::acquire(&root, "embed").await.unwrap();
-        let err = RunLock::acquire(&root, "embed")
+        let first = RunLock::acquire(&root, "a command").await.unwrap();
+        let err = RunLock::acquire(&root, "a command")
             .await
             .err()
             .expect("second lock refused");
         assert!(err.to_string().contains("in use by another run"), "{err}");
         first.release().await;
-        RunLock::acquire(&root, "embed")
+        RunLock::acquire(&root, "a command")
             .await
             .unwrap()
             .release()

@@ -2,6 +2,7 @@
 //! the order of stages.
 
 use blindspot::report::ReportParams;
+use blindspot::stage::Stage;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -77,8 +78,8 @@ pub fn corpus_of(input: &Location) -> String {
 async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
     for stage in r.stages.clone() {
         tracing::info!(stage = %stage, "stage starts");
-        match stage.as_str() {
-            "synth" => {
+        match stage {
+            Stage::Synth => {
                 let out = Location::open(&corpus_of(&r.input))?;
                 let params = SynthParams {
                     format: r.spec.synth.format,
@@ -96,7 +97,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     );
                 }
             }
-            "embed" => {
+            Stage::Embed => {
                 let clip = r.clip.take().context("the embed stage needs encoders")?;
                 let dino = if r.spec.embed.clip_only() {
                     None
@@ -108,7 +109,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                         .await?;
                 report_embed(&summary, &r.input, &r.root, json);
             }
-            "index" => {
+            Stage::Index => {
                 let s = blindspot::mine::index::index(&r.root, &r.index, progress()).await?;
                 report(json, &s, || {
                     format!(
@@ -117,12 +118,12 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     )
                 });
             }
-            "partition" => {
+            Stage::Partition => {
                 let s = blindspot::mine::partition::partition(&r.root, &r.partition, progress())
                     .await?;
                 report(json, &s, || super::mine::partition_text(&s));
             }
-            "candidates" => {
+            Stage::Candidates => {
                 let s = blindspot::mine::candidates::candidates(
                     &r.root,
                     &r.candidates,
@@ -136,7 +137,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     super::mine::candidates_text(&s, r.candidates.clip_min)
                 });
             }
-            "dino" => {
+            Stage::Dino => {
                 let dino = r
                     .dino
                     .take()
@@ -153,7 +154,7 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 let s = blindspot::embed::dino::dino(&r.root, dino, &params, progress()).await?;
                 report(json, &s, || super::embed::dino_text(&s));
             }
-            "filter" => {
+            Stage::Filter => {
                 let params = blindspot::mine::filter::FilterParams {
                     dino_max: r.dino_max,
                     dup_min: r.dup_min,
@@ -164,14 +165,14 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 let s = blindspot::mine::filter::filter_with(&r.root, &params, progress()).await?;
                 report(json, &s, || super::mine::filter_text(&s, r.dino_max));
             }
-            "eval" => eval::run_stage(&r, json).await?,
-            "report" => {
+            Stage::Eval => eval::run_stage(&r, json).await?,
+            Stage::Report => {
                 let out = r.spec.report.out_for(&r.root.url);
                 let s =
                     super::report::run_report(&r.root.url, &out, &r.spec.report.params()).await?;
                 report(json, &s, || super::report::report_text(&s));
             }
-            other => anyhow::bail!("unknown stage {other:?}"),
+            other => anyhow::bail!("stage {other} does not run from a spec"),
         }
     }
     Ok(())

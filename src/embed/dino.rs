@@ -37,6 +37,7 @@ use crate::ingest::fetch::{FetchParams, Fetcher};
 use crate::ingest::Failure;
 use crate::progress::Progress;
 use crate::sql;
+use crate::stage::Stage;
 use crate::storage::{segment_id, Location, RunLock};
 use crate::table::schema::{self, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, WriteParams};
@@ -143,7 +144,7 @@ pub async fn dino(
     if params.batch_size == 0 {
         return Err(Error::Usage("batch size must be at least 1".into()));
     }
-    let lock = RunLock::acquire(root, "dino").await?;
+    let lock = RunLock::acquire(root, Stage::Dino.name()).await?;
     let result = dino_locked(root, encoder, params, progress).await;
     lock.release().await;
     result
@@ -296,9 +297,9 @@ async fn dino_locked(
     }
     let float = float.unwrap_or_default();
     let schema = schema::dino(&meta, float);
-    let generation = catalog.begin("dino").await?;
+    let generation = catalog.begin(Stage::Dino.name()).await?;
     let fetcher = Arc::new(Fetcher::new(&params.fetch)?);
-    progress.start("dino", Some(summary.needed));
+    progress.start(Stage::Dino.name(), Some(summary.needed));
     // The wants, one input shard at a time (the query orders them by shard).
     let mut wants_stream = ctx
         .sql(&format!("{NEEDED} {WANTS}"))

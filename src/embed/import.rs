@@ -31,6 +31,7 @@ use crate::ingest::fetch::check_listed;
 use crate::ingest::parquet::utf8_column;
 use crate::ingest::Failure;
 use crate::progress::Progress;
+use crate::stage::Stage;
 use crate::storage::{segment_id, Location, RunLock};
 use crate::table::schema::{self, EncoderMeta, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, TableWriter, WriteParams};
@@ -255,7 +256,7 @@ pub async fn import_clip_retrieval(
             "--clip-id is needed: the id of the CLIP model that made the vectors (e.g. openai-clip-vit-l-14), recorded as the embeddings' encoder".into(),
         ));
     }
-    let lock = RunLock::acquire(root, "import").await?;
+    let lock = RunLock::acquire(root, Stage::Import.name()).await?;
     let result = import_locked(dir, root, params, progress).await;
     lock.release().await;
     result
@@ -299,11 +300,11 @@ async fn import_locked(
         drop(npy);
         todo.push((id, part, footer));
     }
-    progress.start("import", Some(total));
+    progress.start(Stage::Import.name(), Some(total));
     let generation = if todo.is_empty() {
         0
     } else {
-        catalog.begin("import").await?
+        catalog.begin(Stage::Import.name()).await?
     };
     // One float type for the whole table: as asked, else as the first file holds.
     let mut float = params.float;
@@ -470,7 +471,7 @@ async fn import_part(
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             if !(norm.is_finite() && norm > 0.0) {
                 errors.push((
-                    "import",
+                    Stage::Import.name(),
                     Failure {
                         key,
                         uri,

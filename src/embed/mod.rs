@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::ingest::{self, Failure, IngestParams, Ingested, Shard, ShardRead, ShardReader};
 use crate::lease::{self, ClaimParams, Claimable, Claims};
 use crate::progress::Progress;
+use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
 use crate::table::schema::{self, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, TableWriter, WriteParams};
@@ -222,7 +223,7 @@ pub async fn embed(
     // Workers (indexed or claiming) share a run root and commit shard by shard.
     let lock = match params.worker.is_some() || params.claim.is_some() {
         true => None,
-        false => Some(RunLock::acquire(root, "embed").await?),
+        false => Some(RunLock::acquire(root, Stage::Embed.name()).await?),
     };
     let result = embed_locked(input, root, clip, dino, params, progress, started).await;
     if let Some(lock) = lock {
@@ -265,18 +266,18 @@ async fn embed_locked(
         );
     }
     let claims = match &params.claim {
-        Some(c) => Some(Arc::new(Claims::new(root, "embed", c)?)),
+        Some(c) => Some(Arc::new(Claims::new(root, Stage::Embed.name(), c)?)),
         None => None,
     };
     let total_items: Option<u64> = match claims {
         Some(_) => None,
         None => pending.iter().map(|s| s.known_items()).sum(),
     };
-    progress.start("embed", total_items);
+    progress.start(Stage::Embed.name(), total_items);
     let generation = if pending.is_empty() {
         0
     } else {
-        catalog.begin("embed").await?
+        catalog.begin(Stage::Embed.name()).await?
     };
 
     let dino_meta = dino.as_ref().map(|d| d.meta());

@@ -15,6 +15,7 @@ use crate::eval::{
     column, csv_headers, patterns, read_scores, read_text, stats, Kind, Metric, ModelScores,
 };
 use crate::plot::{self, Bars, Scatter, Series};
+use crate::stage::Stage;
 use crate::storage::{segment_id, Location, RunLock};
 use crate::table::{self, io, schema, Catalog, Commit, CommitSet};
 /// Where the plots go.
@@ -300,7 +301,7 @@ pub async fn correlate(root: &Location, params: &CorrelateParams) -> Result<Corr
     } else {
         None
     };
-    let lock = RunLock::acquire(root, "eval correlate").await?;
+    let lock = RunLock::acquire(root, Stage::EvalCorrelate.name()).await?;
     let written = write(root, params, &all, &order, &rows).await;
     lock.release().await;
     Ok(CorrelateSummary {
@@ -321,7 +322,7 @@ async fn write(
     rows: &[Correlation],
 ) -> Result<Vec<String>> {
     let catalog = Catalog::new(root);
-    let generation = catalog.begin("eval correlate").await?;
+    let generation = catalog.begin(Stage::EvalCorrelate.name()).await?;
     let objects = io::write_batches(
         root,
         &format!("{}/correlations", table::CORRELATIONS.dir),

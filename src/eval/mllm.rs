@@ -16,6 +16,7 @@ use crate::eval::patterns::{self, Mapping};
 use crate::eval::stats::Bootstrap;
 use crate::eval::{self as ev, read_text, AnswerRow, EvalSummary, Kind};
 use crate::progress::Progress;
+use crate::stage::Stage;
 use crate::storage::{segment_id, Location, RunLock};
 
 /// One `[[eval.mllm]]`, and the flags of `blindspot eval mllm`: an OpenAI-compatible
@@ -477,11 +478,11 @@ pub async fn eval_mllm(
         })?;
         keys.push((choices, answer));
     }
-    let lock = RunLock::acquire(root, "eval mllm").await?;
+    let lock = RunLock::acquire(root, Stage::EvalMllm.name()).await?;
     let categoriser = judge.unwrap_or(chat);
     let result = async {
         assign_patterns(&mut b, &params.patterns, root, categoriser).await?;
-        progress.start("eval mllm", Some(b.questions.len() as u64));
+        progress.start(Stage::EvalMllm.name(), Some(b.questions.len() as u64));
         let rows = ask_all(&b, &keys, chat, judge, params, progress).await?;
         progress.finish();
         ev::commit(root, Kind::Mllm, rows, &params.bootstrap, started).await

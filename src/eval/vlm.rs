@@ -18,6 +18,7 @@ use crate::eval::benchmark::{self, MmvpVlm};
 use crate::eval::stats::Bootstrap;
 use crate::eval::{self as ev, AnswerRow, EvalSummary, Kind};
 use crate::progress::Progress;
+use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
 
 /// What MMVP-VLM's reference script puts before every statement.
@@ -262,8 +263,11 @@ pub async fn eval_vlm(
             text_enc.manifest.dim
         )));
     }
-    let lock = RunLock::acquire(root, "eval vlm").await?;
-    progress.start("eval vlm", Some(benchmark.statements.len() as u64));
+    let lock = RunLock::acquire(root, Stage::EvalVlm.name()).await?;
+    progress.start(
+        Stage::EvalVlm.name(),
+        Some(benchmark.statements.len() as u64),
+    );
     let result = score_benchmark(&benchmark, image_enc, text_enc, progress).await;
     progress.finish();
     let result = match result {

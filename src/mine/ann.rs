@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::vectors::UniqueVectors;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::stage::Stage;
 use crate::storage::Location;
 use crate::table::{self, io, schema, Catalog, CommitSet, Generations};
 
@@ -117,7 +118,7 @@ pub fn build(
     index
         .reserve_capacity_and_threads(vectors.len(), threads)
         .map_err(|e| Error::Internal(format!("usearch reserve: {e}")))?;
-    progress.start("index", Some(vectors.len() as u64));
+    progress.start(Stage::Index.name(), Some(vectors.len() as u64));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

@@ -33,6 +33,7 @@ use super::vectors::{unique_vectors, UniqueVectors};
 use crate::error::{Error, Result};
 use crate::lease::{self, ClaimParams, Claimable, Claims};
 use crate::progress::Progress;
+use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
 use crate::table::{self, schema, Catalog, Commit, CommitSet, DataObject, WriteParams};
 
@@ -224,7 +225,10 @@ fn exact_one(vectors: &UniqueVectors, label: usize, clip_min: f32, only_later: b
 
 /// All pairs above the threshold, by brute force over every pair (O(n^2 d)).
 pub fn exact_pairs(vectors: &UniqueVectors, clip_min: f32, progress: &dyn Progress) -> LabelPairs {
-    progress.start("candidates (exact)", Some(vectors.len() as u64));
+    progress.start(
+        &format!("{} (exact)", Stage::Candidates),
+        Some(vectors.len() as u64),
+    );
     let mut pairs: LabelPairs = (0..vectors.len())
         .into_par_iter()
         .flat_map_iter(|i| {
@@ -245,7 +249,7 @@ pub fn index_pairs(
     params: &CandidateParams,
     progress: &dyn Progress,
 ) -> Result<LabelPairs> {
-    progress.start("candidates", Some(vectors.len() as u64));
+    progress.start(Stage::Candidates.name(), Some(vectors.len() as u64));
     let found: Vec<LabelPairs> = (0..vectors.len())
         .into_par_iter()
         .map(|i| {
@@ -268,7 +272,7 @@ pub fn index_pairs(
 /// Every pair above the threshold, all vectors in one block: the brute-force ground truth,
 /// with the tiled matrix products of `join` (re-scored by the same dot product).
 pub fn exact_block(vectors: &UniqueVectors, clip_min: f32, progress: &dyn Progress) -> LabelPairs {
-    progress.start("candidates (exact)", None);
+    progress.start(&format!("{} (exact)", Stage::Candidates), None);
     let x = ArrayView2::from_shape((vectors.len(), vectors.dim), &vectors.data)
         .expect("unique vectors are n x dim");
     let mut pairs = join::threshold_join(x, x, true, clip_min, &|_, _| true);
@@ -318,7 +322,7 @@ pub async fn candidates(
     }
     // Workers share a run root and commit cell by cell, so they take no run lock.
     let lock = match worker.is_some() || claim.is_some() {
-        false => Some(RunLock::acquire(root, "candidates").await?),
+        false => Some(RunLock::acquire(root, Stage::Candidates.name()).await?),
         true => None,
     };
     // An approximate layout (probes) gets its recall measured after the join unless asked
@@ -380,7 +384,7 @@ async fn whole(
         _ => None,
     };
     let vectors = unique_vectors(&catalog).await?;
-    let generation = catalog.begin("candidates").await?;
+    let generation = catalog.begin(Stage::Candidates.name()).await?;
     if let Some(o) = &opened {
         if o.keys != vectors.keys {
             return Err(Error::Usage(format!(
@@ -601,7 +605,7 @@ async fn partitioned(
         }
     }
     if !todo.is_empty() {
-        let generation = catalog.begin("candidates").await?;
+        let generation = catalog.begin(Stage::Candidates.name()).await?;
         let reader = Arc::new(CellReader::open(root, &layout).await?);
         let job = CellJob {
             catalog: &catalog,
@@ -626,8 +630,8 @@ async fn partitioned(
         };
         match claim {
             Some(claim) => {
-                let claims = Claims::new(root, "candidates", claim)?;
-                progress.start("candidates (cells, claimed)", None);
+                let claims = Claims::new(root, Stage::Candidates.name(), claim)?;
+                progress.start(&format!("{} (cells, claimed)", Stage::Candidates), None);
                 let result = async {
                     let mut left = todo;
                     while !left.is_empty() {
@@ -681,7 +685,10 @@ async fn partitioned(
                 claims.sweep(&catalog, CommitSet::CANDIDATES).await?;
             }
             None => {
-                progress.start("candidates (cells)", Some(todo.len() as u64));
+                progress.start(
+                    &format!("{} (cells)", Stage::Candidates),
+                    Some(todo.len() as u64),
+                );
                 // The next cell is read while this one is joined: two blocks in memory at most.
                 let read = |(g, cell): (u64, u32)| {
                     let reader = reader.clone();

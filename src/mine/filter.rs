@@ -46,6 +46,7 @@ use crate::error::{Error, Result};
 use crate::lease::{self, ClaimParams, Claimable, Claims};
 use crate::progress::{NoProgress, Progress};
 use crate::sql;
+use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
 use crate::table::{self, io, Catalog, Commit, CommitSet, DataObject, WriteParams};
 
@@ -242,7 +243,7 @@ pub async fn filter_with(
     }
     // Workers share a run root and commit unit by unit, so they take no run lock.
     let lock = match params.worker.is_some() || params.claim.is_some() {
-        false => Some(RunLock::acquire(root, "filter").await?),
+        false => Some(RunLock::acquire(root, Stage::Filter.name()).await?),
         true => None,
     };
     let mut result = filter_units(root, params, progress).await;
@@ -350,7 +351,7 @@ async fn filter_units(
         summary.skipped = summary.units_total - left;
         if !todo.is_empty() {
             check_dino_coverage(&catalog, &todo).await?;
-            let generation = catalog.begin("filter").await?;
+            let generation = catalog.begin(Stage::Filter.name()).await?;
             run_generation = Some(generation);
             let ctx = match &params.cluster {
                 None => sql::bare_session(),
@@ -504,8 +505,8 @@ async fn run_work(
     };
     match &params.claim {
         Some(claim) => {
-            let claims = Claims::new(catalog.root(), "filter", claim)?;
-            progress.start("filter (units, claimed)", None);
+            let claims = Claims::new(catalog.root(), Stage::Filter.name(), claim)?;
+            progress.start(&format!("{} (units, claimed)", Stage::Filter), None);
             let result = async {
                 let mut left = todo;
                 while !left.is_empty() {
@@ -552,7 +553,7 @@ async fn run_work(
         }
         None => {
             let units = todo.iter().map(|w| w.members.len() as u64).sum();
-            progress.start("filter (units)", Some(units));
+            progress.start(&format!("{} (units)", Stage::Filter), Some(units));
             // A few units of work at once, each its own task (so both its reading and its
             // query use a core); each commits when it is done, in any order.
             let at_once = match params.cluster {

@@ -21,6 +21,7 @@ use petgraph::unionfind::UnionFind;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stage::Stage;
 use crate::table::{self, io, schema, Catalog, Commit, CommitSet, WriteParams};
 
 /// Rows per written batch of `groups`.
@@ -100,7 +101,7 @@ pub async fn build(
     }
     let generation = match generation {
         Some(g) => g,
-        None => catalog.begin("groups").await?,
+        None => catalog.begin(Stage::Groups.name()).await?,
     };
     let paths: Vec<String> = catalog
         .commits_of(CommitSet::FILTER)

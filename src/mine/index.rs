@@ -16,6 +16,7 @@ use super::ann::{self, IndexCommit, IndexParams};
 use super::vectors::unique_vectors;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
 use crate::table::{Catalog, Commit, CommitSet};
 
@@ -40,7 +41,7 @@ pub async fn index(
     params: &IndexParams,
     progress: Arc<dyn Progress>,
 ) -> Result<IndexSummary> {
-    let lock = RunLock::acquire(root, "index").await?;
+    let lock = RunLock::acquire(root, Stage::Index.name()).await?;
     let result = index_locked(root, params, progress).await;
     lock.release().await;
     result
@@ -54,7 +55,7 @@ async fn index_locked(
     let started = Instant::now();
     let catalog = Catalog::new(root);
     let vectors = unique_vectors(&catalog).await?;
-    let generation = catalog.begin("index").await?;
+    let generation = catalog.begin(Stage::Index.name()).await?;
     tracing::info!(
         rows = vectors.rows,
         unique = vectors.len(),

@@ -36,6 +36,7 @@ use super::kmeans;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng::Rng;
+use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
 use crate::table::{self, io, Catalog, Commit, CommitSet, DataObject, Generations, WriteParams};
 
@@ -346,7 +347,7 @@ pub async fn partition(
             "--cells, --probe and --sample must be at least 1".into(),
         ));
     }
-    let lock = RunLock::acquire(root, "partition").await?;
+    let lock = RunLock::acquire(root, Stage::Partition.name()).await?;
     let result = partition_locked(root, params, progress).await;
     lock.release().await;
     result
@@ -419,7 +420,7 @@ async fn partition_locked(
             };
         }
     }
-    let generation = catalog.begin("partition").await?;
+    let generation = catalog.begin(Stage::Partition.name()).await?;
     // The probe placed with and, when partition chose it, the recall it was chosen for and
     // its estimate.
     let (centroids, layout_gen, train_fit, centroid_objects, probe, chosen) = match (
@@ -961,7 +962,7 @@ async fn place(
 ) -> Result<Placed> {
     let k = placer.cells();
     let total = rows_of(catalog, units).await?;
-    progress.start("partition", Some(total));
+    progress.start(Stage::Partition.name(), Some(total));
     // DINOv2 vectors ride along into the cells when every shard placed has them (embed with
     // both encoders); shards embedded with CLIP only get theirs from `blindspot dino`.
     let with_dino = units.iter().all(|u| !table::without_dino(u));

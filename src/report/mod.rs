@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::plot::{self, Series};
 use crate::progress::Progress;
+use crate::stage::Stage;
 use crate::storage::Location;
 use data::{Pair, Tables};
 use thumbs::{ThumbParams, ThumbStats, Thumbnailer};
@@ -167,7 +168,7 @@ pub async fn report(
     let mut report_id = blake3::Hasher::new();
     if has_pairs {
         let shown = rows.min(params.max_pairs as u64);
-        progress.start("report", Some(shown));
+        progress.start(Stage::Report.name(), Some(shown));
         let mut stream = data::pairs(&t, params.max_pairs, params.every_pair).await?;
         let mut pending: Vec<Pair> = Vec::new();
         loop {
