@@ -179,19 +179,15 @@ async fn dino_locked(
     let mut with_dino = Vec::new();
     let mut without = Vec::new();
     for c in &embed {
-        summary.images += c
-            .info::<serde_json::Value>()
-            .ok()
-            .and_then(|v| v["rows"].as_u64())
-            .unwrap_or(0);
+        let record = c.info::<table::records::EmbedShard>().ok();
+        summary.images += record.as_ref().map_or(0, |r| r.rows);
         let paths = c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path);
         if table::without_dino(c) {
             without.extend(paths);
         } else {
-            let id = c
-                .info::<serde_json::Value>()
-                .ok()
-                .and_then(|v| v["encoders"][1].as_str().map(str::to_string))
+            let id = record
+                .and_then(|r| r.encoders)
+                .map(|e| e[1].clone())
                 .unwrap_or_default();
             if id != meta.id {
                 return Err(Error::Usage(format!(

@@ -368,11 +368,8 @@ impl Commit {
 /// True when the embed commit `c` wrote no DINOv2 vectors (`embed --encoders clip`, or
 /// `import clip-retrieval`): its record's second encoder id is empty.
 pub fn without_dino(c: &Commit) -> bool {
-    c.info
-        .get("encoders")
-        .and_then(|e| e.get(1))
-        .and_then(|d| d.as_str())
-        .is_some_and(str::is_empty)
+    c.info::<records::EmbedShard>()
+        .is_ok_and(|r| r.encoders.is_some_and(|e| e[1].is_empty()))
 }
 
 /// Which generations a reader wants.
@@ -673,8 +670,8 @@ impl Catalog {
     pub async fn dino_covered(&self) -> Result<std::collections::HashSet<String>> {
         let mut out = std::collections::HashSet::new();
         for c in self.commits_of(CommitSet::DINO).await? {
-            if let Some(list) = c.info.get("candidates").and_then(|v| v.as_array()) {
-                out.extend(list.iter().filter_map(|u| u.as_str()).map(str::to_string));
+            if let Ok(r) = c.info::<records::DinoCovered>() {
+                out.extend(r.candidates);
             }
         }
         Ok(out)

@@ -35,10 +35,26 @@ pub struct RecallCommit {
     pub version: String,
 }
 
-/// What other stages read of an embed shard's commit record: the shard's name, as its rows'
-/// `shard` column holds it.
+/// What other stages read of an embed shard's commit record (`embed::ShardCommit` writes it).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EmbedShard {
-    /// The shard, relative to the input.
+    /// The shard, relative to the input, as its rows' `shard` column holds it.
     pub shard: String,
+    /// Rows embedded.
+    #[serde(default)]
+    pub rows: u64,
+    /// The CLIP and DINOv2 encoder ids; the second is empty for a shard embedded with CLIP
+    /// only (its DINOv2 vectors come from `blindspot dino`). Absent in records written before
+    /// encoders were recorded (those shards have both).
+    #[serde(default)]
+    pub encoders: Option<[String; 2]>,
+}
+
+/// What other stages read of a `dino` run's closing commit: the candidates units it covered
+/// (`unit@generation`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DinoCovered {
+    /// The candidates units whose images have DINOv2 vectors.
+    #[serde(default)]
+    pub candidates: Vec<String>,
 }
