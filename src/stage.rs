@@ -9,6 +9,8 @@ use crate::table::CommitSet;
 pub enum Stage {
     /// A synthetic corpus with known pairs.
     Synth,
+    /// Synthetic vector tables written as committed embeddings (tests and benchmarks).
+    SynthVectors,
     /// Decode, preprocess and embed images (CLIP, and DINOv2 unless CLIP-first).
     Embed,
     /// Bring in clip-retrieval's CLIP embeddings.
@@ -39,8 +41,9 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 14] = [
+    pub const ALL: [Stage; 15] = [
         Stage::Synth,
+        Stage::SynthVectors,
         Stage::Embed,
         Stage::Import,
         Stage::Partition,
@@ -73,6 +76,7 @@ impl Stage {
     pub fn name(self) -> &'static str {
         match self {
             Stage::Synth => "synth",
+            Stage::SynthVectors => "synth-vectors",
             Stage::Embed => "embed",
             Stage::Import => "import",
             Stage::Partition => "partition",
@@ -94,11 +98,11 @@ impl Stage {
         Stage::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// The commits it makes, if it makes any (`Import` writes embed's; `Eval` names the
+    /// The commits it makes, if it makes any (`Import` and `SynthVectors` write embed's; `Eval` names the
     /// answers of both `eval mllm` and `eval vlm`).
     pub fn commits(self) -> Option<CommitSet> {
         match self {
-            Stage::Embed | Stage::Import => Some(CommitSet::EMBED),
+            Stage::Embed | Stage::Import | Stage::SynthVectors => Some(CommitSet::EMBED),
             Stage::Partition => Some(CommitSet::PARTITION),
             Stage::Index => Some(CommitSet::INDEX),
             Stage::Candidates => Some(CommitSet::CANDIDATES),

@@ -502,7 +502,9 @@ async fn write_shards(
         Some(&meta("dino", params.dino_dim)),
         params.float,
     );
-    let generation = catalog.begin("synth-vectors").await?;
+    let generation = catalog
+        .begin(crate::stage::Stage::SynthVectors.name())
+        .await?;
     let (dim, ddim) = (params.dim, params.dino_dim);
     let mut shards = 0;
     for start in (0..params.n).step_by(params.shard_rows) {

@@ -274,3 +274,55 @@ fn the_readme_map_lists_exactly_the_source_files() {
         "README's tree is out of date: not listed {missing:?}, listed but absent {stale:?}"
     );
 }
+
+/// Issue 21: a stage is named through `blindspot::stage::Stage`, never typed as a string where
+/// the protocol takes one: the run lock, a generation, claims, leases and progress. A string
+/// literal as the first argument of those calls, outside `src/stage.rs` and outside tests, is
+/// refused with the place it is at.
+#[test]
+fn stage_names_are_never_typed_at_the_protocol_calls() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let calls = [
+        "RunLock::acquire(",
+        ".begin(",
+        "Claims::new(",
+        "lease::leases(",
+        "progress.start(",
+    ];
+    let mut found = Vec::new();
+    let mut calls_seen = 0;
+    for file in files.iter().filter(|f| f.as_str() != "stage.rs") {
+        let text = std::fs::read_to_string(src().join(file)).unwrap();
+        // Unit tests at the end of a file may name what they like.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for call in calls {
+            for (at, _) in code.match_indices(call) {
+                calls_seen += 1;
+                let args = &code[at + call.len()..];
+                // The first argument that is not the root or the catalog.
+                let first = args
+                    .split(',')
+                    .map(str::trim)
+                    .find(|a| {
+                        !a.starts_with('&') && !a.starts_with("root") && !a.starts_with("catalog")
+                    })
+                    .unwrap_or("");
+                if first.starts_with('"') {
+                    let line = code[..at].lines().count() + 1;
+                    let first = first.split(')').next().unwrap_or(first);
+                    found.push(format!("src/{file}:{line}: {call}{first}"));
+                }
+            }
+        }
+    }
+    assert!(
+        calls_seen > 20,
+        "the calls are where this test looks ({calls_seen})"
+    );
+    assert!(
+        found.is_empty(),
+        "stage names typed as strings (use Stage::..):\n{}",
+        found.join("\n")
+    );
+}
