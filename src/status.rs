@@ -97,7 +97,9 @@ pub async fn status(root: &Location, input: Option<&Location>) -> Result<RootSta
         // `dino` closes each run with a `covered-g<gen>` commit; it is not a unit of work.
         let done = commits
             .iter()
-            .filter(|c| !(stage == Stage::Dino && c.unit.starts_with("covered-")))
+            .filter(|c| {
+                !(stage == Stage::Dino && crate::table::records::DinoCovered::is_closing(&c.unit))
+            })
             .count() as u64;
         // A lease whose unit is committed is being deleted by its holder: the unit is done.
         let committed: std::collections::HashSet<&str> =

@@ -130,10 +130,6 @@ struct Want {
     hash: String,
 }
 
-fn covered(c: &Commit) -> String {
-    format!("{}@{}", c.unit, c.generation)
-}
-
 /// The dino stage over `root`.
 pub async fn dino(
     root: &Location,
@@ -277,7 +273,7 @@ async fn dino_locked(
     } else {
         0.0
     };
-    let current: Vec<String> = units.iter().map(covered).collect();
+    let current: Vec<String> = units.iter().map(Commit::cited).collect();
     let already_covered = catalog.dino_covered().await?;
     if summary.needed == 0 && current.iter().all(|u| already_covered.contains(u)) {
         summary.up_to_date = true;
@@ -400,7 +396,7 @@ async fn dino_locked(
         }
     }
     progress.finish();
-    let closing = format!("covered-g{generation:010}");
+    let closing = table::records::DinoCovered::unit(generation);
     let record = DinoCommit {
         shard: String::new(),
         rows: 0,
@@ -413,7 +409,7 @@ async fn dino_locked(
     catalog.commit(CommitSet::DINO, &commit).await?;
     catalog
         .retract(CommitSet::DINO, |c| {
-            c.unit.starts_with("covered-") && c.unit != closing
+            table::records::DinoCovered::is_closing(&c.unit) && c.unit != closing
         })
         .await?;
     summary.seconds = started.elapsed().as_secs_f64();

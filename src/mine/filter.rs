@@ -256,11 +256,6 @@ pub async fn filter_with(
     result
 }
 
-/// `unit@generation` of a candidates commit, as dino and filter records name it.
-fn covered(c: &Commit) -> String {
-    format!("{}@{}", c.unit, c.generation)
-}
-
 /// The filter unit of a candidates commit (a name for commit and object paths).
 fn unit_of(c: &Commit) -> String {
     let unit = if c.unit.is_empty() { "table" } else { &c.unit };
@@ -290,7 +285,7 @@ async fn filter_units(
         .into_iter()
         .map(|c| (unit_of(&c), c))
         .collect();
-    let names: HashMap<String, &String> = current.iter().map(|(u, c)| (covered(c), u)).collect();
+    let names: HashMap<String, &String> = current.iter().map(|(u, c)| (c.cited(), u)).collect();
     let epoch = epoch_of(params.dino_max, params.dup_min);
     let gone = catalog
         .retract(CommitSet::FILTER, |c| match c.info::<FilterCommit>() {
@@ -405,10 +400,7 @@ async fn filter_units(
         .map(|r| r.pairs)
         .sum();
     if covered_units(&catalog, &names).await?.len() == current.len() {
-        let units: Vec<String> = committed
-            .iter()
-            .map(|c| format!("{}@{}", c.unit, c.generation))
-            .collect();
+        let units: Vec<String> = committed.iter().map(Commit::cited).collect();
         progress.message("filter: near-duplicate groups");
         summary.groups =
             Some(super::groups::build(&catalog, &units, params.dup_min, run_generation).await?);
@@ -608,7 +600,7 @@ async fn check_dino_coverage(catalog: &Catalog, todo: &[Work]) -> Result<()> {
     }
     let dino = catalog.dino_covered().await?;
     let units = || todo.iter().flat_map(|w| &w.members);
-    let missing = units().filter(|(_, c)| !dino.contains(&covered(c))).count();
+    let missing = units().filter(|(_, c)| !dino.contains(&c.cited())).count();
     if missing > 0 {
         let url = &catalog.root().url;
         return Err(Error::Usage(format!(
@@ -868,7 +860,7 @@ impl UnitJob {
             pairs: objects.iter().filter_map(|o| o.rows).sum(),
             dino_max: self.dino_max,
             run_id: self.run_id.to_string(),
-            candidates: work.members.iter().map(|(_, c)| covered(c)).collect(),
+            candidates: work.members.iter().map(|(_, c)| c.cited()).collect(),
             epoch: self.epoch.to_string(),
             candidate_rows,
             vectors: vectors.rows,

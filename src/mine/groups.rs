@@ -107,11 +107,7 @@ pub async fn build(
         .commits_of(CommitSet::FILTER)
         .await?
         .iter()
-        .filter(|c| {
-            sorted
-                .binary_search(&format!("{}@{}", c.unit, c.generation))
-                .is_ok()
-        })
+        .filter(|c| sorted.binary_search(&c.cited()).is_ok())
         .flat_map(|c| c.objects(&table::DUP_EDGES))
         .map(|o| o.path)
         .collect();

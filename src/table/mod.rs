@@ -308,6 +308,12 @@ pub struct Commit {
 }
 
 impl Commit {
+    /// How other records cite this commit: `unit@generation` (a `dino` run's coverage and a
+    /// filter commit name the candidates units they cover so).
+    pub fn cited(&self) -> String {
+        format!("{}@{}", self.unit, self.generation)
+    }
+
     /// A commit of `unit` by `generation`, with the stage's record `info`.
     pub fn new<T: Serialize>(unit: &str, generation: u64, info: &T) -> Result<Commit> {
         let info = match serde_json::to_value(info).map_err(|e| Error::Internal(e.to_string()))? {

@@ -58,3 +58,17 @@ pub struct DinoCovered {
     #[serde(default)]
     pub candidates: Vec<String>,
 }
+
+impl DinoCovered {
+    /// The unit name of the closing commit of the `dino` run of `generation`.
+    pub fn unit(generation: u64) -> String {
+        format!("{}g{generation:010}", Self::PREFIX)
+    }
+
+    /// Whether `unit` names such a closing commit (not a unit of work).
+    pub fn is_closing(unit: &str) -> bool {
+        unit.starts_with(Self::PREFIX)
+    }
+
+    const PREFIX: &'static str = "covered-";
+}
