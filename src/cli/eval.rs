@@ -361,7 +361,7 @@ pub async fn run_stage(r: &blindspot::spec::Resolved, json: bool) -> Result<()> 
     let device: Device = r.spec.encoders.device.parse().map_err(anyhow::Error::msg)?;
     let (mut vlm_bench, mut mllm_bench) = (e.vlm_benchmark.clone(), e.mllm_benchmark.clone());
     if e.synthetic_benchmarks {
-        let corpus_url = super::run::corpus_of(&r.input);
+        let corpus_url = blindspot::synth::corpus_of(&r.input);
         let corpus = Location::open(&corpus_url)?;
         let truth = blindspot::synth::read_truth(&corpus).await?;
         let names_path = e

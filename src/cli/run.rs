@@ -65,22 +65,12 @@ pub async fn run(path: &Path, json: bool) -> Result<()> {
     run_resolved(resolved, json).await
 }
 
-/// The synthetic corpus of an input: one level above `images/`, where synth puts the images
-/// (and `truth.json` beside them).
-pub fn corpus_of(input: &Location) -> String {
-    input
-        .url
-        .strip_suffix("/images")
-        .unwrap_or(&input.url)
-        .to_string()
-}
-
 async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
     for stage in r.stages.clone() {
         tracing::info!(stage = %stage, "stage starts");
         match stage {
             Stage::Synth => {
-                let out = Location::open(&corpus_of(&r.input))?;
+                let out = Location::open(&synth::corpus_of(&r.input))?;
                 let params = SynthParams {
                     format: r.spec.synth.format,
                     per_shard: r.spec.synth.per_shard,
@@ -195,7 +185,7 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
     let resolved = spec::resolve(&spec_path, parsed).await?;
     let root = resolved.root.clone();
     let input = resolved.input.url.clone();
-    let corpus = corpus_of(&resolved.input);
+    let corpus = synth::corpus_of(&resolved.input);
     run_resolved(resolved, a.json).await?;
     if !a.json {
         print_demo_summary(&root, &corpus).await?;

@@ -17,6 +17,16 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::storage::Location;
 
+/// The synthetic corpus of an input: one level above `images/`, where synth puts the images
+/// (and `truth.json` beside them).
+pub fn corpus_of(input: &Location) -> String {
+    input
+        .url
+        .strip_suffix("/images")
+        .unwrap_or(&input.url)
+        .to_string()
+}
+
 /// How the corpus is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
