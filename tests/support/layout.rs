@@ -172,6 +172,47 @@ fn no_stage_imports_another_stage() {
     );
 }
 
+/// Depth-first search for a back edge from `n`: the cycle it closes, if any.
+fn visit(
+    n: &str,
+    edges: &BTreeMap<String, BTreeSet<String>>,
+    state: &mut BTreeMap<String, u8>,
+    path: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    match state.get(n) {
+        Some(2) => return None,
+        Some(1) => {
+            let start = path.iter().position(|p| p == n).unwrap();
+            let mut cycle = path[start..].to_vec();
+            cycle.push(n.to_string());
+            return Some(cycle);
+        }
+        _ => {}
+    }
+    state.insert(n.to_string(), 1);
+    path.push(n.to_string());
+    for next in edges.get(n).into_iter().flatten() {
+        if let Some(c) = visit(next, edges, state, path) {
+            return Some(c);
+        }
+    }
+    path.pop();
+    state.insert(n.to_string(), 2);
+    None
+}
+
+fn assert_no_cycle(edges: &BTreeMap<String, BTreeSet<String>>) {
+    let mut state = BTreeMap::new();
+    for n in edges.keys() {
+        let cycle = visit(n, edges, &mut state, &mut Vec::new());
+        assert!(
+            cycle.is_none(),
+            "import cycle: {}",
+            cycle.unwrap().join(" -> ")
+        );
+    }
+}
+
 #[test]
 fn module_imports_form_no_cycle() {
     // Submodules collapse into their top-level module, except the stages inside `mine`, so a
@@ -193,43 +234,7 @@ fn module_imports_form_no_cycle() {
             }
         }
     }
-    // Depth-first search for a back edge.
-    fn visit(
-        n: &str,
-        edges: &BTreeMap<String, BTreeSet<String>>,
-        state: &mut BTreeMap<String, u8>,
-        path: &mut Vec<String>,
-    ) -> Option<Vec<String>> {
-        match state.get(n) {
-            Some(2) => return None,
-            Some(1) => {
-                let start = path.iter().position(|p| p == n).unwrap();
-                let mut cycle = path[start..].to_vec();
-                cycle.push(n.to_string());
-                return Some(cycle);
-            }
-            _ => {}
-        }
-        state.insert(n.to_string(), 1);
-        path.push(n.to_string());
-        for next in edges.get(n).into_iter().flatten() {
-            if let Some(c) = visit(next, edges, state, path) {
-                return Some(c);
-            }
-        }
-        path.pop();
-        state.insert(n.to_string(), 2);
-        None
-    }
-    let mut state = BTreeMap::new();
-    for n in edges.keys() {
-        let cycle = visit(n, &edges, &mut state, &mut Vec::new());
-        assert!(
-            cycle.is_none(),
-            "import cycle: {}",
-            cycle.unwrap().join(" -> ")
-        );
-    }
+    assert_no_cycle(&edges);
     // The graph is not empty by accident: the stages do depend on the catalog.
     assert!(edges["embed"].contains("table"), "{edges:?}");
     assert!(edges["mine::filter"].contains("sql"), "{edges:?}");
@@ -324,5 +329,30 @@ fn stage_names_are_never_typed_at_the_protocol_calls() {
         found.is_empty(),
         "stage names typed as strings (use Stage::..):\n{}",
         found.join("\n")
+    );
+}
+
+/// Issue 21: the binary's modules (`src/cli/`) form no import cycle either (`cli::eval` and
+/// `cli::run` used to import each other).
+#[test]
+fn the_binarys_modules_form_no_cycle() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let files: Vec<String> = files.into_iter().filter(|f| f.starts_with("cli")).collect();
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(f)).collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let text = std::fs::read_to_string(src().join(f)).unwrap();
+        let m = module_of(f);
+        for r in references(&m, &text, &modules) {
+            if r != m && r != "cli" && m != "cli" {
+                edges.entry(m.clone()).or_default().insert(r);
+            }
+        }
+    }
+    assert_no_cycle(&edges);
+    assert!(
+        edges.values().map(BTreeSet::len).sum::<usize>() > 3,
+        "the commands do import each other's helpers: {edges:?}"
     );
 }
