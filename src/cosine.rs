@@ -148,21 +148,22 @@ mod x86 {
         }
     }
 
-    /// Accumulates chunk after chunk, each a `REGS` x 8 f32 load of both rows.
+    /// Accumulates chunk after chunk of `LANES` values; `load(i)` gives the 8 values of both
+    /// rows from index `i` as f32.
     #[target_feature(enable = "avx")]
     fn accumulate(
         chunks: usize,
-        mut load: impl FnMut(usize) -> ([__m256; REGS], [__m256; REGS]),
+        load: impl Fn(usize) -> (__m256, __m256),
         sums: &mut Sums,
     ) -> usize {
         let zero = _mm256_setzero_ps();
         let (mut d, mut nx, mut ny) = ([zero; REGS], [zero; REGS], [zero; REGS]);
         for c in 0..chunks {
-            let (p, q) = load(c);
             for r in 0..REGS {
-                d[r] = _mm256_add_ps(d[r], _mm256_mul_ps(p[r], q[r]));
-                nx[r] = _mm256_add_ps(nx[r], _mm256_mul_ps(p[r], p[r]));
-                ny[r] = _mm256_add_ps(ny[r], _mm256_mul_ps(q[r], q[r]));
+                let (p, q) = load(c * LANES + r * 8);
+                d[r] = _mm256_add_ps(d[r], _mm256_mul_ps(p, q));
+                nx[r] = _mm256_add_ps(nx[r], _mm256_mul_ps(p, p));
+                ny[r] = _mm256_add_ps(ny[r], _mm256_mul_ps(q, q));
             }
         }
         store(d, &mut sums.d);
@@ -173,41 +174,18 @@ mod x86 {
 
     #[target_feature(enable = "avx")]
     fn sums_f32(x: &[f32], y: &[f32], sums: &mut Sums) -> usize {
-        let chunks = x.len().min(y.len()) / LANES;
-        let load = |c: usize| {
-            let zero = _mm256_setzero_ps();
-            let (mut p, mut q) = ([zero; REGS], [zero; REGS]);
-            for r in 0..REGS {
-                let at = c * LANES + r * 8;
-                // SAFETY: `at + 8 <= chunks * LANES`, within both rows.
-                unsafe {
-                    p[r] = _mm256_loadu_ps(x.as_ptr().add(at));
-                    q[r] = _mm256_loadu_ps(y.as_ptr().add(at));
-                }
-            }
-            (p, q)
-        };
-        accumulate(chunks, load, sums)
+        // SAFETY: `accumulate` asks for `i + 8 <= chunks * LANES`, within both rows.
+        let at = |v: &[f32], i: usize| unsafe { _mm256_loadu_ps(v.as_ptr().add(i)) };
+        accumulate(x.len().min(y.len()) / LANES, |i| (at(x, i), at(y, i)), sums)
     }
 
     #[target_feature(enable = "avx,f16c")]
     fn sums_f16(x: &[f16], y: &[f16], sums: &mut Sums) -> usize {
-        let chunks = x.len().min(y.len()) / LANES;
-        let load = |c: usize| {
-            let zero = _mm256_setzero_ps();
-            let (mut p, mut q) = ([zero; REGS], [zero; REGS]);
-            for r in 0..REGS {
-                let at = c * LANES + r * 8;
-                // SAFETY: `at + 8 <= chunks * LANES`, within both rows; f16 is 16 bits, so 8
-                // of them are one unaligned 128-bit load. Widening f16 to f32 is exact.
-                unsafe {
-                    p[r] = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(at).cast()));
-                    q[r] = _mm256_cvtph_ps(_mm_loadu_si128(y.as_ptr().add(at).cast()));
-                }
-            }
-            (p, q)
+        // SAFETY: as above; 8 f16 are one unaligned 128-bit load, widened exactly to f32.
+        let at = |v: &[f16], i: usize| unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()))
         };
-        accumulate(chunks, load, sums)
+        accumulate(x.len().min(y.len()) / LANES, |i| (at(x, i), at(y, i)), sums)
     }
 }
 

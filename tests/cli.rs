@@ -2669,7 +2669,16 @@ fn a_run_root_from_before_the_catalog_reads_through_it() {
     assert!(index.contains("Mined pairs"), "{index}");
     let status: serde_json::Value =
         serde_json::from_str(run_ok(&["status", "--root", r, "--json"]).trim()).unwrap();
-    assert!(status.is_object(), "{status}");
+    assert_eq!(
+        status["pairs"].as_u64(),
+        Some(sql_count(r, "pairs")),
+        "{status}"
+    );
+    assert_eq!(
+        status["rows"]["embeddings"].as_u64(),
+        Some(sql_count(r, "embeddings")),
+        "{status}"
+    );
     assert_eq!(sql_count(r, "embeddings WHERE caption IS NOT NULL"), 0);
 }
 
@@ -2739,25 +2748,30 @@ async fn scanning_two_million_candidates_keeps_memory_flat() {
     );
 }
 
-/// The Parquet objects under `dir` (recursively) whose names start with `prefix`.
-fn parquet_objects(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+/// The files under `dir` (recursively) whose names start with `prefix` and end in `.ext`.
+fn files_under(dir: &Path, prefix: &str, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
         if path.is_dir() {
-            out.extend(parquet_objects(&path, prefix));
+            out.extend(files_under(&path, prefix, ext));
         } else if path
             .file_name()
             .unwrap()
             .to_string_lossy()
             .starts_with(prefix)
-            && path.extension().is_some_and(|e| e == "parquet")
+            && path.extension().is_some_and(|e| e == ext)
         {
             out.push(path);
         }
     }
     out.sort();
     out
+}
+
+/// The Parquet objects under `dir` (recursively) whose names start with `prefix`.
+fn parquet_objects(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    files_under(dir, prefix, "parquet")
 }
 
 /// Issue 20: 4 KB of random bytes in the CLIP vectors of a `cells` object. `candidates` stops
@@ -3302,7 +3316,9 @@ fn on_a_real_s3_api_every_stage_equals_the_local_run() {
             .trim(),
     )
     .unwrap();
-    assert!(status.to_string().contains("pairs"), "{status}");
+    // The header line and one line per pair.
+    let pairs = on_s3.lines().count() as u64 - 1;
+    assert_eq!(status["pairs"].as_u64(), Some(pairs), "{status}");
 }
 
 /// Issue 20: one key in two shards (two manifest parts both naming `dup`, with different
@@ -3313,7 +3329,7 @@ fn a_key_in_two_shards_is_reported_and_placed_once() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");
     run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
-    let images: Vec<PathBuf> = png_files(&corpus.join("images"));
+    let images: Vec<PathBuf> = files_under(&corpus.join("images"), "", "png");
     let lists = dir.path().join("lists");
     std::fs::create_dir_all(lists.join("imgs")).unwrap();
     let mut rows = [String::from("key,uri\n"), String::from("key,uri\n")];
@@ -3361,21 +3377,6 @@ fn a_key_in_two_shards_is_reported_and_placed_once() {
     assert!(again["generation"].is_null(), "{again}");
 }
 
-/// The images of a synth corpus folder, sorted.
-fn png_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            out.extend(png_files(&p));
-        } else if p.extension().is_some_and(|e| e == "png") {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Issue 20: Parquet pages that carry a CRC (pyarrow writes them with
 /// `write_page_checksum=True`) are verified when read: one flipped byte in an image page of
 /// an img2dataset Parquet input stops `embed` with an error that names the object, where the
@@ -3385,7 +3386,7 @@ fn parquet_page_checksums_are_verified_on_read() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");
     run_ok(&["synth", "--out", corpus.to_str().unwrap()]);
-    let images = png_files(&corpus.join("images"));
+    let images = files_under(&corpus.join("images"), "", "png");
     let input = dir.path().join("input");
     std::fs::create_dir_all(&input).unwrap();
     let script = r#"
@@ -3430,4 +3431,29 @@ for name, damaged in [("good", False), ("bad", True)]:
         err.contains("00000.parquet") && err.to_lowercase().contains("crc"),
         "{err}"
     );
+}
+
+/// Issue 20: `--max-bytes` bounds the images of folders too, not only fetched ones: a file
+/// over it is a `too_large` error row and is never read.
+#[test]
+fn max_bytes_bounds_folder_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    write_noise_corpus(&images, 4, 4);
+    let root = dir.path().join("run");
+    let s: serde_json::Value = serde_json::from_str(
+        run_ok(&[
+            "embed",
+            images.to_str().unwrap(),
+            "--out",
+            root.to_str().unwrap(),
+            "--max-bytes",
+            "1000",
+            "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(s["images"], 0, "{s}");
+    assert_eq!(s["errors_by_kind"]["too_large"], 4, "{s}");
 }

@@ -50,6 +50,11 @@ pub struct FetchParams {
 /// then hold at most 256 MiB of bodies.
 pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
 
+/// The message of a `too_large` error: an image of `size` bytes (or more) over `max`.
+pub fn too_large(size: u64, max: u64) -> String {
+    format!("{size} bytes or more, above --max-bytes {max}")
+}
+
 /// Redirects followed per fetch.
 pub const MAX_REDIRECTS: usize = 5;
 
@@ -362,13 +367,7 @@ impl Fetcher {
     }
 
     fn too_large(&self, size: u64) -> FetchError {
-        FetchError::permanent(
-            "too_large",
-            format!(
-                "{size} bytes or more, above --max-bytes {}",
-                self.params.max_bytes
-            ),
-        )
+        FetchError::permanent("too_large", too_large(size, self.params.max_bytes))
     }
 
     /// The store (one per scheme and bucket, opened once) and path of an object URI.

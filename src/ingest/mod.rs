@@ -477,16 +477,17 @@ impl ShardReader {
     pub async fn read(&self, shard: &Shard, tx: mpsc::Sender<Ingested>) -> Result<ShardRead> {
         let input = &self.input;
         let concurrency = self.fetcher.params().concurrency;
+        let max_bytes = self.fetcher.params().max_bytes;
         match &shard.kind {
             ShardKind::Folder(objects) => {
-                let sent = read_folder(input, shard, objects, concurrency, tx).await?;
+                let sent = read_folder(input, shard, objects, concurrency, max_bytes, tx).await?;
                 Ok(ShardRead {
                     sent,
                     ..Default::default()
                 })
             }
             ShardKind::Tar(meta) => Ok(ShardRead {
-                sent: read_tar(input, meta, tx).await?,
+                sent: read_tar(input, meta, max_bytes, tx).await?,
                 ..Default::default()
             }),
             ShardKind::Parquet(p) => {
@@ -548,6 +549,7 @@ async fn read_folder(
     shard: &Shard,
     objects: &[FolderImage],
     fetch_concurrency: usize,
+    max_bytes: u64,
     tx: mpsc::Sender<Ingested>,
 ) -> Result<u64> {
     let single = objects.len() == 1 && objects[0].meta.location == input.prefix;
@@ -578,6 +580,14 @@ async fn read_folder(
                         key,
                         uri,
                         kind: "duplicate_key".into(),
+                    });
+                }
+                if image.meta.size > max_bytes {
+                    return Ingested::Failed(Failure {
+                        message: fetch::too_large(image.meta.size, max_bytes),
+                        key,
+                        uri,
+                        kind: "too_large".into(),
                     });
                 }
                 let bytes = match input.get_bytes(&image.meta.location).await {
@@ -625,10 +635,12 @@ struct Group {
     caption: Option<String>,
     members: Vec<String>,
     extra_images: Vec<String>,
+    /// An image member over `--max-bytes`, not read: (name, declared size).
+    too_large: Option<(String, u64)>,
 }
 
 impl Group {
-    fn into_items(self, tar_uri: &str) -> Vec<Ingested> {
+    fn into_items(self, tar_uri: &str, max_bytes: u64) -> Vec<Ingested> {
         let key = self.json.key.unwrap_or_else(|| self.stem.clone());
         let mut out = Vec::new();
         match self.image {
@@ -639,6 +651,15 @@ impl Group {
                     bytes,
                     caption: self.caption.or(self.json.caption),
                     url: self.json.url,
+                }));
+            }
+            None if self.too_large.is_some() => {
+                let (name, size) = self.too_large.expect("checked");
+                out.push(Ingested::Failed(Failure {
+                    key: key.clone(),
+                    uri: format!("{tar_uri}#{name}"),
+                    kind: "too_large".into(),
+                    message: fetch::too_large(size, max_bytes),
                 }));
             }
             None => out.push(Ingested::Failed(Failure {
@@ -663,7 +684,12 @@ impl Group {
     }
 }
 
-async fn read_tar(input: &Location, meta: &ObjectMeta, tx: mpsc::Sender<Ingested>) -> Result<u64> {
+async fn read_tar(
+    input: &Location,
+    meta: &ObjectMeta,
+    max_bytes: u64,
+    tx: mpsc::Sender<Ingested>,
+) -> Result<u64> {
     let tar_uri = input.uri_of(&meta.location);
     let name = meta.location.filename().unwrap_or_default().to_string();
     let stream = match input.store.get(&meta.location).await {
@@ -675,7 +701,8 @@ async fn read_tar(input: &Location, meta: &ObjectMeta, tx: mpsc::Sender<Ingested
     };
     let reader = StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
     let bridge = SyncIoBridge::new(reader);
-    let handle = tokio::task::spawn_blocking(move || walk_tar(bridge, &tar_uri, &name, &tx));
+    let handle =
+        tokio::task::spawn_blocking(move || walk_tar(bridge, &tar_uri, &name, max_bytes, &tx));
     handle
         .await
         .map_err(|e| Error::Internal(format!("tar reader: {e}")))
@@ -687,6 +714,7 @@ fn walk_tar(
     reader: impl std::io::Read,
     tar_uri: &str,
     tar_name: &str,
+    max_bytes: u64,
     tx: &mpsc::Sender<Ingested>,
 ) -> u64 {
     let mut sent = 0u64;
@@ -714,7 +742,7 @@ fn walk_tar(
             Err(e) => {
                 // A corrupt or cut-off archive: keep what was read, record the rest as lost.
                 if let Some(g) = group.take() {
-                    emit(g.into_items(tar_uri));
+                    emit(g.into_items(tar_uri, max_bytes));
                 }
                 emit(vec![tar_failure(tar_uri, tar_name, &e)]);
                 return sent;
@@ -731,7 +759,7 @@ fn walk_tar(
         let stem = strip_extension(&member).to_string();
         if group.as_ref().is_some_and(|g| g.stem != stem) {
             let done = group.take().expect("checked");
-            if !emit(done.into_items(tar_uri)) {
+            if !emit(done.into_items(tar_uri, max_bytes)) {
                 return sent;
             }
         }
@@ -747,6 +775,14 @@ fn walk_tar(
         let wanted = IMAGE_EXTENSIONS.contains(&ext.as_str()) || ext == "json" || ext == "txt";
         if !wanted {
             continue; // other sidecars are not needed
+        }
+        // The header's size is the archive's word: nothing larger than `--max-bytes` is read
+        // (or allocated for); an image that is becomes the group's `too_large` error.
+        if entry.size() > max_bytes {
+            if IMAGE_EXTENSIONS.contains(&ext.as_str()) && g.image.is_none() {
+                g.too_large = Some((member, entry.size()));
+            }
+            continue;
         }
         let mut buf = Vec::with_capacity(entry.size() as usize);
         if let Err(e) = std::io::Read::read_to_end(&mut entry, &mut buf) {
@@ -765,7 +801,7 @@ fn walk_tar(
         }
     }
     if let Some(g) = group.take() {
-        emit(g.into_items(tar_uri));
+        emit(g.into_items(tar_uri, max_bytes));
     }
     sent
 }
@@ -794,6 +830,7 @@ pub async fn tar_members(
         stream.map(|r| r.map_err(std::io::Error::other)),
     ));
     let tar_uri = tar_uri.to_string();
+    let max_bytes = fetcher.params().max_bytes;
     tokio::task::spawn_blocking(move || {
         let damaged =
             |e: std::io::Error| FetchError::permanent("tar", format!("{tar_uri} is damaged: {e}"));
@@ -805,6 +842,10 @@ pub async fn tar_members(
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
             if !wanted.remove(&member) {
+                continue;
+            }
+            if entry.size() > max_bytes {
+                // `embed` refused it (`too_large`), so it has no row that asks for it.
                 continue;
             }
             let mut buf = Vec::with_capacity(entry.size() as usize);
@@ -855,6 +896,8 @@ mod tests {
         add("000001.txt", b"a caption");
         add("junk.bin", b"zz");
         add("000002.png", b"pngbytes");
+        // Over the 48-byte bound of this walk: not read, an error of its own.
+        add("000003.png", &[7u8; 64]);
         let bytes = builder.into_inner().unwrap();
         let (tx, mut rx) = mpsc::channel(16);
         let n = tokio::task::spawn_blocking(move || {
@@ -862,6 +905,7 @@ mod tests {
                 std::io::Cursor::new(bytes),
                 "memory://t/s.tar",
                 "s.tar",
+                48,
                 &tx,
             )
         })
@@ -871,7 +915,7 @@ mod tests {
         while let Some(i) = rx.recv().await {
             got.push(i);
         }
-        assert_eq!(n, 3);
+        assert_eq!(n, 4);
         match &got[0] {
             Ingested::Image(i) => {
                 assert_eq!(i.key, "000001");
@@ -886,5 +930,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(&got[2], Ingested::Image(i) if i.key == "000002"));
+        match &got[3] {
+            Ingested::Failed(f) => {
+                assert_eq!((f.kind.as_str(), f.key.as_str()), ("too_large", "000003"));
+                assert!(f.message.contains("above --max-bytes 48"), "{}", f.message);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -881,10 +881,14 @@ struct DuplicateKeys {
     keep: HashMap<String, Option<String>>,
 }
 
+/// At most this many rows with a duplicated key are held to decide which to place (about
+/// 100 bytes each): a corpus whose keys repeat beyond it is refused, not mined.
+const MAX_DUPLICATE_ROWS: usize = 1 << 20;
+
 /// The keys of the shards to place (`units`) that occur in more than one row of the whole
 /// `embeddings` table (two images given one key: `x.png` in one folder, `x.jpg` in another
 /// manifest part). A DataFusion query in a session that spills past 256 MiB finds them, so its
-/// memory follows the duplicated keys, not the images. The row kept is the one placed before,
+/// memory follows the duplicated keys (at most `MAX_DUPLICATE_ROWS`), not the images. The row kept is the one placed before,
 /// if any, else the one in the first shard by name; the others are not placed (mined twice,
 /// a key would pair with itself and inflate every join on keys).
 async fn duplicate_keys(
@@ -910,7 +914,15 @@ async fn duplicate_keys(
         .map(|r| r.shard)
         .collect();
     let mut shards: HashMap<String, Vec<String>> = HashMap::new();
+    let mut rows = 0usize;
     while let Some(batch) = stream.try_next().await.map_err(failed)? {
+        rows += batch.num_rows();
+        if rows > MAX_DUPLICATE_ROWS {
+            return Err(Error::Usage(format!(
+                "{}: more than {MAX_DUPLICATE_ROWS} rows share their key with another row; keys must name one image each (re-embed with keys that do, e.g. a manifest's key column)",
+                root.url
+            )));
+        }
         let batch = io::cast_batch(
             &batch,
             &Arc::new(arrow::datatypes::Schema::new(vec![

@@ -634,7 +634,7 @@ pub fn raw_vector_field(name: &str, of: &Field) -> Field {
             if matches!(item.data_type(), DataType::Float16 | DataType::Float32) =>
         {
             let width = item.data_type().primitive_width().expect("a float") as i32;
-            Field::new("dino", DataType::FixedSizeBinary(dim * width), true)
+            Field::new(name, DataType::FixedSizeBinary(dim * width), true)
                 .with_metadata([(RAW_ITEM.to_string(), item.data_type().to_string())].into())
         }
         _ => of.clone().with_name(name).with_nullable(true),

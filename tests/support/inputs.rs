@@ -368,10 +368,9 @@ fn image_server(files: PathBuf) -> (String, Arc<Mutex<HashMap<String, usize>>>) 
     (format!("http://{addr}"), hits)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manifest_fetches_from_stores_and_http_and_failures_become_error_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus");
+/// The synthetic corpus written under `dir/corpus`, and its image files.
+async fn synth_corpus(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
+    let corpus = dir.join("corpus");
     blindspot::synth::synth(
         &Location::open(corpus.to_str().unwrap()).unwrap(),
         &Default::default(),
@@ -379,6 +378,13 @@ async fn a_manifest_fetches_from_stores_and_http_and_failures_become_error_rows(
     .await
     .unwrap();
     let images = image_files(&corpus.join("images"));
+    (corpus, images)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_fetches_from_stores_and_http_and_failures_become_error_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (corpus, images) = synth_corpus(dir.path()).await;
     let rel = |p: &Path| {
         p.strip_prefix(corpus.join("images"))
             .unwrap()
@@ -511,14 +517,7 @@ async fn error_rows(root: &Location) -> Vec<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fetch_policy_blocks_what_a_manifest_may_not_name_and_bounds_bodies() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus");
-    blindspot::synth::synth(
-        &Location::open(corpus.to_str().unwrap()).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let images = image_files(&corpus.join("images"));
+    let (corpus, images) = synth_corpus(dir.path()).await;
     let (base, hits) = image_server(corpus.join("images"));
     let port = base.rsplit(':').next().unwrap().to_string();
     let name = images[2]
