@@ -302,7 +302,7 @@ async fn filter_units(
             "filter: {gone} commits of another threshold or of candidates since replaced withdrawn"
         ));
     }
-    let done = covered_units(&catalog, &names).await?;
+    let done = covered_units(&catalog.commits_of(CommitSet::FILTER).await?, &names);
     let run_id = new_run_id();
     let mut summary = FilterSummary {
         incremental: !done.is_empty(),
@@ -399,7 +399,7 @@ async fn filter_units(
         .filter_map(|c| c.info::<FilterCommit>().ok())
         .map(|r| r.pairs)
         .sum();
-    if covered_units(&catalog, &names).await?.len() == current.len() {
+    if covered_units(&committed, &names).len() == current.len() {
         let units: Vec<String> = committed.iter().map(Commit::cited).collect();
         progress.message("filter: near-duplicate groups");
         summary.groups =
@@ -409,19 +409,14 @@ async fn filter_units(
     Ok(summary)
 }
 
-/// The candidates units (their names) that the filter commits cover.
-async fn covered_units(
-    catalog: &Catalog,
-    names: &HashMap<String, &String>,
-) -> Result<HashSet<String>> {
-    Ok(catalog
-        .commits_of(CommitSet::FILTER)
-        .await?
+/// The candidates units (their names) that the filter commits `committed` cover.
+fn covered_units(committed: &[Commit], names: &HashMap<String, &String>) -> HashSet<String> {
+    committed
         .iter()
         .filter_map(|c| c.info::<FilterCommit>().ok())
         .flat_map(|r| r.candidates)
         .filter_map(|u| names.get(&u).map(|n| n.to_string()))
-        .collect())
+        .collect()
 }
 
 /// Bytes a candidate row is counted for when units are gathered into units of work.
