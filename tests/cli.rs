@@ -2682,6 +2682,74 @@ fn a_run_root_from_before_the_catalog_reads_through_it() {
     assert_eq!(sql_count(r, "embeddings WHERE caption IS NOT NULL"), 0);
 }
 
+/// `tests/fixtures/catalog-root` holds two run roots written by the binary of `5512b33` (the
+/// commit before issue 21 moved every stage record into the catalog's vocabulary): the demo's
+/// `run/` and its CLIP-first `run-clip-first/` (embed without DINOv2, partition, candidates,
+/// dino, filter, groups; eval and correlate in `run/`). Today's binary reads both and finds
+/// every unit done.
+#[test]
+fn a_run_root_from_before_typed_records_reads_and_is_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("fixture");
+    copy_dir(&repo().join("tests/fixtures/catalog-root"), &fixture);
+    for name in ["run", "clip-first"] {
+        let root = fixture.join(name);
+        let r = root.to_str().unwrap();
+        let tables = show_tables(r);
+        for (table, (rows, _, generation)) in &tables {
+            assert!(*generation > 0, "{name}/{table}: written with generations");
+            assert_eq!(*rows, sql_count(r, table), "{name}/{table}");
+        }
+        let before = pair_set(&read_parquet_dir(&root.join("pairs")));
+        assert!(!before.is_empty(), "{name}");
+        // Every unit of every stage is committed: reruns read the records and do nothing.
+        let c: serde_json::Value =
+            serde_json::from_str(run_ok(&["candidates", "--root", r, "--json"]).trim()).unwrap();
+        assert_eq!(c["cells"]["done"], 0, "{c}");
+        assert_eq!(c["cells"]["skipped"], c["cells"]["total"], "{c}");
+        assert!(c["cells"]["total"].as_u64().unwrap() > 0, "{c}");
+        if name == "clip-first" {
+            let d: serde_json::Value =
+                serde_json::from_str(run_ok(&["dino", "--root", r, "--json"]).trim()).unwrap();
+            assert_eq!(d["needed"], 0, "{d}");
+            assert_eq!(d["up_to_date"], true, "{d}");
+            assert!(d["already"].as_u64().unwrap() > 0, "{d}");
+        }
+        let f: serde_json::Value =
+            serde_json::from_str(run_ok(&["filter", "--root", r, "--json"]).trim()).unwrap();
+        assert_eq!(f["units"], 0, "{f}");
+        assert_eq!(f["skipped"], f["units_total"], "{f}");
+        assert_eq!(f["groups"]["rebuilt"], false, "{f}");
+        assert_eq!(pair_set(&read_parquet_dir(&root.join("pairs"))), before);
+        let status: serde_json::Value =
+            serde_json::from_str(run_ok(&["status", "--root", r, "--json"]).trim()).unwrap();
+        assert_eq!(
+            status["pairs"].as_u64(),
+            Some(sql_count(r, "pairs")),
+            "{status}"
+        );
+        let site = dir.path().join(format!("site-{name}"));
+        run_ok(&["report", "--root", r, "--out", site.to_str().unwrap()]);
+        assert!(std::fs::read_to_string(site.join("index.html"))
+            .unwrap()
+            .contains("Mined pairs"));
+    }
+    let r = fixture.join("run");
+    let s: serde_json::Value = serde_json::from_str(
+        run_ok(&[
+            "eval",
+            "correlate",
+            "--root",
+            r.to_str().unwrap(),
+            "--no-plots",
+            "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert!(!s["table"].as_array().unwrap().is_empty(), "{s}");
+}
+
 const MEMORY_CHILD: &str = "BLINDSPOT_MEMORY_CHILD";
 const MEMORY_ROWS: usize = 2_000_000;
 
