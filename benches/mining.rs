@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use arrow::array::{FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array};
-use blindspot::embed::ShardCommit;
+use blindspot::embed::EmbedCommit;
 use blindspot::mine::ann::{self, IndexParams};
 use blindspot::mine::candidates::{self, CandidateParams};
 use blindspot::mine::vectors::UniqueVectors;
@@ -135,7 +135,7 @@ fn filter_root(rt: &tokio::runtime::Runtime, images: usize, pairs: usize) -> Loc
         let errors = io::write_batches(&root, "errors/part-0", &schema::errors(), &[errors])
             .await
             .unwrap();
-        let record = ShardCommit {
+        let record = EmbedCommit {
             shard: "part-0".into(),
             shard_uri: "memory://bench/part-0".into(),
             id: "part-0".into(),
@@ -143,7 +143,7 @@ fn filter_root(rt: &tokio::runtime::Runtime, images: usize, pairs: usize) -> Loc
             errors: errors[0].path.clone(),
             rows: images as u64,
             error_rows: 0,
-            encoders: ["c".into(), "d".into()],
+            encoders: Some(["c".into(), "d".into()]),
             skipped_rows: 0,
             version: blindspot::VERSION.into(),
         };

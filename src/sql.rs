@@ -32,7 +32,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use crate::cosine;
 use crate::error::{Error, Result};
 use crate::storage::Location;
-use crate::table::{self, Catalog, CommitSet, Generations, TableStatus};
+use crate::table::{self, Catalog, Generations, TableStatus};
 
 /// The compiled-in queries, by file name.
 pub mod queries {
@@ -371,8 +371,8 @@ pub async fn register_dino_vectors(ctx: &SessionContext, root: &Location) -> Res
 /// out). Each object has the columns `key`, `uri` and `dino`.
 pub async fn dino_objects(catalog: &Catalog) -> Result<Vec<(&'static str, Vec<String>)>> {
     let mut embedded = Vec::new();
-    for c in catalog.commits_of(CommitSet::EMBED).await? {
-        if !table::without_dino(&c) {
+    for (c, r) in catalog.records::<table::records::EmbedCommit>().await? {
+        if !r.without_dino() {
             embedded.extend(c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path));
         }
     }

@@ -123,6 +123,21 @@ impl Stage {
         }
     }
 
+    /// The error for a run root at `url` that lacks this stage's output: which command to run
+    /// first.
+    pub fn run_first(self, url: &str) -> crate::Error {
+        let what = match self {
+            Stage::Partition => "mining cells",
+            Stage::Embed | Stage::Import | Stage::SynthVectors => "embeddings",
+            Stage::Filter => "pairs",
+            Stage::Eval | Stage::EvalMllm | Stage::EvalVlm => "evaluations",
+            _ => self.name(),
+        };
+        crate::Error::Usage(format!(
+            "{url} has no {what}; run `blindspot {self} --root {url}` first"
+        ))
+    }
+
     /// The stages `blindspot status` reports (those with units), with their commit sets.
     pub fn with_units() -> impl Iterator<Item = (Stage, CommitSet)> {
         [

@@ -94,12 +94,10 @@ pub async fn status(root: &Location, input: Option<&Location>) -> Result<RootSta
     let mut stages = Vec::new();
     for (stage, set) in Stage::with_units() {
         let commits = catalog.commits_of(set).await?;
-        // `dino` closes each run with a `covered-g<gen>` commit; it is not a unit of work.
+        // `dino` closes each run with a commit naming what it covered; not a unit of work.
         let done = commits
             .iter()
-            .filter(|c| {
-                !(stage == Stage::Dino && crate::table::records::DinoCovered::is_closing(&c.unit))
-            })
+            .filter(|c| !(stage == Stage::Dino && crate::table::records::DinoCommit::is_closing(c)))
             .count() as u64;
         // A lease whose unit is committed is being deleted by its holder: the unit is done.
         let committed: std::collections::HashSet<&str> =

@@ -26,7 +26,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use ndarray::Array4;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
@@ -39,6 +39,8 @@ use crate::progress::Progress;
 use crate::sql;
 use crate::stage::Stage;
 use crate::storage::{segment_id, Location, RunLock};
+pub use crate::table::records::DinoCommit;
+use crate::table::records::{EmbedCommit, UnitId};
 use crate::table::schema::{self, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, WriteParams};
 
@@ -71,25 +73,6 @@ impl Default for DinoParams {
             key_memory: DEFAULT_KEY_MEMORY,
         }
     }
-}
-
-/// The dino stage's record in a commit: a shard's vectors, or (with `candidates`) a
-/// finished run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DinoCommit {
-    /// The input shard whose images these are; empty for a run's closing commit.
-    pub shard: String,
-    /// Vectors written.
-    pub rows: u64,
-    /// Images that could not be fetched or decoded.
-    pub error_rows: u64,
-    /// The DINOv2 encoder id.
-    pub encoder: String,
-    /// A finished run's closing commit: the candidate units (`unit@generation`) covered.
-    #[serde(default)]
-    pub candidates: Vec<String>,
-    /// The blindspot version.
-    pub version: String,
 }
 
 /// What a dino run did.
@@ -155,36 +138,31 @@ async fn dino_locked(
     let mut encoder = encoder;
     let started = Instant::now();
     let catalog = Catalog::new(root);
-    let units = catalog.candidate_units().await?;
+    let units = catalog.commits_of(CommitSet::CANDIDATES).await?;
+    if units.is_empty() {
+        return Err(Stage::Candidates.run_first(&root.url));
+    }
     let meta = encoder.meta();
     let mut summary = DinoSummary::default();
 
     // Which encoder wrote the DINOv2 vectors already there: one encoder per run root.
-    let earlier = catalog.commits_of(CommitSet::DINO).await?;
-    for c in &earlier {
-        if let Ok(r) = c.info::<DinoCommit>() {
-            if r.encoder != meta.id {
-                return Err(Error::Usage(format!(
-                    "the dino table of {} was written by encoder {:?}, not {:?}; use that encoder, or delete {}/dino and {}/_commits/dino to start over",
-                    root.url, r.encoder, meta.id, root.url, root.url
-                )));
-            }
+    for (_, r) in catalog.records::<DinoCommit>().await? {
+        if r.encoder != meta.id {
+            return Err(Error::Usage(format!(
+                "the dino table of {} was written by encoder {:?}, not {:?}; use that encoder, or delete {}/dino and {}/_commits/dino to start over",
+                root.url, r.encoder, meta.id, root.url, root.url
+            )));
         }
     }
-    let embed = catalog.commits_of(CommitSet::EMBED).await?;
     let mut with_dino = Vec::new();
     let mut without = Vec::new();
-    for c in &embed {
-        let record = c.info::<table::records::EmbedShard>().ok();
-        summary.images += record.as_ref().map_or(0, |r| r.rows);
+    for (c, record) in catalog.records::<EmbedCommit>().await? {
+        summary.images += record.rows;
         let paths = c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path);
-        if table::without_dino(c) {
+        if record.without_dino() {
             without.extend(paths);
         } else {
-            let id = record
-                .and_then(|r| r.encoders)
-                .map(|e| e[1].clone())
-                .unwrap_or_default();
+            let id = record.encoders.map(|e| e[1].clone()).unwrap_or_default();
             if id != meta.id {
                 return Err(Error::Usage(format!(
                     "shard {:?} of {} was embedded with DINOv2 encoder {id:?}, not {:?}: one run root takes one DINOv2 encoder",
@@ -249,10 +227,20 @@ async fn dino_locked(
     let counts = ctx
         .sql(&format!("{NEEDED} {COUNTS}"))
         .await
-        .map_err(|e| Error::table("candidates", format!("the dino stage's key counts: {e}")))?
+        .map_err(|e| {
+            Error::table(
+                table::CANDIDATES.name,
+                format!("the dino stage's key counts: {e}"),
+            )
+        })?
         .collect()
         .await
-        .map_err(|e| Error::table("candidates", format!("the dino stage's key counts: {e}")))?;
+        .map_err(|e| {
+            Error::table(
+                table::CANDIDATES.name,
+                format!("the dino stage's key counts: {e}"),
+            )
+        })?;
     let count = |name: &str| -> Result<u64> {
         let c = counts[0]
             .column_by_name(name)
@@ -297,15 +285,27 @@ async fn dino_locked(
         .sql(&format!("{NEEDED} {WANTS}"))
         .await
         .map(|df| df.execute_stream())
-        .map_err(|e| Error::table("candidates", format!("the dino stage's wants: {e}")))?
+        .map_err(|e| {
+            Error::table(
+                table::CANDIDATES.name,
+                format!("the dino stage's wants: {e}"),
+            )
+        })?
         .await
-        .map_err(|e| Error::table("candidates", format!("the dino stage's wants: {e}")))?;
+        .map_err(|e| {
+            Error::table(
+                table::CANDIDATES.name,
+                format!("the dino stage's wants: {e}"),
+            )
+        })?;
     let mut pending: Option<(String, Vec<Want>)> = None;
     loop {
-        let batch = wants_stream
-            .try_next()
-            .await
-            .map_err(|e| Error::table("candidates", format!("the dino stage's wants: {e}")))?;
+        let batch = wants_stream.try_next().await.map_err(|e| {
+            Error::table(
+                table::CANDIDATES.name,
+                format!("the dino stage's wants: {e}"),
+            )
+        })?;
         let mut ready = Vec::new();
         match &batch {
             Some(b) => {
@@ -352,7 +352,7 @@ async fn dino_locked(
             )
             .await?;
             encoder = back;
-            let id = format!("g{generation:010}-{}", segment_id(&shard));
+            let id = UnitId::dino_shard(generation, &segment_id(&shard));
             let mut writer =
                 catalog.writer(&table::DINO, &id, schema.clone(), WriteParams::default())?;
             let n = rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
@@ -396,7 +396,7 @@ async fn dino_locked(
         }
     }
     progress.finish();
-    let closing = table::records::DinoCovered::unit(generation);
+    let closing = UnitId::dino_closing(generation);
     let record = DinoCommit {
         shard: String::new(),
         rows: 0,
@@ -409,7 +409,7 @@ async fn dino_locked(
     catalog.commit(CommitSet::DINO, &commit).await?;
     catalog
         .retract(CommitSet::DINO, |c| {
-            table::records::DinoCovered::is_closing(&c.unit) && c.unit != closing
+            DinoCommit::is_closing(c) && c.unit != *closing
         })
         .await?;
     summary.seconds = started.elapsed().as_secs_f64();

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::ShardCommit;
+use super::EmbedCommit;
 use crate::error::{Error, Result};
 use crate::ingest::fetch::check_listed;
 use crate::ingest::parquet::utf8_column;
@@ -375,7 +375,7 @@ async fn import_part(
     generation: u64,
     summary: &mut ImportSummary,
     progress: &dyn Progress,
-) -> Result<ShardCommit> {
+) -> Result<EmbedCommit> {
     let shard = format!("img_emb_{}", part.n);
     let npy_uri = dir.uri_of(&part.npy.location);
     let meta_uri = dir.uri_of(&part.metadata.location);
@@ -532,7 +532,7 @@ async fn import_part(
         &[batch],
     )
     .await?;
-    let record = ShardCommit {
+    let record = EmbedCommit {
         shard: shard.clone(),
         shard_uri: npy_uri,
         id: id.to_string(),
@@ -540,7 +540,7 @@ async fn import_part(
         errors: error_objects[0].path.clone(),
         rows: rows_written,
         error_rows: errors.len() as u64,
-        encoders: [params.clip_id.clone(), String::new()],
+        encoders: Some([params.clip_id.clone(), String::new()]),
         skipped_rows: 0,
         version: crate::VERSION.to_string(),
     };

@@ -27,7 +27,7 @@ use arrow::array::{
 use arrow::datatypes::{Field, SchemaRef};
 use futures::TryStreamExt;
 use ndarray::Array4;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::encoder::preprocess::{prepare, DecodeParams, ImageFault, Preprocessor, Transform};
@@ -38,6 +38,7 @@ use crate::lease::{self, ClaimParams, Claimable, Claims};
 use crate::progress::Progress;
 use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
+pub use crate::table::records::EmbedCommit;
 use crate::table::schema::{self, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, TableWriter, WriteParams};
 
@@ -83,32 +84,6 @@ impl Default for EmbedParams {
     }
 }
 
-/// The embed stage's record in a shard's commit.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ShardCommit {
-    /// The shard, relative to the input.
-    pub shard: String,
-    /// Where the shard is.
-    pub shard_uri: String,
-    /// The shard's output id.
-    pub id: String,
-    /// The embeddings object, relative to the run root.
-    pub embeddings: String,
-    /// The errors object, relative to the run root.
-    pub errors: String,
-    /// Rows in the embeddings object.
-    pub rows: u64,
-    /// Rows in the errors object.
-    pub error_rows: u64,
-    /// Encoder ids, `clip` then `dino` (empty when only CLIP ran).
-    pub encoders: [String; 2],
-    /// Input rows skipped because img2dataset did not download them.
-    #[serde(default)]
-    pub skipped_rows: u64,
-    /// The blindspot version that wrote it.
-    pub version: String,
-}
-
 /// What an embed run did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EmbedSummary {
@@ -139,12 +114,12 @@ pub struct EmbedSummary {
 }
 
 /// The committed shards under a run root, by shard id.
-pub async fn committed(catalog: &Catalog) -> Result<HashMap<String, ShardCommit>> {
+pub async fn committed(catalog: &Catalog) -> Result<HashMap<String, EmbedCommit>> {
     catalog
         .commits_of(CommitSet::EMBED)
         .await?
         .iter()
-        .map(|c| c.info::<ShardCommit>().map(|s| (s.id.clone(), s)))
+        .map(|c| c.record::<EmbedCommit>().map(|s| (s.id.clone(), s)))
         .collect()
 }
 
@@ -760,7 +735,7 @@ impl ShardWriter {
         shard: &Shard,
         generation: u64,
         claims: Option<&Claims>,
-    ) -> Result<Option<ShardCommit>> {
+    ) -> Result<Option<EmbedCommit>> {
         self.flush().await?;
         let embeddings = self.writer.finish().await?;
         let batch = errors_batch(&shard.name, &self.errors)?;
@@ -772,7 +747,7 @@ impl ShardWriter {
         )
         .await?;
         let meta = self.schema.metadata();
-        let record = ShardCommit {
+        let record = EmbedCommit {
             shard: shard.name.clone(),
             shard_uri: shard.uri.clone(),
             id: shard.id.clone(),
@@ -780,10 +755,10 @@ impl ShardWriter {
             errors: errors[0].path.clone(),
             rows: self.rows_written,
             error_rows: self.errors.len() as u64,
-            encoders: [
+            encoders: Some([
                 meta["blindspot.clip.id"].clone(),
                 meta.get("blindspot.dino.id").cloned().unwrap_or_default(),
-            ],
+            ]),
             skipped_rows: self.skipped,
             version: crate::VERSION.to_string(),
         };

@@ -330,7 +330,10 @@ async fn write(
         &[batch(rows, params.metric)?],
     )
     .await?;
-    let record = serde_json::json!({"rows": rows.len(), "version": crate::VERSION});
+    let record = crate::table::records::CorrelateCommit {
+        rows: rows.len() as u64,
+        version: crate::VERSION.to_string(),
+    };
     let commit = Commit::new("", generation, &record)?.with(&table::CORRELATIONS, objects);
     catalog.commit(CommitSet::CORRELATE, &commit).await?;
     let mut plots = Vec::new();

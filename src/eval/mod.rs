@@ -28,27 +28,8 @@ use futures::TryStreamExt;
 
 use crate::error::{Error, Result};
 use crate::storage::{segment_id, Location};
+pub use crate::table::records::{EvalCommit, EvalKind as Kind};
 use crate::table::{self, io, schema, Catalog, Commit, CommitSet};
-
-/// What was evaluated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A multimodal LLM on MMVP.
-    Mllm,
-    /// A vision encoder (image + text tower) on MMVP-VLM.
-    Vlm,
-}
-
-impl Kind {
-    /// The name in the tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Mllm => "mllm",
-            Kind::Vlm => "vlm",
-        }
-    }
-}
 
 /// One row of `answers`: one benchmark item asked of one model.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -167,30 +148,6 @@ pub struct PatternScore {
     pub pair_accuracy: f64,
     /// Its bootstrap interval.
     pub pair_interval: Option<(f64, f64)>,
-}
-
-/// The evaluation's record in its commit.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EvalCommit {
-    /// `mllm` or `vlm`.
-    pub kind: Kind,
-    /// The model.
-    pub model: String,
-    /// The benchmark.
-    pub benchmark: String,
-    /// The `answers` object, relative to the run root.
-    pub answers: String,
-    /// The `scores` object.
-    pub scores: String,
-    /// The prompt template's name.
-    pub template: String,
-    /// The grader.
-    pub grader: String,
-    /// How the scores' intervals were computed.
-    #[serde(default)]
-    pub bootstrap: Option<stats::Bootstrap>,
-    /// The blindspot version that wrote it.
-    pub version: String,
 }
 
 /// Scores per pattern and overall: question accuracy over items, pair accuracy over pairs
@@ -459,7 +416,7 @@ pub async fn commits(root: &Location) -> Result<Vec<(EvalCommit, Commit)>> {
         .commits_of(CommitSet::EVAL)
         .await?
         .into_iter()
-        .map(|c| Ok((c.info::<EvalCommit>()?, c)))
+        .map(|c| Ok((c.record::<EvalCommit>()?, c)))
         .collect()
 }
 

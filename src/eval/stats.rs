@@ -2,7 +2,7 @@
 //! model's weak patterns track the weak patterns of the CLIP encoders it is built on, and
 //! how far an accuracy measured on a few pairs can be trusted (bootstrap intervals).
 
-use serde::{Deserialize, Serialize};
+pub use crate::table::records::Bootstrap;
 
 /// Pearson's product-moment correlation, or `None` when it is undefined for the input.
 ///
@@ -82,27 +82,6 @@ pub fn mean_rows(rows: &[&[f64]]) -> Option<Vec<f64>> {
 
 fn is_constant(v: &[f64]) -> bool {
     v.iter().all(|&a| a == v[0])
-}
-
-/// How confidence intervals of accuracies are computed: a percentile bootstrap over pairs.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Bootstrap {
-    /// Resamples drawn (0: no intervals).
-    pub resamples: u32,
-    /// The generator's seed (splitmix64, `crate::rng`), so intervals are the same on every run.
-    pub seed: u64,
-    /// The interval's coverage, e.g. 0.95.
-    pub level: f64,
-}
-
-impl Default for Bootstrap {
-    fn default() -> Self {
-        Bootstrap {
-            resamples: 2000,
-            seed: 0,
-            level: 0.95,
-        }
-    }
 }
 
 impl Bootstrap {

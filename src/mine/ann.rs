@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::stage::Stage;
 use crate::storage::Location;
-use crate::table::{self, io, schema, Catalog, CommitSet, Generations};
+pub use crate::table::records::IndexCommit;
+use crate::table::{self, io, schema, Catalog, Generations};
 
 /// The index file, relative to the run root.
 pub const INDEX_FILE: &str = "index/clip.usearch";
@@ -70,23 +71,6 @@ impl Default for IndexParams {
             threads: 0,
         }
     }
-}
-
-/// The index stage's record in its commit: what the index covers and how it was built.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct IndexCommit {
-    /// Unique vectors in the index.
-    pub vectors: u64,
-    /// Rows collapsed as exact duplicates.
-    pub duplicates: u64,
-    /// Vector dimension.
-    pub dim: usize,
-    /// The settings it was built with.
-    pub params: IndexParams,
-    /// The embed shards it covers, by id: a later embed run makes the index stale.
-    pub shards: Vec<String>,
-    /// The blindspot version that built it.
-    pub version: String,
 }
 
 /// A new, empty usearch index for `dim`-dimensional cosine vectors.
@@ -213,13 +197,10 @@ pub struct OpenIndex {
 /// Reads the index commit, checks it covers the current embeddings, and opens the index.
 pub async fn open(catalog: &Catalog) -> Result<OpenIndex> {
     let root = catalog.root();
-    let Some(committed) = catalog.commit_of(CommitSet::INDEX, "").await? else {
-        return Err(Error::Usage(format!(
-            "{} has no index; run `blindspot index --root {}` first",
-            root.url, root.url
-        )));
+    let Some((_, commit)) = catalog.record_of::<IndexCommit>("").await? else {
+        return Err(Stage::Index.run_first(&root.url));
     };
-    let commit: IndexCommit = committed.info()?;
+    let params: IndexParams = commit.params.read()?;
     let shards: Vec<String> = catalog
         .commits(&table::EMBEDDINGS, Generations::All)
         .await?
@@ -235,7 +216,7 @@ pub async fn open(catalog: &Catalog) -> Result<OpenIndex> {
             root.url
         )));
     }
-    let index = new_index(commit.dim, &commit.params)?;
+    let index = new_index(commit.dim, &params)?;
     match local_index_path(root) {
         Some(p) => index
             .view(&p.to_string_lossy())
@@ -251,7 +232,7 @@ pub async fn open(catalog: &Catalog) -> Result<OpenIndex> {
                 .map_err(|e| Error::Internal(format!("usearch load: {e}")))?;
         }
     }
-    index.change_expansion_search(commit.params.expansion_search);
+    index.change_expansion_search(params.expansion_search);
     let mut keys = Vec::with_capacity(commit.vectors as usize);
     let mut labels = io::scan_objects(
         root,

@@ -35,6 +35,8 @@ use crate::lease::{self, ClaimParams, Claimable, Claims};
 use crate::progress::Progress;
 use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
+pub use crate::table::records::CandidatesCommit;
+use crate::table::records::{Settings, UnitId};
 use crate::table::{self, schema, Catalog, Commit, CommitSet, DataObject, WriteParams};
 
 /// Rows per batch written to the `candidates` table.
@@ -93,33 +95,6 @@ impl Default for CandidateParams {
             margin: 0.01,
         }
     }
-}
-
-/// The candidates stage's record in each commit.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CandidatesCommit {
-    /// Pairs written.
-    pub pairs: u64,
-    /// Exact duplicates collapsed.
-    #[serde(default)]
-    pub duplicates: u64,
-    /// The settings used.
-    pub params: CandidateParams,
-    /// The table this commit belongs to: commits of another epoch (another method, layout
-    /// or threshold) are retracted when a run starts.
-    #[serde(default)]
-    pub epoch: String,
-    /// The partition generation whose new vectors this commit covers (partitioned).
-    #[serde(default)]
-    pub partition: Option<u64>,
-    /// The cell (partitioned).
-    #[serde(default)]
-    pub cell: Option<u32>,
-    /// Rows of the cell block joined (partitioned).
-    #[serde(default)]
-    pub block_rows: u64,
-    /// The blindspot version.
-    pub version: String,
 }
 
 pub use crate::table::records::RecallCommit;
@@ -413,13 +388,13 @@ async fn whole(
             )
         })
         .collect();
-    let epoch = format!("{}-g{generation:010}", params.method.name());
+    let epoch: String = UnitId::method_epoch(params.method.name(), generation).into();
     let objects = write_pairs(&catalog, &epoch, rows).await?;
     let dups = write_duplicates(&catalog, &epoch, &vectors.duplicates).await?;
     let record = CandidatesCommit {
         pairs: pairs.len() as u64,
         duplicates: vectors.duplicates.len() as u64,
-        params: params.clone(),
+        params: Settings::of(params),
         epoch: epoch.clone(),
         partition: None,
         cell: None,
@@ -449,7 +424,7 @@ async fn whole(
 /// belong to another table and are retracted when a run starts.
 fn cells_epoch(layout: &Layout, clip_min: f32) -> String {
     let tag = blake3::hash(format!("{:08x}", clip_min.to_bits()).as_bytes()).to_hex();
-    format!("cells-L{:010}-{}", layout.layout, &tag[..8])
+    UnitId::cells_epoch(layout.layout, &tag).into()
 }
 
 /// What joining one cell needs besides its members.
@@ -498,7 +473,12 @@ impl CellJob<'_> {
                 )
             })
             .collect();
-        let stem = format!("{}/p{g:010}-c{cell:06}{}", self.epoch, self.stem_suffix);
+        let stem = format!(
+            "{}/{}{}",
+            self.epoch,
+            UnitId::cell_stem(g, cell),
+            self.stem_suffix
+        );
         let pair_objects = match rows.is_empty() {
             true => Vec::new(),
             false => write_pairs(self.catalog, &stem, rows).await?,
@@ -510,7 +490,7 @@ impl CellJob<'_> {
         let record = CandidatesCommit {
             pairs: out.pairs.len() as u64,
             duplicates: dups.len() as u64,
-            params: self.params.clone(),
+            params: Settings::of(self.params),
             epoch: self.epoch.to_string(),
             partition: Some(g),
             cell: Some(cell),
@@ -559,7 +539,7 @@ async fn partitioned(
     let generations: BTreeSet<u64> = layout.generations.iter().map(|g| g.0).collect();
     let gone = catalog
         .retract(CommitSet::CANDIDATES, |c| {
-            match c.info::<CandidatesCommit>() {
+            match c.record::<CandidatesCommit>() {
                 Ok(r) => r.epoch != epoch || !r.partition.is_some_and(|p| generations.contains(&p)),
                 Err(_) => true,
             }
@@ -596,7 +576,7 @@ async fn partitioned(
                 continue;
             }
             summary.cells.total += 1;
-            let unit = format!("{epoch}-p{g:010}-c{cell:06}");
+            let unit: String = UnitId::cell(&epoch, *g, cell as u32).into();
             if done.contains(&unit) {
                 summary.cells.skipped += 1;
             } else {
@@ -717,7 +697,7 @@ async fn partitioned(
         .commits_of(CommitSet::CANDIDATES)
         .await?
         .iter()
-        .filter_map(|c| c.info::<CandidatesCommit>().ok())
+        .filter_map(|c| c.record::<CandidatesCommit>().ok())
         .map(|r| r.pairs)
         .sum();
     summary.seconds = started.elapsed().as_secs_f64();

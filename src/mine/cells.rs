@@ -8,7 +8,7 @@
 //! `WHERE cell = n`). A partition generation writes its own objects; a cell's members are the
 //! union over the generations up to the one being mined.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, ListArray, RecordBatch, UInt32Array};
@@ -17,11 +17,11 @@ use futures::TryStreamExt;
 use ndarray::Array2;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::file::statistics::Statistics;
-use serde::{Deserialize, Serialize};
 
 use super::join::Members;
 use crate::error::{Error, Result};
 use crate::storage::Location;
+pub use crate::table::records::{PartitionCommit, UnitCell};
 use crate::table::{self, io, Catalog, Commit, CommitSet};
 
 /// The `cells` schema: the cell, whether this is the vector's home cell (else a guest copy),
@@ -66,77 +66,6 @@ pub fn centroids_schema(dim: usize) -> SchemaRef {
     ]))
 }
 
-/// The partition stage's record in its commit: one per generation of vectors placed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PartitionCommit {
-    /// The generation whose training made the centroids (equal to this commit's own generation
-    /// when it trained them).
-    pub layout: u64,
-    /// Cells.
-    pub cells: usize,
-    /// CLIP dimension.
-    pub dim: usize,
-    /// The CLIP threshold the guest radius was computed for; candidates must not go lower.
-    pub clip_min: f32,
-    /// Every vector's norm is at most this (checked), part of the guest radius.
-    pub norm_bound: f32,
-    /// Guests capped at the nearest `probe` cells (approximate), or every cell a pair can be in.
-    pub probe: Option<usize>,
-    /// The probes were chosen by partition for this recall (exact placement was impractical).
-    #[serde(default)]
-    pub auto_probe: Option<f64>,
-    /// The recall the chosen probes give on the exact pairs of the training sample.
-    #[serde(default)]
-    pub estimated_recall: Option<f64>,
-    /// The k-means seed.
-    pub seed: u64,
-    /// Embed units (input shards) placed by this generation, with the generation of their commit.
-    pub shards: BTreeMap<String, u64>,
-    /// Home rows written (one per embedding row).
-    pub home: u64,
-    /// Guest copies written.
-    pub guests: u64,
-    /// Per cell: home and guest rows this generation added.
-    pub cell_rows: Vec<[u64; 2]>,
-    /// Mean cosine of these vectors to their home centroid.
-    pub fit: f64,
-    /// Mean cosine of the training sample to its centroids (the layout's own fit).
-    pub train_fit: f64,
-    /// `train_fit - fit` when these vectors were placed on existing centroids.
-    pub drift: Option<f64>,
-    /// Why the centroids were (re)trained, when this generation trained them.
-    pub trained: Option<String>,
-    /// The blindspot version.
-    pub version: String,
-}
-
-impl PartitionCommit {
-    /// Guest copies per home row (1.0: no guests).
-    pub fn copy_factor(&self) -> f64 {
-        (self.home + self.guests) as f64 / self.home.max(1) as f64
-    }
-}
-
-/// Which cell a candidates commit covers: the part of its record that the stages after it
-/// need (the candidates stage writes these fields; the index and exact methods leave them out).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub struct UnitCell {
-    /// The cell.
-    #[serde(default)]
-    pub cell: Option<u32>,
-    /// The partition generation whose new vectors the commit covers.
-    #[serde(default)]
-    pub partition: Option<u64>,
-}
-
-impl UnitCell {
-    /// The cell and the partition generation its block is read through, when a cell.
-    pub fn of(commit: &Commit) -> Option<(u32, u64)> {
-        let unit: UnitCell = commit.info().ok()?;
-        unit.cell.zip(unit.partition)
-    }
-}
-
 /// The current layout of a run root: its centroids and the partition generations placed on
 /// them, oldest first.
 #[derive(Clone, Debug)]
@@ -154,7 +83,7 @@ impl Layout {
     pub async fn open(catalog: &Catalog) -> Result<Option<Layout>> {
         let mut generations = Vec::new();
         for commit in catalog.commits_of(CommitSet::PARTITION).await? {
-            let record: PartitionCommit = commit.info()?;
+            let record: PartitionCommit = commit.record()?;
             generations.push((commit.generation, record, commit));
         }
         generations.sort_by_key(|g| g.0);

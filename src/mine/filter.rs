@@ -37,7 +37,7 @@ use futures::channel::mpsc::Receiver;
 use futures::SinkExt;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::aggregates::UnitAggregates;
 use super::cells::{CellReader, Layout, UnitCell};
@@ -48,6 +48,8 @@ use crate::progress::{NoProgress, Progress};
 use crate::sql;
 use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
+pub use crate::table::records::FilterCommit;
+use crate::table::records::UnitId;
 use crate::table::{self, io, Catalog, Commit, CommitSet, DataObject, WriteParams};
 
 /// A progress line at most this often while units are filtered.
@@ -98,47 +100,6 @@ impl Default for FilterParams {
             work_bytes: DEFAULT_WORK_MIB << 20,
         }
     }
-}
-
-/// The filter stage's record in the commit of one unit.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FilterCommit {
-    /// Pairs written.
-    pub pairs: u64,
-    /// The DINOv2 threshold used.
-    pub dino_max: f32,
-    /// The run id stamped on the rows.
-    pub run_id: String,
-    /// The candidates unit covered, as `unit@generation`.
-    #[serde(default)]
-    pub candidates: Vec<String>,
-    /// The table this commit belongs to (its threshold); commits of another are withdrawn.
-    #[serde(default)]
-    pub epoch: String,
-    /// Candidate pairs read.
-    #[serde(default)]
-    pub candidate_rows: u64,
-    /// DINOv2 vectors gathered for them.
-    #[serde(default)]
-    pub vectors: u64,
-    /// Keys named by the candidates with no DINOv2 vector anywhere (their pairs are left out,
-    /// as the join of `sql/pairs.sql` leaves them out).
-    #[serde(default)]
-    pub missing: u64,
-    /// The vectors were found by scanning the vector tables, not in the cell.
-    #[serde(default)]
-    pub scanned: bool,
-    /// The near-duplicate threshold of `dup_edges`.
-    #[serde(default)]
-    pub dup_min: f32,
-    /// Near-duplicate edges kept (a spanning forest of the unit's near-duplicate candidates).
-    #[serde(default)]
-    pub dup_edges: u64,
-    /// Candidates whose DINOv2 similarity is undefined (a zero vector).
-    #[serde(default)]
-    pub undefined: u64,
-    /// The blindspot version.
-    pub version: String,
 }
 
 /// What a filter run did.
@@ -259,7 +220,7 @@ pub async fn filter_with(
 /// The filter unit of a candidates commit (a name for commit and object paths).
 fn unit_of(c: &Commit) -> String {
     let unit = if c.unit.is_empty() { "table" } else { &c.unit };
-    format!("{unit}-g{:010}", c.generation)
+    UnitId::filter(unit, c.generation).into()
 }
 
 /// The table the thresholds make: commits of another epoch are another table.
@@ -279,16 +240,15 @@ async fn filter_units(
     let started = Instant::now();
     check_thresholds(params.dino_max, params.dup_min).map_err(Error::Usage)?;
     let catalog = Catalog::new(root);
-    let current: BTreeMap<String, Commit> = catalog
-        .candidate_units()
-        .await?
-        .into_iter()
-        .map(|c| (unit_of(&c), c))
-        .collect();
+    let current = catalog.commits_of(CommitSet::CANDIDATES).await?;
+    if current.is_empty() {
+        return Err(Stage::Candidates.run_first(&root.url));
+    }
+    let current: BTreeMap<String, Commit> = current.into_iter().map(|c| (unit_of(&c), c)).collect();
     let names: HashMap<String, &String> = current.iter().map(|(u, c)| (c.cited(), u)).collect();
     let epoch = epoch_of(params.dino_max, params.dup_min);
     let gone = catalog
-        .retract(CommitSet::FILTER, |c| match c.info::<FilterCommit>() {
+        .retract(CommitSet::FILTER, |c| match c.record::<FilterCommit>() {
             Ok(r) => {
                 r.epoch != epoch
                     || r.candidates.is_empty()
@@ -396,7 +356,7 @@ async fn filter_units(
     let committed = catalog.commits_of(CommitSet::FILTER).await?;
     summary.table_pairs = committed
         .iter()
-        .filter_map(|c| c.info::<FilterCommit>().ok())
+        .filter_map(|c| c.record::<FilterCommit>().ok())
         .map(|r| r.pairs)
         .sum();
     if covered_units(&committed, &names).len() == current.len() {
@@ -413,7 +373,7 @@ async fn filter_units(
 fn covered_units(committed: &[Commit], names: &HashMap<String, &String>) -> HashSet<String> {
     committed
         .iter()
-        .filter_map(|c| c.info::<FilterCommit>().ok())
+        .filter_map(|c| c.record::<FilterCommit>().ok())
         .flat_map(|r| r.candidates)
         .filter_map(|u| names.get(&u).map(|n| n.to_string()))
         .collect()
@@ -586,10 +546,10 @@ impl FilterSummary {
 /// candidate unit filtered now must have been covered by a finished dino run.
 async fn check_dino_coverage(catalog: &Catalog, todo: &[Work]) -> Result<()> {
     let clip_only = catalog
-        .commits_of(CommitSet::EMBED)
+        .records::<table::records::EmbedCommit>()
         .await?
         .iter()
-        .any(table::without_dino);
+        .any(|(_, r)| r.without_dino());
     if !clip_only {
         return Ok(());
     }

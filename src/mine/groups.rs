@@ -18,33 +18,16 @@ use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use futures::TryStreamExt;
 use petgraph::unionfind::UnionFind;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::stage::Stage;
+pub use crate::table::records::GroupsCommit;
+use crate::table::records::UnitId;
 use crate::table::{self, io, schema, Catalog, Commit, CommitSet, WriteParams};
 
 /// Rows per written batch of `groups`.
 const BATCH: usize = 64 * 1024;
-
-/// The groups stage's record.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GroupsCommit {
-    /// The filter units whose edges it was built from, hashed (`unit@generation`, sorted).
-    pub covers: String,
-    /// The near-duplicate threshold of those edges.
-    pub dup_min: f32,
-    /// Groups.
-    pub groups: u64,
-    /// Images in a group.
-    pub grouped: u64,
-    /// Members of the largest group.
-    pub largest: u64,
-    /// Edges read.
-    pub edges: u64,
-    /// The blindspot version.
-    pub version: String,
-}
 
 /// What building the groups did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -86,7 +69,7 @@ pub async fn build(
         .to_hex()
         .to_string();
     if let Some(c) = catalog.commits_of(CommitSet::GROUPS).await?.first() {
-        if let Ok(r) = c.info::<GroupsCommit>() {
+        if let Ok(r) = c.record::<GroupsCommit>() {
             if r.covers == covers {
                 return Ok(GroupsSummary {
                     groups: r.groups,
@@ -183,7 +166,7 @@ pub async fn build(
     let mut seen = vec![false; labels.len()];
     let mut w = catalog.writer(
         &table::GROUPS,
-        &format!("g{generation:010}"),
+        &UnitId::generation(generation),
         schema::groups(),
         WriteParams::default(),
     )?;

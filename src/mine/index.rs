@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
+use crate::table::records::Settings;
 use crate::table::{Catalog, Commit, CommitSet};
 
 /// What an index run did.
@@ -78,7 +79,7 @@ async fn index_locked(
         vectors: vectors.len() as u64,
         duplicates: vectors.duplicates.len() as u64,
         dim: vectors.dim,
-        params: params.clone(),
+        params: Settings::of(params),
         shards: vectors.shards.clone(),
         version: crate::VERSION.to_string(),
     };

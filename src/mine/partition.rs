@@ -38,6 +38,7 @@ use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::stage::Stage;
 use crate::storage::{Location, RunLock};
+use crate::table::records::UnitId;
 use crate::table::{self, io, Catalog, Commit, CommitSet, DataObject, Generations, WriteParams};
 
 /// Every CLIP vector's norm must be at most this (unit vectors stored in f16 are within 5e-4).
@@ -519,7 +520,7 @@ async fn partition_locked(
         trained: plan.trained.clone(),
         version: crate::VERSION.to_string(),
     };
-    let commit = Commit::new(&format!("p{generation:010}"), generation, &record)?
+    let commit = Commit::new(&UnitId::partition(generation), generation, &record)?
         .with(&table::CELLS, placed.objects.clone())
         .with(&table::CENTROIDS, centroid_objects);
     catalog.commit(CommitSet::PARTITION, &commit).await?;
@@ -857,7 +858,11 @@ async fn write_centroids(
         ],
     )
     .map_err(|e| Error::table("centroids", e))?;
-    let base = format!("{}/g{generation:010}/centroids", table::CENTROIDS.dir);
+    let base = format!(
+        "{}/{}/centroids",
+        table::CENTROIDS.dir,
+        UnitId::generation(generation)
+    );
     io::write_batches(catalog.root(), &base, &schema, &[batch]).await
 }
 
@@ -910,7 +915,7 @@ async fn duplicate_keys(
     let mut stream = df.execute_stream().await.map_err(failed)?;
     let new: std::collections::HashSet<String> = units
         .iter()
-        .filter_map(|u| u.info::<table::records::EmbedShard>().ok())
+        .filter_map(|u| u.record::<table::records::EmbedCommit>().ok())
         .map(|r| r.shard)
         .collect();
     let mut shards: HashMap<String, Vec<String>> = HashMap::new();
@@ -977,7 +982,10 @@ async fn place(
     progress.start(Stage::Partition.name(), Some(total));
     // DINOv2 vectors ride along into the cells when every shard placed has them (embed with
     // both encoders); shards embedded with CLIP only get theirs from `blindspot dino`.
-    let with_dino = units.iter().all(|u| !table::without_dino(u));
+    let with_dino = units.iter().all(|u| {
+        u.record::<table::records::EmbedCommit>()
+            .is_ok_and(|r| !r.without_dino())
+    });
     let copied = cells::copied_columns(with_dino);
     // With keys in two shards, the shard column too, to keep one row of each.
     let mut projected = copied.to_vec();
@@ -1008,7 +1016,11 @@ async fn place(
     };
     let mut writer: Option<table::TableWriter> = None;
     let mut schema: Option<SchemaRef> = None;
-    let base = format!("{}/g{generation:010}/cells", table::CELLS.dir);
+    let base = format!(
+        "{}/{}/cells",
+        table::CELLS.dir,
+        UnitId::generation(generation)
+    );
     while let Some(batch) = stream.try_next().await? {
         let batch = match dups.keep.is_empty() {
             true => batch,

@@ -344,7 +344,7 @@ pub async fn thresholds(
         out.recall = crate::table::Catalog::new(root)
             .commit_of(crate::table::CommitSet::RECALL, "")
             .await?
-            .and_then(|c| c.info().ok());
+            .and_then(|c| c.record().ok());
     }
     if candidates == 0 || !t.has("similarity_grid") {
         return Ok(Some(out));

@@ -547,15 +547,18 @@ async fn write_shards(
             &[RecordBatch::new_empty(schema::errors())],
         )
         .await?;
-        let record = serde_json::json!({
-            "shard": shard,
-            "shard_uri": format!("synthetic://{shard}"),
-            "id": shard,
-            "rows": keys.len(),
-            "error_rows": 0,
-            "encoders": ["synthetic-clip", "synthetic-dino"],
-            "version": crate::VERSION,
-        });
+        let record = crate::table::records::EmbedCommit {
+            shard: shard.clone(),
+            shard_uri: format!("synthetic://{shard}"),
+            id: shard.clone(),
+            embeddings: String::new(),
+            errors: String::new(),
+            rows: keys.len() as u64,
+            error_rows: 0,
+            encoders: Some(["synthetic-clip".into(), "synthetic-dino".into()]),
+            skipped_rows: 0,
+            version: crate::VERSION.to_string(),
+        };
         let commit = Commit::new(&shard, generation, &record)?
             .with(&table::EMBEDDINGS, embeddings)
             .with(&table::ERRORS, errors);

@@ -302,16 +302,17 @@ pub struct Commit {
     /// Data objects by table name.
     #[serde(default)]
     pub tables: BTreeMap<String, Vec<DataObject>>,
-    /// The stage's own record, kept at the top level of the object.
+    /// The stage's own record, kept at the top level of the object; read it typed with
+    /// [`Commit::record`] or [`Catalog::records`].
     #[serde(flatten)]
-    pub info: serde_json::Map<String, serde_json::Value>,
+    info: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Commit {
     /// How other records cite this commit: `unit@generation` (a `dino` run's coverage and a
     /// filter commit name the candidates units they cover so).
     pub fn cited(&self) -> String {
-        format!("{}@{}", self.unit, self.generation)
+        records::UnitId::cited(&self.unit, self.generation).into()
     }
 
     /// A commit of `unit` by `generation`, with the stage's record `info`.
@@ -339,7 +340,7 @@ impl Commit {
     }
 
     /// The stage's record as its own type.
-    pub fn info<T: DeserializeOwned>(&self) -> Result<T> {
+    pub fn record<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_value(serde_json::Value::Object(self.info.clone()))
             .map_err(|e| Error::table("commit", format!("unit {:?}: {e}", self.unit)))
     }
@@ -369,13 +370,6 @@ impl Commit {
         .into_iter()
         .collect()
     }
-}
-
-/// True when the embed commit `c` wrote no DINOv2 vectors (`embed --encoders clip`, or
-/// `import clip-retrieval`): its record's second encoder id is empty.
-pub fn without_dino(c: &Commit) -> bool {
-    c.info::<records::EmbedShard>()
-        .is_ok_and(|r| r.encoders.is_some_and(|e| e[1].is_empty()))
 }
 
 /// Which generations a reader wants.
@@ -671,16 +665,40 @@ impl Catalog {
         ))
     }
 
+    /// Every commit of `R`'s set that holds an `R`, with its record read as `R`. A record
+    /// that does not read is an error that names its commit.
+    pub async fn records<R: records::Record>(&self) -> Result<Vec<(Commit, R)>> {
+        self.commits_of(R::SET)
+            .await?
+            .into_iter()
+            .filter(|c| R::holds(c))
+            .map(|c| {
+                let r = c.record::<R>()?;
+                Ok((c, r))
+            })
+            .collect()
+    }
+
+    /// The record of one unit of `R`'s set, if it is committed.
+    pub async fn record_of<R: records::Record>(&self, unit: &str) -> Result<Option<(Commit, R)>> {
+        match self.commit_of(R::SET, unit).await? {
+            Some(c) => {
+                let r = c.record::<R>()?;
+                Ok(Some((c, r)))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The candidate units (`unit@generation`) that finished dino runs covered: every image
     /// of those units has a DINOv2 vector (or a `dino_errors` row).
     pub async fn dino_covered(&self) -> Result<std::collections::HashSet<String>> {
-        let mut out = std::collections::HashSet::new();
-        for c in self.commits_of(CommitSet::DINO).await? {
-            if let Ok(r) = c.info::<records::DinoCovered>() {
-                out.extend(r.candidates);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .records::<records::DinoCommit>()
+            .await?
+            .into_iter()
+            .flat_map(|(_, r)| r.candidates)
+            .collect())
     }
 
     /// A writer of `table`'s data objects named after `stem`, of bounded size.
@@ -719,19 +737,6 @@ impl Catalog {
             }
         }
         Ok(())
-    }
-
-    /// The committed candidate units, or the error that says to run `candidates` first
-    /// (what `dino` and `filter` need before they can start).
-    pub async fn candidate_units(&self) -> Result<Vec<Commit>> {
-        let units = self.commits_of(CommitSet::CANDIDATES).await?;
-        if units.is_empty() {
-            let url = &self.root.url;
-            return Err(Error::Usage(format!(
-                "{url} has no candidates; run `blindspot candidates --root {url}` first"
-            )));
-        }
-        Ok(units)
     }
 
     /// Makes a unit commit visible unless the unit is committed already (a conditional put):

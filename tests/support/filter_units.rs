@@ -283,7 +283,7 @@ async fn the_default_partition_on_clip_like_vectors_chooses_probes_and_meets_its
         .await
         .unwrap()
         .expect("the recall commit");
-    let record: candidates::RecallCommit = record.info().unwrap();
+    let record: candidates::RecallCommit = record.record().unwrap();
     assert_eq!(record.probe, Some(probe));
     assert_eq!(record.recall.found, recall.found);
     // A later run without --probe keeps the chosen probe (no retraining).

@@ -758,10 +758,8 @@ fn clip_first_then_dino_and_imported_clip_retrieval_give_the_pairs_of_a_full_emb
     let shard_commits: Vec<&PathBuf> = names
         .iter()
         .filter(|p| {
-            !p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("covered-")
+            let stem = p.file_stem().unwrap().to_string_lossy();
+            !blindspot::table::records::UnitId::is_dino_closing(&stem)
         })
         .collect();
     assert!(shard_commits.len() >= 2, "{names:?}");

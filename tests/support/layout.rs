@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use blindspot::stage::Stage;
+
 /// The stages, as module paths; a file belongs to the longest one its module path starts with.
 const STAGES: &[&str] = &[
     "embed",
@@ -321,6 +323,23 @@ fn stage_names_are_never_typed_at_the_protocol_calls() {
             }
         }
     }
+    // And anywhere a line speaks of a stage: a stage's name as a string literal there.
+    let names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+    for file in files.iter().filter(|f| f.as_str() != "stage.rs") {
+        let text = std::fs::read_to_string(src().join(file)).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            let speaks = line.to_lowercase().contains("stage") && !line.trim().starts_with("//");
+            let literals = line.split('"').skip(1).step_by(2);
+            for literal in literals.filter(|l| speaks && names.contains(l)) {
+                found.push(format!(
+                    "src/{file}:{}: {literal:?} in {}",
+                    n + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
     assert!(
         calls_seen > 20,
         "the calls are where this test looks ({calls_seen})"
@@ -354,5 +373,62 @@ fn the_binarys_modules_form_no_cycle() {
     assert!(
         edges.values().map(BTreeSet::len).sum::<usize>() > 3,
         "the commands do import each other's helpers: {edges:?}"
+    );
+}
+
+/// Issue 21: a commit's stage record is read typed, through `table::records` (each record type
+/// tied to its commit set), never as JSON. Outside the catalog (`src/table/`), a file that
+/// handles commits may not hold a `serde_json::Value` or `Map`, call `from_value`, or reach
+/// into a commit's fields by name.
+#[test]
+fn commit_records_are_read_typed_outside_the_catalog() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut found = Vec::new();
+    let mut handling = 0;
+    for file in files.iter().filter(|f| !f.starts_with("table/")) {
+        let text = std::fs::read_to_string(src().join(file)).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let commits = [
+            "Commit",
+            "commits_of(",
+            "commit_of(",
+            "records::<",
+            "record_of::<",
+        ];
+        let handles = code.lines().any(|l| {
+            commits.iter().any(|c| {
+                l.match_indices(c).any(|(i, _)| {
+                    // `Commit` as a word (not `FilterCommit`, `commit_once`).
+                    let before = l[..i].chars().last();
+                    let after = l[i + c.len()..].chars().next();
+                    c.ends_with(['(', '<'])
+                        || (!before.is_some_and(|b| b.is_alphanumeric() || b == '_')
+                            && !after.is_some_and(|a| a.is_alphanumeric() || a == '_'))
+                })
+            })
+        });
+        if !handles {
+            continue;
+        }
+        handling += 1;
+        for (n, line) in code.lines().enumerate() {
+            let raw = [
+                "serde_json::Value",
+                "serde_json::Map",
+                "serde_json::from_value",
+                ".info[",
+                ".info.get(",
+            ];
+            for r in raw.iter().filter(|r| line.contains(*r)) {
+                found.push(format!("src/{file}:{}: {r} in {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(handling > 15, "files that handle commits: {handling}");
+    assert!(
+        found.is_empty(),
+        "commit records read as JSON outside the catalog (add the field to a type in src/table/records.rs):\n{}",
+        found.join("\n")
     );
 }
