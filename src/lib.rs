@@ -6,7 +6,8 @@
 //! writes its outputs through the run root's catalog (`table`), and only the command line
 //! (`cli`, in the binary) and the spec runner (`spec`) know the order of stages.
 //!
-//! - shared: `storage` (object stores, run-root lock), `lease` (units claimed by elastic workers), `table` (the catalog, schemas, streaming
+//! - shared: `storage` (object stores, run-root lock), `lease` (units claimed by elastic workers),
+//!   `units` (the unit-of-work runner every stage with units uses), `table` (the catalog, schemas, streaming
 //!   reads and writes), `encoder` (ONNX encoders, decoding and preprocessing), `sql` (DataFusion
 //!   over the catalog), `mmvp` (the benchmark formats on storage), `progress`, `rng` (seeded draws), `error`;
 //! - stages: `embed` (ingest, decode once, both encoders), `mine` (`partition`, `index`,
@@ -37,6 +38,7 @@ pub mod status;
 pub mod storage;
 pub mod synth;
 pub mod table;
+pub mod units;
 
 pub use error::{Error, Result};
 

@@ -32,3 +32,28 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// Says when a periodic progress line is due: at most once per period.
+pub struct Every {
+    last: std::time::Instant,
+    period: std::time::Duration,
+}
+
+impl Every {
+    /// Lines at most once per `period`, the first one `period` from now.
+    pub fn new(period: std::time::Duration) -> Every {
+        Every {
+            last: std::time::Instant::now(),
+            period,
+        }
+    }
+
+    /// True when a period has passed since the last line (which this one then is).
+    pub fn due(&mut self) -> bool {
+        let due = self.last.elapsed() >= self.period;
+        if due {
+            self.last = std::time::Instant::now();
+        }
+        due
+    }
+}

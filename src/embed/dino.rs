@@ -38,11 +38,12 @@ use crate::ingest::Failure;
 use crate::progress::Progress;
 use crate::sql;
 use crate::stage::Stage;
-use crate::storage::{segment_id, Location, RunLock};
+use crate::storage::{segment_id, Location};
 pub use crate::table::records::DinoCommit;
 use crate::table::records::{EmbedCommit, UnitId};
 use crate::table::schema::{self, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, WriteParams};
+use crate::units::{self, Runner, Sharing};
 
 /// Settings of the dino stage.
 #[derive(Clone, Debug)]
@@ -123,10 +124,12 @@ pub async fn dino(
     if params.batch_size == 0 {
         return Err(Error::Usage("batch size must be at least 1".into()));
     }
-    let lock = RunLock::acquire(root, Stage::Dino.name()).await?;
-    let result = dino_locked(root, encoder, params, progress).await;
-    lock.release().await;
-    result
+    units::locked(
+        root,
+        Stage::Dino,
+        dino_locked(root, encoder, params, progress),
+    )
+    .await
 }
 
 async fn dino_locked(
@@ -279,7 +282,9 @@ async fn dino_locked(
     let schema = schema::dino(&meta, float);
     let generation = catalog.begin(Stage::Dino.name()).await?;
     let fetcher = Arc::new(Fetcher::new(&params.fetch)?);
-    progress.start(Stage::Dino.name(), Some(summary.needed));
+    // One run at a time (under the run lock): shard by shard, each committed as it ends.
+    let runner = Runner::new(&catalog, Stage::Dino, &Sharing::All)?;
+    runner.start(progress.as_ref(), "", Some(summary.needed));
     // The wants, one input shard at a time (the query orders them by shard).
     let mut wants_stream = ctx
         .sql(&format!("{NEEDED} {WANTS}"))
@@ -382,7 +387,7 @@ async fn dino_locked(
             let commit = Commit::new(&id, generation, &record)?
                 .with(&table::DINO, objects)
                 .with(&table::DINO_ERRORS, error_objects);
-            catalog.commit(CommitSet::DINO, &commit).await?;
+            runner.commit(&commit).await?;
             summary.embedded += n;
             summary.errors += errors.len() as u64;
             summary.units += 1;

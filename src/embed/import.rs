@@ -32,9 +32,10 @@ use crate::ingest::parquet::utf8_column;
 use crate::ingest::Failure;
 use crate::progress::Progress;
 use crate::stage::Stage;
-use crate::storage::{segment_id, Location, RunLock};
+use crate::storage::{segment_id, Location};
 use crate::table::schema::{self, EncoderMeta, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, TableWriter, WriteParams};
+use crate::units;
 
 /// The prefix of the `content_hash` of imported rows (a stand-in, not a hash of bytes).
 pub const IMPORTED_HASH: &str = "imported:";
@@ -256,10 +257,12 @@ pub async fn import_clip_retrieval(
             "--clip-id is needed: the id of the CLIP model that made the vectors (e.g. openai-clip-vit-l-14), recorded as the embeddings' encoder".into(),
         ));
     }
-    let lock = RunLock::acquire(root, Stage::Import.name()).await?;
-    let result = import_locked(dir, root, params, progress).await;
-    lock.release().await;
-    result
+    units::locked(
+        root,
+        Stage::Import,
+        import_locked(dir, root, params, progress),
+    )
+    .await
 }
 
 async fn import_locked(

@@ -34,13 +34,14 @@ use crate::encoder::preprocess::{prepare, DecodeParams, ImageFault, Preprocessor
 use crate::encoder::OnnxEncoder;
 use crate::error::{Error, Result};
 use crate::ingest::{self, Failure, IngestParams, Ingested, Shard, ShardRead, ShardReader};
-use crate::lease::{self, ClaimParams, Claimable, Claims};
+use crate::lease::ClaimParams;
 use crate::progress::Progress;
 use crate::stage::Stage;
-use crate::storage::{Location, RunLock};
+use crate::storage::Location;
 pub use crate::table::records::EmbedCommit;
 use crate::table::schema::{self, FloatType};
 use crate::table::{self, io, Catalog, Commit, CommitSet, Generations, TableWriter, WriteParams};
+use crate::units::{self, Runner, Sharing, Turn};
 
 /// Settings of the embed stage.
 #[derive(Clone, Debug)]
@@ -123,17 +124,6 @@ pub async fn committed(catalog: &Catalog) -> Result<HashMap<String, EmbedCommit>
         .collect()
 }
 
-fn assigned(shard: &Shard, worker: Option<(u32, u32)>) -> bool {
-    match worker {
-        None => true,
-        Some((i, n)) => {
-            let h = blake3::hash(shard.name.as_bytes());
-            let v = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
-            v % n as u64 == i as u64
-        }
-    }
-}
-
 /// One decoded and preprocessed image on its way to inference.
 struct Prepared {
     shard: usize,
@@ -185,34 +175,19 @@ pub async fn embed(
     if params.batch_size == 0 {
         return Err(Error::Usage("batch size must be at least 1".into()));
     }
-    if let Some((i, n)) = params.worker {
-        if n == 0 || i >= n {
-            return Err(Error::Usage(format!("worker {i}/{n}: need 0 <= i < n")));
-        }
-    }
-    if params.worker.is_some() && params.claim.is_some() {
-        return Err(Error::Usage(
-            "--worker and --claim are two ways to share shards; pass one".into(),
-        ));
-    }
-    // Workers (indexed or claiming) share a run root and commit shard by shard.
-    let lock = match params.worker.is_some() || params.claim.is_some() {
-        true => None,
-        false => Some(RunLock::acquire(root, Stage::Embed.name()).await?),
-    };
-    let result = embed_locked(input, root, clip, dino, params, progress, started).await;
-    if let Some(lock) = lock {
-        lock.release().await;
-    }
-    result
+    let sharing = Sharing::new(params.worker, params.claim.as_ref())?;
+    let body = embed_shards(input, root, clip, dino, params, &sharing, progress, started);
+    units::exclusive(root, Stage::Embed, &sharing, body).await
 }
 
-async fn embed_locked(
+#[allow(clippy::too_many_arguments)]
+async fn embed_shards(
     input: &Location,
     root: &Location,
     clip: OnnxEncoder,
     dino: Option<OnnxEncoder>,
     params: &EmbedParams,
+    sharing: &Sharing,
     progress: Arc<dyn Progress>,
     started: Instant,
 ) -> Result<EmbedSummary> {
@@ -223,7 +198,7 @@ async fn embed_locked(
     let done = committed(&catalog).await?;
     let mine: Vec<Shard> = all
         .into_iter()
-        .filter(|s| assigned(s, params.worker))
+        .filter(|s| sharing.takes_name(&s.name))
         .collect();
     let mut summary = EmbedSummary {
         shards: mine.len(),
@@ -240,15 +215,9 @@ async fn embed_locked(
             "shards already committed by an earlier run are skipped"
         );
     }
-    let claims = match &params.claim {
-        Some(c) => Some(Arc::new(Claims::new(root, Stage::Embed.name(), c)?)),
-        None => None,
-    };
-    let total_items: Option<u64> = match claims {
-        Some(_) => None,
-        None => pending.iter().map(|s| s.known_items()).sum(),
-    };
-    progress.start(Stage::Embed.name(), total_items);
+    let runner = Runner::new(&catalog, Stage::Embed, sharing)?;
+    let total_items: Option<u64> = pending.iter().map(|s| s.known_items()).sum();
+    runner.start(progress.as_ref(), "", total_items);
     let generation = if pending.is_empty() {
         0
     } else {
@@ -294,65 +263,47 @@ async fn embed_locked(
 
     let reader = {
         let shards = ShardReader::new(input, &ingest)?;
-        let pending = pending.clone();
         let out_tx = out_tx.clone();
-        let claims = claims.clone();
-        let catalog = catalog.clone();
+        // Shards in input order (claiming: leased one by one, coming back to those others
+        // hold), each read into the pipeline; the writer commits a shard when all its rows
+        // are through.
+        let mut queue = runner.queue(
+            pending.clone().into_iter().enumerate().collect(),
+            |(_, shard): &(usize, Shard)| shard.id.clone(),
+        );
         tokio::spawn(async move {
-            let mut ended = vec![false; pending.len()];
             loop {
-                let mut waiting = false;
-                for (idx, shard) in pending.iter().enumerate() {
-                    if ended[idx] {
-                        continue;
-                    }
-                    if let Some(claims) = &claims {
-                        match claims.try_unit(&catalog, CommitSet::EMBED, &shard.id).await {
-                            Ok(Claimable::Mine) => {}
-                            Ok(Claimable::Done) => {
-                                ended[idx] = true;
-                                continue;
-                            }
-                            Ok(Claimable::Held) => {
-                                waiting = true;
-                                continue;
-                            }
-                            Err(e) => {
-                                let _ = out_tx.send(Out::Fatal(e)).await;
-                                return;
-                            }
-                        }
-                    }
-                    ended[idx] = true;
-                    let (tx, mut rx) = mpsc::channel(64);
-                    let read = shards.read(shard, tx);
-                    let forward = async {
-                        let mut n = 0u64;
-                        while let Some(item) = rx.recv().await {
-                            if work_tx.send((idx, n, item)).await.is_err() {
-                                break;
-                            }
-                            n += 1;
-                        }
-                        n
-                    };
-                    let (read, n) = tokio::join!(read, forward);
-                    let read = match read {
-                        Ok(r) => ShardRead { sent: n, ..r },
-                        Err(e) => {
-                            let _ = out_tx.send(Out::Fatal(e)).await;
-                            return;
-                        }
-                    };
-                    if out_tx.send(Out::End(idx, read)).await.is_err() {
+                let (idx, shard) = match queue.next().await {
+                    Ok(Some(Turn::Do(unit))) => unit,
+                    Ok(Some(Turn::ByOthers(_))) => continue,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = out_tx.send(Out::Fatal(e)).await;
                         return;
                     }
-                }
-                match (&claims, waiting) {
-                    // Shards leased by live workers: wait for them to commit, or for their
-                    // leases to expire.
-                    (Some(claims), true) => tokio::time::sleep(claims.poll_every()).await,
-                    _ => return,
+                };
+                let (tx, mut rx) = mpsc::channel(64);
+                let read = shards.read(&shard, tx);
+                let forward = async {
+                    let mut n = 0u64;
+                    while let Some(item) = rx.recv().await {
+                        if work_tx.send((idx, n, item)).await.is_err() {
+                            break;
+                        }
+                        n += 1;
+                    }
+                    n
+                };
+                let (read, n) = tokio::join!(read, forward);
+                let read = match read {
+                    Ok(r) => ShardRead { sent: n, ..r },
+                    Err(e) => {
+                        let _ = out_tx.send(Out::Fatal(e)).await;
+                        return;
+                    }
+                };
+                if out_tx.send(Out::End(idx, read)).await.is_err() {
+                    return;
                 }
             }
         })
@@ -377,11 +328,8 @@ async fn embed_locked(
         let writer = match writers.entry(idx) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let stem = match claims {
-                    // Two workers may embed one shard after a takeover: objects of their own.
-                    Some(_) => format!("{}.g{generation}", shard.id),
-                    None => shard.id.clone(),
-                };
+                // Two workers may embed one shard after a takeover: objects of their own.
+                let stem = format!("{}{}", shard.id, runner.suffix(generation));
                 v.insert(ShardWriter::new(
                     &catalog,
                     shard,
@@ -417,7 +365,7 @@ async fn embed_locked(
         if writer.complete() {
             let writer = writers.remove(&idx).expect("present");
             let Some(commit) = writer
-                .commit(&catalog, shard, generation, claims.as_deref())
+                .commit(&runner, shard, generation)
                 .await?
             else {
                 summary.discarded += 1;
@@ -443,16 +391,12 @@ async fn embed_locked(
         let _ = d.join();
     }
     let _ = inference.join();
-    if let Some(claims) = &claims {
-        claims.release_all().await;
-        if fatal.is_none() {
-            claims.sweep(&catalog, CommitSet::EMBED).await?;
-        }
-    }
+    let ran = match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
+    runner.finish(ran).await?;
     progress.finish();
-    if let Some(e) = fatal {
-        return Err(e);
-    }
     if !writers.is_empty() {
         return Err(Error::Internal(format!(
             "{} shard(s) ended without all their rows",
@@ -731,11 +675,11 @@ impl ShardWriter {
     /// committed the shard first.
     async fn commit(
         mut self,
-        catalog: &Catalog,
+        runner: &Runner,
         shard: &Shard,
         generation: u64,
-        claims: Option<&Claims>,
     ) -> Result<Option<EmbedCommit>> {
+        let catalog = runner.catalog();
         self.flush().await?;
         let embeddings = self.writer.finish().await?;
         let batch = errors_batch(&shard.name, &self.errors)?;
@@ -765,15 +709,7 @@ impl ShardWriter {
         let commit = Commit::new(&shard.id, generation, &record)?
             .with(&table::EMBEDDINGS, embeddings)
             .with(&table::ERRORS, errors);
-        match claims {
-            Some(claims) => {
-                if !lease::commit_claimed(claims, catalog, CommitSet::EMBED, &commit).await? {
-                    return Ok(None);
-                }
-            }
-            None => catalog.commit(CommitSet::EMBED, &commit).await?,
-        }
-        Ok(Some(record))
+        Ok(runner.commit(&commit).await?.then_some(record))
     }
 }
 

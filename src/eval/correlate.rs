@@ -16,8 +16,9 @@ use crate::eval::{
 };
 use crate::plot::{self, Bars, Scatter, Series};
 use crate::stage::Stage;
-use crate::storage::{segment_id, Location, RunLock};
+use crate::storage::{segment_id, Location};
 use crate::table::{self, io, schema, Catalog, Commit, CommitSet};
+use crate::units;
 /// Where the plots go.
 pub const PLOTS: &str = "eval/plots";
 
@@ -301,9 +302,12 @@ pub async fn correlate(root: &Location, params: &CorrelateParams) -> Result<Corr
     } else {
         None
     };
-    let lock = RunLock::acquire(root, Stage::EvalCorrelate.name()).await?;
-    let written = write(root, params, &all, &order, &rows).await;
-    lock.release().await;
+    let written = units::locked(
+        root,
+        Stage::EvalCorrelate,
+        write(root, params, &all, &order, &rows),
+    )
+    .await;
     Ok(CorrelateSummary {
         metric: params.metric,
         patterns: order,

@@ -17,7 +17,8 @@ use crate::eval::stats::Bootstrap;
 use crate::eval::{self as ev, read_text, AnswerRow, EvalSummary, Kind};
 use crate::progress::Progress;
 use crate::stage::Stage;
-use crate::storage::{segment_id, Location, RunLock};
+use crate::storage::{segment_id, Location};
+use crate::units;
 
 /// One `[[eval.mllm]]`, and the flags of `blindspot eval mllm`: an OpenAI-compatible
 /// endpoint and how to ask and grade. One struct for both, so the two never drift apart.
@@ -478,18 +479,15 @@ pub async fn eval_mllm(
         })?;
         keys.push((choices, answer));
     }
-    let lock = RunLock::acquire(root, Stage::EvalMllm.name()).await?;
     let categoriser = judge.unwrap_or(chat);
-    let result = async {
+    let body = async {
         assign_patterns(&mut b, &params.patterns, root, categoriser).await?;
         progress.start(Stage::EvalMllm.name(), Some(b.questions.len() as u64));
         let rows = ask_all(&b, &keys, chat, judge, params, progress).await?;
         progress.finish();
         ev::commit(root, Kind::Mllm, rows, &params.bootstrap, started).await
-    }
-    .await;
-    lock.release().await;
-    result
+    };
+    units::locked(root, Stage::EvalMllm, body).await
 }
 
 async fn ask_all(

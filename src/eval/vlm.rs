@@ -19,7 +19,8 @@ use crate::eval::stats::Bootstrap;
 use crate::eval::{self as ev, AnswerRow, EvalSummary, Kind};
 use crate::progress::Progress;
 use crate::stage::Stage;
-use crate::storage::{Location, RunLock};
+use crate::storage::Location;
+use crate::units;
 
 /// What MMVP-VLM's reference script puts before every statement.
 pub const PROMPT_PREFIX: &str = "a photo of ";
@@ -263,19 +264,16 @@ pub async fn eval_vlm(
             text_enc.manifest.dim
         )));
     }
-    let lock = RunLock::acquire(root, Stage::EvalVlm.name()).await?;
-    progress.start(
-        Stage::EvalVlm.name(),
-        Some(benchmark.statements.len() as u64),
-    );
-    let result = score_benchmark(&benchmark, image_enc, text_enc, progress).await;
-    progress.finish();
-    let result = match result {
-        Ok(rows) => ev::commit(root, Kind::Vlm, rows, &params.bootstrap, started).await,
-        Err(e) => Err(e),
+    let body = async {
+        progress.start(
+            Stage::EvalVlm.name(),
+            Some(benchmark.statements.len() as u64),
+        );
+        let result = score_benchmark(&benchmark, image_enc, text_enc, progress).await;
+        progress.finish();
+        ev::commit(root, Kind::Vlm, result?, &params.bootstrap, started).await
     };
-    lock.release().await;
-    result
+    units::locked(root, Stage::EvalVlm, body).await
 }
 
 /// What scores a pair: both towers and the image preprocessing, moved to a blocking thread

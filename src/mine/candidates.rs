@@ -31,13 +31,14 @@ use super::join::{self, dot, Members};
 use super::recall::{self, Recall};
 use super::vectors::{unique_vectors, UniqueVectors};
 use crate::error::{Error, Result};
-use crate::lease::{self, ClaimParams, Claimable, Claims};
-use crate::progress::Progress;
+use crate::lease::ClaimParams;
+use crate::progress::{Every, Progress};
 use crate::stage::Stage;
-use crate::storage::{Location, RunLock};
+use crate::storage::Location;
 pub use crate::table::records::CandidatesCommit;
 use crate::table::records::{Settings, UnitId};
 use crate::table::{self, schema, Catalog, Commit, CommitSet, DataObject, WriteParams};
+use crate::units::{self, Outcome, Runner, Sharing};
 
 /// Rows per batch written to the `candidates` table.
 const WRITE_BATCH_ROWS: usize = 64 * 1024;
@@ -273,33 +274,38 @@ pub async fn candidates(
             params.clip_min
         )));
     }
-    if let Some((i, n)) = worker {
-        if n == 0 || i >= n {
-            return Err(Error::Usage(format!("worker {i}/{n}: need 0 <= i < n")));
-        }
-        if params.method != Method::Partitioned {
-            return Err(Error::Usage(
-                "--worker shares out mining cells; it needs --method partitioned".into(),
-            ));
-        }
+    let sharing = Sharing::new(worker, claim)?;
+    if sharing.shared() && params.method != Method::Partitioned {
+        let flag = match sharing.claiming() {
+            true => "--claim",
+            false => "--worker",
+        };
+        return Err(Error::Usage(format!(
+            "{flag} shares out mining cells; it needs --method partitioned"
+        )));
     }
-    if claim.is_some() {
-        if worker.is_some() {
-            return Err(Error::Usage(
-                "--worker and --claim are two ways to share cells; pass one".into(),
-            ));
-        }
-        if params.method != Method::Partitioned {
-            return Err(Error::Usage(
-                "--claim shares out mining cells; it needs --method partitioned".into(),
-            ));
-        }
+    let mut result = units::exclusive(
+        root,
+        Stage::Candidates,
+        &sharing,
+        mine_and_measure(root, params, &sharing, recall_sample, progress),
+    )
+    .await;
+    if let Ok(summary) = &mut result {
+        summary.peak_rss_bytes = crate::progress::peak_rss_bytes();
     }
-    // Workers share a run root and commit cell by cell, so they take no run lock.
-    let lock = match worker.is_some() || claim.is_some() {
-        false => Some(RunLock::acquire(root, Stage::Candidates.name()).await?),
-        true => None,
-    };
+    result
+}
+
+/// The candidates table by `params.method`, then its recall measured on `recall_sample`
+/// images (by default when the layout is approximate and the run has the root to itself).
+async fn mine_and_measure(
+    root: &Location,
+    params: &CandidateParams,
+    sharing: &Sharing,
+    recall_sample: Option<usize>,
+    progress: Arc<dyn Progress>,
+) -> Result<CandidatesSummary> {
     // An approximate layout (probes) gets its recall measured after the join unless asked
     // otherwise; workers leave it to a run over the whole table.
     let catalog = Catalog::new(root);
@@ -309,10 +315,10 @@ pub async fn candidates(
     };
     let latest = layout.as_ref().map(|l| l.latest().clone());
     let approximate = latest.as_ref().is_some_and(|l| l.probe.is_some());
-    let recall_sample = recall_sample
-        .or((approximate && worker.is_none() && claim.is_none()).then_some(DEFAULT_RECALL_SAMPLE));
+    let recall_sample =
+        recall_sample.or((approximate && !sharing.shared()).then_some(DEFAULT_RECALL_SAMPLE));
     let mut result = match params.method {
-        Method::Partitioned => partitioned(root, params, worker, claim, progress).await,
+        Method::Partitioned => partitioned(root, params, sharing, progress).await,
         Method::Index | Method::Exact => whole(root, params, progress).await,
     };
     if let (Ok(summary), Some(n)) = (&mut result, recall_sample) {
@@ -336,12 +342,6 @@ pub async fn candidates(
             }
             Err(e) => result = Err(e),
         }
-    }
-    if let Some(lock) = lock {
-        lock.release().await;
-    }
-    if let Ok(summary) = &mut result {
-        summary.peak_rss_bytes = crate::progress::peak_rss_bytes();
     }
     result
 }
@@ -444,11 +444,9 @@ impl CellJob<'_> {
         g: u64,
         cell: u32,
         unit: &str,
-        summary: &mut CandidatesSummary,
         bytes: u64,
-    ) -> Result<(CandidatesCommit, Commit)> {
-        summary.bytes_read += bytes;
-        summary.peak_block_bytes = summary.peak_block_bytes.max(members.vector_bytes());
+    ) -> Result<(Joined, Commit)> {
+        let block_bytes = members.vector_bytes();
         let clip_min = self.params.clip_min;
         let (members, out) = tokio::task::spawn_blocking(move || {
             let out = join::cell_pairs(&members, g, clip_min);
@@ -500,14 +498,32 @@ impl CellJob<'_> {
         let commit = Commit::new(unit, self.generation, &record)?
             .with(&table::CANDIDATES, pair_objects)
             .with(&table::DUPLICATES, dup_objects);
-        Ok((record, commit))
+        let joined = Joined {
+            record,
+            bytes,
+            block_bytes,
+        };
+        Ok((joined, commit))
     }
 }
 
+/// A joined cell: its record, the bytes read for it and its block's vector bytes.
+struct Joined {
+    record: CandidatesCommit,
+    bytes: u64,
+    block_bytes: u64,
+}
+
 impl CandidatesSummary {
-    fn add(&mut self, record: &CandidatesCommit) {
-        self.pairs += record.pairs;
-        self.duplicates += record.duplicates;
+    fn read(&mut self, done: &Joined) {
+        self.bytes_read += done.bytes;
+        self.peak_block_bytes = self.peak_block_bytes.max(done.block_bytes);
+    }
+
+    fn add(&mut self, done: &Joined) {
+        self.read(done);
+        self.pairs += done.record.pairs;
+        self.duplicates += done.record.duplicates;
         self.cells.done += 1;
     }
 }
@@ -516,8 +532,7 @@ impl CandidatesSummary {
 async fn partitioned(
     root: &Location,
     params: &CandidateParams,
-    worker: Option<(u32, u32)>,
-    claim: Option<&ClaimParams>,
+    sharing: &Sharing,
     progress: Arc<dyn Progress>,
 ) -> Result<CandidatesSummary> {
     let started = Instant::now();
@@ -556,7 +571,7 @@ async fn partitioned(
         .into_iter()
         .map(|c| c.unit)
         .collect();
-    let mine = |cell: usize| worker.is_none_or(|(i, n)| cell as u32 % n == i);
+    let mine = |cell: usize| sharing.takes(cell as u64);
     let mut summary = CandidatesSummary {
         mode: Method::Partitioned.name().to_string(),
         images: layout.generations.iter().map(|g| g.1.home).sum(),
@@ -587,110 +602,55 @@ async fn partitioned(
     if !todo.is_empty() {
         let generation = catalog.begin(Stage::Candidates.name()).await?;
         let reader = Arc::new(CellReader::open(root, &layout).await?);
+        let runner = Runner::new(&catalog, Stage::Candidates, sharing)?;
         let job = CellJob {
             catalog: &catalog,
             params,
             epoch: &epoch,
             generation,
-            // Two claiming workers may join one cell after a takeover: objects of their own.
-            stem_suffix: claim.map(|_| format!("-g{generation}")).unwrap_or_default(),
+            stem_suffix: runner.suffix(generation),
         };
-        let mut last_line = Instant::now();
-        let mut line = |summary: &CandidatesSummary| {
-            if last_line.elapsed() >= PROGRESS_EVERY {
-                last_line = Instant::now();
-                progress.message(&format!(
-                    "candidates: {}/{} cells, {} pairs, {:.1} MiB read",
-                    summary.cells.done + summary.cells.skipped,
-                    summary.cells.total,
-                    summary.pairs,
-                    summary.bytes_read as f64 / (1 << 20) as f64
-                ));
+        runner.start(progress.as_ref(), "cells", Some(todo.len() as u64));
+        let mut every = Every::new(PROGRESS_EVERY);
+        // Two cells at once: one is read while the other is joined (two blocks in memory at
+        // most).
+        let work = |(g, cell, unit): (u64, u32, String)| {
+            let reader = reader.clone();
+            let job = &job;
+            async move {
+                let (members, bytes) = reader.read(cell, g).await?;
+                job.run(members, g, cell, &unit, bytes).await
             }
         };
-        match claim {
-            Some(claim) => {
-                let claims = Claims::new(root, Stage::Candidates.name(), claim)?;
-                progress.start(&format!("{} (cells, claimed)", Stage::Candidates), None);
-                let result = async {
-                    let mut left = todo;
-                    while !left.is_empty() {
-                        let mut held = Vec::new();
-                        for (g, cell, unit) in left {
-                            match claims
-                                .try_unit(&catalog, CommitSet::CANDIDATES, &unit)
-                                .await?
-                            {
-                                Claimable::Mine => {}
-                                Claimable::Done => {
-                                    summary.cells.by_others += 1;
-                                    continue;
-                                }
-                                Claimable::Held => {
-                                    held.push((g, cell, unit));
-                                    continue;
-                                }
-                            }
-                            let (members, bytes) = reader.read(cell, g).await?;
-                            let (record, commit) = job
-                                .run(members, g, cell, &unit, &mut summary, bytes)
-                                .await?;
-                            if lease::commit_claimed(
-                                &claims,
-                                &catalog,
-                                CommitSet::CANDIDATES,
-                                &commit,
-                            )
-                            .await?
-                            {
-                                summary.add(&record);
-                            } else {
-                                summary.cells.discarded += 1;
-                            }
-                            progress.advance(1);
-                            line(&summary);
+        let ran = runner
+            .drive(
+                todo,
+                |u| u.2.clone(),
+                2,
+                work,
+                |outcome| {
+                    match outcome {
+                        Outcome::Committed(done) => summary.add(&done),
+                        Outcome::Discarded(done) => {
+                            summary.read(&done);
+                            summary.cells.discarded += 1;
                         }
-                        if !held.is_empty() {
-                            // Cells leased by live workers: wait for their commits or for the
-                            // leases to expire.
-                            tokio::time::sleep(claims.poll_every()).await;
-                        }
-                        left = held;
+                        Outcome::ByOthers(_) => summary.cells.by_others += 1,
                     }
-                    Ok::<(), Error>(())
-                }
-                .await;
-                claims.release_all().await;
-                result?;
-                claims.sweep(&catalog, CommitSet::CANDIDATES).await?;
-            }
-            None => {
-                progress.start(
-                    &format!("{} (cells)", Stage::Candidates),
-                    Some(todo.len() as u64),
-                );
-                // The next cell is read while this one is joined: two blocks in memory at most.
-                let read = |(g, cell): (u64, u32)| {
-                    let reader = reader.clone();
-                    tokio::spawn(async move { reader.read(cell, g).await })
-                };
-                let mut next = todo.first().map(|u| read((u.0, u.1)));
-                for (i, (g, cell, unit)) in todo.iter().cloned().enumerate() {
-                    let pending = next.take().expect("a read is always pending here");
-                    next = todo.get(i + 1).map(|u| read((u.0, u.1)));
-                    let (members, bytes) = pending
-                        .await
-                        .map_err(|e| Error::Internal(format!("reading cell {cell}: {e}")))??;
-                    let (record, commit) = job
-                        .run(members, g, cell, &unit, &mut summary, bytes)
-                        .await?;
-                    catalog.commit(CommitSet::CANDIDATES, &commit).await?;
-                    summary.add(&record);
                     progress.advance(1);
-                    line(&summary);
-                }
-            }
-        }
+                    if every.due() {
+                        progress.message(&format!(
+                            "candidates: {}/{} cells, {} pairs, {:.1} MiB read",
+                            summary.cells.done + summary.cells.skipped,
+                            summary.cells.total,
+                            summary.pairs,
+                            summary.bytes_read as f64 / (1 << 20) as f64
+                        ));
+                    }
+                },
+            )
+            .await;
+        runner.finish(ran).await?;
         progress.finish();
     }
     summary.table_pairs = catalog

@@ -43,14 +43,15 @@ use super::aggregates::UnitAggregates;
 use super::cells::{CellReader, Layout, UnitCell};
 use crate::cluster;
 use crate::error::{Error, Result};
-use crate::lease::{self, ClaimParams, Claimable, Claims};
-use crate::progress::{NoProgress, Progress};
+use crate::lease::ClaimParams;
+use crate::progress::{Every, NoProgress, Progress};
 use crate::sql;
 use crate::stage::Stage;
-use crate::storage::{Location, RunLock};
+use crate::storage::Location;
 pub use crate::table::records::FilterCommit;
 use crate::table::records::UnitId;
 use crate::table::{self, io, Catalog, Commit, CommitSet, DataObject, WriteParams};
+use crate::units::{self, Outcome, Runner, Sharing};
 
 /// A progress line at most this often while units are filtered.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -192,25 +193,14 @@ pub async fn filter_with(
             params.dino_max
         )));
     }
-    if let Some((i, n)) = params.worker {
-        if n == 0 || i >= n {
-            return Err(Error::Usage(format!("worker {i}/{n}: need 0 <= i < n")));
-        }
-        if params.claim.is_some() {
-            return Err(Error::Usage(
-                "--worker and --claim are two ways to share units; pass one".into(),
-            ));
-        }
-    }
-    // Workers share a run root and commit unit by unit, so they take no run lock.
-    let lock = match params.worker.is_some() || params.claim.is_some() {
-        false => Some(RunLock::acquire(root, Stage::Filter.name()).await?),
-        true => None,
-    };
-    let mut result = filter_units(root, params, progress).await;
-    if let Some(lock) = lock {
-        lock.release().await;
-    }
+    let sharing = Sharing::new(params.worker, params.claim.as_ref())?;
+    let mut result = units::exclusive(
+        root,
+        Stage::Filter,
+        &sharing,
+        filter_units(root, params, &sharing, progress),
+    )
+    .await;
     if let Ok(summary) = &mut result {
         summary.peak_rss_bytes = crate::progress::peak_rss_bytes();
     }
@@ -235,6 +225,7 @@ fn epoch_of(dino_max: f32, dup_min: f32) -> String {
 async fn filter_units(
     root: &Location,
     params: &FilterParams,
+    sharing: &Sharing,
     progress: Arc<dyn Progress>,
 ) -> Result<FilterSummary> {
     let started = Instant::now();
@@ -284,7 +275,7 @@ async fn filter_units(
         let mine: Vec<Vec<&String>> = plan
             .into_iter()
             .enumerate()
-            .filter(|(i, _)| params.worker.is_none_or(|(w, n)| *i as u32 % n == w))
+            .filter(|(i, _)| sharing.takes(*i as u64))
             .map(|(_, units)| units)
             .collect();
         summary.units_total = mine.iter().map(Vec::len).sum();
@@ -308,6 +299,7 @@ async fn filter_units(
             check_dino_coverage(&catalog, &todo).await?;
             let generation = catalog.begin(Stage::Filter.name()).await?;
             run_generation = Some(generation);
+            let runner = Runner::new(&catalog, Stage::Filter, sharing)?;
             let ctx = match &params.cluster {
                 None => sql::bare_session(),
                 Some(url) => {
@@ -335,21 +327,10 @@ async fn filter_units(
                 // Every worker agrees on the first unit: it always writes an object, so the
                 // table and its schema exist even when no unit has a pair.
                 first: current.keys().next().cloned().unwrap_or_default(),
-                stem_suffix: params
-                    .claim
-                    .as_ref()
-                    .map(|_| format!("-g{generation}"))
-                    .unwrap_or_default(),
+                stem_suffix: runner.suffix(generation),
             });
-            run_work(
-                &job,
-                todo,
-                params,
-                &catalog,
-                &mut summary,
-                progress.as_ref(),
-            )
-            .await?;
+            let ran = run_work(&job, todo, params, &runner, &mut summary, progress.as_ref()).await;
+            runner.finish(ran).await?;
         }
     }
     // Once every unit is filtered (by this worker or others), the groups follow.
@@ -433,95 +414,57 @@ async fn run_work(
     job: &Arc<UnitJob>,
     todo: Vec<Work>,
     params: &FilterParams,
-    catalog: &Catalog,
+    runner: &Runner,
     summary: &mut FilterSummary,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut last_line = Instant::now();
-    let mut line = |s: &FilterSummary| {
-        if last_line.elapsed() >= PROGRESS_EVERY {
-            last_line = Instant::now();
-            progress.message(&format!(
-                "filter: {}/{} units, {} pairs from {} candidates",
-                s.units + s.skipped,
-                s.units_total,
-                s.pairs,
-                s.candidate_rows
-            ));
+    let mut every = Every::new(PROGRESS_EVERY);
+    let units = todo.iter().map(|w| w.members.len() as u64).sum();
+    runner.start(progress, "units", Some(units));
+    // A few units of work at once, each its own task (so both its reading and its query use a
+    // core); each commits when it is done, in any order.
+    let at_once = match params.cluster {
+        Some(_) => 1,
+        None => params.units_at_once.max(1),
+    };
+    let work = |work: Work| {
+        let job = job.clone();
+        async move {
+            tokio::spawn(async move { job.run(&work).await })
+                .await
+                .map_err(|e| Error::Internal(format!("a filter unit failed: {e}")))?
         }
     };
-    match &params.claim {
-        Some(claim) => {
-            let claims = Claims::new(catalog.root(), Stage::Filter.name(), claim)?;
-            progress.start(&format!("{} (units, claimed)", Stage::Filter), None);
-            let result = async {
-                let mut left = todo;
-                while !left.is_empty() {
-                    let mut held = Vec::new();
-                    for work in left {
-                        match claims
-                            .try_unit(catalog, CommitSet::FILTER, &work.name)
-                            .await?
-                        {
-                            Claimable::Mine => {}
-                            Claimable::Done => {
-                                summary.by_others += work.members.len();
-                                continue;
-                            }
-                            Claimable::Held => {
-                                held.push(work);
-                                continue;
-                            }
-                        }
-                        let (record, commit) = job.run(&work).await?;
-                        if lease::commit_claimed(&claims, catalog, CommitSet::FILTER, &commit)
-                            .await?
-                        {
-                            summary.add(&record);
-                        } else {
-                            summary.discarded += work.members.len();
-                        }
-                        progress.advance(work.members.len() as u64);
-                        line(summary);
+    runner
+        .drive(
+            todo,
+            |w| w.name.clone(),
+            at_once,
+            work,
+            |outcome| {
+                match outcome {
+                    Outcome::Committed(record) => {
+                        progress.advance(record.candidates.len() as u64);
+                        summary.add(&record);
                     }
-                    if !held.is_empty() {
-                        // Units leased by live workers: wait for their commits or for the
-                        // leases to expire.
-                        tokio::time::sleep(claims.poll_every()).await;
+                    Outcome::Discarded(record) => {
+                        progress.advance(record.candidates.len() as u64);
+                        summary.discarded += record.candidates.len();
                     }
-                    left = held;
+                    Outcome::ByOthers(work) => summary.by_others += work.members.len(),
                 }
-                Ok::<(), Error>(())
-            }
-            .await;
-            claims.release_all().await;
-            result?;
-            claims.sweep(catalog, CommitSet::FILTER).await?;
-        }
-        None => {
-            let units = todo.iter().map(|w| w.members.len() as u64).sum();
-            progress.start(&format!("{} (units)", Stage::Filter), Some(units));
-            // A few units of work at once, each its own task (so both its reading and its
-            // query use a core); each commits when it is done, in any order.
-            let at_once = match params.cluster {
-                Some(_) => 1,
-                None => params.units_at_once.max(1),
-            };
-            let mut runs = futures::stream::iter(todo.into_iter().map(|work| {
-                let job = job.clone();
-                tokio::spawn(async move { job.run(&work).await })
-            }))
-            .buffer_unordered(at_once);
-            while let Some(done) = runs.next().await {
-                let (record, commit) =
-                    done.map_err(|e| Error::Internal(format!("a filter unit failed: {e}")))??;
-                catalog.commit(CommitSet::FILTER, &commit).await?;
-                progress.advance(record.candidates.len() as u64);
-                summary.add(&record);
-                line(summary);
-            }
-        }
-    }
+                if every.due() {
+                    progress.message(&format!(
+                        "filter: {}/{} units, {} pairs from {} candidates",
+                        summary.units + summary.skipped,
+                        summary.units_total,
+                        summary.pairs,
+                        summary.candidate_rows
+                    ));
+                }
+            },
+        )
+        .await?;
     progress.finish();
     Ok(())
 }

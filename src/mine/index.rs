@@ -17,9 +17,10 @@ use super::vectors::unique_vectors;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::stage::Stage;
-use crate::storage::{Location, RunLock};
+use crate::storage::Location;
 use crate::table::records::Settings;
 use crate::table::{Catalog, Commit, CommitSet};
+use crate::units;
 
 /// What an index run did.
 #[derive(Clone, Debug, Serialize)]
@@ -42,10 +43,7 @@ pub async fn index(
     params: &IndexParams,
     progress: Arc<dyn Progress>,
 ) -> Result<IndexSummary> {
-    let lock = RunLock::acquire(root, Stage::Index.name()).await?;
-    let result = index_locked(root, params, progress).await;
-    lock.release().await;
-    result
+    units::locked(root, Stage::Index, index_locked(root, params, progress)).await
 }
 
 async fn index_locked(

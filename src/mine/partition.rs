@@ -37,9 +37,10 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::stage::Stage;
-use crate::storage::{Location, RunLock};
+use crate::storage::Location;
 use crate::table::records::UnitId;
 use crate::table::{self, io, Catalog, Commit, CommitSet, DataObject, Generations, WriteParams};
+use crate::units;
 
 /// Every CLIP vector's norm must be at most this (unit vectors stored in f16 are within 5e-4).
 pub const NORM_BOUND: f32 = 1.001;
@@ -348,10 +349,12 @@ pub async fn partition(
             "--cells, --probe and --sample must be at least 1".into(),
         ));
     }
-    let lock = RunLock::acquire(root, Stage::Partition.name()).await?;
-    let result = partition_locked(root, params, progress).await;
-    lock.release().await;
-    result
+    units::locked(
+        root,
+        Stage::Partition,
+        partition_locked(root, params, progress),
+    )
+    .await
 }
 
 /// The embed commits to place, and whether everything is placed again.
