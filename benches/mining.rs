@@ -196,7 +196,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             run += 1;
             let dino_max = 0.6 + (run % 2) as f32 * 1e-3;
-            rt.block_on(blindspot::mine::filter::filter(&root, dino_max))
+            rt.block_on(blindspot::sift::filter::filter(&root, dino_max))
                 .unwrap()
         })
     });

@@ -31,6 +31,7 @@ pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod sift;
 pub mod spec;
 pub mod sql;
 pub mod stage;

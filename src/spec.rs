@@ -13,12 +13,14 @@ use crate::encoder::runtime::Device;
 use crate::encoder::{self, OnnxEncoder, SessionParams};
 use crate::error::{Error, Result};
 use crate::eval::mllm::MllmEntry;
-use crate::mine::ann::{IndexParams, Quantization};
-use crate::mine::candidates::{CandidateParams, Method};
+use crate::mine::ann::IndexParams;
+use crate::mine::candidates::CandidateParams;
 use crate::mine::partition::PartitionParams;
+use crate::sift::dino::DinoParams;
+use crate::sift::filter::FilterParams;
 use crate::stage::Stage;
 use crate::storage::Location;
-use crate::synth::{SynthFormat, SynthParams};
+use crate::synth::SynthParams;
 use crate::table::schema::FloatType;
 
 /// The names of the stages a spec can name, in pipeline order (`Stage::SPEC`).
@@ -47,19 +49,19 @@ pub struct Spec {
     pub embed: EmbedSection,
     /// Synthetic corpus settings (the `synth` stage).
     #[serde(default)]
-    pub synth: SynthSection,
+    pub synth: SynthParams,
     /// Index settings.
     #[serde(default)]
-    pub index: IndexSection,
+    pub index: IndexParams,
     /// Partition settings.
     #[serde(default)]
-    pub partition: PartitionSection,
+    pub partition: PartitionParams,
     /// Candidates settings.
     #[serde(default)]
-    pub candidates: CandidatesSection,
+    pub candidates: CandidateParams,
     /// Filter settings.
     #[serde(default)]
-    pub filter: FilterSection,
+    pub filter: FilterParams,
     /// Evaluation settings (the `eval` stage).
     #[serde(default)]
     pub eval: EvalSection,
@@ -186,130 +188,6 @@ impl Default for CorrelateSection {
     }
 }
 
-/// `[index]`; every field has a default.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct IndexSection {
-    /// `f16`, `f32` or `i8`.
-    pub quantization: Quantization,
-    /// HNSW connectivity (M).
-    pub connectivity: usize,
-    /// Expansion while adding.
-    pub expansion_add: usize,
-    /// Expansion while searching.
-    pub expansion_search: usize,
-    /// Build threads; 0 means one per core.
-    pub threads: usize,
-}
-
-impl Default for IndexSection {
-    fn default() -> Self {
-        let p = IndexParams::default();
-        IndexSection {
-            quantization: p.quantization,
-            connectivity: p.connectivity,
-            expansion_add: p.expansion_add,
-            expansion_search: p.expansion_search,
-            threads: p.threads,
-        }
-    }
-}
-
-/// `[candidates]`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct CandidatesSection {
-    /// CLIP threshold (strict `>`).
-    pub clip_min: f32,
-    /// First k.
-    pub k: usize,
-    /// `partitioned` (the cells of the partition stage), `index` or `exact`.
-    pub method: Method,
-    /// Older specs' way to say `method = "exact"`.
-    pub exact: bool,
-}
-
-impl Default for CandidatesSection {
-    fn default() -> Self {
-        let p = CandidateParams::default();
-        CandidatesSection {
-            clip_min: p.clip_min,
-            k: p.k,
-            method: p.method,
-            exact: false,
-        }
-    }
-}
-
-/// `[partition]`; every field has a default. Its CLIP threshold is `[candidates] clip-min`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct PartitionSection {
-    /// Cells (default about sqrt(n)).
-    pub cells: Option<usize>,
-    /// Vectors sampled to train the centroids.
-    pub sample: Option<usize>,
-    /// Seed of the sample and of k-means.
-    pub seed: u64,
-    /// Guest copies capped at the K nearest cells (approximate).
-    pub probe: Option<usize>,
-    /// Cells whose block is estimated above this many rows are split.
-    pub max_block_rows: usize,
-    /// Exact placement is given up above this average copy factor.
-    pub max_copies: f64,
-    /// Demand exact placement (refuse above max-copies instead of choosing probes).
-    pub exact: bool,
-    /// The recall probes are chosen for when exact placement is impractical.
-    pub target_recall: f64,
-    /// Retrain when new vectors fit this much worse than the training sample.
-    pub drift_max: f64,
-    /// Train new centroids on every run.
-    pub retrain: bool,
-}
-
-impl Default for PartitionSection {
-    fn default() -> Self {
-        let p = PartitionParams::default();
-        PartitionSection {
-            cells: p.cells,
-            sample: p.sample,
-            seed: p.seed,
-            probe: p.probe,
-            max_block_rows: p.max_block_rows,
-            max_copies: p.max_copies,
-            exact: p.exact,
-            target_recall: p.target_recall,
-            drift_max: p.drift_max,
-            retrain: p.retrain,
-        }
-    }
-}
-
-/// `[filter]`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct FilterSection {
-    /// DINOv2 threshold (strict `<`).
-    pub dino_max: f32,
-    /// Near-duplicate threshold (candidates at or above it are one group).
-    pub dup_min: f32,
-    /// Run the filter query on this Ballista cluster (`df://HOST:PORT`).
-    pub cluster: Option<String>,
-    /// The budget of a filter unit of work, in MiB.
-    pub work_mib: u64,
-}
-
-impl Default for FilterSection {
-    fn default() -> Self {
-        FilterSection {
-            dino_max: 0.6,
-            dup_min: crate::mine::filter::DEFAULT_DUP_MIN,
-            cluster: None,
-            work_mib: crate::mine::filter::DEFAULT_WORK_MIB,
-        }
-    }
-}
-
 /// `[run]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -410,29 +288,6 @@ impl Default for EmbedSection {
     }
 }
 
-/// `[synth]`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct SynthSection {
-    /// `folder` or `tar`.
-    pub format: SynthFormat,
-    /// Images per shard.
-    pub per_shard: usize,
-    /// Seed.
-    pub seed: u64,
-}
-
-impl Default for SynthSection {
-    fn default() -> Self {
-        let p = SynthParams::default();
-        SynthSection {
-            format: p.format,
-            per_shard: p.per_shard,
-            seed: p.seed,
-        }
-    }
-}
-
 impl EmbedSection {
     /// The stage parameters these settings describe.
     pub fn params(&self) -> EmbedParams {
@@ -473,7 +328,8 @@ impl EmbedSection {
     }
 }
 
-/// A spec with everything checked and the encoders loaded.
+/// A spec with everything checked and the encoders loaded: the stages to run, in order, each
+/// with its typed settings.
 pub struct Resolved {
     /// The spec as parsed (with resolved paths).
     pub spec: Spec,
@@ -481,28 +337,72 @@ pub struct Resolved {
     pub input: Location,
     /// The run root.
     pub root: Location,
-    /// Stages to run, in order.
-    pub stages: Vec<Stage>,
-    /// The CLIP encoder, loaded when the embed stage runs.
-    pub clip: Option<OnnxEncoder>,
-    /// The DINOv2 encoder, loaded when the embed (both encoders) or dino stage runs.
-    pub dino: Option<OnnxEncoder>,
-    /// Embed settings.
-    pub embed: EmbedParams,
-    /// Index settings.
-    pub index: IndexParams,
-    /// Partition settings.
-    pub partition: PartitionParams,
-    /// Candidates settings.
-    pub candidates: CandidateParams,
-    /// The DINOv2 threshold of the filter stage.
-    pub dino_max: f32,
-    /// The near-duplicate threshold of the filter stage.
-    pub dup_min: f32,
-    /// The Ballista cluster the filter query runs on, if any.
-    pub cluster: Option<String>,
-    /// The filter's unit-of-work budget, in MiB.
-    pub work_mib: u64,
+    /// What to run, in order.
+    pub jobs: Vec<Job>,
+}
+
+/// One stage of a spec, resolved: its settings (checked) and what it needs loaded. A spec has
+/// a handful, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Job {
+    /// A synthetic corpus under the input.
+    Synth(SynthParams),
+    /// Embed the input with CLIP, and DINOv2 unless CLIP-first.
+    Embed {
+        /// Settings.
+        params: EmbedParams,
+        /// The CLIP encoder.
+        clip: OnnxEncoder,
+        /// The DINOv2 encoder (None: CLIP-first).
+        dino: Option<OnnxEncoder>,
+    },
+    /// Place vectors on cells.
+    Partition(PartitionParams),
+    /// Build the HNSW index.
+    Index(IndexParams),
+    /// Mine candidate pairs.
+    Candidates(CandidateParams),
+    /// DINOv2 for candidate images.
+    Dino {
+        /// Settings.
+        params: DinoParams,
+        /// The DINOv2 encoder.
+        encoder: OnnxEncoder,
+    },
+    /// Filter the candidates through DINOv2.
+    Filter(FilterParams),
+    /// The `[eval]` section's evaluations (its settings stay in `spec.eval`).
+    Eval,
+    /// The static site, written to the folder named.
+    Report(crate::report::ReportParams, String),
+}
+
+impl Job {
+    /// Its stage.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Job::Synth(_) => Stage::Synth,
+            Job::Embed { .. } => Stage::Embed,
+            Job::Partition(_) => Stage::Partition,
+            Job::Index(_) => Stage::Index,
+            Job::Candidates(_) => Stage::Candidates,
+            Job::Dino { .. } => Stage::Dino,
+            Job::Filter(_) => Stage::Filter,
+            Job::Eval => Stage::Eval,
+            Job::Report(..) => Stage::Report,
+        }
+    }
+
+    /// The encoders it loaded, by role.
+    pub fn encoders(&self) -> Vec<(&'static str, &OnnxEncoder)> {
+        match self {
+            Job::Embed { clip, dino, .. } => std::iter::once(("clip", clip))
+                .chain(dino.iter().map(|d| ("dino", d)))
+                .collect(),
+            Job::Dino { encoder, .. } => vec![("dino", encoder)],
+            _ => Vec::new(),
+        }
+    }
 }
 
 fn resolve_path(base: &Path, p: &str) -> String {
@@ -697,44 +597,41 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     if spec.embed.fetch_concurrency == 0 {
         problems.push("[embed] fetch-concurrency must be at least 1".into());
     }
-    if spec.index.connectivity < 2 {
-        problems.push("[index] connectivity must be at least 2".into());
-    }
-    if !(spec.candidates.clip_min > -1.0 && spec.candidates.clip_min < 1.0) {
-        problems.push(format!(
-            "[candidates] clip-min {} must be between -1 and 1",
-            spec.candidates.clip_min
-        ));
-    }
-    if spec.candidates.k == 0 {
-        problems.push("[candidates] k must be at least 1".into());
-    }
-    if !(-1.0..=1.0).contains(&spec.filter.dino_max) {
-        problems.push(format!(
-            "[filter] dino-max {} must be between -1 and 1",
-            spec.filter.dino_max
-        ));
-    }
-    if let Err(e) = crate::mine::filter::check_thresholds(spec.filter.dino_max, spec.filter.dup_min)
-    {
-        problems.push(format!("[filter] {e}"));
-    }
-    if let Some(url) = &spec.filter.cluster {
-        if let Err(e) = crate::cluster::scheduler_url(url) {
-            problems.push(format!("[filter] cluster: {e}"));
-        }
-    }
+    problems.extend(
+        spec.index
+            .check()
+            .into_iter()
+            .map(|p| format!("[index] {p}")),
+    );
+    let partition = PartitionParams {
+        clip_min: spec.candidates.clip_min,
+        ..spec.partition.clone()
+    };
+    // The threshold is [candidates]', which says so itself.
+    problems.extend(
+        partition
+            .check()
+            .into_iter()
+            .filter(|p| !p.starts_with("clip-min"))
+            .map(|p| format!("[partition] {p}")),
+    );
+    problems.extend(
+        spec.candidates
+            .check()
+            .into_iter()
+            .map(|p| format!("[candidates] {p}")),
+    );
+    problems.extend(
+        spec.filter
+            .check()
+            .into_iter()
+            .map(|p| format!("[filter] {p}")),
+    );
     if spec.synth.per_shard == 0 {
         problems.push("[synth] per-shard must be at least 1".into());
     }
 
-    let has = |stage: Stage| stages.contains(&stage);
-    let needs_clip = has(Stage::Embed);
-    let needs_dino = (has(Stage::Embed) && !spec.embed.clip_only()) || has(Stage::Dino);
-    let mut load = |what: &str, path: &Path, needed: bool| -> Option<OnnxEncoder> {
-        if !needed {
-            return None;
-        }
+    let mut load = |what: &str, path: &Path| -> Option<OnnxEncoder> {
         let manifest = encoder::load_manifest(path)
             .map_err(|e| problems.push(format!("[encoders] {what}: {e}")))
             .ok()?;
@@ -746,63 +643,71 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
             .map_err(|e| problems.push(format!("[encoders] {what}: {e}")))
             .ok()
     };
-    let clip = load("clip", &spec.encoders.clip, needs_clip);
-    let dino = load("dino", &spec.encoders.dino, needs_dino);
+    let embed = spec.embed.params();
+    let mut jobs = Vec::new();
+    let mut unrunnable = Vec::new();
+    for stage in &stages {
+        let job = match stage {
+            Stage::Synth => Some(Job::Synth(spec.synth.clone())),
+            Stage::Embed => {
+                let clip = load("clip", &spec.encoders.clip);
+                let dino = match spec.embed.clip_only() {
+                    true => Some(None),
+                    false => load("dino", &spec.encoders.dino).map(Some),
+                };
+                clip.zip(dino).map(|(clip, dino)| Job::Embed {
+                    params: embed.clone(),
+                    clip,
+                    dino,
+                })
+            }
+            Stage::Partition => Some(Job::Partition(partition.clone())),
+            Stage::Index => Some(Job::Index(spec.index.clone())),
+            Stage::Candidates => Some(Job::Candidates(CandidateParams {
+                method: spec.candidates.method(),
+                exact: false,
+                ..spec.candidates.clone()
+            })),
+            Stage::Dino => {
+                let encoder = load("dino", &spec.encoders.dino);
+                encoder.map(|encoder| Job::Dino {
+                    params: DinoParams {
+                        batch_size: spec.embed.batch_size,
+                        float: None,
+                        decode: embed.decode.clone(),
+                        image_column: spec.embed.image_column.clone(),
+                        fetch: embed.ingest.fetch.clone(),
+                        ..Default::default()
+                    },
+                    encoder,
+                })
+            }
+            Stage::Filter => Some(Job::Filter(spec.filter.clone())),
+            Stage::Eval => Some(Job::Eval),
+            Stage::Report => Some(Job::Report(
+                spec.report.params(),
+                spec.report.out_for(&spec.run.root),
+            )),
+            other => {
+                unrunnable.push(*other);
+                None
+            }
+        };
+        jobs.extend(job);
+    }
+    for stage in unrunnable {
+        problems.push(format!("[run] stages: {stage} does not run from a spec"));
+    }
     if !problems.is_empty() {
         return Err(Error::Spec {
             path: path.to_path_buf(),
             problems,
         });
     }
-    let embed = spec.embed.params();
-    let i = &spec.index;
-    let index = IndexParams {
-        quantization: i.quantization,
-        connectivity: i.connectivity,
-        expansion_add: i.expansion_add,
-        expansion_search: i.expansion_search,
-        threads: i.threads,
-    };
-    let candidates = CandidateParams {
-        clip_min: spec.candidates.clip_min,
-        k: spec.candidates.k,
-        method: if spec.candidates.exact {
-            Method::Exact
-        } else {
-            spec.candidates.method
-        },
-        ..Default::default()
-    };
-    let p = &spec.partition;
-    let partition = PartitionParams {
-        cells: p.cells,
-        sample: p.sample,
-        seed: p.seed,
-        probe: p.probe,
-        clip_min: spec.candidates.clip_min,
-        retrain: p.retrain,
-        max_block_rows: p.max_block_rows,
-        max_copies: p.max_copies,
-        exact: p.exact,
-        target_recall: p.target_recall,
-        drift_max: p.drift_max,
-        ..Default::default()
-    };
-    let dino_max = spec.filter.dino_max;
     Ok(Resolved {
-        index,
-        partition,
-        candidates,
-        dino_max,
-        dup_min: spec.filter.dup_min,
-        cluster: spec.filter.cluster.clone(),
-        work_mib: spec.filter.work_mib,
-        stages: stages.clone(),
         input: input.expect("no problems"),
         root: root.expect("no problems"),
-        clip,
-        dino,
-        embed,
+        jobs,
         spec,
     })
 }
@@ -887,14 +792,74 @@ concurrency = 0
         assert!(!all.contains("[run] input"), "{all}");
     }
 
+    /// Issue 21: a stage's section is its `Params`, and its one `check()` speaks for both the
+    /// spec (with the section's name) and the command line.
+    #[tokio::test]
+    async fn each_section_is_checked_by_its_params_once() {
+        let text = r#"
+[run]
+root = "memory://spec-sections/root"
+stages = ["partition", "index", "candidates", "filter"]
+
+[encoders]
+clip = "c.toml"
+dino = "d.toml"
+
+[partition]
+cells = 0
+max-copies = 0.5
+
+[index]
+connectivity = 1
+
+[candidates]
+k = 0
+
+[filter]
+dino-max = 0.7
+dup-min = 0.5
+"#;
+        let spec = parse(Path::new("x.toml"), text).unwrap();
+        let Err(Error::Spec { problems, .. }) = resolve(Path::new("x.toml"), spec).await else {
+            panic!("problems expected")
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "[partition] cells must be at least 1",
+            "[partition] max-copies 0.5 must be at least 1",
+            "[index] connectivity 1 must be at least 2",
+            "[candidates] k must be at least 1",
+            "[filter] dup-min 0.5 is below dino-max 0.7",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        // The same check refuses the same settings from the command line's side.
+        let index = IndexParams {
+            connectivity: 1,
+            ..Default::default()
+        };
+        let err = Stage::Index
+            .settings(index.check())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("index settings: connectivity 1"), "{err}");
+        // Unknown keys are refused by the section, as before.
+        let bad =
+            "[run]\nroot='r'\nstages=[]\n[encoders]\nclip='c'\ndino='d'\n[index]\niterations = 3\n";
+        assert!(parse(Path::new("x.toml"), bad).is_err());
+    }
+
     #[test]
     fn the_filter_unit_of_work_budget_is_read_and_defaults_to_64_mib() {
         let base = "[run]\ninput='a'\nroot='b'\nstages=[]\n[encoders]\nclip='c'\ndino='d'\n";
         let text = format!("{base}[filter]\nwork-mib = 8\n");
         let spec = parse(Path::new("x.toml"), &text).unwrap();
-        assert_eq!(spec.filter.work_mib, 8);
+        assert_eq!(spec.filter.work_bytes, 8 << 20);
         let spec = parse(Path::new("x.toml"), base).unwrap();
-        assert_eq!(spec.filter.work_mib, crate::mine::filter::DEFAULT_WORK_MIB);
+        assert_eq!(
+            spec.filter.work_bytes,
+            crate::sift::filter::DEFAULT_WORK_MIB << 20
+        );
     }
 
     #[test]

@@ -123,6 +123,17 @@ impl Stage {
         }
     }
 
+    /// Its settings as their `check()` found them: every problem at once, or Ok.
+    pub fn settings(self, problems: Vec<String>) -> crate::Result<()> {
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(crate::Error::Usage(format!(
+                "{self} settings: {}",
+                problems.join("; ")
+            ))),
+        }
+    }
+
     /// The error for a run root at `url` that lacks this stage's output: which command to run
     /// first.
     pub fn run_first(self, url: &str) -> crate::Error {

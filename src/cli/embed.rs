@@ -278,43 +278,6 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct DinoArgs {
-    /// Run root with candidates (embedded with `--encoders clip`, or imported).
-    #[arg(long)]
-    pub root: String,
-    /// DINOv2 encoder manifest [default: models/tiny/dino-tiny.toml of this checkout].
-    #[arg(long)]
-    pub dino: Option<PathBuf>,
-    /// Where the encoder runs: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads (0: ONNX Runtime decides).
-    #[arg(long, default_value_t = 0)]
-    pub intra_threads: usize,
-    /// Images per inference batch.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Objects (or URLs) fetched at once.
-    #[arg(long, default_value_t = 16)]
-    pub fetch_concurrency: usize,
-    /// Stored float type: f16 or f32 [default: as the embeddings' clip column].
-    #[arg(long)]
-    pub dtype: Option<FloatType>,
-    /// Refuse images with more pixels than this.
-    #[arg(long, default_value_t = DecodeParams::default().max_pixels)]
-    pub max_pixels: u64,
-    /// MiB the queries that find the candidate images still needing a vector may hold before
-    /// they spill to disk (sorts, aggregates and sort-merge joins over the keys).
-    #[arg(long, default_value_t = blindspot::embed::dino::DEFAULT_KEY_MEMORY >> 20)]
-    pub key_memory_mib: usize,
-    #[command(flatten)]
-    pub ingest: IngestArgs,
-    /// Print the summary as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
 pub async fn import_cmd(c: ImportCommand) -> Result<()> {
     let ImportCommand::ClipRetrieval(a) = c;
     let dir = Location::open(&a.dir)?;
@@ -339,55 +302,6 @@ pub async fn import_cmd(c: ImportCommand) -> Result<()> {
         }
     });
     Ok(())
-}
-
-pub async fn dino_cmd(a: DinoArgs) -> Result<()> {
-    let root = Location::open(&a.root)?;
-    let args = EncoderArgs {
-        clip: None,
-        dino: a.dino.clone(),
-        device: a.device,
-        intra_threads: a.intra_threads,
-    };
-    let dino = load_dino(&args)?;
-    let ingest = a.ingest.params(a.fetch_concurrency)?;
-    let params = blindspot::embed::dino::DinoParams {
-        batch_size: a.batch_size,
-        float: a.dtype,
-        decode: DecodeParams {
-            max_pixels: a.max_pixels,
-            ..DecodeParams::default()
-        },
-        image_column: ingest.image_column,
-        fetch: ingest.fetch,
-        key_memory: a.key_memory_mib << 20,
-    };
-    let s = blindspot::embed::dino::dino(&root, dino, &params, progress()).await?;
-    super::report(a.json, &s, || dino_text(&s));
-    Ok(())
-}
-
-pub fn dino_text(s: &blindspot::embed::dino::DinoSummary) -> String {
-    let mut out = format!(
-        "dino: {} of {} images are in a candidate pair; {:.2}% of the corpus needed DINOv2 ({} had a vector from embed)",
-        s.candidate_images,
-        s.images,
-        s.share * 100.0,
-        s.embedded_at_embed
-    );
-    if s.up_to_date {
-        out.push_str("\n  up to date: every candidate image has a DINOv2 vector");
-        return out;
-    }
-    out.push_str(&format!(
-        "\n  embedded   {} of {} needed ({} already in the dino table) in {} shard commits, {:.1}s",
-        s.embedded, s.needed, s.already, s.units, s.seconds
-    ));
-    out.push_str(&format!("\n  errors     {}", s.errors));
-    for (kind, n) in &s.errors_by_kind {
-        out.push_str(&format!("\n    {kind:<14} {n}"));
-    }
-    out
 }
 
 #[derive(Args, Debug)]

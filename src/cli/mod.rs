@@ -16,6 +16,7 @@ mod mine;
 mod progress;
 mod report;
 mod run;
+mod sift;
 mod sql;
 
 pub use progress::progress;
@@ -80,9 +81,9 @@ enum Command {
     /// index|exact).
     Candidates(mine::CandidatesArgs),
     /// Embed with DINOv2 only the candidate images that have no DINOv2 vector yet.
-    Dino(embed::DinoArgs),
+    Dino(sift::DinoArgs),
     /// Keep the candidate pairs whose DINOv2 similarity is below the threshold (DataFusion SQL).
-    Filter(mine::FilterArgs),
+    Filter(sift::FilterArgs),
     /// Query the tables of a run root with SQL (read-only); an interactive prompt without QUERY.
     Sql(sql::SqlArgs),
     /// Evaluate MLLMs and vision encoders on MMVP-format benchmarks; correlate their scores.
@@ -252,14 +253,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::SynthVectors(a) => embed::synth_vectors_cmd(a).await,
         Command::Embed(a) => embed::embed_cmd(a).await,
         Command::Import(c) => embed::import_cmd(c).await,
-        Command::Dino(a) => embed::dino_cmd(a).await,
+        Command::Dino(a) => sift::dino_cmd(a).await,
         Command::Validate { spec } => run::validate(&spec).await,
         Command::Run { spec, json } => run::run(&spec, json).await,
         Command::BenchPreprocess(a) => embed::bench_preprocess(a),
         Command::Partition(a) => mine::partition_cmd(a).await,
         Command::Index(a) => mine::index_cmd(a).await,
         Command::Candidates(a) => mine::candidates_cmd(a).await,
-        Command::Filter(a) => mine::filter_cmd(a).await,
+        Command::Filter(a) => sift::filter_cmd(a).await,
         Command::Sql(a) => sql::sql_cmd(a).await,
         Command::Eval(c) => eval::dispatch(c).await,
         Command::Annotate(a) => eval::annotate(a).await,

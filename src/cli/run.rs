@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use blindspot::eval::mllm::MllmEntry;
 use blindspot::spec;
 use blindspot::storage::Location;
-use blindspot::synth::{self, SynthFormat, SynthParams};
+use blindspot::synth::{self, SynthFormat};
 use clap::Args;
 
 use super::embed::report_embed;
@@ -36,15 +36,17 @@ pub struct DemoArgs {
 
 pub async fn validate(path: &Path) -> Result<()> {
     let resolved = load_spec(path).await?;
+    let stages: Vec<Stage> = resolved.jobs.iter().map(spec::Job::stage).collect();
     println!(
         "{}: ok (stages {:?}; input {}; root {})",
         path.display(),
-        resolved.stages,
+        stages,
         resolved.input.url,
         resolved.root.url
     );
-    for (what, e) in [("clip", &resolved.clip), ("dino", &resolved.dino)] {
-        if let Some(e) = e {
+    let mut shown = std::collections::BTreeSet::new();
+    for (what, e) in resolved.jobs.iter().flat_map(spec::Job::encoders) {
+        if shown.insert(what) {
             println!("  {what} {} (dim {})", e.manifest().id, e.manifest().dim);
         }
     }
@@ -66,17 +68,12 @@ pub async fn run(path: &Path, json: bool) -> Result<()> {
 }
 
 async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
-    for stage in r.stages.clone() {
-        tracing::info!(stage = %stage, "stage starts");
-        match stage {
-            Stage::Synth => {
+    use spec::Job;
+    for job in std::mem::take(&mut r.jobs) {
+        tracing::info!(stage = %job.stage(), "stage starts");
+        match job {
+            Job::Synth(params) => {
                 let out = Location::open(&synth::corpus_of(&r.input))?;
-                let params = SynthParams {
-                    format: r.spec.synth.format,
-                    per_shard: r.spec.synth.per_shard,
-                    seed: r.spec.synth.seed,
-                    ..Default::default()
-                };
                 let truth = synth::synth(&out, &params).await?;
                 if !json {
                     println!(
@@ -87,20 +84,14 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     );
                 }
             }
-            Stage::Embed => {
-                let clip = r.clip.take().context("the embed stage needs encoders")?;
-                let dino = if r.spec.embed.clip_only() {
-                    None
-                } else {
-                    Some(r.dino.take().context("the embed stage needs encoders")?)
-                };
+            Job::Embed { params, clip, dino } => {
                 let summary =
-                    blindspot::embed::embed(&r.input, &r.root, clip, dino, &r.embed, progress())
+                    blindspot::embed::embed(&r.input, &r.root, clip, dino, &params, progress())
                         .await?;
                 report_embed(&summary, &r.input, &r.root, json);
             }
-            Stage::Index => {
-                let s = blindspot::mine::index::index(&r.root, &r.index, progress()).await?;
+            Job::Index(params) => {
+                let s = blindspot::mine::index::index(&r.root, &params, progress()).await?;
                 report(json, &s, || {
                     format!(
                         "index: {} unique vectors ({} exact duplicates collapsed) in {:.1}s",
@@ -108,15 +99,14 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                     )
                 });
             }
-            Stage::Partition => {
-                let s = blindspot::mine::partition::partition(&r.root, &r.partition, progress())
-                    .await?;
+            Job::Partition(params) => {
+                let s = blindspot::mine::partition::partition(&r.root, &params, progress()).await?;
                 report(json, &s, || super::mine::partition_text(&s));
             }
-            Stage::Candidates => {
+            Job::Candidates(params) => {
                 let s = blindspot::mine::candidates::candidates(
                     &r.root,
-                    &r.candidates,
+                    &params,
                     None,
                     None,
                     None,
@@ -124,45 +114,22 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
                 )
                 .await?;
                 report(json, &s, || {
-                    super::mine::candidates_text(&s, r.candidates.clip_min)
+                    super::mine::candidates_text(&s, params.clip_min)
                 });
             }
-            Stage::Dino => {
-                let dino = r
-                    .dino
-                    .take()
-                    .context("the dino stage needs a DINOv2 encoder")?;
-                let e = &r.spec.embed;
-                let params = blindspot::embed::dino::DinoParams {
-                    batch_size: e.batch_size,
-                    float: None,
-                    decode: r.embed.decode.clone(),
-                    image_column: e.image_column.clone(),
-                    fetch: r.embed.ingest.fetch.clone(),
-                    ..Default::default()
-                };
-                let s = blindspot::embed::dino::dino(&r.root, dino, &params, progress()).await?;
-                report(json, &s, || super::embed::dino_text(&s));
+            Job::Dino { params, encoder } => {
+                let s = blindspot::sift::dino::dino(&r.root, encoder, &params, progress()).await?;
+                report(json, &s, || super::sift::dino_text(&s));
             }
-            Stage::Filter => {
-                let params = blindspot::mine::filter::FilterParams {
-                    dino_max: r.dino_max,
-                    dup_min: r.dup_min,
-                    cluster: r.cluster.clone(),
-                    work_bytes: r.work_mib << 20,
-                    ..Default::default()
-                };
-                let s = blindspot::mine::filter::filter_with(&r.root, &params, progress()).await?;
-                report(json, &s, || super::mine::filter_text(&s, r.dino_max));
+            Job::Filter(params) => {
+                let s = blindspot::sift::filter::filter_with(&r.root, &params, progress()).await?;
+                report(json, &s, || super::sift::filter_text(&s, params.dino_max));
             }
-            Stage::Eval => eval::run_stage(&r, json).await?,
-            Stage::Report => {
-                let out = r.spec.report.out_for(&r.root.url);
-                let s =
-                    super::report::run_report(&r.root.url, &out, &r.spec.report.params()).await?;
+            Job::Eval => eval::run_stage(&r, json).await?,
+            Job::Report(params, out) => {
+                let s = super::report::run_report(&r.root.url, &out, &params).await?;
                 report(json, &s, || super::report::report_text(&s));
             }
-            other => anyhow::bail!("stage {other} does not run from a spec"),
         }
     }
     Ok(())

@@ -38,7 +38,7 @@ use crate::table::{self, io, Catalog, Commit, CommitSet, TableWriter, WriteParam
 use crate::units;
 
 /// The prefix of the `content_hash` of imported rows (a stand-in, not a hash of bytes).
-pub const IMPORTED_HASH: &str = "imported:";
+pub use crate::table::schema::IMPORTED_HASH;
 
 /// Settings of an import.
 #[derive(Clone, Debug)]
@@ -509,7 +509,7 @@ async fn import_part(
             Arc::new(UInt32Array::from_value(0, m)),
             Arc::new(UInt32Array::from_value(0, m)),
             Arc::new(StringArray::from_iter_values(hashes.iter())),
-            super::vector_column(&field, &vectors, float)?,
+            crate::table::io::vector_column(&field, &vectors, float)?,
             Arc::new(StringArray::from_iter(caps.iter().map(|c| c.as_deref()))),
             Arc::new(StringArray::from_iter(us.iter().map(|c| c.as_deref()))),
         ];
@@ -527,7 +527,7 @@ async fn import_part(
         )));
     }
     let embeddings = writer.finish().await?;
-    let batch = super::errors_batch(&shard, &errors)?;
+    let batch = crate::ingest::errors_batch(&shard, &errors)?;
     let error_objects = io::write_batches(
         root,
         &format!("{}/{id}", table::ERRORS.dir),

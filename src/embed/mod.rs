@@ -14,17 +14,14 @@
 //! (`_commits/embed/<id>.json`); a rerun skips committed shards and redoes any other, so a
 //! killed run loses and repeats nothing.
 
-pub mod dino;
 pub mod import;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{
-    ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, StringArray, UInt32Array,
-};
-use arrow::datatypes::{Field, SchemaRef};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::SchemaRef;
 use futures::TryStreamExt;
 use ndarray::Array4;
 use serde::Serialize;
@@ -191,151 +188,252 @@ async fn embed_shards(
     progress: Arc<dyn Progress>,
     started: Instant,
 ) -> Result<EmbedSummary> {
+    // Plan: this worker's shards not committed yet.
     let mut ingest = params.ingest.clone();
     ingest.fetch.concurrency = params.fetch_concurrency;
-    let all = ingest::list_shards(input, &ingest).await?;
     let catalog = Catalog::new(root);
-    let done = committed(&catalog).await?;
+    let (pending, mut summary) = plan(input, &ingest, &catalog, sharing).await?;
+    let runner = Runner::new(&catalog, Stage::Embed, sharing)?;
+    let total_items: Option<u64> = pending.iter().map(|s| s.known_items()).sum();
+    runner.start(progress.as_ref(), "", total_items);
+    let generation = match pending.is_empty() {
+        true => 0,
+        false => catalog.begin(Stage::Embed.name()).await?,
+    };
+    let dino_meta = dino.as_ref().map(|d| d.meta());
+    let schema = schema::embeddings(&clip.meta(), dino_meta.as_ref(), params.float);
+    summary.clip_only = dino.is_none();
+
+    // Pipeline: read -> decode threads -> inference thread -> the writers here.
+    let pipeline = Pipeline::start(input, &ingest, &runner, &pending, clip, dino, params)?;
+    let mut writers = Writers {
+        catalog: &catalog,
+        runner: &runner,
+        pending: &pending,
+        schema,
+        generation,
+        params,
+        open: HashMap::new(),
+    };
+    let mut out_rx = pipeline.out_rx;
+    let mut fatal = None;
+    // Whatever ends the loop (the last shard, a fatal error from a thread, a failed write),
+    // the threads are stopped and joined before the error goes up: nothing prints after it.
+    let drained = async {
+        while let Some(msg) = out_rx.recv().await {
+            if let Out::Fatal(e) = msg {
+                fatal = Some(e);
+                break;
+            }
+            writers.take(msg, &mut summary, progress.as_ref()).await?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    if let Err(e) = drained {
+        fatal.get_or_insert(e);
+    }
+    drop(out_rx);
+    pipeline.reader.abort();
+    for d in pipeline.decoders {
+        let _ = d.join();
+    }
+    let _ = pipeline.inference.join();
+    let ran = match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
+    runner.finish(ran).await?;
+    progress.finish();
+    if !writers.open.is_empty() {
+        return Err(Error::Internal(format!(
+            "{} shard(s) ended without all their rows",
+            writers.open.len()
+        )));
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The shards of `input` this run embeds (this worker's, not committed yet), and the summary
+/// counting them.
+async fn plan(
+    input: &Location,
+    ingest: &IngestParams,
+    catalog: &Catalog,
+    sharing: &Sharing,
+) -> Result<(Vec<Shard>, EmbedSummary)> {
+    let all = ingest::list_shards(input, ingest).await?;
+    let done = committed(catalog).await?;
     let mine: Vec<Shard> = all
         .into_iter()
         .filter(|s| sharing.takes_name(&s.name))
         .collect();
-    let mut summary = EmbedSummary {
-        shards: mine.len(),
-        ..Default::default()
-    };
+    let shards = mine.len();
     let pending: Vec<Shard> = mine
         .into_iter()
         .filter(|s| !done.contains_key(&s.id))
         .collect();
-    summary.skipped = summary.shards - pending.len();
+    let summary = EmbedSummary {
+        shards,
+        skipped: shards - pending.len(),
+        ..Default::default()
+    };
     if summary.skipped > 0 {
         tracing::info!(
             skipped = summary.skipped,
             "shards already committed by an earlier run are skipped"
         );
     }
-    let runner = Runner::new(&catalog, Stage::Embed, sharing)?;
-    let total_items: Option<u64> = pending.iter().map(|s| s.known_items()).sum();
-    runner.start(progress.as_ref(), "", total_items);
-    let generation = if pending.is_empty() {
-        0
-    } else {
-        catalog.begin(Stage::Embed.name()).await?
-    };
+    Ok((pending, summary))
+}
 
-    let dino_meta = dino.as_ref().map(|d| d.meta());
-    let schema = schema::embeddings(&clip.meta(), dino_meta.as_ref(), params.float);
-    summary.clip_only = dino.is_none();
-    let mut transforms = vec![Transform::new(clip.manifest())];
-    if let Some(d) = &dino {
-        transforms.push(Transform::new(d.manifest()));
-    }
-    let queue = params.batch_size * params.queue_batches.max(1);
-    let (work_tx, work_rx) = mpsc::channel::<(usize, u64, Ingested)>(queue);
-    let (prep_tx, prep_rx) = std_mpsc::sync_channel::<Prepared>(queue);
-    let (out_tx, mut out_rx) = mpsc::channel::<Out>(queue * 2);
+/// The running pipeline: the reader task, the decode threads and the inference thread, and
+/// what they send the writers.
+struct Pipeline {
+    reader: tokio::task::JoinHandle<()>,
+    decoders: Vec<std::thread::JoinHandle<()>>,
+    inference: std::thread::JoinHandle<()>,
+    out_rx: mpsc::Receiver<Out>,
+}
 
-    let threads = if params.decode_threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        params.decode_threads
-    };
-    let work_rx = Arc::new(Mutex::new(work_rx));
-    let mut decoders = Vec::new();
-    for _ in 0..threads {
-        let rx = work_rx.clone();
-        let prep_tx = prep_tx.clone();
-        let out_tx = out_tx.clone();
-        let transforms = transforms.clone();
-        let decode = params.decode.clone();
-        decoders.push(std::thread::spawn(move || {
-            decode_worker(rx, prep_tx, out_tx, transforms, decode)
-        }));
-    }
-    drop(prep_tx);
-    let infer_out = out_tx.clone();
-    let batch_size = params.batch_size;
-    let inference =
-        std::thread::spawn(move || inference_worker(prep_rx, infer_out, clip, dino, batch_size));
-
-    let reader = {
-        let shards = ShardReader::new(input, &ingest)?;
-        let out_tx = out_tx.clone();
+impl Pipeline {
+    fn start(
+        input: &Location,
+        ingest: &IngestParams,
+        runner: &Runner,
+        pending: &[Shard],
+        clip: OnnxEncoder,
+        dino: Option<OnnxEncoder>,
+        params: &EmbedParams,
+    ) -> Result<Pipeline> {
+        let mut transforms = vec![Transform::new(clip.manifest())];
+        if let Some(d) = &dino {
+            transforms.push(Transform::new(d.manifest()));
+        }
+        let queue = params.batch_size * params.queue_batches.max(1);
+        let (work_tx, work_rx) = mpsc::channel::<(usize, u64, Ingested)>(queue);
+        let (prep_tx, prep_rx) = std_mpsc::sync_channel::<Prepared>(queue);
+        let (out_tx, out_rx) = mpsc::channel::<Out>(queue * 2);
+        let threads = match params.decode_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        let mut decoders = Vec::new();
+        for _ in 0..threads {
+            let rx = work_rx.clone();
+            let prep_tx = prep_tx.clone();
+            let out_tx = out_tx.clone();
+            let transforms = transforms.clone();
+            let decode = params.decode.clone();
+            decoders.push(std::thread::spawn(move || {
+                decode_worker(rx, prep_tx, out_tx, transforms, decode)
+            }));
+        }
+        drop(prep_tx);
+        let infer_out = out_tx.clone();
+        let batch_size = params.batch_size;
+        let inference = std::thread::spawn(move || {
+            inference_worker(prep_rx, infer_out, clip, dino, batch_size)
+        });
+        let shards = ShardReader::new(input, ingest)?;
         // Shards in input order (claiming: leased one by one, coming back to those others
-        // hold), each read into the pipeline; the writer commits a shard when all its rows
+        // hold), each read into the pipeline; the writers commit a shard when all its rows
         // are through.
-        let mut queue = runner.queue(
-            pending.clone().into_iter().enumerate().collect(),
+        let queue = runner.queue(
+            pending.iter().cloned().enumerate().collect(),
             |(_, shard): &(usize, Shard)| shard.id.clone(),
         );
-        tokio::spawn(async move {
-            loop {
-                let (idx, shard) = match queue.next().await {
-                    Ok(Some(Turn::Do(unit))) => unit,
-                    Ok(Some(Turn::ByOthers(_))) => continue,
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = out_tx.send(Out::Fatal(e)).await;
-                        return;
-                    }
-                };
-                let (tx, mut rx) = mpsc::channel(64);
-                let read = shards.read(&shard, tx);
-                let forward = async {
-                    let mut n = 0u64;
-                    while let Some(item) = rx.recv().await {
-                        if work_tx.send((idx, n, item)).await.is_err() {
-                            break;
-                        }
-                        n += 1;
-                    }
-                    n
-                };
-                let (read, n) = tokio::join!(read, forward);
-                let read = match read {
-                    Ok(r) => ShardRead { sent: n, ..r },
-                    Err(e) => {
-                        let _ = out_tx.send(Out::Fatal(e)).await;
-                        return;
-                    }
-                };
-                if out_tx.send(Out::End(idx, read)).await.is_err() {
-                    return;
-                }
-            }
+        let reader = tokio::spawn(read_shards(shards, queue, work_tx, out_tx));
+        Ok(Pipeline {
+            reader,
+            decoders,
+            inference,
+            out_rx,
         })
-    };
-    drop(out_tx);
+    }
+}
 
-    let mut writers: HashMap<usize, ShardWriter> = HashMap::new();
-    let mut fatal = None;
-    // Whatever ends the loop (the last shard, a fatal error from a thread, a failed write),
-    // the threads are stopped and joined before the error goes up: nothing prints after it.
-    let drained: Result<()> = async {
-    while let Some(msg) = out_rx.recv().await {
+/// The reader task: every shard the queue hands out, item by item into the pipeline, then
+/// its end (with what was read); a failure ends the run.
+async fn read_shards<N: Fn(&(usize, Shard)) -> String>(
+    shards: ShardReader,
+    mut queue: crate::units::Queue<(usize, Shard), N>,
+    work_tx: mpsc::Sender<(usize, u64, Ingested)>,
+    out_tx: mpsc::Sender<Out>,
+) {
+    loop {
+        let (idx, shard) = match queue.next().await {
+            Ok(Some(Turn::Do(unit))) => unit,
+            Ok(Some(Turn::ByOthers(_))) => continue,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = out_tx.send(Out::Fatal(e)).await;
+                return;
+            }
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let read = shards.read(&shard, tx);
+        let forward = async {
+            let mut n = 0u64;
+            while let Some(item) = rx.recv().await {
+                if work_tx.send((idx, n, item)).await.is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        };
+        let (read, n) = tokio::join!(read, forward);
+        let read = match read {
+            Ok(r) => ShardRead { sent: n, ..r },
+            Err(e) => {
+                let _ = out_tx.send(Out::Fatal(e)).await;
+                return;
+            }
+        };
+        if out_tx.send(Out::End(idx, read)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The shards being written, each committed when all its rows are through.
+struct Writers<'a> {
+    catalog: &'a Catalog,
+    runner: &'a Runner,
+    pending: &'a [Shard],
+    schema: SchemaRef,
+    generation: u64,
+    params: &'a EmbedParams,
+    open: HashMap<usize, ShardWriter>,
+}
+
+impl Writers<'_> {
+    /// Takes one message from the pipeline (not `Fatal`) into its shard's writer.
+    async fn take(
+        &mut self,
+        msg: Out,
+        summary: &mut EmbedSummary,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let idx = match &msg {
             Out::Row(i, _, _) | Out::Failed(i, _, _, _) | Out::End(i, _) => *i,
-            Out::Fatal(_) => usize::MAX,
+            Out::Fatal(_) => unreachable!("the caller handles Fatal"),
         };
-        if let Out::Fatal(e) = msg {
-            fatal = Some(e);
-            break;
-        }
-        let shard = &pending[idx];
-        let writer = match writers.entry(idx) {
+        let shard = &self.pending[idx];
+        let writer = match self.open.entry(idx) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 // Two workers may embed one shard after a takeover: objects of their own.
-                let stem = format!("{}{}", shard.id, runner.suffix(generation));
+                let stem = format!("{}{}", shard.id, self.runner.suffix(self.generation));
                 v.insert(ShardWriter::new(
-                    &catalog,
+                    self.catalog,
                     shard,
                     &stem,
-                    schema.clone(),
-                    params,
+                    self.schema.clone(),
+                    self.params,
                 )?)
             }
         };
@@ -360,51 +458,24 @@ async fn embed_shards(
                     *summary.skipped_by_status.entry(status).or_default() += n;
                 }
             }
-            Out::Fatal(_) => unreachable!("handled above"),
+            Out::Fatal(_) => unreachable!("the caller handles Fatal"),
         }
-        if writer.complete() {
-            let writer = writers.remove(&idx).expect("present");
-            let Some(commit) = writer
-                .commit(&runner, shard, generation)
-                .await?
-            else {
-                summary.discarded += 1;
-                continue;
-            };
-            summary.committed += 1;
-            progress.message(&format!(
-                "committed {} ({} images, {} errors)",
-                shard.name, commit.rows, commit.error_rows
-            ));
-            tracing::info!(shard = %shard.name, rows = commit.rows, errors = commit.error_rows, "shard committed");
+        if !writer.complete() {
+            return Ok(());
         }
-    }
+        let writer = self.open.remove(&idx).expect("present");
+        let Some(commit) = writer.commit(self.runner, shard, self.generation).await? else {
+            summary.discarded += 1;
+            return Ok(());
+        };
+        summary.committed += 1;
+        progress.message(&format!(
+            "committed {} ({} images, {} errors)",
+            shard.name, commit.rows, commit.error_rows
+        ));
+        tracing::info!(shard = %shard.name, rows = commit.rows, errors = commit.error_rows, "shard committed");
         Ok(())
     }
-    .await;
-    if let Err(e) = drained {
-        fatal.get_or_insert(e);
-    }
-    drop(out_rx);
-    reader.abort();
-    for d in decoders {
-        let _ = d.join();
-    }
-    let _ = inference.join();
-    let ran = match fatal {
-        Some(e) => Err(e),
-        None => Ok(()),
-    };
-    runner.finish(ran).await?;
-    progress.finish();
-    if !writers.is_empty() {
-        return Err(Error::Internal(format!(
-            "{} shard(s) ended without all their rows",
-            writers.len()
-        )));
-    }
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
 }
 
 fn decode_worker(
@@ -682,7 +753,7 @@ impl ShardWriter {
         let catalog = runner.catalog();
         self.flush().await?;
         let embeddings = self.writer.finish().await?;
-        let batch = errors_batch(&shard.name, &self.errors)?;
+        let batch = ingest::errors_batch(&shard.name, &self.errors)?;
         let errors = io::write_batches(
             catalog.root(),
             &format!("{}/{}", table::ERRORS.dir, self.stem),
@@ -713,41 +784,6 @@ impl ShardWriter {
     }
 }
 
-/// A vector column of `field`'s type (`FixedSizeList<float, D>`) from rows of f32.
-pub(crate) fn vector_column(
-    field: &Field,
-    rows: &[Vec<f32>],
-    float: FloatType,
-) -> Result<ArrayRef> {
-    vectors(field, rows, |r| r.as_slice(), float)
-}
-
-fn vectors<R>(
-    field: &Field,
-    rows: &[R],
-    pick: impl Fn(&R) -> &[f32],
-    float: FloatType,
-) -> Result<ArrayRef> {
-    let arrow::datatypes::DataType::FixedSizeList(item, dim) = field.data_type() else {
-        return Err(Error::table(
-            table::EMBEDDINGS.name,
-            format!("{} is not a vector column", field.name()),
-        ));
-    };
-    let flat: Vec<f32> = rows.iter().flat_map(|r| pick(r).iter().copied()).collect();
-    let values: ArrayRef = match float {
-        FloatType::F32 => Arc::new(Float32Array::from(flat)),
-        FloatType::F16 => Arc::new(Float16Array::from(
-            flat.into_iter()
-                .map(half::f16::from_f32)
-                .collect::<Vec<_>>(),
-        )),
-    };
-    let list = FixedSizeListArray::try_new(item.clone(), *dim, values, None)
-        .map_err(|e| Error::table(table::EMBEDDINGS.name, e))?;
-    Ok(Arc::new(list))
-}
-
 fn rows_to_batch(
     schema: &SchemaRef,
     shard: &str,
@@ -764,7 +800,7 @@ fn rows_to_batch(
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.width))),
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.height))),
         strings(&|r| r.hash.as_str()),
-        vectors(
+        io::vectors(
             schema.field_with_name("clip").expect("schema has clip"),
             rows,
             |r| &r.clip,
@@ -773,7 +809,7 @@ fn rows_to_batch(
     ];
     let mut columns = columns;
     if let Ok(field) = schema.field_with_name("dino") {
-        columns.push(vectors(
+        columns.push(io::vectors(
             field,
             rows,
             |r| r.dino.as_deref().unwrap_or_default(),
@@ -788,28 +824,6 @@ fn rows_to_batch(
     )));
     RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| Error::table(table::EMBEDDINGS.name, e))
-}
-
-pub(crate) fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<RecordBatch> {
-    let schema = schema::errors();
-    fn col<'a>(
-        errors: &'a [(&'static str, Failure)],
-        f: impl Fn(&'a (&'static str, Failure)) -> &'a str,
-    ) -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(errors.iter().map(f)))
-    }
-    RecordBatch::try_new(
-        schema,
-        vec![
-            col(errors, |e| e.1.key.as_str()),
-            col(errors, |e| e.1.uri.as_str()),
-            col(errors, |_| shard),
-            col(errors, |e| e.0),
-            col(errors, |e| e.1.kind.as_str()),
-            col(errors, |e| e.1.message.as_str()),
-        ],
-    )
-    .map_err(|e| Error::table(table::ERRORS.name, e))
 }
 
 /// Every committed embedding under a run root, by key: `(clip, dino)` as f32, the DINOv2

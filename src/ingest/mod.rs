@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -867,6 +868,29 @@ fn tar_failure(tar_uri: &str, tar_name: &str, err: &std::io::Error) -> Ingested 
         kind: "tar".into(),
         message: format!("the archive is damaged, members after this point are lost: {err}"),
     })
+}
+
+/// The `errors` rows of `shard`'s failures, each with the stage that met it.
+pub fn errors_batch(shard: &str, errors: &[(&'static str, Failure)]) -> Result<RecordBatch> {
+    let schema = crate::table::schema::errors();
+    fn col<'a>(
+        errors: &'a [(&'static str, Failure)],
+        f: impl Fn(&'a (&'static str, Failure)) -> &'a str,
+    ) -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(errors.iter().map(f)))
+    }
+    RecordBatch::try_new(
+        schema,
+        vec![
+            col(errors, |e| e.1.key.as_str()),
+            col(errors, |e| e.1.uri.as_str()),
+            col(errors, |_| shard),
+            col(errors, |e| e.0),
+            col(errors, |e| e.1.kind.as_str()),
+            col(errors, |e| e.1.message.as_str()),
+        ],
+    )
+    .map_err(|e| Error::table(crate::table::ERRORS.name, e))
 }
 
 #[cfg(test)]

@@ -46,19 +46,45 @@ impl Quantization {
     }
 }
 
-/// Settings of the index stage.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Settings of the index stage: a spec's `[index]` section and the flags of `blindspot index`
+/// (one shape, one check). Records written before it was the section used snake_case names.
+#[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct IndexParams {
     /// Vector storage in the index.
+    #[arg(long, value_enum, default_value_t = Quantization::F16)]
     pub quantization: Quantization,
     /// HNSW connectivity (M): edges per node.
+    #[arg(long, default_value_t = IndexParams::default().connectivity)]
     pub connectivity: usize,
-    /// Candidate list size while building (efConstruction).
+    /// HNSW expansion while adding (efConstruction).
+    #[arg(long, default_value_t = IndexParams::default().expansion_add)]
+    #[serde(alias = "expansion_add")]
     pub expansion_add: usize,
-    /// Candidate list size while searching (ef), saved with the index.
+    /// HNSW expansion while searching (ef), saved with the index.
+    #[arg(long, default_value_t = IndexParams::default().expansion_search)]
+    #[serde(alias = "expansion_search")]
     pub expansion_search: usize,
-    /// Build threads; 0 means one per core.
+    /// Build threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+impl IndexParams {
+    /// Every problem with these settings, by field name (the caller adds `--` or `[index]`).
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.connectivity < 2 {
+            problems.push(format!(
+                "connectivity {} must be at least 2",
+                self.connectivity
+            ));
+        }
+        if self.expansion_add == 0 || self.expansion_search == 0 {
+            problems.push("expansion-add and expansion-search must be at least 1".into());
+        }
+        problems
+    }
 }
 
 impl Default for IndexParams {

@@ -72,19 +72,55 @@ impl Method {
     }
 }
 
-/// Settings of the candidates stage.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Settings of the candidates stage: a spec's `[candidates]` section and the flags of
+/// `blindspot candidates` (one shape, one check).
+#[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CandidateParams {
     /// Keep pairs with CLIP similarity strictly above this.
+    #[arg(long, default_value_t = CandidateParams::default().clip_min)]
+    #[serde(alias = "clip_min")]
     pub clip_min: f32,
-    /// Neighbours asked for first (index method); doubled while all of them pass.
+    /// Neighbours asked for first (--method index); doubled while all pass.
+    #[arg(long, default_value_t = CandidateParams::default().k)]
     pub k: usize,
-    /// How pairs are found.
-    #[serde(default)]
+    /// How pairs are found: the partition's cells, the HNSW index, or brute force.
+    #[arg(long, value_enum, default_value_t = Method::Partitioned)]
     pub method: Method,
+    /// The same as method exact (older specs and scripts).
+    #[arg(long, hide = true)]
+    #[serde(skip_serializing)]
+    pub exact: bool,
     /// Index similarities are approximate (f16, i8): neighbours this far below the threshold
     /// are still re-scored exactly, so none is lost to quantisation.
+    #[arg(skip = CandidateParams::default().margin)]
+    #[serde(skip_deserializing)]
     pub margin: f32,
+}
+
+impl CandidateParams {
+    /// Every problem with these settings, by field name.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.clip_min > -1.0 && self.clip_min < 1.0) {
+            problems.push(format!(
+                "clip-min {} must be between -1 and 1",
+                self.clip_min
+            ));
+        }
+        if self.k == 0 {
+            problems.push("k must be at least 1".into());
+        }
+        problems
+    }
+
+    /// The method asked for (`exact = true` is `method = "exact"`).
+    pub fn method(&self) -> Method {
+        match self.exact {
+            true => Method::Exact,
+            false => self.method,
+        }
+    }
 }
 
 impl Default for CandidateParams {
@@ -93,6 +129,7 @@ impl Default for CandidateParams {
             clip_min: 0.95,
             k: 32,
             method: Method::Partitioned,
+            exact: false,
             margin: 0.01,
         }
     }
@@ -268,12 +305,12 @@ pub async fn candidates(
     recall_sample: Option<usize>,
     progress: Arc<dyn Progress>,
 ) -> Result<CandidatesSummary> {
-    if !(params.clip_min > -1.0 && params.clip_min < 1.0) {
-        return Err(Error::Usage(format!(
-            "--clip-min {} must be between -1 and 1",
-            params.clip_min
-        )));
-    }
+    Stage::Candidates.settings(params.check())?;
+    let params = &CandidateParams {
+        method: params.method(),
+        exact: false,
+        ..params.clone()
+    };
     let sharing = Sharing::new(worker, claim)?;
     if sharing.shared() && params.method != Method::Partitioned {
         let flag = match sharing.claiming() {

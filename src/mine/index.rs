@@ -43,6 +43,7 @@ pub async fn index(
     params: &IndexParams,
     progress: Arc<dyn Progress>,
 ) -> Result<IndexSummary> {
+    Stage::Index.settings(params.check())?;
     units::locked(root, Stage::Index, index_locked(root, params, progress)).await
 }
 

@@ -1,12 +1,10 @@
-//! Mining: from the `embeddings` table to the CLIP-blind `pairs`.
+//! Mining: from the `embeddings` table to the `candidates` above the CLIP threshold (the
+//! stages after it, through DINOv2, are in `sift`).
 //!
 //! ```text
 //! partition (spherical k-means cells; each vector at home in one cell, a guest where it can pair)
 //!   -> candidates (every pair above the CLIP threshold, cell by cell; or through `index`, the
 //!      usearch HNSW graph, or by brute force)
-//!   -> filter (sql/similarities.sql then sql/pairs.sql: the candidates below the DINOv2
-//!      threshold; with each unit's aggregates and near-duplicate edges)
-//!   -> groups (the near-duplicate groups: connected components of those edges)
 //! ```
 //!
 //! The stages share helpers and nothing else: `vectors` (the unique CLIP vectors, in memory,
@@ -15,12 +13,9 @@
 //! record, reading a cell) and `recall` (any method's table against brute force). Each stage
 //! reads its inputs from the catalog, never from another stage.
 
-pub mod aggregates;
 pub mod ann;
 pub mod candidates;
 pub mod cells;
-pub mod filter;
-pub mod groups;
 pub mod index;
 pub mod join;
 pub mod kmeans;

@@ -51,38 +51,97 @@ const DRIFT_SAMPLE: usize = 10_000;
 /// Rounds of splitting oversized cells.
 const SPLIT_ROUNDS: usize = 4;
 
-/// Settings of the partition stage.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Settings of the partition stage: a spec's `[partition]` section (whose CLIP threshold is
+/// `[candidates] clip-min`) and the flags of `blindspot partition` (one shape, one check).
+#[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PartitionParams {
-    /// Cells; default about sqrt(n), more when a cell's block would pass `max_block_rows`.
+    /// Cells (default: about sqrt(n), more if a cell's block would be too big).
+    #[arg(long)]
     pub cells: Option<usize>,
-    /// Vectors sampled to train the centroids; default 32 per cell (20k to 500k).
+    /// Vectors sampled to train the centroids (default: 32 per cell, 20k to 500k).
+    #[arg(long)]
     pub sample: Option<usize>,
     /// Seed of the sample and of k-means.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Cap each vector's guest copies at its K nearest cells (approximate).
+    /// Copy a vector as a guest into at most its K nearest other cells (approximate; measure
+    /// with `candidates --recall`). Default: every cell where it can have a pair (exact), or,
+    /// when that would copy each vector into more than --max-copies cells, the smallest K that
+    /// keeps --target-recall of the training sample's exact pairs.
+    #[arg(long, conflicts_with = "exact")]
     pub probe: Option<usize>,
     /// The CLIP threshold mining will use (the guest radius depends on it).
+    #[arg(long, default_value_t = PartitionParams::default().clip_min)]
+    #[serde(skip)]
     pub clip_min: f32,
-    /// Train new centroids even when the existing ones fit.
+    /// Train new centroids and place every vector again.
+    #[arg(long)]
     pub retrain: bool,
-    /// A cell's block (home + guests) estimated above this many rows is split.
+    /// Split cells whose block (home + guests) is estimated above this many rows; a cell's
+    /// block is what candidates holds in memory (rows x dim x 4 bytes).
+    #[arg(long, default_value_t = PartitionParams::default().max_block_rows)]
     pub max_block_rows: usize,
-    /// Exact placement is given up when the sample says each vector would be copied into
-    /// more cells than this on average (the vectors are too spread out for the threshold):
-    /// probes are chosen for `target_recall` instead, or, with `exact`, the run refuses.
+    /// Give up exact placement (choose probes; refuse with --exact) when vectors would average
+    /// more guest copies than this.
+    #[arg(long, default_value_t = PartitionParams::default().max_copies)]
     pub max_copies: f64,
-    /// Demand exact placement (refuse when it is impractical) rather than choosing probes.
+    /// Demand exact placement: refuse rather than choose probes when it is impractical.
+    #[arg(long)]
     pub exact: bool,
-    /// The recall probes are chosen for when exact placement is impractical, estimated on
-    /// the exact pairs of the training sample.
+    /// The recall probes are chosen for when exact placement is impractical.
+    #[arg(long, default_value_t = PartitionParams::default().target_recall)]
     pub target_recall: f64,
-    /// Retrain when new vectors fit the centroids this much worse than the training sample.
+    /// Retrain when new vectors fit the centroids this much worse (mean cosine) than the
+    /// training sample did.
+    #[arg(long, default_value_t = PartitionParams::default().drift_max)]
     pub drift_max: f64,
     /// Lloyd iterations at most.
+    #[arg(skip = PartitionParams::default().iterations)]
+    #[serde(skip)]
     pub iterations: usize,
     /// Rows buffered per cell before a row group is written, in bytes over all cells.
+    #[arg(skip = PartitionParams::default().buffer_bytes)]
+    #[serde(skip)]
     pub buffer_bytes: usize,
+}
+
+impl PartitionParams {
+    /// Every problem with these settings, by field name.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.clip_min > -1.0 && self.clip_min < 1.0) {
+            problems.push(format!(
+                "clip-min {} must be between -1 and 1",
+                self.clip_min
+            ));
+        }
+        for (name, value) in [
+            ("cells", self.cells),
+            ("probe", self.probe),
+            ("sample", self.sample),
+        ] {
+            if value == Some(0) {
+                problems.push(format!("{name} must be at least 1"));
+            }
+        }
+        if self.probe.is_some() && self.exact {
+            problems.push("probe and exact cannot both be set".into());
+        }
+        if !(self.target_recall > 0.0 && self.target_recall <= 1.0) {
+            problems.push(format!(
+                "target-recall {} must be in (0, 1]",
+                self.target_recall
+            ));
+        }
+        if self.max_copies.is_nan() || self.max_copies < 1.0 {
+            problems.push(format!("max-copies {} must be at least 1", self.max_copies));
+        }
+        if self.max_block_rows == 0 {
+            problems.push("max-block-rows must be at least 1".into());
+        }
+        problems
+    }
 }
 
 impl Default for PartitionParams {
@@ -338,17 +397,7 @@ pub async fn partition(
     params: &PartitionParams,
     progress: Arc<dyn Progress>,
 ) -> Result<PartitionSummary> {
-    if !(params.clip_min > -1.0 && params.clip_min < 1.0) {
-        return Err(Error::Usage(format!(
-            "--clip-min {} must be between -1 and 1",
-            params.clip_min
-        )));
-    }
-    if params.cells == Some(0) || params.probe == Some(0) || params.sample == Some(0) {
-        return Err(Error::Usage(
-            "--cells, --probe and --sample must be at least 1".into(),
-        ));
-    }
+    Stage::Partition.settings(params.check())?;
     units::locked(
         root,
         Stage::Partition,

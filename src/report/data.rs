@@ -330,7 +330,7 @@ pub async fn thresholds(
     clip_grid: &[f64],
     dino_grid: &[f64],
 ) -> Result<Option<Thresholds>> {
-    use crate::mine::aggregates::{on_grid, CLIP_STEPS, COARSE_STEPS, DINO_STEPS};
+    use crate::sift::aggregates::{on_grid, CLIP_STEPS, COARSE_STEPS, DINO_STEPS};
     if !t.has("candidates") {
         return Ok(None);
     }

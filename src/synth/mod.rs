@@ -38,20 +38,26 @@ pub enum SynthFormat {
     Tar,
 }
 
-/// Sizes of the synthetic corpus.
-#[derive(Clone, Debug)]
+/// Sizes of the synthetic corpus; a spec's `[synth]` section sets its layout and seed.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SynthParams {
     /// Folder or tar shards.
     pub format: SynthFormat,
     /// Pairs of a shape and its mirror image.
+    #[serde(skip)]
     pub mirror_pairs: usize,
     /// Pairs of an arrangement and its permutation.
+    #[serde(skip)]
     pub permutation_pairs: usize,
     /// Near-duplicate pairs (not blind).
+    #[serde(skip)]
     pub near_duplicates: usize,
     /// Pairs of byte-identical images.
+    #[serde(skip)]
     pub exact_duplicates: usize,
     /// Unrelated images.
+    #[serde(skip)]
     pub singles: usize,
     /// Images per shard.
     pub per_shard: usize,

@@ -549,6 +549,42 @@ pub fn vector_rows(batch: &RecordBatch, column: &str) -> Result<Vec<Vec<f32>>> {
     Ok(flat.chunks_exact(dim.max(1)).map(<[f32]>::to_vec).collect())
 }
 
+/// A vector column of `field`'s type (`FixedSizeList<float, D>`) from rows of f32.
+pub fn vector_column(
+    field: &Field,
+    rows: &[Vec<f32>],
+    float: super::schema::FloatType,
+) -> Result<ArrayRef> {
+    vectors(field, rows, |r| r.as_slice(), float)
+}
+
+/// A vector column of `field`'s type from any rows, each picked as a slice of f32.
+pub fn vectors<R>(
+    field: &Field,
+    rows: &[R],
+    pick: impl Fn(&R) -> &[f32],
+    float: super::schema::FloatType,
+) -> Result<ArrayRef> {
+    let arrow::datatypes::DataType::FixedSizeList(item, dim) = field.data_type() else {
+        return Err(Error::table(
+            super::EMBEDDINGS.name,
+            format!("{} is not a vector column", field.name()),
+        ));
+    };
+    let flat: Vec<f32> = rows.iter().flat_map(|r| pick(r).iter().copied()).collect();
+    let values: ArrayRef = match float {
+        super::schema::FloatType::F32 => Arc::new(Float32Array::from(flat)),
+        super::schema::FloatType::F16 => Arc::new(Float16Array::from(
+            flat.into_iter()
+                .map(half::f16::from_f32)
+                .collect::<Vec<_>>(),
+        )),
+    };
+    let list = FixedSizeListArray::try_new(item.clone(), *dim, values, None)
+        .map_err(|e| Error::table(super::EMBEDDINGS.name, e))?;
+    Ok(Arc::new(list))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,10 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+/// The content hash of an imported row (clip-retrieval has no image bytes): a per-row stand-in
+/// after this prefix, so exact duplicates are not collapsed before mining.
+pub const IMPORTED_HASH: &str = "imported:";
+
 /// Float type of the embedding columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

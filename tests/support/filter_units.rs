@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use blindspot::mine::candidates::{self, CandidateParams};
-use blindspot::mine::filter::{self, FilterParams, FilterSummary};
 use blindspot::mine::partition::{self, PartitionParams};
 use blindspot::progress::NoProgress;
+use blindspot::sift::filter::{self, FilterParams, FilterSummary};
 use blindspot::storage::Location;
 use blindspot::synth::vectors::{VectorKind, VectorParams};
 use blindspot::table::{self, io, Catalog, Generations};

@@ -37,13 +37,13 @@ use futures::channel::mpsc::Receiver;
 use futures::SinkExt;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::aggregates::UnitAggregates;
-use super::cells::{CellReader, Layout, UnitCell};
 use crate::cluster;
 use crate::error::{Error, Result};
 use crate::lease::ClaimParams;
+use crate::mine::cells::{CellReader, Layout, UnitCell};
 use crate::progress::{Every, NoProgress, Progress};
 use crate::sql;
 use crate::stage::Stage;
@@ -56,26 +56,74 @@ use crate::units::{self, Outcome, Runner, Sharing};
 /// A progress line at most this often while units are filtered.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Settings of the filter stage.
-#[derive(Clone, Debug)]
+/// Settings of the filter stage: a spec's `[filter]` section and the flags of `blindspot
+/// filter` (one shape, one check). How workers share units (`worker`, `claim`) is the command
+/// line's alone.
+#[derive(Clone, Debug, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FilterParams {
     /// Keep pairs with DINOv2 similarity strictly below this.
+    #[arg(long, default_value_t = 0.6)]
     pub dino_max: f32,
+    /// Candidates with DINOv2 similarity at or above this are near-duplicates (the same
+    /// picture): their connected components become the `groups` table, and the report shows
+    /// one row per pair of groups.
+    #[arg(long, default_value_t = DEFAULT_DUP_MIN)]
+    pub dup_min: f32,
+    /// Run the query on a Ballista cluster at df://HOST:PORT (this process writes the pairs).
+    #[arg(long, value_name = "df://HOST:PORT", env = "BLINDSPOT_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Candidates units are gathered, in order, into units of work of about this many MiB
+    /// (their cells' DINOv2 vectors and their candidates), each one query and one commit; a
+    /// larger unit is one by itself. Workers sharing a root must pass the same value.
+    // Given in MiB, held in bytes.
+    #[arg(long = "work-mib", value_name = "MIB", default_value_t = DEFAULT_WORK_MIB, value_parser = mib_to_bytes)]
+    #[serde(rename = "work-mib", deserialize_with = "mib_de")]
+    pub work_bytes: u64,
+    /// Units filtered at once, each its own task (memory is this many units; one with
+    /// --cluster) [default: one per core, at most 4].
+    #[arg(long, default_value_t = default_units_at_once())]
+    #[serde(skip)]
+    pub units_at_once: usize,
     /// Only this worker's share of the units, as `(i, n)`: every n-th unit from the i-th.
+    #[arg(skip)]
+    #[serde(skip)]
     pub worker: Option<(u32, u32)>,
     /// Lease units instead (elastic workers).
+    #[arg(skip)]
+    #[serde(skip)]
     pub claim: Option<ClaimParams>,
-    /// Run each unit's query on this Ballista cluster (`df://HOST:PORT`).
-    pub cluster: Option<String>,
-    /// Units filtered at once (each its own task; memory grows with it). One on a cluster.
-    pub units_at_once: usize,
-    /// Candidates with DINOv2 similarity at or above this are near-duplicates: the same
-    /// picture, joined into one group.
-    pub dup_min: f32,
-    /// Candidates units are gathered, in order, into units of work of about this many bytes
-    /// (their cells' DINOv2 vectors and their candidates), each one query and one commit.
-    /// Workers sharing a root must pass the same value.
-    pub work_bytes: u64,
+}
+
+/// `--work-mib` and `work-mib`: MiB given, bytes held.
+fn mib_to_bytes(s: &str) -> std::result::Result<u64, String> {
+    let mib: u64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a whole number of MiB: {e}"))?;
+    mib.checked_mul(1 << 20)
+        .ok_or_else(|| format!("{mib} MiB is too large"))
+}
+
+fn mib_de<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    let mib = <u64 as Deserialize>::deserialize(d)?;
+    mib.checked_mul(1 << 20)
+        .ok_or_else(|| serde::de::Error::custom(format!("{mib} MiB is too large")))
+}
+
+impl FilterParams {
+    /// Every problem with these settings, by field name.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = check_thresholds(self.dino_max, self.dup_min) {
+            problems.push(e);
+        }
+        if let Some(url) = &self.cluster {
+            if let Err(e) = crate::cluster::scheduler_url(url) {
+                problems.push(format!("cluster: {e}"));
+            }
+        }
+        problems
+    }
 }
 
 /// The default budget of a unit of work, in MiB.
@@ -187,12 +235,7 @@ pub async fn filter_with(
     params: &FilterParams,
     progress: Arc<dyn Progress>,
 ) -> Result<FilterSummary> {
-    if !(-1.0..=1.0).contains(&params.dino_max) {
-        return Err(Error::Usage(format!(
-            "--dino-max {} must be between -1 and 1",
-            params.dino_max
-        )));
-    }
+    Stage::Filter.settings(params.check())?;
     let sharing = Sharing::new(params.worker, params.claim.as_ref())?;
     let mut result = units::exclusive(
         root,
@@ -229,7 +272,6 @@ async fn filter_units(
     progress: Arc<dyn Progress>,
 ) -> Result<FilterSummary> {
     let started = Instant::now();
-    check_thresholds(params.dino_max, params.dup_min).map_err(Error::Usage)?;
     let catalog = Catalog::new(root);
     let current = catalog.commits_of(CommitSet::CANDIDATES).await?;
     if current.is_empty() {
@@ -584,7 +626,7 @@ impl Gather {
             .expect("cast to f32");
         let from_row = list_array.offset() * dim;
         let flat = &values.values()[from_row..from_row + list_array.len() * dim];
-        if let Some(i) = super::cells::first_bad_vector(flat, dim) {
+        if let Some(i) = crate::mine::cells::first_bad_vector(flat, dim) {
             let keys = io::strings(&kept, "key")?;
             return Err(Error::table(
                 sql::DINO_VECTORS,

@@ -138,7 +138,6 @@ async fn dino_locked(
     params: &DinoParams,
     progress: Arc<dyn Progress>,
 ) -> Result<DinoSummary> {
-    let mut encoder = encoder;
     let started = Instant::now();
     let catalog = Catalog::new(root);
     let units = catalog.commits_of(CommitSet::CANDIDATES).await?;
@@ -147,103 +146,159 @@ async fn dino_locked(
     }
     let meta = encoder.meta();
     let mut summary = DinoSummary::default();
-
-    // Which encoder wrote the DINOv2 vectors already there: one encoder per run root.
-    for (_, r) in catalog.records::<DinoCommit>().await? {
-        if r.encoder != meta.id {
-            return Err(Error::Usage(format!(
-                "the dino table of {} was written by encoder {:?}, not {:?}; use that encoder, or delete {}/dino and {}/_commits/dino to start over",
-                root.url, r.encoder, meta.id, root.url, root.url
-            )));
+    // Plan: where vectors are, and how many candidate images still need one.
+    let sources = Sources::read(&catalog, &meta.id, &mut summary).await?;
+    let ctx = needs_session(&catalog, &units, &sources, params.key_memory).await?;
+    count_needs(&ctx, &mut summary).await?;
+    let current: Vec<String> = units.iter().map(Commit::cited).collect();
+    let already_covered = catalog.dino_covered().await?;
+    if summary.needed == 0 && current.iter().all(|u| already_covered.contains(u)) {
+        summary.up_to_date = true;
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+    let mut float = params.float;
+    if let (None, Some(first)) = (float, sources.without.first()) {
+        let mut s = io::scan_objects(root, vec![first.clone()], &["clip"], 1);
+        if let Some(batch) = s.try_next().await? {
+            float = Some(float_of(&batch));
         }
     }
-    let mut with_dino = Vec::new();
-    let mut without = Vec::new();
-    for (c, record) in catalog.records::<EmbedCommit>().await? {
-        summary.images += record.rows;
-        let paths = c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path);
-        if record.without_dino() {
-            without.extend(paths);
-        } else {
-            let id = record.encoders.map(|e| e[1].clone()).unwrap_or_default();
-            if id != meta.id {
+    let float = float.unwrap_or_default();
+    // Pipeline: the wants, shard by shard, each embedded, written and committed as it ends.
+    let job = ShardJob {
+        catalog: catalog.clone(),
+        generation: catalog.begin(Stage::Dino.name()).await?,
+        schema: schema::dino(&meta, float),
+        float,
+        encoder_id: meta.id.clone(),
+        fetcher: Arc::new(Fetcher::new(&params.fetch)?),
+        // One run at a time (under the run lock).
+        runner: Runner::new(&catalog, Stage::Dino, &Sharing::All)?,
+    };
+    job.runner
+        .start(progress.as_ref(), "", Some(summary.needed));
+    let wants = ctx
+        .sql(&format!("{NEEDED} {WANTS}"))
+        .await
+        .map(|df| df.execute_stream())
+        .map_err(wants_failed)?
+        .await
+        .map_err(wants_failed)?;
+    job.embed_by_shard(wants, encoder, params, &mut summary, progress.as_ref())
+        .await?;
+    progress.finish();
+    // Close: the candidates units this run covered.
+    job.close(current).await?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn wants_failed(e: impl std::fmt::Display) -> Error {
+    Error::table(
+        table::CANDIDATES.name,
+        format!("the dino stage's wants: {e}"),
+    )
+}
+
+/// Where a run root's vectors are: the `embeddings` objects of shards embedded with both
+/// encoders, and those of shards embedded with CLIP only.
+struct Sources {
+    with_dino: Vec<String>,
+    without: Vec<String>,
+}
+
+impl Sources {
+    /// Reads the embed and dino commits, checking that one DINOv2 encoder, `encoder`, wrote
+    /// every DINOv2 vector there is; counts the images into `summary`.
+    async fn read(catalog: &Catalog, encoder: &str, summary: &mut DinoSummary) -> Result<Sources> {
+        let url = &catalog.root().url;
+        for (_, r) in catalog.records::<DinoCommit>().await? {
+            if r.encoder != encoder {
                 return Err(Error::Usage(format!(
-                    "shard {:?} of {} was embedded with DINOv2 encoder {id:?}, not {:?}: one run root takes one DINOv2 encoder",
-                    c.unit, root.url, meta.id
+                    "the dino table of {url} was written by encoder {:?}, not {encoder:?}; use that encoder, or delete {url}/dino and {url}/_commits/dino to start over",
+                    r.encoder
                 )));
             }
-            with_dino.extend(paths);
         }
+        let mut out = Sources {
+            with_dino: Vec::new(),
+            without: Vec::new(),
+        };
+        for (c, record) in catalog.records::<EmbedCommit>().await? {
+            summary.images += record.rows;
+            let paths = c.objects(&table::EMBEDDINGS).into_iter().map(|o| o.path);
+            if record.without_dino() {
+                out.without.extend(paths);
+                continue;
+            }
+            let id = record.encoders.map(|e| e[1].clone()).unwrap_or_default();
+            if id != encoder {
+                return Err(Error::Usage(format!(
+                    "shard {:?} of {url} was embedded with DINOv2 encoder {id:?}, not {encoder:?}: one run root takes one DINOv2 encoder",
+                    c.unit
+                )));
+            }
+            out.with_dino.extend(paths);
+        }
+        Ok(out)
     }
+}
 
-    // The candidate images, and which of them still need a vector: SQL over the candidates
-    // and the key columns, in a session that spills to disk past `key_memory`, so no set of
-    // keys is held here, however many images the candidates name.
+/// The candidate images, and which of them still need a vector: SQL over the candidates and
+/// the key columns, in a session that spills to disk past `key_memory`, so no set of keys is
+/// held here, however many images the candidates name.
+async fn needs_session(
+    catalog: &Catalog,
+    units: &[Commit],
+    sources: &Sources,
+    key_memory: usize,
+) -> Result<SessionContext> {
+    let root = catalog.root();
     let dino_paths = catalog.paths(&table::DINO, Generations::All).await?;
     let candidate_paths: Vec<String> = units
         .iter()
         .flat_map(|c| c.objects(&table::CANDIDATES))
         .map(|o| o.path)
         .collect();
-    let ctx = sql::spilling_session(root, params.key_memory)?;
+    let ctx = sql::spilling_session(root, key_memory)?;
     let key = Field::new("key", DataType::Utf8, true);
-    register_keys(
-        &ctx,
-        root,
-        "candidates",
-        &candidate_paths,
-        &[
-            Field::new("a", DataType::Utf8, true),
-            Field::new("b", DataType::Utf8, true),
-        ],
-    )
-    .await?;
-    register_keys(
-        &ctx,
-        root,
-        "embedded",
-        &with_dino,
-        std::slice::from_ref(&key),
-    )
-    .await?;
-    register_keys(
-        &ctx,
-        root,
-        "dino_keys",
-        &dino_paths,
-        std::slice::from_ref(&key),
-    )
-    .await?;
-    register_keys(
-        &ctx,
-        root,
-        "clip_only",
-        &without,
-        &[
-            key.clone(),
-            Field::new("uri", DataType::Utf8, true),
-            Field::new("shard", DataType::Utf8, true),
-            Field::new("content_hash", DataType::Utf8, true),
-        ],
-    )
-    .await?;
+    let text = |name: &str| Field::new(name, DataType::Utf8, true);
+    let tables: [(&str, &[String], Vec<Field>); 4] = [
+        (
+            table::CANDIDATES.name,
+            &candidate_paths,
+            vec![text("a"), text("b")],
+        ),
+        ("embedded", &sources.with_dino, vec![key.clone()]),
+        ("dino_keys", &dino_paths, vec![key.clone()]),
+        (
+            "clip_only",
+            &sources.without,
+            vec![key, text("uri"), text("shard"), text("content_hash")],
+        ),
+    ];
+    for (name, paths, fields) in tables {
+        register_keys(&ctx, root, name, paths, &fields).await?;
+    }
+    Ok(ctx)
+}
+
+/// Counts the candidate images and those that need a vector into `summary`.
+async fn count_needs(ctx: &SessionContext, summary: &mut DinoSummary) -> Result<()> {
+    let failed = |e: datafusion::error::DataFusionError| {
+        Error::table(
+            table::CANDIDATES.name,
+            format!("the dino stage's key counts: {e}"),
+        )
+    };
     let counts = ctx
         .sql(&format!("{NEEDED} {COUNTS}"))
         .await
-        .map_err(|e| {
-            Error::table(
-                table::CANDIDATES.name,
-                format!("the dino stage's key counts: {e}"),
-            )
-        })?
+        .map_err(failed)?
         .collect()
         .await
-        .map_err(|e| {
-            Error::table(
-                table::CANDIDATES.name,
-                format!("the dino stage's key counts: {e}"),
-            )
-        })?;
+        .map_err(failed)?;
     let count = |name: &str| -> Result<u64> {
         let c = counts[0]
             .column_by_name(name)
@@ -259,166 +314,174 @@ async fn dino_locked(
     summary.already = count("already")?;
     summary.needed = count("needed")?;
     let needing = summary.candidate_images - summary.embedded_at_embed;
-    summary.share = if summary.images > 0 {
-        needing as f64 / summary.images as f64
-    } else {
-        0.0
+    summary.share = match summary.images {
+        0 => 0.0,
+        n => needing as f64 / n as f64,
     };
-    let current: Vec<String> = units.iter().map(Commit::cited).collect();
-    let already_covered = catalog.dino_covered().await?;
-    if summary.needed == 0 && current.iter().all(|u| already_covered.contains(u)) {
-        summary.up_to_date = true;
-        summary.seconds = started.elapsed().as_secs_f64();
-        return Ok(summary);
-    }
-    let mut float = params.float;
-    if let (None, Some(first)) = (float, without.first()) {
-        let mut s = io::scan_objects(root, vec![first.clone()], &["clip"], 1);
-        if let Some(batch) = s.try_next().await? {
-            float = Some(float_of(&batch));
-        }
-    }
-    let float = float.unwrap_or_default();
-    let schema = schema::dino(&meta, float);
-    let generation = catalog.begin(Stage::Dino.name()).await?;
-    let fetcher = Arc::new(Fetcher::new(&params.fetch)?);
-    // One run at a time (under the run lock): shard by shard, each committed as it ends.
-    let runner = Runner::new(&catalog, Stage::Dino, &Sharing::All)?;
-    runner.start(progress.as_ref(), "", Some(summary.needed));
-    // The wants, one input shard at a time (the query orders them by shard).
-    let mut wants_stream = ctx
-        .sql(&format!("{NEEDED} {WANTS}"))
-        .await
-        .map(|df| df.execute_stream())
-        .map_err(|e| {
-            Error::table(
-                table::CANDIDATES.name,
-                format!("the dino stage's wants: {e}"),
-            )
-        })?
-        .await
-        .map_err(|e| {
-            Error::table(
-                table::CANDIDATES.name,
-                format!("the dino stage's wants: {e}"),
-            )
-        })?;
-    let mut pending: Option<(String, Vec<Want>)> = None;
-    loop {
-        let batch = wants_stream.try_next().await.map_err(|e| {
-            Error::table(
-                table::CANDIDATES.name,
-                format!("the dino stage's wants: {e}"),
-            )
-        })?;
-        let mut ready = Vec::new();
-        match &batch {
-            Some(b) => {
-                let col = |n: &str| -> Result<StringArray> {
-                    let c = b
-                        .column_by_name(n)
-                        .ok_or_else(|| Error::Internal(format!("no column {n}")))?;
-                    let c = arrow::compute::cast(c, &DataType::Utf8)
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                    Ok(c.as_string::<i32>().clone())
-                };
-                let (keys, uris, shards, hashes) = (
-                    col("key")?,
-                    col("uri")?,
-                    col("shard")?,
-                    col("content_hash")?,
-                );
-                for i in 0..b.num_rows() {
-                    let shard = shards.value(i);
-                    if pending.as_ref().is_some_and(|(s, _)| s != shard) {
-                        ready.extend(pending.take());
+    Ok(())
+}
+
+/// What writing one input shard's vectors needs.
+struct ShardJob {
+    catalog: Catalog,
+    generation: u64,
+    schema: arrow::datatypes::SchemaRef,
+    float: FloatType,
+    encoder_id: String,
+    fetcher: Arc<Fetcher>,
+    runner: Runner,
+}
+
+impl ShardJob {
+    /// Embeds the wants (ordered by shard) one input shard at a time, committing each.
+    async fn embed_by_shard(
+        &self,
+        mut wants: datafusion::physical_plan::SendableRecordBatchStream,
+        mut encoder: OnnxEncoder,
+        params: &DinoParams,
+        summary: &mut DinoSummary,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let mut pending: Option<(String, Vec<Want>)> = None;
+        loop {
+            let batch = wants.try_next().await.map_err(wants_failed)?;
+            let mut ready = Vec::new();
+            match &batch {
+                Some(b) => {
+                    for (shard, want) in wants_of(b)? {
+                        if pending.as_ref().is_some_and(|(s, _)| *s != shard) {
+                            ready.extend(pending.take());
+                        }
+                        pending
+                            .get_or_insert_with(|| (shard, Vec::new()))
+                            .1
+                            .push(want);
                     }
-                    pending
-                        .get_or_insert_with(|| (shard.to_string(), Vec::new()))
-                        .1
-                        .push(Want {
-                            key: keys.value(i).to_string(),
-                            uri: uris.value(i).to_string(),
-                            hash: hashes.value(i).to_string(),
-                        });
                 }
+                None => ready.extend(pending.take()),
             }
-            None => ready.extend(pending.take()),
-        }
-        for (shard, wants) in ready {
-            let (back, (rows, errors)) = embed_wants(
-                &fetcher,
-                encoder,
-                wants,
-                params,
-                &schema,
-                float,
-                progress.as_ref(),
-            )
-            .await?;
-            encoder = back;
-            let id = UnitId::dino_shard(generation, &segment_id(&shard));
-            let mut writer =
-                catalog.writer(&table::DINO, &id, schema.clone(), WriteParams::default())?;
-            let n = rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            for b in &rows {
-                writer.write(b).await?;
+            for (shard, wants) in ready {
+                let (back, (rows, errors)) = embed_wants(
+                    &self.fetcher,
+                    encoder,
+                    wants,
+                    params,
+                    &self.schema,
+                    self.float,
+                    progress,
+                )
+                .await?;
+                encoder = back;
+                for (_, f) in &errors {
+                    *summary.errors_by_kind.entry(f.kind.clone()).or_default() += 1;
+                }
+                let n = self.write(&shard, &rows, &errors).await?;
+                summary.embedded += n;
+                summary.errors += errors.len() as u64;
+                summary.units += 1;
+                progress.message(&format!(
+                    "committed {shard} ({n} DINOv2 vectors, {} errors)",
+                    errors.len()
+                ));
             }
-            let objects = writer.finish().await?;
-            for (_, f) in &errors {
-                *summary.errors_by_kind.entry(f.kind.clone()).or_default() += 1;
+            if batch.is_none() {
+                return Ok(());
             }
-            let batch = super::errors_batch(&shard, &errors)?;
-            let error_objects = io::write_batches(
-                root,
-                &format!("{}/{id}", table::DINO_ERRORS.dir),
-                &batch.schema(),
-                &[batch],
-            )
-            .await?;
-            let record = DinoCommit {
-                shard: shard.clone(),
-                rows: n,
-                error_rows: errors.len() as u64,
-                encoder: meta.id.clone(),
-                candidates: Vec::new(),
-                version: crate::VERSION.to_string(),
-            };
-            let commit = Commit::new(&id, generation, &record)?
-                .with(&table::DINO, objects)
-                .with(&table::DINO_ERRORS, error_objects);
-            runner.commit(&commit).await?;
-            summary.embedded += n;
-            summary.errors += errors.len() as u64;
-            summary.units += 1;
-            progress.message(&format!(
-                "committed {shard} ({n} DINOv2 vectors, {} errors)",
-                errors.len()
-            ));
-        }
-        if batch.is_none() {
-            break;
         }
     }
-    progress.finish();
-    let closing = UnitId::dino_closing(generation);
-    let record = DinoCommit {
-        shard: String::new(),
-        rows: 0,
-        error_rows: 0,
-        encoder: meta.id.clone(),
-        candidates: current,
-        version: crate::VERSION.to_string(),
-    };
-    let commit = Commit::new(&closing, generation, &record)?.with(&table::DINO, Vec::new());
-    catalog.commit(CommitSet::DINO, &commit).await?;
-    catalog
-        .retract(CommitSet::DINO, |c| {
-            DinoCommit::is_closing(c) && c.unit != *closing
-        })
+
+    /// Writes and commits one shard's vectors and errors; returns the vectors written.
+    async fn write(
+        &self,
+        shard: &str,
+        rows: &[RecordBatch],
+        errors: &[(&'static str, Failure)],
+    ) -> Result<u64> {
+        let id = UnitId::dino_shard(self.generation, &segment_id(shard));
+        let mut writer = self.catalog.writer(
+            &table::DINO,
+            &id,
+            self.schema.clone(),
+            WriteParams::default(),
+        )?;
+        let n = rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        for b in rows {
+            writer.write(b).await?;
+        }
+        let objects = writer.finish().await?;
+        let batch = crate::ingest::errors_batch(shard, errors)?;
+        let error_objects = io::write_batches(
+            self.catalog.root(),
+            &format!("{}/{id}", table::DINO_ERRORS.dir),
+            &batch.schema(),
+            &[batch],
+        )
         .await?;
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+        let record = DinoCommit {
+            shard: shard.to_string(),
+            rows: n,
+            error_rows: errors.len() as u64,
+            encoder: self.encoder_id.clone(),
+            candidates: Vec::new(),
+            version: crate::VERSION.to_string(),
+        };
+        let commit = Commit::new(&id, self.generation, &record)?
+            .with(&table::DINO, objects)
+            .with(&table::DINO_ERRORS, error_objects);
+        self.runner.commit(&commit).await?;
+        Ok(n)
+    }
+
+    /// The run's closing commit, naming the candidates units (`current`) it covered; earlier
+    /// closing commits go.
+    async fn close(&self, current: Vec<String>) -> Result<()> {
+        let closing = UnitId::dino_closing(self.generation);
+        let record = DinoCommit {
+            shard: String::new(),
+            rows: 0,
+            error_rows: 0,
+            encoder: self.encoder_id.clone(),
+            candidates: current,
+            version: crate::VERSION.to_string(),
+        };
+        let commit =
+            Commit::new(&closing, self.generation, &record)?.with(&table::DINO, Vec::new());
+        self.catalog.commit(CommitSet::DINO, &commit).await?;
+        self.catalog
+            .retract(CommitSet::DINO, |c| {
+                DinoCommit::is_closing(c) && c.unit != *closing
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The wants of a batch of the wants query, with their input shards.
+fn wants_of(b: &RecordBatch) -> Result<Vec<(String, Want)>> {
+    let col = |n: &str| -> Result<StringArray> {
+        let c = b
+            .column_by_name(n)
+            .ok_or_else(|| Error::Internal(format!("no column {n}")))?;
+        let c =
+            arrow::compute::cast(c, &DataType::Utf8).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(c.as_string::<i32>().clone())
+    };
+    let (keys, uris, shards, hashes) = (
+        col("key")?,
+        col("uri")?,
+        col("shard")?,
+        col("content_hash")?,
+    );
+    Ok((0..b.num_rows())
+        .map(|i| {
+            let want = Want {
+                key: keys.value(i).to_string(),
+                uri: uris.value(i).to_string(),
+                hash: hashes.value(i).to_string(),
+            };
+            (shards.value(i).to_string(), want)
+        })
+        .collect())
 }
 
 /// Memory the dino stage's key queries may use before they spill to disk, by default.
@@ -583,7 +646,7 @@ fn embed_batch(
             |pre, (w, bytes)| {
                 let hash = blake3::hash(&bytes).to_hex().to_string();
                 let min_side = pre.min_side();
-                let imported = w.hash.starts_with(super::import::IMPORTED_HASH);
+                let imported = w.hash.starts_with(crate::table::schema::IMPORTED_HASH);
                 if !imported && hash != w.hash {
                     let msg = format!(
                         "the bytes changed since embed (content hash {hash}, embedded {})",
@@ -634,7 +697,7 @@ fn embed_batch(
             .collect()
     };
     let field = schema.field_with_name("dino").expect("dino schema");
-    let column = super::vector_column(field, &vectors, float)?;
+    let column = crate::table::io::vector_column(field, &vectors, float)?;
     let strings = |f: &dyn Fn(&Ready) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(ok.iter().map(f)))
     };
