@@ -322,6 +322,27 @@ impl EmbedSection {
         }
     }
 
+    /// Every problem with these settings, by key.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.batch_size == 0 {
+            problems.push("batch-size must be at least 1".into());
+        }
+        if !matches!(self.encoders.as_str(), "clip,dino" | "clip") {
+            problems.push(format!(
+                "encoders {:?}: use \"clip,dino\" (both on every image) or \"clip\" (DINOv2 in the dino stage)",
+                self.encoders
+            ));
+        }
+        if self.fetch_timeout.is_nan() || self.fetch_timeout <= 0.0 {
+            problems.push("fetch-timeout must be a positive number of seconds".into());
+        }
+        if self.fetch_concurrency == 0 {
+            problems.push("fetch-concurrency must be at least 1".into());
+        }
+        problems
+    }
+
     /// True when the embed stage runs CLIP only.
     pub fn clip_only(&self) -> bool {
         self.encoders == "clip"
@@ -516,23 +537,52 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
 /// Checks every part of a spec and loads its encoders; all problems are reported together.
 pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    resolve_paths(&base, &mut spec);
     let mut problems = Vec::new();
-    if !spec.run.input.is_empty() {
-        spec.run.input = resolve_path(&base, &spec.run.input);
-    }
-    spec.run.root = resolve_path(&base, &spec.run.root);
-    spec.encoders.clip = PathBuf::from(resolve_path(&base, &spec.encoders.clip.to_string_lossy()));
-    spec.encoders.dino = PathBuf::from(resolve_path(&base, &spec.encoders.dino.to_string_lossy()));
-
-    resolve_eval_paths(&base, &mut spec.eval);
-    if let Some(out) = &mut spec.report.out {
-        *out = resolve_path(&base, out);
-    }
     check_eval(&spec, &mut problems);
+    let stages = check_stages(&spec.run.stages, &mut problems);
+    let (input, root) = open_locations(&spec, &stages, &mut problems).await;
+    let device = spec
+        .encoders
+        .device
+        .parse::<Device>()
+        .map_err(|e| problems.push(format!("[encoders] device: {e}")))
+        .ok();
+    problems.extend(section_problems(&spec));
+    let jobs = jobs(&spec, &stages, device, &mut problems);
+    if !problems.is_empty() {
+        return Err(Error::Spec {
+            path: path.to_path_buf(),
+            problems,
+        });
+    }
+    Ok(Resolved {
+        input: input.expect("no problems"),
+        root: root.expect("no problems"),
+        jobs,
+        spec,
+    })
+}
 
+/// Paths in the spec, relative to its folder, made absolute.
+fn resolve_paths(base: &Path, spec: &mut Spec) {
+    if !spec.run.input.is_empty() {
+        spec.run.input = resolve_path(base, &spec.run.input);
+    }
+    spec.run.root = resolve_path(base, &spec.run.root);
+    spec.encoders.clip = PathBuf::from(resolve_path(base, &spec.encoders.clip.to_string_lossy()));
+    spec.encoders.dino = PathBuf::from(resolve_path(base, &spec.encoders.dino.to_string_lossy()));
+    resolve_eval_paths(base, &mut spec.eval);
+    if let Some(out) = &mut spec.report.out {
+        *out = resolve_path(base, out);
+    }
+}
+
+/// `[run] stages`: known, in pipeline order, not empty.
+fn check_stages(names: &[String], problems: &mut Vec<String>) -> Vec<Stage> {
     let mut last = None;
     let known = spec_stage_names();
-    for s in &spec.run.stages {
+    for s in names {
         match known.iter().position(|k| k == s) {
             None => problems.push(format!(
                 "[run] stages: unknown stage {s:?}; known stages are {known:?}"
@@ -543,12 +593,20 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
             Some(i) => last = Some(i),
         }
     }
-    if spec.run.stages.is_empty() {
-        problems.push(
-            "[run] stages is empty; name at least one of ".to_string() + &format!("{known:?}"),
-        );
+    if names.is_empty() {
+        problems.push(format!(
+            "[run] stages is empty; name at least one of {known:?}"
+        ));
     }
-    let stages = named(&spec.run.stages);
+    named(names)
+}
+
+/// The input and the run root, opened; the input listed when the embed stage reads it.
+async fn open_locations(
+    spec: &Spec,
+    stages: &[Stage],
+    problems: &mut Vec<String>,
+) -> (Option<Location>, Option<Location>) {
     let reads_input = stages.contains(&Stage::Synth)
         || stages.contains(&Stage::Embed)
         || spec.eval.synthetic_benchmarks;
@@ -558,10 +616,9 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
                 .into(),
         );
     }
-    let input_url = if spec.run.input.is_empty() {
-        &spec.run.root
-    } else {
-        &spec.run.input
+    let input_url = match spec.run.input.is_empty() {
+        true => &spec.run.root,
+        false => &spec.run.input,
     };
     let input = Location::open(input_url)
         .map_err(|e| problems.push(format!("[run] input: {e}")))
@@ -570,67 +627,53 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
         .map_err(|e| problems.push(format!("[run] root: {e}")))
         .ok();
     let makes_input = stages.contains(&Stage::Synth);
-    let embeds = stages.contains(&Stage::Embed);
-    if let (Some(input), false, true) = (&input, makes_input, embeds) {
+    if let (Some(input), false, true) = (&input, makes_input, stages.contains(&Stage::Embed)) {
         if let Err(e) = crate::ingest::list_shards(input, &spec.embed.params().ingest).await {
             problems.push(format!("[run] input: {e}"));
         }
     }
-    let device = spec
-        .encoders
-        .device
-        .parse::<Device>()
-        .map_err(|e| problems.push(format!("[encoders] device: {e}")))
-        .ok();
-    if spec.embed.batch_size == 0 {
-        problems.push("[embed] batch-size must be at least 1".into());
-    }
-    if !matches!(spec.embed.encoders.as_str(), "clip,dino" | "clip") {
-        problems.push(format!(
-            "[embed] encoders {:?}: use \"clip,dino\" (both on every image) or \"clip\" (DINOv2 in the dino stage)",
-            spec.embed.encoders
-        ));
-    }
-    if spec.embed.fetch_timeout.is_nan() || spec.embed.fetch_timeout <= 0.0 {
-        problems.push("[embed] fetch-timeout must be a positive number of seconds".into());
-    }
-    if spec.embed.fetch_concurrency == 0 {
-        problems.push("[embed] fetch-concurrency must be at least 1".into());
-    }
-    problems.extend(
-        spec.index
-            .check()
-            .into_iter()
-            .map(|p| format!("[index] {p}")),
-    );
+    (input, root)
+}
+
+/// Every section's problems, as its settings' `check()` says them, under the section's name.
+fn section_problems(spec: &Spec) -> Vec<String> {
     let partition = PartitionParams {
         clip_min: spec.candidates.clip_min,
         ..spec.partition.clone()
     };
-    // The threshold is [candidates]', which says so itself.
-    problems.extend(
-        partition
-            .check()
-            .into_iter()
-            .filter(|p| !p.starts_with("clip-min"))
-            .map(|p| format!("[partition] {p}")),
-    );
-    problems.extend(
-        spec.candidates
-            .check()
-            .into_iter()
-            .map(|p| format!("[candidates] {p}")),
-    );
-    problems.extend(
-        spec.filter
-            .check()
-            .into_iter()
-            .map(|p| format!("[filter] {p}")),
-    );
-    if spec.synth.per_shard == 0 {
-        problems.push("[synth] per-shard must be at least 1".into());
-    }
+    let sections = [
+        ("embed", spec.embed.check()),
+        ("index", spec.index.check()),
+        // The threshold is [candidates]', which says so itself.
+        (
+            "partition",
+            partition
+                .check()
+                .into_iter()
+                .filter(|p| !p.starts_with("clip-min"))
+                .collect(),
+        ),
+        ("candidates", spec.candidates.check()),
+        ("filter", spec.filter.check()),
+        ("synth", spec.synth.check()),
+    ];
+    sections
+        .into_iter()
+        .flat_map(|(section, problems)| {
+            problems
+                .into_iter()
+                .map(move |p| format!("[{section}] {p}"))
+        })
+        .collect()
+}
 
+/// The jobs of `stages`, their encoders loaded on `device` (problems for any that fail).
+fn jobs(
+    spec: &Spec,
+    stages: &[Stage],
+    device: Option<Device>,
+    problems: &mut Vec<String>,
+) -> Vec<Job> {
     let mut load = |what: &str, path: &Path| -> Option<OnnxEncoder> {
         let manifest = encoder::load_manifest(path)
             .map_err(|e| problems.push(format!("[encoders] {what}: {e}")))
@@ -646,7 +689,7 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     let embed = spec.embed.params();
     let mut jobs = Vec::new();
     let mut unrunnable = Vec::new();
-    for stage in &stages {
+    for stage in stages {
         let job = match stage {
             Stage::Synth => Some(Job::Synth(spec.synth.clone())),
             Stage::Embed => {
@@ -661,7 +704,10 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
                     dino,
                 })
             }
-            Stage::Partition => Some(Job::Partition(partition.clone())),
+            Stage::Partition => Some(Job::Partition(PartitionParams {
+                clip_min: spec.candidates.clip_min,
+                ..spec.partition.clone()
+            })),
             Stage::Index => Some(Job::Index(spec.index.clone())),
             Stage::Candidates => Some(Job::Candidates(CandidateParams {
                 method: spec.candidates.method(),
@@ -698,18 +744,7 @@ pub async fn resolve(path: &Path, mut spec: Spec) -> Result<Resolved> {
     for stage in unrunnable {
         problems.push(format!("[run] stages: {stage} does not run from a spec"));
     }
-    if !problems.is_empty() {
-        return Err(Error::Spec {
-            path: path.to_path_buf(),
-            problems,
-        });
-    }
-    Ok(Resolved {
-        input: input.expect("no problems"),
-        root: root.expect("no problems"),
-        jobs,
-        spec,
-    })
+    jobs
 }
 
 #[cfg(test)]

@@ -429,104 +429,30 @@ async fn partition_locked(
             "{url} has no committed embeddings; run `blindspot embed INPUT --out {url}` first"
         )));
     }
+    // Plan: the shards to place, on which centroids.
     let existing = Layout::open(&catalog).await?;
     let mut plan = plan(&embeds, existing.as_ref(), params);
     let mut drift = None;
     if let (Some(layout), None) = (&existing, &plan.trained) {
         if plan.units.is_empty() {
-            return Ok(PartitionSummary {
-                generation: None,
-                layout: layout.layout,
-                trained: None,
-                cells: layout.centroids.nrows(),
-                shards: 0,
-                vectors: 0,
-                guests: 0,
-                copy_factor: 1.0,
-                largest_block: largest_block(layout),
-                probe: layout.latest().probe,
-                auto_probe: layout.latest().auto_probe,
-                estimated_recall: layout.latest().estimated_recall,
-                fit: layout.latest().fit,
-                drift: None,
-                bytes: 0,
-                duplicate_keys: 0,
-                peak_rss_bytes: crate::progress::peak_rss_bytes(),
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            return Ok(up_to_date(layout, started));
         }
-        let sample = reservoir(&catalog, &plan.units, DRIFT_SAMPLE, params.seed).await?;
-        let near = kmeans::nearest(sample.view(), layout.centroids.view());
-        let fit = near.iter().map(|n| n.1 as f64).sum::<f64>() / near.len().max(1) as f64;
-        let d = layout.latest().train_fit - fit;
-        drift = Some(d);
-        if d > params.drift_max {
-            tracing::warn!(
-                drift = d,
-                bound = params.drift_max,
-                "new vectors drifted from the centroids; retraining"
-            );
-            plan = Plan {
-                units: embeds.clone(),
-                trained: Some(format!("drift {d:.3} above {}", params.drift_max)),
-                full: true,
-            };
-        }
+        drift = Some(check_drift(&catalog, &mut plan, layout, &embeds, params).await?);
     }
     let generation = catalog.begin(Stage::Partition.name()).await?;
-    // The probe placed with and, when partition chose it, the recall it was chosen for and
-    // its estimate.
-    let (centroids, layout_gen, train_fit, centroid_objects, probe, chosen) = match (
-        &plan.trained,
-        &existing,
-    ) {
-        (None, Some(layout)) => {
-            let objects = layout
-                .generations
-                .iter()
-                .flat_map(|g| g.2.objects(&table::CENTROIDS))
-                .collect();
-            let latest = layout.latest();
-            let chosen = latest.auto_probe.map(|t| (t, latest.estimated_recall));
-            (
-                layout.centroids.clone(),
-                layout.layout,
-                latest.train_fit,
-                objects,
-                params.probe.or(latest.probe),
-                chosen,
-            )
-        }
+    let centroids = match (&plan.trained, &existing) {
+        (None, Some(layout)) => Centroids::of(layout, params),
         (reason, _) => {
             let reason = reason.clone().unwrap_or_default();
             tracing::info!(reason, "training centroids");
-            let trained = train(&catalog, &embeds, params, progress.as_ref()).await?;
-            let objects = write_centroids(&catalog, generation, &trained.centroids).await?;
-            let mut chosen = None;
-            if let Some(c) = &trained.chosen {
-                let line = format!(
-                        "partition: exact placement would copy each vector into {:.1} cells (bound {}); placing with probe {} for a target recall of {} (estimated {:.4} on {} exact pairs of the training sample; `candidates` measures it after the join; --exact refuses instead)",
-                        trained.exact_copies, params.max_copies, c.probe, params.target_recall, c.recall, c.pairs
-                    );
-                tracing::info!("{line}");
-                progress.message(&line);
-                chosen = Some((
-                    params.target_recall,
-                    Some(c.recall).filter(|r| r.is_finite()),
-                ));
-            }
-            let probe = params.probe.or(trained.chosen.map(|c| c.probe));
-            (
-                trained.centroids,
-                generation,
-                trained.fit,
-                objects,
-                probe,
-                chosen,
-            )
+            Centroids::train(&catalog, generation, &embeds, params, progress.as_ref()).await?
         }
     };
-    let placer = Arc::new(Placer::new(centroids, params.clip_min, probe));
+    let placer = Arc::new(Placer::new(
+        centroids.centroids.clone(),
+        params.clip_min,
+        centroids.probe,
+    ));
     let dups = duplicate_keys(&catalog, &embeds, &plan.units).await?;
     if !dups.keep.is_empty() {
         let examples: Vec<&String> = dups.keep.keys().take(5).collect();
@@ -538,6 +464,7 @@ async fn partition_locked(
         tracing::warn!("{line}");
         progress.message(&line);
     }
+    // Place, then write the generation's commit.
     let placed = place(
         &catalog,
         generation,
@@ -548,42 +475,17 @@ async fn partition_locked(
         progress,
     )
     .await?;
-    let record = PartitionCommit {
-        layout: layout_gen,
-        cells: placer.cells(),
-        dim: placed.dim,
-        clip_min: params.clip_min,
-        norm_bound: NORM_BOUND,
-        probe,
-        auto_probe: chosen.map(|c| c.0),
-        estimated_recall: chosen.and_then(|c| c.1),
-        seed: params.seed,
-        shards: plan
-            .units
-            .iter()
-            .map(|c| (c.unit.clone(), c.generation))
-            .collect(),
-        home: placed.home,
-        guests: placed.guests,
-        cell_rows: placed.cell_rows.clone(),
-        fit: placed.fit,
-        train_fit,
+    let record = commit_generation(
+        &catalog,
+        generation,
+        &plan,
+        centroids,
+        &placed,
+        placer.cells(),
         drift,
-        trained: plan.trained.clone(),
-        version: crate::VERSION.to_string(),
-    };
-    let commit = Commit::new(&UnitId::partition(generation), generation, &record)?
-        .with(&table::CELLS, placed.objects.clone())
-        .with(&table::CENTROIDS, centroid_objects);
-    catalog.commit(CommitSet::PARTITION, &commit).await?;
-    if plan.full {
-        let gone = catalog
-            .retract(CommitSet::PARTITION, |c| c.generation != generation)
-            .await?;
-        if gone > 0 {
-            tracing::info!(retracted = gone, "older partition generations replaced");
-        }
-    }
+        params,
+    )
+    .await?;
     // The blocks now: what this generation added, plus what the kept generations hold.
     let kept = existing.as_ref().filter(|_| !plan.full);
     let largest = (0..placer.cells())
@@ -595,24 +497,208 @@ async fn partition_locked(
         .unwrap_or(0);
     Ok(PartitionSummary {
         generation: Some(generation),
-        layout: layout_gen,
         trained: plan.trained,
-        cells: placer.cells(),
-        shards: record.shards.len(),
-        vectors: record.home,
-        guests: record.guests,
-        copy_factor: record.copy_factor(),
         largest_block: largest,
-        probe: record.probe,
-        auto_probe: record.auto_probe,
-        estimated_recall: record.estimated_recall,
-        fit: record.fit,
-        drift,
         bytes: placed.bytes,
         duplicate_keys: placed.duplicate_rows,
+        seconds: started.elapsed().as_secs_f64(),
+        ..PartitionSummary::of(&record)
+    })
+}
+
+impl PartitionSummary {
+    /// What `record` says of the generation it commits.
+    fn of(record: &PartitionCommit) -> PartitionSummary {
+        PartitionSummary {
+            generation: None,
+            layout: record.layout,
+            trained: record.trained.clone(),
+            cells: record.cells,
+            shards: record.shards.len(),
+            vectors: record.home,
+            guests: record.guests,
+            copy_factor: record.copy_factor(),
+            largest_block: 0,
+            probe: record.probe,
+            auto_probe: record.auto_probe,
+            estimated_recall: record.estimated_recall,
+            fit: record.fit,
+            drift: record.drift,
+            bytes: 0,
+            duplicate_keys: 0,
+            peak_rss_bytes: crate::progress::peak_rss_bytes(),
+            seconds: 0.0,
+        }
+    }
+}
+
+/// The generation's record and commit (its cells and the centroids it placed on); a full
+/// placement retracts every other generation.
+#[allow(clippy::too_many_arguments)]
+async fn commit_generation(
+    catalog: &Catalog,
+    generation: u64,
+    plan: &Plan,
+    centroids: Centroids,
+    placed: &Placed,
+    cells: usize,
+    drift: Option<f64>,
+    params: &PartitionParams,
+) -> Result<PartitionCommit> {
+    let record = PartitionCommit {
+        layout: centroids.layout,
+        cells,
+        dim: placed.dim,
+        clip_min: params.clip_min,
+        norm_bound: NORM_BOUND,
+        probe: centroids.probe,
+        auto_probe: centroids.chosen.map(|c| c.0),
+        estimated_recall: centroids.chosen.and_then(|c| c.1),
+        seed: params.seed,
+        shards: plan
+            .units
+            .iter()
+            .map(|c| (c.unit.clone(), c.generation))
+            .collect(),
+        home: placed.home,
+        guests: placed.guests,
+        cell_rows: placed.cell_rows.clone(),
+        fit: placed.fit,
+        train_fit: centroids.train_fit,
+        drift,
+        trained: plan.trained.clone(),
+        version: crate::VERSION.to_string(),
+    };
+    let commit = Commit::new(&UnitId::partition(generation), generation, &record)?
+        .with(&table::CELLS, placed.objects.clone())
+        .with(&table::CENTROIDS, centroids.objects);
+    catalog.commit(CommitSet::PARTITION, &commit).await?;
+    if plan.full {
+        let gone = catalog
+            .retract(CommitSet::PARTITION, |c| c.generation != generation)
+            .await?;
+        if gone > 0 {
+            tracing::info!(retracted = gone, "older partition generations replaced");
+        }
+    }
+    Ok(record)
+}
+
+/// The summary of a run that found every shard placed.
+fn up_to_date(layout: &Layout, started: Instant) -> PartitionSummary {
+    PartitionSummary {
+        generation: None,
+        layout: layout.layout,
+        trained: None,
+        cells: layout.centroids.nrows(),
+        shards: 0,
+        vectors: 0,
+        guests: 0,
+        copy_factor: 1.0,
+        largest_block: largest_block(layout),
+        probe: layout.latest().probe,
+        auto_probe: layout.latest().auto_probe,
+        estimated_recall: layout.latest().estimated_recall,
+        fit: layout.latest().fit,
+        drift: None,
+        bytes: 0,
+        duplicate_keys: 0,
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         seconds: started.elapsed().as_secs_f64(),
-    })
+    }
+}
+
+/// How much worse new vectors fit the layout than its training sample; past
+/// `params.drift_max` the plan becomes a full retrain.
+async fn check_drift(
+    catalog: &Catalog,
+    plan: &mut Plan,
+    layout: &Layout,
+    embeds: &[Commit],
+    params: &PartitionParams,
+) -> Result<f64> {
+    let sample = reservoir(catalog, &plan.units, DRIFT_SAMPLE, params.seed).await?;
+    let near = kmeans::nearest(sample.view(), layout.centroids.view());
+    let fit = near.iter().map(|n| n.1 as f64).sum::<f64>() / near.len().max(1) as f64;
+    let d = layout.latest().train_fit - fit;
+    if d > params.drift_max {
+        tracing::warn!(
+            drift = d,
+            bound = params.drift_max,
+            "new vectors drifted from the centroids; retraining"
+        );
+        *plan = Plan {
+            units: embeds.to_vec(),
+            trained: Some(format!("drift {d:.3} above {}", params.drift_max)),
+            full: true,
+        };
+    }
+    Ok(d)
+}
+
+/// The centroids a generation places on: the layout's, or newly trained.
+struct Centroids {
+    centroids: Array2<f32>,
+    /// The generation that trained them.
+    layout: u64,
+    train_fit: f64,
+    objects: Vec<DataObject>,
+    /// The probe placed with.
+    probe: Option<usize>,
+    /// When partition chose the probe: the recall it was chosen for and its estimate.
+    chosen: Option<(f64, Option<f64>)>,
+}
+
+impl Centroids {
+    /// The existing layout's.
+    fn of(layout: &Layout, params: &PartitionParams) -> Centroids {
+        let latest = layout.latest();
+        Centroids {
+            centroids: layout.centroids.clone(),
+            layout: layout.layout,
+            train_fit: latest.train_fit,
+            objects: layout
+                .generations
+                .iter()
+                .flat_map(|g| g.2.objects(&table::CENTROIDS))
+                .collect(),
+            probe: params.probe.or(latest.probe),
+            chosen: latest.auto_probe.map(|t| (t, latest.estimated_recall)),
+        }
+    }
+
+    /// Trained on every embed commit by `generation`, and written.
+    async fn train(
+        catalog: &Catalog,
+        generation: u64,
+        embeds: &[Commit],
+        params: &PartitionParams,
+        progress: &dyn Progress,
+    ) -> Result<Centroids> {
+        let trained = train(catalog, embeds, params, progress).await?;
+        let objects = write_centroids(catalog, generation, &trained.centroids).await?;
+        let mut chosen = None;
+        if let Some(c) = &trained.chosen {
+            let line = format!(
+                "partition: exact placement would copy each vector into {:.1} cells (bound {}); placing with probe {} for a target recall of {} (estimated {:.4} on {} exact pairs of the training sample; `candidates` measures it after the join; --exact refuses instead)",
+                trained.exact_copies, params.max_copies, c.probe, params.target_recall, c.recall, c.pairs
+            );
+            tracing::info!("{line}");
+            progress.message(&line);
+            chosen = Some((
+                params.target_recall,
+                Some(c.recall).filter(|r| r.is_finite()),
+            ));
+        }
+        Ok(Centroids {
+            probe: params.probe.or(trained.chosen.map(|c| c.probe)),
+            centroids: trained.centroids,
+            layout: generation,
+            train_fit: trained.fit,
+            objects,
+            chosen,
+        })
+    }
 }
 
 /// Which embed shards to place, and whether to train.
@@ -1018,6 +1104,31 @@ struct Buffers {
     total: usize,
 }
 
+impl Buffers {
+    fn new(cells: usize) -> Buffers {
+        Buffers {
+            cells: vec![Vec::new(); cells],
+            bytes: vec![0; cells],
+            total: 0,
+        }
+    }
+}
+
+impl Placed {
+    fn new(cells: usize) -> Placed {
+        Placed {
+            objects: Vec::new(),
+            home: 0,
+            guests: 0,
+            cell_rows: vec![[0, 0]; cells],
+            fit: 0.0,
+            dim: 0,
+            bytes: 0,
+            duplicate_rows: 0,
+        }
+    }
+}
+
 /// Streams the units' vectors, places each, and writes the `cells` rows one cell per row group,
 /// buffering at most `buffer_bytes` across cells (the fullest cell is written first).
 async fn place(
@@ -1051,21 +1162,8 @@ async fn place(
         &projected,
         io::SCAN_BATCH_ROWS,
     );
-    let mut out = Placed {
-        objects: Vec::new(),
-        home: 0,
-        guests: 0,
-        cell_rows: vec![[0, 0]; k],
-        fit: 0.0,
-        dim: 0,
-        bytes: 0,
-        duplicate_rows: 0,
-    };
-    let mut buffers = Buffers {
-        cells: vec![Vec::new(); k],
-        bytes: vec![0; k],
-        total: 0,
-    };
+    let mut out = Placed::new(k);
+    let mut buffers = Buffers::new(k);
     let mut writer: Option<table::TableWriter> = None;
     let mut schema: Option<SchemaRef> = None;
     let base = format!(
@@ -1076,44 +1174,14 @@ async fn place(
     while let Some(batch) = stream.try_next().await? {
         let batch = match dups.keep.is_empty() {
             true => batch,
-            false => {
-                let (keys, shards) = (io::strings(&batch, "key")?, io::strings(&batch, "shard")?);
-                let keep = BooleanArray::from_iter((0..batch.num_rows()).map(|i| {
-                    let key = keys.value(i);
-                    Some(match dups.keep.get(key) {
-                        None => true,
-                        Some(Some(shard)) => {
-                            shard == shards.value(i) && seen.insert(key.to_string())
-                        }
-                        // Its kept row was placed before this run.
-                        Some(None) => false,
-                    })
-                }));
-                out.duplicate_rows += (batch.num_rows() - keep.true_count()) as u64;
-                arrow::compute::filter_record_batch(&batch, &keep)
-                    .map_err(|e| Error::table("embeddings", e))?
-            }
+            false => dups.keep_one(&batch, &mut seen, &mut out.duplicate_rows)?,
         };
         if batch.num_rows() == 0 {
             continue;
         }
         let (flat, dim) = io::vectors_flat(&batch, "clip")?;
         out.dim = dim;
-        let keys = io::strings(&batch, "key")?;
-        if let Some((i, norm)) = flat
-            .chunks_exact(dim.max(1))
-            .map(|v| v.iter().map(|x| x * x).sum::<f32>().sqrt())
-            .enumerate()
-            .find(|(_, n)| *n > NORM_BOUND)
-        {
-            return Err(Error::table(
-                "embeddings",
-                format!(
-                    "key {:?} has a CLIP vector of norm {norm:.4}; partitioned mining needs unit vectors (norm at most {NORM_BOUND})",
-                    keys.value(i)
-                ),
-            ));
-        }
+        check_norms(&flat, dim, &batch)?;
         let schema = schema.get_or_insert_with(|| {
             let field = |name: &str| batch.schema().field_with_name(name).ok().cloned();
             cells::cells_schema(
@@ -1129,73 +1197,10 @@ async fn place(
         })
         .await
         .map_err(|e| Error::Internal(format!("placement: {e}")))?;
-        // (cell, row, home), grouped by cell.
-        let mut entries: Vec<(u32, u32, bool)> = Vec::new();
-        for (row, p) in placements.iter().enumerate() {
+        for p in &placements {
             out.fit += p.fit as f64;
-            entries.push((p.home, row as u32, true));
-            entries.extend(p.guests.iter().map(|&g| (g, row as u32, false)));
         }
-        entries.sort_unstable_by_key(|e| (e.0, e.1));
-        for run in entries.chunk_by(|a, b| a.0 == b.0) {
-            let cell = run[0].0;
-            let rows = UInt32Array::from_iter_values(run.iter().map(|e| e.1));
-            let home = BooleanArray::from_iter(run.iter().map(|e| Some(e.2)));
-            let homes = run.iter().filter(|e| e.2).count() as u64;
-            out.cell_rows[cell as usize][0] += homes;
-            out.cell_rows[cell as usize][1] += run.len() as u64 - homes;
-            out.home += homes;
-            out.guests += run.len() as u64 - homes;
-            let home_cell =
-                UInt32Array::from_iter_values(run.iter().map(|e| placements[e.1 as usize].home));
-            let mut guest_cells = ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(
-                Field::new("item", arrow::datatypes::DataType::UInt32, false),
-            ));
-            for e in run {
-                if e.2 {
-                    guest_cells
-                        .values()
-                        .append_slice(&placements[e.1 as usize].guests);
-                }
-                guest_cells.append(true);
-            }
-            let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(UInt32Array::from_value(cell, run.len())),
-                Arc::new(home),
-                Arc::new(home_cell),
-                Arc::new(guest_cells.finish()),
-            ];
-            for name in copied {
-                let col = batch.column_by_name(name).expect("projected");
-                let taken = arrow::compute::take(col.as_ref(), &rows, None)
-                    .map_err(|e| Error::table("cells", e))?;
-                // Shards embedded with another float type are stored as the first one was.
-                let field = schema.field(columns.len());
-                if let arrow::datatypes::DataType::FixedSizeBinary(_) = field.data_type() {
-                    columns.push(io::raw_vectors(&taken, field)?);
-                    continue;
-                }
-                let want = field.data_type();
-                columns.push(match taken.data_type() == want {
-                    true => taken,
-                    false => arrow::compute::cast(&taken, want).map_err(|e| {
-                        Error::table(
-                            "cells",
-                            format!(
-                                "{name} is {} in some shards and {want} in others; re-embed them alike: {e}",
-                                taken.data_type()
-                            ),
-                        )
-                    })?,
-                });
-            }
-            let part = RecordBatch::try_new(schema.clone(), columns)
-                .map_err(|e| Error::table("cells", e))?;
-            let size = part.get_array_memory_size();
-            buffers.cells[cell as usize].push(part);
-            buffers.bytes[cell as usize] += size;
-            buffers.total += size;
-        }
+        buffer_by_cell(&mut out, &mut buffers, &placements, &batch, copied, schema)?;
         progress.advance(batch.num_rows() as u64);
         while buffers.total > params.buffer_bytes {
             let fullest = (0..k).max_by_key(|&c| buffers.bytes[c]).expect("k > 0");
@@ -1214,9 +1219,50 @@ async fn place(
     }
     let writer = writer.ok_or_else(|| Error::Internal("no cells rows were written".into()))?;
     out.objects = writer.finish().await?;
-    for o in &out.objects {
+    out.bytes = bytes_of(catalog, &out.objects).await?;
+    out.fit /= out.home.max(1) as f64;
+    Ok(out)
+}
+
+/// Groups a batch's placements by cell (home and guest rows) and buffers each cell's rows,
+/// counting them into `out`.
+fn buffer_by_cell(
+    out: &mut Placed,
+    buffers: &mut Buffers,
+    placements: &[Placement],
+    batch: &RecordBatch,
+    copied: &[&str],
+    schema: &SchemaRef,
+) -> Result<()> {
+    // (cell, row, home), grouped by cell.
+    let mut entries: Vec<(u32, u32, bool)> = Vec::new();
+    for (row, p) in placements.iter().enumerate() {
+        entries.push((p.home, row as u32, true));
+        entries.extend(p.guests.iter().map(|&g| (g, row as u32, false)));
+    }
+    entries.sort_unstable_by_key(|e| (e.0, e.1));
+    for run in entries.chunk_by(|a, b| a.0 == b.0) {
+        let cell = run[0].0;
+        let homes = run.iter().filter(|e| e.2).count() as u64;
+        out.cell_rows[cell as usize][0] += homes;
+        out.cell_rows[cell as usize][1] += run.len() as u64 - homes;
+        out.home += homes;
+        out.guests += run.len() as u64 - homes;
+        let part = cell_part(cell, run, placements, batch, copied, schema)?;
+        let size = part.get_array_memory_size();
+        buffers.cells[cell as usize].push(part);
+        buffers.bytes[cell as usize] += size;
+        buffers.total += size;
+    }
+    Ok(())
+}
+
+/// The bytes of written objects, as the store says.
+async fn bytes_of(catalog: &Catalog, objects: &[DataObject]) -> Result<u64> {
+    let mut bytes = 0;
+    for o in objects {
         let path = catalog.root().path(&o.path);
-        out.bytes += catalog
+        bytes += catalog
             .root()
             .store
             .head(&path)
@@ -1224,8 +1270,112 @@ async fn place(
             .map_err(|e| Error::storage(catalog.root().uri_of(&path), e))?
             .size;
     }
-    out.fit /= out.home.max(1) as f64;
-    Ok(out)
+    Ok(bytes)
+}
+
+/// One cell's `cells` rows of a batch: `run`, the (cell, row, home) entries of the cell, with
+/// the columns `copied` from `batch` cast to `schema`'s types.
+fn cell_part(
+    cell: u32,
+    run: &[(u32, u32, bool)],
+    placements: &[Placement],
+    batch: &RecordBatch,
+    copied: &[&str],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let rows = UInt32Array::from_iter_values(run.iter().map(|e| e.1));
+    let home = BooleanArray::from_iter(run.iter().map(|e| Some(e.2)));
+    let home_cell =
+        UInt32Array::from_iter_values(run.iter().map(|e| placements[e.1 as usize].home));
+    let mut guest_cells = ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        arrow::datatypes::DataType::UInt32,
+        false,
+    )));
+    for e in run {
+        if e.2 {
+            guest_cells
+                .values()
+                .append_slice(&placements[e.1 as usize].guests);
+        }
+        guest_cells.append(true);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from_value(cell, run.len())),
+        Arc::new(home),
+        Arc::new(home_cell),
+        Arc::new(guest_cells.finish()),
+    ];
+    for name in copied {
+        let col = batch.column_by_name(name).expect("projected");
+        let taken = arrow::compute::take(col.as_ref(), &rows, None)
+            .map_err(|e| Error::table("cells", e))?;
+        // Shards embedded with another float type are stored as the first one was.
+        let field = schema.field(columns.len());
+        if let arrow::datatypes::DataType::FixedSizeBinary(_) = field.data_type() {
+            columns.push(io::raw_vectors(&taken, field)?);
+            continue;
+        }
+        let want = field.data_type();
+        columns.push(match taken.data_type() == want {
+            true => taken,
+            false => arrow::compute::cast(&taken, want).map_err(|e| {
+                Error::table(
+                    "cells",
+                    format!(
+                        "{name} is {} in some shards and {want} in others; re-embed them alike: {e}",
+                        taken.data_type()
+                    ),
+                )
+            })?,
+        });
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::table("cells", e))
+}
+
+/// Refuses a batch with a CLIP vector longer than `NORM_BOUND` (partitioned mining's radius
+/// assumes unit vectors).
+fn check_norms(flat: &[f32], dim: usize, batch: &RecordBatch) -> Result<()> {
+    let Some((i, norm)) = flat
+        .chunks_exact(dim.max(1))
+        .map(|v| v.iter().map(|x| x * x).sum::<f32>().sqrt())
+        .enumerate()
+        .find(|(_, n)| *n > NORM_BOUND)
+    else {
+        return Ok(());
+    };
+    let keys = io::strings(batch, "key")?;
+    Err(Error::table(
+        "embeddings",
+        format!(
+            "key {:?} has a CLIP vector of norm {norm:.4}; partitioned mining needs unit vectors (norm at most {NORM_BOUND})",
+            keys.value(i)
+        ),
+    ))
+}
+
+impl DuplicateKeys {
+    /// The rows of `batch` to place: one row of each duplicated key (the kept shard's, once),
+    /// none of a key placed before; counts the rest into `dropped`.
+    fn keep_one(
+        &self,
+        batch: &RecordBatch,
+        seen: &mut std::collections::HashSet<String>,
+        dropped: &mut u64,
+    ) -> Result<RecordBatch> {
+        let (keys, shards) = (io::strings(batch, "key")?, io::strings(batch, "shard")?);
+        let keep = BooleanArray::from_iter((0..batch.num_rows()).map(|i| {
+            let key = keys.value(i);
+            Some(match self.keep.get(key) {
+                None => true,
+                Some(Some(shard)) => shard == shards.value(i) && seen.insert(key.to_string()),
+                // Its kept row was placed before this run.
+                Some(None) => false,
+            })
+        }));
+        *dropped += (batch.num_rows() - keep.true_count()) as u64;
+        arrow::compute::filter_record_batch(batch, &keep).map_err(|e| Error::table("embeddings", e))
+    }
 }
 
 /// Writes one cell's buffered rows as their own row group(s).

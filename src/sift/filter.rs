@@ -280,16 +280,7 @@ async fn filter_units(
     let current: BTreeMap<String, Commit> = current.into_iter().map(|c| (unit_of(&c), c)).collect();
     let names: HashMap<String, &String> = current.iter().map(|(u, c)| (c.cited(), u)).collect();
     let epoch = epoch_of(params.dino_max, params.dup_min);
-    let gone = catalog
-        .retract(CommitSet::FILTER, |c| match c.record::<FilterCommit>() {
-            Ok(r) => {
-                r.epoch != epoch
-                    || r.candidates.is_empty()
-                    || r.candidates.iter().any(|u| !names.contains_key(u))
-            }
-            Err(_) => true,
-        })
-        .await?;
+    let gone = withdraw_stale(&catalog, &epoch, &names).await?;
     if gone > 0 {
         progress.message(&format!(
             "filter: {gone} commits of another threshold or of candidates since replaced withdrawn"
@@ -312,49 +303,20 @@ async fn filter_units(
             },
             false => None,
         };
-        // Every worker plans the same units of work from the same candidates.
-        let plan = plan_work(&current, cells.as_ref(), params.work_bytes);
-        let mine: Vec<Vec<&String>> = plan
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| sharing.takes(*i as u64))
-            .map(|(_, units)| units)
-            .collect();
-        summary.units_total = mine.iter().map(Vec::len).sum();
-        let todo: Vec<Work> = mine
-            .into_iter()
-            .filter_map(|units| {
-                let members: Vec<(String, Commit)> = units
-                    .into_iter()
-                    .filter(|u| !done.contains(*u))
-                    .map(|u| (u.clone(), current[u].clone()))
-                    .collect();
-                Some(Work {
-                    name: members.first()?.0.clone(),
-                    members,
-                })
-            })
-            .collect();
-        let left: usize = todo.iter().map(|w| w.members.len()).sum();
-        summary.skipped = summary.units_total - left;
+        let todo = todo_of(
+            &current,
+            cells.as_ref(),
+            params,
+            sharing,
+            &done,
+            &mut summary,
+        );
         if !todo.is_empty() {
             check_dino_coverage(&catalog, &todo).await?;
             let generation = catalog.begin(Stage::Filter.name()).await?;
             run_generation = Some(generation);
             let runner = Runner::new(&catalog, Stage::Filter, sharing)?;
-            let ctx = match &params.cluster {
-                None => sql::bare_session(),
-                Some(url) => {
-                    if root.url.starts_with("memory:") {
-                        return Err(Error::Usage(format!(
-                            "{} lives in this process only; a cluster's executors cannot read it",
-                            root.url
-                        )));
-                    }
-                    cluster::connect(url).await?
-                }
-            };
-            plan_for_units(&ctx);
+            let ctx = unit_session(root, params.cluster.as_deref()).await?;
             let job = Arc::new(UnitJob {
                 catalog: catalog.clone(),
                 ctx,
@@ -383,13 +345,95 @@ async fn filter_units(
         .map(|r| r.pairs)
         .sum();
     if covered_units(&committed, &names).len() == current.len() {
-        let units: Vec<String> = committed.iter().map(Commit::cited).collect();
         progress.message("filter: near-duplicate groups");
-        summary.groups =
-            Some(super::groups::build(&catalog, &units, params.dup_min, run_generation).await?);
+        summary.groups = Some(groups_of(&catalog, &committed, params, run_generation).await?);
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The near-duplicate groups of every filter unit's edges (`committed`).
+async fn groups_of(
+    catalog: &Catalog,
+    committed: &[Commit],
+    params: &FilterParams,
+    run_generation: Option<u64>,
+) -> Result<super::groups::GroupsSummary> {
+    let units: Vec<String> = committed.iter().map(Commit::cited).collect();
+    super::groups::build(catalog, &units, params.dup_min, run_generation).await
+}
+
+/// Withdraws the filter commits of another table (`epoch`: its thresholds) or of candidates
+/// units since replaced (not in `names`); returns how many.
+async fn withdraw_stale(
+    catalog: &Catalog,
+    epoch: &str,
+    names: &HashMap<String, &String>,
+) -> Result<usize> {
+    catalog
+        .retract(CommitSet::FILTER, |c| match c.record::<FilterCommit>() {
+            Ok(r) => {
+                r.epoch != epoch
+                    || r.candidates.is_empty()
+                    || r.candidates.iter().any(|u| !names.contains_key(u))
+            }
+            Err(_) => true,
+        })
+        .await
+}
+
+/// This worker's units of work (every worker plans the same units of work from the same
+/// candidates), less the candidates units filtered already; counts both into `summary`.
+fn todo_of(
+    current: &BTreeMap<String, Commit>,
+    cells: Option<&CellReader>,
+    params: &FilterParams,
+    sharing: &Sharing,
+    done: &HashSet<String>,
+    summary: &mut FilterSummary,
+) -> Vec<Work> {
+    let mine: Vec<Vec<&String>> = plan_work(current, cells, params.work_bytes)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| sharing.takes(*i as u64))
+        .map(|(_, units)| units)
+        .collect();
+    summary.units_total = mine.iter().map(Vec::len).sum();
+    let todo: Vec<Work> = mine
+        .into_iter()
+        .filter_map(|units| {
+            let members: Vec<(String, Commit)> = units
+                .into_iter()
+                .filter(|u| !done.contains(*u))
+                .map(|u| (u.clone(), current[u].clone()))
+                .collect();
+            Some(Work {
+                name: members.first()?.0.clone(),
+                members,
+            })
+        })
+        .collect();
+    let left: usize = todo.iter().map(|w| w.members.len()).sum();
+    summary.skipped = summary.units_total - left;
+    todo
+}
+
+/// The session unit queries run in: this process's, or a Ballista cluster's.
+async fn unit_session(root: &Location, cluster: Option<&str>) -> Result<SessionContext> {
+    let ctx = match cluster {
+        None => sql::bare_session(),
+        Some(url) => {
+            if root.url.starts_with("memory:") {
+                return Err(Error::Usage(format!(
+                    "{} lives in this process only; a cluster's executors cannot read it",
+                    root.url
+                )));
+            }
+            cluster::connect(url).await?
+        }
+    };
+    plan_for_units(&ctx);
+    Ok(ctx)
 }
 
 /// The candidates units (their names) that the filter commits `committed` cover.
@@ -665,6 +709,38 @@ struct UnitJob {
     stem_suffix: String,
 }
 
+/// The candidate rows of `paths` (cast to the first object's schema) and the keys they name.
+async fn read_candidates(
+    root: &Location,
+    paths: &[String],
+) -> Result<(Vec<RecordBatch>, HashSet<String>)> {
+    let mut candidates: Vec<RecordBatch> = Vec::new();
+    let mut needed = HashSet::new();
+    let mut stream = io::scan_objects(
+        root,
+        paths.to_vec(),
+        &["a", "b", "clip_sim"],
+        io::SCAN_BATCH_ROWS,
+    );
+    while let Some(batch) = stream.try_next().await? {
+        for column in ["a", "b"] {
+            let keys = io::strings(&batch, column)?;
+            needed.extend(keys.iter().flatten().map(str::to_string));
+        }
+        if batch.num_rows() > 0 {
+            // Objects of several units: one schema for the table (the first's).
+            let batch = match candidates.first() {
+                Some(first) if first.schema() != batch.schema() => {
+                    io::cast_batch(&batch, &first.schema())?
+                }
+                _ => batch,
+            };
+            candidates.push(batch);
+        }
+    }
+    Ok((candidates, needed))
+}
+
 impl UnitJob {
     /// Filters the candidates of the units of `work` and writes their pairs; returns the
     /// commit to make.
@@ -686,31 +762,45 @@ impl UnitJob {
             .flat_map(|(_, c)| c.objects(&table::CANDIDATES))
             .map(|o| o.path)
             .collect();
-        let mut candidates: Vec<RecordBatch> = Vec::new();
-        let mut needed = HashSet::new();
-        let mut stream = io::scan_objects(
-            root,
-            paths.clone(),
-            &["a", "b", "clip_sim"],
-            io::SCAN_BATCH_ROWS,
-        );
-        while let Some(batch) = stream.try_next().await? {
-            for column in ["a", "b"] {
-                let keys = io::strings(&batch, column)?;
-                needed.extend(keys.iter().flatten().map(str::to_string));
-            }
-            if batch.num_rows() > 0 {
-                // Objects of several units: one schema for the table (the first's).
-                let batch = match candidates.first() {
-                    Some(first) if first.schema() != batch.schema() => {
-                        io::cast_batch(&batch, &first.schema())?
-                    }
-                    _ => batch,
-                };
-                candidates.push(batch);
-            }
-        }
+        let (candidates, needed) = read_candidates(root, &paths).await?;
         let candidate_rows: u64 = candidates.iter().map(|b| b.num_rows() as u64).sum();
+        let (vectors, scanned) = self.gather(work, needed).await?;
+        let stem = format!("{}/{unit}{}", self.epoch, self.stem_suffix);
+        let first = work.members.iter().any(|(u, _)| *u == self.first);
+        let missing = vectors.needed.len() as u64;
+        let gathered = vectors.rows;
+        let (mut objects, aggregates) = self
+            .similarities(&ctx, unit, &paths, candidates, vectors, first, &stem)
+            .await?;
+        let (rows, undefined) = (aggregates.rows, aggregates.undefined);
+        let written = aggregates.write(&self.catalog, &stem, first).await?;
+        let record = FilterCommit {
+            pairs: objects.iter().filter_map(|o| o.rows).sum(),
+            dino_max: self.dino_max,
+            run_id: self.run_id.to_string(),
+            candidates: work.members.iter().map(|(_, c)| c.cited()).collect(),
+            epoch: self.epoch.to_string(),
+            candidate_rows,
+            vectors: gathered,
+            missing,
+            scanned,
+            dup_min: self.dup_min,
+            dup_edges: written.dup_edges,
+            undefined,
+            version: crate::VERSION.to_string(),
+        };
+        tracing::debug!(unit, rows, "unit similarities");
+        let mut commit = Commit::new(unit, self.generation, &record)?
+            .with(&table::PAIRS, std::mem::take(&mut objects));
+        for (def, objects) in written.objects {
+            commit = commit.with(def, objects);
+        }
+        Ok((record, commit))
+    }
+
+    /// The DINOv2 vectors of the keys `needed`: from the units' cells first, then by scanning
+    /// the vector tables for any left; and whether it scanned.
+    async fn gather(&self, work: &Work, needed: HashSet<String>) -> Result<(Gather, bool)> {
         let mut vectors = Gather {
             needed,
             batches: Vec::new(),
@@ -736,7 +826,7 @@ impl UnitJob {
                 break;
             }
             let mut stream = io::scan_objects(
-                root,
+                self.catalog.root(),
                 paths.clone(),
                 &["key", "uri", "dino"],
                 io::SCAN_BATCH_ROWS,
@@ -748,9 +838,25 @@ impl UnitJob {
                 }
             }
         }
-        let stem = format!("{}/{unit}{}", self.epoch, self.stem_suffix);
-        let first = work.members.iter().any(|(u, _)| *u == self.first);
-        let (mut objects, aggregates) = match (candidates.is_empty(), vectors.schema.clone()) {
+        Ok((vectors, scanned))
+    }
+
+    /// Registers the candidates and their vectors (in memory, or as scratch objects for a
+    /// cluster's executors) and runs the unit's query; without candidates, the first unit
+    /// still writes an empty pairs object.
+    #[allow(clippy::too_many_arguments)]
+    async fn similarities(
+        &self,
+        ctx: &SessionContext,
+        unit: &str,
+        paths: &[String],
+        candidates: Vec<RecordBatch>,
+        vectors: Gather,
+        first: bool,
+        stem: &str,
+    ) -> Result<(Vec<DataObject>, UnitAggregates)> {
+        let root = self.catalog.root();
+        match (candidates.is_empty(), vectors.schema.clone()) {
             (false, Some(schema)) => {
                 let mut scratch = Vec::new();
                 if self.on_cluster {
@@ -765,59 +871,35 @@ impl UnitJob {
                     )
                     .await?;
                     let held: Vec<String> = scratch.iter().map(|o| o.path.clone()).collect();
-                    sql::register_objects(&ctx, root, sql::DINO_VECTORS, &held).await?;
-                    sql::register_objects(&ctx, root, table::CANDIDATES.name, &paths).await?;
+                    sql::register_objects(ctx, root, sql::DINO_VECTORS, &held).await?;
+                    sql::register_objects(ctx, root, table::CANDIDATES.name, paths).await?;
                 } else {
-                    register_memory(&ctx, sql::DINO_VECTORS, schema, vectors.batches)?;
+                    register_memory(ctx, sql::DINO_VECTORS, schema, vectors.batches)?;
                     let schema = candidates[0].schema();
-                    register_memory(&ctx, table::CANDIDATES.name, schema, candidates)?;
+                    register_memory(ctx, table::CANDIDATES.name, schema, candidates)?;
                 }
-                let written = self.query(&ctx, unit, first, &stem).await;
+                let written = self.query(ctx, unit, first, stem).await;
                 for o in scratch {
                     let path = root.path(&o.path);
                     if let Err(e) = root.store.delete(&path).await {
                         tracing::warn!(object = %root.uri_of(&path), error = %e, "could not delete a scratch object");
                     }
                 }
-                written?
+                written
             }
             _ if first => {
                 let mut w = self.catalog.writer(
                     &table::PAIRS,
-                    &stem,
+                    stem,
                     table::schema::pairs(),
                     WriteParams::default(),
                 )?;
                 w.write(&RecordBatch::new_empty(table::schema::pairs()))
                     .await?;
-                (w.finish().await?, UnitAggregates::default())
+                Ok((w.finish().await?, UnitAggregates::default()))
             }
-            _ => (Vec::new(), UnitAggregates::default()),
-        };
-        let (rows, undefined) = (aggregates.rows, aggregates.undefined);
-        let written = aggregates.write(&self.catalog, &stem, first).await?;
-        let record = FilterCommit {
-            pairs: objects.iter().filter_map(|o| o.rows).sum(),
-            dino_max: self.dino_max,
-            run_id: self.run_id.to_string(),
-            candidates: work.members.iter().map(|(_, c)| c.cited()).collect(),
-            epoch: self.epoch.to_string(),
-            candidate_rows,
-            vectors: vectors.rows,
-            missing: vectors.needed.len() as u64,
-            scanned,
-            dup_min: self.dup_min,
-            dup_edges: written.dup_edges,
-            undefined,
-            version: crate::VERSION.to_string(),
-        };
-        tracing::debug!(unit, rows, "unit similarities");
-        let mut commit = Commit::new(unit, self.generation, &record)?
-            .with(&table::PAIRS, std::mem::take(&mut objects));
-        for (def, objects) in written.objects {
-            commit = commit.with(def, objects);
+            _ => Ok((Vec::new(), UnitAggregates::default())),
         }
-        Ok((record, commit))
     }
 
     /// Runs `sql/similarities.sql` over the registered tables (on the cluster with

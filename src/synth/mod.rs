@@ -65,6 +65,16 @@ pub struct SynthParams {
     pub seed: u64,
 }
 
+impl SynthParams {
+    /// Every problem with these settings, by key.
+    pub fn check(&self) -> Vec<String> {
+        match self.per_shard {
+            0 => vec!["per-shard must be at least 1".into()],
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl Default for SynthParams {
     fn default() -> Self {
         SynthParams {
