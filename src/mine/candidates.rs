@@ -101,13 +101,8 @@ pub struct CandidateParams {
 impl CandidateParams {
     /// Every problem with these settings, by field name.
     pub fn check(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if !(self.clip_min > -1.0 && self.clip_min < 1.0) {
-            problems.push(format!(
-                "clip-min {} must be between -1 and 1",
-                self.clip_min
-            ));
-        }
+        let mut problems: Vec<String> =
+            super::clip_min_problem(self.clip_min).into_iter().collect();
         if self.k == 0 {
             problems.push("k must be at least 1".into());
         }
@@ -565,6 +560,65 @@ impl CandidatesSummary {
     }
 }
 
+/// The run root's layout, refused when its cells were placed for a higher threshold than
+/// `clip_min` (pairs could be missed).
+async fn open_layout(catalog: &Catalog, clip_min: f32) -> Result<Layout> {
+    let url = &catalog.root().url;
+    let layout = Layout::open(catalog).await?.ok_or_else(|| {
+        Error::Usage(format!(
+            "{url} has no mining cells; run `blindspot partition --root {url}` first, or pass --method index|exact"
+        ))
+    })?;
+    let placed_for = layout.latest().clip_min;
+    if clip_min < placed_for - 1e-6 {
+        return Err(Error::Usage(format!(
+            "--clip-min {clip_min} is below the {placed_for} the cells were placed for, so pairs could be missed; run `blindspot partition --root {url} --clip-min {clip_min}` first"
+        )));
+    }
+    Ok(layout)
+}
+
+/// This worker's cell units of `epoch` not committed yet, as (partition generation, cell,
+/// unit), and the summary counting them.
+async fn cells_todo(
+    catalog: &Catalog,
+    layout: &Layout,
+    epoch: &str,
+    sharing: &Sharing,
+) -> Result<(Vec<(u64, u32, String)>, CandidatesSummary)> {
+    let done: HashSet<String> = catalog
+        .commits_of(CommitSet::CANDIDATES)
+        .await?
+        .into_iter()
+        .map(|c| c.unit)
+        .collect();
+    let (home, guests) = layout
+        .generations
+        .iter()
+        .fold((0, 0), |acc, g| (acc.0 + g.1.home, acc.1 + g.1.guests));
+    let mut summary = CandidatesSummary {
+        mode: Method::Partitioned.name().to_string(),
+        images: home,
+        copy_factor: Some((home + guests) as f64 / home.max(1) as f64),
+        ..Default::default()
+    };
+    let mut todo = Vec::new();
+    for (g, record, _) in &layout.generations {
+        for (cell, rows) in record.cell_rows.iter().enumerate() {
+            if rows[0] + rows[1] == 0 || !sharing.takes(cell as u64) {
+                continue;
+            }
+            summary.cells.total += 1;
+            let unit: String = UnitId::cell(epoch, *g, cell as u32).into();
+            match done.contains(&unit) {
+                true => summary.cells.skipped += 1,
+                false => todo.push((*g, cell as u32, unit)),
+            }
+        }
+    }
+    Ok((todo, summary))
+}
+
 /// The partitioned method: every cell unit of this worker not committed yet, one at a time.
 async fn partitioned(
     root: &Location,
@@ -574,19 +628,7 @@ async fn partitioned(
 ) -> Result<CandidatesSummary> {
     let started = Instant::now();
     let catalog = Catalog::new(root);
-    let url = &root.url;
-    let layout = Layout::open(&catalog).await?.ok_or_else(|| {
-        Error::Usage(format!(
-            "{url} has no mining cells; run `blindspot partition --root {url}` first, or pass --method index|exact"
-        ))
-    })?;
-    let placed_for = layout.latest().clip_min;
-    if params.clip_min < placed_for - 1e-6 {
-        return Err(Error::Usage(format!(
-            "--clip-min {} is below the {placed_for} the cells were placed for, so pairs could be missed; run `blindspot partition --root {url} --clip-min {}` first",
-            params.clip_min, params.clip_min
-        )));
-    }
+    let layout = open_layout(&catalog, params.clip_min).await?;
     let epoch = cells_epoch(&layout, params.clip_min);
     let generations: BTreeSet<u64> = layout.generations.iter().map(|g| g.0).collect();
     let gone = catalog
@@ -602,40 +644,7 @@ async fn partitioned(
             "candidates: {gone} commits of an older table (another method, layout or threshold) retracted"
         ));
     }
-    let done: HashSet<String> = catalog
-        .commits_of(CommitSet::CANDIDATES)
-        .await?
-        .into_iter()
-        .map(|c| c.unit)
-        .collect();
-    let mine = |cell: usize| sharing.takes(cell as u64);
-    let mut summary = CandidatesSummary {
-        mode: Method::Partitioned.name().to_string(),
-        images: layout.generations.iter().map(|g| g.1.home).sum(),
-        copy_factor: Some({
-            let (home, guests) = layout
-                .generations
-                .iter()
-                .fold((0, 0), |acc, g| (acc.0 + g.1.home, acc.1 + g.1.guests));
-            (home + guests) as f64 / home.max(1) as f64
-        }),
-        ..Default::default()
-    };
-    let mut todo = Vec::new();
-    for (g, record, _) in &layout.generations {
-        for (cell, rows) in record.cell_rows.iter().enumerate() {
-            if rows[0] + rows[1] == 0 || !mine(cell) {
-                continue;
-            }
-            summary.cells.total += 1;
-            let unit: String = UnitId::cell(&epoch, *g, cell as u32).into();
-            if done.contains(&unit) {
-                summary.cells.skipped += 1;
-            } else {
-                todo.push((*g, cell as u32, unit));
-            }
-        }
-    }
+    let (todo, mut summary) = cells_todo(&catalog, &layout, &epoch, sharing).await?;
     if !todo.is_empty() {
         let generation = catalog.begin(Stage::Candidates.name()).await?;
         let reader = Arc::new(CellReader::open(root, &layout).await?);

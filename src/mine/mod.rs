@@ -22,3 +22,12 @@ pub mod kmeans;
 pub mod partition;
 pub mod recall;
 pub mod vectors;
+
+/// What is wrong with a CLIP threshold (`clip-min`), if anything: it must lie strictly
+/// between -1 and 1. Partition and candidates check it alike.
+pub fn clip_min_problem(clip_min: f32) -> Option<String> {
+    match clip_min > -1.0 && clip_min < 1.0 {
+        true => None,
+        false => Some(format!("clip-min {clip_min} must be between -1 and 1")),
+    }
+}

@@ -109,13 +109,8 @@ pub struct PartitionParams {
 impl PartitionParams {
     /// Every problem with these settings, by field name.
     pub fn check(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if !(self.clip_min > -1.0 && self.clip_min < 1.0) {
-            problems.push(format!(
-                "clip-min {} must be between -1 and 1",
-                self.clip_min
-            ));
-        }
+        let mut problems: Vec<String> =
+            super::clip_min_problem(self.clip_min).into_iter().collect();
         for (name, value) in [
             ("cells", self.cells),
             ("probe", self.probe),

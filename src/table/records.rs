@@ -374,35 +374,26 @@ pub struct CorrelateCommit {
     pub version: String,
 }
 
-impl Record for EmbedCommit {
-    const SET: CommitSet = CommitSet::EMBED;
+/// Ties each record type to its commit set.
+macro_rules! records {
+    ($($record:ty => $set:ident),* $(,)?) => {
+        $(impl Record for $record {
+            const SET: CommitSet = CommitSet::$set;
+        })*
+    };
 }
-impl Record for PartitionCommit {
-    const SET: CommitSet = CommitSet::PARTITION;
-}
-impl Record for IndexCommit {
-    const SET: CommitSet = CommitSet::INDEX;
-}
-impl Record for CandidatesCommit {
-    const SET: CommitSet = CommitSet::CANDIDATES;
-}
-impl Record for DinoCommit {
-    const SET: CommitSet = CommitSet::DINO;
-}
-impl Record for FilterCommit {
-    const SET: CommitSet = CommitSet::FILTER;
-}
-impl Record for GroupsCommit {
-    const SET: CommitSet = CommitSet::GROUPS;
-}
-impl Record for RecallCommit {
-    const SET: CommitSet = CommitSet::RECALL;
-}
-impl Record for EvalCommit {
-    const SET: CommitSet = CommitSet::EVAL;
-}
-impl Record for CorrelateCommit {
-    const SET: CommitSet = CommitSet::CORRELATE;
+
+records! {
+    EmbedCommit => EMBED,
+    PartitionCommit => PARTITION,
+    IndexCommit => INDEX,
+    CandidatesCommit => CANDIDATES,
+    DinoCommit => DINO,
+    FilterCommit => FILTER,
+    GroupsCommit => GROUPS,
+    RecallCommit => RECALL,
+    EvalCommit => EVAL,
+    CorrelateCommit => CORRELATE,
 }
 
 impl EmbedCommit {
