@@ -335,7 +335,6 @@ async fn import_locked(
         let schema = schema::embeddings(&clip, None, float);
         let record = import_part(
             dir,
-            root,
             &catalog,
             &id,
             &part,
@@ -366,7 +365,6 @@ async fn import_locked(
 #[allow(clippy::too_many_arguments)]
 async fn import_part(
     dir: &Location,
-    root: &Location,
     catalog: &Catalog,
     id: &str,
     part: &Part,
@@ -382,140 +380,44 @@ async fn import_part(
     let shard = format!("img_emb_{}", part.n);
     let npy_uri = dir.uri_of(&part.npy.location);
     let meta_uri = dir.uri_of(&part.metadata.location);
-    let has = |c: &str| footer.schema().index_of(c).is_ok();
-    let key_col = has(&params.key_column).then(|| params.key_column.clone());
-    let path_col = ["image_path", "url"].into_iter().find(|c| has(c));
-    let columns: Vec<&str> = [
-        key_col.as_deref(),
-        path_col,
-        has("caption").then_some("caption"),
-        has("url").then_some("url"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let (key_col, path_col, columns) = metadata_columns(footer.schema(), &params.key_column);
+    let group = params.rows_per_group.max(1);
     let write = WriteParams {
-        rows_per_group: params.rows_per_group.max(1),
+        rows_per_group: group,
         ..WriteParams::default()
     };
     let mut writer: TableWriter = catalog.writer(&table::EMBEDDINGS, id, schema.clone(), write)?;
-    let mut metadata = io::scan_range_at(
-        &dir.store,
-        &part.metadata,
-        footer,
-        0..npy.rows,
-        &columns,
-        params.rows_per_group.max(1),
-    )?;
+    let rows = 0..npy.rows;
+    let mut metadata =
+        io::scan_range_at(&dir.store, &part.metadata, footer, rows, &columns, group)?;
     let mut errors: Vec<(&'static str, Failure)> = Vec::new();
     let mut row = 0u64;
     let mut rows_written = 0u64;
     let dim = npy.dim;
     let field = schema.field_with_name("clip").expect("clip column").clone();
+    let (part_n, uri) = (part.n, npy_uri.as_str());
+    let at = Origin {
+        dir,
+        part: part_n,
+        npy_uri: uri,
+        params,
+    };
     while let Some(chunk) = npy.chunks.recv().await {
         let flat = chunk.map_err(|e| Error::Usage(format!("{npy_uri}: {e}")))?;
         let n = flat.len() / dim.max(1);
-        // The metadata rows for the same range (batches may be cut differently).
-        let mut meta_batches = Vec::new();
-        let mut have = 0usize;
-        while have < n {
-            let b = metadata
-                .next()
-                .await
-                .ok_or_else(|| Error::Usage(format!("{meta_uri} ended before {npy_uri}")))??;
-            have += b.num_rows();
-            meta_batches.push(b);
-        }
-        let meta = arrow::compute::concat_batches(&meta_batches[0].schema(), &meta_batches)
-            .map_err(|e| Error::table("metadata", e))?;
-        let keys = match &key_col {
-            Some(k) => utf8_column(&meta, k)?,
-            None => None,
-        };
-        let paths = match path_col {
-            Some(p) => utf8_column(&meta, p)?,
-            None => None,
-        };
-        let captions = utf8_column(&meta, "caption")?;
-        let urls = utf8_column(&meta, "url")?;
-        let text = |c: &Option<StringArray>, i: usize| {
-            use arrow::array::Array;
-            c.as_ref()
-                .filter(|c| c.is_valid(i) && !c.value(i).is_empty())
-                .map(|c| c.value(i).to_string())
-        };
-        let mut vectors = Vec::with_capacity(n);
-        let mut out_keys = Vec::with_capacity(n);
-        let mut uris = Vec::with_capacity(n);
-        let mut hashes = Vec::with_capacity(n);
-        let mut caps = Vec::with_capacity(n);
-        let mut us = Vec::with_capacity(n);
+        let meta = meta_rows(&mut metadata, n, &meta_uri, &npy_uri).await?;
+        let meta = MetaColumns::of(&meta, key_col.as_deref(), path_col)?;
+        let mut rows = Imported::default();
         for i in 0..n {
-            let r = row + i as u64;
-            let mut v = flat[i * dim..(i + 1) * dim].to_vec();
-            let key = text(&keys, i).unwrap_or_else(|| format!("{}/{r}", part.n));
-            let own = || format!("{npy_uri}#row={r}");
-            let uri = match text(&paths, i) {
-                // The metadata is a manifest from elsewhere: its paths pass the fetch policy.
-                Some(p) => {
-                    match check_listed(&format!("{}/metadata", dir.url), &p, &params.allow) {
-                        Ok(uri) => uri,
-                        Err(e) => {
-                            summary.blocked_paths += 1;
-                            if summary.blocked_paths == 1 {
-                                tracing::warn!(path = %p, "{}", e.message);
-                            }
-                            own()
-                        }
-                    }
-                }
-                None => own(),
-            };
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if !(norm.is_finite() && norm > 0.0) {
-                errors.push((
-                    Stage::Import.name(),
-                    Failure {
-                        key,
-                        uri,
-                        kind: "zero_vector".into(),
-                        message: format!("vector {r} of {npy_uri} has norm {norm}"),
-                    },
-                ));
-                continue;
+            let v = flat[i * dim..(i + 1) * dim].to_vec();
+            if let Err(failure) = rows.push(&at, &meta, row, i, v, summary) {
+                errors.push((Stage::Import.name(), failure));
             }
-            if (norm - 1.0).abs() > 1e-3 {
-                summary.renormalised += 1;
-            }
-            v.iter_mut().for_each(|x| *x /= norm);
-            // The image bytes are not here to hash. A stand-in unique to the row keeps the
-            // duplicate collapse of mining off these rows: identical CLIP vectors are what
-            // mining looks for, never proof of identical images. `dino` knows the prefix.
-            let id = blake3::hash(format!("{npy_uri}#{r}").as_bytes()).to_hex();
-            hashes.push(format!("{IMPORTED_HASH}{}", &id[..32]));
-            out_keys.push(key);
-            uris.push(uri);
-            caps.push(text(&captions, i));
-            us.push(text(&urls, i));
-            vectors.push(v);
         }
-        let m = out_keys.len();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(out_keys.iter())),
-            Arc::new(StringArray::from_iter_values(uris.iter())),
-            Arc::new(StringArray::from_iter_values(
-                (0..m).map(|_| shard.as_str()),
-            )),
-            Arc::new(UInt32Array::from_value(0, m)),
-            Arc::new(UInt32Array::from_value(0, m)),
-            Arc::new(StringArray::from_iter_values(hashes.iter())),
-            crate::table::io::vector_column(&field, &vectors, float)?,
-            Arc::new(StringArray::from_iter(caps.iter().map(|c| c.as_deref()))),
-            Arc::new(StringArray::from_iter(us.iter().map(|c| c.as_deref()))),
-        ];
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| Error::table(table::EMBEDDINGS.name, e))?;
-        writer.write(&batch).await?;
+        let m = rows.keys.len();
+        writer
+            .write(&rows.batch(schema, &field, &shard, float)?)
+            .await?;
         rows_written += m as u64;
         row += n as u64;
         progress.advance(n as u64);
@@ -527,33 +429,243 @@ async fn import_part(
         )));
     }
     let embeddings = writer.finish().await?;
-    let batch = crate::ingest::errors_batch(&shard, &errors)?;
-    let error_objects = io::write_batches(
-        root,
-        &format!("{}/{id}", table::ERRORS.dir),
-        &batch.schema(),
-        &[batch],
-    )
-    .await?;
-    let record = EmbedCommit {
-        shard: shard.clone(),
-        shard_uri: npy_uri,
-        id: id.to_string(),
-        embeddings: embeddings[0].path.clone(),
-        errors: error_objects[0].path.clone(),
+    let written = Written {
+        id,
+        shard,
+        npy_uri,
+        embeddings,
         rows: rows_written,
-        error_rows: errors.len() as u64,
-        encoders: Some([params.clip_id.clone(), String::new()]),
-        skipped_rows: 0,
-        version: crate::VERSION.to_string(),
     };
-    let commit = Commit::new(id, generation, &record)?
-        .with(&table::EMBEDDINGS, embeddings)
-        .with(&table::ERRORS, error_objects);
-    catalog.commit(CommitSet::EMBED, &commit).await?;
+    let record = written.commit(catalog, &errors, params, generation).await?;
     summary.vectors += rows_written;
     summary.errors += errors.len() as u64;
     Ok(record)
+}
+
+/// Which metadata columns to read: the key column (when present), the image path (or URL),
+/// captions and URLs.
+fn metadata_columns<'a>(
+    schema: &arrow::datatypes::Schema,
+    key_column: &'a str,
+) -> (Option<String>, Option<&'static str>, Vec<&'a str>) {
+    let has = |c: &str| schema.index_of(c).is_ok();
+    let key_col = has(key_column).then(|| key_column.to_string());
+    let path_col = ["image_path", "url"].into_iter().find(|c| has(c));
+    let columns: Vec<&str> = [
+        key_col.is_some().then_some(key_column),
+        path_col,
+        has("caption").then_some("caption"),
+        has("url").then_some("url"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (key_col, path_col, columns)
+}
+
+/// The metadata rows for the next `n` vectors (batches may be cut differently).
+async fn meta_rows(
+    metadata: &mut io::BatchStream,
+    n: usize,
+    meta_uri: &str,
+    npy_uri: &str,
+) -> Result<RecordBatch> {
+    let mut meta_batches = Vec::new();
+    let mut have = 0usize;
+    while have < n {
+        let b = metadata
+            .next()
+            .await
+            .ok_or_else(|| Error::Usage(format!("{meta_uri} ended before {npy_uri}")))??;
+        have += b.num_rows();
+        meta_batches.push(b);
+    }
+    arrow::compute::concat_batches(&meta_batches[0].schema(), &meta_batches)
+        .map_err(|e| Error::table("metadata", e))
+}
+
+/// A part's embeddings, written: what its commit names.
+struct Written<'a> {
+    id: &'a str,
+    shard: String,
+    npy_uri: String,
+    embeddings: Vec<crate::table::DataObject>,
+    rows: u64,
+}
+
+impl Written<'_> {
+    /// Writes the part's `errors` and commits both tables.
+    async fn commit(
+        self,
+        catalog: &Catalog,
+        errors: &[(&'static str, Failure)],
+        params: &ImportParams,
+        generation: u64,
+    ) -> Result<EmbedCommit> {
+        let (id, shard) = (self.id, &self.shard);
+        let batch = crate::ingest::errors_batch(shard, errors)?;
+        let error_objects = io::write_batches(
+            catalog.root(),
+            &format!("{}/{id}", table::ERRORS.dir),
+            &batch.schema(),
+            &[batch],
+        )
+        .await?;
+        let record = EmbedCommit {
+            shard: shard.clone(),
+            shard_uri: self.npy_uri,
+            id: id.to_string(),
+            embeddings: self.embeddings[0].path.clone(),
+            errors: error_objects[0].path.clone(),
+            rows: self.rows,
+            error_rows: errors.len() as u64,
+            encoders: Some([params.clip_id.clone(), String::new()]),
+            skipped_rows: 0,
+            version: crate::VERSION.to_string(),
+        };
+        let commit = Commit::new(id, generation, &record)?
+            .with(&table::EMBEDDINGS, self.embeddings)
+            .with(&table::ERRORS, error_objects);
+        catalog.commit(CommitSet::EMBED, &commit).await?;
+        Ok(record)
+    }
+}
+
+/// Where imported rows come from: the part's folder, number and vectors file.
+struct Origin<'a> {
+    dir: &'a Location,
+    part: u64,
+    npy_uri: &'a str,
+    params: &'a ImportParams,
+}
+
+/// The metadata columns of a chunk's rows (each absent when the metadata lacks it).
+struct MetaColumns {
+    keys: Option<StringArray>,
+    paths: Option<StringArray>,
+    captions: Option<StringArray>,
+    urls: Option<StringArray>,
+}
+
+impl MetaColumns {
+    fn of(meta: &RecordBatch, key: Option<&str>, path: Option<&str>) -> Result<MetaColumns> {
+        let column = |c: Option<&str>| match c {
+            Some(c) => utf8_column(meta, c),
+            None => Ok(None),
+        };
+        Ok(MetaColumns {
+            keys: column(key)?,
+            paths: column(path)?,
+            captions: utf8_column(meta, "caption")?,
+            urls: utf8_column(meta, "url")?,
+        })
+    }
+
+    /// Row `i` of column `c`, when present and not empty.
+    fn text(c: &Option<StringArray>, i: usize) -> Option<String> {
+        use arrow::array::Array;
+        c.as_ref()
+            .filter(|c| c.is_valid(i) && !c.value(i).is_empty())
+            .map(|c| c.value(i).to_string())
+    }
+}
+
+/// The `embeddings` rows of one chunk, as they are built.
+#[derive(Default)]
+struct Imported {
+    keys: Vec<String>,
+    uris: Vec<String>,
+    hashes: Vec<String>,
+    captions: Vec<Option<String>>,
+    urls: Vec<Option<String>>,
+    vectors: Vec<Vec<f32>>,
+}
+
+impl Imported {
+    /// Adds row `i` of the chunk that starts at row `first` of the part, with its vector `v`
+    /// (normalised here); a vector of no length is the failure returned.
+    fn push(
+        &mut self,
+        at: &Origin,
+        meta: &MetaColumns,
+        first: u64,
+        i: usize,
+        mut v: Vec<f32>,
+        summary: &mut ImportSummary,
+    ) -> std::result::Result<(), Failure> {
+        let r = first + i as u64;
+        let npy_uri = at.npy_uri;
+        let key = MetaColumns::text(&meta.keys, i).unwrap_or_else(|| format!("{}/{r}", at.part));
+        let own = || format!("{npy_uri}#row={r}");
+        let uri = match MetaColumns::text(&meta.paths, i) {
+            // The metadata is a manifest from elsewhere: its paths pass the fetch policy.
+            Some(p) => {
+                match check_listed(&format!("{}/metadata", at.dir.url), &p, &at.params.allow) {
+                    Ok(uri) => uri,
+                    Err(e) => {
+                        summary.blocked_paths += 1;
+                        if summary.blocked_paths == 1 {
+                            tracing::warn!(path = %p, "{}", e.message);
+                        }
+                        own()
+                    }
+                }
+            }
+            None => own(),
+        };
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if !(norm.is_finite() && norm > 0.0) {
+            return Err(Failure {
+                key,
+                uri,
+                kind: "zero_vector".into(),
+                message: format!("vector {r} of {npy_uri} has norm {norm}"),
+            });
+        }
+        if (norm - 1.0).abs() > 1e-3 {
+            summary.renormalised += 1;
+        }
+        v.iter_mut().for_each(|x| *x /= norm);
+        // The image bytes are not here to hash. A stand-in unique to the row keeps the
+        // duplicate collapse of mining off these rows: identical CLIP vectors are what mining
+        // looks for, never proof of identical images. `dino` knows the prefix.
+        let id = blake3::hash(format!("{npy_uri}#{r}").as_bytes()).to_hex();
+        self.hashes.push(format!("{IMPORTED_HASH}{}", &id[..32]));
+        self.keys.push(key);
+        self.uris.push(uri);
+        self.captions.push(MetaColumns::text(&meta.captions, i));
+        self.urls.push(MetaColumns::text(&meta.urls, i));
+        self.vectors.push(v);
+        Ok(())
+    }
+
+    /// The rows as a batch of `schema` (no image bytes: width and height are 0).
+    fn batch(
+        &self,
+        schema: &SchemaRef,
+        field: &arrow::datatypes::Field,
+        shard: &str,
+        float: FloatType,
+    ) -> Result<RecordBatch> {
+        let m = self.keys.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(self.keys.iter())),
+            Arc::new(StringArray::from_iter_values(self.uris.iter())),
+            Arc::new(StringArray::from_iter_values((0..m).map(|_| shard))),
+            Arc::new(UInt32Array::from_value(0, m)),
+            Arc::new(UInt32Array::from_value(0, m)),
+            Arc::new(StringArray::from_iter_values(self.hashes.iter())),
+            crate::table::io::vector_column(field, &self.vectors, float)?,
+            Arc::new(StringArray::from_iter(
+                self.captions.iter().map(|c| c.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter(
+                self.urls.iter().map(|c| c.as_deref()),
+            )),
+        ];
+        RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| Error::table(table::EMBEDDINGS.name, e))
+    }
 }
 
 #[cfg(test)]

@@ -269,6 +269,128 @@ impl Found {
 /// kinds). An input that is a single tar, image, Parquet object or manifest works too. An
 /// input with nothing readable is an error that says what it holds.
 pub async fn list_shards(input: &Location, params: &IngestParams) -> Result<Vec<Shard>> {
+    let (objects, single) = list_objects(input).await?;
+    let want = |f: InputFormat| params.format == InputFormat::Auto || params.format == f;
+    let Listing {
+        mut found,
+        mut shards,
+        folders,
+        mut sidecars,
+        tables,
+    } = Listing::of(input, objects, single, &want);
+    let sidecar_count = sidecars.len();
+    shards.extend(folder_shards(input, folders, &mut sidecars));
+    if shards.is_empty() && sidecar_count > 0 {
+        *found.by_extension.entry("txt/.json".into()).or_default() += sidecar_count;
+    }
+    // Parquet objects with image bytes are shards; the others may be manifests.
+    let mut manifests = Vec::new();
+    for (rel, meta, format) in tables {
+        if format == TableFormat::Parquet && want(InputFormat::Parquet) {
+            match parquet_shard(input, &rel, &meta, params).await {
+                Ok(Some(shard)) => {
+                    shards.push(shard);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    found.not_shards.push((rel, why));
+                    continue;
+                }
+            }
+        }
+        manifests.push((rel, meta, format));
+    }
+    // Manifests are read when asked for, or when the input holds nothing else: img2dataset
+    // writes a metadata Parquet with a `url` column beside every tar, which must not be read
+    // as a list of images to download again.
+    let read_manifests = params.format == InputFormat::Manifest
+        || (params.format == InputFormat::Auto && shards.is_empty());
+    for (rel, meta, format) in manifests {
+        if !read_manifests {
+            tracing::debug!(object = %rel, "not read: a table beside the image shards");
+            continue;
+        }
+        match manifest_shards(input, &rel, &meta, format, params).await? {
+            Ok(parts) => shards.extend(parts),
+            Err(why) => found.not_shards.push((rel, why)),
+        }
+    }
+    if shards.is_empty() {
+        return Err(Error::Usage(found.describe(input, params)));
+    }
+    shards.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(shards)
+}
+
+/// The input's objects sorted by what they are.
+struct Listing {
+    found: Found,
+    shards: Vec<Shard>,
+    folders: BTreeMap<String, Vec<(String, ObjectMeta)>>,
+    sidecars: HashMap<String, ObjectMeta>,
+    tables: Vec<(String, ObjectMeta, TableFormat)>,
+}
+
+impl Listing {
+    /// Tars are shards; images gather by folder, with their sidecars; tables wait to be read;
+    /// anything else is counted by extension. Hidden and bookkeeping objects are skipped.
+    fn of(
+        input: &Location,
+        objects: Vec<ObjectMeta>,
+        single: bool,
+        want: &dyn Fn(InputFormat) -> bool,
+    ) -> Listing {
+        let mut found = Found::default();
+        let mut shards = Vec::new();
+        let mut folders: BTreeMap<String, Vec<(String, ObjectMeta)>> = Default::default();
+        let mut sidecars: HashMap<String, ObjectMeta> = HashMap::new();
+        let mut tables: Vec<(String, ObjectMeta, TableFormat)> = Vec::new();
+        for meta in objects {
+            let rel = match single {
+                true => meta.location.filename().unwrap_or_default().to_string(),
+                false => input.relative(&meta.location),
+            };
+            if rel
+                .split('/')
+                .any(|part| part.starts_with('.') || part.starts_with('_'))
+            {
+                continue; // hidden files and our own bookkeeping (`_lock.json`, `_commits/`)
+            }
+            let ext = extension(&rel).unwrap_or_default();
+            if ext == "tar" && want(InputFormat::Tar) {
+                shards.push(Shard {
+                    id: segment_id(&rel),
+                    uri: input.uri_of(&meta.location),
+                    name: rel,
+                    kind: ShardKind::Tar(meta),
+                });
+            } else if is_image_name(&rel) && want(InputFormat::Folder) {
+                let dir = rel
+                    .rsplit_once('/')
+                    .map(|(d, _)| d.to_string())
+                    .unwrap_or_else(|| ".".to_string());
+                folders.entry(dir).or_default().push((rel, meta));
+            } else if (ext == "txt" || ext == "json") && want(InputFormat::Folder) {
+                sidecars.insert(rel, meta);
+            } else if let Some(format) = TableFormat::of(&rel) {
+                tables.push((rel, meta, format));
+            } else {
+                *found.by_extension.entry(ext).or_default() += 1;
+            }
+        }
+        Listing {
+            found,
+            shards,
+            folders,
+            sidecars,
+            tables,
+        }
+    }
+}
+
+/// The objects under the input, or the one object it names; true in the second case.
+async fn list_objects(input: &Location) -> Result<(Vec<ObjectMeta>, bool)> {
     let mut objects = input.list("").await?;
     if objects.is_empty() {
         // Perhaps the input names one object rather than a prefix.
@@ -284,52 +406,20 @@ pub async fn list_shards(input: &Location, params: &IngestParams) -> Result<Vec<
         }
     }
     let single = objects.len() == 1 && objects[0].location == input.prefix;
-    let want = |f: InputFormat| params.format == InputFormat::Auto || params.format == f;
-    let mut found = Found::default();
+    Ok((objects, single))
+}
+
+/// A shard per folder of images, each with its sidecars (taken from `sidecars`).
+fn folder_shards(
+    input: &Location,
+    folders: BTreeMap<String, Vec<(String, ObjectMeta)>>,
+    sidecars: &mut HashMap<String, ObjectMeta>,
+) -> Vec<Shard> {
     let mut shards = Vec::new();
-    let mut folders: BTreeMap<String, Vec<(String, ObjectMeta)>> = Default::default();
-    let mut sidecars: HashMap<String, ObjectMeta> = HashMap::new();
-    let mut tables: Vec<(String, ObjectMeta, TableFormat)> = Vec::new();
-    for meta in objects {
-        let rel = if single {
-            meta.location.filename().unwrap_or_default().to_string()
-        } else {
-            input.relative(&meta.location)
-        };
-        if rel
-            .split('/')
-            .any(|part| part.starts_with('.') || part.starts_with('_'))
-        {
-            continue; // hidden files and our own bookkeeping (`_lock.json`, `_commits/`)
-        }
-        let ext = extension(&rel).unwrap_or_default();
-        if ext == "tar" && want(InputFormat::Tar) {
-            shards.push(Shard {
-                id: segment_id(&rel),
-                uri: input.uri_of(&meta.location),
-                name: rel,
-                kind: ShardKind::Tar(meta),
-            });
-        } else if is_image_name(&rel) && want(InputFormat::Folder) {
-            let dir = rel
-                .rsplit_once('/')
-                .map(|(d, _)| d.to_string())
-                .unwrap_or_else(|| ".".to_string());
-            folders.entry(dir).or_default().push((rel, meta));
-        } else if (ext == "txt" || ext == "json") && want(InputFormat::Folder) {
-            sidecars.insert(rel, meta);
-        } else if let Some(format) = TableFormat::of(&rel) {
-            tables.push((rel, meta, format));
-        } else {
-            *found.by_extension.entry(ext).or_default() += 1;
-        }
-    }
-    let sidecar_count = sidecars.len();
     for (dir, images) in folders {
-        let uri = if dir == "." {
-            input.url.clone()
-        } else {
-            format!("{}/{dir}", input.url)
+        let uri = match dir == "." {
+            true => input.url.clone(),
+            false => format!("{}/{dir}", input.url),
         };
         // In name order, whatever order the store lists them in: the same folder gives the
         // same shard, and of two images with one stem (`x.jpg`, `x.png`) the same one is kept.
@@ -353,109 +443,94 @@ pub async fn list_shards(input: &Location, params: &IngestParams) -> Result<Vec<
             kind: ShardKind::Folder(images),
         });
     }
-    if shards.is_empty() && sidecar_count > 0 {
-        *found.by_extension.entry("txt/.json".into()).or_default() += sidecar_count;
+    shards
+}
+
+/// A Parquet object as an img2dataset shard (image bytes in a column); None: perhaps a
+/// manifest; Err: why it is neither (not Parquet, or `--input-format parquet` without an
+/// image column).
+async fn parquet_shard(
+    input: &Location,
+    rel: &str,
+    meta: &ObjectMeta,
+    params: &IngestParams,
+) -> Result<Option<Shard>, String> {
+    let footer = io::footer_at(&input.store, meta)
+        .await
+        .map_err(|e| format!("they are not Parquet ({e})"))?;
+    let rows = footer.metadata().file_metadata().num_rows().max(0) as u64;
+    if let Some(p) = ImageParquet::from_schema(
+        meta.clone(),
+        rows,
+        footer.schema(),
+        params.image_column.as_deref(),
+        &params.key_column,
+    ) {
+        return Ok(Some(Shard {
+            id: segment_id(rel),
+            uri: input.uri_of(&meta.location),
+            name: rel.to_string(),
+            kind: ShardKind::Parquet(p),
+        }));
     }
-    // Parquet objects with image bytes are shards; the others may be manifests.
-    let mut manifests = Vec::new();
-    for (rel, meta, format) in tables {
-        if format == TableFormat::Parquet && want(InputFormat::Parquet) {
-            let footer = match io::footer_at(&input.store, &meta).await {
-                Ok(f) => f,
-                Err(e) => {
-                    found
-                        .not_shards
-                        .push((rel, format!("they are not Parquet ({e})")));
-                    continue;
-                }
-            };
-            let rows = footer.metadata().file_metadata().num_rows().max(0) as u64;
-            if let Some(p) = ImageParquet::from_schema(
-                meta.clone(),
-                rows,
-                footer.schema(),
-                params.image_column.as_deref(),
-                &params.key_column,
-            ) {
-                shards.push(Shard {
-                    id: segment_id(&rel),
-                    uri: input.uri_of(&meta.location),
-                    name: rel,
-                    kind: ShardKind::Parquet(p),
-                });
-                continue;
-            }
-            if params.format == InputFormat::Parquet {
-                let columns: Vec<&str> = footer
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
-                let needs = params.image_column.as_deref().unwrap_or("jpg");
-                found.not_shards.push((
-                    rel,
-                    format!(
-                        "no binary image column: img2dataset Parquet needs a `{needs}` column, or pass --image-column (columns: {})",
-                        columns.join(", ")
-                    ),
-                ));
-                continue;
-            }
-        }
-        manifests.push((rel, meta, format));
+    if params.format != InputFormat::Parquet {
+        return Ok(None);
     }
-    // Manifests are read when asked for, or when the input holds nothing else: img2dataset
-    // writes a metadata Parquet with a `url` column beside every tar, which must not be read
-    // as a list of images to download again.
-    let read_manifests = params.format == InputFormat::Manifest
-        || (params.format == InputFormat::Auto && shards.is_empty());
-    for (rel, meta, format) in manifests {
-        if !read_manifests {
-            tracing::debug!(object = %rel, "not read: a table beside the image shards");
-            continue;
-        }
-        let uri = input.uri_of(&meta.location);
-        match manifest::parts(
-            &input.store,
-            &meta,
-            &uri,
-            format,
-            &params.key_column,
-            params.rows_per_shard,
-        )
-        .await?
-        {
-            Ok(parts) if parts.is_empty() => {
-                found.not_shards.push((rel, "they have no rows".into()));
-            }
-            Ok(parts) => {
-                for part in parts {
-                    let name = format!("{rel}#{}+{}", part.start, part.len);
-                    shards.push(Shard {
-                        id: segment_id(&name),
-                        uri: uri.clone(),
-                        name,
-                        kind: ShardKind::Manifest(part),
-                    });
+    let columns: Vec<&str> = footer
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    let needs = params.image_column.as_deref().unwrap_or("jpg");
+    Err(format!(
+        "no binary image column: img2dataset Parquet needs a `{needs}` column, or pass --image-column (columns: {})",
+        columns.join(", ")
+    ))
+}
+
+/// A manifest's shards (parts of `rows_per_shard` rows), or why it is not one.
+async fn manifest_shards(
+    input: &Location,
+    rel: &str,
+    meta: &ObjectMeta,
+    format: TableFormat,
+    params: &IngestParams,
+) -> Result<Result<Vec<Shard>, String>> {
+    let uri = input.uri_of(&meta.location);
+    let parts = manifest::parts(
+        &input.store,
+        meta,
+        &uri,
+        format,
+        &params.key_column,
+        params.rows_per_shard,
+    )
+    .await?;
+    Ok(match parts {
+        Ok(parts) if parts.is_empty() => Err("they have no rows".into()),
+        Ok(parts) => Ok(parts
+            .into_iter()
+            .map(|part| {
+                let name = format!("{rel}#{}+{}", part.start, part.len);
+                Shard {
+                    id: segment_id(&name),
+                    uri: uri.clone(),
+                    name,
+                    kind: ShardKind::Manifest(part),
                 }
-            }
-            Err(why) => {
-                let why = if format == TableFormat::Parquet && params.format == InputFormat::Auto {
+            })
+            .collect()),
+        Err(why) => Err(
+            match format == TableFormat::Parquet && params.format == InputFormat::Auto {
+                true => {
                     let needs = params.image_column.as_deref().unwrap_or("jpg");
                     format!("no binary image column (img2dataset Parquet needs a `{needs}` column, or pass --image-column) and, as a manifest, {why}")
-                } else {
-                    format!("as a manifest, {why}")
-                };
-                found.not_shards.push((rel, why));
-            }
-        }
-    }
-    if shards.is_empty() {
-        return Err(Error::Usage(found.describe(input, params)));
-    }
-    shards.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(shards)
+                }
+                false => format!("as a manifest, {why}"),
+            },
+        ),
+    })
 }
 
 /// Reads shards: holds what every shard of a run shares (the fetcher of manifests).

@@ -271,22 +271,87 @@ pub async fn read_truth(corpus: &Location) -> Result<Truth> {
 
 /// Makes the corpus and writes it under `out` (`images/` and `truth.json`).
 pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
-    let mut rng = Rng(params.seed);
-    let mut colours = palette(&mut rng).into_iter();
+    let (entries, pairs) = draw(params)?;
+    let (mut truth, key_of) = write_images(out, &entries, params).await?;
+    truth.keys = entries.iter().map(|e| key_of[&e.name].clone()).collect();
+    for (a, b, kind) in pairs {
+        let (ka, kb) = (key_of[&a].clone(), key_of[&b].clone());
+        let (a, b) = if ka < kb { (ka, kb) } else { (kb, ka) };
+        let pair = TruthPair {
+            a,
+            b,
+            kind: kind
+                .replace("near", "near-duplicate")
+                .replace("exact", "exact-duplicate"),
+        };
+        match kind {
+            "mirror" | "permutation" => truth.blind_pairs.push(pair),
+            "near" => truth.near_duplicates.push(pair),
+            _ => truth.exact_duplicates.push(pair),
+        }
+    }
+    out.put_json(TRUTH, &truth).await?;
+    Ok(truth)
+}
+
+impl Entry {
+    /// A PNG entry named `name` with its bytes and facts.
+    fn png(name: &str, (bytes, facts): (Vec<u8>, Facts), caption: String) -> Entry {
+        Entry {
+            name: name.to_string(),
+            ext: "png",
+            bytes,
+            caption,
+            facts,
+        }
+    }
+}
+
+/// An L shape of colour `c` and its mirror image, and where each one's foot or leg points:
+/// the L's foot points right and its mirror's left; the turned L's leg hangs down from a bar
+/// at the top and its mirror's stands up from a bar at the bottom.
+fn mirrored(c: Rgb<u8>, i: usize) -> (RgbImage, RgbImage, [&'static str; 2]) {
+    match i % 2 == 0 {
+        true => {
+            let img = l_shape(c, i);
+            let flipped = image::imageops::flip_horizontal(&img);
+            (img, flipped, ["right", "left"])
+        }
+        false => {
+            let img = l_shape_top(c, i);
+            let flipped = image::imageops::flip_vertical(&img);
+            (img, flipped, ["down", "up"])
+        }
+    }
+}
+
+/// A known pair: the names of its two entries and its kind.
+type Drawn = (String, String, &'static str);
+
+/// A colour for each group of images `params` asks for (the palette has 56).
+fn colours(rng: &mut Rng, params: &SynthParams) -> Result<Vec<Rgb<u8>>> {
     let needed = params.mirror_pairs
         + 2 * params.permutation_pairs
         + params.near_duplicates
         + params.exact_duplicates
         + params.singles;
-    let mut next_colour = || {
-        colours.next().ok_or_else(|| {
-            Error::Usage(format!(
-                "the synthetic corpus has colours for at most 56 groups; {needed} asked for"
-            ))
-        })
-    };
+    let palette = palette(rng);
+    if needed > palette.len() {
+        return Err(Error::Usage(format!(
+            "the synthetic corpus has colours for at most {} groups; {needed} asked for",
+            palette.len()
+        )));
+    }
+    Ok(palette.into_iter().take(needed).collect())
+}
+
+/// Every image of the corpus, in order, and the pairs among them.
+fn draw(params: &SynthParams) -> Result<(Vec<Entry>, Vec<Drawn>)> {
+    let mut rng = Rng(params.seed);
+    let mut colours = colours(&mut rng, params)?.into_iter();
+    let mut next_colour = || Ok::<_, Error>(colours.next().expect("one colour per group"));
     let mut entries: Vec<Entry> = Vec::new();
-    let mut pairs: Vec<(String, String, &'static str)> = Vec::new();
+    let mut pairs: Vec<Drawn> = Vec::new();
     let png = |img: &RgbImage| encode(img, ImageFormat::Png);
     let mut add_pair = |entries: &mut Vec<Entry>,
                         kind: &'static str,
@@ -295,35 +360,13 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
                         b: (Vec<u8>, Facts),
                         caption: &str| {
         let (na, nb) = (format!("{kind}-{i:02}-a"), format!("{kind}-{i:02}-b"));
-        entries.push(Entry {
-            name: na.clone(),
-            ext: "png",
-            bytes: a.0,
-            caption: format!("{caption} (a)"),
-            facts: a.1,
-        });
-        entries.push(Entry {
-            name: nb.clone(),
-            ext: "png",
-            bytes: b.0,
-            caption: format!("{caption} (b)"),
-            facts: b.1,
-        });
+        entries.push(Entry::png(&na, a, format!("{caption} (a)")));
+        entries.push(Entry::png(&nb, b, format!("{caption} (b)")));
         pairs.push((na, nb, kind));
     };
     for i in 0..params.mirror_pairs {
         let c = next_colour()?;
-        // The L's foot points right and its mirror's left; the turned L's leg hangs down from
-        // a bar at the top and its mirror's stands up from a bar at the bottom.
-        let (img, flipped, facing) = if i % 2 == 0 {
-            let img = l_shape(c, i);
-            let flipped = image::imageops::flip_horizontal(&img);
-            (img, flipped, ["right", "left"])
-        } else {
-            let img = l_shape_top(c, i);
-            let flipped = image::imageops::flip_vertical(&img);
-            (img, flipped, ["down", "up"])
-        };
+        let (img, flipped, facing) = mirrored(c, i);
         add_pair(
             &mut entries,
             "mirror",
@@ -372,22 +415,38 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
     }
     for i in 0..params.singles {
         let c = next_colour()?;
-        let img = single(c, &mut rng, i);
+        entries.push(Entry::single(c, &mut rng, i)?);
+    }
+    Ok((entries, pairs))
+}
+
+impl Entry {
+    /// The `i`-th unrelated image, in PNG, JPEG, WebP and GIF by turns.
+    fn single(c: Rgb<u8>, rng: &mut Rng, i: usize) -> Result<Entry> {
+        let img = single(c, rng, i);
         let format = [
             ImageFormat::Png,
             ImageFormat::Jpeg,
             ImageFormat::WebP,
             ImageFormat::Gif,
         ][i % 4];
-        entries.push(Entry {
+        Ok(Entry {
             name: format!("single-{i:02}"),
             ext: ext(format),
             bytes: encode(&img, format)?,
             caption: "a block".into(),
             facts: facts(&[c], None),
-        });
+        })
     }
+}
 
+/// Writes the entries under `out` in shards of `per_shard` (folders or tars); the truth with
+/// every image's facts, and each entry's key.
+async fn write_images(
+    out: &Location,
+    entries: &[Entry],
+    params: &SynthParams,
+) -> Result<(Truth, std::collections::HashMap<String, String>)> {
     let mut truth = Truth {
         images: format!("{}/images", out.url),
         ..Default::default()
@@ -423,25 +482,7 @@ pub async fn synth(out: &Location, params: &SynthParams) -> Result<Truth> {
             }
         }
     }
-    truth.keys = entries.iter().map(|e| key_of[&e.name].clone()).collect();
-    for (a, b, kind) in pairs {
-        let (ka, kb) = (key_of[&a].clone(), key_of[&b].clone());
-        let (a, b) = if ka < kb { (ka, kb) } else { (kb, ka) };
-        let pair = TruthPair {
-            a,
-            b,
-            kind: kind
-                .replace("near", "near-duplicate")
-                .replace("exact", "exact-duplicate"),
-        };
-        match kind {
-            "mirror" | "permutation" => truth.blind_pairs.push(pair),
-            "near" => truth.near_duplicates.push(pair),
-            _ => truth.exact_duplicates.push(pair),
-        }
-    }
-    out.put_json(TRUTH, &truth).await?;
-    Ok(truth)
+    Ok((truth, key_of))
 }
 
 fn write_tar(entries: &[Entry]) -> Result<Vec<u8>> {
