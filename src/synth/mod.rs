@@ -311,7 +311,7 @@ impl Entry {
 /// the L's foot points right and its mirror's left; the turned L's leg hangs down from a bar
 /// at the top and its mirror's stands up from a bar at the bottom.
 fn mirrored(c: Rgb<u8>, i: usize) -> (RgbImage, RgbImage, [&'static str; 2]) {
-    match i % 2 == 0 {
+    match i.is_multiple_of(2) {
         true => {
             let img = l_shape(c, i);
             let flipped = image::imageops::flip_horizontal(&img);
