@@ -330,7 +330,6 @@ pub async fn thresholds(
     clip_grid: &[f64],
     dino_grid: &[f64],
 ) -> Result<Option<Thresholds>> {
-    use crate::sift::aggregates::{on_grid, CLIP_STEPS, COARSE_STEPS, DINO_STEPS};
     if !t.has("candidates") {
         return Ok(None);
     }
@@ -341,14 +340,47 @@ pub async fn thresholds(
         ..Default::default()
     };
     if let Some(root) = &t.root {
-        out.recall = crate::table::Catalog::new(root)
-            .commit_of(crate::table::CommitSet::RECALL, "")
-            .await?
-            .and_then(|c| c.record().ok());
+        let recall = crate::table::Catalog::new(root)
+            .record_of::<crate::table::records::RecallCommit>("")
+            .await;
+        out.recall = recall.ok().flatten().map(|(_, r)| r);
     }
     if candidates == 0 || !t.has("similarity_grid") {
         return Ok(Some(out));
     }
+    let grid = similarity_grid(t).await?;
+    out.with_dino = grid.iter().map(|g| g.2).sum();
+    if out.with_dino == 0 {
+        return Ok(Some(out));
+    }
+    out.density(&grid);
+    out.clip_grid = clip_grid.to_vec();
+    out.dino_grid = dino_grid.to_vec();
+    let (per_key, image_sums) = out.yield_pairs(&grid)?;
+    if image_sums.is_empty() || !t.has("image_minima") {
+        return Ok(Some(out));
+    }
+    // An image is in the yield at (c, d) when some pair of it has clip > c and dino < d: its
+    // smallest DINOv2 similarity over the CLIP bins above c is below d. One row per image that
+    // has candidates, aggregated by DataFusion (never the candidates).
+    let query = format!(
+        "WITH m AS (SELECT key, {} FROM image_minima GROUP BY key) SELECT {} FROM m",
+        per_key.join(", "),
+        image_sums.join(", ")
+    );
+    let i = image_yield(t, &query).await?;
+    for ci in 0..clip_grid.len() {
+        let mut irow = Vec::new();
+        for di in 0..dino_grid.len() {
+            irow.push(i64s(&i[0], &format!("i{ci}_{di}"))?[0].unwrap_or(0).max(0) as u64);
+        }
+        out.yield_images.push(irow);
+    }
+    Ok(Some(out))
+}
+
+/// The summed `similarity_grid`: (CLIP bin, DINOv2 bin, candidates).
+async fn similarity_grid(t: &Tables) -> Result<Vec<(i64, i64, u64)>> {
     let cells = t
         .rows("SELECT clip_bin, dino_bin, sum(n) AS n FROM similarity_grid GROUP BY clip_bin, dino_bin")
         .await?;
@@ -363,84 +395,13 @@ pub async fn thresholds(
             ));
         }
     }
-    out.with_dino = grid.iter().map(|g| g.2).sum();
-    if out.with_dino == 0 {
-        return Ok(Some(out));
-    }
-    // The plotted ranges start at a hundredth (CLIP) or a tenth (DINOv2) below the lowest
-    // value, and each plotted bin is a whole number of the grid's bins.
-    let c_min = grid.iter().map(|g| g.0).min().unwrap_or(0);
-    let d_min = grid.iter().map(|g| g.1).min().unwrap_or(0);
-    let c_lo = (c_min.div_euclid(10) * 10).min(CLIP_STEPS as i64 - 10);
-    let d_lo = (d_min.div_euclid(10) * 10).clamp(-(DINO_STEPS as i64), DINO_STEPS as i64 - 10);
-    let per = |lo: i64, steps: i64| ((steps - lo) as usize).div_ceil(DENSITY_BINS).max(1);
-    let (cw, dw) = (per(c_lo, CLIP_STEPS as i64), per(d_lo, DINO_STEPS as i64));
-    let (nc, nd) = (
-        ((CLIP_STEPS as i64 - c_lo) as usize).div_ceil(cw),
-        ((DINO_STEPS as i64 - d_lo) as usize).div_ceil(dw),
-    );
-    out.clip_range = (
-        c_lo as f64 / CLIP_STEPS as f64,
-        (c_lo + (nc * cw) as i64) as f64 / CLIP_STEPS as f64,
-    );
-    out.dino_range = (
-        d_lo as f64 / DINO_STEPS as f64,
-        (d_lo + (nd * dw) as i64) as f64 / DINO_STEPS as f64,
-    );
-    out.density = vec![vec![0; nd]; nc];
-    for (c, d, n) in &grid {
-        let i = (((c - c_lo).max(0) as usize) / cw).min(nc - 1);
-        let j = (((d - d_lo).max(0) as usize) / dw).min(nd - 1);
-        out.density[i][j] += n;
-    }
-    out.clip_grid = clip_grid.to_vec();
-    out.dino_grid = dino_grid.to_vec();
-    let mut per_key = Vec::new();
-    let mut image_sums = Vec::new();
-    for (ci, c) in clip_grid.iter().enumerate() {
-        let (Some(fine), Some(coarse)) = (on_grid(*c, CLIP_STEPS), on_grid(*c, COARSE_STEPS))
-        else {
-            return Err(Error::Usage(format!(
-                "--clip-grid {c}: the yield is counted on CLIP thresholds in hundredths (0.95, 0.96, ...)"
-            )));
-        };
-        let mut prow = Vec::new();
-        per_key.push(format!(
-            "min(CASE WHEN clip_bin >= {coarse} THEN min_dino END) AS m{ci}"
-        ));
-        for (di, d) in dino_grid.iter().enumerate() {
-            let Some(j) = on_grid(*d, DINO_STEPS) else {
-                return Err(Error::Usage(format!(
-                    "--dino-grid {d}: the yield is counted on DINOv2 thresholds in hundredths (0.55, 0.6, ...)"
-                )));
-            };
-            prow.push(
-                grid.iter()
-                    .filter(|g| g.0 >= fine as i64 && g.1 < j as i64)
-                    .map(|g| g.2)
-                    .sum(),
-            );
-            image_sums.push(format!(
-                "sum(CASE WHEN m{ci} < {} THEN 1 ELSE 0 END) AS i{ci}_{di}",
-                literal(*d)
-            ));
-        }
-        out.yield_pairs.push(prow);
-    }
-    if image_sums.is_empty() || !t.has("image_minima") {
-        return Ok(Some(out));
-    }
-    // An image is in the yield at (c, d) when some pair of it has clip > c and dino < d: its
-    // smallest DINOv2 similarity over the CLIP bins above c is below d. One row per image that
-    // has candidates, aggregated by DataFusion (never the candidates).
-    let query = format!(
-        "WITH m AS (SELECT key, {} FROM image_minima GROUP BY key) SELECT {} FROM m",
-        per_key.join(", "),
-        image_sums.join(", ")
-    );
-    // In a session of its own that spills the per-image aggregate to disk past
-    // IMAGE_MINIMA_MEMORY (one row per image with candidates), where the root is known.
-    let i = match &t.root {
+    Ok(grid)
+}
+
+/// The image yield's query, in a session of its own that spills the per-image aggregate to
+/// disk past IMAGE_MINIMA_MEMORY (one row per image with candidates), where the root is known.
+async fn image_yield(t: &Tables, query: &str) -> Result<Vec<RecordBatch>> {
+    match &t.root {
         Some(root) => {
             let ctx = sql::spilling_session(root, IMAGE_MINIMA_MEMORY)?;
             let paths = crate::table::Catalog::new(root)
@@ -448,21 +409,88 @@ pub async fn thresholds(
                 .await?;
             sql::register_objects(&ctx, root, "image_minima", &paths).await?;
             let df = ctx
-                .sql(&query)
+                .sql(query)
                 .await
                 .map_err(|e| Error::table("image_minima", e))?;
-            sql::collect(df).await?
+            sql::collect(df).await
         }
-        None => t.rows(&query).await?,
-    };
-    for ci in 0..clip_grid.len() {
-        let mut irow = Vec::new();
-        for di in 0..dino_grid.len() {
-            irow.push(i64s(&i[0], &format!("i{ci}_{di}"))?[0].unwrap_or(0).max(0) as u64);
-        }
-        out.yield_images.push(irow);
+        None => t.rows(query).await,
     }
-    Ok(Some(out))
+}
+
+impl Thresholds {
+    /// The density plot of the grid: the plotted ranges start at a hundredth (CLIP) or a
+    /// tenth (DINOv2) below the lowest value, and each plotted bin is a whole number of the
+    /// grid's bins.
+    fn density(&mut self, grid: &[(i64, i64, u64)]) {
+        use crate::sift::aggregates::{CLIP_STEPS, DINO_STEPS};
+        let out = self;
+        let c_min = grid.iter().map(|g| g.0).min().unwrap_or(0);
+        let d_min = grid.iter().map(|g| g.1).min().unwrap_or(0);
+        let c_lo = (c_min.div_euclid(10) * 10).min(CLIP_STEPS as i64 - 10);
+        let d_lo = (d_min.div_euclid(10) * 10).clamp(-(DINO_STEPS as i64), DINO_STEPS as i64 - 10);
+        let per = |lo: i64, steps: i64| ((steps - lo) as usize).div_ceil(DENSITY_BINS).max(1);
+        let (cw, dw) = (per(c_lo, CLIP_STEPS as i64), per(d_lo, DINO_STEPS as i64));
+        let (nc, nd) = (
+            ((CLIP_STEPS as i64 - c_lo) as usize).div_ceil(cw),
+            ((DINO_STEPS as i64 - d_lo) as usize).div_ceil(dw),
+        );
+        out.clip_range = (
+            c_lo as f64 / CLIP_STEPS as f64,
+            (c_lo + (nc * cw) as i64) as f64 / CLIP_STEPS as f64,
+        );
+        out.dino_range = (
+            d_lo as f64 / DINO_STEPS as f64,
+            (d_lo + (nd * dw) as i64) as f64 / DINO_STEPS as f64,
+        );
+        out.density = vec![vec![0; nd]; nc];
+        for (c, d, n) in grid {
+            let i = (((c - c_lo).max(0) as usize) / cw).min(nc - 1);
+            let j = (((d - d_lo).max(0) as usize) / dw).min(nd - 1);
+            out.density[i][j] += n;
+        }
+    }
+
+    /// The pair yield at every (CLIP min, DINOv2 max) of the grids; the image yield's
+    /// per-image columns and sums, for the query over `image_minima`.
+    fn yield_pairs(&mut self, grid: &[(i64, i64, u64)]) -> Result<(Vec<String>, Vec<String>)> {
+        use crate::sift::aggregates::{on_grid, CLIP_STEPS, COARSE_STEPS, DINO_STEPS};
+        let out = self;
+        let (clip_grid, dino_grid) = (out.clip_grid.clone(), out.dino_grid.clone());
+        let mut per_key = Vec::new();
+        let mut image_sums = Vec::new();
+        for (ci, c) in clip_grid.iter().enumerate() {
+            let (Some(fine), Some(coarse)) = (on_grid(*c, CLIP_STEPS), on_grid(*c, COARSE_STEPS))
+            else {
+                return Err(Error::Usage(format!(
+                "--clip-grid {c}: the yield is counted on CLIP thresholds in hundredths (0.95, 0.96, ...)"
+            )));
+            };
+            let mut prow = Vec::new();
+            per_key.push(format!(
+                "min(CASE WHEN clip_bin >= {coarse} THEN min_dino END) AS m{ci}"
+            ));
+            for (di, d) in dino_grid.iter().enumerate() {
+                let Some(j) = on_grid(*d, DINO_STEPS) else {
+                    return Err(Error::Usage(format!(
+                    "--dino-grid {d}: the yield is counted on DINOv2 thresholds in hundredths (0.55, 0.6, ...)"
+                )));
+                };
+                prow.push(
+                    grid.iter()
+                        .filter(|g| g.0 >= fine as i64 && g.1 < j as i64)
+                        .map(|g| g.2)
+                        .sum(),
+                );
+                image_sums.push(format!(
+                    "sum(CASE WHEN m{ci} < {} THEN 1 ELSE 0 END) AS i{ci}_{di}",
+                    literal(*d)
+                ));
+            }
+            out.yield_pairs.push(prow);
+        }
+        Ok((per_key, image_sums))
+    }
 }
 
 /// Memory the image yield's per-image aggregate may hold before it spills to disk.
@@ -570,130 +598,151 @@ fn pair_of(lo: Option<f64>, hi: Option<f64>) -> Option<(f64, f64)> {
 pub async fn evaluations(t: &Tables) -> Result<Evaluations> {
     let mut out = Evaluations::default();
     if t.has("scores") {
-        for b in &t
-            .rows("SELECT * FROM scores ORDER BY kind, model, benchmark, pattern")
-            .await?
-        {
-            let s = |n| strs(b, n);
-            let (kind, bench, model, pattern) =
-                (s("kind")?, s("benchmark")?, s("model")?, s("pattern")?);
-            let (grader, template, labels) = (s("grader")?, s("template")?, s("labels")?);
-            let has = |n: &str| b.column_by_name(n).is_some();
-            let opt = |n: &str| -> Result<Vec<Option<f64>>> {
-                if has(n) {
-                    f64s(b, n)
-                } else {
-                    Ok(vec![None; b.num_rows()])
-                }
-            };
-            let (ql, qh, pl, ph) = (
-                opt("question_accuracy_low")?,
-                opt("question_accuracy_high")?,
-                opt("pair_accuracy_low")?,
-                opt("pair_accuracy_high")?,
-            );
-            let interval = if has("interval_method") {
-                s("interval_method")?
-            } else {
-                vec![None; b.num_rows()]
-            };
-            let (qa, pa) = (f64s(b, "question_accuracy")?, f64s(b, "pair_accuracy")?);
-            let (nq, np) = (i64s(b, "questions")?, i64s(b, "pairs")?);
-            for i in 0..b.num_rows() {
-                let text = |v: &[Option<String>]| v[i].clone().unwrap_or_default();
-                out.scores.push(Score {
-                    kind: text(&kind),
-                    benchmark: text(&bench),
-                    model: text(&model),
-                    pattern: text(&pattern),
-                    questions: nq[i].unwrap_or(0),
-                    pairs: np[i].unwrap_or(0),
-                    question_accuracy: qa[i],
-                    pair_accuracy: pa[i],
-                    question_interval: pair_of(ql[i], qh[i]),
-                    pair_interval: pair_of(pl[i], ph[i]),
-                    interval: interval[i].clone(),
-                    grader: text(&grader),
-                    template: text(&template),
-                    labels: text(&labels),
-                });
-            }
-        }
+        out.scores = scores(t).await?;
     }
     if t.has("correlations") {
-        for b in &t
-            .rows("SELECT * FROM correlations ORDER BY encoder, mllm")
-            .await?
-        {
-            let has = |n: &str| b.column_by_name(n).is_some();
-            let (enc, mllm, metric) = (strs(b, "encoder")?, strs(b, "mllm")?, strs(b, "metric")?);
-            let (r, rho, n) = (f64s(b, "pearson")?, f64s(b, "spearman")?, i64s(b, "n")?);
-            let none = vec![None; b.num_rows()];
-            let (lo, hi) = if has("pearson_low") {
-                (f64s(b, "pearson_low")?, f64s(b, "pearson_high")?)
-            } else {
-                (none.clone(), none.clone())
-            };
-            let interval = if has("interval_method") {
-                strs(b, "interval_method")?
-            } else {
-                vec![None; b.num_rows()]
-            };
-            for i in 0..b.num_rows() {
-                out.correlations.push(Corr {
-                    encoder: enc[i].clone().unwrap_or_default(),
-                    mllm: mllm[i].clone().unwrap_or_default(),
-                    metric: metric[i].clone().unwrap_or_default(),
-                    pearson: r[i],
-                    pearson_interval: pair_of(lo[i], hi[i]),
-                    spearman: rho[i],
-                    n: n[i].unwrap_or(0),
-                    interval: interval[i].clone(),
-                });
-            }
-        }
+        out.correlations = correlations(t).await?;
     }
     if t.has("answers") {
-        for b in &t
-            .rows(
-                "SELECT kind, benchmark, model, template, grader, labels, settings, endpoint, \
-                 count(*) AS items, min(prompt) AS example_prompt FROM answers \
-                 GROUP BY kind, benchmark, model, template, grader, labels, settings, endpoint \
-                 ORDER BY kind, model, benchmark",
-            )
-            .await?
-        {
-            let cols: Vec<Vec<Option<String>>> = [
-                "kind",
-                "benchmark",
-                "model",
-                "template",
-                "grader",
-                "labels",
-                "settings",
-                "endpoint",
-                "example_prompt",
-            ]
-            .iter()
-            .map(|c| strs(b, c))
-            .collect::<Result<_>>()?;
-            let items = i64s(b, "items")?;
-            for i in 0..b.num_rows() {
-                let v = |k: usize| cols[k][i].clone().unwrap_or_default();
-                out.settings.push(Setting {
-                    kind: v(0),
-                    benchmark: v(1),
-                    model: v(2),
-                    template: v(3),
-                    grader: v(4),
-                    labels: v(5),
-                    settings: v(6),
-                    endpoint: v(7),
-                    items: items[i].unwrap_or(0),
-                    example_prompt: v(8),
-                });
-            }
-        }
+        out.settings = settings(t).await?;
     }
     Ok(out)
+}
+
+/// Every row of `scores`, in the pages' order.
+async fn scores(t: &Tables) -> Result<Vec<Score>> {
+    let mut out = Evaluations::default();
+    for b in &t
+        .rows("SELECT * FROM scores ORDER BY kind, model, benchmark, pattern")
+        .await?
+    {
+        let s = |n| strs(b, n);
+        let (kind, bench, model, pattern) =
+            (s("kind")?, s("benchmark")?, s("model")?, s("pattern")?);
+        let (grader, template, labels) = (s("grader")?, s("template")?, s("labels")?);
+        let has = |n: &str| b.column_by_name(n).is_some();
+        let opt = |n: &str| -> Result<Vec<Option<f64>>> {
+            if has(n) {
+                f64s(b, n)
+            } else {
+                Ok(vec![None; b.num_rows()])
+            }
+        };
+        let (ql, qh, pl, ph) = (
+            opt("question_accuracy_low")?,
+            opt("question_accuracy_high")?,
+            opt("pair_accuracy_low")?,
+            opt("pair_accuracy_high")?,
+        );
+        let interval = if has("interval_method") {
+            s("interval_method")?
+        } else {
+            vec![None; b.num_rows()]
+        };
+        let (qa, pa) = (f64s(b, "question_accuracy")?, f64s(b, "pair_accuracy")?);
+        let (nq, np) = (i64s(b, "questions")?, i64s(b, "pairs")?);
+        for i in 0..b.num_rows() {
+            let text = |v: &[Option<String>]| v[i].clone().unwrap_or_default();
+            out.scores.push(Score {
+                kind: text(&kind),
+                benchmark: text(&bench),
+                model: text(&model),
+                pattern: text(&pattern),
+                questions: nq[i].unwrap_or(0),
+                pairs: np[i].unwrap_or(0),
+                question_accuracy: qa[i],
+                pair_accuracy: pa[i],
+                question_interval: pair_of(ql[i], qh[i]),
+                pair_interval: pair_of(pl[i], ph[i]),
+                interval: interval[i].clone(),
+                grader: text(&grader),
+                template: text(&template),
+                labels: text(&labels),
+            });
+        }
+    }
+    Ok(out.scores)
+}
+
+/// Every row of `correlations`.
+async fn correlations(t: &Tables) -> Result<Vec<Corr>> {
+    let mut out = Evaluations::default();
+    for b in &t
+        .rows("SELECT * FROM correlations ORDER BY encoder, mllm")
+        .await?
+    {
+        let has = |n: &str| b.column_by_name(n).is_some();
+        let (enc, mllm, metric) = (strs(b, "encoder")?, strs(b, "mllm")?, strs(b, "metric")?);
+        let (r, rho, n) = (f64s(b, "pearson")?, f64s(b, "spearman")?, i64s(b, "n")?);
+        let none = vec![None; b.num_rows()];
+        let (lo, hi) = if has("pearson_low") {
+            (f64s(b, "pearson_low")?, f64s(b, "pearson_high")?)
+        } else {
+            (none.clone(), none.clone())
+        };
+        let interval = if has("interval_method") {
+            strs(b, "interval_method")?
+        } else {
+            vec![None; b.num_rows()]
+        };
+        for i in 0..b.num_rows() {
+            out.correlations.push(Corr {
+                encoder: enc[i].clone().unwrap_or_default(),
+                mllm: mllm[i].clone().unwrap_or_default(),
+                metric: metric[i].clone().unwrap_or_default(),
+                pearson: r[i],
+                pearson_interval: pair_of(lo[i], hi[i]),
+                spearman: rho[i],
+                n: n[i].unwrap_or(0),
+                interval: interval[i].clone(),
+            });
+        }
+    }
+    Ok(out.correlations)
+}
+
+/// The settings of each evaluation in `answers`, with an example prompt.
+async fn settings(t: &Tables) -> Result<Vec<Setting>> {
+    let mut out = Evaluations::default();
+    for b in &t
+        .rows(
+            "SELECT kind, benchmark, model, template, grader, labels, settings, endpoint, \
+             count(*) AS items, min(prompt) AS example_prompt FROM answers \
+             GROUP BY kind, benchmark, model, template, grader, labels, settings, endpoint \
+             ORDER BY kind, model, benchmark",
+        )
+        .await?
+    {
+        let cols: Vec<Vec<Option<String>>> = [
+            "kind",
+            "benchmark",
+            "model",
+            "template",
+            "grader",
+            "labels",
+            "settings",
+            "endpoint",
+            "example_prompt",
+        ]
+        .iter()
+        .map(|c| strs(b, c))
+        .collect::<Result<_>>()?;
+        let items = i64s(b, "items")?;
+        for i in 0..b.num_rows() {
+            let v = |k: usize| cols[k][i].clone().unwrap_or_default();
+            out.settings.push(Setting {
+                kind: v(0),
+                benchmark: v(1),
+                model: v(2),
+                template: v(3),
+                grader: v(4),
+                labels: v(5),
+                settings: v(6),
+                endpoint: v(7),
+                items: items[i].unwrap_or(0),
+                example_prompt: v(8),
+            });
+        }
+    }
+    Ok(out.settings)
 }

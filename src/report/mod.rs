@@ -123,6 +123,102 @@ pub fn chunk_name(i: usize) -> String {
     format!("data/pairs/{i:05}.js")
 }
 
+/// `data/meta.js`: what the pages need to know of the whole report.
+fn meta(
+    root: &Location,
+    params: &ReportParams,
+    groups: &data::Groups,
+    shown: u64,
+    chunks: usize,
+    report_id: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "root": root.url,
+        "version": crate::VERSION,
+        "generated": crate::storage::now_unix(),
+        "pairs": groups.pairs,
+        "group_pairs": groups.group_pairs,
+        "every_pair": params.every_pair,
+        "shown": shown,
+        "chunk": params.chunk.max(1),
+        "chunks": chunks,
+        "thumbnails": params.thumbnails.min(shown as usize),
+        "patterns": PATTERNS,
+        "report_id": report_id,
+    })
+}
+
+/// The error for a run root with nothing to show, naming the tables it has.
+fn nothing_to_report(root: &Location, names: &[String]) -> Error {
+    Error::Usage(format!(
+        "nothing to report in {}: it has no pairs, candidates or scores (tables: {}); \
+         run the mining stages or an evaluation first",
+        root.url,
+        match names.is_empty() {
+            true => "none".to_string(),
+            false => names.join(", "),
+        }
+    ))
+}
+
+/// The gallery's rows, in full chunks as they fill and the remainder at the end.
+async fn write_gallery(
+    t: &Tables,
+    out: &Location,
+    params: &ReportParams,
+    (thumbs, index, report_id): Sinks<'_>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let chunk = params.chunk.max(1);
+    let mut stream = data::pairs(t, params.max_pairs, params.every_pair).await?;
+    let mut pending: Vec<Pair> = Vec::new();
+    loop {
+        let next = stream
+            .try_next()
+            .await
+            .map_err(|e| Error::table("pairs", e))?;
+        let last = next.is_none();
+        if let Some(b) = next {
+            pending.extend(data::parse_pairs(&b)?);
+        }
+        while pending.len() >= chunk || (last && !pending.is_empty()) {
+            let rest = pending.split_off(chunk.min(pending.len()));
+            let full = std::mem::replace(&mut pending, rest);
+            write_chunk(
+                out,
+                &full,
+                params,
+                (&mut *thumbs, &mut *index, &mut *report_id),
+            )
+            .await?;
+            progress.advance(full.len() as u64);
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// The thresholds and evaluation pages, each with its charts.
+async fn write_pages(
+    root: &Location,
+    out: &Location,
+    thresholds: (String, Vec<(String, String)>),
+    evaluation: (String, Vec<(String, String)>),
+) -> Result<()> {
+    for (file, title, id, (body, charts)) in [
+        ("thresholds.html", "Thresholds", "thresholds", thresholds),
+        ("evaluation.html", "Evaluation", "evaluation", evaluation),
+    ] {
+        let html = site::page(title, id, root, &body, "");
+        out.put(file, Bytes::from(html)).await?;
+        for (name, svg) in charts {
+            out.put(&name, Bytes::from(svg)).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the report of `root` into `out`.
 pub async fn report(
     root: &Location,
@@ -139,16 +235,7 @@ pub async fn report(
     };
     let has_pairs = t.has("pairs");
     if !has_pairs && !t.has("candidates") && !t.has("scores") {
-        return Err(Error::Usage(format!(
-            "nothing to report in {}: it has no pairs, candidates or scores (tables: {}); \
-             run the mining stages or an evaluation first",
-            root.url,
-            if t.names.is_empty() {
-                "none".to_string()
-            } else {
-                t.names.join(", ")
-            }
-        )));
+        return Err(nothing_to_report(root, &t.names));
     }
     let chunk = params.chunk.max(1);
 
@@ -169,45 +256,13 @@ pub async fn report(
     if has_pairs {
         let shown = rows.min(params.max_pairs as u64);
         progress.start(Stage::Report.name(), Some(shown));
-        let mut stream = data::pairs(&t, params.max_pairs, params.every_pair).await?;
-        let mut pending: Vec<Pair> = Vec::new();
-        loop {
-            let next = stream
-                .try_next()
-                .await
-                .map_err(|e| Error::table("pairs", e))?;
-            let last = next.is_none();
-            if let Some(b) = next {
-                pending.extend(data::parse_pairs(&b)?);
-            }
-            // Full chunks as they fill; the remainder at the end.
-            while pending.len() >= chunk || (last && !pending.is_empty()) {
-                let rest = pending.split_off(chunk.min(pending.len()));
-                let full = std::mem::replace(&mut pending, rest);
-                let sinks = (&mut thumbs, &mut index, &mut report_id);
-                write_chunk(out, &full, params, sinks).await?;
-                progress.advance(full.len() as u64);
-            }
-            if last {
-                break;
-            }
-        }
+        let sinks = (&mut thumbs, &mut index, &mut report_id);
+        write_gallery(&t, out, params, sinks, progress).await?;
         progress.finish();
     }
     let shown = index.clip.len() as u64;
     let chunks = shown.div_ceil(chunk as u64) as usize;
-    out.put(
-        "data/index.js",
-        script(
-            "index",
-            &serde_json::json!({
-                "clip": index.clip, "dino": index.dino, "ga": index.ga, "gb": index.gb,
-                "members": index.members,
-            }),
-            false,
-        ),
-    )
-    .await?;
+    out.put("data/index.js", index.script()).await?;
 
     // Thresholds and components.
     progress.message("report: thresholds over the candidates");
@@ -219,20 +274,8 @@ pub async fn report(
     let eval_html = site::evaluation_body(&evals)?;
     let evaluations = evals.scores.iter().filter(|s| s.pattern == "all").count();
 
-    let meta = serde_json::json!({
-        "root": root.url,
-        "version": crate::VERSION,
-        "generated": crate::storage::now_unix(),
-        "pairs": groups.pairs,
-        "group_pairs": groups.group_pairs,
-        "every_pair": params.every_pair,
-        "shown": shown,
-        "chunk": chunk,
-        "chunks": chunks,
-        "thumbnails": params.thumbnails.min(shown as usize),
-        "patterns": PATTERNS,
-        "report_id": &report_id.finalize().to_hex()[..16],
-    });
+    let report_id = report_id.finalize().to_hex()[..16].to_string();
+    let meta = meta(root, params, &groups, shown, chunks, &report_id);
     out.put("data/meta.js", script("meta", &meta, false))
         .await?;
     for (name, text) in site::assets() {
@@ -240,21 +283,7 @@ pub async fn report(
     }
     let gallery = site::gallery_page(root, &groups, params.every_pair, shown);
     out.put("index.html", Bytes::from(gallery)).await?;
-    for (file, title, id, (body, charts)) in [
-        (
-            "thresholds.html",
-            "Thresholds",
-            "thresholds",
-            threshold_html,
-        ),
-        ("evaluation.html", "Evaluation", "evaluation", eval_html),
-    ] {
-        let html = site::page(title, id, root, &body, "");
-        out.put(file, Bytes::from(html)).await?;
-        for (name, svg) in charts {
-            out.put(&name, Bytes::from(svg)).await?;
-        }
-    }
+    write_pages(root, out, threshold_html, eval_html).await?;
     Ok(ReportSummary {
         index: out.uri_of(&out.path("index.html")),
         pairs: groups.pairs,
@@ -269,6 +298,17 @@ pub async fn report(
         evaluations,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+impl GalleryIndex {
+    /// `data/index.js`.
+    fn script(&self) -> Bytes {
+        let index = serde_json::json!({
+            "clip": self.clip, "dino": self.dino, "ga": self.ga, "gb": self.gb,
+            "members": self.members,
+        });
+        script("index", &index, false)
+    }
 }
 
 /// Per shown pair, what sorting and filtering need, in gallery order.

@@ -204,96 +204,130 @@ pub fn thresholds_body(
                 fmt_count(t.candidates)
             );
         }
-        Some(t) => {
+        Some(t) => candidates_section(&mut h, &mut files, t)?,
+    }
+    groups_section(&mut h, &mut files, groups)?;
+    Ok((h, files))
+}
+
+/// How the candidates' recall was measured, as a paragraph.
+fn recall_note(r: &crate::table::records::RecallCommit) -> String {
+    format!(
+        "<p id=\"recall\">Recall of the candidates against brute force: <b>{:.5}</b> ({} of {} pairs above CLIP {} found, for a sample of {} images; method {}{}).</p>",
+        r.recall.recall,
+        fmt_count(r.recall.found),
+        fmt_count(r.recall.exact_pairs),
+        r.clip_min,
+        r.recall.sample,
+        esc(&r.method),
+        match (r.probe, r.target_recall) {
+            (Some(p), Some(t)) => format!(", probe {p} chosen by partition for a target recall of {t}"),
+            (Some(p), None) => format!(", probe {p}"),
+            _ => String::new(),
+        }
+    )
+}
+
+/// The candidates' density, histograms and yield table.
+fn candidates_section(
+    h: &mut String,
+    files: &mut Vec<(String, String)>,
+    t: &Thresholds,
+) -> Result<()> {
+    let _ = write!(
+        h,
+        "<p>{} candidate pairs (CLIP similarity above the candidates threshold); {} with DINOv2 vectors for both images, shown here.</p>",
+        fmt_count(t.candidates),
+        fmt_count(t.with_dino)
+    );
+    if let Some(r) = &t.recall {
+        h.push_str(&recall_note(r));
+    }
+    let density = Density {
+        title: "Candidates: CLIP vs DINOv2 similarity".into(),
+        x_label: "CLIP cosine similarity".into(),
+        y_label: "DINOv2 cosine similarity".into(),
+        x_range: t.clip_range,
+        y_range: t.dino_range,
+        counts: t.density.clone(),
+        x_line: None,
+        y_line: Some(0.6),
+    };
+    h.push_str("<section class=\"charts\">");
+    h.push_str(&svg_file(
+        files,
+        "density",
+        &density,
+        "density of candidates",
+    )?);
+    let (nc, nd) = (t.density.len(), t.density.first().map_or(0, Vec::len));
+    let marginal = |clip: bool| -> Vec<u64> {
+        match clip {
+            true => t.density.iter().map(|r| r.iter().sum()).collect(),
+            false => (0..nd)
+                .map(|k| t.density.iter().map(|r| r[k]).sum())
+                .collect(),
+        }
+    };
+    let labels = |(lo, hi): (f64, f64), n: usize| -> Vec<String> {
+        (0..n)
+            .map(|k| format!("{:.3}", lo + (hi - lo) * k as f64 / n as f64))
+            .collect()
+    };
+    for (name, clip, range, c, n) in [
+        ("clip-histogram", true, t.clip_range, 0, nc),
+        ("dino-histogram", false, t.dino_range, 1, nd),
+    ] {
+        let chart = Histogram {
+            title: format!(
+                "{} similarity of candidates",
+                if clip { "CLIP" } else { "DINOv2" }
+            ),
+            x_label: "cosine similarity (bin start)".into(),
+            y_label: "pairs".into(),
+            bins: labels(range, n),
+            counts: marginal(clip),
+            log: false,
+            colour: c,
+        };
+        h.push_str(&svg_file(files, name, &chart, name)?);
+    }
+    h.push_str("</section>");
+    yield_table(h, t);
+    Ok(())
+}
+
+/// The yield at every (CLIP min, DINOv2 max) of the grids, pairs and images.
+fn yield_table(h: &mut String, t: &Thresholds) {
+    h.push_str("<h2>Yield</h2><p>Pairs (and distinct images) with CLIP similarity above the row's minimum and DINOv2 similarity below the column's maximum, counted exactly from every filter unit's aggregates (pairs on a grid of 0.001 in CLIP and 0.01 in DINOv2; images from each image's lowest DINOv2 similarity per hundredth of CLIP).</p>");
+    h.push_str("<table class=\"yield\" id=\"yield\"><thead><tr><th>CLIP &gt;</th>");
+    for d in &t.dino_grid {
+        let _ = write!(h, "<th>DINOv2 &lt; {d}</th>");
+    }
+    h.push_str("</tr></thead><tbody>");
+    for (ci, c) in t.clip_grid.iter().enumerate() {
+        let _ = write!(h, "<tr><th>{c}</th>");
+        for di in 0..t.dino_grid.len() {
             let _ = write!(
                 h,
-                "<p>{} candidate pairs (CLIP similarity above the candidates threshold); {} with DINOv2 vectors for both images, shown here.</p>",
-                fmt_count(t.candidates),
-                fmt_count(t.with_dino)
+                "<td data-pairs=\"{p}\" data-images=\"{i}\">{pf} <small>({if_} images)</small></td>",
+                p = t.yield_pairs[ci][di],
+                i = t.yield_images[ci][di],
+                pf = fmt_count(t.yield_pairs[ci][di]),
+                if_ = fmt_count(t.yield_images[ci][di]),
             );
-            if let Some(r) = &t.recall {
-                let _ = write!(
-                    h,
-                    "<p id=\"recall\">Recall of the candidates against brute force: <b>{:.5}</b> ({} of {} pairs above CLIP {} found, for a sample of {} images; method {}{}).</p>",
-                    r.recall.recall,
-                    fmt_count(r.recall.found),
-                    fmt_count(r.recall.exact_pairs),
-                    r.clip_min,
-                    r.recall.sample,
-                    esc(&r.method),
-                    match (r.probe, r.target_recall) {
-                        (Some(p), Some(t)) => format!(", probe {p} chosen by partition for a target recall of {t}"),
-                        (Some(p), None) => format!(", probe {p}"),
-                        _ => String::new(),
-                    }
-                );
-            }
-            let density = Density {
-                title: "Candidates: CLIP vs DINOv2 similarity".into(),
-                x_label: "CLIP cosine similarity".into(),
-                y_label: "DINOv2 cosine similarity".into(),
-                x_range: t.clip_range,
-                y_range: t.dino_range,
-                counts: t.density.clone(),
-                x_line: None,
-                y_line: Some(0.6),
-            };
-            h.push_str("<section class=\"charts\">");
-            h.push_str(&svg_file(&mut files, "density", &density, "density of candidates")?);
-            let (nc, nd) = (t.density.len(), t.density.first().map_or(0, Vec::len));
-            let marginal = |clip: bool| -> Vec<u64> {
-                match clip {
-                    true => t.density.iter().map(|r| r.iter().sum()).collect(),
-                    false => (0..nd).map(|k| t.density.iter().map(|r| r[k]).sum()).collect(),
-                }
-            };
-            let labels = |(lo, hi): (f64, f64), n: usize| -> Vec<String> {
-                (0..n)
-                    .map(|k| format!("{:.3}", lo + (hi - lo) * k as f64 / n as f64))
-                    .collect()
-            };
-            for (name, clip, range, c, n) in [
-                ("clip-histogram", true, t.clip_range, 0, nc),
-                ("dino-histogram", false, t.dino_range, 1, nd),
-            ] {
-                let chart = Histogram {
-                    title: format!(
-                        "{} similarity of candidates",
-                        if clip { "CLIP" } else { "DINOv2" }
-                    ),
-                    x_label: "cosine similarity (bin start)".into(),
-                    y_label: "pairs".into(),
-                    bins: labels(range, n),
-                    counts: marginal(clip),
-                    log: false,
-                    colour: c,
-                };
-                h.push_str(&svg_file(&mut files, name, &chart, name)?);
-            }
-            h.push_str("</section>");
-            h.push_str("<h2>Yield</h2><p>Pairs (and distinct images) with CLIP similarity above the row's minimum and DINOv2 similarity below the column's maximum, counted exactly from every filter unit's aggregates (pairs on a grid of 0.001 in CLIP and 0.01 in DINOv2; images from each image's lowest DINOv2 similarity per hundredth of CLIP).</p>");
-            h.push_str("<table class=\"yield\" id=\"yield\"><thead><tr><th>CLIP &gt;</th>");
-            for d in &t.dino_grid {
-                let _ = write!(h, "<th>DINOv2 &lt; {d}</th>");
-            }
-            h.push_str("</tr></thead><tbody>");
-            for (ci, c) in t.clip_grid.iter().enumerate() {
-                let _ = write!(h, "<tr><th>{c}</th>");
-                for di in 0..t.dino_grid.len() {
-                    let _ = write!(
-                        h,
-                        "<td data-pairs=\"{p}\" data-images=\"{i}\">{pf} <small>({if_} images)</small></td>",
-                        p = t.yield_pairs[ci][di],
-                        i = t.yield_images[ci][di],
-                        pf = fmt_count(t.yield_pairs[ci][di]),
-                        if_ = fmt_count(t.yield_images[ci][di]),
-                    );
-                }
-                h.push_str("</tr>");
-            }
-            h.push_str("</tbody></table>");
         }
+        h.push_str("</tr>");
     }
+    h.push_str("</tbody></table>");
+}
+
+/// The near-duplicate groups: their sizes and a table of the largest.
+fn groups_section(
+    h: &mut String,
+    files: &mut Vec<(String, String)>,
+    groups: &Groups,
+) -> Result<()> {
     h.push_str("<h2>Near-duplicate groups</h2>");
     if groups.sizes.is_empty() {
         let _ = write!(
@@ -305,7 +339,7 @@ pub fn thresholds_body(
                 ": no two candidate images are near-duplicates in DINOv2 (at or above <code>--dup-min</code>)"
             }
         );
-        return Ok((h, files));
+        return Ok(());
     }
     let _ = write!(
         h,
@@ -326,7 +360,7 @@ pub fn thresholds_body(
         log: true,
         colour: 2,
     };
-    h.push_str(&svg_file(&mut files, "components", &chart, "group sizes")?);
+    h.push_str(&svg_file(files, "components", &chart, "group sizes")?);
     h.push_str("<table class=\"components\" id=\"components\"><thead><tr><th>group</th><th>images</th><th>pairs</th><th>some members</th></tr></thead><tbody>");
     for (c, keys) in groups.members.iter().enumerate() {
         let more = (groups.sizes[c] as usize).saturating_sub(keys.len());
@@ -341,7 +375,7 @@ pub fn thresholds_body(
         );
     }
     h.push_str("</tbody></table>");
-    Ok((h, files))
+    Ok(())
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -352,6 +386,171 @@ fn interval(i: Option<(f64, f64)>) -> String {
     i.map_or(String::new(), |(l, h)| {
         format!(" <small>[{l:.1}, {h:.1}]</small>")
     })
+}
+
+/// One kind's bars per pattern and its model x pattern table.
+fn kind_section(
+    h: &mut String,
+    files: &mut Vec<(String, String)>,
+    e: &Evaluations,
+    (kind, title): (&str, &str),
+    order: &[String],
+    method: &str,
+) -> Result<()> {
+    let series = pattern_series(&e.scores, kind, order);
+    if series.is_empty() {
+        return Ok(());
+    }
+    let _ = write!(h, "<h2>{title}</h2>");
+    let chart = Bars {
+        title: format!("{title}: pair accuracy per pattern"),
+        y_label: "pair accuracy (%)".into(),
+        categories: order.to_vec(),
+        series,
+        y_max: 100.0,
+        note: Some(format!("whiskers: {method}")),
+    };
+    h.push_str(&svg_file(
+        files,
+        &format!("patterns-{kind}"),
+        &chart,
+        title,
+    )?);
+    // Model x pattern table.
+    let mut models: BTreeMap<(String, String), Vec<&super::data::Score>> = BTreeMap::new();
+    for s in e.scores.iter().filter(|s| s.kind == kind) {
+        models
+            .entry((s.model.clone(), s.benchmark.clone()))
+            .or_default()
+            .push(s);
+    }
+    let _ = write!(
+        h,
+        "<table class=\"scores\" data-kind=\"{kind}\"><thead><tr><th>model</th><th>benchmark</th>"
+    );
+    for p in order.iter().map(String::as_str).chain(["all"]) {
+        let _ = write!(h, "<th>{}</th>", esc(p));
+    }
+    h.push_str("</tr></thead><tbody>");
+    for ((model, bench), rows) in &models {
+        let _ = write!(h, "<tr><th>{}</th><td>{}</td>", esc(model), esc(bench));
+        for p in order.iter().map(String::as_str).chain(["all"]) {
+            match rows.iter().find(|r| r.pattern == p) {
+                Some(r) => {
+                    let _ = write!(
+                        h,
+                        "<td><b>{}</b>{}<br><small>questions {}{} · {} pairs</small></td>",
+                        pct(r.pair_accuracy),
+                        interval(r.pair_interval),
+                        pct(r.question_accuracy),
+                        interval(r.question_interval),
+                        r.pairs
+                    );
+                }
+                None => h.push_str("<td>–</td>"),
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table><p class=\"note\">Bold: pair accuracy (%), both questions of a pair right; below: question accuracy (%) and pairs; brackets: intervals.</p>");
+    Ok(())
+}
+
+/// The encoder vs MLLM correlations: a table and a scatter per pair.
+fn correlations_section(
+    h: &mut String,
+    files: &mut Vec<(String, String)>,
+    e: &Evaluations,
+    order: &[String],
+) -> Result<()> {
+    h.push_str("<h2>Encoder vs MLLM</h2><table class=\"correlations\"><thead><tr><th>encoder</th><th>MLLM</th><th>metric</th><th>Pearson r</th><th>Spearman ρ</th><th>patterns</th></tr></thead><tbody>");
+    for c in &e.correlations {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&c.encoder),
+            esc(&c.mllm),
+            esc(&c.metric),
+            c.pearson.map_or("–".into(), |r| format!("{r:.2}")),
+            c.pearson_interval.map_or(String::new(), |(l, h)| format!(
+                " <small>[{l:.2}, {h:.2}]</small>"
+            )),
+            c.spearman.map_or("–".into(), |r| format!("{r:.2}")),
+            c.n
+        );
+    }
+    let fisher = e
+        .correlations
+        .iter()
+        .find_map(|c| c.interval.clone())
+        .unwrap_or_else(|| "no intervals".into());
+    let _ = write!(
+        h,
+        "</tbody></table><p class=\"method\">r's interval: {}.</p>",
+        esc(&fisher)
+    );
+    h.push_str("<section class=\"charts\">");
+    for (i, c) in e.correlations.iter().enumerate() {
+        let value = |model: &str, p: &str| {
+            e.scores
+                .iter()
+                .find(|s| s.model == model && s.pattern == p)
+                .and_then(|s| {
+                    if c.metric == "question" {
+                        s.question_accuracy
+                    } else {
+                        s.pair_accuracy
+                    }
+                })
+        };
+        let points: Vec<(String, f64, f64)> = order
+            .iter()
+            .filter_map(|p| Some((p.clone(), value(&c.encoder, p)?, value(&c.mllm, p)?)))
+            .collect();
+        if points.len() < 2 {
+            continue;
+        }
+        let note = c
+            .pearson
+            .map(|r| crate::plot::r_note(r, c.pearson_interval, c.n as u64));
+        let chart = Scatter {
+            title: format!("{} vs {}", c.encoder, c.mllm),
+            x_label: format!("{} {} accuracy (%)", c.encoder, c.metric),
+            y_label: format!("{} {} accuracy (%)", c.mllm, c.metric),
+            points,
+            note,
+        };
+        h.push_str(&svg_file(
+            files,
+            &format!("scatter-{i}"),
+            &chart,
+            &chart.title,
+        )?);
+    }
+    h.push_str("</section>");
+    Ok(())
+}
+
+/// Every evaluation's settings, with a prompt as sent.
+fn settings_table(h: &mut String, e: &Evaluations) {
+    h.push_str("<h2>Settings</h2><table class=\"settings\"><thead><tr><th>kind</th><th>model</th><th>benchmark</th><th>template</th><th>grader</th><th>labels</th><th>decoding</th><th>endpoint</th><th>items</th><th>a prompt as sent</th></tr></thead><tbody>");
+    for s in &e.settings {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td><details><summary>show</summary><pre>{}</pre></details></td></tr>",
+            esc(&s.kind),
+            esc(&s.model),
+            esc(&s.benchmark),
+            esc(&s.template),
+            esc(&s.grader),
+            esc(&s.labels),
+            esc(&s.settings),
+            esc(&s.endpoint),
+            s.items,
+            esc(&s.example_prompt)
+        );
+    }
+    h.push_str("</tbody></table>");
 }
 
 /// The evaluation page's body and its chart files.
@@ -377,146 +576,13 @@ pub fn evaluation_body(e: &Evaluations) -> Result<(String, Vec<(String, String)>
         ("vlm", "Vision encoders (MMVP-VLM)"),
         ("mllm", "MLLMs (MMVP)"),
     ] {
-        let series = pattern_series(&e.scores, kind, &order);
-        if series.is_empty() {
-            continue;
-        }
-        let _ = write!(h, "<h2>{title}</h2>");
-        let chart = Bars {
-            title: format!("{title}: pair accuracy per pattern"),
-            y_label: "pair accuracy (%)".into(),
-            categories: order.clone(),
-            series,
-            y_max: 100.0,
-            note: Some(format!("whiskers: {method}")),
-        };
-        h.push_str(&svg_file(
-            &mut files,
-            &format!("patterns-{kind}"),
-            &chart,
-            title,
-        )?);
-        // Model x pattern table.
-        let mut models: BTreeMap<(String, String), Vec<&super::data::Score>> = BTreeMap::new();
-        for s in e.scores.iter().filter(|s| s.kind == kind) {
-            models
-                .entry((s.model.clone(), s.benchmark.clone()))
-                .or_default()
-                .push(s);
-        }
-        let _ = write!(h, "<table class=\"scores\" data-kind=\"{kind}\"><thead><tr><th>model</th><th>benchmark</th>");
-        for p in order.iter().map(String::as_str).chain(["all"]) {
-            let _ = write!(h, "<th>{}</th>", esc(p));
-        }
-        h.push_str("</tr></thead><tbody>");
-        for ((model, bench), rows) in &models {
-            let _ = write!(h, "<tr><th>{}</th><td>{}</td>", esc(model), esc(bench));
-            for p in order.iter().map(String::as_str).chain(["all"]) {
-                match rows.iter().find(|r| r.pattern == p) {
-                    Some(r) => {
-                        let _ = write!(
-                            h,
-                            "<td><b>{}</b>{}<br><small>questions {}{} · {} pairs</small></td>",
-                            pct(r.pair_accuracy),
-                            interval(r.pair_interval),
-                            pct(r.question_accuracy),
-                            interval(r.question_interval),
-                            r.pairs
-                        );
-                    }
-                    None => h.push_str("<td>–</td>"),
-                }
-            }
-            h.push_str("</tr>");
-        }
-        h.push_str("</tbody></table><p class=\"note\">Bold: pair accuracy (%), both questions of a pair right; below: question accuracy (%) and pairs; brackets: intervals.</p>");
+        kind_section(&mut h, &mut files, e, (kind, title), &order, &method)?;
     }
     if !e.correlations.is_empty() {
-        h.push_str("<h2>Encoder vs MLLM</h2><table class=\"correlations\"><thead><tr><th>encoder</th><th>MLLM</th><th>metric</th><th>Pearson r</th><th>Spearman ρ</th><th>patterns</th></tr></thead><tbody>");
-        for c in &e.correlations {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&c.encoder),
-                esc(&c.mllm),
-                esc(&c.metric),
-                c.pearson.map_or("–".into(), |r| format!("{r:.2}")),
-                c.pearson_interval.map_or(String::new(), |(l, h)| format!(
-                    " <small>[{l:.2}, {h:.2}]</small>"
-                )),
-                c.spearman.map_or("–".into(), |r| format!("{r:.2}")),
-                c.n
-            );
-        }
-        let fisher = e
-            .correlations
-            .iter()
-            .find_map(|c| c.interval.clone())
-            .unwrap_or_else(|| "no intervals".into());
-        let _ = write!(
-            h,
-            "</tbody></table><p class=\"method\">r's interval: {}.</p>",
-            esc(&fisher)
-        );
-        h.push_str("<section class=\"charts\">");
-        for (i, c) in e.correlations.iter().enumerate() {
-            let value = |model: &str, p: &str| {
-                e.scores
-                    .iter()
-                    .find(|s| s.model == model && s.pattern == p)
-                    .and_then(|s| {
-                        if c.metric == "question" {
-                            s.question_accuracy
-                        } else {
-                            s.pair_accuracy
-                        }
-                    })
-            };
-            let points: Vec<(String, f64, f64)> = order
-                .iter()
-                .filter_map(|p| Some((p.clone(), value(&c.encoder, p)?, value(&c.mllm, p)?)))
-                .collect();
-            if points.len() < 2 {
-                continue;
-            }
-            let note = c
-                .pearson
-                .map(|r| crate::plot::r_note(r, c.pearson_interval, c.n as u64));
-            let chart = Scatter {
-                title: format!("{} vs {}", c.encoder, c.mllm),
-                x_label: format!("{} {} accuracy (%)", c.encoder, c.metric),
-                y_label: format!("{} {} accuracy (%)", c.mllm, c.metric),
-                points,
-                note,
-            };
-            h.push_str(&svg_file(
-                &mut files,
-                &format!("scatter-{i}"),
-                &chart,
-                &chart.title,
-            )?);
-        }
-        h.push_str("</section>");
+        correlations_section(&mut h, &mut files, e, &order)?;
     }
     if !e.settings.is_empty() {
-        h.push_str("<h2>Settings</h2><table class=\"settings\"><thead><tr><th>kind</th><th>model</th><th>benchmark</th><th>template</th><th>grader</th><th>labels</th><th>decoding</th><th>endpoint</th><th>items</th><th>a prompt as sent</th></tr></thead><tbody>");
-        for s in &e.settings {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td><details><summary>show</summary><pre>{}</pre></details></td></tr>",
-                esc(&s.kind),
-                esc(&s.model),
-                esc(&s.benchmark),
-                esc(&s.template),
-                esc(&s.grader),
-                esc(&s.labels),
-                esc(&s.settings),
-                esc(&s.endpoint),
-                s.items,
-                esc(&s.example_prompt)
-            );
-        }
-        h.push_str("</tbody></table>");
+        settings_table(&mut h, e);
     }
     Ok((h, files))
 }

@@ -94,15 +94,54 @@ pub async fn build(
         .flat_map(|c| c.objects(&table::DUP_EDGES))
         .map(|o| o.path)
         .collect();
-    let edges = || {
+    let edges = Edges { catalog, paths };
+    // Three passes over the edges: union, representatives, rows.
+    let mut groups = Components::union(&edges).await?;
+    groups.representatives(&edges).await?;
+    let objects = groups.write(&edges, generation).await?;
+    let record = GroupsCommit {
+        covers,
+        dup_min,
+        groups: groups.roots.len() as u64,
+        grouped: groups.labels.len() as u64,
+        largest: groups
+            .roots
+            .first()
+            .map(|r| groups.size[*r as usize])
+            .unwrap_or(0),
+        edges: groups.edges,
+        version: crate::VERSION.to_string(),
+    };
+    let commit = Commit::new("", generation, &record)?.with(&table::GROUPS, objects);
+    catalog.commit(CommitSet::GROUPS, &commit).await?;
+    Ok(GroupsSummary {
+        groups: record.groups,
+        grouped: record.grouped,
+        largest: record.largest,
+        edges: record.edges,
+        rebuilt: true,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The near-duplicate edges of the covered filter units, streamed as often as needed.
+struct Edges<'a> {
+    catalog: &'a Catalog,
+    paths: Vec<String>,
+}
+
+impl Edges<'_> {
+    fn stream(&self) -> io::BatchStream {
         io::scan_objects(
-            catalog.root(),
-            paths.clone(),
+            self.catalog.root(),
+            self.paths.clone(),
             &["a", "b"],
             io::SCAN_BATCH_ROWS,
         )
-    };
-    let keys = |b: &RecordBatch| -> Result<(StringArray, StringArray)> {
+    }
+
+    /// A batch's two key columns.
+    fn keys(b: &RecordBatch) -> Result<(StringArray, StringArray)> {
         let col = |n: &str| -> Result<StringArray> {
             let c = b
                 .column_by_name(n)
@@ -112,115 +151,133 @@ pub async fn build(
             Ok(c.as_string::<i32>().clone())
         };
         Ok((col("a")?, col("b")?))
-    };
-    // 1. Union.
-    let mut ids: HashMap<u128, u32> = HashMap::new();
-    let mut uf: UnionFind<u32> = UnionFind::new_empty();
-    let mut n_edges = 0u64;
-    let mut stream = edges();
-    while let Some(batch) = stream.try_next().await? {
-        let (a, b) = keys(&batch)?;
-        for i in 0..batch.num_rows() {
-            if a.is_null(i) || b.is_null(i) {
-                continue;
+    }
+}
+
+/// The connected components of the edges: each key's set, each set's size and smallest key,
+/// and the sets in group order (largest first).
+struct Components {
+    ids: HashMap<u128, u32>,
+    labels: Vec<u32>,
+    size: Vec<u64>,
+    rep: HashMap<u32, String>,
+    roots: Vec<u32>,
+    edges: u64,
+}
+
+impl Components {
+    /// Pass 1: union every edge.
+    async fn union(edges: &Edges<'_>) -> Result<Components> {
+        let mut ids: HashMap<u128, u32> = HashMap::new();
+        let mut uf: UnionFind<u32> = UnionFind::new_empty();
+        let mut n_edges = 0u64;
+        let mut stream = edges.stream();
+        while let Some(batch) = stream.try_next().await? {
+            let (a, b) = Edges::keys(&batch)?;
+            for i in 0..batch.num_rows() {
+                if a.is_null(i) || b.is_null(i) {
+                    continue;
+                }
+                let mut id = |k: &str| *ids.entry(id_of(k)).or_insert_with(|| uf.new_set());
+                let (x, y) = (id(a.value(i)), id(b.value(i)));
+                uf.union(x, y);
+                n_edges += 1;
             }
-            let mut id = |k: &str| *ids.entry(id_of(k)).or_insert_with(|| uf.new_set());
-            let (x, y) = (id(a.value(i)), id(b.value(i)));
-            uf.union(x, y);
-            n_edges += 1;
         }
+        let labels = uf.into_labeling();
+        let mut size = vec![0u64; labels.len()];
+        for l in &labels {
+            size[*l as usize] += 1;
+        }
+        Ok(Components {
+            ids,
+            labels,
+            size,
+            rep: HashMap::new(),
+            roots: Vec::new(),
+            edges: n_edges,
+        })
     }
-    let labels = uf.into_labeling();
-    let mut size = vec![0u64; labels.len()];
-    for l in &labels {
-        size[*l as usize] += 1;
-    }
-    // 2. Representatives: the smallest key of each group.
-    let mut rep: HashMap<u32, String> = HashMap::new();
-    let mut stream = edges();
-    while let Some(batch) = stream.try_next().await? {
-        let (a, b) = keys(&batch)?;
-        for k in a.iter().chain(b.iter()).flatten() {
-            let root = labels[ids[&id_of(k)] as usize];
-            match rep.get_mut(&root) {
-                Some(r) if r.as_str() <= k => {}
-                Some(r) => *r = k.to_string(),
-                None => {
-                    rep.insert(root, k.to_string());
+
+    /// Pass 2: each group's representative (its smallest key), and the groups in order.
+    async fn representatives(&mut self, edges: &Edges<'_>) -> Result<()> {
+        let mut stream = edges.stream();
+        while let Some(batch) = stream.try_next().await? {
+            let (a, b) = Edges::keys(&batch)?;
+            for k in a.iter().chain(b.iter()).flatten() {
+                let root = self.labels[self.ids[&id_of(k)] as usize];
+                match self.rep.get_mut(&root) {
+                    Some(r) if r.as_str() <= k => {}
+                    Some(r) => *r = k.to_string(),
+                    None => {
+                        self.rep.insert(root, k.to_string());
+                    }
                 }
             }
         }
+        let mut roots: Vec<u32> = self.rep.keys().copied().collect();
+        roots.sort_by(|x, y| {
+            self.size[*y as usize]
+                .cmp(&self.size[*x as usize])
+                .then_with(|| self.rep[x].cmp(&self.rep[y]))
+        });
+        self.roots = roots;
+        Ok(())
     }
-    let mut roots: Vec<u32> = rep.keys().copied().collect();
-    roots.sort_by(|x, y| {
-        size[*y as usize]
-            .cmp(&size[*x as usize])
-            .then_with(|| rep[x].cmp(&rep[y]))
-    });
-    let group_of: HashMap<u32, i64> = roots
-        .iter()
-        .enumerate()
-        .map(|(g, r)| (*r, g as i64))
-        .collect();
-    // 3. Rows: each grouped key once.
-    let mut seen = vec![false; labels.len()];
-    let mut w = catalog.writer(
-        &table::GROUPS,
-        &UnitId::generation(generation),
-        schema::groups(),
-        WriteParams::default(),
-    )?;
-    let mut rows: (Vec<String>, Vec<i64>, Vec<i64>, Vec<String>) = Default::default();
-    let flush = |rows: &mut (Vec<String>, Vec<i64>, Vec<i64>, Vec<String>)| -> Result<RecordBatch> {
-        let (k, g, s, r) = std::mem::take(rows);
-        RecordBatch::try_new(
+
+    /// Pass 3: the rows, each grouped key once, written as `generation`'s object.
+    async fn write(&self, edges: &Edges<'_>, generation: u64) -> Result<Vec<table::DataObject>> {
+        let group_of: HashMap<u32, i64> = self
+            .roots
+            .iter()
+            .enumerate()
+            .map(|(g, r)| (*r, g as i64))
+            .collect();
+        let mut seen = vec![false; self.labels.len()];
+        let mut w = edges.catalog.writer(
+            &table::GROUPS,
+            &UnitId::generation(generation),
             schema::groups(),
-            vec![
-                Arc::new(StringArray::from(k)),
-                Arc::new(Int64Array::from(g)),
-                Arc::new(Int64Array::from(s)),
-                Arc::new(StringArray::from(r)),
-            ],
-        )
-        .map_err(|e| Error::table(table::GROUPS.name, e))
-    };
-    let mut stream = edges();
-    while let Some(batch) = stream.try_next().await? {
-        let (a, b) = keys(&batch)?;
-        for k in a.iter().chain(b.iter()).flatten() {
-            let id = ids[&id_of(k)] as usize;
-            if std::mem::replace(&mut seen[id], true) {
-                continue;
-            }
-            let root = labels[id];
-            rows.0.push(k.to_string());
-            rows.1.push(group_of[&root]);
-            rows.2.push(size[root as usize] as i64);
-            rows.3.push(rep[&root].clone());
-            if rows.0.len() >= BATCH {
-                w.write(&flush(&mut rows)?).await?;
+            WriteParams::default(),
+        )?;
+        let mut rows: Rows = Default::default();
+        let mut stream = edges.stream();
+        while let Some(batch) = stream.try_next().await? {
+            let (a, b) = Edges::keys(&batch)?;
+            for k in a.iter().chain(b.iter()).flatten() {
+                let id = self.ids[&id_of(k)] as usize;
+                if std::mem::replace(&mut seen[id], true) {
+                    continue;
+                }
+                let root = self.labels[id];
+                rows.0.push(k.to_string());
+                rows.1.push(group_of[&root]);
+                rows.2.push(self.size[root as usize] as i64);
+                rows.3.push(self.rep[&root].clone());
+                if rows.0.len() >= BATCH {
+                    w.write(&flush(&mut rows)?).await?;
+                }
             }
         }
+        w.write(&flush(&mut rows)?).await?;
+        w.finish().await
     }
-    w.write(&flush(&mut rows)?).await?;
-    let objects = w.finish().await?;
-    let record = GroupsCommit {
-        covers,
-        dup_min,
-        groups: roots.len() as u64,
-        grouped: labels.len() as u64,
-        largest: roots.first().map(|r| size[*r as usize]).unwrap_or(0),
-        edges: n_edges,
-        version: crate::VERSION.to_string(),
-    };
-    let commit = Commit::new("", generation, &record)?.with(&table::GROUPS, objects);
-    catalog.commit(CommitSet::GROUPS, &commit).await?;
-    Ok(GroupsSummary {
-        groups: record.groups,
-        grouped: record.grouped,
-        largest: record.largest,
-        edges: n_edges,
-        rebuilt: true,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+}
+
+/// `groups` rows on their way: keys, groups, sizes, representatives.
+type Rows = (Vec<String>, Vec<i64>, Vec<i64>, Vec<String>);
+
+/// The rows as a batch, leaving `rows` empty.
+fn flush(rows: &mut Rows) -> Result<RecordBatch> {
+    let (k, g, s, r) = std::mem::take(rows);
+    RecordBatch::try_new(
+        schema::groups(),
+        vec![
+            Arc::new(StringArray::from(k)),
+            Arc::new(Int64Array::from(g)),
+            Arc::new(Int64Array::from(s)),
+            Arc::new(StringArray::from(r)),
+        ],
+    )
+    .map_err(|e| Error::table(table::GROUPS.name, e))
 }
