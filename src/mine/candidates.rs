@@ -552,6 +552,29 @@ impl CandidatesSummary {
         self.peak_block_bytes = self.peak_block_bytes.max(done.block_bytes);
     }
 
+    /// Counts what became of a cell.
+    fn took<U>(&mut self, outcome: Outcome<U, Joined>) {
+        match outcome {
+            Outcome::Committed(done) => self.add(&done),
+            Outcome::Discarded(done) => {
+                self.read(&done);
+                self.cells.discarded += 1;
+            }
+            Outcome::ByOthers(_) => self.cells.by_others += 1,
+        }
+    }
+
+    /// The periodic progress line.
+    fn line(&self) -> String {
+        format!(
+            "candidates: {}/{} cells, {} pairs, {:.1} MiB read",
+            self.cells.done + self.cells.skipped,
+            self.cells.total,
+            self.pairs,
+            self.bytes_read as f64 / (1 << 20) as f64
+        )
+    }
+
     fn add(&mut self, done: &Joined) {
         self.read(done);
         self.pairs += done.record.pairs;
@@ -675,23 +698,10 @@ async fn partitioned(
                 2,
                 work,
                 |outcome| {
-                    match outcome {
-                        Outcome::Committed(done) => summary.add(&done),
-                        Outcome::Discarded(done) => {
-                            summary.read(&done);
-                            summary.cells.discarded += 1;
-                        }
-                        Outcome::ByOthers(_) => summary.cells.by_others += 1,
-                    }
+                    summary.took(outcome);
                     progress.advance(1);
                     if every.due() {
-                        progress.message(&format!(
-                            "candidates: {}/{} cells, {} pairs, {:.1} MiB read",
-                            summary.cells.done + summary.cells.skipped,
-                            summary.cells.total,
-                            summary.pairs,
-                            summary.bytes_read as f64 / (1 << 20) as f64
-                        ));
+                        progress.message(&summary.line());
                     }
                 },
             )

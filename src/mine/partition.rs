@@ -247,6 +247,17 @@ impl Placer {
         }
     }
 
+    /// Places the rows of `flat` (`dim` wide) on a blocking thread.
+    async fn place_blocking(self: Arc<Self>, flat: Vec<f32>, dim: usize) -> Result<Vec<Placement>> {
+        tokio::task::spawn_blocking(move || {
+            let x =
+                ArrayView2::from_shape((flat.len() / dim.max(1), dim), &flat).expect("rows x dim");
+            self.place(x)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("placement: {e}")))
+    }
+
     /// Home and guest cells of each row of `x` (guests in cell order).
     pub fn place(&self, x: ArrayView2<f32>) -> Vec<Placement> {
         self.placements(x, false)
@@ -449,16 +460,7 @@ async fn partition_locked(
         centroids.probe,
     ));
     let dups = duplicate_keys(&catalog, &embeds, &plan.units).await?;
-    if !dups.keep.is_empty() {
-        let examples: Vec<&String> = dups.keep.keys().take(5).collect();
-        let line = format!(
-            "partition: {} keys are in more than one shard (e.g. {examples:?}); each is placed once, from {}",
-            dups.keep.len(),
-            "a shard placed before, else the first shard by name"
-        );
-        tracing::warn!("{line}");
-        progress.message(&line);
-    }
+    dups.warn(progress.as_ref());
     // Place, then write the generation's commit.
     let placed = place(
         &catalog,
@@ -483,17 +485,10 @@ async fn partition_locked(
     .await?;
     // The blocks now: what this generation added, plus what the kept generations hold.
     let kept = existing.as_ref().filter(|_| !plan.full);
-    let largest = (0..placer.cells())
-        .map(|c| {
-            let old = kept.map_or(0, |l| l.block_rows(c, u64::MAX));
-            old + record.cell_rows[c][0] + record.cell_rows[c][1]
-        })
-        .max()
-        .unwrap_or(0);
     Ok(PartitionSummary {
         generation: Some(generation),
         trained: plan.trained,
-        largest_block: largest,
+        largest_block: largest_after(kept, &record),
         bytes: placed.bytes,
         duplicate_keys: placed.duplicate_rows,
         seconds: started.elapsed().as_secs_f64(),
@@ -897,63 +892,19 @@ async fn train(
         let trained = kmeans::train(sample.view(), k, params.iterations, params.seed);
         let mut centroids = trained.centroids;
         let scale = n as f64 / sample.nrows() as f64;
-        let mut probe = params.probe;
-        let mut chosen = None;
-        let mut exact_copies = f64::NAN;
-        if probe.is_none() {
-            let exact = Placer::new(centroids.clone(), params.clip_min, None);
-            let copies = exact
-                .place(sample.view())
-                .iter()
-                .map(|p| 1 + p.guests.len())
-                .sum::<usize>() as f64
-                / sample.nrows() as f64;
-            exact_copies = copies;
-            if copies > params.max_copies {
-                if params.exact {
-                    return Err(Error::Usage(format!(
-                        "exact partitioning would copy each vector into {copies:.1} cells on average \
-                         (bound {}): these vectors are too spread out for clip-min {}. Drop --exact \
-                         to let partition choose probes for --target-recall, pass --probe K, fewer \
-                         --cells, or use `candidates --method exact|index`",
-                        params.max_copies, params.clip_min
-                    )));
-                }
-                let c = choose_probe(sample.view(), &exact, params.target_recall);
-                probe = Some(c.probe);
-                chosen = Some(c);
-            }
-        }
+        let (exact_copies, chosen) = match params.probe {
+            Some(_) => (f64::NAN, None),
+            None => probe_for(sample.view(), &centroids, &params)?,
+        };
+        let probe = params.probe.or(chosen.as_ref().map(|c| c.probe));
         for round in 0..SPLIT_ROUNDS {
-            let placer = Placer::new(centroids.clone(), params.clip_min, probe);
-            let placed = placer.place(sample.view());
-            let mut block = vec![0u64; placer.cells()];
-            let mut homes: Vec<Vec<usize>> = vec![Vec::new(); placer.cells()];
-            for (i, p) in placed.iter().enumerate() {
-                block[p.home as usize] += 1;
-                homes[p.home as usize].push(i);
-                for g in &p.guests {
-                    block[*g as usize] += 1;
+            match split_oversized(sample.view(), &centroids, probe, scale, &params)? {
+                Some((split, cells)) => {
+                    tracing::info!(round, cells, "splitting oversized cells");
+                    centroids = split;
                 }
+                None => break,
             }
-            let oversized: Vec<usize> = (0..placer.cells())
-                .filter(|&c| block[c] as f64 * scale > params.max_block_rows as f64)
-                .filter(|&c| homes[c].len() >= 2)
-                .collect();
-            if oversized.is_empty() {
-                break;
-            }
-            tracing::info!(round, cells = oversized.len(), "splitting oversized cells");
-            let mut rows: Vec<Array2<f32>> = vec![centroids];
-            for &c in &oversized {
-                let members = kmeans::gather(sample.view(), &homes[c]);
-                let halves = kmeans::split(members.view(), params.seed + c as u64);
-                rows[0].row_mut(c).assign(&halves.row(0));
-                rows.push(halves.slice(ndarray::s![1..2, ..]).to_owned());
-            }
-            let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
-            centroids = ndarray::concatenate(ndarray::Axis(0), &views)
-                .map_err(|e| Error::Internal(format!("split: {e}")))?;
         }
         let near = kmeans::nearest(sample.view(), centroids.view());
         let fit = near.iter().map(|n| n.1 as f64).sum::<f64>() / near.len().max(1) as f64;
@@ -966,6 +917,79 @@ async fn train(
     })
     .await
     .map_err(|e| Error::Internal(format!("partition training: {e}")))?
+}
+
+/// Without a probe asked for: the copies exact placement would make of each sample vector,
+/// and, past `max_copies`, the probe chosen for `target_recall` (refused with `exact`).
+fn probe_for(
+    sample: ArrayView2<f32>,
+    centroids: &Array2<f32>,
+    params: &PartitionParams,
+) -> Result<(f64, Option<ProbeChoice>)> {
+    let exact = Placer::new(centroids.clone(), params.clip_min, None);
+    let copies = exact
+        .place(sample)
+        .iter()
+        .map(|p| 1 + p.guests.len())
+        .sum::<usize>() as f64
+        / sample.nrows() as f64;
+    if copies <= params.max_copies {
+        return Ok((copies, None));
+    }
+    if params.exact {
+        return Err(Error::Usage(format!(
+            "exact partitioning would copy each vector into {copies:.1} cells on average \
+             (bound {}): these vectors are too spread out for clip-min {}. Drop --exact \
+             to let partition choose probes for --target-recall, pass --probe K, fewer \
+             --cells, or use `candidates --method exact|index`",
+            params.max_copies, params.clip_min
+        )));
+    }
+    Ok((
+        copies,
+        Some(choose_probe(sample, &exact, params.target_recall)),
+    ))
+}
+
+/// The centroids with each cell whose block (scaled from the sample to all `scale` times as
+/// many vectors) passes `max_block_rows` split in two, and how many were split; None when
+/// none is oversized.
+fn split_oversized(
+    sample: ArrayView2<f32>,
+    centroids: &Array2<f32>,
+    probe: Option<usize>,
+    scale: f64,
+    params: &PartitionParams,
+) -> Result<Option<(Array2<f32>, usize)>> {
+    let placer = Placer::new(centroids.clone(), params.clip_min, probe);
+    let placed = placer.place(sample);
+    let mut block = vec![0u64; placer.cells()];
+    let mut homes: Vec<Vec<usize>> = vec![Vec::new(); placer.cells()];
+    for (i, p) in placed.iter().enumerate() {
+        block[p.home as usize] += 1;
+        homes[p.home as usize].push(i);
+        for g in &p.guests {
+            block[*g as usize] += 1;
+        }
+    }
+    let oversized: Vec<usize> = (0..placer.cells())
+        .filter(|&c| block[c] as f64 * scale > params.max_block_rows as f64)
+        .filter(|&c| homes[c].len() >= 2)
+        .collect();
+    if oversized.is_empty() {
+        return Ok(None);
+    }
+    let mut rows: Vec<Array2<f32>> = vec![centroids.clone()];
+    for &c in &oversized {
+        let members = kmeans::gather(sample, &homes[c]);
+        let halves = kmeans::split(members.view(), params.seed + c as u64);
+        rows[0].row_mut(c).assign(&halves.row(0));
+        rows.push(halves.slice(ndarray::s![1..2, ..]).to_owned());
+    }
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    let split = ndarray::concatenate(ndarray::Axis(0), &views)
+        .map_err(|e| Error::Internal(format!("split: {e}")))?;
+    Ok(Some((split, oversized.len())))
 }
 
 async fn write_centroids(
@@ -1138,18 +1162,7 @@ async fn place(
     let k = placer.cells();
     let total = rows_of(catalog, units).await?;
     progress.start(Stage::Partition.name(), Some(total));
-    // DINOv2 vectors ride along into the cells when every shard placed has them (embed with
-    // both encoders); shards embedded with CLIP only get theirs from `blindspot dino`.
-    let with_dino = units.iter().all(|u| {
-        u.record::<table::records::EmbedCommit>()
-            .is_ok_and(|r| !r.without_dino())
-    });
-    let copied = cells::copied_columns(with_dino);
-    // With keys in two shards, the shard column too, to keep one row of each.
-    let mut projected = copied.to_vec();
-    if !dups.keep.is_empty() {
-        projected.push("shard");
-    }
+    let (with_dino, copied, projected) = columns_to_place(units, dups);
     let mut seen = std::collections::HashSet::new();
     let mut stream = io::scan_objects(
         catalog.root(),
@@ -1184,14 +1197,7 @@ async fn place(
                 field("dino").filter(|_| with_dino).as_ref(),
             )
         });
-        let p = placer.clone();
-        let placements = tokio::task::spawn_blocking(move || {
-            let x =
-                ArrayView2::from_shape((flat.len() / dim.max(1), dim), &flat).expect("rows x dim");
-            p.place(x)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("placement: {e}")))?;
+        let placements = placer.clone().place_blocking(flat, dim).await?;
         for p in &placements {
             out.fit += p.fit as f64;
         }
@@ -1349,7 +1355,54 @@ fn check_norms(flat: &[f32], dim: usize, batch: &RecordBatch) -> Result<()> {
     ))
 }
 
+/// Whether DINOv2 vectors ride along into the cells (when every shard placed has them: embed
+/// with both encoders; shards embedded with CLIP only get theirs from `blindspot dino`), the
+/// columns copied into `cells`, and those read (with keys in two shards, the shard column
+/// too, to keep one row of each).
+fn columns_to_place(
+    units: &[Commit],
+    dups: &DuplicateKeys,
+) -> (bool, &'static [&'static str], Vec<&'static str>) {
+    let with_dino = units.iter().all(|u| {
+        u.record::<table::records::EmbedCommit>()
+            .is_ok_and(|r| !r.without_dino())
+    });
+    let copied = cells::copied_columns(with_dino);
+    let mut projected = copied.to_vec();
+    if !dups.keep.is_empty() {
+        projected.push("shard");
+    }
+    (with_dino, copied, projected)
+}
+
+/// The largest block (home + guest rows of a cell) once `record`'s generation is added to
+/// the generations `kept`.
+fn largest_after(kept: Option<&Layout>, record: &PartitionCommit) -> u64 {
+    (0..record.cells)
+        .map(|c| {
+            let old = kept.map_or(0, |l| l.block_rows(c, u64::MAX));
+            old + record.cell_rows[c][0] + record.cell_rows[c][1]
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 impl DuplicateKeys {
+    /// Says, once, which keys are in more than one shard and which row of each is placed.
+    fn warn(&self, progress: &dyn Progress) {
+        if self.keep.is_empty() {
+            return;
+        }
+        let examples: Vec<&String> = self.keep.keys().take(5).collect();
+        let line = format!(
+            "partition: {} keys are in more than one shard (e.g. {examples:?}); each is placed once, from {}",
+            self.keep.len(),
+            "a shard placed before, else the first shard by name"
+        );
+        tracing::warn!("{line}");
+        progress.message(&line);
+    }
+
     /// The rows of `batch` to place: one row of each duplicated key (the kept shard's, once),
     /// none of a key placed before; counts the rest into `dropped`.
     fn keep_one(

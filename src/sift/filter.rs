@@ -293,49 +293,42 @@ async fn filter_units(
         run_id: run_id.clone(),
         ..Default::default()
     };
+    let cells = cell_reader(&catalog, &current).await?;
+    let todo = todo_of(
+        &current,
+        cells.as_ref(),
+        params,
+        sharing,
+        &done,
+        &mut summary,
+    );
     let mut run_generation = None;
-    {
-        let partitioned = current.values().any(|c| UnitCell::of(c).is_some());
-        let cells = match partitioned {
-            true => match Layout::open(&catalog).await? {
-                Some(layout) => Some(CellReader::open(root, &layout).await?),
-                None => None,
-            },
-            false => None,
-        };
-        let todo = todo_of(
-            &current,
-            cells.as_ref(),
+    if !todo.is_empty() {
+        check_dino_coverage(&catalog, &todo).await?;
+        let generation = catalog.begin(Stage::Filter.name()).await?;
+        run_generation = Some(generation);
+        let runner = Runner::new(&catalog, Stage::Filter, sharing)?;
+        let first = current.keys().next().cloned().unwrap_or_default();
+        let job = UnitJob::new(
+            &catalog,
             params,
-            sharing,
-            &done,
+            (epoch, run_id),
+            generation,
+            cells,
+            first,
+            &runner,
+        )
+        .await?;
+        let ran = run_work(
+            &Arc::new(job),
+            todo,
+            params,
+            &runner,
             &mut summary,
-        );
-        if !todo.is_empty() {
-            check_dino_coverage(&catalog, &todo).await?;
-            let generation = catalog.begin(Stage::Filter.name()).await?;
-            run_generation = Some(generation);
-            let runner = Runner::new(&catalog, Stage::Filter, sharing)?;
-            let ctx = unit_session(root, params.cluster.as_deref()).await?;
-            let job = Arc::new(UnitJob {
-                catalog: catalog.clone(),
-                ctx,
-                dino_max: params.dino_max,
-                dup_min: params.dup_min,
-                epoch: epoch.clone(),
-                run_id: run_id.clone(),
-                generation,
-                cells,
-                sources: sql::dino_objects(&catalog).await?,
-                on_cluster: params.cluster.is_some(),
-                // Every worker agrees on the first unit: it always writes an object, so the
-                // table and its schema exist even when no unit has a pair.
-                first: current.keys().next().cloned().unwrap_or_default(),
-                stem_suffix: runner.suffix(generation),
-            });
-            let ran = run_work(&job, todo, params, &runner, &mut summary, progress.as_ref()).await;
-            runner.finish(ran).await?;
-        }
+            progress.as_ref(),
+        )
+        .await;
+        runner.finish(ran).await?;
     }
     // Once every unit is filtered (by this worker or others), the groups follow.
     let committed = catalog.commits_of(CommitSet::FILTER).await?;
@@ -350,6 +343,20 @@ async fn filter_units(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The layout's cells, to read the units' vectors from, when the candidates are partitioned.
+async fn cell_reader(
+    catalog: &Catalog,
+    current: &BTreeMap<String, Commit>,
+) -> Result<Option<CellReader>> {
+    if !current.values().any(|c| UnitCell::of(c).is_some()) {
+        return Ok(None);
+    }
+    match Layout::open(catalog).await? {
+        Some(layout) => Ok(Some(CellReader::open(catalog.root(), &layout).await?)),
+        None => Ok(None),
+    }
 }
 
 /// The near-duplicate groups of every filter unit's edges (`committed`).
@@ -528,25 +535,9 @@ async fn run_work(
             at_once,
             work,
             |outcome| {
-                match outcome {
-                    Outcome::Committed(record) => {
-                        progress.advance(record.candidates.len() as u64);
-                        summary.add(&record);
-                    }
-                    Outcome::Discarded(record) => {
-                        progress.advance(record.candidates.len() as u64);
-                        summary.discarded += record.candidates.len();
-                    }
-                    Outcome::ByOthers(work) => summary.by_others += work.members.len(),
-                }
+                progress.advance(summary.took(outcome));
                 if every.due() {
-                    progress.message(&format!(
-                        "filter: {}/{} units, {} pairs from {} candidates",
-                        summary.units + summary.skipped,
-                        summary.units_total,
-                        summary.pairs,
-                        summary.candidate_rows
-                    ));
+                    progress.message(&summary.line());
                 }
             },
         )
@@ -556,6 +547,35 @@ async fn run_work(
 }
 
 impl FilterSummary {
+    /// Counts what became of a unit of work; returns the candidates units it did.
+    fn took(&mut self, outcome: Outcome<Work, FilterCommit>) -> u64 {
+        match outcome {
+            Outcome::Committed(record) => {
+                self.add(&record);
+                record.candidates.len() as u64
+            }
+            Outcome::Discarded(record) => {
+                self.discarded += record.candidates.len();
+                record.candidates.len() as u64
+            }
+            Outcome::ByOthers(work) => {
+                self.by_others += work.members.len();
+                0
+            }
+        }
+    }
+
+    /// The periodic progress line.
+    fn line(&self) -> String {
+        format!(
+            "filter: {}/{} units, {} pairs from {} candidates",
+            self.units + self.skipped,
+            self.units_total,
+            self.pairs,
+            self.candidate_rows
+        )
+    }
+
     fn add(&mut self, r: &FilterCommit) {
         self.pairs += r.pairs;
         self.units += r.candidates.len();
@@ -742,6 +762,35 @@ async fn read_candidates(
 }
 
 impl UnitJob {
+    /// What the units of generation `generation` need: its session (this process's or the
+    /// cluster's), the table's `(epoch, run id)`, the cells, and `first`, the unit every worker
+    /// agrees writes an object, so the table and its schema exist even when no unit has a
+    /// pair.
+    async fn new(
+        catalog: &Catalog,
+        params: &FilterParams,
+        (epoch, run_id): (String, String),
+        generation: u64,
+        cells: Option<CellReader>,
+        first: String,
+        runner: &Runner,
+    ) -> Result<UnitJob> {
+        Ok(UnitJob {
+            catalog: catalog.clone(),
+            ctx: unit_session(catalog.root(), params.cluster.as_deref()).await?,
+            dino_max: params.dino_max,
+            dup_min: params.dup_min,
+            epoch,
+            run_id,
+            generation,
+            cells,
+            sources: sql::dino_objects(catalog).await?,
+            on_cluster: params.cluster.is_some(),
+            first,
+            stem_suffix: runner.suffix(generation),
+        })
+    }
+
     /// Filters the candidates of the units of `work` and writes their pairs; returns the
     /// commit to make.
     async fn run(&self, work: &Work) -> Result<(FilterCommit, Commit)> {
