@@ -340,10 +340,21 @@ async fn write(
     };
     let commit = Commit::new("", generation, &record)?.with(&table::CORRELATIONS, objects);
     catalog.commit(CommitSet::CORRELATE, &commit).await?;
-    let mut plots = Vec::new();
-    if !params.plots || all.is_empty() {
-        return Ok(plots);
+    match params.plots && !all.is_empty() {
+        true => plots(root, params, all, order, rows).await,
+        false => Ok(Vec::new()),
     }
+}
+
+/// The per-pattern bars and a scatter per correlation, as PNG files under the run root.
+async fn plots(
+    root: &Location,
+    params: &CorrelateParams,
+    all: &[ModelScores],
+    order: &[String],
+    rows: &[Correlation],
+) -> Result<Vec<String>> {
+    let mut plots = Vec::new();
     let series: Vec<Series> = all
         .iter()
         .map(|m| Series {

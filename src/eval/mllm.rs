@@ -584,30 +584,31 @@ async fn ask_one(
         let Some(judge) = judge else {
             return Err(Error::Internal("judge grader without a judge".into()));
         };
-        let verdict = judge
-            .chat(
-                &grade::judge_prompt(&q.question, &q.options, &q.answer, &text),
-                &[],
-            )
-            .await;
-        row.attempts += verdict.attempts;
-        row.judge = verdict.text.clone();
-        match verdict.text.as_deref().map(grade::parse_judge) {
-            Some(Some(yes)) => row.correct = yes,
-            Some(None) => {
-                row.correct = false;
-                row.error = Some("the judge replied neither yes nor no".into());
-            }
-            None => {
-                row.correct = false;
-                row.error = Some(format!(
-                    "judge: {}",
-                    verdict.error.unwrap_or_else(|| "no reply".into())
-                ));
-            }
-        }
+        judged(&mut row, judge, q, &text).await;
     }
     Ok((row, reply))
+}
+
+/// Asks the judge whether `text` answers `q` as its answer does, into `row`.
+async fn judged(row: &mut AnswerRow, judge: &dyn Chat, q: &Question, text: &str) {
+    let prompt = grade::judge_prompt(&q.question, &q.options, &q.answer, text);
+    let verdict = judge.chat(&prompt, &[]).await;
+    row.attempts += verdict.attempts;
+    row.judge = verdict.text.clone();
+    match verdict.text.as_deref().map(grade::parse_judge) {
+        Some(Some(yes)) => row.correct = yes,
+        Some(None) => {
+            row.correct = false;
+            row.error = Some("the judge replied neither yes nor no".into());
+        }
+        None => {
+            row.correct = false;
+            row.error = Some(format!(
+                "judge: {}",
+                verdict.error.unwrap_or_else(|| "no reply".into())
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use futures::TryStreamExt;
 
 use crate::error::{Error, Result};
+use crate::stage::Stage;
 use crate::storage::{segment_id, Location};
 pub use crate::table::records::{EvalCommit, EvalKind as Kind};
 use crate::table::{self, io, schema, Catalog, Commit, CommitSet};
@@ -308,24 +309,13 @@ pub async fn commit(
         .cloned()
         .ok_or_else(|| Error::Usage("the benchmark has no items".into()))?;
     let scores = score(&rows, bootstrap);
-    // Readable by model; the hash keeps evaluations that differ in anything else apart.
-    let settings = format!(
-        "{}|{}|{}|{}|{}|{}",
-        kind.name(),
-        first.model,
-        first.benchmark,
-        first.template,
-        first.grader,
-        first.labels
-    );
-    let id = format!(
-        "{}-{}-{}",
-        kind.name(),
-        segment_id(&first.model),
-        &blake3::hash(settings.as_bytes()).to_hex()[..8]
-    );
+    let id = eval_id(kind, &first);
     let catalog = Catalog::new(root);
-    let generation = catalog.begin(&format!("eval {}", kind.name())).await?;
+    let stage = match kind {
+        Kind::Mllm => Stage::EvalMllm,
+        Kind::Vlm => Stage::EvalVlm,
+    };
+    let generation = catalog.begin(stage.name()).await?;
     let answers = io::write_batches(
         root,
         &format!("{}/{id}", table::ANSWERS.dir),
@@ -367,20 +357,45 @@ pub async fn commit(
         errors: rows.iter().filter(|r| r.error.is_some()).count() as u32,
         requests: rows.iter().map(|r| r.attempts as u64).sum(),
         cached: rows.iter().filter(|r| r.cached).count() as u32,
-        patterns: scores
-            .iter()
-            .filter(|s| s.pattern != ALL)
-            .map(|s| PatternScore {
-                pattern: s.pattern.clone(),
-                pairs: s.pairs,
-                question_accuracy: s.question_accuracy,
-                pair_accuracy: s.pair_accuracy,
-                pair_interval: s.pair_interval,
-            })
-            .collect(),
+        patterns: pattern_scores(&scores),
         answers: root.uri_of(&root.path(&answers_rel)),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// An evaluation's unit: readable by kind and model; the hash keeps evaluations that differ
+/// in anything else (benchmark, template, grader, labels) apart.
+fn eval_id(kind: Kind, first: &AnswerRow) -> String {
+    let settings = format!(
+        "{}|{}|{}|{}|{}|{}",
+        kind.name(),
+        first.model,
+        first.benchmark,
+        first.template,
+        first.grader,
+        first.labels
+    );
+    format!(
+        "{}-{}-{}",
+        kind.name(),
+        segment_id(&first.model),
+        &blake3::hash(settings.as_bytes()).to_hex()[..8]
+    )
+}
+
+/// The summary's per-pattern scores (all but the overall row).
+fn pattern_scores(scores: &[ScoreRow]) -> Vec<PatternScore> {
+    scores
+        .iter()
+        .filter(|s| s.pattern != ALL)
+        .map(|s| PatternScore {
+            pattern: s.pattern.clone(),
+            pairs: s.pairs,
+            question_accuracy: s.question_accuracy,
+            pair_accuracy: s.pair_accuracy,
+            pair_interval: s.pair_interval,
+        })
+        .collect()
 }
 
 /// A CSV's headers with any byte-order mark and surrounding spaces removed: sheets saved by

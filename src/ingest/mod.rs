@@ -666,27 +666,7 @@ async fn read_folder(
                         kind: "too_large".into(),
                     });
                 }
-                let bytes = match input.get_bytes(&image.meta.location).await {
-                    Ok(bytes) => bytes,
-                    Err(e) => return Ingested::Failed(fetch_failure(key, uri, &e)),
-                };
-                // Sidecars are best effort: a missing or broken one loses a caption, not an image.
-                let meta = get_text(input, &image.json)
-                    .await
-                    .map(|j| sidecar(&j))
-                    .unwrap_or_default();
-                let caption = get_text(input, &image.txt)
-                    .await
-                    .map(|t| String::from_utf8_lossy(&t).trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .or(meta.caption);
-                Ingested::Image(Item {
-                    key,
-                    uri,
-                    bytes,
-                    caption,
-                    url: meta.url,
-                })
+                read_image(input, &image, key, uri).await
             }
         })
         .buffered(fetch_concurrency.max(1));
@@ -700,6 +680,31 @@ async fn read_folder(
     }
     tracing::debug!(shard = %shard.name, sent, "folder read");
     Ok(sent)
+}
+
+/// One folder image with its sidecars. Sidecars are best effort: a missing or broken one
+/// loses a caption, not an image.
+async fn read_image(input: &Location, image: &FolderImage, key: String, uri: String) -> Ingested {
+    let bytes = match input.get_bytes(&image.meta.location).await {
+        Ok(bytes) => bytes,
+        Err(e) => return Ingested::Failed(fetch_failure(key, uri, &e)),
+    };
+    let meta = get_text(input, &image.json)
+        .await
+        .map(|j| sidecar(&j))
+        .unwrap_or_default();
+    let caption = get_text(input, &image.txt)
+        .await
+        .map(|t| String::from_utf8_lossy(&t).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .or(meta.caption);
+    Ingested::Image(Item {
+        key,
+        uri,
+        bytes,
+        caption,
+        url: meta.url,
+    })
 }
 
 /// Members of one key in a tar, gathered while streaming.

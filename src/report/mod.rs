@@ -341,26 +341,7 @@ async fn write_chunk(
         .flat_map(|p| [p.a_uri.clone(), p.b_uri.clone()])
         .collect();
     thumbs.make(&uris).await?;
-    let thumb = |uri: &str, i: usize| -> (serde_json::Value, serde_json::Value) {
-        if i >= with_thumbs {
-            (
-                serde_json::Value::Null,
-                serde_json::json!("beyond --thumbnails"),
-            )
-        } else if thumbs.has(uri) {
-            (
-                serde_json::json!(thumbs::name(uri)),
-                serde_json::Value::Null,
-            )
-        } else {
-            let why = thumbs
-                .failures
-                .get(uri)
-                .cloned()
-                .unwrap_or_else(|| "no thumbnail".into());
-            (serde_json::Value::Null, serde_json::json!(why))
-        }
-    };
+    let thumb = |uri: &str, i: usize| thumbs.of(uri, i < with_thumbs);
     let rows: Vec<serde_json::Value> = pairs
         .iter()
         .enumerate()
@@ -409,6 +390,31 @@ async fn write_chunk(
         ),
     )
     .await
+}
+
+impl Thumbnailer {
+    /// A pair image's thumbnail in the gallery's rows, or why it has none (`wanted`: within
+    /// `--thumbnails`).
+    fn of(&self, uri: &str, wanted: bool) -> (serde_json::Value, serde_json::Value) {
+        if !wanted {
+            return (
+                serde_json::Value::Null,
+                serde_json::json!("beyond --thumbnails"),
+            );
+        }
+        if self.has(uri) {
+            return (
+                serde_json::json!(thumbs::name(uri)),
+                serde_json::Value::Null,
+            );
+        }
+        let why = self
+            .failures
+            .get(uri)
+            .cloned()
+            .unwrap_or_else(|| "no thumbnail".into());
+        (serde_json::Value::Null, serde_json::json!(why))
+    }
 }
 
 /// Writes `chart` as an SVG file name and returns the `<img>` for it.

@@ -486,6 +486,35 @@ pub async fn write_copies(
 }
 
 /// Writes rows `0..n` as committed shards, asking `rows` for one shard's vectors at a time.
+/// One shard's `embeddings` rows: keys, stand-in uris and hashes, both vectors.
+fn shard_batch(
+    schema: &arrow::datatypes::SchemaRef,
+    shard: &str,
+    keys: &[String],
+    v: &Vectors,
+    (dim, ddim): (usize, usize),
+    float: FloatType,
+) -> Result<RecordBatch> {
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(keys.iter())),
+            Arc::new(StringArray::from_iter_values(
+                keys.iter().map(|k| format!("synthetic://{k}")),
+            )),
+            Arc::new(StringArray::from_iter_values(keys.iter().map(|_| shard))),
+            Arc::new(UInt32Array::from_value(1, keys.len())),
+            Arc::new(UInt32Array::from_value(1, keys.len())),
+            Arc::new(StringArray::from_iter_values(keys.iter())),
+            vectors_column(&v.clip, dim, float)?,
+            vectors_column(&v.dino, ddim, float)?,
+            arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, keys.len()),
+            arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, keys.len()),
+        ],
+    )
+    .map_err(|e| Error::table("embeddings", e))
+}
+
 async fn write_shards(
     root: &Location,
     params: &VectorParams,
@@ -512,26 +541,7 @@ async fn write_shards(
         let shard = format!("{}-{:06}", params.prefix, start / params.shard_rows);
         let keys: Vec<String> = (start..end).map(|i| key_of(&params.prefix, i)).collect();
         let v = rows(start..end);
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(StringArray::from_iter_values(keys.iter())),
-                Arc::new(StringArray::from_iter_values(
-                    keys.iter().map(|k| format!("synthetic://{k}")),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    keys.iter().map(|_| shard.as_str()),
-                )),
-                Arc::new(UInt32Array::from_value(1, keys.len())),
-                Arc::new(UInt32Array::from_value(1, keys.len())),
-                Arc::new(StringArray::from_iter_values(keys.iter())),
-                vectors_column(&v.clip, dim, params.float)?,
-                vectors_column(&v.dino, ddim, params.float)?,
-                arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, keys.len()),
-                arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, keys.len()),
-            ],
-        )
-        .map_err(|e| Error::table("embeddings", e))?;
+        let batch = shard_batch(&schema, &shard, &keys, &v, (dim, ddim), params.float)?;
         let mut w = catalog.writer(
             &table::EMBEDDINGS,
             &shard,

@@ -329,7 +329,23 @@ fn stage_names_are_never_typed_at_the_protocol_calls() {
                         !a.starts_with('&') && !a.starts_with("root") && !a.starts_with("catalog")
                     })
                     .unwrap_or("");
-                if first.starts_with('"') {
+                // A name built with format! is typed as a string too (a label built from a
+                // `Stage` is not).
+                let mut depth = 1;
+                let end = args
+                    .char_indices()
+                    .find(|(_, c)| {
+                        depth += match c {
+                            '(' => 1,
+                            ')' => -1,
+                            _ => 0,
+                        };
+                        depth == 0
+                    })
+                    .map_or(args.len(), |(i, _)| i);
+                let head = &args[..end];
+                let built = head.contains("format!(") && !head.contains("Stage::");
+                if first.starts_with('"') || built {
                     let line = code[..at].lines().count() + 1;
                     let first = first.split(')').next().unwrap_or(first);
                     found.push(format!("src/{file}:{line}: {call}{first}"));
