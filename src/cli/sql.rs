@@ -63,66 +63,79 @@ pub async fn sql_cmd(a: SqlArgs) -> Result<()> {
         )
         .await;
     }
-    let interactive = std::io::stdin().is_terminal();
-    if interactive {
-        eprintln!(
-            "blindspot sql on {} (tables: {}); end queries with `;`, \\q to quit",
-            root.url,
-            tables.join(", ")
-        );
+    let session = Session {
+        ctx: &ctx,
+        local: &local,
+        tables: &tables,
+        format: a.format,
+        on_cluster,
+    };
+    session.repl(&root).await?;
+    Ok(())
+}
+
+/// A session's queries read from standard input, one per `;`.
+struct Session<'a> {
+    ctx: &'a datafusion::prelude::SessionContext,
+    local: &'a Option<datafusion::prelude::SessionContext>,
+    tables: &'a [String],
+    format: OutputFormat,
+    on_cluster: bool,
+}
+
+impl Session<'_> {
+    async fn run(&self, q: &str) -> Result<()> {
+        let ctx = pick(self.ctx, self.local, q);
+        run_query(ctx, self.tables, q, self.format, None, self.on_cluster).await
     }
-    let mut pending = String::new();
-    let mut line = String::new();
-    loop {
+
+    /// Reads queries until end of input or `\q`, printing each result (and each error, without
+    /// stopping); a prompt on a terminal.
+    async fn repl(&self, root: &Location) -> Result<()> {
+        let interactive = std::io::stdin().is_terminal();
         if interactive {
-            eprint!(
-                "{}",
-                if pending.is_empty() {
-                    "blindspot> "
-                } else {
-                    "      ...> "
-                }
+            eprintln!(
+                "blindspot sql on {} (tables: {}); end queries with `;`, \\q to quit",
+                root.url,
+                self.tables.join(", ")
             );
         }
-        line.clear();
-        if std::io::stdin().read_line(&mut line)? == 0 {
-            break;
-        }
-        let trimmed = line.trim();
-        if pending.is_empty() && (trimmed == "\\q" || trimmed == "quit" || trimmed == "exit") {
-            break;
-        }
-        pending.push_str(&line);
-        if trimmed.ends_with(';') {
-            let q = std::mem::take(&mut pending);
-            let q = q.trim().trim_end_matches(';');
-            if let Err(e) = run_query(
-                pick(&ctx, &local, q),
-                &tables,
-                q,
-                a.format,
-                None,
-                on_cluster,
-            )
-            .await
-            {
-                eprintln!("error: {e:#}");
+        let mut pending = String::new();
+        let mut line = String::new();
+        loop {
+            if interactive {
+                eprint!(
+                    "{}",
+                    if pending.is_empty() {
+                        "blindspot> "
+                    } else {
+                        "      ...> "
+                    }
+                );
+            }
+            line.clear();
+            if std::io::stdin().read_line(&mut line)? == 0 {
+                break;
+            }
+            let trimmed = line.trim();
+            if pending.is_empty() && (trimmed == "\\q" || trimmed == "quit" || trimmed == "exit") {
+                break;
+            }
+            pending.push_str(&line);
+            if trimmed.ends_with(';') {
+                let q = std::mem::take(&mut pending);
+                let q = q.trim().trim_end_matches(';');
+                if let Err(e) = self.run(q).await {
+                    eprintln!("error: {e:#}");
+                }
             }
         }
+        if !pending.trim().is_empty() {
+            let q = pending.trim().trim_end_matches(';');
+            self.run(q).await?;
+        }
+        Ok(())
     }
-    if !pending.trim().is_empty() {
-        let q = pending.trim().trim_end_matches(';');
-        run_query(
-            pick(&ctx, &local, q),
-            &tables,
-            q,
-            a.format,
-            None,
-            on_cluster,
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// The session for `q`: the local one for catalog statements when a cluster runs the rest.

@@ -149,6 +149,38 @@ struct Npy {
     chunks: mpsc::Receiver<std::result::Result<Vec<f32>, String>>,
 }
 
+/// Sends the values in chunks of `per_chunk` (the last may be shorter); a read error ends it
+/// with an error chunk.
+fn send_chunks(
+    values: &mut dyn Iterator<Item = std::io::Result<f32>>,
+    per_chunk: usize,
+    tx: &mpsc::Sender<std::result::Result<Vec<f32>, String>>,
+) {
+    let mut chunk = Vec::with_capacity(per_chunk);
+    for v in values {
+        match v {
+            Ok(v) => chunk.push(v),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(format!("reading the data: {e}")));
+                return;
+            }
+        }
+        if chunk.len() == per_chunk
+            && tx
+                .blocking_send(Ok(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(per_chunk),
+                )))
+                .is_err()
+        {
+            return;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(Ok(chunk));
+    }
+}
+
 /// Opens `meta` of `dir` and streams its rows, `chunk_rows` at a time, on a blocking thread.
 async fn open_npy(dir: &Location, meta: &ObjectMeta, chunk_rows: usize) -> Result<Npy> {
     let uri = dir.uri_of(&meta.location);
@@ -193,29 +225,7 @@ async fn open_npy(dir: &Location, meta: &ObjectMeta, chunk_rows: usize) -> Resul
         let _ = head_tx.send(Ok((rows, dim, f16)));
         let per_chunk = chunk_rows.max(1) * dim.max(1);
         let send_all = |values: &mut dyn Iterator<Item = std::io::Result<f32>>| {
-            let mut chunk = Vec::with_capacity(per_chunk);
-            for v in values {
-                match v {
-                    Ok(v) => chunk.push(v),
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(format!("reading the data: {e}")));
-                        return;
-                    }
-                }
-                if chunk.len() == per_chunk
-                    && tx
-                        .blocking_send(Ok(std::mem::replace(
-                            &mut chunk,
-                            Vec::with_capacity(per_chunk),
-                        )))
-                        .is_err()
-                {
-                    return;
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = tx.blocking_send(Ok(chunk));
-            }
+            send_chunks(values, per_chunk, &tx)
         };
         if f16 {
             match npy.data::<half::f16>() {
@@ -279,7 +289,6 @@ async fn import_locked(
         shards: parts.len(),
         ..Default::default()
     };
-    // Check every part's row counts before writing anything.
     let mut todo = Vec::new();
     let mut total = 0u64;
     for part in parts {
@@ -288,19 +297,8 @@ async fn import_locked(
             summary.skipped += 1;
             continue;
         }
-        let npy = open_npy(dir, &part.npy, params.rows_per_group).await?;
-        let footer = io::footer_at(&dir.store, &part.metadata).await?;
-        let meta_rows = footer.metadata().file_metadata().num_rows().max(0) as u64;
-        if meta_rows != npy.rows {
-            return Err(Error::Usage(format!(
-                "{} has {} vectors but {} has {meta_rows} rows: row i of the metadata must describe vector i",
-                dir.uri_of(&part.npy.location),
-                npy.rows,
-                dir.uri_of(&part.metadata.location)
-            )));
-        }
-        total += npy.rows;
-        drop(npy);
+        let (rows, footer) = check_part(dir, &part, params).await?;
+        total += rows;
         todo.push((id, part, footer));
     }
     progress.start(Stage::Import.name(), Some(total));
@@ -318,11 +316,6 @@ async fn import_locked(
         } else {
             FloatType::F32
         });
-        let clip = EncoderMeta {
-            id: params.clip_id.clone(),
-            digest: format!("imported:{}", params.clip_id),
-            dim: npy.dim,
-        };
         if summary.dim != 0 && summary.dim != npy.dim {
             return Err(Error::Usage(format!(
                 "{} has dimension {} but earlier files have {}",
@@ -332,7 +325,7 @@ async fn import_locked(
             )));
         }
         summary.dim = npy.dim;
-        let schema = schema::embeddings(&clip, None, float);
+        let schema = imported_schema(params, npy.dim, float);
         let record = import_part(
             dir,
             &catalog,
@@ -360,6 +353,37 @@ async fn import_locked(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The `embeddings` schema of imported vectors (CLIP only, recorded as `params.clip_id`).
+fn imported_schema(params: &ImportParams, dim: usize, float: FloatType) -> SchemaRef {
+    let clip = EncoderMeta {
+        id: params.clip_id.clone(),
+        digest: format!("imported:{}", params.clip_id),
+        dim,
+    };
+    schema::embeddings(&clip, None, float)
+}
+
+/// Checks a part's row counts before anything is written (row i of the metadata describes
+/// vector i): its vectors and its metadata's footer.
+async fn check_part(
+    dir: &Location,
+    part: &Part,
+    params: &ImportParams,
+) -> Result<(u64, parquet::arrow::arrow_reader::ArrowReaderMetadata)> {
+    let npy = open_npy(dir, &part.npy, params.rows_per_group).await?;
+    let footer = io::footer_at(&dir.store, &part.metadata).await?;
+    let meta_rows = footer.metadata().file_metadata().num_rows().max(0) as u64;
+    if meta_rows != npy.rows {
+        return Err(Error::Usage(format!(
+            "{} has {} vectors but {} has {meta_rows} rows: row i of the metadata must describe vector i",
+            dir.uri_of(&part.npy.location),
+            npy.rows,
+            dir.uri_of(&part.metadata.location)
+        )));
+    }
+    Ok((npy.rows, footer))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -113,9 +113,54 @@ pub async fn export(root: &Location, out: &Location, format: Format) -> Result<E
     let q = "SELECT kind, benchmark, model, template, grader, labels, item, pair, pattern, prompt, image, \
              response, choice, answer, correct, settings FROM answers ORDER BY model, benchmark, template, grader, labels, item";
     let batches = sql::collect(sql::query(&ctx, &tables, q).await?).await?;
-    let mut evals: BTreeMap<(String, String, String, String, String), Vec<Item>> = BTreeMap::new();
+    let (evals, skipped) = group_answers(&batches)?;
+    if evals.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} has no MLLM evaluation to export ({} vision-encoder evaluation(s); lmms-eval and VLMEvalKit formats are for MLLMs)",
+            root.url,
+            skipped.len()
+        )));
+    }
+    let date = crate::storage::now_unix();
+    let mut files = Vec::new();
+    let mut items = 0;
+    // Two evaluations of one model share its folder; their files differ by task name.
+    for ((model, bench, template, grader, labels), rows) in &evals {
+        items += rows.len();
+        let dir = segment_id(model);
+        let task = segment_id(&format!("{bench}_{template}_{grader}_{labels}"));
+        match format {
+            Format::LmmsEval => {
+                files.extend(write_lmms(out, &dir, &task, model, date, rows).await?);
+            }
+            Format::Vlmevalkit => {
+                files.extend(write_vlmevalkit(out, &dir, &task, model, rows).await?);
+            }
+        }
+    }
+    Ok(ExportSummary {
+        format,
+        evaluations: evals.len(),
+        items,
+        files,
+        skipped_vlm: skipped.len(),
+    })
+}
+
+/// An exported evaluation: model, benchmark, template, grader and labels.
+type EvalKey = (String, String, String, String, String);
+
+/// The MLLM answers by evaluation, and the vision-encoder evaluations left out.
+#[allow(clippy::type_complexity)]
+fn group_answers(
+    batches: &[arrow::array::RecordBatch],
+) -> Result<(
+    BTreeMap<EvalKey, Vec<Item>>,
+    std::collections::BTreeSet<EvalKey>,
+)> {
+    let mut evals: BTreeMap<EvalKey, Vec<Item>> = BTreeMap::new();
     let mut skipped = std::collections::BTreeSet::new();
-    for b in &batches {
+    for b in batches {
         let s = |n: &str| crate::table::io::strings(b, n);
         let (kind, bench, model) = (s("kind")?, s("benchmark")?, s("model")?);
         let (template, grader, labels) = (s("template")?, s("grader")?, s("labels")?);
@@ -167,37 +212,7 @@ pub async fn export(root: &Location, out: &Location, format: Format) -> Result<E
             });
         }
     }
-    if evals.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} has no MLLM evaluation to export ({} vision-encoder evaluation(s); lmms-eval and VLMEvalKit formats are for MLLMs)",
-            root.url,
-            skipped.len()
-        )));
-    }
-    let date = crate::storage::now_unix();
-    let mut files = Vec::new();
-    let mut items = 0;
-    // Two evaluations of one model share its folder; their files differ by task name.
-    for ((model, bench, template, grader, labels), rows) in &evals {
-        items += rows.len();
-        let dir = segment_id(model);
-        let task = segment_id(&format!("{bench}_{template}_{grader}_{labels}"));
-        match format {
-            Format::LmmsEval => {
-                files.extend(write_lmms(out, &dir, &task, model, date, rows).await?);
-            }
-            Format::Vlmevalkit => {
-                files.extend(write_vlmevalkit(out, &dir, &task, model, rows).await?);
-            }
-        }
-    }
-    Ok(ExportSummary {
-        format,
-        evaluations: evals.len(),
-        items,
-        files,
-        skipped_vlm: skipped.len(),
-    })
+    Ok((evals, skipped))
 }
 
 fn pair_accuracy(rows: &[Item]) -> f64 {

@@ -334,6 +334,31 @@ async fn rows_of(store: &Arc<dyn ObjectStore>, part: &ManifestPart) -> Result<Ve
     }
 }
 
+/// One row's image, fetched, with its caption (and its URL when it is one).
+async fn fetch_row(
+    fetcher: &Fetcher,
+    key: String,
+    uri: String,
+    caption: Option<String>,
+) -> Ingested {
+    let url = uri.starts_with("http").then(|| uri.clone());
+    match fetcher.get(&uri).await {
+        Ok(bytes) => Ingested::Image(Item {
+            key,
+            uri,
+            bytes,
+            caption,
+            url,
+        }),
+        Err(e) => Ingested::Failed(Failure {
+            key,
+            uri,
+            kind: e.kind,
+            message: e.message,
+        }),
+    }
+}
+
 /// Fetches every image of one part and sends it to `tx`, in manifest order.
 pub async fn read(
     store: &Arc<dyn ObjectStore>,
@@ -390,22 +415,7 @@ pub async fn read(
                         ),
                     });
                 }
-                let url = uri.starts_with("http").then(|| uri.clone());
-                match fetcher.get(&uri).await {
-                    Ok(bytes) => Ingested::Image(Item {
-                        key,
-                        uri,
-                        bytes,
-                        caption: row.caption,
-                        url,
-                    }),
-                    Err(e) => Ingested::Failed(Failure {
-                        key,
-                        uri,
-                        kind: e.kind,
-                        message: e.message,
-                    }),
-                }
+                fetch_row(&fetcher, key, uri, row.caption).await
             }
         })
         .buffered(fetcher.params().concurrency.max(1));

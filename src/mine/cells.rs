@@ -309,17 +309,10 @@ impl CellReader {
             )
             .await?;
             while let Some(batch) = stream.try_next().await? {
-                let home = batch
-                    .column_by_name("home")
-                    .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
-                    .ok_or_else(|| Error::table("cells", "no boolean column home"))?;
+                let (home, guest_cells) = placement_columns(&batch)?;
                 let keys = io::strings(&batch, "key")?;
                 let hashes = io::strings(&batch, "content_hash")?;
                 let home_cell = u32s(&batch, "home_cell")?;
-                let guest_cells = batch
-                    .column_by_name("guest_cells")
-                    .and_then(|c| c.as_any().downcast_ref::<ListArray>())
-                    .ok_or_else(|| Error::table("cells", "no list column guest_cells"))?;
                 let (flat, dim) = io::vectors_flat(&batch, "clip")?;
                 if members.dim != 0 && members.dim != dim {
                     return Err(Error::table(
@@ -329,27 +322,14 @@ impl CellReader {
                 }
                 members.dim = dim;
                 if let Some(i) = first_bad_vector(&flat, dim) {
-                    let (n, mut at) = (read + i as u64, None);
-                    let mut before = 0;
-                    for &(g, start, rows) in &starts {
-                        if n < before + rows {
-                            at = Some((g, start + n - before));
-                            break;
-                        }
-                        before += rows;
-                    }
-                    let (g, row) = at.unwrap_or_default();
-                    let norm = flat[i * dim..(i + 1) * dim]
-                        .iter()
-                        .map(|x| x * x)
-                        .sum::<f32>()
-                        .sqrt();
-                    return Err(Error::table(
-                        "cells",
-                        format!(
-                            "{}: row {row} (row group {g}, cell {cell}) holds a CLIP vector that is not finite and unit-norm (norm {norm}): the object is damaged; re-run `blindspot partition --retrain` from the embeddings",
-                            self.root.uri_of(&self.root.path(&object.path))
-                        ),
+                    let uri = self.root.uri_of(&self.root.path(&object.path));
+                    return Err(bad_vector(
+                        &uri,
+                        cell,
+                        &starts,
+                        read,
+                        &flat[i * dim..(i + 1) * dim],
+                        i,
                     ));
                 }
                 read += batch.num_rows() as u64;
@@ -415,4 +395,46 @@ fn cell_groups(metadata: &ArrowReaderMetadata, path: &str) -> Result<HashMap<u32
         }
     }
     Ok(out)
+}
+
+/// A `cells` batch's `home` and `guest_cells` columns.
+fn placement_columns(batch: &RecordBatch) -> Result<(&BooleanArray, &ListArray)> {
+    let home = batch
+        .column_by_name("home")
+        .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
+        .ok_or_else(|| Error::table("cells", "no boolean column home"))?;
+    let guest_cells = batch
+        .column_by_name("guest_cells")
+        .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+        .ok_or_else(|| Error::table("cells", "no list column guest_cells"))?;
+    Ok((home, guest_cells))
+}
+
+/// The error for a damaged CLIP vector, `v`, at row `i` of a batch read after `read` rows of the
+/// row groups `starts` ((group, first row, rows)) of the object at `uri`.
+fn bad_vector(
+    uri: &str,
+    cell: u32,
+    starts: &[(usize, u64, u64)],
+    read: u64,
+    v: &[f32],
+    i: usize,
+) -> Error {
+    let (n, mut at) = (read + i as u64, None);
+    let mut before = 0;
+    for &(g, start, rows) in starts {
+        if n < before + rows {
+            at = Some((g, start + n - before));
+            break;
+        }
+        before += rows;
+    }
+    let (g, row) = at.unwrap_or_default();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    Error::table(
+        "cells",
+        format!(
+            "{uri}: row {row} (row group {g}, cell {cell}) holds a CLIP vector that is not finite and unit-norm (norm {norm}): the object is damaged; re-run `blindspot partition --retrain` from the embeddings"
+        ),
+    )
 }

@@ -852,8 +852,6 @@ async fn reservoir(
         .map_err(|e| Error::Internal(format!("sample: {e}")))
 }
 
-/// Trains the centroids on a sample of every vector, splitting cells whose estimated block is
-/// too big; refuses exact placement whose estimated copy factor passes the bound.
 /// What training made: the centroids, their fit on the sample and, when exact placement was
 /// impractical, the probes chosen instead.
 struct Trained {
@@ -863,6 +861,8 @@ struct Trained {
     chosen: Option<ProbeChoice>,
 }
 
+/// Trains the centroids on a sample of every vector, splitting cells whose estimated block is
+/// too big; refuses exact placement whose estimated copy factor passes the bound.
 async fn train(
     catalog: &Catalog,
     embeds: &[Commit],

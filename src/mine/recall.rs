@@ -22,15 +22,7 @@ fn chosen(key: &str, stride: u64) -> bool {
 
 /// Measures the recall of `catalog`'s candidates at `clip_min` on about `sample` queries.
 pub async fn measure(catalog: &Catalog, clip_min: f32, sample: usize) -> Result<Recall> {
-    let mut collapsed = HashSet::new();
-    if catalog.has(&table::DUPLICATES).await? {
-        let mut s = catalog
-            .scan(&table::DUPLICATES, &["key"], Generations::All)
-            .await?;
-        while let Some(b) = s.try_next().await? {
-            collapsed.extend(io::strings(&b, "key")?.iter().flatten().map(str::to_string));
-        }
-    }
+    let collapsed = collapsed_keys(catalog).await?;
     let rows: u64 = catalog
         .objects(&table::EMBEDDINGS, Generations::All)
         .await?
@@ -38,48 +30,8 @@ pub async fn measure(catalog: &Catalog, clip_min: f32, sample: usize) -> Result<
         .map(|o| o.rows.unwrap_or(0))
         .sum();
     let stride = (rows / sample.max(1) as u64).max(1);
-    // Pass 1: the queries.
-    let (mut qkeys, mut qdata, mut dim) = (Vec::new(), Vec::new(), 0);
-    let mut s = catalog
-        .scan(&table::EMBEDDINGS, &["key", "clip"], Generations::All)
-        .await?;
-    while let Some(b) = s.try_next().await? {
-        let keys = io::strings(&b, "key")?;
-        let (flat, d) = io::vectors_flat(&b, "clip")?;
-        dim = d;
-        for (i, key) in keys.iter().enumerate() {
-            let key = key.unwrap_or_default();
-            if chosen(key, stride) && !collapsed.contains(key) {
-                qkeys.push(key.to_string());
-                qdata.extend_from_slice(&flat[i * d..(i + 1) * d]);
-            }
-        }
-    }
-    let queries = Array2::from_shape_vec((qkeys.len(), dim), qdata)
-        .map_err(|e| crate::error::Error::Internal(format!("recall queries: {e}")))?;
-    // Pass 2: every vector against the queries.
-    let mut exact: HashSet<(String, String)> = HashSet::new();
-    let mut s = catalog
-        .scan(&table::EMBEDDINGS, &["key", "clip"], Generations::All)
-        .await?;
-    while let Some(b) = s.try_next().await? {
-        let keys: Vec<String> = io::strings(&b, "key")?
-            .iter()
-            .map(|k| k.unwrap_or_default().to_string())
-            .collect();
-        let (flat, d) = io::vectors_flat(&b, "clip")?;
-        let x = ArrayView2::from_shape((keys.len(), d), &flat)
-            .map_err(|e| crate::error::Error::Internal(format!("recall batch: {e}")))?;
-        let keep = |i: usize, j: usize| keys[i] != qkeys[j] && !collapsed.contains(&keys[i]);
-        for (i, j, _) in join::threshold_join(x, queries.view(), false, clip_min, &keep) {
-            let (a, b) = (&keys[i as usize], &qkeys[j as usize]);
-            exact.insert(if a < b {
-                (a.clone(), b.clone())
-            } else {
-                (b.clone(), a.clone())
-            });
-        }
-    }
+    let (qkeys, queries) = queries(catalog, stride, &collapsed).await?;
+    let exact = exact_pairs(catalog, &qkeys, queries.view(), clip_min, &collapsed).await?;
     // The table's pairs that involve a query.
     let query_set: HashSet<&str> = qkeys.iter().map(String::as_str).collect();
     let mut found = 0u64;
@@ -108,4 +60,78 @@ pub async fn measure(catalog: &Catalog, clip_min: f32, sample: usize) -> Result<
             found as f64 / exact_pairs as f64
         },
     })
+}
+
+/// The keys collapsed as exact duplicates (not mined, so not counted).
+async fn collapsed_keys(catalog: &Catalog) -> Result<HashSet<String>> {
+    let mut collapsed = HashSet::new();
+    if catalog.has(&table::DUPLICATES).await? {
+        let mut s = catalog
+            .scan(&table::DUPLICATES, &["key"], Generations::All)
+            .await?;
+        while let Some(b) = s.try_next().await? {
+            collapsed.extend(io::strings(&b, "key")?.iter().flatten().map(str::to_string));
+        }
+    }
+    Ok(collapsed)
+}
+
+/// Pass 1: the query images (every `stride`-th key by hash, not collapsed) and their vectors.
+async fn queries(
+    catalog: &Catalog,
+    stride: u64,
+    collapsed: &HashSet<String>,
+) -> Result<(Vec<String>, Array2<f32>)> {
+    let (mut qkeys, mut qdata, mut dim) = (Vec::new(), Vec::new(), 0);
+    let mut s = catalog
+        .scan(&table::EMBEDDINGS, &["key", "clip"], Generations::All)
+        .await?;
+    while let Some(b) = s.try_next().await? {
+        let keys = io::strings(&b, "key")?;
+        let (flat, d) = io::vectors_flat(&b, "clip")?;
+        dim = d;
+        for (i, key) in keys.iter().enumerate() {
+            let key = key.unwrap_or_default();
+            if chosen(key, stride) && !collapsed.contains(key) {
+                qkeys.push(key.to_string());
+                qdata.extend_from_slice(&flat[i * d..(i + 1) * d]);
+            }
+        }
+    }
+    let queries = Array2::from_shape_vec((qkeys.len(), dim), qdata)
+        .map_err(|e| crate::error::Error::Internal(format!("recall queries: {e}")))?;
+    Ok((qkeys, queries))
+}
+
+/// Pass 2: every vector against the queries: the pairs above `clip_min` (brute force).
+async fn exact_pairs(
+    catalog: &Catalog,
+    qkeys: &[String],
+    queries: ArrayView2<'_, f32>,
+    clip_min: f32,
+    collapsed: &HashSet<String>,
+) -> Result<HashSet<(String, String)>> {
+    let mut exact: HashSet<(String, String)> = HashSet::new();
+    let mut s = catalog
+        .scan(&table::EMBEDDINGS, &["key", "clip"], Generations::All)
+        .await?;
+    while let Some(b) = s.try_next().await? {
+        let keys: Vec<String> = io::strings(&b, "key")?
+            .iter()
+            .map(|k| k.unwrap_or_default().to_string())
+            .collect();
+        let (flat, d) = io::vectors_flat(&b, "clip")?;
+        let x = ArrayView2::from_shape((keys.len(), d), &flat)
+            .map_err(|e| crate::error::Error::Internal(format!("recall batch: {e}")))?;
+        let keep = |i: usize, j: usize| keys[i] != qkeys[j] && !collapsed.contains(&keys[i]);
+        for (i, j, _) in join::threshold_join(x, queries, false, clip_min, &keep) {
+            let (a, b) = (&keys[i as usize], &qkeys[j as usize]);
+            exact.insert(if a < b {
+                (a.clone(), b.clone())
+            } else {
+                (b.clone(), a.clone())
+            });
+        }
+    }
+    Ok(exact)
 }

@@ -485,7 +485,6 @@ pub async fn write_copies(
     .await
 }
 
-/// Writes rows `0..n` as committed shards, asking `rows` for one shard's vectors at a time.
 /// One shard's `embeddings` rows: keys, stand-in uris and hashes, both vectors.
 fn shard_batch(
     schema: &arrow::datatypes::SchemaRef,
@@ -515,6 +514,7 @@ fn shard_batch(
     .map_err(|e| Error::table("embeddings", e))
 }
 
+/// Writes rows `0..n` as committed shards, asking `rows` for one shard's vectors at a time.
 async fn write_shards(
     root: &Location,
     params: &VectorParams,
