@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::embed::EmbedParams;
-use crate::encoder::preprocess::DecodeParams;
 use crate::encoder::runtime::Device;
 use crate::encoder::{self, OnnxEncoder, SessionParams};
 use crate::error::{Error, Result};
@@ -21,7 +20,6 @@ use crate::sift::filter::FilterParams;
 use crate::stage::Stage;
 use crate::storage::Location;
 use crate::synth::SynthParams;
-use crate::table::schema::FloatType;
 
 /// The names of the stages a spec can name, in pipeline order (`Stage::SPEC`).
 fn spec_stage_names() -> Vec<&'static str> {
@@ -46,7 +44,7 @@ pub struct Spec {
     pub encoders: EncodersSection,
     /// Embed settings.
     #[serde(default)]
-    pub embed: EmbedSection,
+    pub embed: crate::embed::EmbedSettings,
     /// Synthetic corpus settings (the `synth` stage).
     #[serde(default)]
     pub synth: SynthParams,
@@ -220,133 +218,6 @@ pub struct EncodersSection {
 
 fn default_device() -> String {
     "cpu".into()
-}
-
-/// `[embed]`; every field has a default.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct EmbedSection {
-    /// Images per inference batch.
-    pub batch_size: usize,
-    /// Decode threads; 0 means one per core.
-    pub decode_threads: usize,
-    /// Objects fetched at once.
-    pub fetch_concurrency: usize,
-    /// `f32` or `f16` embeddings.
-    pub dtype: FloatType,
-    /// Decompression-bomb limit in pixels.
-    pub max_pixels: u64,
-    /// Decode large JPEGs at reduced DCT scale.
-    pub dct_scaling: bool,
-    /// Rows per Parquet row group.
-    pub rows_per_group: usize,
-    /// `clip,dino` (both on every image) or `clip` (DINOv2 in the `dino` stage, on
-    /// candidate images only).
-    pub encoders: String,
-    /// `auto`, `folder`, `tar`, `parquet` or `manifest`.
-    pub input_format: crate::ingest::InputFormat,
-    /// img2dataset Parquet: the image column.
-    pub image_column: Option<String>,
-    /// img2dataset Parquet and manifests: the key column.
-    pub key_column: String,
-    /// Manifests: rows per shard.
-    pub rows_per_shard: Option<u64>,
-    /// Seconds one HTTP fetch may take.
-    pub fetch_timeout: f64,
-    /// Retries of a failed fetch.
-    pub fetch_retries: usize,
-    /// What manifests may name besides http(s) URLs and objects under their folder.
-    pub allow_uri: Vec<crate::ingest::fetch::UriKind>,
-    /// HTTP to non-public addresses.
-    pub allow_private: bool,
-    /// The largest image read, in bytes.
-    pub max_bytes: u64,
-}
-
-impl Default for EmbedSection {
-    fn default() -> Self {
-        let p = EmbedParams::default();
-        EmbedSection {
-            batch_size: p.batch_size,
-            decode_threads: p.decode_threads,
-            fetch_concurrency: p.fetch_concurrency,
-            dtype: p.float,
-            max_pixels: p.decode.max_pixels,
-            dct_scaling: p.decode.dct_scaling,
-            rows_per_group: p.rows_per_group,
-            encoders: "clip,dino".into(),
-            input_format: p.ingest.format,
-            image_column: None,
-            key_column: p.ingest.key_column.clone(),
-            rows_per_shard: None,
-            fetch_timeout: p.ingest.fetch.timeout.as_secs_f64(),
-            fetch_retries: p.ingest.fetch.retries,
-            allow_uri: Vec::new(),
-            allow_private: false,
-            max_bytes: p.ingest.fetch.max_bytes,
-        }
-    }
-}
-
-impl EmbedSection {
-    /// The stage parameters these settings describe.
-    pub fn params(&self) -> EmbedParams {
-        EmbedParams {
-            batch_size: self.batch_size,
-            decode_threads: self.decode_threads,
-            fetch_concurrency: self.fetch_concurrency,
-            float: self.dtype,
-            decode: DecodeParams {
-                max_pixels: self.max_pixels,
-                dct_scaling: self.dct_scaling,
-            },
-            rows_per_group: self.rows_per_group,
-            ingest: crate::ingest::IngestParams {
-                format: self.input_format,
-                image_column: self.image_column.clone(),
-                key_column: self.key_column.clone(),
-                rows_per_shard: self.rows_per_shard,
-                fetch: crate::ingest::fetch::FetchParams {
-                    concurrency: self.fetch_concurrency,
-                    timeout: std::time::Duration::from_secs_f64(
-                        self.fetch_timeout.clamp(0.001, 86_400.0),
-                    ),
-                    retries: self.fetch_retries,
-                    allow: self.allow_uri.clone(),
-                    allow_private: self.allow_private,
-                    max_bytes: self.max_bytes,
-                    ..Default::default()
-                },
-            },
-            ..EmbedParams::default()
-        }
-    }
-
-    /// Every problem with these settings, by key.
-    pub fn check(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.batch_size == 0 {
-            problems.push("batch-size must be at least 1".into());
-        }
-        if !matches!(self.encoders.as_str(), "clip,dino" | "clip") {
-            problems.push(format!(
-                "encoders {:?}: use \"clip,dino\" (both on every image) or \"clip\" (DINOv2 in the dino stage)",
-                self.encoders
-            ));
-        }
-        if self.fetch_timeout.is_nan() || self.fetch_timeout <= 0.0 {
-            problems.push("fetch-timeout must be a positive number of seconds".into());
-        }
-        if self.fetch_concurrency == 0 {
-            problems.push("fetch-concurrency must be at least 1".into());
-        }
-        problems
-    }
-
-    /// True when the embed stage runs CLIP only.
-    pub fn clip_only(&self) -> bool {
-        self.encoders == "clip"
-    }
 }
 
 /// A spec with everything checked and the encoders loaded: the stages to run, in order, each
@@ -721,7 +592,7 @@ fn jobs(
                         batch_size: spec.embed.batch_size,
                         float: None,
                         decode: embed.decode.clone(),
-                        image_column: spec.embed.image_column.clone(),
+                        image_column: spec.embed.ingest.image_column.clone(),
                         fetch: embed.ingest.fetch.clone(),
                         ..Default::default()
                     },
@@ -882,6 +753,48 @@ dup-min = 0.5
         let bad =
             "[run]\nroot='r'\nstages=[]\n[encoders]\nclip='c'\ndino='d'\n[index]\niterations = 3\n";
         assert!(parse(Path::new("x.toml"), bad).is_err());
+    }
+
+    /// `[embed]` is `EmbedSettings`, the flags of `blindspot embed`: its ingest keys sit in
+    /// the same table, and a key no setting has is refused by its check.
+    #[test]
+    fn the_embed_section_is_the_embed_flags() {
+        let base = "[run]\ninput='a'\nroot='b'\nstages=[]\n[encoders]\nclip='c'\ndino='d'\n";
+        let text = format!(
+            "{base}[embed]\nencoders = 'clip'\nfetch-timeout = 5.0\ninput-format = 'manifest'\nbatch-size = 8\n"
+        );
+        let spec = parse(Path::new("x.toml"), &text).unwrap();
+        assert!(spec.embed.clip_only());
+        assert!(spec.embed.check().is_empty(), "{:?}", spec.embed.check());
+        let p = spec.embed.params();
+        assert_eq!(p.batch_size, 8);
+        assert_eq!(p.ingest.fetch.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(p.ingest.format, crate::ingest::InputFormat::Manifest);
+        let text = format!("{base}[embed]\nbatch = 8\nfetch-timeout = 0.0\n");
+        let spec = parse(Path::new("x.toml"), &text).unwrap();
+        let problems = spec.embed.check().join("\n");
+        assert!(problems.contains("unknown field `batch`"), "{problems}");
+        assert!(problems.contains("fetch-timeout 0 must be"), "{problems}");
+        // The command line parses into the same shape.
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: crate::embed::EmbedSettings,
+        }
+        let cli = Cli::parse_from([
+            "x",
+            "--encoders",
+            "clip",
+            "--fetch-timeout",
+            "5",
+            "--no-dct-scaling",
+        ]);
+        assert!(cli.settings.clip_only() && !cli.settings.dct_scaling);
+        assert_eq!(
+            cli.settings.params().ingest.fetch.timeout,
+            p.ingest.fetch.timeout
+        );
     }
 
     #[test]

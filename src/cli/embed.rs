@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use blindspot::embed::{self, EmbedParams, EmbedSummary};
+use blindspot::embed::{self, EmbedParams, EmbedSettings, EmbedSummary, EncoderSet};
 use blindspot::encoder::preprocess::{prepare, DecodeParams, Preprocessor, Transform};
 use blindspot::encoder::runtime::Device;
 use blindspot::encoder::{self, OnnxEncoder, SessionParams};
-use blindspot::ingest::fetch::{FetchParams, UriKind};
-use blindspot::ingest::{IngestParams, InputFormat};
+use blindspot::ingest::fetch::UriKind;
 use blindspot::storage::Location;
 use blindspot::synth::{self, SynthFormat, SynthParams};
 use blindspot::table::schema::FloatType;
@@ -121,85 +120,6 @@ pub struct EncoderArgs {
     pub intra_threads: usize,
 }
 
-/// How inputs are read (shared by `embed` and `dino`).
-#[derive(Args, Debug, Clone)]
-pub struct IngestArgs {
-    /// What the input holds: auto (told from the objects), folder, tar, parquet (img2dataset
-    /// Parquet with image bytes) or manifest (a table of URIs).
-    #[arg(long, default_value = "auto")]
-    pub input_format: InputFormat,
-    /// img2dataset Parquet: the binary column with the image [default: jpg, png, webp, ...].
-    #[arg(long)]
-    pub image_column: Option<String>,
-    /// img2dataset Parquet and manifests: the key column.
-    #[arg(long, default_value = "key")]
-    pub key_column: String,
-    /// Manifests: rows per shard [default: a Parquet row group; 10000 for CSV and JSONL].
-    #[arg(long)]
-    pub rows_per_shard: Option<u64>,
-    /// Seconds one HTTP fetch may take, body included.
-    #[arg(long, default_value_t = FetchParams::default().timeout.as_secs_f64())]
-    pub fetch_timeout: f64,
-    /// Retries of a fetch that failed with 5xx, 429, a timeout or a broken connection.
-    #[arg(long, default_value_t = FetchParams::default().retries)]
-    pub fetch_retries: usize,
-    /// Manifests: also fetch these (comma-separated or repeated): `file` (local files named by a
-    /// manifest that is not local), `outside` (objects of the manifest's store outside its
-    /// folder), `store` (objects of other stores). By default a manifest names http(s) URLs and
-    /// objects under its own folder only.
-    #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND")]
-    pub allow_uri: Vec<UriKind>,
-    /// HTTP fetches may go to loopback, private, link-local (cloud metadata) and other
-    /// non-public addresses; refused by default, on every redirect too.
-    #[arg(long)]
-    pub allow_private: bool,
-    /// The largest image read, in bytes (HTTP bodies and objects); larger ones are `too_large`
-    /// errors.
-    #[arg(long, default_value_t = blindspot::ingest::fetch::DEFAULT_MAX_BYTES)]
-    pub max_bytes: u64,
-}
-
-impl IngestArgs {
-    pub fn params(&self, concurrency: usize) -> Result<IngestParams> {
-        if !(self.fetch_timeout > 0.0 && self.fetch_timeout.is_finite()) {
-            anyhow::bail!(blindspot::Error::Usage(format!(
-                "--fetch-timeout {} must be a positive number of seconds",
-                self.fetch_timeout
-            )));
-        }
-        if self.rows_per_shard == Some(0) {
-            anyhow::bail!(blindspot::Error::Usage(
-                "--rows-per-shard must be at least 1".into()
-            ));
-        }
-        Ok(IngestParams {
-            format: self.input_format,
-            image_column: self.image_column.clone(),
-            key_column: self.key_column.clone(),
-            rows_per_shard: self.rows_per_shard,
-            fetch: FetchParams {
-                concurrency,
-                timeout: std::time::Duration::from_secs_f64(self.fetch_timeout),
-                retries: self.fetch_retries,
-                allow: self.allow_uri.clone(),
-                allow_private: self.allow_private,
-                max_bytes: self.max_bytes,
-                ..FetchParams::default()
-            },
-        })
-    }
-}
-
-/// Which encoders `embed` runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum EncoderSet {
-    /// CLIP and DINOv2 on every image.
-    #[value(name = "clip,dino", alias = "both")]
-    Both,
-    /// CLIP only; DINOv2 later with `blindspot dino`, on candidate images only.
-    Clip,
-}
-
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
     /// Input: a folder, a prefix URL, a .tar, img2dataset Parquet, a URI manifest or an image
@@ -210,30 +130,8 @@ pub struct EmbedArgs {
     pub out: String,
     #[command(flatten)]
     pub encoders: EncoderArgs,
-    /// Encoders to run: clip,dino (every image through both) or clip (DINOv2 later, with
-    /// `blindspot dino`, on candidate images only).
-    #[arg(long = "encoders", value_enum, default_value = "clip,dino")]
-    pub encoder_set: EncoderSet,
     #[command(flatten)]
-    pub ingest: IngestArgs,
-    /// Images per inference batch.
-    #[arg(long, default_value_t = EmbedParams::default().batch_size)]
-    pub batch_size: usize,
-    /// Decode threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub decode_threads: usize,
-    /// Objects (or URLs) fetched at once.
-    #[arg(long, default_value_t = EmbedParams::default().fetch_concurrency)]
-    pub fetch_concurrency: usize,
-    /// Embedding float type: f32 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: FloatType,
-    /// Refuse images with more pixels than this (decompression bombs).
-    #[arg(long, default_value_t = DecodeParams::default().max_pixels)]
-    pub max_pixels: u64,
-    /// Always decode JPEGs at full size (no DCT scaling).
-    #[arg(long)]
-    pub no_dct_scaling: bool,
+    pub settings: EmbedSettings,
     /// Only this worker's shards, as i/N (e.g. a Kubernetes indexed Job or Slurm array).
     #[arg(long, value_parser = parse_worker)]
     pub worker: Option<(u32, u32)>,
@@ -355,23 +253,15 @@ pub async fn embed_cmd(a: EmbedArgs) -> Result<()> {
     let input = Location::open(&a.input)?;
     let root = Location::open(&a.out)?;
     let clip = load_clip(&a.encoders)?;
-    let dino = match a.encoder_set {
+    blindspot::stage::Stage::Embed.settings(a.settings.check())?;
+    let dino = match a.settings.encoders {
         EncoderSet::Both => Some(load_dino(&a.encoders)?),
         EncoderSet::Clip => None,
     };
     let params = EmbedParams {
-        ingest: a.ingest.params(a.fetch_concurrency)?,
-        batch_size: a.batch_size,
-        decode_threads: a.decode_threads,
-        fetch_concurrency: a.fetch_concurrency,
-        float: a.dtype,
-        decode: DecodeParams {
-            max_pixels: a.max_pixels,
-            dct_scaling: !a.no_dct_scaling,
-        },
         worker: a.worker,
         claim: a.claims.params(),
-        ..EmbedParams::default()
+        ..a.settings.params()
     };
     let summary = embed::embed(&input, &root, clip, dino, &params, progress()).await?;
     report_embed(&summary, &input, &root, a.json);

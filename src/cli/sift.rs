@@ -10,7 +10,7 @@ use blindspot::storage::Location;
 use blindspot::table::schema::FloatType;
 use clap::Args;
 
-use super::embed::{load_dino, EncoderArgs, IngestArgs};
+use super::embed::{load_dino, EncoderArgs};
 use super::mine::mib;
 use super::{parse_worker, progress, report, ClaimArgs};
 
@@ -45,7 +45,7 @@ pub struct DinoArgs {
     #[arg(long, default_value_t = blindspot::sift::dino::DEFAULT_KEY_MEMORY >> 20)]
     pub key_memory_mib: usize,
     #[command(flatten)]
-    pub ingest: IngestArgs,
+    pub ingest: blindspot::ingest::IngestSettings,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -60,7 +60,8 @@ pub async fn dino_cmd(a: DinoArgs) -> Result<()> {
         intra_threads: a.intra_threads,
     };
     let dino = load_dino(&args)?;
-    let ingest = a.ingest.params(a.fetch_concurrency)?;
+    blindspot::stage::Stage::Dino.settings(a.ingest.check())?;
+    let ingest = a.ingest.params(a.fetch_concurrency);
     let params = blindspot::sift::dino::DinoParams {
         batch_size: a.batch_size,
         float: a.dtype,

@@ -82,6 +82,124 @@ impl Default for EmbedParams {
     }
 }
 
+/// Which encoders `embed` runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+pub enum EncoderSet {
+    /// CLIP and DINOv2 on every image.
+    #[default]
+    #[value(name = "clip,dino", alias = "both")]
+    #[serde(rename = "clip,dino")]
+    Both,
+    /// CLIP only; DINOv2 later with `blindspot dino`, on candidate images only.
+    #[value(name = "clip")]
+    #[serde(rename = "clip")]
+    Clip,
+}
+
+/// Settings of the embed stage: a spec's `[embed]` section and the flags of `blindspot embed`
+/// (one shape, one check); [`EmbedSettings::params`] makes the [`EmbedParams`].
+#[derive(Clone, Debug, serde::Deserialize, clap::Args)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct EmbedSettings {
+    /// Images per inference batch.
+    #[arg(long, default_value_t = EmbedParams::default().batch_size)]
+    pub batch_size: usize,
+    /// Decode threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub decode_threads: usize,
+    /// Objects (or URLs) fetched at once.
+    #[arg(long, default_value_t = EmbedParams::default().fetch_concurrency)]
+    pub fetch_concurrency: usize,
+    /// Embedding float type: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: FloatType,
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, default_value_t = DecodeParams::default().max_pixels)]
+    pub max_pixels: u64,
+    // Decode large JPEGs at a reduced DCT scale (the flag `--no-dct-scaling` turns it off;
+    // its help is the flag's).
+    #[arg(
+        long = "no-dct-scaling",
+        action = clap::ArgAction::SetFalse,
+        help = "Always decode JPEGs at full size (no DCT scaling)"
+    )]
+    pub dct_scaling: bool,
+    /// Rows per Parquet row group (spec only).
+    #[arg(skip = EmbedParams::default().rows_per_group)]
+    pub rows_per_group: usize,
+    /// Encoders to run: clip,dino (every image through both) or clip (DINOv2 later, with
+    /// `blindspot dino`, on candidate images only).
+    #[arg(long, value_enum, default_value = "clip,dino")]
+    pub encoders: EncoderSet,
+    /// How the input is read.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub ingest: crate::ingest::IngestSettings,
+    /// Keys of the section that no setting has (refused by `check`).
+    #[arg(skip)]
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl Default for EmbedSettings {
+    fn default() -> Self {
+        let p = EmbedParams::default();
+        EmbedSettings {
+            batch_size: p.batch_size,
+            decode_threads: p.decode_threads,
+            fetch_concurrency: p.fetch_concurrency,
+            dtype: p.float,
+            max_pixels: p.decode.max_pixels,
+            dct_scaling: p.decode.dct_scaling,
+            rows_per_group: p.rows_per_group,
+            encoders: EncoderSet::Both,
+            ingest: Default::default(),
+            unknown: BTreeMap::new(),
+        }
+    }
+}
+
+impl EmbedSettings {
+    /// Every problem with these settings, by name (unknown keys too).
+    pub fn check(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .unknown
+            .keys()
+            .map(|k| format!("unknown field `{k}`"))
+            .collect();
+        if self.batch_size == 0 {
+            problems.push("batch-size must be at least 1".into());
+        }
+        if self.fetch_concurrency == 0 {
+            problems.push("fetch-concurrency must be at least 1".into());
+        }
+        problems.extend(self.ingest.check());
+        problems
+    }
+
+    /// The stage parameters these settings describe (one run, no workers).
+    pub fn params(&self) -> EmbedParams {
+        EmbedParams {
+            batch_size: self.batch_size,
+            decode_threads: self.decode_threads,
+            fetch_concurrency: self.fetch_concurrency,
+            float: self.dtype,
+            decode: DecodeParams {
+                max_pixels: self.max_pixels,
+                dct_scaling: self.dct_scaling,
+            },
+            rows_per_group: self.rows_per_group,
+            ingest: self.ingest.params(self.fetch_concurrency),
+            ..EmbedParams::default()
+        }
+    }
+
+    /// True when the embed stage runs CLIP only.
+    pub fn clip_only(&self) -> bool {
+        self.encoders == EncoderSet::Clip
+    }
+}
+
 /// What an embed run did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EmbedSummary {

@@ -71,6 +71,101 @@ impl std::str::FromStr for InputFormat {
     }
 }
 
+/// How inputs are read, as a spec's `[embed]` section and the flags of `embed` and `dino`
+/// say it (one shape, one check); [`IngestSettings::params`] makes the [`IngestParams`].
+#[derive(Clone, Debug, serde::Deserialize, clap::Args)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct IngestSettings {
+    /// What the input holds: auto (told from the objects), folder, tar, parquet (img2dataset
+    /// Parquet with image bytes) or manifest (a table of URIs).
+    #[arg(long, default_value = "auto")]
+    pub input_format: InputFormat,
+    /// img2dataset Parquet: the binary column with the image [default: jpg, png, webp, ...].
+    #[arg(long)]
+    pub image_column: Option<String>,
+    /// img2dataset Parquet and manifests: the key column.
+    #[arg(long, default_value = "key")]
+    pub key_column: String,
+    /// Manifests: rows per shard [default: a Parquet row group; 10000 for CSV and JSONL].
+    #[arg(long)]
+    pub rows_per_shard: Option<u64>,
+    /// Seconds one HTTP fetch may take, body included.
+    #[arg(long, default_value_t = FetchParams::default().timeout.as_secs_f64())]
+    pub fetch_timeout: f64,
+    /// Retries of a fetch that failed with 5xx, 429, a timeout or a broken connection.
+    #[arg(long, default_value_t = FetchParams::default().retries)]
+    pub fetch_retries: usize,
+    /// Manifests: also fetch these (comma-separated or repeated): `file` (local files named by a
+    /// manifest that is not local), `outside` (objects of the manifest's store outside its
+    /// folder), `store` (objects of other stores). By default a manifest names http(s) URLs and
+    /// objects under its own folder only.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND")]
+    pub allow_uri: Vec<fetch::UriKind>,
+    /// HTTP fetches may go to loopback, private, link-local (cloud metadata) and other
+    /// non-public addresses; refused by default, on every redirect too.
+    #[arg(long)]
+    pub allow_private: bool,
+    /// The largest image read, in bytes (HTTP bodies and objects); larger ones are `too_large`
+    /// errors.
+    #[arg(long, default_value_t = fetch::DEFAULT_MAX_BYTES)]
+    pub max_bytes: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        let p = IngestParams::default();
+        IngestSettings {
+            input_format: p.format,
+            image_column: None,
+            key_column: p.key_column,
+            rows_per_shard: None,
+            fetch_timeout: p.fetch.timeout.as_secs_f64(),
+            fetch_retries: p.fetch.retries,
+            allow_uri: Vec::new(),
+            allow_private: false,
+            max_bytes: p.fetch.max_bytes,
+        }
+    }
+}
+
+impl IngestSettings {
+    /// Every problem with these settings, by name.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.fetch_timeout > 0.0 && self.fetch_timeout.is_finite()) {
+            problems.push(format!(
+                "fetch-timeout {} must be a positive number of seconds",
+                self.fetch_timeout
+            ));
+        }
+        if self.rows_per_shard == Some(0) {
+            problems.push("rows-per-shard must be at least 1".into());
+        }
+        problems
+    }
+
+    /// The reading these settings describe, fetching `concurrency` objects at once.
+    pub fn params(&self, concurrency: usize) -> IngestParams {
+        IngestParams {
+            format: self.input_format,
+            image_column: self.image_column.clone(),
+            key_column: self.key_column.clone(),
+            rows_per_shard: self.rows_per_shard,
+            fetch: FetchParams {
+                concurrency,
+                timeout: std::time::Duration::from_secs_f64(
+                    self.fetch_timeout.clamp(0.001, 86_400.0),
+                ),
+                retries: self.fetch_retries,
+                allow: self.allow_uri.clone(),
+                allow_private: self.allow_private,
+                max_bytes: self.max_bytes,
+                ..FetchParams::default()
+            },
+        }
+    }
+}
+
 /// How an input is listed and read.
 #[derive(Clone, Debug)]
 pub struct IngestParams {
