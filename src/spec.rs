@@ -65,56 +65,7 @@ pub struct Spec {
     pub eval: EvalSection,
     /// Report settings (the `report` stage).
     #[serde(default)]
-    pub report: ReportSection,
-}
-
-/// `[report]`: where the site goes and how much it shows; every field has a default.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct ReportSection {
-    /// The site's folder or URL (default: `<root>-report`, beside the run root).
-    pub out: Option<String>,
-    /// Pairs in the gallery at most.
-    pub max_pairs: usize,
-    /// Pairs whose images get thumbnails.
-    pub thumbnails: usize,
-    /// Longest side of a thumbnail.
-    pub thumb_size: u32,
-}
-
-impl Default for ReportSection {
-    fn default() -> Self {
-        let d = crate::report::ReportParams::default();
-        ReportSection {
-            out: None,
-            max_pairs: d.max_pairs,
-            thumbnails: d.thumbnails,
-            thumb_size: d.thumbs.size,
-        }
-    }
-}
-
-impl ReportSection {
-    /// The report's settings.
-    pub fn params(&self) -> crate::report::ReportParams {
-        let d = crate::report::ReportParams::default();
-        crate::report::ReportParams {
-            max_pairs: self.max_pairs,
-            thumbnails: self.thumbnails,
-            thumbs: crate::report::thumbs::ThumbParams {
-                size: self.thumb_size.max(16),
-                ..d.thumbs.clone()
-            },
-            ..d
-        }
-    }
-
-    /// Where the site goes for run root `root`.
-    pub fn out_for(&self, root: &str) -> String {
-        self.out
-            .clone()
-            .unwrap_or_else(|| format!("{}-report", root.trim_end_matches('/')))
-    }
+    pub report: crate::report::ReportSettings,
 }
 
 /// `[eval]`: which benchmarks, which encoders and MLLMs, and how to correlate them.
@@ -527,6 +478,7 @@ fn section_problems(spec: &Spec) -> Vec<String> {
         ("candidates", spec.candidates.check()),
         ("filter", spec.filter.check()),
         ("synth", spec.synth.check()),
+        ("report", spec.report.check()),
     ];
     sections
         .into_iter()

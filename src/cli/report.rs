@@ -1,8 +1,7 @@
 //! `blindspot report`: the static site over a run root, optionally served on loopback.
 
 use anyhow::Result;
-use blindspot::report::thumbs::ThumbParams;
-use blindspot::report::{ReportParams, ReportSummary};
+use blindspot::report::{ReportParams, ReportSettings, ReportSummary};
 use blindspot::storage::Location;
 use clap::Args;
 
@@ -19,35 +18,8 @@ pub struct ReportArgs {
     /// After writing, serve the site over HTTP at this address (default 127.0.0.1:8700) until Ctrl-C.
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8700")]
     pub serve: Option<String>,
-    /// Pairs in the gallery at most, the most CLIP-blind first.
-    #[arg(long, default_value_t = ReportParams::default().max_pairs)]
-    pub max_pairs: usize,
-    /// Pairs (from the first) whose images get thumbnails.
-    #[arg(long, default_value_t = ReportParams::default().thumbnails)]
-    pub thumbnails: usize,
-    /// Longest side of a thumbnail, in pixels.
-    #[arg(long, default_value_t = ThumbParams::default().size)]
-    pub thumb_size: u32,
-    /// Pairs per data chunk the gallery loads at a time.
-    #[arg(long, default_value_t = ReportParams::default().chunk)]
-    pub chunk: usize,
-    /// CLIP minimums of the yield grid (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = ReportParams::default().clip_grid)]
-    pub clip_grid: Vec<f64>,
-    /// DINOv2 maximums of the yield grid (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = ReportParams::default().dino_grid)]
-    pub dino_grid: Vec<f64>,
-    /// Near-duplicate groups listed on the thresholds page, largest first.
-    #[arg(long, default_value_t = ReportParams::default().components)]
-    pub components: usize,
-    /// One gallery card per pair, instead of one per pair of near-duplicate groups (its most
-    /// CLIP-blind member pair, with the number of pairs it stands for).
-    #[arg(long)]
-    pub every_pair: bool,
-    /// Thumbnails may be fetched over HTTP from loopback, private and link-local addresses
-    /// (refused by default, as in `embed`).
-    #[arg(long)]
-    pub allow_private: bool,
+    #[command(flatten)]
+    pub settings: ReportSettings,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -86,23 +58,8 @@ pub fn report_text(s: &ReportSummary) -> String {
 
 /// `blindspot report`.
 pub async fn report_cmd(a: ReportArgs) -> Result<()> {
-    let params = ReportParams {
-        max_pairs: a.max_pairs,
-        chunk: a.chunk,
-        thumbnails: a.thumbnails,
-        thumbs: ThumbParams {
-            size: a.thumb_size.max(16),
-            fetch: blindspot::ingest::fetch::FetchParams {
-                allow_private: a.allow_private,
-                ..Default::default()
-            },
-            ..ThumbParams::default()
-        },
-        clip_grid: a.clip_grid.clone(),
-        dino_grid: a.dino_grid.clone(),
-        components: a.components,
-        every_pair: a.every_pair,
-    };
+    blindspot::stage::Stage::Report.settings(a.settings.check())?;
+    let params = a.settings.params();
     if a.serve.is_some() && !Location::open(&a.out)?.is_local() {
         anyhow::bail!("--serve needs a local --out folder (got {})", a.out);
     }

@@ -51,6 +51,104 @@ pub struct ReportParams {
     pub every_pair: bool,
 }
 
+/// Settings of the report: a spec's `[report]` section and the flags of `blindspot report`
+/// (one shape, one check); [`ReportSettings::params`] makes the [`ReportParams`].
+#[derive(Clone, Debug, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReportSettings {
+    /// The site's folder or URL in a spec (default: `<root>-report`, beside the run root);
+    /// the command line's is `--out`.
+    #[arg(skip)]
+    pub out: Option<String>,
+    /// Pairs in the gallery at most, the most CLIP-blind first.
+    #[arg(long, default_value_t = ReportParams::default().max_pairs)]
+    pub max_pairs: usize,
+    /// Pairs (from the first) whose images get thumbnails.
+    #[arg(long, default_value_t = ReportParams::default().thumbnails)]
+    pub thumbnails: usize,
+    /// Longest side of a thumbnail, in pixels.
+    #[arg(long, default_value_t = ThumbParams::default().size)]
+    pub thumb_size: u32,
+    /// Pairs per data chunk the gallery loads at a time.
+    #[arg(long, default_value_t = ReportParams::default().chunk)]
+    pub chunk: usize,
+    /// CLIP minimums of the yield grid (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = ReportParams::default().clip_grid)]
+    pub clip_grid: Vec<f64>,
+    /// DINOv2 maximums of the yield grid (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = ReportParams::default().dino_grid)]
+    pub dino_grid: Vec<f64>,
+    /// Near-duplicate groups listed on the thresholds page, largest first.
+    #[arg(long, default_value_t = ReportParams::default().components)]
+    pub components: usize,
+    /// One gallery card per pair, instead of one per pair of near-duplicate groups (its most
+    /// CLIP-blind member pair, with the number of pairs it stands for).
+    #[arg(long)]
+    pub every_pair: bool,
+    /// Thumbnails may be fetched over HTTP from loopback, private and link-local addresses
+    /// (refused by default, as in `embed`).
+    #[arg(long)]
+    pub allow_private: bool,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        let d = ReportParams::default();
+        ReportSettings {
+            out: None,
+            max_pairs: d.max_pairs,
+            thumbnails: d.thumbnails,
+            thumb_size: d.thumbs.size,
+            chunk: d.chunk,
+            clip_grid: d.clip_grid,
+            dino_grid: d.dino_grid,
+            components: d.components,
+            every_pair: d.every_pair,
+            allow_private: false,
+        }
+    }
+}
+
+impl ReportSettings {
+    /// Every problem with these settings, by name.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.chunk == 0 {
+            problems.push("chunk must be at least 1".into());
+        }
+        problems
+    }
+
+    /// The report's settings.
+    pub fn params(&self) -> ReportParams {
+        ReportParams {
+            max_pairs: self.max_pairs,
+            chunk: self.chunk,
+            thumbnails: self.thumbnails,
+            thumbs: ThumbParams {
+                // Smaller thumbnails are made at 16 pixels.
+                size: self.thumb_size.max(16),
+                fetch: crate::ingest::fetch::FetchParams {
+                    allow_private: self.allow_private,
+                    ..Default::default()
+                },
+                ..ThumbParams::default()
+            },
+            clip_grid: self.clip_grid.clone(),
+            dino_grid: self.dino_grid.clone(),
+            components: self.components,
+            every_pair: self.every_pair,
+        }
+    }
+
+    /// Where the site goes for run root `root`.
+    pub fn out_for(&self, root: &str) -> String {
+        self.out
+            .clone()
+            .unwrap_or_else(|| format!("{}-report", root.trim_end_matches('/')))
+    }
+}
+
 impl Default for ReportParams {
     fn default() -> Self {
         ReportParams {
