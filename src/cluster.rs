@@ -278,11 +278,11 @@ pub async fn executor(p: ExecutorParams) -> Result<()> {
 
 /// Parses `df://HOST:PORT` (the form Ballista's clients use) into a scheduler URL.
 pub fn scheduler_url(url: &str) -> Result<String> {
-    let parsed = Url::parse(url)
-        .map_err(|e| Error::Usage(format!("--cluster {url}: {e}; use df://HOST:PORT")))?;
+    let parsed =
+        Url::parse(url).map_err(|e| Error::Usage(format!("{url}: {e}; use df://HOST:PORT")))?;
     if parsed.scheme() != "df" || parsed.host_str().is_none() {
         return Err(Error::Usage(format!(
-            "--cluster {url}: use df://HOST:PORT (the scheduler's address)"
+            "{url}: use df://HOST:PORT (the scheduler's address)"
         )));
     }
     Ok(url.to_string())
@@ -296,7 +296,7 @@ pub async fn connect(url: &str) -> Result<SessionContext> {
     let state = session_state(config).map_err(|e| Error::Internal(e.to_string()))?;
     let ctx = SessionContext::remote_with_state(&url, state)
         .await
-        .map_err(|e| Error::Usage(format!("--cluster {url}: {e}")))?;
+        .map_err(|e| Error::Usage(format!("cluster {url}: {e}")))?;
     // Ballista rebuilds the state for remote planning; make sure the functions came along.
     for udf in udfs() {
         if ctx.udf(udf.name()).is_err() {

@@ -595,7 +595,7 @@ async fn open_layout(catalog: &Catalog, clip_min: f32) -> Result<Layout> {
     let placed_for = layout.latest().clip_min;
     if clip_min < placed_for - 1e-6 {
         return Err(Error::Usage(format!(
-            "--clip-min {clip_min} is below the {placed_for} the cells were placed for, so pairs could be missed; run `blindspot partition --root {url} --clip-min {clip_min}` first"
+            "clip-min {clip_min} is below the {placed_for} the cells were placed for, so pairs could be missed; run `blindspot partition --root {url} --clip-min {clip_min}` first"
         )));
     }
     Ok(layout)

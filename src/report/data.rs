@@ -463,7 +463,7 @@ impl Thresholds {
             let (Some(fine), Some(coarse)) = (on_grid(*c, CLIP_STEPS), on_grid(*c, COARSE_STEPS))
             else {
                 return Err(Error::Usage(format!(
-                "--clip-grid {c}: the yield is counted on CLIP thresholds in hundredths (0.95, 0.96, ...)"
+                "clip-grid {c}: the yield is counted on CLIP thresholds in hundredths (0.95, 0.96, ...)"
             )));
             };
             let mut prow = Vec::new();
@@ -473,7 +473,7 @@ impl Thresholds {
             for (di, d) in dino_grid.iter().enumerate() {
                 let Some(j) = on_grid(*d, DINO_STEPS) else {
                     return Err(Error::Usage(format!(
-                    "--dino-grid {d}: the yield is counted on DINOv2 thresholds in hundredths (0.55, 0.6, ...)"
+                    "dino-grid {d}: the yield is counted on DINOv2 thresholds in hundredths (0.55, 0.6, ...)"
                 )));
                 };
                 prow.push(

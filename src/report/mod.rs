@@ -116,6 +116,21 @@ impl ReportSettings {
         if self.chunk == 0 {
             problems.push("chunk must be at least 1".into());
         }
+        use crate::sift::aggregates::{on_grid, CLIP_STEPS, COARSE_STEPS, DINO_STEPS};
+        for c in &self.clip_grid {
+            if on_grid(*c, CLIP_STEPS).is_none() || on_grid(*c, COARSE_STEPS).is_none() {
+                problems.push(format!(
+                    "clip-grid {c}: the yield is counted on CLIP thresholds in hundredths (0.95, 0.96, ...)"
+                ));
+            }
+        }
+        for d in &self.dino_grid {
+            if on_grid(*d, DINO_STEPS).is_none() {
+                problems.push(format!(
+                    "dino-grid {d}: the yield is counted on DINOv2 thresholds in hundredths (0.55, 0.6, ...)"
+                ));
+            }
+        }
         problems
     }
 
