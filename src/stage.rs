@@ -27,6 +27,8 @@ pub enum Stage {
     Filter,
     /// Near-duplicate groups, built at the end of filter.
     Groups,
+    /// Questions drafted and verified by MLLMs for an annotation sheet's pairs.
+    Draft,
     /// A spec's evaluation step: `eval mllm`, `eval vlm` and `eval correlate` as configured.
     Eval,
     /// MLLM answers on a benchmark.
@@ -41,7 +43,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 15] = [
+    pub const ALL: [Stage; 16] = [
         Stage::Synth,
         Stage::SynthVectors,
         Stage::Embed,
@@ -52,6 +54,7 @@ impl Stage {
         Stage::Dino,
         Stage::Filter,
         Stage::Groups,
+        Stage::Draft,
         Stage::Eval,
         Stage::EvalMllm,
         Stage::EvalVlm,
@@ -85,6 +88,7 @@ impl Stage {
             Stage::Dino => "dino",
             Stage::Filter => "filter",
             Stage::Groups => "groups",
+            Stage::Draft => "draft",
             Stage::Eval => "eval",
             Stage::EvalMllm => "eval mllm",
             Stage::EvalVlm => "eval vlm",
@@ -111,7 +115,7 @@ impl Stage {
             Stage::Groups => Some(CommitSet::GROUPS),
             Stage::Eval | Stage::EvalMllm | Stage::EvalVlm => Some(CommitSet::EVAL),
             Stage::EvalCorrelate => Some(CommitSet::CORRELATE),
-            Stage::Synth | Stage::Report => None,
+            Stage::Synth | Stage::Draft | Stage::Report => None,
         }
     }
 

@@ -17,6 +17,8 @@ use blindspot::synth::Truth;
 
 #[path = "support/big_table.rs"]
 mod big_table;
+#[path = "support/drafts.rs"]
+mod drafts;
 #[path = "support/filter_units.rs"]
 mod filter_units;
 #[path = "support/inputs.rs"]

@@ -237,6 +237,44 @@ pub async fn run_correlate(root: &str, params: CorrelateParams) -> Result<Correl
 }
 
 /// `blindspot annotate`.
+#[derive(Args, Debug)]
+pub struct DraftArgs {
+    /// The annotation sheet (`blindspot annotate --out`): Questions.csv and MMVP Images/.
+    pub sheet: String,
+    #[command(flatten)]
+    pub settings: blindspot::eval::draft::DraftSettings,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn draft(a: DraftArgs) -> Result<()> {
+    let sheet = Location::open(&a.sheet)?;
+    let s = blindspot::eval::draft::draft(&sheet, &a.settings, &*progress()).await?;
+    report(a.json, &s, || {
+        format!(
+            "draft: {} pairs: {} drafted ({} failed), {} verified, {} disputed or unanswered, {} answerable without the image; {} fill the sheet ({} requests, {} cached) -> {}",
+            s.pairs,
+            s.drafted,
+            s.failed,
+            s.verified,
+            s.disputed,
+            s.blind_answerable,
+            s.in_sheet,
+            s.requests,
+            s.cached,
+            s.drafts
+        )
+    });
+    if s.drafted == 0 {
+        anyhow::bail!(blindspot::Error::Usage(format!(
+            "no pair of {} got a usable draft; the reasons are in {}",
+            a.sheet, s.drafts
+        )));
+    }
+    Ok(())
+}
+
 pub async fn annotate(a: AnnotateArgs) -> Result<()> {
     let root = Location::open(&a.root)?;
     let out = Location::open(&a.out)?;

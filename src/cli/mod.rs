@@ -91,6 +91,10 @@ enum Command {
     Eval(eval::EvalCommand),
     /// Export mined pairs as an MMVP-format sheet for people to write questions for.
     Annotate(eval::AnnotateArgs),
+    /// Draft a two-option question for every pair of an annotation sheet with an MLLM, verify
+    /// each with the images one at a time and without any, and fill the sheet with the
+    /// verified ones.
+    Draft(eval::DraftArgs),
     /// Write the HTML report: pair gallery with review, thresholds, evaluation with intervals.
     Report(report::ReportArgs),
     /// Where a run root stands: units done, leased and pending per stage; rows so far.
@@ -264,6 +268,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Sql(a) => sql::sql_cmd(a).await,
         Command::Eval(c) => eval::dispatch(c).await,
         Command::Annotate(a) => eval::annotate(a).await,
+        Command::Draft(a) => eval::draft(a).await,
         Command::Report(a) => report::report_cmd(a).await,
         Command::Status(a) => sql::status_cmd(a).await,
         Command::Cluster(c) => sql::cluster_cmd(c).await,

@@ -6,6 +6,7 @@
 pub mod benchmark;
 pub mod client;
 pub mod correlate;
+pub mod draft;
 pub mod export;
 pub mod grade;
 pub mod mllm;

@@ -1,0 +1,258 @@
+//! Issue 22: drafted questions for mined pairs, against the scripted loopback server: good,
+//! malformed, same-answer, disputed and blind-answerable drafts; retries with the reason;
+//! failures recorded; verification with one image at a time and with none; the cache (no
+//! request on a rerun); the sheet filled and a benchmark that `eval mllm` reads.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use base64::Engine;
+
+use super::openai::{Reply, Server};
+use super::{mine, mllm_args, run, run_ok};
+
+/// The data URL the client sends for an image file.
+fn data_url(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let mime = match path.extension().and_then(|e| e.to_str()) {
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        _ => "image/jpeg",
+    };
+    format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// The sheet's image `index`.
+fn image(sheet: &Path, index: usize) -> std::path::PathBuf {
+    std::fs::read_dir(sheet.join("MMVP Images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_stem().unwrap().to_str().unwrap() == index.to_string())
+        .unwrap()
+}
+
+fn draft_json(q: &str, answers: (&str, &str)) -> String {
+    format!(
+        r#"{{"difference": "the foot points the other way", "pattern": "Orientation and Direction", "question": "{q}", "options": ["left", "right"], "answer_a": "{}", "answer_b": "{}"}}"#,
+        answers.0, answers.1
+    )
+}
+
+#[test]
+fn drafts_are_retried_verified_cached_and_become_a_benchmark() {
+    let (dir, _corpus, root) = mine("folder");
+    let sheet = dir.path().join("sheet");
+    let s = sheet.to_str().unwrap();
+    run_ok(&[
+        "annotate",
+        "--root",
+        root.to_str().unwrap(),
+        "--out",
+        s,
+        "--limit",
+        "4",
+    ]);
+    // Pair k is images 2k+1 (A) and 2k+2 (B).
+    let urls: Vec<(String, String)> = (0..4)
+        .map(|k| {
+            (
+                data_url(&image(&sheet, 2 * k + 1)),
+                data_url(&image(&sheet, 2 * k + 2)),
+            )
+        })
+        .collect();
+    let pair_of: HashMap<String, (usize, char)> = urls
+        .iter()
+        .enumerate()
+        .flat_map(|(k, (a, b))| [(a.clone(), (k, 'A')), (b.clone(), (k, 'B'))])
+        .collect();
+    let script = move |req: &super::openai::Logged, _seen: usize| -> Reply {
+        let p = &req.prompt;
+        if p.contains("You are shown two images") {
+            let (k, _) = pair_of[&req.images[0]];
+            let retry = p.contains("could not be used");
+            return Reply::Text(match (k, retry) {
+                (0, _) => draft_json("Q0?", ("a", "b")),
+                // Pair 1 answers prose first, then the JSON when told why.
+                (1, false) => "They look the same to me.".into(),
+                (1, true) => format!("```json\n{}\n```", draft_json("Q1?", ("(b)", "(a)"))),
+                // Pair 2 never tells its images apart.
+                (2, _) => draft_json("Q2?", ("a", "a")),
+                _ => draft_json("Q3?", ("a", "b")),
+            });
+        }
+        if p.contains("You are not shown any image") {
+            assert!(req.images.is_empty(), "the text-only check sends no image");
+            // Q1 can be answered from the words alone.
+            return Reply::Text(match p.contains("Q1?") {
+                true => "(a)".into(),
+                false => "(c) cannot tell".into(),
+            });
+        }
+        assert_eq!(req.images.len(), 1, "verification shows one image: {p}");
+        let (k, side) = pair_of[&req.images[0]];
+        Reply::Text(
+            match (k, side) {
+                (0, 'A') | (1, 'B') => "(a) left",
+                (0, 'B') | (1, 'A') => "The answer is (b).",
+                // Pair 3's verifier sees left in both.
+                _ => "(a)",
+            }
+            .into(),
+        )
+    };
+    let server = Server::start(script);
+    let bench = dir.path().join("bench");
+    let args = [
+        "draft",
+        s,
+        "--base-url",
+        &server.url,
+        "--model",
+        "drafter",
+        "--verify-model",
+        "checker",
+        "--concurrency",
+        "2",
+        "--benchmark",
+        bench.to_str().unwrap(),
+        "--json",
+    ];
+    let summary: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
+    assert_eq!(summary["pairs"], 4, "{summary}");
+    assert_eq!(summary["drafted"], 3, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert_eq!(summary["verified"], 2, "{summary}");
+    assert_eq!(summary["disputed"], 1, "{summary}");
+    assert_eq!(summary["blind_answerable"], 1, "{summary}");
+    assert_eq!(summary["in_sheet"], 1, "{summary}");
+    // Drafts: 1 + 2 + 3 (the attempts) + 1; verification: 3 for each of 3 drafts.
+    let first = server.requests();
+    assert_eq!(first.len(), 16);
+    assert_eq!(summary["requests"], 16, "{summary}");
+    let drafts = first.iter().filter(|r| r.model == "drafter").count();
+    assert_eq!(drafts, 7, "the verifier is the other model");
+    assert!(first
+        .iter()
+        .filter(|r| r.model == "drafter")
+        .all(|r| r.images.len() == 2));
+
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sheet.join("drafts.json")).unwrap()).unwrap();
+    let pairs = file["pairs"].as_array().unwrap();
+    assert_eq!(pairs[1]["attempts"], 2);
+    assert_eq!(pairs[1]["draft"]["answer_a"], "b");
+    assert_eq!(pairs[1]["verification"]["status"], "verified");
+    assert_eq!(pairs[1]["verification"]["blind_answerable"], true);
+    assert_eq!(pairs[2]["status"], "failed");
+    assert_eq!(pairs[2]["attempts"], 3);
+    assert!(pairs[2]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("does not tell them apart"));
+    assert_eq!(pairs[3]["verification"]["status"], "disputed");
+    assert_eq!(pairs[3]["verification"]["answer_b"], "a");
+    assert_eq!(pairs[0]["in_sheet"], true);
+    assert_eq!(pairs[1]["in_sheet"], false, "blind-answerable stays out");
+
+    // The sheet: pair 0 filled, with opposite answers; the others left for people.
+    let mut sheet_rows = csv::Reader::from_path(sheet.join("Questions.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = sheet_rows.records().map(|r| r.unwrap()).collect();
+    assert_eq!(&rows[0][1], "Q0?");
+    assert_eq!(&rows[0][2], "(a) left (b) right");
+    assert_eq!((&rows[0][3], &rows[1][3]), ("(a)", "(b)"));
+    assert_eq!(&rows[0][4], "Orientation");
+    assert!(rows[2..].iter().all(|r| r[1].is_empty()));
+
+    // A person writes pair 2's question by hand: reruns leave it as written.
+    let text = std::fs::read_to_string(sheet.join("Questions.csv")).unwrap();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    w.write_record(r.headers().unwrap()).unwrap();
+    for (i, rec) in r.records().enumerate() {
+        let mut rec: Vec<String> = rec.unwrap().iter().map(str::to_string).collect();
+        if i == 4 || i == 5 {
+            rec[1] = "Is it drawn by hand?".into();
+        }
+        w.write_record(&rec).unwrap();
+    }
+    std::fs::write(sheet.join("Questions.csv"), w.into_inner().unwrap()).unwrap();
+
+    // A rerun pays for nothing twice.
+    let again: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
+    assert_eq!(server.requests().len(), 16, "no request on the rerun");
+    assert_eq!(again["requests"], 0, "{again}");
+    // Every reply from the cache, less the 3 drafts of the pair now written by hand.
+    assert_eq!(again["cached"], 13, "{again}");
+    assert_eq!(again["in_sheet"], 1);
+    assert_eq!(
+        again["failed"], 0,
+        "the hand-written pair is kept, not drafted: {again}"
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sheet.join("drafts.json")).unwrap()).unwrap();
+    assert_eq!(file["pairs"][2]["status"], "kept");
+    assert_eq!(
+        file["pairs"][0]["in_sheet"], true,
+        "its own fill is recognised"
+    );
+    let mut r = csv::Reader::from_path(sheet.join("Questions.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+    assert_eq!(&rows[4][1], "Is it drawn by hand?");
+    assert_eq!(&rows[0][1], "Q0?");
+
+    // The benchmark: one pair, MMVP's format, which eval mllm reads.
+    let text = std::fs::read_to_string(bench.join("Questions.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "Index,Question,Options,Correct Answer,Pattern");
+    assert_eq!(lines[1], "1,Q0?,(a) left (b) right,(a),Orientation");
+    assert_eq!(lines[2], "2,Q0?,(a) left (b) right,(b),Orientation");
+    assert_eq!(
+        std::fs::read_dir(bench.join("MMVP Images"))
+            .unwrap()
+            .count(),
+        2
+    );
+    let provenance: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bench.join("provenance.json")).unwrap())
+            .unwrap();
+    assert_eq!(provenance["drafting"]["model"], "drafter");
+    assert_eq!(provenance["verification"]["model"], "checker");
+    assert_eq!(provenance["items"], 2);
+    let answers = Server::start(|req, _| {
+        Reply::Text(match req.prompt.contains("Q0?") {
+            true => "(a)".into(),
+            false => "?".into(),
+        })
+    });
+    let eval = dir.path().join("eval");
+    let out = run(&mllm_args(&bench, &answers.url, "m", &eval, &["--json"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scored: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(scored["questions"], 2, "{scored}");
+    assert_eq!(answers.requests().len(), 2);
+
+    // A sheet nobody can draft: an error that says where the reasons are.
+    let refuse = Server::start(|_, _| Reply::Text("no".into()));
+    let out = run(&[
+        "draft",
+        s,
+        "--base-url",
+        &refuse.url,
+        "--model",
+        "other",
+        "--attempts",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drafts.json"));
+}
