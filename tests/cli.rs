@@ -1677,6 +1677,82 @@ fn sql_csv(root: &str, query: &str) -> Vec<String> {
 }
 
 /// A temp dir holding the `write_mmvp` sheet at `mmvp/`, and the run root `run/` beside it.
+/// Issue 22: `eval compare` on two scripted models' answers to the 4-pair fixture, against
+/// values counted by hand and McNemar's p computed here with exact binomial coefficients.
+#[test]
+fn eval_compare_reports_the_paired_difference_and_mcnemars_p() {
+    let (dir, bench, root) = mmvp_fixture();
+    // A misses item 3; B misses items 1 and 5.
+    let wrong = |model: &str, item: u32| match model {
+        "a" => item == 3,
+        _ => item == 1 || item == 5,
+    };
+    let server = openai::Server::start(move |req, _| {
+        let item = item_of(&req.prompt);
+        let right = if item % 2 == 1 { "(a)" } else { "(b)" };
+        let other = if item % 2 == 1 { "(b)" } else { "(a)" };
+        openai::Reply::Text(
+            if wrong(&req.model, item) {
+                other
+            } else {
+                right
+            }
+            .into(),
+        )
+    });
+    for m in ["a", "b"] {
+        run_ok(&mllm_args(&bench, &server.url, m, &root, &[]));
+    }
+    let r = root.to_str().unwrap();
+    let s: serde_json::Value = serde_json::from_str(
+        run_ok(&[
+            "eval", "compare", "--root", r, "--a", "a", "--b", "b", "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let rows = s["rows"].as_array().unwrap();
+    let row = |p: &str| rows.iter().find(|r| r["pattern"] == p).unwrap().clone();
+    // Pairs (1,2) (3,4) (5,6) (7,8): A right on 1, 3, 4; B on 2, 4.
+    let all = row("all");
+    assert_eq!(all["pairs"], 4);
+    assert_eq!(
+        (all["a_accuracy"].as_f64(), all["b_accuracy"].as_f64()),
+        (Some(75.0), Some(50.0))
+    );
+    assert_eq!(
+        (all["only_a"].as_u64(), all["only_b"].as_u64()),
+        (Some(2), Some(1))
+    );
+    // Exact two-sided binomial tail, by integer arithmetic.
+    let choose = |n: u64, k: u64| (0..k).fold(1u128, |c, i| c * (n - i) as u128 / (i + 1) as u128);
+    let mcnemar = |b: u64, c: u64| {
+        let n = b + c;
+        let tail: u128 = (0..=b.min(c)).map(|i| choose(n, i)).sum();
+        (2.0 * tail as f64 / 2f64.powi(n as i32)).min(1.0)
+    };
+    assert!((all["mcnemar_p"].as_f64().unwrap() - mcnemar(2, 1)).abs() < 1e-12);
+    let (lo, hi) = (
+        all["interval"][0].as_f64().unwrap(),
+        all["interval"][1].as_f64().unwrap(),
+    );
+    assert!(lo <= 25.0 && 25.0 <= hi, "{all}");
+    let color = row("Color");
+    assert_eq!(color["difference"].as_f64(), Some(0.0));
+    let orientation = row("Orientation");
+    assert_eq!(orientation["difference"].as_f64(), Some(50.0));
+    assert_eq!(orientation["only_a"], 1);
+    assert!((orientation["mcnemar_p"].as_f64().unwrap() - mcnemar(1, 0)).abs() < 1e-12);
+    // The text says what the numbers mean.
+    let text = run_ok(&["eval", "compare", "--root", r, "--a", "a", "--b", "b"]);
+    assert!(text.contains("within the noise"), "{text}");
+    // A model that was never evaluated is named with those that were.
+    let out = run(&["eval", "compare", "--root", r, "--a", "a", "--b", "zzz"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"zzz\""));
+    drop(dir);
+}
+
 fn mmvp_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let bench = dir.path().join("mmvp");

@@ -27,6 +27,76 @@ pub enum EvalCommand {
     Correlate(CorrelateArgs),
     /// Write the MLLM evaluations in lmms-eval's or VLMEvalKit's output layout.
     Export(ExportArgs),
+    /// Compare two MLLMs' pair accuracy on the pairs both answered: the difference with a
+    /// paired bootstrap interval and McNemar's exact p, overall and per pattern.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Run root with both models' evaluations.
+    #[arg(long)]
+    pub root: String,
+    /// Model A.
+    #[arg(long)]
+    pub a: String,
+    /// Model B.
+    #[arg(long)]
+    pub b: String,
+    /// The benchmark (needed when both models answered several).
+    #[arg(long)]
+    pub benchmark: Option<String>,
+    /// Bootstrap resamples of the difference's interval (0: none).
+    #[arg(long, default_value_t = blindspot::eval::mllm::default_bootstrap())]
+    pub bootstrap: u32,
+    /// The bootstrap's seed.
+    #[arg(long, default_value_t = 0)]
+    pub bootstrap_seed: u64,
+    /// Print the comparison as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A comparison as a table, with what it means.
+pub fn compare_text(s: &blindspot::eval::compare::CompareSummary) -> String {
+    let mut t = format!(
+        "eval compare on {}: A = {}, B = {} (intervals: {})\n{:<28} {:>5} {:>7} {:>7} {:>8} {:>18} {:>6} {:>6} {:>9}",
+        s.benchmark, s.a, s.b, s.interval, "pattern", "pairs", "A %", "B %", "A-B", "interval", "A only", "B only", "McNemar p"
+    );
+    for r in &s.rows {
+        let interval = r
+            .interval
+            .map_or("-".to_string(), |(l, h)| format!("[{l:+.1}, {h:+.1}]"));
+        t.push_str(&format!(
+            "\n{:<28} {:>5} {:>7.1} {:>7.1} {:>+8.1} {:>18} {:>6} {:>6} {:>9.4}",
+            r.pattern,
+            r.pairs,
+            r.a_accuracy,
+            r.b_accuracy,
+            r.difference,
+            interval,
+            r.only_a,
+            r.only_b,
+            r.mcnemar_p
+        ));
+    }
+    if let Some(all) = s.rows.first() {
+        let spans_zero = all.interval.is_none_or(|(l, h)| l <= 0.0 && 0.0 <= h);
+        t.push_str(&match (all.mcnemar_p < 0.05, spans_zero) {
+            (true, false) => format!(
+                "\nOverall the difference of {:+.1} points is unlikely to be noise (p = {:.4}).",
+                all.difference, all.mcnemar_p
+            ),
+            _ => format!(
+                "\nOverall the difference of {:+.1} points over {} pairs is within the noise (p = {:.4}{}).",
+                all.difference,
+                all.pairs,
+                all.mcnemar_p,
+                if spans_zero { "; the interval spans 0" } else { "" }
+            ),
+        });
+    }
+    t
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +250,19 @@ pub async fn dispatch(cmd: EvalCommand) -> Result<()> {
             )
             .await?;
             report(a.json, &s, || correlate_text(&s));
+            Ok(())
+        }
+        EvalCommand::Compare(a) => {
+            let root = Location::open(&a.root)?;
+            let boot = blindspot::eval::stats::Bootstrap {
+                resamples: a.bootstrap,
+                seed: a.bootstrap_seed,
+                ..Default::default()
+            };
+            let s =
+                blindspot::eval::compare::compare(&root, &a.a, &a.b, a.benchmark.as_deref(), &boot)
+                    .await?;
+            report(a.json, &s, || compare_text(&s));
             Ok(())
         }
         EvalCommand::Export(a) => {

@@ -5,6 +5,7 @@
 
 pub mod benchmark;
 pub mod client;
+pub mod compare;
 pub mod correlate;
 pub mod draft;
 pub mod export;
