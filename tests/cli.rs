@@ -1753,6 +1753,49 @@ fn eval_compare_reports_the_paired_difference_and_mcnemars_p() {
     drop(dir);
 }
 
+/// Issue 22: the text-only baseline sends no image and is scored beside the real run, as
+/// its own model.
+#[test]
+fn no_image_is_a_text_only_baseline_scored_beside_the_real_one() {
+    let (_dir, bench, root) = mmvp_fixture();
+    // With the image: always right. Without: always "(a)", right on odd items only.
+    let server = openai::Server::start(|req, _| {
+        let item = item_of(&req.prompt);
+        openai::Reply::Text(match (req.images.is_empty(), item % 2) {
+            (true, _) | (false, 1) => "(a)".into(),
+            _ => "(b)".into(),
+        })
+    });
+    let seen: serde_json::Value = serde_json::from_str(
+        run_ok(&mllm_args(&bench, &server.url, "m", &root, &["--json"])).trim(),
+    )
+    .unwrap();
+    let blind: serde_json::Value = serde_json::from_str(
+        run_ok(&mllm_args(
+            &bench,
+            &server.url,
+            "m",
+            &root,
+            &["--no-image", "--json"],
+        ))
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(seen["pair_accuracy"], 100.0);
+    assert_eq!(blind["model"], "m [no image]");
+    assert_eq!(blind["question_accuracy"], 50.0);
+    assert_eq!(blind["pair_accuracy"], 0.0);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 16);
+    assert_eq!(reqs.iter().filter(|r| r.images.is_empty()).count(), 8);
+    assert!(reqs.iter().all(|r| r.images.len() <= 1));
+    let models = sql_csv(
+        root.to_str().unwrap(),
+        "SELECT DISTINCT model FROM scores ORDER BY model",
+    );
+    assert_eq!(models, ["model", "m", "m [no image]"]);
+}
+
 fn mmvp_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let bench = dir.path().join("mmvp");

@@ -102,6 +102,12 @@ pub struct MllmEntry {
     #[serde(default)]
     #[arg(long, default_value_t = 0)]
     pub bootstrap_seed: u64,
+    /// Ask every question without its image: the text-only baseline, scored as model
+    /// `<model> [no image]` beside the real one (a model that scores the same without the
+    /// image is not looking).
+    #[serde(default)]
+    #[arg(long)]
+    pub no_image: bool,
 }
 
 /// The default number of bootstrap resamples.
@@ -132,6 +138,7 @@ impl MllmEntry {
             categorise: false,
             bootstrap: default_bootstrap(),
             bootstrap_seed: 0,
+            no_image: false,
         }
     }
 }
@@ -250,6 +257,8 @@ pub struct MllmParams {
     pub patterns: PatternSource,
     /// How the scores' intervals are computed.
     pub bootstrap: Bootstrap,
+    /// The text-only baseline: no image is sent.
+    pub no_image: bool,
 }
 
 impl Default for MllmParams {
@@ -259,6 +268,7 @@ impl Default for MllmParams {
             grader: Grader::Rules,
             concurrency: 8,
             fix_labels: false,
+            no_image: false,
             patterns: PatternSource::None,
             bootstrap: Bootstrap::default(),
         }
@@ -336,6 +346,7 @@ pub async fn eval_entry(
             seed: m.bootstrap_seed,
             ..Bootstrap::default()
         },
+        no_image: m.no_image,
     };
     let judge = judge.as_ref().map(|j| j as &dyn Chat);
     eval_mllm(bench, root, &chat, judge, &params, progress).await
@@ -539,17 +550,25 @@ async fn ask_one(
     params: &MllmParams,
 ) -> Result<(AnswerRow, Reply)> {
     let path = b.root.path(&q.image);
-    let bytes = b
-        .root
-        .get_bytes(&path)
-        .await
-        .map_err(|e| Error::storage(b.root.uri_of(&path), e))?;
-    let image = Image::new(bytes, &q.image);
     let prompt = params.template.render(q);
-    let reply = chat.chat(&prompt, std::slice::from_ref(&image)).await;
+    let reply = match params.no_image {
+        true => chat.chat(&prompt, &[]).await,
+        false => {
+            let bytes = b
+                .root
+                .get_bytes(&path)
+                .await
+                .map_err(|e| Error::storage(b.root.uri_of(&path), e))?;
+            let image = Image::new(bytes, &q.image);
+            chat.chat(&prompt, std::slice::from_ref(&image)).await
+        }
+    };
     let mut row = AnswerRow {
         benchmark: b.name.clone(),
-        model: chat.model().to_string(),
+        model: match params.no_image {
+            true => format!("{} [no image]", chat.model()),
+            false => chat.model().to_string(),
+        },
         item: q.index,
         pair: q.pair,
         pattern: q
