@@ -1794,6 +1794,14 @@ fn no_image_is_a_text_only_baseline_scored_beside_the_real_one() {
         "SELECT DISTINCT model FROM scores ORDER BY model",
     );
     assert_eq!(models, ["model", "m", "m [no image]"]);
+    // Answer bias: the blind run always said (a); the real one half the time.
+    assert_eq!(blind["a_share"], 100.0);
+    assert_eq!(seen["a_share"], 50.0);
+    let shares = sql_csv(
+        root.to_str().unwrap(),
+        "SELECT model, a_share FROM scores WHERE pattern = 'all' ORDER BY model",
+    );
+    assert_eq!(shares, ["model,a_share", "m,50.0", "m [no image],100.0"]);
 }
 
 fn mmvp_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -2545,7 +2553,9 @@ fn a_spec_runs_the_eval_stage_against_an_endpoint_and_published_scores() {
 fn mllm_requests_in_flight_never_exceed_the_concurrency() {
     let (_dir, bench, root) = mmvp_fixture();
     let server =
-        openai::Server::start(|_, _| openai::Reply::Slow(Duration::from_millis(300), "(a)".into()));
+        // Slow enough that the requests overlap even on a loaded machine (at 300 ms they
+        // once did not, under the whole suite).
+        openai::Server::start(|_, _| openai::Reply::Slow(Duration::from_millis(1000), "(a)".into()));
     run_ok(&mllm_args(
         &bench,
         &server.url,

@@ -104,6 +104,9 @@ pub struct ScoreRow {
     pub question_interval: Option<(f64, f64)>,
     /// The bootstrap interval of `pair_accuracy`, where computed.
     pub pair_interval: Option<(f64, f64)>,
+    /// Answer bias: the percent of answered items whose choice is (a) (50 for an unbiased
+    /// model on a balanced benchmark; NaN when none was answered).
+    pub a_share: f64,
 }
 
 /// The pattern name of the overall row of `scores`.
@@ -124,6 +127,8 @@ pub struct EvalSummary {
     pub question_accuracy: f64,
     /// Overall pair accuracy, percent.
     pub pair_accuracy: f64,
+    /// Answer bias: percent of answered items that chose (a).
+    pub a_share: f64,
     /// Items without a usable response.
     pub errors: u32,
     /// HTTP requests made (MLLMs).
@@ -204,6 +209,13 @@ pub fn score(rows: &[AnswerRow], bootstrap: &stats::Bootstrap) -> Vec<ScoreRow> 
                 errors: items.iter().filter(|r| r.error.is_some()).count() as u32,
                 question_interval: intervals.map(|i| i.question),
                 pair_interval: intervals.map(|i| i.pair),
+                a_share: pct(
+                    items
+                        .iter()
+                        .filter(|r| r.choice.as_deref() == Some("(a)"))
+                        .count(),
+                    items.iter().filter(|r| r.choice.is_some()).count(),
+                ),
             }
         })
         .collect()
@@ -294,6 +306,11 @@ fn scores_batch(
             rows.iter()
                 .map(|r| r.pair_interval.map(|_| bootstrap.describe())),
         ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.a_share).filter(|v| v.is_finite()))
+                .collect::<Float64Array>(),
+        ),
     ];
     RecordBatch::try_new(schema::scores(), columns).map_err(|e| Error::table("scores", e))
 }
@@ -356,6 +373,7 @@ pub async fn commit(
         questions: rows.len() as u32,
         question_accuracy: overall.map_or(f64::NAN, |s| s.question_accuracy),
         pair_accuracy: overall.map_or(f64::NAN, |s| s.pair_accuracy),
+        a_share: overall.map_or(f64::NAN, |s| s.a_share),
         errors: rows.iter().filter(|r| r.error.is_some()).count() as u32,
         requests: rows.iter().map(|r| r.attempts as u64).sum(),
         cached: rows.iter().filter(|r| r.cached).count() as u32,

@@ -531,6 +531,8 @@ pub struct Score {
     pub template: String,
     /// The labels.
     pub labels: String,
+    /// Answer bias: percent of answered items that chose (a).
+    pub a_share: Option<f64>,
 }
 
 /// One row of `correlations`.
@@ -640,6 +642,7 @@ async fn scores(t: &Tables) -> Result<Vec<Score>> {
             vec![None; b.num_rows()]
         };
         let (qa, pa) = (f64s(b, "question_accuracy")?, f64s(b, "pair_accuracy")?);
+        let a_share = opt("a_share")?;
         let (nq, np) = (i64s(b, "questions")?, i64s(b, "pairs")?);
         for i in 0..b.num_rows() {
             let text = |v: &[Option<String>]| v[i].clone().unwrap_or_default();
@@ -658,6 +661,7 @@ async fn scores(t: &Tables) -> Result<Vec<Score>> {
                 grader: text(&grader),
                 template: text(&template),
                 labels: text(&labels),
+                a_share: a_share[i],
             });
         }
     }

@@ -439,12 +439,14 @@ fn kind_section(
                 Some(r) => {
                     let _ = write!(
                         h,
-                        "<td><b>{}</b>{}<br><small>questions {}{} · {} pairs</small></td>",
+                        "<td><b>{}</b>{}<br><small>questions {}{} · {} pairs{}</small></td>",
                         pct(r.pair_accuracy),
                         interval(r.pair_interval),
                         pct(r.question_accuracy),
                         interval(r.question_interval),
-                        r.pairs
+                        r.pairs,
+                        r.a_share
+                            .map_or(String::new(), |s| format!(" · (a) {s:.0}%"))
                     );
                 }
                 None => h.push_str("<td>–</td>"),
@@ -452,7 +454,7 @@ fn kind_section(
         }
         h.push_str("</tr>");
     }
-    h.push_str("</tbody></table><p class=\"note\">Bold: pair accuracy (%), both questions of a pair right; below: question accuracy (%) and pairs; brackets: intervals.</p>");
+    h.push_str("</tbody></table><p class=\"note\">Bold: pair accuracy (%), both questions of a pair right; below: question accuracy (%) and pairs; brackets: intervals; (a): the share of answers that chose option (a), the answer bias.</p>");
     Ok(())
 }
 

@@ -284,6 +284,8 @@ pub fn scores() -> SchemaRef {
         Field::new("pair_accuracy_low", DataType::Float64, true),
         Field::new("pair_accuracy_high", DataType::Float64, true),
         Field::new("interval_method", DataType::Utf8, true),
+        // Answer bias: percent of answered items that chose (a) (null in older tables).
+        Field::new("a_share", DataType::Float64, true),
     ])
 }
 
