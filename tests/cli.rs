@@ -1804,6 +1804,79 @@ fn no_image_is_a_text_only_baseline_scored_beside_the_real_one() {
     assert_eq!(shares, ["model,a_share", "m,50.0", "m [no image],100.0"]);
 }
 
+/// Issue 22: `--swap-options` asks each question with its options swapped; against the run in
+/// the original order, `eval compare` gives the debiased pair accuracy, and `a_share` the bias.
+#[test]
+fn swapped_options_expose_a_position_bias() {
+    let (_dir, bench, root) = mmvp_fixture();
+    // Color pairs (items 1-4): the model reads the options and picks the right one wherever
+    // it is; Orientation pairs (items 5-8): it always says (a).
+    let server = openai::Server::start(|req, _| {
+        let item = item_of(&req.prompt);
+        let right_text = if item % 2 == 1 { "Open" } else { "Closed" };
+        let letter = match (item <= 4, req.prompt.contains(&format!("(a) {right_text}"))) {
+            (true, true) | (false, _) => "(a)",
+            (true, false) => "(b)",
+        };
+        openai::Reply::Text(letter.into())
+    });
+    let normal: serde_json::Value = serde_json::from_str(
+        run_ok(&mllm_args(&bench, &server.url, "m", &root, &["--json"])).trim(),
+    )
+    .unwrap();
+    let swapped: serde_json::Value = serde_json::from_str(
+        run_ok(&mllm_args(
+            &bench,
+            &server.url,
+            "m",
+            &root,
+            &["--swap-options", "--json"],
+        ))
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(swapped["model"], "m [swapped]");
+    assert!(server
+        .requests()
+        .iter()
+        .any(|r| r.prompt.contains("(a) Closed (b) Open")));
+    // By hand: normal order, items 1-5 and 7 right: pairs 1 and 2; swapped: 1-4, 6 and 8.
+    assert_eq!(normal["pair_accuracy"], 50.0);
+    assert_eq!(swapped["pair_accuracy"], 50.0);
+    assert_eq!(normal["question_accuracy"], 75.0);
+    assert_eq!(swapped["question_accuracy"], 75.0);
+    // (a) on items 1, 3 and 5-8.
+    assert_eq!(normal["a_share"], 75.0);
+    let r = root.to_str().unwrap();
+    let c: serde_json::Value = serde_json::from_str(
+        run_ok(&[
+            "eval",
+            "compare",
+            "--root",
+            r,
+            "--a",
+            "m",
+            "--b",
+            "m [swapped]",
+            "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let all = &c["rows"][0];
+    assert_eq!(all["both_accuracy"], 50.0, "{c}");
+    let orientation = c["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pattern"] == "Orientation")
+        .unwrap()
+        .clone();
+    // Right in one order only, never in both: the debiased score is 0.
+    assert_eq!(orientation["both_accuracy"], 0.0, "{c}");
+    assert_eq!(orientation["a_accuracy"], 0.0, "{c}");
+}
+
 fn mmvp_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let bench = dir.path().join("mmvp");

@@ -60,8 +60,8 @@ pub struct CompareArgs {
 /// A comparison as a table, with what it means.
 pub fn compare_text(s: &blindspot::eval::compare::CompareSummary) -> String {
     let mut t = format!(
-        "eval compare on {}: A = {}, B = {} (intervals: {})\n{:<28} {:>5} {:>7} {:>7} {:>8} {:>18} {:>6} {:>6} {:>9}",
-        s.benchmark, s.a, s.b, s.interval, "pattern", "pairs", "A %", "B %", "A-B", "interval", "A only", "B only", "McNemar p"
+        "eval compare on {}: A = {}, B = {} (intervals: {})\n{:<28} {:>5} {:>7} {:>7} {:>8} {:>18} {:>6} {:>6} {:>9} {:>7}",
+        s.benchmark, s.a, s.b, s.interval, "pattern", "pairs", "A %", "B %", "A-B", "interval", "A only", "B only", "McNemar p", "both %"
     );
     for r in &s.rows {
         let interval = r

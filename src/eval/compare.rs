@@ -32,6 +32,9 @@ pub struct CompareRow {
     pub only_a: u64,
     /// Pairs only B got right.
     pub only_b: u64,
+    /// Percent of pairs both got right: for a model against its `[swapped]` run, the
+    /// debiased pair accuracy (a pair counts only when right in both orders).
+    pub both_accuracy: f64,
     /// McNemar's exact two-sided p on those discordant pairs.
     pub mcnemar_p: f64,
 }
@@ -105,6 +108,7 @@ pub fn compare_pairs(pattern: &str, outcomes: &[(bool, bool)], boot: &Bootstrap)
         interval,
         only_a,
         only_b,
+        both_accuracy: pct(outcomes.iter().filter(|o| o.0 && o.1).count()),
         mcnemar_p: mcnemar_exact(only_a, only_b),
     }
 }

@@ -108,6 +108,12 @@ pub struct MllmEntry {
     #[serde(default)]
     #[arg(long)]
     pub no_image: bool,
+    /// Ask every two-option question with its options swapped (the answer follows), scored as
+    /// model `<model> [swapped]`; `eval compare` of the two runs gives the debiased pair
+    /// accuracy (pairs right in both orders).
+    #[serde(default)]
+    #[arg(long)]
+    pub swap_options: bool,
 }
 
 /// The default number of bootstrap resamples.
@@ -139,6 +145,7 @@ impl MllmEntry {
             bootstrap: default_bootstrap(),
             bootstrap_seed: 0,
             no_image: false,
+            swap_options: false,
         }
     }
 }
@@ -259,6 +266,8 @@ pub struct MllmParams {
     pub bootstrap: Bootstrap,
     /// The text-only baseline: no image is sent.
     pub no_image: bool,
+    /// Every question's two options swapped.
+    pub swap_options: bool,
 }
 
 impl Default for MllmParams {
@@ -269,6 +278,7 @@ impl Default for MllmParams {
             concurrency: 8,
             fix_labels: false,
             no_image: false,
+            swap_options: false,
             patterns: PatternSource::None,
             bootstrap: Bootstrap::default(),
         }
@@ -347,6 +357,7 @@ pub async fn eval_entry(
             ..Bootstrap::default()
         },
         no_image: m.no_image,
+        swap_options: m.swap_options,
     };
     let judge = judge.as_ref().map(|j| j as &dyn Chat);
     eval_mllm(bench, root, &chat, judge, &params, progress).await
@@ -460,6 +471,9 @@ pub async fn eval_mllm(
 ) -> Result<EvalSummary> {
     let started = Instant::now();
     let mut b = benchmark::load_mmvp(bench, params.fix_labels).await?;
+    if params.swap_options {
+        swap_options(&mut b, bench)?;
+    }
     if params.grader == Grader::Judge && judge.is_none() {
         return Err(Error::Usage(
             "the judge grader needs a judge: pass --judge-model (and --judge-url if it is served elsewhere)".into(),
@@ -499,6 +513,49 @@ pub async fn eval_mllm(
         ev::commit(root, Kind::Mllm, rows, &params.bootstrap, started).await
     };
     units::locked(root, Stage::EvalMllm, body).await
+}
+
+/// The model name a run is scored as: `[no image]` and `[swapped]` runs are models of their
+/// own, beside the real one.
+fn scored_as(model: &str, params: &MllmParams) -> String {
+    let tags: Vec<&str> = [
+        params.no_image.then_some("no image"),
+        params.swap_options.then_some("swapped"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match tags.is_empty() {
+        true => model.to_string(),
+        false => format!("{model} [{}]", tags.join(", ")),
+    }
+}
+
+/// Swaps the two options of every question (the correct answer follows its option); a
+/// question without exactly two options is refused.
+fn swap_options(b: &mut Mmvp, bench: &Location) -> Result<()> {
+    for q in &mut b.questions {
+        let choices = grade::parse_options(&q.options).map_err(|e| Error::Benchmark {
+            uri: bench.url.clone(),
+            reason: format!("item {}: options {:?}: {e}", q.index, q.options),
+        })?;
+        let [a, bb] = choices.as_slice() else {
+            return Err(Error::Usage(format!(
+                "--swap-options needs two options per question; item {} of {} has {}",
+                q.index,
+                bench.url,
+                choices.len()
+            )));
+        };
+        let answer = grade::parse_answer(&q.answer, &choices);
+        q.options = format!("(a) {} (b) {}", bb.text, a.text);
+        q.answer = match answer {
+            Some('a') => "(b)".into(),
+            Some('b') => "(a)".into(),
+            _ => q.answer.clone(),
+        };
+    }
+    Ok(())
 }
 
 async fn ask_all(
@@ -565,10 +622,7 @@ async fn ask_one(
     };
     let mut row = AnswerRow {
         benchmark: b.name.clone(),
-        model: match params.no_image {
-            true => format!("{} [no image]", chat.model()),
-            false => chat.model().to_string(),
-        },
+        model: scored_as(chat.model(), params),
         item: q.index,
         pair: q.pair,
         pattern: q
