@@ -1877,6 +1877,58 @@ fn swapped_options_expose_a_position_bias() {
     assert_eq!(orientation["a_accuracy"], 0.0, "{c}");
 }
 
+/// Issue 22: `--repeats N` samples every question N times; agreement and the share of items
+/// that flip are numbers in the summary and `scores`, and a rerun pays for no sample twice.
+#[test]
+fn repeats_measure_how_often_answers_flip() {
+    let (_dir, bench, root) = mmvp_fixture();
+    // Item 1 answers (a), (b), (a) on its three samples; every other item is always right.
+    let server = openai::Server::start(|req, seen| {
+        let item = item_of(&req.prompt);
+        let right = if item % 2 == 1 { "(a)" } else { "(b)" };
+        openai::Reply::Text(match (item, seen) {
+            (1, 1) => "(b)".into(),
+            _ => right.into(),
+        })
+    });
+    let args = mllm_args(
+        &bench,
+        &server.url,
+        "m",
+        &root,
+        &["--repeats", "3", "--temperature", "0.7", "--json"],
+    );
+    let s: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
+    assert_eq!(server.requests().len(), 24);
+    // The first sample is scored: every item right.
+    assert_eq!(s["question_accuracy"], 100.0);
+    // By hand: (7 x 100 + 200 / 3) / 8 and 1 of 8 items.
+    let agreement = s["agreement"].as_f64().unwrap();
+    assert!(
+        (agreement - (700.0 + 200.0 / 3.0) / 8.0).abs() < 1e-9,
+        "{s}"
+    );
+    assert_eq!(s["flip_share"], 12.5);
+    let csv = sql_csv(
+        root.to_str().unwrap(),
+        "SELECT flip_share FROM scores WHERE pattern = 'Color'",
+    );
+    assert_eq!(csv, ["flip_share", "25.0"]);
+    let again: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
+    assert_eq!(server.requests().len(), 24, "every sample is cached");
+    assert_eq!(again["flip_share"], 12.5);
+    // Greedy decoding would make the repeats say nothing.
+    let out = run(&mllm_args(
+        &bench,
+        &server.url,
+        "m",
+        &root,
+        &["--repeats", "3"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--temperature"));
+}
+
 fn mmvp_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let bench = dir.path().join("mmvp");

@@ -117,6 +117,12 @@ pub struct Reply {
 pub trait Chat: Send + Sync {
     /// Asks one prompt with its images; failures are in the reply, not an error.
     async fn chat(&self, prompt: &str, images: &[Image]) -> Reply;
+    /// The `n`-th sample of the same prompt (`n = 0` is [`Chat::chat`]): a request, and a
+    /// cache entry, of its own, so that sampled replies can differ.
+    async fn sample(&self, prompt: &str, images: &[Image], n: u32) -> Reply {
+        let _ = n;
+        self.chat(prompt, images).await
+    }
     /// The model's name.
     fn model(&self) -> &str;
     /// The endpoint, without credentials.
@@ -357,7 +363,14 @@ fn backoff(params: &ClientParams, n: u32, after: Option<Duration>, seed: &str) -
 #[async_trait::async_trait]
 impl Chat for OpenAiClient {
     async fn chat(&self, prompt: &str, images: &[Image]) -> Reply {
-        let key = self.cache_key(prompt, images);
+        self.sample(prompt, images, 0).await
+    }
+
+    async fn sample(&self, prompt: &str, images: &[Image], n: u32) -> Reply {
+        let key = match n {
+            0 => self.cache_key(prompt, images),
+            n => self.cache_key(&format!("{prompt}\u{0}sample {n}"), images),
+        };
         if let Some(text) = self.cached(&key).await {
             return Reply {
                 text: Some(text),

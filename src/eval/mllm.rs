@@ -114,6 +114,16 @@ pub struct MllmEntry {
     #[serde(default)]
     #[arg(long)]
     pub swap_options: bool,
+    /// Ask every question this many times (with --temperature above 0): the summary and
+    /// `scores` give per-item agreement across the samples and the share of items whose
+    /// answer flips. The first sample is the one scored.
+    #[serde(default = "default_repeats")]
+    #[arg(long, default_value_t = default_repeats())]
+    pub repeats: u32,
+}
+
+fn default_repeats() -> u32 {
+    1
 }
 
 /// The default number of bootstrap resamples.
@@ -146,6 +156,7 @@ impl MllmEntry {
             bootstrap_seed: 0,
             no_image: false,
             swap_options: false,
+            repeats: default_repeats(),
         }
     }
 }
@@ -268,6 +279,8 @@ pub struct MllmParams {
     pub no_image: bool,
     /// Every question's two options swapped.
     pub swap_options: bool,
+    /// Samples per question (1: one).
+    pub repeats: u32,
 }
 
 impl Default for MllmParams {
@@ -279,6 +292,7 @@ impl Default for MllmParams {
             fix_labels: false,
             no_image: false,
             swap_options: false,
+            repeats: 1,
             patterns: PatternSource::None,
             bootstrap: Bootstrap::default(),
         }
@@ -315,6 +329,12 @@ pub async fn eval_entry(
     root: &Location,
     progress: &dyn Progress,
 ) -> Result<EvalSummary> {
+    if m.repeats > 1 && m.temperature <= 0.0 {
+        return Err(Error::Usage(format!(
+            "--repeats {} needs --temperature above 0: greedy decoding gives the same answer every time",
+            m.repeats
+        )));
+    }
     let chat = OpenAiClient::new(
         client_params(
             m,
@@ -358,6 +378,7 @@ pub async fn eval_entry(
         },
         no_image: m.no_image,
         swap_options: m.swap_options,
+        repeats: m.repeats.max(1),
     };
     let judge = judge.as_ref().map(|j| j as &dyn Chat);
     eval_mllm(bench, root, &chat, judge, &params, progress).await
@@ -608,18 +629,18 @@ async fn ask_one(
 ) -> Result<(AnswerRow, Reply)> {
     let path = b.root.path(&q.image);
     let prompt = params.template.render(q);
-    let reply = match params.no_image {
-        true => chat.chat(&prompt, &[]).await,
+    let images = match params.no_image {
+        true => Vec::new(),
         false => {
             let bytes = b
                 .root
                 .get_bytes(&path)
                 .await
                 .map_err(|e| Error::storage(b.root.uri_of(&path), e))?;
-            let image = Image::new(bytes, &q.image);
-            chat.chat(&prompt, std::slice::from_ref(&image)).await
+            vec![Image::new(bytes, &q.image)]
         }
     };
+    let reply = chat.chat(&prompt, &images).await;
     let mut row = AnswerRow {
         benchmark: b.name.clone(),
         model: scored_as(chat.model(), params),
@@ -653,6 +674,19 @@ async fn ask_one(
     };
     row.choice = letter.map(|l| format!("({l})"));
     row.correct = letter == Some(answer);
+    // Further samples of the same prompt: only their choices are kept, for agreement.
+    if params.repeats > 1 {
+        row.samples.push(letter);
+        for n in 1..params.repeats {
+            let again = chat.sample(&row.prompt, &images, n).await;
+            row.attempts += again.attempts;
+            let text = again.text.unwrap_or_default();
+            row.samples.push(match params.grader {
+                Grader::Exact => grade::exact_letter(&text, choices),
+                Grader::Rules | Grader::Judge => grade::rules(&text, choices),
+            });
+        }
+    }
     if params.grader == Grader::Judge {
         let Some(judge) = judge else {
             return Err(Error::Internal("judge grader without a judge".into()));

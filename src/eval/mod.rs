@@ -79,6 +79,8 @@ pub struct AnswerRow {
     pub settings: String,
     /// The endpoint asked, without credentials.
     pub endpoint: String,
+    /// With `--repeats`: every sample's choice, the scored one first (not stored).
+    pub samples: Vec<Option<char>>,
 }
 
 /// One row of `scores`: one model on one pattern (or `all`).
@@ -107,6 +109,37 @@ pub struct ScoreRow {
     /// Answer bias: the percent of answered items whose choice is (a) (50 for an unbiased
     /// model on a balanced benchmark; NaN when none was answered).
     pub a_share: f64,
+    /// With `--repeats`: the mean, over items, of the percent of samples that agree with the
+    /// item's most frequent choice (NaN without repeats).
+    pub agreement: f64,
+    /// With `--repeats`: the percent of items whose samples do not all agree.
+    pub flip_share: f64,
+}
+
+/// Over items with repeated samples: the mean percent of samples agreeing with the item's
+/// most frequent choice, and the percent of items whose samples differ; NaN without samples.
+fn agreement(items: &[&AnswerRow]) -> (f64, f64) {
+    let sampled: Vec<&Vec<Option<char>>> = items
+        .iter()
+        .map(|r| &r.samples)
+        .filter(|s| s.len() > 1)
+        .collect();
+    if sampled.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut agree = 0.0;
+    let mut flipped = 0usize;
+    for s in &sampled {
+        let mut counts: BTreeMap<Option<char>, usize> = BTreeMap::new();
+        for c in s.iter() {
+            *counts.entry(*c).or_default() += 1;
+        }
+        let top = counts.values().copied().max().unwrap_or(0);
+        agree += top as f64 / s.len() as f64;
+        flipped += usize::from(counts.len() > 1);
+    }
+    let n = sampled.len() as f64;
+    (100.0 * agree / n, 100.0 * flipped as f64 / n)
 }
 
 /// The pattern name of the overall row of `scores`.
@@ -129,6 +162,10 @@ pub struct EvalSummary {
     pub pair_accuracy: f64,
     /// Answer bias: percent of answered items that chose (a).
     pub a_share: f64,
+    /// With `--repeats`: mean percent of samples agreeing with each item's most frequent choice.
+    pub agreement: f64,
+    /// With `--repeats`: percent of items whose answer flips between samples.
+    pub flip_share: f64,
     /// Items without a usable response.
     pub errors: u32,
     /// HTTP requests made (MLLMs).
@@ -216,6 +253,8 @@ pub fn score(rows: &[AnswerRow], bootstrap: &stats::Bootstrap) -> Vec<ScoreRow> 
                         .count(),
                     items.iter().filter(|r| r.choice.is_some()).count(),
                 ),
+                agreement: agreement(&items).0,
+                flip_share: agreement(&items).1,
             }
         })
         .collect()
@@ -311,6 +350,16 @@ fn scores_batch(
                 .map(|r| Some(r.a_share).filter(|v| v.is_finite()))
                 .collect::<Float64Array>(),
         ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.agreement).filter(|v| v.is_finite()))
+                .collect::<Float64Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.flip_share).filter(|v| v.is_finite()))
+                .collect::<Float64Array>(),
+        ),
     ];
     RecordBatch::try_new(schema::scores(), columns).map_err(|e| Error::table("scores", e))
 }
@@ -374,6 +423,8 @@ pub async fn commit(
         question_accuracy: overall.map_or(f64::NAN, |s| s.question_accuracy),
         pair_accuracy: overall.map_or(f64::NAN, |s| s.pair_accuracy),
         a_share: overall.map_or(f64::NAN, |s| s.a_share),
+        agreement: overall.map_or(f64::NAN, |s| s.agreement),
+        flip_share: overall.map_or(f64::NAN, |s| s.flip_share),
         errors: rows.iter().filter(|r| r.error.is_some()).count() as u32,
         requests: rows.iter().map(|r| r.attempts as u64).sum(),
         cached: rows.iter().filter(|r| r.cached).count() as u32,

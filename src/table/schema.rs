@@ -286,6 +286,9 @@ pub fn scores() -> SchemaRef {
         Field::new("interval_method", DataType::Utf8, true),
         // Answer bias: percent of answered items that chose (a) (null in older tables).
         Field::new("a_share", DataType::Float64, true),
+        // With --repeats: agreement across samples and the share of items that flip.
+        Field::new("agreement", DataType::Float64, true),
+        Field::new("flip_share", DataType::Float64, true),
     ])
 }
 
