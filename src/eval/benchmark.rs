@@ -241,6 +241,9 @@ pub async fn load_mmvp(root: &Location, fix_labels: bool) -> Result<Mmvp> {
         need(&["Correct Answer"])?,
     );
     let cp = column(&headers, &["Pattern", "Type"]);
+    // An explicit `Pair` column groups rows (NaturalBench's two questions about two images);
+    // without one, rows 2k-1 and 2k are pair k.
+    let cpair = column(&headers, &["Pair"]);
     let images = images_by_stem(root, MMVP_IMAGES).await?;
     let mut questions = Vec::new();
     let mut missing = Vec::new();
@@ -251,9 +254,13 @@ pub async fn load_mmvp(root: &Location, fix_labels: bool) -> Result<Mmvp> {
             missing.push(index);
             continue;
         };
+        let pair = match cpair {
+            Some(c) => parse_id(root, &cell(c), "Pair", n + 2)?,
+            None => index.div_ceil(2),
+        };
         questions.push(Question {
             index,
-            pair: index.div_ceil(2),
+            pair,
             question: cell(cq),
             options: cell(co),
             answer: cell(ca),
@@ -270,7 +277,10 @@ pub async fn load_mmvp(root: &Location, fix_labels: bool) -> Result<Mmvp> {
         ("question(s)", "indices"),
         &format!("each Index N needs {MMVP_IMAGES}/N.jpg"),
     )?;
-    check_pairs(root, questions.iter().map(|q| q.index))?;
+    match cpair {
+        None => check_pairs(root, questions.iter().map(|q| q.index))?,
+        Some(_) => check_groups(root, &questions)?,
+    }
     let labels = if fix_labels {
         apply_label_fix(&mut questions);
         Labels::Corrected
@@ -293,14 +303,23 @@ fn list_head(ids: &[u32]) -> String {
     s.join(", ")
 }
 
-/// Every pair must be whole and every index unique: scoring by pairs depends on it.
-fn check_pairs(root: &Location, ids: impl Iterator<Item = u32>) -> Result<()> {
+/// Every index must be unique.
+fn check_unique(
+    root: &Location,
+    ids: impl Iterator<Item = u32>,
+) -> Result<std::collections::BTreeSet<u32>> {
     let mut seen = std::collections::BTreeSet::new();
     for id in ids {
         if !seen.insert(id) {
             return Err(bad(root, format!("{QUESTIONS} lists item {id} twice")));
         }
     }
+    Ok(seen)
+}
+
+/// Every pair must be whole and every index unique: scoring by pairs depends on it.
+fn check_pairs(root: &Location, ids: impl Iterator<Item = u32>) -> Result<()> {
+    let seen = check_unique(root, ids)?;
     let lonely: Vec<u32> = seen
         .iter()
         .copied()
@@ -314,6 +333,30 @@ fn check_pairs(root: &Location, ids: impl Iterator<Item = u32>) -> Result<()> {
             root,
             format!(
                 "items {} have no partner: items 2k-1 and 2k form pair k, so the sheet needs both",
+                list_head(&lonely)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// With a `Pair` column: indices unique, and every pair of at least two items.
+fn check_groups(root: &Location, questions: &[Question]) -> Result<()> {
+    check_unique(root, questions.iter().map(|q| q.index))?;
+    let mut sizes: std::collections::BTreeMap<u32, usize> = Default::default();
+    for q in questions {
+        *sizes.entry(q.pair).or_default() += 1;
+    }
+    let lonely: Vec<u32> = sizes
+        .iter()
+        .filter(|(_, n)| **n < 2)
+        .map(|(p, _)| *p)
+        .collect();
+    if !lonely.is_empty() {
+        return Err(bad(
+            root,
+            format!(
+                "pairs {} have one item: a pair needs two images",
                 list_head(&lonely)
             ),
         ));

@@ -663,6 +663,7 @@ async fn ask_one(
         error: reply.error.clone(),
         settings: chat.settings(),
         endpoint: chat.endpoint().to_string(),
+        image_digest: images.first().map(|i| i.digest.clone()).unwrap_or_default(),
         ..Default::default()
     };
     let Some(text) = reply.text.clone() else {

@@ -81,6 +81,9 @@ pub struct AnswerRow {
     pub endpoint: String,
     /// With `--repeats`: every sample's choice, the scored one first (not stored).
     pub samples: Vec<Option<char>>,
+    /// blake3 of the image's bytes, which tells two rows showing the same image (not stored;
+    /// the uri when the bytes were not read).
+    pub image_digest: String,
 }
 
 /// One row of `scores`: one model on one pattern (or `all`).
@@ -114,6 +117,62 @@ pub struct ScoreRow {
     pub agreement: f64,
     /// With `--repeats`: the percent of items whose samples do not all agree.
     pub flip_share: f64,
+    /// NaturalBench's scores where a pair asks two questions of its two images (NaN
+    /// elsewhere): question accuracy over both images (Q-Acc), image accuracy over both
+    /// questions (I-Acc) and group accuracy, all four right (G-Acc).
+    pub natural: NaturalScores,
+}
+
+/// NaturalBench's accuracies, in percent (NaN without pairs of two questions and two images).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct NaturalScores {
+    /// A question right for both images.
+    pub q_acc: f64,
+    /// An image right for both questions.
+    pub i_acc: f64,
+    /// All four items of a pair right.
+    pub g_acc: f64,
+    /// Pairs of two questions and two images.
+    pub groups: usize,
+}
+
+/// NaturalBench's scores over `pairs` (each: its items); only pairs of exactly two images
+/// and two questions (four items, each question asked of each image) count.
+pub fn natural_scores(pairs: &[Vec<&AnswerRow>]) -> NaturalScores {
+    let (mut q, mut qn, mut i, mut in_, mut g) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut groups = 0usize;
+    for items in pairs {
+        let image = |r: &&AnswerRow| match r.image_digest.is_empty() {
+            true => r.image.clone(),
+            false => r.image_digest.clone(),
+        };
+        let images: std::collections::BTreeSet<String> = items.iter().map(image).collect();
+        let prompts: std::collections::BTreeSet<&str> =
+            items.iter().map(|r| r.prompt.as_str()).collect();
+        if items.len() != 4 || images.len() != 2 || prompts.len() != 2 {
+            continue;
+        }
+        groups += 1;
+        for p in &prompts {
+            qn += 1;
+            q += usize::from(items.iter().filter(|r| r.prompt == *p).all(|r| r.correct));
+        }
+        for im in &images {
+            in_ += 1;
+            i += usize::from(items.iter().filter(|r| image(r) == *im).all(|r| r.correct));
+        }
+        g += usize::from(items.iter().all(|r| r.correct));
+    }
+    let pct = |n: usize, d: usize| match d {
+        0 => f64::NAN,
+        d => 100.0 * n as f64 / d as f64,
+    };
+    NaturalScores {
+        q_acc: pct(q, qn),
+        i_acc: pct(i, in_),
+        g_acc: pct(g, groups),
+        groups,
+    }
 }
 
 /// Over items with repeated samples: the mean percent of samples agreeing with the item's
@@ -166,6 +225,8 @@ pub struct EvalSummary {
     pub agreement: f64,
     /// With `--repeats`: percent of items whose answer flips between samples.
     pub flip_share: f64,
+    /// NaturalBench's Q-Acc, I-Acc and G-Acc, where pairs ask two questions of two images.
+    pub natural: NaturalScores,
     /// Items without a usable response.
     pub errors: u32,
     /// HTTP requests made (MLLMs).
@@ -213,6 +274,10 @@ pub fn score(rows: &[AnswerRow], bootstrap: &stats::Bootstrap) -> Vec<ScoreRow> 
     let mut pair_counts: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     let mut sorted: Vec<&AnswerRow> = rows.iter().collect();
     sorted.sort_by_key(|r| r.item);
+    let mut pair_items: BTreeMap<u32, Vec<&AnswerRow>> = BTreeMap::new();
+    for r in &sorted {
+        pair_items.entry(r.pair).or_default().push(r);
+    }
     for r in sorted {
         pair_pattern.entry(r.pair).or_insert(&r.pattern);
         let c = pair_counts.entry(r.pair).or_insert((0, 0));
@@ -255,6 +320,13 @@ pub fn score(rows: &[AnswerRow], bootstrap: &stats::Bootstrap) -> Vec<ScoreRow> 
                 ),
                 agreement: agreement(&items).0,
                 flip_share: agreement(&items).1,
+                natural: natural_scores(
+                    &pair_items
+                        .iter()
+                        .filter(|(p, _)| pattern == ALL || pair_pattern[p] == pattern)
+                        .map(|(_, v)| v.clone())
+                        .collect::<Vec<_>>(),
+                ),
             }
         })
         .collect()
@@ -300,6 +372,15 @@ fn answers_batch(kind: Kind, rows: &[AnswerRow]) -> Result<RecordBatch> {
         s(|r| &r.endpoint),
     ];
     RecordBatch::try_new(schema::answers(), columns).map_err(|e| Error::table("answers", e))
+}
+
+/// A NaturalBench column of `scores` (null where it does not apply).
+fn natural(rows: &[ScoreRow], f: fn(&NaturalScores) -> f64) -> ArrayRef {
+    Arc::new(
+        rows.iter()
+            .map(|r| Some(f(&r.natural)).filter(|v| v.is_finite()))
+            .collect::<Float64Array>(),
+    )
 }
 
 fn scores_batch(
@@ -360,6 +441,9 @@ fn scores_batch(
                 .map(|r| Some(r.flip_share).filter(|v| v.is_finite()))
                 .collect::<Float64Array>(),
         ),
+        natural(rows, |n| n.q_acc),
+        natural(rows, |n| n.i_acc),
+        natural(rows, |n| n.g_acc),
     ];
     RecordBatch::try_new(schema::scores(), columns).map_err(|e| Error::table("scores", e))
 }
@@ -425,6 +509,7 @@ pub async fn commit(
         a_share: overall.map_or(f64::NAN, |s| s.a_share),
         agreement: overall.map_or(f64::NAN, |s| s.agreement),
         flip_share: overall.map_or(f64::NAN, |s| s.flip_share),
+        natural: overall.map_or(natural_scores(&[]), |s| s.natural),
         errors: rows.iter().filter(|r| r.error.is_some()).count() as u32,
         requests: rows.iter().map(|r| r.attempts as u64).sum(),
         cached: rows.iter().filter(|r| r.cached).count() as u32,

@@ -256,3 +256,74 @@ fn drafts_are_retried_verified_cached_and_become_a_benchmark() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("drafts.json"));
 }
+
+/// Issue 22: NaturalBench's Q-Acc, I-Acc and G-Acc on pairs that ask two questions of two
+/// images (a `Pair` column groups the rows), checked against values counted by hand.
+#[test]
+fn two_questions_of_two_images_get_naturalbench_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("nb");
+    std::fs::create_dir_all(bench.join("MMVP Images")).unwrap();
+    // Pair p: image X (red, small) and image Y (blue, large); questions "red?" and "large?".
+    let colour = |p: u32, x: bool| -> [u8; 3] {
+        match x {
+            true => [200, 10 * p as u8, 0],
+            false => [0, 10 * p as u8, 200],
+        }
+    };
+    let mut sheet = String::from("Index,Question,Options,Correct Answer,Pattern,Pair\n");
+    let mut index = 0;
+    for (p, pattern) in [(1u32, "Color"), (2, "Orientation")] {
+        for (question, x_yes) in [("Is the square red?", true), ("Is the square large?", false)] {
+            for x in [true, false] {
+                index += 1;
+                let img = image::RgbImage::from_pixel(8, 8, image::Rgb(colour(p, x)));
+                img.save(bench.join(format!("MMVP Images/{index}.png"))).unwrap();
+                let yes = x == x_yes;
+                sheet.push_str(&format!(
+                    "{index},{question},(a) Yes (b) No,{},{pattern},{p}\n",
+                    if yes { "(a)" } else { "(b)" }
+                ));
+            }
+        }
+    }
+    std::fs::write(bench.join("Questions.csv"), sheet).unwrap();
+    let url_of: HashMap<String, (u32, bool)> = (1..=8)
+        .map(|i| {
+            let (p, x) = ((i - 1) / 4 + 1, (i - 1) % 2 == 0);
+            (data_url(&bench.join(format!("MMVP Images/{i}.png"))), (p, x))
+        })
+        .collect();
+    // Right everywhere except pair 2's image Y asked "large?".
+    let server = Server::start(move |req, _| {
+        let (p, x) = url_of[&req.images[0]];
+        let red_q = req.prompt.contains("red?");
+        let yes = if red_q { x } else { !x };
+        let wrong = p == 2 && !x && !red_q;
+        Reply::Text(if yes != wrong { "(a)" } else { "(b)" }.into())
+    });
+    let root = dir.path().join("run");
+    let s: serde_json::Value = serde_json::from_str(
+        run_ok(&mllm_args(&bench, &server.url, "m", &root, &["--json"])).trim(),
+    )
+    .unwrap();
+    // By hand: pair 1 all right; pair 2 wrong on (Y, large?).
+    assert_eq!(s["pair_accuracy"], 50.0, "{s}");
+    assert_eq!(s["natural"]["groups"], 2, "{s}");
+    assert_eq!(s["natural"]["q_acc"], 75.0, "{s}");
+    assert_eq!(s["natural"]["i_acc"], 75.0, "{s}");
+    assert_eq!(s["natural"]["g_acc"], 50.0, "{s}");
+    let csv = super::sql_csv(
+        root.to_str().unwrap(),
+        "SELECT pattern, q_acc, i_acc, g_acc FROM scores ORDER BY pattern",
+    );
+    assert_eq!(
+        csv,
+        [
+            "pattern,q_acc,i_acc,g_acc",
+            "Color,100.0,100.0,100.0",
+            "Orientation,50.0,50.0,0.0",
+            "all,75.0,75.0,50.0"
+        ]
+    );
+}
