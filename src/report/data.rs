@@ -533,6 +533,10 @@ pub struct Score {
     pub labels: String,
     /// Answer bias: percent of answered items that chose (a).
     pub a_share: Option<f64>,
+    /// With repeats: agreement across samples and the share of items that flip.
+    pub agreement: Option<(f64, f64)>,
+    /// NaturalBench's Q-Acc, I-Acc and G-Acc, where they apply.
+    pub natural: Option<(f64, f64, f64)>,
 }
 
 /// One row of `correlations`.
@@ -643,6 +647,8 @@ async fn scores(t: &Tables) -> Result<Vec<Score>> {
         };
         let (qa, pa) = (f64s(b, "question_accuracy")?, f64s(b, "pair_accuracy")?);
         let a_share = opt("a_share")?;
+        let (agree, flips) = (opt("agreement")?, opt("flip_share")?);
+        let (qn, inn, gn) = (opt("q_acc")?, opt("i_acc")?, opt("g_acc")?);
         let (nq, np) = (i64s(b, "questions")?, i64s(b, "pairs")?);
         for i in 0..b.num_rows() {
             let text = |v: &[Option<String>]| v[i].clone().unwrap_or_default();
@@ -662,6 +668,8 @@ async fn scores(t: &Tables) -> Result<Vec<Score>> {
                 template: text(&template),
                 labels: text(&labels),
                 a_share: a_share[i],
+                agreement: agree[i].zip(flips[i]),
+                natural: qn[i].zip(inn[i]).zip(gn[i]).map(|((q, im), g)| (q, im, g)),
             });
         }
     }

@@ -378,6 +378,22 @@ fn groups_section(
     Ok(())
 }
 
+/// What a score cell adds below its accuracies: answer bias, agreement across samples and
+/// NaturalBench's scores, where the evaluation has them.
+fn extras(r: &super::data::Score) -> String {
+    let mut t = String::new();
+    if let Some(s) = r.a_share {
+        let _ = write!(t, " · (a) {s:.0}%");
+    }
+    if let Some((agree, flips)) = r.agreement {
+        let _ = write!(t, " · agree {agree:.0}%, flips {flips:.0}%");
+    }
+    if let Some((q, i, g)) = r.natural {
+        let _ = write!(t, " · Q/I/G {q:.0}/{i:.0}/{g:.0}");
+    }
+    t
+}
+
 fn pct(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.1}"))
 }
@@ -445,8 +461,7 @@ fn kind_section(
                         pct(r.question_accuracy),
                         interval(r.question_interval),
                         r.pairs,
-                        r.a_share
-                            .map_or(String::new(), |s| format!(" · (a) {s:.0}%"))
+                        extras(r)
                     );
                 }
                 None => h.push_str("<td>–</td>"),
@@ -454,7 +469,7 @@ fn kind_section(
         }
         h.push_str("</tr>");
     }
-    h.push_str("</tbody></table><p class=\"note\">Bold: pair accuracy (%), both questions of a pair right; below: question accuracy (%) and pairs; brackets: intervals; (a): the share of answers that chose option (a), the answer bias.</p>");
+    h.push_str("</tbody></table><p class=\"note\">Bold: pair accuracy (%), both questions of a pair right; below: question accuracy (%) and pairs; brackets: intervals; (a): the share of answers that chose option (a), the answer bias; agree and flips: with --repeats, agreement across samples and the share of items whose answer flips; Q/I/G: NaturalBench's question, image and group accuracy where pairs ask two questions of two images. Runs with [no image] or [swapped] are models of their own: the text-only baseline and the swapped options.</p>");
     Ok(())
 }
 

@@ -274,11 +274,15 @@ fn two_questions_of_two_images_get_naturalbench_scores() {
     let mut sheet = String::from("Index,Question,Options,Correct Answer,Pattern,Pair\n");
     let mut index = 0;
     for (p, pattern) in [(1u32, "Color"), (2, "Orientation")] {
-        for (question, x_yes) in [("Is the square red?", true), ("Is the square large?", false)] {
+        for (question, x_yes) in [
+            ("Is the square red?", true),
+            ("Is the square large?", false),
+        ] {
             for x in [true, false] {
                 index += 1;
                 let img = image::RgbImage::from_pixel(8, 8, image::Rgb(colour(p, x)));
-                img.save(bench.join(format!("MMVP Images/{index}.png"))).unwrap();
+                img.save(bench.join(format!("MMVP Images/{index}.png")))
+                    .unwrap();
                 let yes = x == x_yes;
                 sheet.push_str(&format!(
                     "{index},{question},(a) Yes (b) No,{},{pattern},{p}\n",
@@ -291,7 +295,10 @@ fn two_questions_of_two_images_get_naturalbench_scores() {
     let url_of: HashMap<String, (u32, bool)> = (1..=8)
         .map(|i| {
             let (p, x) = ((i - 1) / 4 + 1, (i - 1) % 2 == 0);
-            (data_url(&bench.join(format!("MMVP Images/{i}.png"))), (p, x))
+            (
+                data_url(&bench.join(format!("MMVP Images/{i}.png"))),
+                (p, x),
+            )
         })
         .collect();
     // Right everywhere except pair 2's image Y asked "large?".
@@ -326,4 +333,16 @@ fn two_questions_of_two_images_get_naturalbench_scores() {
             "all,75.0,75.0,50.0"
         ]
     );
+    // The report's evaluation page shows them beside the accuracies.
+    let site = dir.path().join("site");
+    run_ok(&[
+        "report",
+        "--root",
+        root.to_str().unwrap(),
+        "--out",
+        site.to_str().unwrap(),
+    ]);
+    let page = std::fs::read_to_string(site.join("evaluation.html")).unwrap();
+    assert!(page.contains("Q/I/G 75/75/50"), "{page}");
+    assert!(page.contains("(a) 50%"), "{page}");
 }
