@@ -134,13 +134,17 @@ pub struct NaturalScores {
     pub g_acc: f64,
     /// Pairs of two questions and two images.
     pub groups: usize,
+    /// Percentile-bootstrap intervals of q_acc, i_acc and g_acc (resampling those pairs).
+    pub intervals: Option<[(f64, f64); 3]>,
 }
 
 /// NaturalBench's scores over `pairs` (each: its items); only pairs of exactly two images
 /// and two questions (four items, each question asked of each image) count.
-pub fn natural_scores(pairs: &[Vec<&AnswerRow>]) -> NaturalScores {
+pub fn natural_scores(pairs: &[Vec<&AnswerRow>], boot: &stats::Bootstrap) -> NaturalScores {
     let (mut q, mut qn, mut i, mut in_, mut g) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let mut groups = 0usize;
+    // Per group: questions right (of 2), images right (of 2), all right.
+    let mut per_group: Vec<[usize; 3]> = Vec::new();
     for items in pairs {
         let image = |r: &&AnswerRow| match r.image_digest.is_empty() {
             true => r.image.clone(),
@@ -153,15 +157,18 @@ pub fn natural_scores(pairs: &[Vec<&AnswerRow>]) -> NaturalScores {
             continue;
         }
         groups += 1;
+        let mut one = [0usize; 3];
         for p in &prompts {
             qn += 1;
-            q += usize::from(items.iter().filter(|r| r.prompt == *p).all(|r| r.correct));
+            one[0] += usize::from(items.iter().filter(|r| r.prompt == *p).all(|r| r.correct));
         }
         for im in &images {
             in_ += 1;
-            i += usize::from(items.iter().filter(|r| image(r) == *im).all(|r| r.correct));
+            one[1] += usize::from(items.iter().filter(|r| image(r) == *im).all(|r| r.correct));
         }
-        g += usize::from(items.iter().all(|r| r.correct));
+        one[2] = usize::from(items.iter().all(|r| r.correct));
+        (q, i, g) = (q + one[0], i + one[1], g + one[2]);
+        per_group.push(one);
     }
     let pct = |n: usize, d: usize| match d {
         0 => f64::NAN,
@@ -172,7 +179,40 @@ pub fn natural_scores(pairs: &[Vec<&AnswerRow>]) -> NaturalScores {
         i_acc: pct(i, in_),
         g_acc: pct(g, groups),
         groups,
+        intervals: natural_intervals(&per_group, boot),
     }
+}
+
+/// Percentile-bootstrap intervals of Q-Acc, I-Acc and G-Acc, resampling whole groups.
+fn natural_intervals(per_group: &[[usize; 3]], boot: &stats::Bootstrap) -> Option<[(f64, f64); 3]> {
+    if per_group.is_empty() || boot.resamples == 0 {
+        return None;
+    }
+    let mut rng = crate::rng::Rng(boot.seed);
+    let n = per_group.len() as u64;
+    let mut samples: [Vec<f64>; 3] = Default::default();
+    for _ in 0..boot.resamples {
+        let mut sum = [0usize; 3];
+        for _ in 0..n {
+            let one = per_group[rng.below(n) as usize];
+            for k in 0..3 {
+                sum[k] += one[k];
+            }
+        }
+        // Two questions and two images per group, one group.
+        let per = [2.0 * n as f64, 2.0 * n as f64, n as f64];
+        for k in 0..3 {
+            samples[k].push(100.0 * sum[k] as f64 / per[k]);
+        }
+    }
+    let tail = (1.0 - boot.level) / 2.0;
+    Some(samples.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        (
+            stats::percentile(&v, tail),
+            stats::percentile(&v, 1.0 - tail),
+        )
+    }))
 }
 
 /// Over items with repeated samples: the mean percent of samples agreeing with the item's
@@ -326,6 +366,7 @@ pub fn score(rows: &[AnswerRow], bootstrap: &stats::Bootstrap) -> Vec<ScoreRow> 
                         .filter(|(p, _)| pattern == ALL || pair_pattern[p] == pattern)
                         .map(|(_, v)| v.clone())
                         .collect::<Vec<_>>(),
+                    bootstrap,
                 ),
             }
         })
@@ -444,6 +485,12 @@ fn scores_batch(
         natural(rows, |n| n.q_acc),
         natural(rows, |n| n.i_acc),
         natural(rows, |n| n.g_acc),
+        natural(rows, |n| n.intervals.map_or(f64::NAN, |i| i[0].0)),
+        natural(rows, |n| n.intervals.map_or(f64::NAN, |i| i[0].1)),
+        natural(rows, |n| n.intervals.map_or(f64::NAN, |i| i[1].0)),
+        natural(rows, |n| n.intervals.map_or(f64::NAN, |i| i[1].1)),
+        natural(rows, |n| n.intervals.map_or(f64::NAN, |i| i[2].0)),
+        natural(rows, |n| n.intervals.map_or(f64::NAN, |i| i[2].1)),
     ];
     RecordBatch::try_new(schema::scores(), columns).map_err(|e| Error::table("scores", e))
 }
@@ -509,7 +556,7 @@ pub async fn commit(
         a_share: overall.map_or(f64::NAN, |s| s.a_share),
         agreement: overall.map_or(f64::NAN, |s| s.agreement),
         flip_share: overall.map_or(f64::NAN, |s| s.flip_share),
-        natural: overall.map_or(natural_scores(&[]), |s| s.natural),
+        natural: overall.map_or(natural_scores(&[], bootstrap), |s| s.natural),
         errors: rows.iter().filter(|r| r.error.is_some()).count() as u32,
         requests: rows.iter().map(|r| r.attempts as u64).sum(),
         cached: rows.iter().filter(|r| r.cached).count() as u32,

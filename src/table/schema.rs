@@ -293,6 +293,12 @@ pub fn scores() -> SchemaRef {
         Field::new("q_acc", DataType::Float64, true),
         Field::new("i_acc", DataType::Float64, true),
         Field::new("g_acc", DataType::Float64, true),
+        Field::new("q_acc_low", DataType::Float64, true),
+        Field::new("q_acc_high", DataType::Float64, true),
+        Field::new("i_acc_low", DataType::Float64, true),
+        Field::new("i_acc_high", DataType::Float64, true),
+        Field::new("g_acc_low", DataType::Float64, true),
+        Field::new("g_acc_high", DataType::Float64, true),
     ])
 }
 

@@ -333,6 +333,17 @@ fn two_questions_of_two_images_get_naturalbench_scores() {
             "all,75.0,75.0,50.0"
         ]
     );
+    // Their bootstrap intervals resample whole groups: with these two groups, every resample
+    // is both, one or the other, so the 95% intervals reach the extremes.
+    assert_eq!(s["natural"]["intervals"][2][0], 0.0, "{s}");
+    assert_eq!(s["natural"]["intervals"][2][1], 100.0, "{s}");
+    assert_eq!(s["natural"]["intervals"][0][0], 50.0, "{s}");
+    assert_eq!(s["natural"]["intervals"][0][1], 100.0, "{s}");
+    let csv = super::sql_csv(
+        root.to_str().unwrap(),
+        "SELECT g_acc_low, g_acc_high FROM scores WHERE pattern = 'all'",
+    );
+    assert_eq!(csv, ["g_acc_low,g_acc_high", "0.0,100.0"]);
     // The report's evaluation page shows them beside the accuracies.
     let site = dir.path().join("site");
     run_ok(&[
