@@ -296,10 +296,80 @@ pub async fn annotate(
         }
     };
     write_sheet(out, &pairs).await?;
+    out.put_json(
+        crate::mmvp::PROVENANCE,
+        &mining_provenance(root, pairs.len(), decisions_file).await?,
+    )
+    .await?;
     Ok(AnnotateSummary {
         pairs: pairs.len(),
         sheet: out.uri_of(&out.path(QUESTIONS)),
         decisions: counts,
+    })
+}
+
+/// Where a sheet's pairs come from (`provenance.json`'s `mining`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Mining {
+    /// The run root.
+    pub root: String,
+    /// The candidates' CLIP minimum.
+    pub clip_min: Option<f32>,
+    /// The filter's DINOv2 maximum.
+    pub dino_max: Option<f32>,
+    /// The filter's near-duplicate threshold.
+    pub dup_min: Option<f32>,
+    /// The filter runs whose pairs these are.
+    pub filter_runs: Vec<String>,
+    /// Pairs exported.
+    pub pairs_exported: usize,
+    /// The review's decisions file, when one chose the pairs.
+    pub decisions: Option<String>,
+}
+
+/// `provenance.json` of a sheet.
+#[derive(Clone, Debug, Serialize)]
+struct SheetProvenance {
+    version: &'static str,
+    mining: Mining,
+}
+
+/// Where the sheet's pairs come from: the run root, its thresholds (the candidates' CLIP
+/// minimum, the filter's DINOv2 maximum and near-duplicate threshold) and filter runs, and the
+/// review that chose them.
+async fn mining_provenance(
+    root: &Location,
+    pairs: usize,
+    decisions: Option<&str>,
+) -> Result<SheetProvenance> {
+    use crate::table::records::{CandidatesCommit, FilterCommit};
+    let catalog = crate::table::Catalog::new(root);
+    let filters = catalog.records::<FilterCommit>().await?;
+    let candidates = catalog.records::<CandidatesCommit>().await?;
+    // The one setting read back from the candidates' recorded settings.
+    #[derive(serde::Deserialize)]
+    struct Threshold {
+        #[serde(alias = "clip-min")]
+        clip_min: f32,
+    }
+    let clip_min = candidates
+        .iter()
+        .filter_map(|(_, r)| r.params.read::<Threshold>().ok())
+        .map(|p| p.clip_min)
+        .next();
+    let runs: std::collections::BTreeSet<String> =
+        filters.iter().map(|(_, r)| r.run_id.clone()).collect();
+    Ok(SheetProvenance {
+        version: crate::VERSION,
+        mining: Mining {
+            root: root.url.clone(),
+            clip_min,
+            dino_max: filters.first().map(|(_, r)| r.dino_max),
+            dup_min: filters.first().map(|(_, r)| r.dup_min),
+            filter_runs: runs.into_iter().collect(),
+            pairs_exported: pairs,
+            decisions: decisions.map(str::to_string),
+        },
     })
 }
 

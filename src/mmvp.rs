@@ -4,6 +4,8 @@
 
 /// The question sheet of both formats.
 pub const QUESTIONS: &str = "Questions.csv";
+/// Where a sheet or benchmark says where it came from (`annotate`, `draft`).
+pub const PROVENANCE: &str = "provenance.json";
 /// MMVP's image folder.
 pub const MMVP_IMAGES: &str = "MMVP Images";
 /// MMVP-VLM's image folder (one subfolder per type).

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::client::{Chat, ClientParams, Image, OpenAiClient};
 use super::grade::{self, Choice};
 use crate::error::{Error, Result};
-use crate::mmvp::{canonical, MMVP_IMAGES, PATTERNS, QUESTIONS};
+use crate::mmvp::{canonical, MMVP_IMAGES, PATTERNS, PROVENANCE, QUESTIONS};
 use crate::progress::Progress;
 use crate::stage::Stage;
 use crate::storage::Location;
@@ -41,8 +41,6 @@ pub const VERIFY_TEMPLATE: &str = include_str!("prompts/verify.txt");
 pub const BLIND_TEMPLATE: &str = include_str!("prompts/blind.txt");
 /// The drafts, beside the sheet.
 pub const DRAFTS: &str = "drafts.json";
-/// Who drafted and verified the sheet's questions.
-pub const PROVENANCE: &str = "provenance.json";
 /// The reply cache's folder under the sheet.
 pub const CACHE_DIR: &str = "_draft";
 
@@ -829,8 +827,16 @@ async fn write_outputs(
         pairs: done.to_vec(),
     };
     sheet.put_json(DRAFTS, &file).await?;
+    // The sheet's own provenance (where `annotate` found its pairs) is kept.
+    let mining = match sheet.get_bytes(&sheet.path(PROVENANCE)).await {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("mining").cloned()),
+        Err(_) => None,
+    };
     let provenance = serde_json::json!({
         "version": crate::VERSION,
+        "mining": mining,
         "drafting": {"model": settings.model, "endpoint": job.drafter.endpoint(), "template": job.template},
         "verification": {"model": job.verifier.model(), "endpoint": job.verifier.endpoint(), "template": job.verify, "text_only": job.blind},
         "pairs": summary.pairs,
