@@ -116,15 +116,14 @@ pub fn compare_pairs(pattern: &str, outcomes: &[(bool, bool)], boot: &Bootstrap)
 /// A pair's pattern and whether A and B got it right (None: not answered).
 type Outcomes = (String, Option<bool>, Option<bool>);
 
-/// Compares models `a` and `b` on `benchmark` (the one both answered when `None`) from the
-/// `answers` of `root`: a pair is right when all its items are.
-pub async fn compare(
+/// Each pair's pattern and outcomes for `a` and `b` (on `benchmark` when given), and how many
+/// pairs every model in the root answered.
+async fn outcomes(
     root: &Location,
     a: &str,
     b: &str,
     benchmark: Option<&str>,
-    boot: &Bootstrap,
-) -> Result<CompareSummary> {
+) -> Result<(BTreeMap<(String, u32), Outcomes>, BTreeMap<String, usize>)> {
     let (ctx, tables) = sql::session(root).await?;
     if !tables.iter().any(|t| t == "answers") {
         return Err(Error::Usage(format!(
@@ -166,6 +165,19 @@ pub async fn compare(
             }
         }
     }
+    Ok((by_pair, models))
+}
+
+/// Compares models `a` and `b` on `benchmark` (the one both answered when `None`) from the
+/// `answers` of `root`: a pair is right when all its items are.
+pub async fn compare(
+    root: &Location,
+    a: &str,
+    b: &str,
+    benchmark: Option<&str>,
+    boot: &Bootstrap,
+) -> Result<CompareSummary> {
+    let (by_pair, models) = outcomes(root, a, b, benchmark).await?;
     for m in [a, b] {
         if !models.contains_key(m) {
             let known: Vec<&String> = models.keys().collect();

@@ -676,60 +676,11 @@ pub async fn draft(
     progress: &dyn Progress,
 ) -> Result<DraftSummary> {
     let started = Instant::now();
-    let problems = settings.check();
-    if !problems.is_empty() {
-        return Err(Error::Usage(format!(
-            "draft settings: {}",
-            problems.join("; ")
-        )));
-    }
+    Stage::Draft.settings(settings.check())?;
     let mut table = Sheet::read(sheet).await?;
-    let images: BTreeMap<u32, String> = sheet
-        .list(MMVP_IMAGES)
-        .await?
-        .into_iter()
-        .filter_map(|m| {
-            let rel = sheet.relative(&m.location);
-            let stem = rel.rsplit('/').next()?.split('.').next()?.parse().ok()?;
-            Some((stem, rel))
-        })
-        .collect();
-    let previous: BTreeMap<u32, PairDraft> = match sheet.get_bytes(&sheet.path(DRAFTS)).await {
-        Ok(bytes) => serde_json::from_slice::<DraftsFile>(&bytes)
-            .map(|f| f.pairs.into_iter().map(|d| (d.index, d)).collect())
-            .unwrap_or_default(),
-        Err(_) => BTreeMap::new(),
-    };
-    let pairs = table.pairs(&images, &previous)?;
-    let cache = Location::open(&format!("{}/{CACHE_DIR}", sheet.url.trim_end_matches('/')))?;
-    let client = |url: &str, model: &str, key: &str, tokens: u32| -> Result<Arc<dyn Chat>> {
-        let params = settings.client(url, model, key, tokens);
-        Ok(Arc::new(OpenAiClient::new(params, Some(cache.clone()))?))
-    };
-    let verify_url = settings.verify_url.as_deref().unwrap_or(&settings.base_url);
-    let verify_model = settings.verify_model.as_deref().unwrap_or(&settings.model);
-    let verify_key = settings
-        .verify_api_key_env
-        .as_deref()
-        .unwrap_or(&settings.api_key_env);
-    let job = Job {
-        drafter: client(
-            &settings.base_url,
-            &settings.model,
-            &settings.api_key_env,
-            512,
-        )?,
-        verifier: client(verify_url, verify_model, verify_key, 64)?,
-        template: Prompt::resolve(&settings.template, DRAFT_TEMPLATE, &[])?,
-        verify: Prompt::resolve(
-            &settings.verify_template,
-            VERIFY_TEMPLATE,
-            &["{question}", "{option_a}", "{option_b}"],
-        )?,
-        blind: Prompt::resolve("default", BLIND_TEMPLATE, &[])?,
-        attempts: settings.attempts,
-        sheet: sheet.clone(),
-    };
+    let images = sheet_images(sheet).await?;
+    let pairs = table.pairs(&images, &previous_drafts(sheet).await)?;
+    let job = Job::new(sheet, settings)?;
     progress.start(Stage::Draft.name(), Some(pairs.len() as u64));
     let mut summary = DraftSummary {
         pairs: pairs.len(),
@@ -775,6 +726,65 @@ pub async fn draft(
     summary.drafts = sheet.uri_of(&sheet.path(DRAFTS));
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The sheet's images by index.
+async fn sheet_images(sheet: &Location) -> Result<BTreeMap<u32, String>> {
+    Ok(sheet
+        .list(MMVP_IMAGES)
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            let rel = sheet.relative(&m.location);
+            let stem = rel.rsplit('/').next()?.split('.').next()?.parse().ok()?;
+            Some((stem, rel))
+        })
+        .collect())
+}
+
+/// The drafts of an earlier run on the sheet, by index (none when there are none).
+async fn previous_drafts(sheet: &Location) -> BTreeMap<u32, PairDraft> {
+    match sheet.get_bytes(&sheet.path(DRAFTS)).await {
+        Ok(bytes) => serde_json::from_slice::<DraftsFile>(&bytes)
+            .map(|f| f.pairs.into_iter().map(|d| (d.index, d)).collect())
+            .unwrap_or_default(),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+impl Job {
+    /// The drafter and verifier (caching in the sheet's `_draft/`) and the prompts.
+    fn new(sheet: &Location, settings: &DraftSettings) -> Result<Job> {
+        let cache = Location::open(&format!("{}/{CACHE_DIR}", sheet.url.trim_end_matches('/')))?;
+        let client = |url: &str, model: &str, key: &str, tokens: u32| -> Result<Arc<dyn Chat>> {
+            let params = settings.client(url, model, key, tokens);
+            Ok(Arc::new(OpenAiClient::new(params, Some(cache.clone()))?))
+        };
+        let verify_url = settings.verify_url.as_deref().unwrap_or(&settings.base_url);
+        let verify_model = settings.verify_model.as_deref().unwrap_or(&settings.model);
+        let verify_key = settings
+            .verify_api_key_env
+            .as_deref()
+            .unwrap_or(&settings.api_key_env);
+        Ok(Job {
+            drafter: client(
+                &settings.base_url,
+                &settings.model,
+                &settings.api_key_env,
+                512,
+            )?,
+            verifier: client(verify_url, verify_model, verify_key, 64)?,
+            template: Prompt::resolve(&settings.template, DRAFT_TEMPLATE, &[])?,
+            verify: Prompt::resolve(
+                &settings.verify_template,
+                VERIFY_TEMPLATE,
+                &["{question}", "{option_a}", "{option_b}"],
+            )?,
+            blind: Prompt::resolve("default", BLIND_TEMPLATE, &[])?,
+            attempts: settings.attempts,
+            sheet: sheet.clone(),
+        })
+    }
 }
 
 /// Fills the sheet's question, options, answers and pattern of every pair in the sheet.

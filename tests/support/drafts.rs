@@ -222,11 +222,20 @@ fn drafts_are_retried_verified_cached_and_become_a_benchmark() {
             .unwrap();
     assert_eq!(provenance["drafting"]["model"], "drafter");
     // annotate's record of where the pairs came from travels with them.
-    assert_eq!(provenance["mining"]["root"].as_str().unwrap(), format!("file://{}", root.display()));
+    assert_eq!(
+        provenance["mining"]["root"].as_str().unwrap(),
+        format!("file://{}", root.display())
+    );
     assert_eq!(provenance["mining"]["clip_min"], 0.95);
     assert_eq!(provenance["mining"]["dino_max"], 0.6);
     assert_eq!(provenance["mining"]["pairs_exported"], 4);
-    assert_eq!(provenance["mining"]["filter_runs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        provenance["mining"]["filter_runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(provenance["verification"]["model"], "checker");
     assert_eq!(provenance["items"], 2);
     let answers = Server::start(|req, _| {
