@@ -1802,6 +1802,11 @@ fn no_image_is_a_text_only_baseline_scored_beside_the_real_one() {
         "SELECT model, a_share FROM scores WHERE pattern = 'all' ORDER BY model",
     );
     assert_eq!(shares, ["model,a_share", "m,50.0", "m [no image],100.0"]);
+    let bounds = sql_csv(
+        root.to_str().unwrap(),
+        "SELECT a_share_low, a_share_high FROM scores WHERE pattern = 'all' AND model = 'm [no image]'",
+    );
+    assert_eq!(bounds, ["a_share_low,a_share_high", "100.0,100.0"]);
 }
 
 /// Issue 22: `--swap-options` asks each question with its options swapped; against the run in
@@ -1914,6 +1919,13 @@ fn repeats_measure_how_often_answers_flip() {
         "SELECT flip_share FROM scores WHERE pattern = 'Color'",
     );
     assert_eq!(csv, ["flip_share", "25.0"]);
+    // Its interval resamples pairs: pair 1 holds the flip (1 of its 2 items), so the 95%
+    // bounds are 0 (no draw of pair 1) and 37.5 (three draws of four: P = 4.7%; four: 0.4%).
+    let csv = sql_csv(
+        root.to_str().unwrap(),
+        "SELECT flip_share_low, flip_share_high FROM scores WHERE pattern = 'all'",
+    );
+    assert_eq!(csv, ["flip_share_low,flip_share_high", "0.0,37.5"]);
     let again: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
     assert_eq!(server.requests().len(), 24, "every sample is cached");
     assert_eq!(again["flip_share"], 12.5);

@@ -117,6 +117,8 @@ pub struct ScoreRow {
     pub agreement: f64,
     /// With `--repeats`: the percent of items whose samples do not all agree.
     pub flip_share: f64,
+    /// Bootstrap intervals over pairs of `a_share`, `agreement` and `flip_share`.
+    pub bias_intervals: [Option<(f64, f64)>; 3],
     /// NaturalBench's scores where a pair asks two questions of its two images (NaN
     /// elsewhere): question accuracy over both images (Q-Acc), image accuracy over both
     /// questions (I-Acc) and group accuracy, all four right (G-Acc).
@@ -241,6 +243,48 @@ fn agreement(items: &[&AnswerRow]) -> (f64, f64) {
     (100.0 * agree / n, 100.0 * flipped as f64 / n)
 }
 
+/// The percent of answered items that chose (a); NaN when none was answered.
+fn a_share(items: &[&AnswerRow]) -> f64 {
+    let answered = items.iter().filter(|r| r.choice.is_some()).count();
+    let a = items
+        .iter()
+        .filter(|r| r.choice.as_deref() == Some("(a)"))
+        .count();
+    match answered {
+        0 => f64::NAN,
+        n => 100.0 * a as f64 / n as f64,
+    }
+}
+
+/// Bootstrap intervals, resampling pairs, of the answer bias, the agreement across samples
+/// and the share of items that flip.
+fn bias_intervals<'a>(
+    pairs: impl Iterator<Item = &'a [&'a AnswerRow]>,
+    boot: &stats::Bootstrap,
+) -> [Option<(f64, f64)>; 3] {
+    let (mut a, mut agree, mut flips) = (Vec::new(), Vec::new(), Vec::new());
+    for items in pairs {
+        let answered = items.iter().filter(|r| r.choice.is_some()).count() as f64;
+        let chose_a = items
+            .iter()
+            .filter(|r| r.choice.as_deref() == Some("(a)"))
+            .count() as f64;
+        a.push((chose_a, answered));
+        let sampled: Vec<&&AnswerRow> = items.iter().filter(|r| r.samples.len() > 1).collect();
+        let (agreeing, flipped) = sampled.iter().fold((0.0, 0.0), |(g, f), r| {
+            let (one, flip) = agreement(&[r]);
+            (g + one / 100.0, f + flip / 100.0)
+        });
+        agree.push((agreeing, sampled.len() as f64));
+        flips.push((flipped, sampled.len() as f64));
+    }
+    [
+        stats::ratio_interval(&a, boot),
+        stats::ratio_interval(&agree, boot),
+        stats::ratio_interval(&flips, boot),
+    ]
+}
+
 /// The pattern name of the overall row of `scores`.
 pub const ALL: &str = "all";
 
@@ -351,15 +395,16 @@ pub fn score(rows: &[AnswerRow], bootstrap: &stats::Bootstrap) -> Vec<ScoreRow> 
                 errors: items.iter().filter(|r| r.error.is_some()).count() as u32,
                 question_interval: intervals.map(|i| i.question),
                 pair_interval: intervals.map(|i| i.pair),
-                a_share: pct(
-                    items
-                        .iter()
-                        .filter(|r| r.choice.as_deref() == Some("(a)"))
-                        .count(),
-                    items.iter().filter(|r| r.choice.is_some()).count(),
-                ),
+                a_share: a_share(&items),
                 agreement: agreement(&items).0,
                 flip_share: agreement(&items).1,
+                bias_intervals: bias_intervals(
+                    pair_items
+                        .iter()
+                        .filter(|(p, _)| pattern == ALL || pair_pattern[p] == pattern)
+                        .map(|(_, v)| v.as_slice()),
+                    bootstrap,
+                ),
                 natural: natural_scores(
                     &pair_items
                         .iter()
@@ -413,6 +458,15 @@ fn answers_batch(kind: Kind, rows: &[AnswerRow]) -> Result<RecordBatch> {
         s(|r| &r.endpoint),
     ];
     RecordBatch::try_new(schema::answers(), columns).map_err(|e| Error::table("answers", e))
+}
+
+/// A bound of one of the bias intervals (null where there is none).
+fn bias(rows: &[ScoreRow], k: usize, high: bool) -> ArrayRef {
+    Arc::new(
+        rows.iter()
+            .map(|r| r.bias_intervals[k].map(|(l, h)| if high { h } else { l }))
+            .collect::<Float64Array>(),
+    )
 }
 
 /// A NaturalBench column of `scores` (null where it does not apply).
@@ -482,6 +536,12 @@ fn scores_batch(
                 .map(|r| Some(r.flip_share).filter(|v| v.is_finite()))
                 .collect::<Float64Array>(),
         ),
+        bias(rows, 0, false),
+        bias(rows, 0, true),
+        bias(rows, 1, false),
+        bias(rows, 1, true),
+        bias(rows, 2, false),
+        bias(rows, 2, true),
         natural(rows, |n| n.q_acc),
         natural(rows, |n| n.i_acc),
         natural(rows, |n| n.g_acc),

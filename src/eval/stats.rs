@@ -143,6 +143,32 @@ pub fn bootstrap_accuracy(pairs: &[(u32, u32)], b: &Bootstrap) -> Option<Accurac
     })
 }
 
+/// The percentile-bootstrap interval (percent) of a ratio over pairs: each pair gives
+/// (numerator, denominator); pairs are drawn with replacement and 100 * sum num / sum den
+/// recomputed. `None` without pairs, resamples or any denominator.
+pub fn ratio_interval(per_pair: &[(f64, f64)], b: &Bootstrap) -> Option<(f64, f64)> {
+    if per_pair.is_empty() || b.resamples == 0 || per_pair.iter().all(|p| p.1 == 0.0) {
+        return None;
+    }
+    let mut rng = crate::rng::Rng(b.seed);
+    let n = per_pair.len() as u64;
+    let mut v: Vec<f64> = (0..b.resamples)
+        .map(|_| {
+            let (mut num, mut den) = (0.0, 0.0);
+            for _ in 0..n {
+                let (x, y) = per_pair[rng.below(n) as usize];
+                num += x;
+                den += y;
+            }
+            100.0 * num / den
+        })
+        .filter(|x: &f64| x.is_finite())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let tail = (1.0 - b.level) / 2.0;
+    Some((percentile(&v, tail), percentile(&v, 1.0 - tail)))
+}
+
 /// The `q` quantile (0..=1) of sorted values, interpolating linearly between order
 /// statistics (numpy's default, `method="linear"`); NaN when empty.
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {

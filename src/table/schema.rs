@@ -289,6 +289,12 @@ pub fn scores() -> SchemaRef {
         // With --repeats: agreement across samples and the share of items that flip.
         Field::new("agreement", DataType::Float64, true),
         Field::new("flip_share", DataType::Float64, true),
+        Field::new("a_share_low", DataType::Float64, true),
+        Field::new("a_share_high", DataType::Float64, true),
+        Field::new("agreement_low", DataType::Float64, true),
+        Field::new("agreement_high", DataType::Float64, true),
+        Field::new("flip_share_low", DataType::Float64, true),
+        Field::new("flip_share_high", DataType::Float64, true),
         // NaturalBench's accuracies, where pairs ask two questions of two images.
         Field::new("q_acc", DataType::Float64, true),
         Field::new("i_acc", DataType::Float64, true),
