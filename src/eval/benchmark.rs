@@ -111,7 +111,7 @@ pub fn short_name(root: &Location) -> String {
 }
 
 /// The sheet's rows as maps from (trimmed, BOM-free) header to cell.
-async fn read_sheet(root: &Location) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+pub(crate) async fn read_sheet(root: &Location) -> Result<(Vec<String>, Vec<Vec<String>>)> {
     let path = root.path(QUESTIONS);
     let bytes = match root.get_bytes(&path).await {
         Ok(b) => b,
@@ -139,7 +139,7 @@ async fn read_sheet(root: &Location) -> Result<(Vec<String>, Vec<Vec<String>>)> 
 }
 
 /// Image objects under `folder`, by (subfolder, file stem).
-async fn images_by_stem(
+pub(crate) async fn images_by_stem(
     root: &Location,
     folder: &str,
 ) -> Result<HashMap<(String, String), String>> {

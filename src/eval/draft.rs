@@ -45,8 +45,7 @@ pub const DRAFTS: &str = "drafts.json";
 pub const CACHE_DIR: &str = "_draft";
 
 /// Settings of `blindspot draft`.
-#[derive(Clone, Debug, Deserialize, clap::Args)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct DraftSettings {
     /// The drafting model's base URL, e.g. http://127.0.0.1:8000/v1.
     #[arg(long)]
@@ -55,53 +54,41 @@ pub struct DraftSettings {
     #[arg(long)]
     pub model: String,
     /// Environment variable holding the API key (sent as a bearer token when set).
-    #[serde(default = "default_key_env")]
     #[arg(long, default_value_t = default_key_env())]
     pub api_key_env: String,
     /// The verifying model's base URL [default: base-url].
-    #[serde(default)]
     #[arg(long)]
     pub verify_url: Option<String>,
     /// The verifying model [default: model].
-    #[serde(default)]
     #[arg(long)]
     pub verify_model: Option<String>,
     /// Environment variable with the verifier's API key [default: api-key-env].
-    #[serde(default)]
     #[arg(long)]
     pub verify_api_key_env: Option<String>,
     /// Drafting prompt: `default` (the shipped one) or a file with {patterns} and {hint}.
-    #[serde(default = "default_name")]
     #[arg(long, default_value_t = default_name())]
     pub template: String,
     /// Verification prompt: `default` or a file with {question}, {option_a} and {option_b}.
-    #[serde(default = "default_name")]
     #[arg(long, default_value_t = default_name())]
     pub verify_template: String,
     /// Drafts asked per pair at most: a reply that cannot be used is asked again, saying why.
-    #[serde(default = "default_attempts")]
     #[arg(long, default_value_t = default_attempts())]
     pub attempts: u32,
     /// Pairs drafted at once.
-    #[serde(default = "default_concurrency")]
     #[arg(long, default_value_t = default_concurrency())]
     pub concurrency: usize,
     /// Seconds before one request is given up (and retried).
-    #[serde(default = "default_timeout")]
     #[arg(long, default_value_t = default_timeout())]
     pub timeout: f64,
     /// Retries of one request on 429, 5xx, timeouts and malformed replies.
-    #[serde(default = "default_retries")]
     #[arg(long, default_value_t = default_retries())]
     pub retries: u32,
     /// Also fill the sheet with drafts the text-only check answered (blind-answerable).
-    #[serde(default)]
     #[arg(long)]
     pub keep_blind: bool,
     /// Also write the pairs that fill the sheet as an MMVP-format benchmark here (Questions.csv
     /// with Index, Question, Options, Correct Answer, Pattern; MMVP Images/; provenance.json),
     /// which `eval mllm --benchmark` reads as it reads MMVP.
-    #[serde(default)]
     #[arg(long)]
     pub benchmark: Option<String>,
 }
@@ -282,6 +269,15 @@ pub fn parse_draft(reply: &str) -> std::result::Result<Draft, String> {
     if r.question.trim().is_empty() || r.options.iter().any(|o| o.trim().is_empty()) {
         return Err("an empty question or option".into());
     }
+    // The text goes into a sheet people open in spreadsheets: nothing a spreadsheet would
+    // run as a formula (OWASP's leading characters).
+    let formula = |t: &str| {
+        t.trim_start_matches(' ')
+            .starts_with(['=', '+', '-', '@', '\t', '\r'])
+    };
+    if formula(&r.question) || r.options.iter().any(|o| formula(o)) {
+        return Err("a question or option starting with =, +, -, @, a tab or a carriage return (a spreadsheet formula)".into());
+    }
     let letter = |s: &str| -> std::result::Result<char, String> {
         let t = s
             .trim()
@@ -427,29 +423,12 @@ struct Sheet {
 }
 
 impl Sheet {
+    /// The sheet as the benchmark loader reads it (headers trimmed, blank rows skipped),
+    /// every row as wide as the header.
     async fn read(sheet: &Location) -> Result<Sheet> {
-        let path = sheet.path(QUESTIONS);
-        let bytes = sheet.get_bytes(&path).await.map_err(|e| {
-            Error::Usage(format!(
-                "{}: {e}; make the sheet with `blindspot annotate`",
-                sheet.uri_of(&path)
-            ))
-        })?;
-        let mut r = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_reader(bytes.as_ref());
-        let header: Vec<String> = r
-            .headers()
-            .map_err(|e| Error::table("annotation sheet", e))?
-            .iter()
-            .map(|h| h.trim().to_string())
-            .collect();
-        let mut rows = Vec::new();
-        for rec in r.records() {
-            let rec = rec.map_err(|e| Error::table("annotation sheet", e))?;
-            let mut row: Vec<String> = rec.iter().map(str::to_string).collect();
+        let (header, mut rows) = super::benchmark::read_sheet(sheet).await?;
+        for row in &mut rows {
             row.resize(header.len(), String::new());
-            rows.push(row);
         }
         Ok(Sheet { header, rows })
     }
@@ -730,15 +709,11 @@ pub async fn draft(
 
 /// The sheet's images by index.
 async fn sheet_images(sheet: &Location) -> Result<BTreeMap<u32, String>> {
-    Ok(sheet
-        .list(MMVP_IMAGES)
+    Ok(super::benchmark::images_by_stem(sheet, MMVP_IMAGES)
         .await?
         .into_iter()
-        .filter_map(|m| {
-            let rel = sheet.relative(&m.location);
-            let stem = rel.rsplit('/').next()?.split('.').next()?.parse().ok()?;
-            Some((stem, rel))
-        })
+        .filter(|((dir, _), _)| dir.is_empty())
+        .filter_map(|((_, stem), rel)| Some((stem.parse().ok()?, rel)))
         .collect())
 }
 
@@ -969,6 +944,8 @@ mod tests {
             (d.pattern.as_str(), d.pattern_name.as_str()),
             ("other", "Shadow")
         );
+        let formula = good.replace("\"right\", \"left\"", "\"=HYPERLINK(1)\", \"left\"");
+        assert!(parse_draft(&formula).unwrap_err().contains("formula"));
         let bad_letter = good.replace("\"answer_a\": \"(a)\"", "\"answer_a\": \"c\"");
         assert!(parse_draft(&bad_letter).unwrap_err().contains("not a or b"));
     }

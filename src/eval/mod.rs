@@ -185,36 +185,15 @@ pub fn natural_scores(pairs: &[Vec<&AnswerRow>], boot: &stats::Bootstrap) -> Nat
     }
 }
 
-/// Percentile-bootstrap intervals of Q-Acc, I-Acc and G-Acc, resampling whole groups.
+/// Percentile-bootstrap intervals of Q-Acc, I-Acc and G-Acc, resampling whole groups (one
+/// seed, so the three draw the same resamples).
 fn natural_intervals(per_group: &[[usize; 3]], boot: &stats::Bootstrap) -> Option<[(f64, f64); 3]> {
-    if per_group.is_empty() || boot.resamples == 0 {
-        return None;
-    }
-    let mut rng = crate::rng::Rng(boot.seed);
-    let n = per_group.len() as u64;
-    let mut samples: [Vec<f64>; 3] = Default::default();
-    for _ in 0..boot.resamples {
-        let mut sum = [0usize; 3];
-        for _ in 0..n {
-            let one = per_group[rng.below(n) as usize];
-            for k in 0..3 {
-                sum[k] += one[k];
-            }
-        }
-        // Two questions and two images per group, one group.
-        let per = [2.0 * n as f64, 2.0 * n as f64, n as f64];
-        for k in 0..3 {
-            samples[k].push(100.0 * sum[k] as f64 / per[k]);
-        }
-    }
-    let tail = (1.0 - boot.level) / 2.0;
-    Some(samples.map(|mut v| {
-        v.sort_by(f64::total_cmp);
-        (
-            stats::percentile(&v, tail),
-            stats::percentile(&v, 1.0 - tail),
-        )
-    }))
+    // Two questions and two images per group, one group.
+    let ratio = |k: usize, of: f64| {
+        let v: Vec<(f64, f64)> = per_group.iter().map(|g| (g[k] as f64, of)).collect();
+        stats::ratio_interval(&v, boot)
+    };
+    Some([ratio(0, 2.0)?, ratio(1, 2.0)?, ratio(2, 1.0)?])
 }
 
 /// Over items with repeated samples: the mean percent of samples agreeing with the item's
@@ -384,6 +363,7 @@ pub fn score(rows: &[AnswerRow], bootstrap: &stats::Bootstrap) -> Vec<ScoreRow> 
                 .map(|(_, c)| *c)
                 .collect();
             let intervals = stats::bootstrap_accuracy(&pairs, bootstrap);
+            let agreed = agreement(&items);
             ScoreRow {
                 benchmark: first.benchmark.clone(),
                 model: first.model.clone(),
@@ -396,8 +376,8 @@ pub fn score(rows: &[AnswerRow], bootstrap: &stats::Bootstrap) -> Vec<ScoreRow> 
                 question_interval: intervals.map(|i| i.question),
                 pair_interval: intervals.map(|i| i.pair),
                 a_share: a_share(&items),
-                agreement: agreement(&items).0,
-                flip_share: agreement(&items).1,
+                agreement: agreed.0,
+                flip_share: agreed.1,
                 bias_intervals: bias_intervals(
                     pair_items
                         .iter()
