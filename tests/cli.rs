@@ -66,6 +66,12 @@ fn run_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A command's `--json` summary.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = run_ok(args);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
 /// `run_ok` with environment variables set for the binary.
 fn run_env_ok(args: &[&str], envs: &[(&str, &str)]) -> String {
     let out = bin()
@@ -1002,8 +1008,7 @@ fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
     let dir = tempfile::tempdir().unwrap();
     let (reference, root) = partitioned_vectors(dir.path(), 400, "killed");
     let r = reference.to_str().unwrap();
-    let summary: serde_json::Value =
-        serde_json::from_str(run_ok(&["candidates", "--root", r, "--json"]).trim()).unwrap();
+    let summary: serde_json::Value = run_json(&["candidates", "--root", r, "--json"]);
     let total = summary["cells"]["total"].as_u64().unwrap();
     assert!(summary["pairs"].as_u64().unwrap() > 100, "{summary}");
 
@@ -1026,8 +1031,7 @@ fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
         "the run finished before it could be killed ({partial} of {total} cells)"
     );
     std::fs::remove_file(root.join("_lock.json")).unwrap();
-    let again: serde_json::Value =
-        serde_json::from_str(run_ok(&["candidates", "--root", k, "--json"]).trim()).unwrap();
+    let again: serde_json::Value = run_json(&["candidates", "--root", k, "--json"]);
     assert_eq!(again["cells"]["skipped"], partial, "{again}");
     assert_eq!(again["cells"]["done"].as_u64().unwrap(), total - partial);
     let table = |root: &Path| {
@@ -1422,10 +1426,8 @@ fn every_method_finds_the_same_candidates_and_recall_is_reported() {
     let r = root.to_str().unwrap();
     let table = || pair_set(&read_parquet_dir(&root.join("candidates")));
     let partitioned = table();
-    let summary: serde_json::Value = serde_json::from_str(
-        run_ok(&["candidates", "--root", r, "--method", "exact", "--json"]).trim(),
-    )
-    .unwrap();
+    let summary: serde_json::Value =
+        run_json(&["candidates", "--root", r, "--method", "exact", "--json"]);
     assert_eq!(summary["mode"], "exact");
     assert_eq!(table(), partitioned, "exact vs partitioned");
     run_ok(&["index", "--root", r]);
@@ -1766,10 +1768,8 @@ fn no_image_is_a_text_only_baseline_scored_beside_the_real_one() {
             _ => "(b)".into(),
         })
     });
-    let seen: serde_json::Value = serde_json::from_str(
-        run_ok(&mllm_args(&bench, &server.url, "m", &root, &["--json"])).trim(),
-    )
-    .unwrap();
+    let seen: serde_json::Value =
+        run_json(&mllm_args(&bench, &server.url, "m", &root, &["--json"]));
     let blind: serde_json::Value = serde_json::from_str(
         run_ok(&mllm_args(
             &bench,
@@ -1825,10 +1825,8 @@ fn swapped_options_expose_a_position_bias() {
         };
         openai::Reply::Text(letter.into())
     });
-    let normal: serde_json::Value = serde_json::from_str(
-        run_ok(&mllm_args(&bench, &server.url, "m", &root, &["--json"])).trim(),
-    )
-    .unwrap();
+    let normal: serde_json::Value =
+        run_json(&mllm_args(&bench, &server.url, "m", &root, &["--json"]));
     let swapped: serde_json::Value = serde_json::from_str(
         run_ok(&mllm_args(
             &bench,
@@ -1903,7 +1901,7 @@ fn repeats_measure_how_often_answers_flip() {
         &root,
         &["--repeats", "3", "--temperature", "0.7", "--json"],
     );
-    let s: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
+    let s: serde_json::Value = run_json(&args);
     assert_eq!(server.requests().len(), 24);
     // The first sample is scored: every item right.
     assert_eq!(s["question_accuracy"], 100.0);
@@ -1926,7 +1924,7 @@ fn repeats_measure_how_often_answers_flip() {
         "SELECT flip_share_low, flip_share_high FROM scores WHERE pattern = 'all'",
     );
     assert_eq!(csv, ["flip_share_low,flip_share_high", "0.0,37.5"]);
-    let again: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
+    let again: serde_json::Value = run_json(&args);
     assert_eq!(server.requests().len(), 24, "every sample is cached");
     assert_eq!(again["flip_share"], 12.5);
     // Greedy decoding would make the repeats say nothing.
@@ -2915,10 +2913,8 @@ fn a_run_root_from_before_the_catalog_reads_through_it() {
         "{after:?}"
     );
     assert_eq!(after["embeddings"].2, 0);
-    let s: serde_json::Value = serde_json::from_str(
-        run_ok(&["eval", "correlate", "--root", r, "--no-plots", "--json"]).trim(),
-    )
-    .unwrap();
+    let s: serde_json::Value =
+        run_json(&["eval", "correlate", "--root", r, "--no-plots", "--json"]);
     assert!(!s["table"].as_array().unwrap().is_empty(), "{s}");
     // Issue 20: the report and status read it too (its embeddings have no caption or url
     // column: "No field named ea.caption" before). Its images are not in the fixture, so the
@@ -2935,8 +2931,7 @@ fn a_run_root_from_before_the_catalog_reads_through_it() {
     ]);
     let index = std::fs::read_to_string(site.join("index.html")).unwrap();
     assert!(index.contains("Mined pairs"), "{index}");
-    let status: serde_json::Value =
-        serde_json::from_str(run_ok(&["status", "--root", r, "--json"]).trim()).unwrap();
+    let status: serde_json::Value = run_json(&["status", "--root", r, "--json"]);
     assert_eq!(
         status["pairs"].as_u64(),
         Some(sql_count(r, "pairs")),
@@ -2971,26 +2966,22 @@ fn a_run_root_from_before_typed_records_reads_and_is_up_to_date() {
         let before = pair_set(&read_parquet_dir(&root.join("pairs")));
         assert!(!before.is_empty(), "{name}");
         // Every unit of every stage is committed: reruns read the records and do nothing.
-        let c: serde_json::Value =
-            serde_json::from_str(run_ok(&["candidates", "--root", r, "--json"]).trim()).unwrap();
+        let c: serde_json::Value = run_json(&["candidates", "--root", r, "--json"]);
         assert_eq!(c["cells"]["done"], 0, "{c}");
         assert_eq!(c["cells"]["skipped"], c["cells"]["total"], "{c}");
         assert!(c["cells"]["total"].as_u64().unwrap() > 0, "{c}");
         if name == "clip-first" {
-            let d: serde_json::Value =
-                serde_json::from_str(run_ok(&["dino", "--root", r, "--json"]).trim()).unwrap();
+            let d: serde_json::Value = run_json(&["dino", "--root", r, "--json"]);
             assert_eq!(d["needed"], 0, "{d}");
             assert_eq!(d["up_to_date"], true, "{d}");
             assert!(d["already"].as_u64().unwrap() > 0, "{d}");
         }
-        let f: serde_json::Value =
-            serde_json::from_str(run_ok(&["filter", "--root", r, "--json"]).trim()).unwrap();
+        let f: serde_json::Value = run_json(&["filter", "--root", r, "--json"]);
         assert_eq!(f["units"], 0, "{f}");
         assert_eq!(f["skipped"], f["units_total"], "{f}");
         assert_eq!(f["groups"]["rebuilt"], false, "{f}");
         assert_eq!(pair_set(&read_parquet_dir(&root.join("pairs"))), before);
-        let status: serde_json::Value =
-            serde_json::from_str(run_ok(&["status", "--root", r, "--json"]).trim()).unwrap();
+        let status: serde_json::Value = run_json(&["status", "--root", r, "--json"]);
         assert_eq!(
             status["pairs"].as_u64(),
             Some(sql_count(r, "pairs")),
@@ -3131,9 +3122,7 @@ fn scribbled_cells_are_an_error_naming_the_object_never_pairs() {
         "clip-like",
     ]);
     run_ok(&["partition", "--root", rs, "--cells", "4", "--probe", "2"]);
-    let clean: serde_json::Value =
-        serde_json::from_str(run_ok(&["status", "--root", rs, "--verify", "--json"]).trim())
-            .unwrap();
+    let clean: serde_json::Value = run_json(&["status", "--root", rs, "--verify", "--json"]);
     assert!(clean["checked"].as_u64().unwrap() >= 3, "{clean}");
     assert_eq!(clean["damaged"], serde_json::json!([]), "{clean}");
     let object = parquet_objects(&r.join("partition"), "cells")
@@ -3689,8 +3678,7 @@ fn a_key_in_two_shards_is_reported_and_placed_once() {
         "manifest",
     ]);
     assert_eq!(sql_count(r, "embeddings WHERE key = 'k000'"), 2);
-    let s: serde_json::Value =
-        serde_json::from_str(run_ok(&["partition", "--root", r, "--json"]).trim()).unwrap();
+    let s: serde_json::Value = run_json(&["partition", "--root", r, "--json"]);
     assert_eq!(s["duplicate_keys"], 1, "{s}");
     assert_eq!(sql_count(r, "cells WHERE key = 'k000' AND home"), 1);
     // The kept row is the first shard's (by name): a.csv's image, not b.csv's.
@@ -3708,8 +3696,7 @@ fn a_key_in_two_shards_is_reported_and_placed_once() {
     let twice = "(SELECT a, b, count(*) AS n FROM candidates GROUP BY a, b) WHERE n > 1";
     assert_eq!(sql_count(r, twice), 0);
     // Placed again incrementally, the second row stays out.
-    let again: serde_json::Value =
-        serde_json::from_str(run_ok(&["partition", "--root", r, "--json"]).trim()).unwrap();
+    let again: serde_json::Value = run_json(&["partition", "--root", r, "--json"]);
     assert!(again["generation"].is_null(), "{again}");
 }
 

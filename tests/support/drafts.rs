@@ -9,7 +9,7 @@ use std::path::Path;
 use base64::Engine;
 
 use super::openai::{Reply, Server};
-use super::{mine, mllm_args, run, run_ok};
+use super::{mine, mllm_args, run, run_json, run_ok};
 
 /// The data URL the client sends for an image file.
 fn data_url(path: &Path) -> String {
@@ -122,7 +122,7 @@ fn drafts_are_retried_verified_cached_and_become_a_benchmark() {
         bench.to_str().unwrap(),
         "--json",
     ];
-    let summary: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
+    let summary = run_json(&args);
     assert_eq!(summary["pairs"], 4, "{summary}");
     assert_eq!(summary["drafted"], 3, "{summary}");
     assert_eq!(summary["failed"], 1, "{summary}");
@@ -183,7 +183,7 @@ fn drafts_are_retried_verified_cached_and_become_a_benchmark() {
     std::fs::write(sheet.join("Questions.csv"), w.into_inner().unwrap()).unwrap();
 
     // A rerun pays for nothing twice.
-    let again: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
+    let again = run_json(&args);
     assert_eq!(server.requests().len(), 16, "no request on the rerun");
     assert_eq!(again["requests"], 0, "{again}");
     // Every reply from the cache, less the 3 drafts of the pair now written by hand.
@@ -325,10 +325,7 @@ fn two_questions_of_two_images_get_naturalbench_scores() {
         Reply::Text(if yes != wrong { "(a)" } else { "(b)" }.into())
     });
     let root = dir.path().join("run");
-    let s: serde_json::Value = serde_json::from_str(
-        run_ok(&mllm_args(&bench, &server.url, "m", &root, &["--json"])).trim(),
-    )
-    .unwrap();
+    let s = run_json(&mllm_args(&bench, &server.url, "m", &root, &["--json"]));
     // By hand: pair 1 all right; pair 2 wrong on (Y, large?).
     assert_eq!(s["pair_accuracy"], 50.0, "{s}");
     assert_eq!(s["natural"]["groups"], 2, "{s}");
