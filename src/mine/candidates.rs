@@ -681,13 +681,18 @@ async fn partitioned(
         };
         runner.start(progress.as_ref(), "cells", Some(todo.len() as u64));
         let mut every = Every::new(PROGRESS_EVERY);
-        // Two cells at once: one is read while the other is joined (two blocks in memory at
-        // most).
+        // Two cells in flight: the next one is read while one is joined. One join at a time
+        // (the join uses every core), so memory is two blocks and one join's pairs at most.
+        let joining = tokio::sync::Semaphore::new(1);
         let work = |(g, cell, unit): (u64, u32, String)| {
             let reader = reader.clone();
-            let job = &job;
+            let (job, joining) = (&job, &joining);
             async move {
                 let (members, bytes) = reader.read(cell, g).await?;
+                let _turn = joining
+                    .acquire()
+                    .await
+                    .map_err(|e| Error::Internal(format!("cell {cell}: {e}")))?;
                 job.run(members, g, cell, &unit, bytes).await
             }
         };
