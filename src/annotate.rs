@@ -10,13 +10,14 @@ use std::sync::Arc;
 use arrow::array::Array;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::ingest::by_uri::fetch_uris;
 use crate::ingest::fetch::{FetchParams, Fetcher};
 use crate::mmvp::{canonical, MMVP_IMAGES, QUESTIONS};
+use crate::review_files::{parse_decisions, Decision};
 use crate::sql;
 use crate::storage::{get_url, Location};
 use crate::table::{self, io};
@@ -41,95 +42,6 @@ pub struct DecisionCounts {
     pub rejected: usize,
     /// Entries with only a pattern or a note.
     pub undecided: usize,
-}
-
-/// One reviewer decision, as the report exports it (CSV columns or JSON fields).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-pub struct Decision {
-    /// First key.
-    pub a: String,
-    /// Second key.
-    pub b: String,
-    /// `accept`, `reject` or empty.
-    #[serde(default)]
-    pub decision: String,
-    /// One of the nine patterns, or empty.
-    #[serde(default)]
-    pub pattern: String,
-    /// Free text.
-    #[serde(default)]
-    pub note: String,
-}
-
-#[derive(Deserialize)]
-struct DecisionsDoc {
-    decisions: Vec<Decision>,
-}
-
-/// Reads a decisions file: the report's JSON (`{"decisions": [...]}`, or a bare list) or CSV
-/// (`a,b,decision,pattern,note,...`).
-pub fn parse_decisions(text: &str, origin: &str) -> Result<Vec<Decision>> {
-    let bad = |why: String| {
-        Error::Usage(format!(
-            "decisions file {origin}: {why} (export it from the report's gallery: Export CSV or Export JSON)"
-        ))
-    };
-    let t = text.trim_start_matches('\u{feff}').trim_start();
-    let rows: Vec<Decision> = if t.starts_with('{') || t.starts_with('[') {
-        match serde_json::from_str::<DecisionsDoc>(t) {
-            Ok(d) => d.decisions,
-            Err(_) => serde_json::from_str::<Vec<Decision>>(t).map_err(|e| bad(e.to_string()))?,
-        }
-    } else {
-        let mut r = csv::ReaderBuilder::new().from_reader(t.as_bytes());
-        let headers: Vec<String> = r
-            .headers()
-            .map_err(|e| bad(e.to_string()))?
-            .iter()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .collect();
-        let col = |n: &str| headers.iter().position(|h| h == n);
-        let (Some(ca), Some(cb)) = (col("a"), col("b")) else {
-            return Err(bad(format!(
-                "needs columns a, b, decision (found: {})",
-                headers.join(", ")
-            )));
-        };
-        let (cd, cp, cn) = (col("decision"), col("pattern"), col("note"));
-        let mut out = Vec::new();
-        for rec in r.records() {
-            let rec = rec.map_err(|e| bad(e.to_string()))?;
-            // The report's export puts an apostrophe before a text cell a spreadsheet would
-            // run as a formula (and before one that begins with an apostrophe): one is removed.
-            let get = |c: Option<usize>| {
-                let v = c.and_then(|c| rec.get(c)).unwrap_or("");
-                v.strip_prefix('\'').unwrap_or(v).to_string()
-            };
-            out.push(Decision {
-                a: get(Some(ca)),
-                b: get(Some(cb)),
-                decision: get(cd),
-                pattern: get(cp),
-                note: get(cn),
-            });
-        }
-        out
-    };
-    for (n, d) in rows.iter().enumerate() {
-        if d.a.is_empty() || d.b.is_empty() {
-            return Err(bad(format!("entry {} has no keys", n + 1)));
-        }
-        if !matches!(d.decision.as_str(), "" | "accept" | "reject") {
-            return Err(bad(format!(
-                "entry {} ({} / {}): decision {:?} is not accept, reject or empty",
-                n + 1,
-                d.a,
-                d.b,
-                d.decision
-            )));
-        }
-    }
-    Ok(rows)
 }
 
 struct MinedPair {
@@ -443,36 +355,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decisions_parse_from_the_reports_csv_and_json() {
-        let csv = "a,b,decision,pattern,note,clip_sim,dino_sim,reviewed\nx/1,x/2,accept,Color,\"red, not blue\",0.97,0.2,t\nx/3,x/4,reject,,,0.96,0.5,t\nx/5,x/6,,Text,,0.99,0.1,t\n";
-        let d = parse_decisions(csv, "d.csv").unwrap();
-        assert_eq!(d.len(), 3);
-        assert_eq!(d[0].note, "red, not blue");
-        assert_eq!(d[0].pattern, "Color");
-        assert_eq!(d[1].decision, "reject");
-        let json = r#"{"report_id":"r","decisions":[{"a":"x/1","b":"x/2","decision":"accept","pattern":"Color","note":"","clip_sim":0.97}]}"#;
-        let j = parse_decisions(json, "d.json").unwrap();
-        assert_eq!(
-            j,
-            vec![Decision {
-                note: String::new(),
-                ..d[0].clone()
-            }]
-        );
-        // Cells the export neutralised against spreadsheet formulas come back as they were.
-        let csv = "a,b,decision,pattern,note\n'=cmd|x,'@y,accept,,'-1 pair\n'', ok,reject,,\n";
-        let d = parse_decisions(csv, "d.csv").unwrap();
-        assert_eq!((d[0].a.as_str(), d[0].b.as_str()), ("=cmd|x", "@y"));
-        assert_eq!(d[0].note, "-1 pair");
-        assert_eq!(d[1].a, "'");
-        assert!(parse_decisions("key,decision\nx,accept\n", "d.csv")
-            .unwrap_err()
-            .to_string()
-            .contains("needs columns a, b"));
-        assert!(parse_decisions("a,b,decision\nx,y,maybe\n", "d.csv")
-            .unwrap_err()
-            .to_string()
-            .contains("\"maybe\""));
+    fn extensions_come_from_the_uri_or_default_to_jpg() {
         assert_eq!(extension("file:///a/b.tar#00001.png"), "png");
         assert_eq!(extension("s3://b/x.parquet#row=3"), "jpg");
         assert_eq!(extension("file:///a/img.webp"), "webp");

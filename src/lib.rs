@@ -30,6 +30,7 @@ pub mod mmvp;
 pub mod plot;
 pub mod progress;
 pub mod report;
+pub mod review_files;
 pub mod rng;
 pub mod sift;
 pub mod spec;

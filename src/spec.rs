@@ -398,6 +398,9 @@ fn resolve_paths(base: &Path, spec: &mut Spec) {
     if let Some(out) = &mut spec.report.out {
         *out = resolve_path(base, out);
     }
+    if let Some(drafts) = &mut spec.report.drafts {
+        *drafts = resolve_path(base, drafts);
+    }
 }
 
 /// `[run] stages`: known, in pipeline order, not empty.

@@ -52,6 +52,12 @@ pub fn report_text(s: &ReportSummary) -> String {
     if let Some(c) = s.candidates {
         t.push_str(&format!("\n  thresholds over {c} candidate pairs"));
     }
+    if let Some(d) = &s.drafts {
+        t.push_str(&format!(
+            "\n  drafts: {} of the {} drafted pairs of {} on a card, for review (export, then `blindspot draft SHEET --review FILE`)",
+            d.shown, d.pairs, d.file
+        ));
+    }
     t.push_str(&format!("\n  open {}", s.index));
     t
 }

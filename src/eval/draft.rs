@@ -27,9 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{Chat, ClientParams, Image, OpenAiClient};
 use super::grade::{self, Choice};
+use super::review::ReviewCounts;
 use crate::error::{Error, Result};
 use crate::mmvp::{canonical, MMVP_IMAGES, PATTERNS, PROVENANCE, QUESTIONS};
 use crate::progress::Progress;
+use crate::review_files::{Draft, DraftsFile, PairDraft, Review, Verification};
 use crate::stage::Stage;
 use crate::storage::Location;
 
@@ -91,6 +93,11 @@ pub struct DraftSettings {
     /// which `eval mllm --benchmark` reads as it reads MMVP.
     #[arg(long)]
     pub benchmark: Option<String>,
+    /// The decisions exported from the report built with `--drafts` (CSV or JSON): approved,
+    /// edited and written questions fill the sheet, rejected pairs leave it. Replaces the
+    /// review of an earlier run; without it, that review is kept.
+    #[arg(long)]
+    pub review: Option<String>,
 }
 
 fn default_key_env() -> String {
@@ -130,6 +137,7 @@ impl DraftSettings {
             retries: default_retries(),
             keep_blind: false,
             benchmark: None,
+            review: None,
         }
     }
 
@@ -230,27 +238,6 @@ pub struct DraftReply {
     pub answer_b: String,
 }
 
-/// A usable draft: the reply, checked and normalised.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Draft {
-    /// The visual difference.
-    pub difference: String,
-    /// A pattern of MMVP's nine (canonical name), or `other`.
-    pub pattern: String,
-    /// With `other`: the model's name for it.
-    pub pattern_name: String,
-    /// The question.
-    pub question: String,
-    /// Option (a).
-    pub option_a: String,
-    /// Option (b).
-    pub option_b: String,
-    /// `a` or `b`: right for image A.
-    pub answer_a: char,
-    /// The other letter: right for image B.
-    pub answer_b: char,
-}
-
 /// Reads a drafting reply: the JSON object (also inside a code fence or after a sentence),
 /// checked: a question, exactly two options, and answers `a`/`b` that differ between the images.
 pub fn parse_draft(reply: &str) -> std::result::Result<Draft, String> {
@@ -263,6 +250,13 @@ pub fn parse_draft(reply: &str) -> std::result::Result<Draft, String> {
         .ok_or("the reply holds no JSON object")?;
     let r: DraftReply = serde_json::from_str(json)
         .map_err(|e| format!("the reply is not the JSON asked for: {e}"))?;
+    check_draft(r)
+}
+
+/// Checks a draft (a model's reply or a reviewer's edit): a question, exactly two options,
+/// nothing a spreadsheet would run, answers `a`/`b` that differ between the images, and a
+/// pattern (one of the nine, or another with its name).
+pub fn check_draft(r: DraftReply) -> std::result::Result<Draft, String> {
     if r.options.len() != 2 {
         return Err(format!("{} options, not two", r.options.len()));
     }
@@ -319,64 +313,6 @@ pub fn parse_draft(reply: &str) -> std::result::Result<Draft, String> {
     })
 }
 
-/// How a draft fared.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Verification {
-    /// `verified` (both images answered as drafted), `disputed` or `unverified` (no answer).
-    pub status: String,
-    /// The verifier's letter for image A (None: no letter found).
-    pub answer_a: Option<char>,
-    /// For image B.
-    pub answer_b: Option<char>,
-    /// With no image at all (None: it declined, as asked when it cannot tell).
-    pub text_only: Option<char>,
-    /// The text-only check committed to an option without seeing anything.
-    pub blind_answerable: bool,
-    /// The verifier's replies, as sent: A, B, text only.
-    pub replies: [String; 3],
-}
-
-/// One pair of the sheet and its draft.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PairDraft {
-    /// The sheet's index of image A (image B is the next).
-    pub index: u32,
-    /// The keys of the two images.
-    pub a: String,
-    /// Second key.
-    pub b: String,
-    /// `drafted`, `failed`, or `kept` (a person had written its question: left as written).
-    pub status: String,
-    /// What the drafting prompt was told of the pair (the sheet's pattern and note).
-    #[serde(default)]
-    pub hint: String,
-    /// Why it failed (the last attempt's reason).
-    #[serde(default)]
-    pub reason: String,
-    /// Drafts asked.
-    pub attempts: u32,
-    /// The draft, when one was usable.
-    #[serde(default)]
-    pub draft: Option<Draft>,
-    /// Its verification.
-    #[serde(default)]
-    pub verification: Option<Verification>,
-    /// Whether it fills the sheet.
-    #[serde(default)]
-    pub in_sheet: bool,
-}
-
-/// The whole `drafts.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DraftsFile {
-    /// The drafting model.
-    pub model: String,
-    /// The verifying model.
-    pub verify_model: String,
-    /// Every pair, in sheet order.
-    pub pairs: Vec<PairDraft>,
-}
-
 /// What a draft run did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DraftSummary {
@@ -398,6 +334,8 @@ pub struct DraftSummary {
     pub requests: u64,
     /// Replies that came from the cache.
     pub cached: u64,
+    /// With `--review`: how the review met the drafts.
+    pub review: Option<ReviewCounts>,
     /// drafts.json.
     pub drafts: String,
     /// Wall time.
@@ -476,9 +414,9 @@ impl Sheet {
                     })
                 };
                 let asked = two[0][question].trim();
-                let ours = previous.get(&ia).filter(|d| {
-                    d.in_sheet && d.draft.as_ref().is_some_and(|d| d.question == asked)
-                });
+                let ours = previous
+                    .get(&ia)
+                    .filter(|d| d.in_sheet && d.question().is_some_and(|d| d.question == asked));
                 let hint = match previous.get(&ia) {
                     Some(d) => d.hint.clone(),
                     None => [
@@ -553,6 +491,7 @@ impl Job {
             draft: None,
             verification: None,
             in_sheet: false,
+            review: None,
         };
         if p.written {
             out.status = "kept".into();
@@ -658,7 +597,8 @@ pub async fn draft(
     Stage::Draft.settings(settings.check())?;
     let mut table = Sheet::read(sheet).await?;
     let images = sheet_images(sheet).await?;
-    let pairs = table.pairs(&images, &previous_drafts(sheet).await)?;
+    let previous = previous_drafts(sheet).await;
+    let pairs = table.pairs(&images, &previous)?;
     let job = Job::new(sheet, settings)?;
     progress.start(Stage::Draft.name(), Some(pairs.len() as u64));
     let mut summary = DraftSummary {
@@ -672,15 +612,25 @@ pub async fn draft(
         let (mut d, counts) = run?;
         summary.requests += counts.requests;
         summary.cached += counts.cached;
-        let v = d.verification.as_ref();
-        d.in_sheet = v.is_some_and(|v| {
-            v.status == "verified" && (settings.keep_blind || !v.blind_answerable)
-        });
+        // An earlier run's review stands unless a review file replaces it.
+        d.review = previous
+            .get(&d.index)
+            .filter(|p| (&p.a, &p.b) == (&d.a, &d.b) && d.status != "kept")
+            .and_then(|p| p.review.clone());
         done.push(d);
         progress.advance(1);
     }
     drop(runs);
     progress.finish();
+    if let Some(file) = &settings.review {
+        let text = String::from_utf8(crate::storage::get_url(file).await?.to_vec())
+            .map_err(|_| Error::Usage(format!("review file {file} is not UTF-8 text")))?;
+        let entries = crate::review_files::parse_decisions(&text, file)?;
+        summary.review = Some(super::review::apply(&mut done, &entries, file)?);
+    }
+    for d in &mut done {
+        d.in_sheet = fills_sheet(d, settings.keep_blind);
+    }
     for d in &done {
         let v = d.verification.as_ref();
         summary.drafted += d.draft.is_some() as usize;
@@ -762,6 +712,19 @@ impl Job {
     }
 }
 
+/// Whether it fills the sheet: a question a person vouched for does, a rejected pair does
+/// not; otherwise a verified draft that is not blind-answerable (or any with `keep_blind`).
+fn fills_sheet(d: &PairDraft, keep_blind: bool) -> bool {
+    match &d.review {
+        Some(r) if r.decision == "reject" => false,
+        Some(r) if r.vouched => true,
+        _ => d
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.status == "verified" && (keep_blind || !v.blind_answerable)),
+    }
+}
+
 /// Fills the sheet's question, options, answers and pattern of every pair in the sheet.
 fn fill(table: &mut Sheet, done: &[PairDraft]) -> Result<()> {
     let col = |n: &str| table.column(n);
@@ -778,7 +741,7 @@ fn fill(table: &mut Sheet, done: &[PairDraft]) -> Result<()> {
         let Some(d) = by_index.get(&first).filter(|d| d.in_sheet) else {
             continue;
         };
-        let Some(draft) = &d.draft else {
+        let Some(draft) = d.question() else {
             continue;
         };
         let options = format!("(a) {} (b) {}", draft.option_a, draft.option_b);
@@ -831,6 +794,7 @@ async fn write_outputs(
         "blind_answerable": summary.blind_answerable,
         "in_sheet": summary.in_sheet,
         "keep_blind": settings.keep_blind,
+        "review": review_provenance(done, summary.review.as_ref()),
     });
     sheet.put_json(PROVENANCE, &provenance).await?;
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -844,6 +808,29 @@ async fn write_outputs(
         .map_err(|e| Error::table("annotation sheet", e.to_string()))?;
     sheet.put(QUESTIONS, Bytes::from(text)).await?;
     Ok(provenance)
+}
+
+/// What people changed: the review file's counts, or those of the reviews an earlier run
+/// applied (null when no draft was reviewed).
+fn review_provenance(done: &[PairDraft], file: Option<&ReviewCounts>) -> serde_json::Value {
+    if let Some(c) = file {
+        return serde_json::json!(c);
+    }
+    let reviews: Vec<&Review> = done.iter().filter_map(|d| d.review.as_ref()).collect();
+    if reviews.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let mut files: Vec<&str> = reviews.iter().map(|r| r.file.as_str()).collect();
+    files.sort_unstable();
+    files.dedup();
+    let mut counts = ReviewCounts {
+        file: files.join(", "),
+        entries: reviews.len(),
+        matched: reviews.len(),
+        ..ReviewCounts::default()
+    };
+    reviews.iter().for_each(|r| counts.add(r));
+    serde_json::json!(counts)
 }
 
 /// The sheet's filled pairs as an MMVP-format benchmark at `out`: indexes 1..2n, two rows

@@ -12,6 +12,7 @@ pub mod export;
 pub mod grade;
 pub mod mllm;
 pub mod patterns;
+pub mod review;
 
 pub mod stats;
 pub mod synthetic;

@@ -11,6 +11,7 @@
 //! bounded size, and reused by later reports written to the same folder.
 
 pub mod data;
+pub mod drafts;
 pub mod serve;
 mod site;
 pub mod thumbs;
@@ -49,6 +50,8 @@ pub struct ReportParams {
     pub components: usize,
     /// One gallery row per pair instead of one per pair of near-duplicate groups.
     pub every_pair: bool,
+    /// `drafts.json` of `blindspot draft`: each pair's draft on its card, for review.
+    pub drafts: Option<String>,
 }
 
 /// Settings of the report: a spec's `[report]` section and the flags of `blindspot report`
@@ -89,6 +92,10 @@ pub struct ReportSettings {
     /// (refused by default, as in `embed`).
     #[arg(long)]
     pub allow_private: bool,
+    /// `drafts.json` written by `blindspot draft`: each drafted pair's question on its card,
+    /// to review and edit with the keyboard (exported with the decisions).
+    #[arg(long)]
+    pub drafts: Option<String>,
 }
 
 impl Default for ReportSettings {
@@ -105,6 +112,7 @@ impl Default for ReportSettings {
             components: d.components,
             every_pair: d.every_pair,
             allow_private: false,
+            drafts: None,
         }
     }
 }
@@ -153,6 +161,7 @@ impl ReportSettings {
             dino_grid: self.dino_grid.clone(),
             components: self.components,
             every_pair: self.every_pair,
+            drafts: self.drafts.clone(),
         }
     }
 
@@ -175,6 +184,7 @@ impl Default for ReportParams {
             dino_grid: vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
             components: 25,
             every_pair: false,
+            drafts: None,
         }
     }
 }
@@ -204,6 +214,8 @@ pub struct ReportSummary {
     pub largest_group: u64,
     /// Evaluations (score sets) on the evaluation page.
     pub evaluations: usize,
+    /// With `--drafts`: the drafted pairs and how many are on a card.
+    pub drafts: Option<drafts::DraftsShown>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -258,6 +270,7 @@ fn meta(
         "thumbnails": params.thumbnails.min(shown as usize),
         "patterns": PATTERNS,
         "report_id": report_id,
+        "drafts": params.drafts.is_some(),
     })
 }
 
@@ -279,7 +292,7 @@ async fn write_gallery(
     t: &Tables,
     out: &Location,
     params: &ReportParams,
-    (thumbs, index, report_id): Sinks<'_>,
+    sinks: &mut Sinks<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
     let chunk = params.chunk.max(1);
@@ -297,13 +310,7 @@ async fn write_gallery(
         while pending.len() >= chunk || (last && !pending.is_empty()) {
             let rest = pending.split_off(chunk.min(pending.len()));
             let full = std::mem::replace(&mut pending, rest);
-            write_chunk(
-                out,
-                &full,
-                params,
-                (&mut *thumbs, &mut *index, &mut *report_id),
-            )
-            .await?;
+            write_chunk(out, &full, params, sinks).await?;
             progress.advance(full.len() as u64);
         }
         if last {
@@ -363,17 +370,27 @@ pub async fn report(
         true => groups.pairs,
         false => groups.group_pairs,
     };
+    let mut drafts = match &params.drafts {
+        Some(file) => drafts::GalleryDrafts::load(file).await?,
+        None => drafts::GalleryDrafts::default(),
+    };
     let mut thumbs = Thumbnailer::open(out, &params.thumbs).await?;
     let mut index = GalleryIndex::default();
     let mut report_id = blake3::Hasher::new();
     if has_pairs {
         let shown = rows.min(params.max_pairs as u64);
         progress.start(Stage::Report.name(), Some(shown));
-        let sinks = (&mut thumbs, &mut index, &mut report_id);
-        write_gallery(&t, out, params, sinks, progress).await?;
+        let mut sinks = Sinks {
+            thumbs: &mut thumbs,
+            index: &mut index,
+            report_id: &mut report_id,
+            drafts: &mut drafts,
+        };
+        write_gallery(&t, out, params, &mut sinks, progress).await?;
         progress.finish();
     }
     let shown = index.clip.len() as u64;
+    let drafts = drafts.finish(shown)?;
     let chunks = shown.div_ceil(chunk as u64) as usize;
     out.put("data/index.js", index.script()).await?;
 
@@ -394,7 +411,7 @@ pub async fn report(
     for (name, text) in site::assets() {
         out.put(name, Bytes::from(text)).await?;
     }
-    let gallery = site::gallery_page(root, &groups, params.every_pair, shown);
+    let gallery = site::gallery_page(root, &groups, params, shown);
     out.put("index.html", Bytes::from(gallery)).await?;
     write_pages(root, out, threshold_html, eval_html).await?;
     Ok(ReportSummary {
@@ -409,6 +426,7 @@ pub async fn report(
         groups: groups.sizes.len(),
         largest_group: groups.sizes.first().copied().unwrap_or(0),
         evaluations,
+        drafts,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -418,7 +436,7 @@ impl GalleryIndex {
     fn script(&self) -> Bytes {
         let index = serde_json::json!({
             "clip": self.clip, "dino": self.dino, "ga": self.ga, "gb": self.gb,
-            "members": self.members,
+            "members": self.members, "draft": self.draft,
         });
         script("index", &index, false)
     }
@@ -432,21 +450,30 @@ struct GalleryIndex {
     ga: Vec<Option<i64>>,
     gb: Vec<Option<i64>>,
     members: Vec<u64>,
+    /// With `--drafts`: each row's draft, as [`drafts::code`] names it.
+    draft: Vec<String>,
 }
 
-/// Where a chunk's side effects go: the thumbnails, the gallery index and the report id.
-type Sinks<'a> = (
-    &'a mut Thumbnailer,
-    &'a mut GalleryIndex,
-    &'a mut blake3::Hasher,
-);
+/// Where a chunk's side effects go and what it draws on besides its pairs.
+struct Sinks<'a> {
+    thumbs: &'a mut Thumbnailer,
+    index: &'a mut GalleryIndex,
+    report_id: &'a mut blake3::Hasher,
+    drafts: &'a mut drafts::GalleryDrafts,
+}
 
 async fn write_chunk(
     out: &Location,
     pairs: &[Pair],
     params: &ReportParams,
-    (thumbs, index, report_id): Sinks<'_>,
+    sinks: &mut Sinks<'_>,
 ) -> Result<()> {
+    let Sinks {
+        thumbs,
+        index,
+        report_id,
+        drafts,
+    } = sinks;
     let first = index.clip.len();
     let with_thumbs = params.thumbnails.saturating_sub(first).min(pairs.len());
     let uris: Vec<String> = pairs[..with_thumbs]
@@ -464,6 +491,10 @@ async fn write_chunk(
             index.ga.push(p.a_group);
             index.gb.push(p.b_group);
             index.members.push(p.member_pairs);
+            let draft = drafts.card(&p.a, &p.b);
+            if drafts.given() {
+                index.draft.push(drafts::code(&draft));
+            }
             report_id.update(p.a.as_bytes());
             report_id.update(b"\t");
             report_id.update(p.b.as_bytes());
@@ -489,7 +520,8 @@ async fn write_chunk(
                 p.b_group,
                 p.a_size,
                 p.b_size,
-                p.member_pairs
+                p.member_pairs,
+                draft
             ])
         })
         .collect();

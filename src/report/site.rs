@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::data::{Evaluations, Groups, Thresholds};
-use super::{pattern_order, pattern_series, svg_file};
+use super::{pattern_order, pattern_series, svg_file, ReportParams};
 use crate::error::Result;
 use crate::plot::{Bars, Density, Histogram, Scatter};
 use crate::storage::Location;
@@ -72,7 +72,8 @@ pub fn page(title: &str, active: &str, root: &Location, body: &str, scripts: &st
 }
 
 /// The gallery: controls and an empty grid the app fills.
-pub fn gallery_page(root: &Location, groups: &Groups, every_pair: bool, shown: u64) -> String {
+pub fn gallery_page(root: &Location, groups: &Groups, params: &ReportParams, shown: u64) -> String {
+    let every_pair = params.every_pair;
     let patterns: String = super::PATTERNS
         .iter()
         .map(|p| format!("<option value=\"{0}\">{0}</option>", esc(p)))
@@ -95,6 +96,19 @@ pub fn gallery_page(root: &Location, groups: &Groups, every_pair: bool, shown: u
              (<code>--max-pairs</code>); the thresholds page covers every candidate.</p>"
         );
     }
+    let (draft_filter, draft_help) = match params.drafts.is_some() {
+        false => ("", ""),
+        true => (
+            r#"<label>Draft <select id="draft-filter"><option value="">any</option><option value="drafted">drafted</option><option value="verified">verified</option><option value="disputed">disputed or unanswered</option><option value="blind">answerable without the image</option><option value="failed">failed</option><option value="reviewed">reviewed</option><option value="none">no draft</option></select></label>
+  "#,
+            r#"<p>Drafted questions (<code>report --drafts</code>): <kbd>e</kbd> edit the question
+(<kbd>Tab</kbd> to the options and answers, <kbd>Enter</kbd> keeps the edit), <kbd>s</kbd> swap the
+two images' answers, <kbd>v</kbd> approve the draft as it is, <kbd>z</kbd> back to the draft;
+<kbd>1</kbd>–<kbd>9</kbd> set its pattern. Edits are kept with the decisions and exported with
+them; <code>blindspot draft SHEET --review FILE</code> puts them into the sheet and the
+benchmark.</p>"#,
+        ),
+    };
     let body = format!(
         r#"<h1>Mined pairs</h1>{capped}
 <section class="controls" id="controls">
@@ -112,7 +126,7 @@ pub fn gallery_page(root: &Location, groups: &Groups, every_pair: bool, shown: u
   <label>DINOv2 ≤ <input id="dino-max" type="number" step="0.01" min="-1" max="1"></label>
   <label>Pattern <select id="pattern"><option value="">any</option><option value="-">none yet</option>{patterns}</select></label>
   <label>Decision <select id="decision"><option value="">any</option><option value="undecided">undecided</option><option value="accept">accepted</option><option value="reject">rejected</option></select></label>
-  <label>Group <input id="comp" type="number" min="0" step="1" placeholder="any"></label>
+  {draft_filter}<label>Group <input id="comp" type="number" min="0" step="1" placeholder="any"></label>
   <label>Per page <select id="page-size"><option>12</option><option>24</option><option selected>48</option><option>96</option></select></label>
   <button id="reset" type="button">Reset</button>
 </section>
@@ -131,7 +145,7 @@ pub fn gallery_page(root: &Location, groups: &Groups, every_pair: bool, shown: u
 (<kbd>Enter</kbd> keeps it), <kbd>]</kbd>/<kbd>[</kbd> next/previous page. Decisions are kept in
 this browser (local storage, per report) until exported; Import reads an exported file back (by
 keys, so into a rebuilt report too); <code>blindspot annotate --decisions FILE</code>
-turns the accepted pairs into benchmark items with their pattern.</p></section>
+turns the accepted pairs into benchmark items with their pattern.</p>{draft_help}</section>
 <p id="error" class="error" hidden></p>
 <section id="grid" class="grid"></section>"#
     );

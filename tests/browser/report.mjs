@@ -1,7 +1,9 @@
 // Drives the report in Debian's chromium (headless) with playwright-core and prints what it
 // saw as one JSON object; tests/report.rs asserts on it. Usage:
-//   node tests/browser/report.mjs SITE_DIR OUT_DIR [--page-size N] [--import FILE] [--dino-max X] [--review] [--scale]
+//   node tests/browser/report.mjs SITE_DIR OUT_DIR [--page-size N] [--import FILE] [--dino-max X] [--review] [--drafts] [--scale]
 // --review: accept/reject/pattern/note by keyboard, then export decisions (OUT_DIR/decisions.*)
+// --drafts: review drafted questions by keyboard (edit, swap, approve, write one where drafting
+// failed), reload, export (OUT_DIR/decisions.*) and screenshot a card under review.
 // --scale: timings of load, filter, sort, paging and scrolling, and the longest main-thread task.
 import { chromium } from "playwright-core";
 import path from "node:path";
@@ -42,6 +44,19 @@ try {
     await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0))));
   };
 
+  // Every card whose draft was reviewed, with its fields as shown.
+  const reviewedDrafts = () => page.evaluate(() =>
+    Array.from(document.querySelectorAll("#grid .card:has(.draft.reviewed)")).map((c) => ({
+      a: c.querySelector("figcaption").title,
+      question: c.querySelector(".d-question").value,
+      option_a: c.querySelector(".d-option_a").value,
+      option_b: c.querySelector(".d-option_b").value,
+      answer_a: c.querySelector(".d-answer_a").value,
+      answer_b: c.querySelector(".d-answer_b").value,
+      tags: Array.from(c.querySelectorAll(".draft-head .tag")).map((t) => t.textContent),
+      pattern: c.querySelector("select.pattern").value,
+    })));
+
   let t0 = Date.now();
   await page.goto(url("index.html"));
   await ready();
@@ -78,6 +93,7 @@ try {
     await page.waitForFunction(() => document.getElementById("decided").textContent.includes("imported"));
     result.imported_text = await page.textContent("#decided");
     await settle();
+    result.imported_drafts = await reviewedDrafts();
   }
 
   if (value("--dino-max") !== null) {
@@ -87,6 +103,65 @@ try {
     result.filter_ms = Date.now() - t0;
     result.filtered_count = await count();
     result.filtered_first_page = await page.locator("#grid .card").count();
+    await page.click("#reset");
+    await settle();
+  }
+
+  if (flag("--drafts")) {
+    result.draft_cards = await page.locator("#grid .card:has(.draft)").count();
+    for (const f of ["failed", "drafted", "verified", "blind"]) {
+      await page.selectOption("#draft-filter", f);
+      await settle();
+      result["draft_filter_" + f] = await count();
+    }
+    await page.click("#reset");
+    await settle();
+    const index = (sel) => page.locator(sel).first().getAttribute("data-i");
+    const drafted = "#grid .card:has(.d-question):not(:has(.tag.failed))";
+    const edited = await index(drafted);
+    const approved = await page.locator(drafted).nth(1).getAttribute("data-i");
+    const written = await index("#grid .card:has(.tag.failed)");
+    const at = (i) => page.locator('#grid .card[data-i="' + i + '"]');
+    result.draft_before = await at(edited).evaluate((c) => ({
+      a: c.querySelector("figcaption").title,
+      question: c.querySelector(".d-question").value,
+      answer_a: c.querySelector(".d-answer_a").value,
+    }));
+    // Edit a question (e, type, Enter) and swap the answers (s).
+    await at(edited).locator(".sims").click();
+    await page.keyboard.press("e");
+    await page.keyboard.type("Does the foot of the letter point left, as edited?");
+    await page.keyboard.press("Enter");
+    await page.keyboard.press("s");
+    // Approve another as drafted (v).
+    await at(approved).locator(".sims").click();
+    await page.keyboard.press("v");
+    // Write one where drafting failed: question, Tab, options, Enter; then its pattern (2).
+    await at(written).locator(".sims").click();
+    await page.keyboard.press("e");
+    await page.keyboard.type("Is there a letter in the image?");
+    await page.keyboard.press("Tab");
+    await page.keyboard.type("yes");
+    await page.keyboard.press("Tab");
+    await page.keyboard.type("no");
+    await page.keyboard.press("Enter");
+    await page.keyboard.press("2");
+    result.focused_after_typing = await page.evaluate(() => document.activeElement.classList.contains("card"));
+    result.drafts_reviewed = await reviewedDrafts();
+    result.decided_text = await page.textContent("#decided");
+    await at(edited).screenshot({ path: path.join(out, "draft-card.png") });
+    await page.screenshot({ path: path.join(out, "draft-review.png") });
+    await page.reload();
+    await ready();
+    await settle();
+    result.drafts_after_reload = await reviewedDrafts();
+    for (const [button, name] of [["#export-json", "decisions.json"], ["#export-csv", "decisions.csv"]]) {
+      const [download] = await Promise.all([page.waitForEvent("download"), page.click(button)]);
+      await download.saveAs(path.join(out, name));
+    }
+    await page.selectOption("#draft-filter", "reviewed");
+    await settle();
+    result.draft_filter_reviewed = await count();
     await page.click("#reset");
     await settle();
   }

@@ -369,3 +369,206 @@ fn two_questions_of_two_images_get_naturalbench_scores() {
     assert!(page.contains("Q/I/G 75/75/50"), "{page}");
     assert!(page.contains("(a) 50%"), "{page}");
 }
+
+/// Issue 22: drafts reviewed in the report, in headless chromium: a question edited with the
+/// keyboard and its answers swapped, a draft approved, a question written where drafting
+/// failed; all kept across a reload, exported, imported into another build of the report, and
+/// carried by `draft --review` (no request paid twice) into a benchmark that `eval mllm` reads.
+#[test]
+fn drafts_reviewed_in_chromium_carry_their_edits_into_the_benchmark() {
+    let (dir, _corpus, root) = mine("folder");
+    let r = root.to_str().unwrap();
+    let sheet = dir.path().join("sheet");
+    let s = sheet.to_str().unwrap();
+    run_ok(&["annotate", "--root", r, "--out", s, "--limit", "4"]);
+    let urls: HashMap<String, (usize, char)> = (0..4)
+        .flat_map(|k| {
+            [
+                (data_url(&image(&sheet, 2 * k + 1)), (k, 'A')),
+                (data_url(&image(&sheet, 2 * k + 2)), (k, 'B')),
+            ]
+        })
+        .collect();
+    // Pair 0 verified; 1 disputed; 2 never tells its images apart (failed); 3 verified but
+    // answerable without the image.
+    let server = Server::start(move |req, _| {
+        let p = &req.prompt;
+        if p.contains("You are shown two images") {
+            let (k, _) = urls[&req.images[0]];
+            let answers = if k == 2 { ("a", "a") } else { ("a", "b") };
+            return Reply::Text(draft_json(&format!("Q{k}?"), answers));
+        }
+        if p.contains("You are not shown any image") {
+            return Reply::Text(if p.contains("Q3?") { "(a)" } else { "(c)" }.into());
+        }
+        let (k, side) = urls[&req.images[0]];
+        Reply::Text(if side == 'A' || k == 1 { "(a)" } else { "(b)" }.into())
+    });
+    let drafting = ["--base-url", &server.url, "--model", "drafter", "--json"];
+    let first = run_json(&[&["draft", s][..], &drafting[..]].concat());
+    assert_eq!(
+        (&first["drafted"], &first["failed"]),
+        (&3.into(), &1.into()),
+        "{first}"
+    );
+    let paid = server.requests().len();
+
+    let drafts = sheet.join("drafts.json");
+    let site = dir.path().join("site");
+    let report = |out: &Path| {
+        run_json(&[
+            "report",
+            "--root",
+            r,
+            "--out",
+            out.to_str().unwrap(),
+            "--drafts",
+            drafts.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let built = report(&site);
+    assert_eq!(built["drafts"]["pairs"], 4, "{built}");
+    assert_eq!(
+        built["drafts"]["shown"], 4,
+        "every drafted pair is a card: {built}"
+    );
+
+    let art = super::report::artefacts().join("drafts");
+    let seen = super::report::browse(&site, &art, &["--drafts"]);
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["draft_cards"], 4, "{seen}");
+    assert_eq!(seen["draft_filter_failed"], 1, "{seen}");
+    assert_eq!(seen["draft_filter_drafted"], 3, "{seen}");
+    assert_eq!(seen["draft_filter_verified"], 2, "{seen}");
+    assert_eq!(seen["draft_filter_blind"], 1, "{seen}");
+    assert_eq!(seen["draft_filter_reviewed"], 3, "{seen}");
+    assert_eq!(
+        seen["focused_after_typing"], true,
+        "Enter gives the keys back to the card"
+    );
+    let reviewed = seen["drafts_reviewed"].as_array().unwrap();
+    assert_eq!(reviewed.len(), 3, "{seen}");
+    let edited_q = "Does the foot of the letter point left, as edited?";
+    let edited = reviewed
+        .iter()
+        .find(|d| d["question"] == edited_q)
+        .expect("the edit");
+    let before = &seen["draft_before"];
+    assert_eq!(edited["a"], before["a"]);
+    assert_ne!(
+        edited["answer_a"], before["answer_a"],
+        "s swapped the answers"
+    );
+    assert_ne!(edited["answer_a"], edited["answer_b"]);
+    assert!(edited["tags"].to_string().contains("edited"), "{edited}");
+    let approved: Vec<_> = reviewed
+        .iter()
+        .filter(|d| d["tags"].to_string().contains("approved"))
+        .collect();
+    assert_eq!(approved.len(), 1, "{seen}");
+    let written = reviewed
+        .iter()
+        .find(|d| d["question"] == "Is there a letter in the image?")
+        .expect("the written question");
+    assert_eq!(
+        (&written["option_a"], &written["option_b"]),
+        (&"yes".into(), &"no".into())
+    );
+    assert_eq!(written["pattern"], "Presence");
+    assert_eq!(
+        seen["drafts_after_reload"], seen["drafts_reviewed"],
+        "kept across a reload"
+    );
+    assert!(
+        seen["decided_text"]
+            .as_str()
+            .unwrap()
+            .contains("3 drafts reviewed"),
+        "{seen}"
+    );
+
+    // Another build of the report, a fresh browser: the exported CSV brings the edits back.
+    let site2 = dir.path().join("site2");
+    report(&site2);
+    let csv = art.join("decisions.csv");
+    let back = super::report::browse(
+        &site2,
+        &art.join("import"),
+        &["--import", csv.to_str().unwrap()],
+    );
+    assert_eq!(back["imported_drafts"], seen["drafts_reviewed"], "{back}");
+
+    // The review into the sheet and a benchmark, every reply from the cache.
+    let bench = dir.path().join("bench");
+    let review = art.join("decisions.json");
+    let args = [
+        &["draft", s, "--review", review.to_str().unwrap()][..],
+        &["--benchmark", bench.to_str().unwrap()][..],
+        &drafting[..],
+    ]
+    .concat();
+    let applied = run_json(&args);
+    assert_eq!(server.requests().len(), paid, "no request paid twice");
+    let counts = &applied["review"];
+    assert_eq!(
+        (&counts["approved"], &counts["edited"], &counts["written"]),
+        (&1.into(), &1.into(), &1.into()),
+        "{applied}"
+    );
+    assert_eq!(
+        counts["fields_edited"], 2,
+        "question and answers: {applied}"
+    );
+    // The edited, approved and written pairs, and pair 0 (verified) if it was none of them.
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&drafts).unwrap()).unwrap();
+    let pairs = file["pairs"].as_array().unwrap();
+    let reviewed_or_verified = pairs
+        .iter()
+        .filter(|p| p["review"]["vouched"] == true || (p["index"] == 1 && p["review"].is_null()))
+        .count();
+    assert_eq!(applied["in_sheet"], reviewed_or_verified, "{applied}");
+    let mine_edit = pairs
+        .iter()
+        .find(|p| p["review"]["draft"]["question"] == edited_q)
+        .unwrap();
+    let drafted_a = mine_edit["draft"]["answer_a"].as_str().unwrap();
+    let swapped = if drafted_a == "a" { "(b)" } else { "(a)" };
+    let text = std::fs::read_to_string(bench.join("Questions.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap())
+        .collect();
+    let at = rows
+        .iter()
+        .position(|r| &r[1] == edited_q)
+        .expect("the edit in the benchmark");
+    assert_eq!(&rows[at][3], swapped, "{text}");
+    assert_ne!(&rows[at + 1][3], swapped, "{text}");
+    assert!(
+        text.contains("Is there a letter in the image?,(a) yes (b) no"),
+        "{text}"
+    );
+    let provenance: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bench.join("provenance.json")).unwrap())
+            .unwrap();
+    assert_eq!(provenance["review"]["edited"], 1, "{provenance}");
+    assert_eq!(provenance["review"]["written"], 1, "{provenance}");
+
+    // A rerun without --review keeps the review.
+    let again = run_json(&[&["draft", s][..], &drafting[..]].concat());
+    assert_eq!(again["in_sheet"], applied["in_sheet"], "{again}");
+
+    // eval mllm reads the benchmark.
+    let answers = Server::start(|_, _| Reply::Text("(a)".into()));
+    let scored = run_json(&mllm_args(
+        &bench,
+        &answers.url,
+        "m",
+        &dir.path().join("eval"),
+        &["--json"],
+    ));
+    assert_eq!(scored["questions"], rows.len(), "{scored}");
+}

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use super::{bin, repo, run, run_ok, sql_csv};
 
 /// Drives the report at `site` and returns what the browser saw.
-fn browse(site: &Path, artefacts: &Path, args: &[&str]) -> serde_json::Value {
+pub(super) fn browse(site: &Path, artefacts: &Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new("node")
         .arg(repo().join("tests/browser/report.mjs"))
         .arg(site)
@@ -26,7 +26,7 @@ fn browse(site: &Path, artefacts: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("the driver prints one JSON object")
 }
 
-fn artefacts() -> PathBuf {
+pub(super) fn artefacts() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report");
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -56,7 +56,7 @@
       a: r[0], b: r[1], aUri: r[2], bUri: r[3], aCap: r[4], bCap: r[5],
       aThumb: r[6], bThumb: r[7], aWhy: r[8], bWhy: r[9], aDups: r[10], bDups: r[11],
       clip: r[12], dino: r[13], aGroup: r[14], bGroup: r[15], aSize: r[16] || 1, bSize: r[17] || 1,
-      members: r[18] || 1,
+      members: r[18] || 1, draft: r[19] || null,
     };
   }
 
@@ -70,12 +70,13 @@
   }
 
   function summary() {
-    let a = 0, r = 0;
+    let a = 0, r = 0, d = 0;
     for (const k in decisions) {
       if (decisions[k].decision === "accept") a++;
       if (decisions[k].decision === "reject") r++;
+      if (decisions[k].draft) d++;
     }
-    return a + " accepted, " + r + " rejected";
+    return a + " accepted, " + r + " rejected" + (meta && meta.drafts ? ", " + d + " drafts reviewed" : "");
   }
 
   function num(id) {
@@ -88,6 +89,7 @@
     const dmin = num("dino-min"), dmax = num("dino-max");
     const pat = $("pattern").value, dec = $("decision").value;
     const comp = num("comp");
+    const df = $("draft-filter") ? $("draft-filter").value : "";
     const out = [];
     for (let i = 0; i < n; i++) {
       const c = index.clip[i], d = index.dino[i];
@@ -101,6 +103,7 @@
       if (pat && pat !== "-" && !(x && x.pattern === pat)) continue;
       const state = x && x.decision ? x.decision : "undecided";
       if (dec && state !== dec) continue;
+      if (df && !draftMatches(df, index.draft[i] || "", x)) continue;
       out.push(i);
     }
     const key = {
@@ -114,6 +117,17 @@
     // Stable: ties keep the gallery order (most CLIP-blind first, then by key).
     out.sort((x, y) => key(x) - key(y) || x - y);
     return out;
+  }
+
+  // The gallery's Draft filter over a row's draft code (report/drafts.rs: code).
+  function draftMatches(want, code, x) {
+    const status = code.split("+")[0];
+    if (want === "reviewed") return !!(x && x.draft);
+    if (want === "none") return code === "";
+    if (want === "blind") return code.endsWith("+blind");
+    if (want === "drafted") return ["verified", "disputed", "unverified"].includes(status);
+    if (want === "disputed") return status === "disputed" || status === "unverified";
+    return status === want;
   }
 
   function pageSize() {
@@ -193,6 +207,7 @@
     m.appendChild(el("span", { class: "decision" }, x.decision ? " · " + (x.decision === "accept" ? "accepted" : "rejected") : ""));
     m.appendChild(el("span", { class: "pattern-label" }, x.pattern ? " · " + x.pattern : ""));
     c.appendChild(m);
+    if (p.draft) c.appendChild(draftBlock(i, p));
     const d = el("details");
     d.appendChild(el("summary", {}, "source URIs"));
     d.appendChild(el("div", {}, p.aUri));
@@ -210,16 +225,7 @@
     sel.addEventListener("change", () => setPattern(i, sel.value));
     const note = el("input", { class: "note", placeholder: "note (n)", value: x.note || "" });
     note.addEventListener("change", () => setNote(i, note.value));
-    note.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" || e.key === "Escape") {
-        e.preventDefault();
-        const text = note.value;
-        note.blur();
-        setNote(i, text);
-        const now = document.querySelector('.card[data-i="' + i + '"]');
-        if (now) now.focus({ preventScroll: true });
-      }
-    });
+    keepOnEnter(note, i, () => setNote(i, note.value));
     r.appendChild(acc);
     r.appendChild(rej);
     r.appendChild(sel);
@@ -230,6 +236,148 @@
       setFocus(Array.prototype.indexOf.call($("grid").children, c));
     });
     return c;
+  }
+
+  // Enter or Escape in a card's text field keeps what was typed and gives the keys back to
+  // the card.
+  function keepOnEnter(input, i, keep) {
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === "Escape") {
+        e.preventDefault();
+        input.blur();
+        keep();
+        const now = document.querySelector('.card[data-i="' + i + '"]');
+        if (now) now.focus({ preventScroll: true });
+      }
+    });
+  }
+
+  const DRAFT_FIELDS = ["question", "option_a", "option_b", "answer_a", "answer_b"];
+
+  // The pair's drafted question as drafted (report --drafts), empty where drafting failed.
+  function drafted(p) {
+    const d = p.draft && p.draft.draft;
+    const out = {};
+    DRAFT_FIELDS.forEach((f) => (out[f] = d ? d[f] : ""));
+    if (!d) { out.answer_a = "a"; out.answer_b = "b"; }
+    return out;
+  }
+
+  // As the reviewer left it, else as drafted.
+  function shownDraft(i, p) {
+    const x = decisions[i];
+    return x && x.draft ? x.draft : drafted(p);
+  }
+
+  function draftEdited(i, p) {
+    const x = decisions[i];
+    if (!x || !x.draft) return false;
+    const d = drafted(p);
+    return DRAFT_FIELDS.some((f) => x.draft[f] !== d[f]);
+  }
+
+  // A card's drafted question: what the drafter and verifier said, and fields to review it.
+  function draftBlock(i, p) {
+    const g = p.draft;
+    const x = decisions[i] || {};
+    const cur = shownDraft(i, p);
+    const box = el("div", { class: "draft" + (x.draft ? " reviewed" : "") });
+    const head = el("div", { class: "draft-head" });
+    head.appendChild(el("b", {}, "Draft"));
+    const v = g.verification;
+    const tags = [];
+    if (g.status === "failed") tags.push(["failed", "failed: " + g.reason]);
+    if (g.status === "kept") tags.push(["kept", "question written in the sheet"]);
+    if (v) tags.push([v.status, v.status]);
+    if (v && v.blind_answerable) tags.push(["blind", "answerable without the image"]);
+    if (x.draft) tags.push(["reviewed", draftEdited(i, p) ? "edited" : "approved"]);
+    tags.forEach(([cls, text]) => {
+      const t = el("span", { class: "tag " + cls });
+      t.appendChild(el("bdi", {}, text));
+      head.appendChild(t);
+    });
+    box.appendChild(head);
+    if (g.draft) {
+      const d = el("p", { class: "difference" });
+      d.appendChild(el("bdi", {}, g.draft.difference));
+      d.appendChild(document.createTextNode(" · drafted pattern: "));
+      d.appendChild(el("bdi", { class: "drafted-pattern" }, g.draft.pattern));
+      box.appendChild(d);
+    }
+    if (g.status === "kept") return box;
+    const text = (name, label) => {
+      const l = el("label", { class: "field " + name });
+      l.appendChild(el("span", {}, label));
+      const input = el("input", { class: "d-" + name, value: cur[name], dir: "auto" });
+      input.addEventListener("change", () => setDraft(i, name, input.value, true));
+      keepOnEnter(input, i, () => setDraft(i, name, input.value, true));
+      l.appendChild(input);
+      return l;
+    };
+    box.appendChild(text("question", "Q"));
+    box.appendChild(text("option_a", "(a)"));
+    box.appendChild(text("option_b", "(b)"));
+    const answers = el("div", { class: "answers" });
+    [["answer_a", "left image"], ["answer_b", "right image"]].forEach(([name, label]) => {
+      const l = el("label", {});
+      l.appendChild(el("span", {}, label + " "));
+      const sel = el("select", { class: "d-" + name });
+      ["a", "b"].forEach((o) => sel.appendChild(el("option", { value: o }, "(" + o + ")")));
+      sel.value = cur[name] || "a";
+      sel.addEventListener("change", () => setDraft(i, name, sel.value, true));
+      l.appendChild(sel);
+      answers.appendChild(l);
+    });
+    if (v) {
+      const said = (c) => (c ? "(" + c + ")" : "no answer");
+      answers.appendChild(el("span", { class: "verifier" },
+        "verifier: left " + said(v.answer_a) + ", right " + said(v.answer_b) + ", no image " + (v.text_only ? "(" + v.text_only + ")" : "cannot tell")));
+    }
+    box.appendChild(answers);
+    return box;
+  }
+
+  // A field of the draft changed. From the card's own fields (inPlace) the card is updated
+  // where it stands, so that Tab goes on to the next field; from a key it is redrawn.
+  function setDraft(i, name, value, inPlace) {
+    const x = entry(i);
+    const base = x.draft || drafted(row(i));
+    if (x.draft && x.draft[name] === value) return;
+    const d = Object.assign({}, base);
+    d[name] = value;
+    const other = (c) => (c === "a" ? "b" : "a");
+    if (name === "answer_a") d.answer_b = other(value);
+    if (name === "answer_b") d.answer_a = other(value);
+    x.draft = d;
+    if (!inPlace) return touch(i);
+    x.reviewed = new Date().toISOString();
+    save();
+    const box = document.querySelector('.card[data-i="' + i + '"] .draft');
+    if (!box) return;
+    const fresh = draftBlock(i, row(i));
+    box.className = fresh.className;
+    box.querySelector(".draft-head").replaceWith(fresh.querySelector(".draft-head"));
+    ["answer_a", "answer_b"].forEach((f) => {
+      const sel = box.querySelector(".d-" + f);
+      if (sel) sel.value = d[f];
+    });
+  }
+
+  function approveDraft(i) {
+    const x = entry(i);
+    if (!x.draft) x.draft = drafted(row(i));
+    touch(i);
+  }
+
+  function revertDraft(i) {
+    if (!decisions[i] || !decisions[i].draft) return;
+    delete decisions[i].draft;
+    touch(i);
+  }
+
+  function swapAnswers(i) {
+    const cur = shownDraft(i, row(i));
+    setDraft(i, "answer_a", cur.answer_a === "a" ? "b" : "a");
   }
 
   function entry(i) {
@@ -264,7 +412,9 @@
     if (!old || !old.isConnected) return;
     const fresh = card(i);
     if (old.classList.contains("focused")) fresh.classList.add("focused");
+    const had = document.activeElement === old;
     old.replaceWith(fresh);
+    if (had) fresh.focus({ preventScroll: true });
   }
 
   let rendering = 0;
@@ -345,7 +495,13 @@
     else if (k === "n") {
       const note = document.querySelector('.card[data-i="' + i + '"] .note');
       if (note) note.focus();
-    } else return;
+    } else if (row(i).draft && k === "e") {
+      const q = document.querySelector('.card[data-i="' + i + '"] .d-question');
+      if (q) { q.focus(); q.select(); }
+    } else if (row(i).draft && k === "s") swapAnswers(i);
+    else if (row(i).draft && k === "v") approveDraft(i);
+    else if (row(i).draft && k === "z") revertDraft(i);
+    else return;
     e.preventDefault();
   });
 
@@ -354,7 +510,7 @@
       .map(Number)
       .sort((x, y) => x - y)
       .map((i) => decisions[i])
-      .filter((d) => d.decision || d.pattern || d.note);
+      .filter((d) => d.decision || d.pattern || d.note || d.draft);
   }
 
   function download(name, type, text) {
@@ -382,8 +538,10 @@
   }
 
   $("export-csv").addEventListener("click", () => {
-    const cols = ["a", "b", "decision", "pattern", "note", "clip_sim", "dino_sim", "reviewed"];
-    const lines = [cols.join(",")].concat(rows().map((d) => cols.map((c) => csvField(d[c])).join(",")));
+    // The reviewed draft's fields are columns of their own (empty when not reviewed).
+    const cols = ["a", "b", "decision", "pattern", "note", "clip_sim", "dino_sim", "reviewed"].concat(meta.drafts ? DRAFT_FIELDS : []);
+    const value = (d, c) => (DRAFT_FIELDS.includes(c) ? (d.draft ? d.draft[c] : "") : d[c]);
+    const lines = [cols.join(",")].concat(rows().map((d) => cols.map((c) => csvField(value(d, c))).join(",")));
     download("decisions.csv", "text/csv", lines.join("\n") + "\n");
   });
 
@@ -442,6 +600,10 @@
         x.pattern = d.pattern || "";
         x.note = d.note || "";
         x.reviewed = d.reviewed || new Date().toISOString();
+        // A reviewed draft: JSON's draft object, or the CSV's question..answer_b columns.
+        const dr = d.draft || (DRAFT_FIELDS.some((f) => d[f]) ? Object.fromEntries(DRAFT_FIELDS.map((f) => [f, d[f] || ""])) : null);
+        if (dr) x.draft = Object.fromEntries(DRAFT_FIELDS.map((f) => [f, String(dr[f] || "")]));
+        else delete x.draft;
         matched++;
       }
       save();
@@ -460,11 +622,12 @@
     ["clip-min", "clip-max", "dino-min", "dino-max", "comp"].forEach((id) => ($(id).value = ""));
     $("pattern").value = "";
     $("decision").value = "";
+    if ($("draft-filter")) $("draft-filter").value = "";
     $("sort").value = "dino-asc";
     refilter();
   });
   ["clip-min", "clip-max", "dino-min", "dino-max", "comp"].forEach((id) => $(id).addEventListener("input", refilter));
-  ["sort", "pattern", "decision"].forEach((id) => $(id).addEventListener("change", refilter));
+  ["sort", "pattern", "decision", "draft-filter"].forEach((id) => $(id) && $(id).addEventListener("change", refilter));
   $("page-size").addEventListener("change", () => {
     page = 0;
     render();
