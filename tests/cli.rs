@@ -562,6 +562,61 @@ fn demo_prints_the_known_pairs() {
         "{out}"
     );
     assert!(dir.path().join("run-clip-first/dino").is_dir());
+    demo_drafts_a_benchmark_and_evaluates_it(dir.path(), &out);
+}
+
+/// Issue 22: without --mllm-url the demo goes on through the scripted endpoint, saying it is
+/// not a model: its mined pairs -> a sheet -> drafted, verified questions -> a benchmark ->
+/// an evaluation with every metric and the comparison with the swapped run.
+fn demo_drafts_a_benchmark_and_evaluates_it(dir: &Path, out: &str) {
+    assert!(
+        out.contains("SCRIPTED endpoint") && out.contains("NOT a model"),
+        "{out}"
+    );
+    // 14 mined pairs; two permutation pairs whose left blocks share a colour name cannot be
+    // asked about (two options that read the same), so they fail; 12 are verified.
+    assert!(
+        out.contains("draft: 14 pairs, 12 drafted (2 failed), 12 verified, 0 blind-answerable; 12 fill the sheet"),
+        "{out}"
+    );
+    let drafts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sheet/drafts.json")).unwrap())
+            .unwrap();
+    let failed: Vec<&serde_json::Value> = drafts["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "failed")
+        .collect();
+    assert!(failed
+        .iter()
+        .all(|p| p["reason"].as_str().unwrap().contains("both options read")));
+    let bench = std::fs::read_to_string(dir.join("benchmark/Questions.csv")).unwrap();
+    assert_eq!(bench.lines().count(), 25, "{bench}");
+    let root = dir.join("run");
+    let scores = sql_csv(
+        root.to_str().unwrap(),
+        "SELECT model, pairs, pair_accuracy, a_share IS NOT NULL, agreement IS NOT NULL FROM scores \
+         WHERE kind = 'mllm' AND pattern = 'all' ORDER BY model",
+    );
+    assert_eq!(scores.len(), 4, "{scores:?}");
+    assert!(scores[1].starts_with("scripted/mllm,12,"), "{scores:?}");
+    assert!(
+        scores[1].ends_with(",true,true"),
+        "sampled three times: {scores:?}"
+    );
+    // Without the image it cannot tell the two images of a pair apart.
+    assert_eq!(scores[2], "scripted/mllm [no image],12,0.0,true,false");
+    assert!(
+        scores[3].starts_with("scripted/mllm [swapped],12,"),
+        "{scores:?}"
+    );
+    assert!(
+        out.contains("eval compare on benchmark: A = scripted/mllm, B = scripted/mllm [swapped]"),
+        "{out}"
+    );
+    // The report shows every draft on its card.
+    assert!(out.contains("drafts: 14 of the 14 drafted pairs"), "{out}");
 }
 
 #[test]
@@ -2365,7 +2420,12 @@ fn the_demo_evaluates_an_mllm_when_given_an_endpoint_and_correlates() {
     export_reads_back(&root, dir.path());
     // Without an endpoint the demo says plainly that it skipped the MLLM.
     let plain = run_ok(&["demo", "--out", dir.path().join("plain").to_str().unwrap()]);
-    assert!(plain.contains("eval mllm: skipped"), "{plain}");
+    assert!(
+        plain.contains("skipped, no MLLM endpoint configured"),
+        "{plain}"
+    );
+    // With an endpoint that drafts nothing usable, the demo says so and goes on.
+    assert!(out.contains("no draft was verified"), "{out}");
 }
 
 /// `eval export` in both layouts, read back by parsers written from the harnesses' docs:

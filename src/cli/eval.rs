@@ -68,7 +68,7 @@ pub fn compare_text(s: &blindspot::eval::compare::CompareSummary) -> String {
             .interval
             .map_or("-".to_string(), |(l, h)| format!("[{l:+.1}, {h:+.1}]"));
         t.push_str(&format!(
-            "\n{:<28} {:>5} {:>7.1} {:>7.1} {:>+8.1} {:>18} {:>6} {:>6} {:>9.4}",
+            "\n{:<28} {:>5} {:>7.1} {:>7.1} {:>+8.1} {:>18} {:>6} {:>6} {:>9.4} {:>7.1}",
             r.pattern,
             r.pairs,
             r.a_accuracy,
@@ -77,7 +77,8 @@ pub fn compare_text(s: &blindspot::eval::compare::CompareSummary) -> String {
             interval,
             r.only_a,
             r.only_b,
-            r.mcnemar_p
+            r.mcnemar_p,
+            r.both_accuracy
         ));
     }
     if let Some(all) = s.rows.first() {
@@ -405,6 +406,27 @@ pub fn eval_text(s: &EvalSummary) -> String {
             "\n  requests {} ({} answers from the cache)",
             s.requests, s.cached
         );
+        t += &format!(
+            "\n  answer bias: {}% of answers chose (a)",
+            pct(s.a_share).trim()
+        );
+        if s.agreement.is_finite() {
+            t += &format!(
+                "; repeats agree {}% with each item's most frequent answer, {}% of items flip",
+                pct(s.agreement).trim(),
+                pct(s.flip_share).trim()
+            );
+        }
+        let n = &s.natural;
+        t += &match n.groups {
+            0 => "\n  NaturalBench Q-Acc, I-Acc, G-Acc: none (no pair asks two questions of two images)".to_string(),
+            g => format!(
+                "\n  NaturalBench over {g} pairs of two questions and two images: Q-Acc {}%, I-Acc {}%, G-Acc {}%",
+                pct(n.q_acc).trim(),
+                pct(n.i_acc).trim(),
+                pct(n.g_acc).trim()
+            ),
+        };
     }
     t += &format!(
         "\n  {:<22} {:>6} {:>9} {:>9}",
@@ -529,7 +551,7 @@ pub async fn run_stage(r: &blindspot::spec::Resolved, json: bool) -> Result<()> 
         report(json, &s, || eval_text(&s));
     }
     if e.mllm.is_empty() && !json {
-        println!("eval mllm: skipped, no MLLM endpoint configured ([[eval.mllm]] in the spec, or `blindspot demo --mllm-url URL --mllm-model NAME`)");
+        println!("eval mllm on {}: skipped, no MLLM endpoint configured ([[eval.mllm]] in the spec, or `blindspot demo --mllm-url URL --mllm-model NAME`)", mllm_bench.as_deref().unwrap_or("the MMVP benchmark"));
     }
     for m in &e.mllm {
         let bench = mllm_bench

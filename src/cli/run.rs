@@ -153,20 +153,139 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
     let root = resolved.root.clone();
     let input = resolved.input.url.clone();
     let corpus = synth::corpus_of(&resolved.input);
+    let colours = resolved.spec.eval.colour_names.clone();
     run_resolved(resolved, a.json).await?;
     if !a.json {
         print_demo_summary(&root, &corpus).await?;
     }
     clip_first(&input, &root, a.json).await?;
-    // The report of the first root, beside it: `<out>/report`.
+    // Beside the first root (`<out>/run`): `<out>/sheet`, `<out>/benchmark`, `<out>/report`.
+    let base = match root.url.strip_suffix("/run") {
+        Some(base) => base.to_string(),
+        None => root.url.trim_end_matches('/').to_string(),
+    };
+    let endpoint = Endpoint::of(&a, &corpus, colours.as_deref()).await?;
+    let drafts = drafted_loop(&endpoint, &root, &base, a.json).await?;
     let site = match root.url.strip_suffix("/run") {
         Some(base) => format!("{base}/report"),
         None => format!("{}-report", root.url.trim_end_matches('/')),
     };
-    let s = super::report::run_report(&root.url, &site, &ReportParams::default()).await?;
+    let params = ReportParams {
+        drafts: Some(drafts),
+        ..ReportParams::default()
+    };
+    let s = super::report::run_report(&root.url, &site, &params).await?;
     super::report(a.json, &s, || {
         format!("\n{}", super::report::report_text(&s))
     });
+    Ok(())
+}
+
+/// Who drafts, verifies and answers in the demo's last leg: the `--mllm-url` model for all
+/// three, or the scripted endpoint (not a model), which the demo labels as such.
+struct Endpoint {
+    url: String,
+    drafter: String,
+    verifier: String,
+    mllm: String,
+    /// The scripted endpoint, kept running while the demo needs it.
+    scripted: Option<blindspot::eval::scripted::Scripted>,
+}
+
+impl Endpoint {
+    async fn of(a: &DemoArgs, corpus: &str, colours: Option<&str>) -> Result<Endpoint> {
+        if let (Some(url), Some(model)) = (&a.mllm_url, &a.mllm_model) {
+            return Ok(Endpoint {
+                url: url.clone(),
+                drafter: model.clone(),
+                verifier: model.clone(),
+                mllm: model.clone(),
+                scripted: None,
+            });
+        }
+        use blindspot::eval::{scripted, synthetic};
+        let corpus = Location::open(corpus)?;
+        let truth = synth::read_truth(&corpus).await?;
+        let names = colours.context("the demo spec names no colour-names file")?;
+        let names = synthetic::ColourNames::load(Path::new(names))?;
+        let server =
+            scripted::start(synthetic::known_images(&corpus, &truth, &names).await?).await?;
+        Ok(Endpoint {
+            url: server.url.clone(),
+            drafter: scripted::DRAFTER.into(),
+            verifier: scripted::VERIFIER.into(),
+            mllm: scripted::MLLM.into(),
+            scripted: Some(server),
+        })
+    }
+}
+
+/// The demo's last leg: mined pairs -> an annotation sheet -> drafted, verified questions ->
+/// a benchmark -> an evaluation with every metric (sampled three times, without the image,
+/// with the options swapped) and the debiased comparison. Returns the drafts file for the
+/// report.
+async fn drafted_loop(e: &Endpoint, root: &Location, base: &str, json: bool) -> Result<String> {
+    use blindspot::eval::draft::{draft, DraftSettings};
+    if !json {
+        println!("\nfrom mined pairs to a benchmark (annotate -> draft -> eval mllm):");
+        match &e.scripted {
+            Some(s) => println!(
+                "  no --mllm-url: drafting, verification and answers come from blindspot's SCRIPTED endpoint at {} — a script that knows the synthetic corpus, NOT a model ({}, {}, {}; the last is scripted to be blind to orientation)",
+                s.url, e.drafter, e.verifier, e.mllm
+            ),
+            None => println!("  the model {} at {} drafts, verifies and answers", e.mllm, e.url),
+        }
+    }
+    let sheet = Location::open(&format!("{base}/sheet"))?;
+    let bench = format!("{base}/benchmark");
+    let s = blindspot::annotate::annotate(root, &sheet, None, None, false).await?;
+    report(json, &s, || {
+        format!("  annotate: {} pairs -> {}", s.pairs, sheet.url)
+    });
+    let mut settings = DraftSettings::new(&e.url, &e.drafter);
+    settings.verify_model = Some(e.verifier.clone());
+    let d = draft(&sheet, &settings, &*progress()).await?;
+    report(json, &d, || {
+        format!(
+            "  draft: {} pairs, {} drafted ({} failed), {} verified, {} blind-answerable; {} fill the sheet (reasons and answers in {})",
+            d.pairs, d.drafted, d.failed, d.verified, d.blind_answerable, d.in_sheet, d.drafts
+        )
+    });
+    if d.in_sheet == 0 {
+        // A model that drafted nothing usable is a finding, not a failure of the demo.
+        if !json {
+            println!("  no draft was verified, so no benchmark was written and nothing evaluated on one; review the drafts in the report");
+        }
+        return Ok(d.drafts);
+    }
+    let items =
+        blindspot::eval::draft::write_sheet_benchmark(&sheet, &Location::open(&bench)?).await?;
+    if !json {
+        println!(
+            "  benchmark: {items} items ({} pairs) -> {bench}",
+            items / 2
+        );
+    }
+    evaluate_drafted(e, root, &bench, json).await?;
+    Ok(d.drafts)
+}
+
+/// The drafted benchmark evaluated three ways (sampled with repeats, no image, options
+/// swapped), then the model against its swapped run.
+async fn evaluate_drafted(e: &Endpoint, root: &Location, bench: &str, json: bool) -> Result<()> {
+    let mut benchmark = None;
+    for (repeats, no_image, swap) in [(3, false, false), (1, true, false), (1, false, true)] {
+        let mut m = MllmEntry::new(&e.url, &e.mllm);
+        (m.temperature, m.repeats, m.no_image, m.swap_options) = (0.7, repeats, no_image, swap);
+        let s = eval::run_mllm_entry(&m, bench, root).await?;
+        report(json, &s, || eval::eval_text(&s));
+        benchmark.get_or_insert(s.benchmark);
+    }
+    let swapped = format!("{} [swapped]", e.mllm);
+    let boot = blindspot::eval::stats::Bootstrap::default();
+    let c = blindspot::eval::compare::compare(root, &e.mllm, &swapped, benchmark.as_deref(), &boot)
+        .await?;
+    report(json, &c, || eval::compare_text(&c));
     Ok(())
 }
 

@@ -378,7 +378,12 @@ impl Chat for OpenAiClient {
                 ..Default::default()
             };
         }
-        let body = self.body(prompt, images);
+        let mut body = self.body(prompt, images);
+        // A seed per repeat: servers that honour `seed` (vLLM, OpenAI) sample each repeat
+        // reproducibly.
+        if n > 0 {
+            body["seed"] = json!(n);
+        }
         let mut attempts = 0;
         loop {
             attempts += 1;

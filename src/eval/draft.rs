@@ -263,6 +263,15 @@ pub fn check_draft(r: DraftReply) -> std::result::Result<Draft, String> {
     if r.question.trim().is_empty() || r.options.iter().any(|o| o.trim().is_empty()) {
         return Err("an empty question or option".into());
     }
+    if r.options[0]
+        .trim()
+        .eq_ignore_ascii_case(r.options[1].trim())
+    {
+        return Err(format!(
+            "both options read {:?}: the question cannot tell the images apart",
+            r.options[0].trim()
+        ));
+    }
     // The text goes into a sheet people open in spreadsheets: nothing a spreadsheet would
     // run as a formula (OWASP's leading characters).
     let formula = |t: &str| {
@@ -842,7 +851,7 @@ async fn write_benchmark(
     table: &Sheet,
     images: &BTreeMap<u32, String>,
     provenance: &serde_json::Value,
-) -> Result<()> {
+) -> Result<u32> {
     let col = |n: &str| table.column(n);
     let cols = [
         col("Index")?,
@@ -892,7 +901,25 @@ async fn write_benchmark(
     let mut provenance = provenance.clone();
     provenance["sheet"] = serde_json::json!(sheet.url);
     provenance["items"] = serde_json::json!(n);
-    out.put_json(PROVENANCE, &provenance).await
+    out.put_json(PROVENANCE, &provenance).await?;
+    Ok(n)
+}
+
+/// Writes the complete pairs of the annotation sheet at `sheet` (drafted, reviewed or written
+/// by hand) as an MMVP-format benchmark at `out`, with the sheet's provenance; returns its
+/// items.
+pub async fn write_sheet_benchmark(sheet: &Location, out: &Location) -> Result<u32> {
+    let table = Sheet::read(sheet).await?;
+    let images = sheet_images(sheet).await?;
+    let provenance = match sheet.get_bytes(&sheet.path(PROVENANCE)).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        Err(_) => serde_json::Value::Null,
+    };
+    let provenance = match provenance {
+        serde_json::Value::Object(_) => provenance,
+        _ => serde_json::json!({}),
+    };
+    write_benchmark(out, sheet, &table, &images, &provenance).await
 }
 
 #[cfg(test)]
@@ -931,6 +958,10 @@ mod tests {
             (d.pattern.as_str(), d.pattern_name.as_str()),
             ("other", "Shadow")
         );
+        let twins = good.replace("\"right\", \"left\"", "\"Left\", \"left\"");
+        assert!(parse_draft(&twins)
+            .unwrap_err()
+            .contains("both options read"));
         let formula = good.replace("\"right\", \"left\"", "\"=HYPERLINK(1)\", \"left\"");
         assert!(parse_draft(&formula).unwrap_err().contains("formula"));
         let bad_letter = good.replace("\"answer_a\": \"(a)\"", "\"answer_a\": \"c\"");

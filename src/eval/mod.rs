@@ -13,6 +13,7 @@ pub mod grade;
 pub mod mllm;
 pub mod patterns;
 pub mod review;
+pub mod scripted;
 
 pub mod stats;
 pub mod synthetic;

@@ -225,6 +225,54 @@ fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
     Ok(out)
 }
 
+/// One image of a generated pair, as the demo's scripted endpoint knows it (see
+/// [`super::scripted`]).
+#[derive(Clone, Debug)]
+pub struct KnownImage {
+    /// The pair's number among the generated pairs.
+    pub pair: usize,
+    /// Its pattern.
+    pub pattern: &'static str,
+    /// The question both images of the pair share.
+    pub question: String,
+    /// Its two options' texts.
+    pub options: [String; 2],
+    /// The right option for this image: `a` or `b`.
+    pub answer: char,
+    /// What this image shows, in words.
+    pub shows: String,
+}
+
+/// Every image of the generated pairs by the blake3 digest of its bytes (hex).
+pub async fn known_images(
+    corpus: &Location,
+    truth: &Truth,
+    names: &ColourNames,
+) -> Result<HashMap<String, KnownImage>> {
+    let mut objects = HashMap::new();
+    let mut out = HashMap::new();
+    for (pair, item) in items(truth, names)?.into_iter().enumerate() {
+        let options = crate::eval::grade::parse_options(&item.options)
+            .map_err(|e| Error::Usage(format!("generated options {:?}: {e}", item.options)))?;
+        let [a, b] = [&options[0], &options[1]].map(|c| c.text.clone());
+        for (source, shows, answer) in &item.sides {
+            let bytes = image_bytes(corpus, source, &mut objects).await?;
+            out.insert(
+                blake3::hash(&bytes).to_hex().to_string(),
+                KnownImage {
+                    pair,
+                    pattern: item.pattern,
+                    question: item.question.clone(),
+                    options: [a.clone(), b.clone()],
+                    answer: if *answer == "(a)" { 'a' } else { 'b' },
+                    shows: shows.clone(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
 fn ext((file, member): &Source) -> &str {
     let name = member.as_deref().unwrap_or(file);
     name.rsplit_once('.').map_or("png", |(_, e)| e)

@@ -188,7 +188,8 @@ fn the_report_renders_in_chromium_and_review_decisions_become_the_sheet() {
             4
         );
     }
-    // Imported into the demo's own report (another build, a fresh browser), by keys.
+    // Imported into the demo's own report (another build, a fresh browser, with the demo's
+    // drafts on its cards), by keys.
     for file in ["decisions.json", "decisions.csv"] {
         let back = browse(
             &dir.path().join("report"),
@@ -197,7 +198,7 @@ fn the_report_renders_in_chromium_and_review_decisions_become_the_sheet() {
         );
         assert_eq!(back["page_errors"], serde_json::json!([]), "{back}");
         assert_eq!(
-            back["imported_text"], "2 accepted, 1 rejected (imported 3)",
+            back["imported_text"], "2 accepted, 1 rejected, 0 drafts reviewed (imported 3)",
             "{file}: {back}"
         );
     }
