@@ -203,6 +203,28 @@ pub struct PairDraft {
     /// A person's review from the report (`draft --review`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<Review>,
+    /// With `draft --questions 2`: a second question about the same two images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second: Option<SecondQuestion>,
+}
+
+/// A second question about a pair's two images (NaturalBench's shape: two questions, two
+/// images, each question's answer differing between the images).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SecondQuestion {
+    /// The draft, when one was usable.
+    pub draft: Option<Draft>,
+    /// Its verification.
+    pub verification: Option<Verification>,
+    /// Why it failed (the last attempt's reason).
+    #[serde(default)]
+    pub reason: String,
+    /// Drafts asked.
+    pub attempts: u32,
+    /// It joins the benchmark: verified, not blind-answerable (unless kept), and its pair's
+    /// first question in the sheet and not rejected.
+    #[serde(default)]
+    pub in_benchmark: bool,
 }
 
 impl PairDraft {

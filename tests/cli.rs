@@ -576,7 +576,7 @@ fn demo_drafts_a_benchmark_and_evaluates_it(dir: &Path, out: &str) {
     // 14 mined pairs; two permutation pairs whose left blocks share a colour name cannot be
     // asked about (two options that read the same), so they fail; 12 are verified.
     assert!(
-        out.contains("draft: 14 pairs, 12 drafted (2 failed), 12 verified, 0 blind-answerable; 12 fill the sheet"),
+        out.contains("draft: 14 pairs, 12 drafted (2 failed), 12 verified, 0 blind-answerable; 12 fill the sheet, 12 with a second question"),
         "{out}"
     );
     let drafts: serde_json::Value =
@@ -591,22 +591,27 @@ fn demo_drafts_a_benchmark_and_evaluates_it(dir: &Path, out: &str) {
     assert!(failed
         .iter()
         .all(|p| p["reason"].as_str().unwrap().contains("both options read")));
+    // NaturalBench's shape: two questions of two images, four rows per pair under `Pair`.
     let bench = std::fs::read_to_string(dir.join("benchmark/Questions.csv")).unwrap();
-    assert_eq!(bench.lines().count(), 25, "{bench}");
+    assert_eq!(bench.lines().count(), 49, "{bench}");
+    assert!(
+        bench.starts_with("Index,Question,Options,Correct Answer,Pattern,Pair\n"),
+        "{bench}"
+    );
     let root = dir.join("run");
     let scores = sql_csv(
         root.to_str().unwrap(),
-        "SELECT model, pairs, pair_accuracy, a_share IS NOT NULL, agreement IS NOT NULL FROM scores \
-         WHERE kind = 'mllm' AND pattern = 'all' ORDER BY model",
+        "SELECT model, pairs, pair_accuracy, a_share IS NOT NULL, agreement IS NOT NULL, \
+         g_acc IS NOT NULL FROM scores WHERE kind = 'mllm' AND pattern = 'all' ORDER BY model",
     );
     assert_eq!(scores.len(), 4, "{scores:?}");
     assert!(scores[1].starts_with("scripted/mllm,12,"), "{scores:?}");
     assert!(
-        scores[1].ends_with(",true,true"),
-        "sampled three times: {scores:?}"
+        scores[1].ends_with(",true,true,true"),
+        "sampled three times, G-Acc scored: {scores:?}"
     );
     // Without the image it cannot tell the two images of a pair apart.
-    assert_eq!(scores[2], "scripted/mllm [no image],12,0.0,true,false");
+    assert_eq!(scores[2], "scripted/mllm [no image],12,0.0,true,false,true");
     assert!(
         scores[3].starts_with("scripted/mllm [swapped],12,"),
         "{scores:?}"

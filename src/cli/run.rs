@@ -244,11 +244,12 @@ async fn drafted_loop(e: &Endpoint, root: &Location, base: &str, json: bool) -> 
     });
     let mut settings = DraftSettings::new(&e.url, &e.drafter);
     settings.verify_model = Some(e.verifier.clone());
+    settings.questions = 2;
     let d = draft(&sheet, &settings, &*progress()).await?;
     report(json, &d, || {
         format!(
-            "  draft: {} pairs, {} drafted ({} failed), {} verified, {} blind-answerable; {} fill the sheet (reasons and answers in {})",
-            d.pairs, d.drafted, d.failed, d.verified, d.blind_answerable, d.in_sheet, d.drafts
+            "  draft: {} pairs, {} drafted ({} failed), {} verified, {} blind-answerable; {} fill the sheet, {} with a second question (reasons and answers in {})",
+            d.pairs, d.drafted, d.failed, d.verified, d.blind_answerable, d.in_sheet, d.second_questions, d.drafts
         )
     });
     if d.in_sheet == 0 {
@@ -262,8 +263,8 @@ async fn drafted_loop(e: &Endpoint, root: &Location, base: &str, json: bool) -> 
         blindspot::eval::draft::write_sheet_benchmark(&sheet, &Location::open(&bench)?).await?;
     if !json {
         println!(
-            "  benchmark: {items} items ({} pairs) -> {bench}",
-            items / 2
+            "  benchmark: {items} items for {} pairs, {} of them with a second question -> {bench}",
+            d.in_sheet, d.second_questions
         );
     }
     evaluate_drafted(e, root, &bench, json).await?;

@@ -31,7 +31,7 @@ use super::review::ReviewCounts;
 use crate::error::{Error, Result};
 use crate::mmvp::{canonical, MMVP_IMAGES, PATTERNS, PROVENANCE, QUESTIONS};
 use crate::progress::Progress;
-use crate::review_files::{Draft, DraftsFile, PairDraft, Review, Verification};
+use crate::review_files::{Draft, DraftsFile, PairDraft, Review, SecondQuestion, Verification};
 use crate::stage::Stage;
 use crate::storage::Location;
 
@@ -45,6 +45,8 @@ pub const BLIND_TEMPLATE: &str = include_str!("prompts/blind.txt");
 pub const DRAFTS: &str = "drafts.json";
 /// The reply cache's folder under the sheet.
 pub const CACHE_DIR: &str = "_draft";
+/// How the request for a second question begins (after the drafting prompt).
+pub const SECOND_QUESTION: &str = "A first question was already written for these images";
 
 /// Settings of `blindspot draft`.
 #[derive(Clone, Debug, clap::Args)]
@@ -98,6 +100,11 @@ pub struct DraftSettings {
     /// review of an earlier run; without it, that review is kept.
     #[arg(long)]
     pub review: Option<String>,
+    /// Questions drafted per pair: 1 (MMVP's shape), or 2 (NaturalBench's: a second question
+    /// about the same two images, verified the same way, which the benchmark adds as two more
+    /// rows under the pair's `Pair` number, so Q-Acc, I-Acc and G-Acc are scored).
+    #[arg(long, default_value_t = 1)]
+    pub questions: u32,
 }
 
 fn default_key_env() -> String {
@@ -138,6 +145,7 @@ impl DraftSettings {
             keep_blind: false,
             benchmark: None,
             review: None,
+            questions: 1,
         }
     }
 
@@ -149,6 +157,9 @@ impl DraftSettings {
         }
         if self.concurrency == 0 {
             problems.push("concurrency must be at least 1".into());
+        }
+        if !(1..=2).contains(&self.questions) {
+            problems.push(format!("questions {} must be 1 or 2", self.questions));
         }
         if !(self.timeout > 0.0 && self.timeout.is_finite()) {
             problems.push(format!(
@@ -339,6 +350,8 @@ pub struct DraftSummary {
     pub blind_answerable: usize,
     /// Pairs whose questions now fill the sheet.
     pub in_sheet: usize,
+    /// With `--questions 2`: second questions that join the benchmark.
+    pub second_questions: usize,
     /// HTTP requests made (0 on a rerun: every reply is cached).
     pub requests: u64,
     /// Replies that came from the cache.
@@ -458,7 +471,16 @@ struct Job {
     verify: Prompt,
     blind: Prompt,
     attempts: u32,
+    questions: u32,
     sheet: Location,
+}
+
+/// What asking for one draft came to.
+#[derive(Default)]
+struct Asked {
+    draft: Option<Draft>,
+    attempts: u32,
+    reason: String,
 }
 
 /// Requests and cache hits of one pair.
@@ -501,6 +523,7 @@ impl Job {
             verification: None,
             in_sheet: false,
             review: None,
+            second: None,
         };
         if p.written {
             out.status = "kept".into();
@@ -519,38 +542,80 @@ impl Job {
         let base = self
             .template
             .render(&[("{patterns}", patterns.as_str()), ("{hint}", hint.as_str())]);
-        let mut prompt = base.clone();
+        let first = self.ask(&base, &images, &mut counts, None).await;
+        out.attempts = first.attempts;
+        out.reason = first.reason;
+        out.draft = first.draft;
+        if let Some(d) = &out.draft {
+            out.status = "drafted".into();
+            out.verification = Some(self.check(d, &images, &mut counts).await);
+            if self.questions == 2 {
+                let again = format!(
+                    "{base}\n{SECOND_QUESTION}: \"{}\" (options: {} / {}). Write a different question about the difference, with its own two options, whose answer also differs between image A and image B.",
+                    d.question, d.option_a, d.option_b
+                );
+                let second = self
+                    .ask(&again, &images, &mut counts, Some(&d.question))
+                    .await;
+                let mut q = SecondQuestion {
+                    reason: second.reason,
+                    attempts: second.attempts,
+                    ..SecondQuestion::default()
+                };
+                if let Some(x) = second.draft {
+                    q.verification = Some(self.check(&x, &images, &mut counts).await);
+                    q.draft = Some(x);
+                }
+                out.second = Some(q);
+            }
+        }
+        Ok((out, counts))
+    }
+
+    /// Asks the drafter with `base`, again with the reason while attempts last; a draft whose
+    /// question is `unlike` (the pair's first) is not usable.
+    async fn ask(
+        &self,
+        base: &str,
+        images: &[Image; 2],
+        counts: &mut Counts,
+        unlike: Option<&str>,
+    ) -> Asked {
+        let mut asked = Asked::default();
+        let mut prompt = base.to_string();
         for _ in 0..self.attempts {
-            out.attempts += 1;
-            let reply = self.drafter.chat(&prompt, &images).await;
+            asked.attempts += 1;
+            let reply = self.drafter.chat(&prompt, images).await;
             counts.add(&reply);
             let Some(text) = reply.text else {
-                out.reason = reply.error.unwrap_or_else(|| "no reply".into());
+                asked.reason = reply.error.unwrap_or_else(|| "no reply".into());
                 break;
             };
-            match parse_draft(&text) {
+            let usable = parse_draft(&text).and_then(|d| match unlike {
+                Some(q) if d.question.eq_ignore_ascii_case(q) => {
+                    Err("the second question repeats the first".to_string())
+                }
+                _ => Ok(d),
+            });
+            match usable {
                 Ok(d) => {
-                    out.status = "drafted".into();
-                    out.reason.clear();
-                    out.draft = Some(d);
+                    asked.reason.clear();
+                    asked.draft = Some(d);
                     break;
                 }
                 Err(why) => {
-                    out.reason = why.clone();
                     // The attempt's number keeps each retry a prompt of its own (and a
                     // cache entry of its own).
                     prompt = format!(
                         "{base}\nYour previous reply could not be used: {why}. Reply with the JSON object only (attempt {} of {}).",
-                        out.attempts + 1,
+                        asked.attempts + 1,
                         self.attempts
                     );
+                    asked.reason = why;
                 }
             }
         }
-        if let Some(d) = &out.draft {
-            out.verification = Some(self.check(d, &images, &mut counts).await);
-        }
-        Ok((out, counts))
+        asked
     }
 
     /// Asks the verifier the draft's question about each image alone, and with no image.
@@ -639,6 +704,14 @@ pub async fn draft(
     }
     for d in &mut done {
         d.in_sheet = fills_sheet(d, settings.keep_blind);
+        let rejected = d.review.as_ref().is_some_and(|r| r.decision == "reject");
+        let keep = d.in_sheet && !rejected;
+        if let Some(q) = &mut d.second {
+            q.in_benchmark = keep
+                && q.verification.as_ref().is_some_and(|v| {
+                    v.status == "verified" && (settings.keep_blind || !v.blind_answerable)
+                });
+        }
     }
     for d in &done {
         let v = d.verification.as_ref();
@@ -648,6 +721,7 @@ pub async fn draft(
         summary.disputed += v.is_some_and(|v| v.status != "verified") as usize;
         summary.blind_answerable += v.is_some_and(|v| v.blind_answerable) as usize;
         summary.in_sheet += d.in_sheet as usize;
+        summary.second_questions += d.second.as_ref().is_some_and(|q| q.in_benchmark) as usize;
     }
     fill(&mut table, &done)?;
     let provenance = write_outputs(sheet, &table, &done, &job, settings, &summary).await?;
@@ -659,7 +733,9 @@ pub async fn draft(
                 sheet.uri_of(&sheet.path(DRAFTS))
             )));
         }
-        write_benchmark(&Location::open(url)?, sheet, &table, &images, &provenance).await?;
+        let seconds = second_questions(&done);
+        let out = Location::open(url)?;
+        write_benchmark(&out, sheet, &table, &images, &provenance, &seconds).await?;
     }
     summary.drafts = sheet.uri_of(&sheet.path(DRAFTS));
     summary.seconds = started.elapsed().as_secs_f64();
@@ -716,6 +792,7 @@ impl Job {
             )?,
             blind: Prompt::resolve("default", BLIND_TEMPLATE, &[])?,
             attempts: settings.attempts,
+            questions: settings.questions,
             sheet: sheet.clone(),
         })
     }
@@ -802,6 +879,8 @@ async fn write_outputs(
         "disputed": summary.disputed,
         "blind_answerable": summary.blind_answerable,
         "in_sheet": summary.in_sheet,
+        "questions": settings.questions,
+        "second_questions": summary.second_questions,
         "keep_blind": settings.keep_blind,
         "review": review_provenance(done, summary.review.as_ref()),
     });
@@ -842,65 +921,120 @@ fn review_provenance(done: &[PairDraft], file: Option<&ReviewCounts>) -> serde_j
     serde_json::json!(counts)
 }
 
-/// The sheet's filled pairs as an MMVP-format benchmark at `out`: indexes 1..2n, two rows
-/// per pair with opposite answers, the images copied, and the provenance (with the sheet it
-/// came from).
+/// One row of a written benchmark: the sheet's image index and the row's fields.
+struct BenchItem {
+    image: u32,
+    pair: usize,
+    fields: [String; 4],
+}
+
+/// The benchmark's rows: each complete pair of the sheet (two rows with a question, options
+/// and an answer, drafted or written), then, where `seconds` has one, its second question
+/// about the same two images.
+fn bench_items(table: &Sheet, seconds: &BTreeMap<u32, Draft>) -> Result<Vec<BenchItem>> {
+    let col = |n: &str| table.column(n);
+    let (index, q, o, a, p) = (
+        col("Index")?,
+        col("Question")?,
+        col("Options")?,
+        col("Correct Answer")?,
+        col("Pattern")?,
+    );
+    let complete = |r: &Vec<String>| [q, o, a].iter().all(|&c| !r[c].trim().is_empty());
+    let mut items = Vec::new();
+    let pairs = table
+        .rows
+        .chunks(2)
+        .filter(|two| two.len() == 2 && two.iter().all(complete));
+    for (pair, two) in pairs.enumerate() {
+        let image = |r: &Vec<String>| r[index].trim().parse::<u32>().unwrap_or(0);
+        for r in two {
+            let fields = [&r[q], &r[o], &r[a], &r[p]].map(|f| f.to_string());
+            items.push(BenchItem {
+                image: image(r),
+                pair: pair + 1,
+                fields,
+            });
+        }
+        let Some(d) = seconds.get(&image(&two[0])) else {
+            continue;
+        };
+        let options = format!("(a) {} (b) {}", d.option_a, d.option_b);
+        for (r, answer) in two.iter().zip([d.answer_a, d.answer_b]) {
+            let fields = [
+                d.question.clone(),
+                options.clone(),
+                format!("({answer})"),
+                r[p].clone(),
+            ];
+            items.push(BenchItem {
+                image: image(r),
+                pair: pair + 1,
+                fields,
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// The second questions that join the benchmark, by their pair's first sheet index.
+fn second_questions(done: &[PairDraft]) -> BTreeMap<u32, Draft> {
+    done.iter()
+        .filter_map(|d| {
+            let q = d.second.as_ref().filter(|q| q.in_benchmark)?;
+            Some((d.index, q.draft.clone()?))
+        })
+        .collect()
+}
+
+/// The sheet's filled pairs as an MMVP-format benchmark at `out`: indexes 1..n, two rows per
+/// pair with opposite answers (four, under a `Pair` column, where a pair has a second
+/// question), the images copied, and the provenance (with the sheet it came from).
 async fn write_benchmark(
     out: &Location,
     sheet: &Location,
     table: &Sheet,
     images: &BTreeMap<u32, String>,
     provenance: &serde_json::Value,
+    seconds: &BTreeMap<u32, Draft>,
 ) -> Result<u32> {
-    let col = |n: &str| table.column(n);
-    let cols = [
-        col("Index")?,
-        col("Question")?,
-        col("Options")?,
-        col("Correct Answer")?,
-        col("Pattern")?,
-    ];
+    let items = bench_items(table, seconds)?;
+    let paired = items.len() > 2 * items.last().map_or(0, |i| i.pair);
     let mut w = csv::Writer::from_writer(Vec::new());
     let csv_err = |e: csv::Error| Error::table("benchmark", e);
-    w.write_record(["Index", "Question", "Options", "Correct Answer", "Pattern"])
-        .map_err(csv_err)?;
-    // Pairs whose two rows have a question, options and an answer (drafted or written).
-    let complete = |r: &Vec<String>| cols[1..4].iter().all(|&c| !r[c].trim().is_empty());
-    let rows = table
-        .rows
-        .chunks(2)
-        .filter(|two| two.len() == 2 && two.iter().all(complete))
-        .flatten();
-    let mut n = 0u32;
-    for row in rows {
-        n += 1;
-        let old: u32 = row[cols[0]].trim().parse().unwrap_or(0);
+    let mut header = vec!["Index", "Question", "Options", "Correct Answer", "Pattern"];
+    if paired {
+        header.push("Pair");
+    }
+    w.write_record(&header).map_err(csv_err)?;
+    for (n, item) in (1u32..).zip(&items) {
         let rel = images
-            .get(&old)
-            .ok_or_else(|| Error::Usage(format!("the sheet has no image {old}")))?;
+            .get(&item.image)
+            .ok_or_else(|| Error::Usage(format!("the sheet has no image {}", item.image)))?;
         let ext = rel.rsplit('.').next().unwrap_or("jpg");
         let bytes = sheet
             .get_bytes(&sheet.path(rel))
             .await
             .map_err(|e| Error::storage(sheet.uri_of(&sheet.path(rel)), e))?;
         out.put(&format!("{MMVP_IMAGES}/{n}.{ext}"), bytes).await?;
-        let index = n.to_string();
-        let fields = [
-            index.as_str(),
-            &row[cols[1]],
-            &row[cols[2]],
-            &row[cols[3]],
-            &row[cols[4]],
-        ];
-        w.write_record(fields).map_err(csv_err)?;
+        let mut row = vec![n.to_string()];
+        row.extend(item.fields.iter().cloned());
+        if paired {
+            row.push(item.pair.to_string());
+        }
+        w.write_record(&row).map_err(csv_err)?;
     }
     let text = w
         .into_inner()
         .map_err(|e| Error::table("benchmark", e.to_string()))?;
     out.put(QUESTIONS, Bytes::from(text)).await?;
+    let n = items.len() as u32;
+    let pairs = items.last().map_or(0, |i| i.pair);
     let mut provenance = provenance.clone();
     provenance["sheet"] = serde_json::json!(sheet.url);
     provenance["items"] = serde_json::json!(n);
+    provenance["benchmark_pairs"] = serde_json::json!(pairs);
+    provenance["second_questions"] = serde_json::json!((items.len() - 2 * pairs) / 2);
     out.put_json(PROVENANCE, &provenance).await?;
     Ok(n)
 }
@@ -919,7 +1053,13 @@ pub async fn write_sheet_benchmark(sheet: &Location, out: &Location) -> Result<u
         serde_json::Value::Object(_) => provenance,
         _ => serde_json::json!({}),
     };
-    write_benchmark(out, sheet, &table, &images, &provenance).await
+    let seconds = second_questions(
+        &previous_drafts(sheet)
+            .await
+            .into_values()
+            .collect::<Vec<_>>(),
+    );
+    write_benchmark(out, sheet, &table, &images, &provenance, &seconds).await
 }
 
 #[cfg(test)]

@@ -629,16 +629,18 @@ async fn ask_one(
 ) -> Result<(AnswerRow, Reply)> {
     let path = b.root.path(&q.image);
     let prompt = params.template.render(q);
+    // The image is read (and its digest kept, which groups NaturalBench's pairs) even when
+    // it is not sent.
+    let bytes = b
+        .root
+        .get_bytes(&path)
+        .await
+        .map_err(|e| Error::storage(b.root.uri_of(&path), e))?;
+    let image = Image::new(bytes, &q.image);
+    let digest = image.digest.clone();
     let images = match params.no_image {
         true => Vec::new(),
-        false => {
-            let bytes = b
-                .root
-                .get_bytes(&path)
-                .await
-                .map_err(|e| Error::storage(b.root.uri_of(&path), e))?;
-            vec![Image::new(bytes, &q.image)]
-        }
+        false => vec![image],
     };
     let reply = chat.chat(&prompt, &images).await;
     let mut row = AnswerRow {
@@ -663,7 +665,7 @@ async fn ask_one(
         error: reply.error.clone(),
         settings: chat.settings(),
         endpoint: chat.endpoint().to_string(),
-        image_digest: images.first().map(|i| i.digest.clone()).unwrap_or_default(),
+        image_digest: digest,
         ..Default::default()
     };
     let Some(text) = reply.text.clone() else {

@@ -211,6 +211,7 @@ mod tests {
             verification: None,
             in_sheet: false,
             review: None,
+            second: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! so wherever it prints them.
 //!
 //! - `scripted/drafter`: shown the two images of a generated pair, that pair's question as a
-//!   JSON draft; shown anything else, a refusal (the draft fails, with the reason).
+//!   JSON draft (asked for a second question, another one about the same difference); shown
+//!   anything else, a refusal (the draft fails, with the reason).
 //! - `scripted/verifier`: shown one image, its right option; shown none, "(c) cannot tell".
 //! - `scripted/mllm`: an MLLM blind to orientation. Shown one image, the right option, except
 //!   for Orientation questions, where it always says (a); shown none, (a). Sampled (temperature
@@ -93,7 +94,7 @@ async fn chat(
     let seed = body["seed"].as_u64().unwrap_or(0);
     let seen: Vec<Option<&KnownImage>> = images.iter().map(|d| known.get(d)).collect();
     let text = match model {
-        DRAFTER => draft(&seen),
+        DRAFTER => draft(&seen, prompt.contains(super::draft::SECOND_QUESTION)),
         VERIFIER => answer(&seen, &prompt, false),
         MLLM => {
             let said = answer(&seen, &prompt, true);
@@ -112,14 +113,15 @@ async fn chat(
     })))
 }
 
-/// The drafter: the generated pair's question when shown its two images.
-fn draft(seen: &[Option<&KnownImage>]) -> String {
+/// The drafter: the generated pair's question (or its other one, `second`) when shown its two
+/// images.
+fn draft(seen: &[Option<&KnownImage>], second: bool) -> String {
     match seen {
         [Some(a), Some(b)] if a.pair == b.pair && a.answer != b.answer => serde_json::json!({
             "difference": format!("Image A shows {}; image B shows {}.", a.shows, b.shows),
             "pattern": a.pattern,
-            "question": a.question,
-            "options": a.options,
+            "question": a.questions[second as usize].0,
+            "options": a.questions[second as usize].1,
             "answer_a": a.answer.to_string(),
             "answer_b": b.answer.to_string(),
         })
@@ -136,7 +138,13 @@ fn answer(seen: &[Option<&KnownImage>], prompt: &str, blind: bool) -> String {
         [] => "(a)".into(),
         [Some(k)] if blind && k.pattern == "Orientation" => "(a)".into(),
         [Some(k)] => {
-            let right = &k.options[(k.answer == 'b') as usize];
+            // The question asked is the one whose text the prompt holds.
+            let (_, options) = k
+                .questions
+                .iter()
+                .find(|(q, _)| prompt.contains(q.as_str()))
+                .unwrap_or(&k.questions[0]);
+            let right = &options[(k.answer == 'b') as usize];
             match prompt.contains(&format!("(b) {right}")) {
                 true => "(b)".into(),
                 false => "(a)".into(),
@@ -162,8 +170,10 @@ mod tests {
         KnownImage {
             pair,
             pattern,
-            question: "Which way?".into(),
-            options: ["Left".into(), "Right".into()],
+            questions: [
+                ("Which way?".into(), ["Left".into(), "Right".into()]),
+                ("Up or down?".into(), ["Up".into(), "Down".into()]),
+            ],
             answer,
             shows: "an L".into(),
         }
@@ -172,12 +182,21 @@ mod tests {
     #[test]
     fn the_script_drafts_known_pairs_and_answers_as_documented() {
         let (a, b) = (known(0, "Spatial", 'a'), known(0, "Spatial", 'b'));
-        let d = super::super::draft::parse_draft(&draft(&[Some(&a), Some(&b)])).unwrap();
+        let d = super::super::draft::parse_draft(&draft(&[Some(&a), Some(&b)], false)).unwrap();
         assert_eq!(
             (d.answer_a, d.answer_b, d.pattern.as_str()),
             ('a', 'b', "Spatial")
         );
-        assert!(draft(&[Some(&a), None]).contains("no difference"));
+        let d2 = super::super::draft::parse_draft(&draft(&[Some(&a), Some(&b)], true)).unwrap();
+        assert_eq!(
+            (d2.question.as_str(), d2.option_a.as_str()),
+            ("Up or down?", "Up")
+        );
+        assert!(draft(&[Some(&a), None], false).contains("no difference"));
+        assert_eq!(
+            answer(&[Some(&b)], "Up or down? (a) Down (b) Up", false),
+            "(a)"
+        );
         let swapped = "Which way? (a) Right (b) Left";
         assert_eq!(answer(&[Some(&a)], swapped, false), "(b)");
         assert_eq!(answer(&[Some(&b)], swapped, false), "(a)");

@@ -65,6 +65,9 @@ struct Item {
     sides: [(Source, String, &'static str); 2],
     question: String,
     options: String,
+    /// Another question whose answers follow the same letters (the demo's scripted drafter
+    /// offers it as a second question; the benchmarks written here have one per pair).
+    second: (String, String),
 }
 
 fn facts<'a>(truth: &'a Truth, key: &str) -> Result<&'a Facts> {
@@ -175,6 +178,17 @@ fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
             } else {
                 "(a) Top (b) Bottom".into()
             },
+            second: if horizontal {
+                (
+                    "Does the shape look like the letter L or like a mirrored L?".into(),
+                    "(a) A mirrored L (b) The letter L".into(),
+                )
+            } else {
+                (
+                    "Does the short leg of the shape point up or down?".into(),
+                    "(a) Down (b) Up".into(),
+                )
+            },
         });
     }
     for p in truth.blind_pairs.iter().filter(|p| p.kind == "permutation") {
@@ -194,6 +208,10 @@ fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
             ],
             question: "What colour is the block on the left?".into(),
             options: format!("(a) {} (b) {}", colour(fa, 0), colour(fb, 0)),
+            second: (
+                "What colour is the block on the right?".into(),
+                format!("(a) {} (b) {}", colour(fa, 1), colour(fb, 1)),
+            ),
         });
     }
     // Blocks of different colour names, paired in key order.
@@ -220,6 +238,10 @@ fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
             ],
             question: "What colour is the block?".into(),
             options: format!("(a) {} (b) {}", colour(fa, 0), colour(fb, 0)),
+            second: (
+                "Which colour fills the square?".into(),
+                format!("(a) {} (b) {}", colour(fa, 0), colour(fb, 0)),
+            ),
         });
     }
     Ok(out)
@@ -233,11 +255,10 @@ pub struct KnownImage {
     pub pair: usize,
     /// Its pattern.
     pub pattern: &'static str,
-    /// The question both images of the pair share.
-    pub question: String,
-    /// Its two options' texts.
-    pub options: [String; 2],
-    /// The right option for this image: `a` or `b`.
+    /// The questions both images of the pair share (one asked, another whose answers follow
+    /// the same letters), each with its two options' texts.
+    pub questions: [(String, [String; 2]); 2],
+    /// The right option for this image, in both questions: `a` or `b`.
     pub answer: char,
     /// What this image shows, in words.
     pub shows: String,
@@ -252,9 +273,15 @@ pub async fn known_images(
     let mut objects = HashMap::new();
     let mut out = HashMap::new();
     for (pair, item) in items(truth, names)?.into_iter().enumerate() {
-        let options = crate::eval::grade::parse_options(&item.options)
-            .map_err(|e| Error::Usage(format!("generated options {:?}: {e}", item.options)))?;
-        let [a, b] = [&options[0], &options[1]].map(|c| c.text.clone());
+        let texts = |options: &str| -> Result<[String; 2]> {
+            let c = crate::eval::grade::parse_options(options)
+                .map_err(|e| Error::Usage(format!("generated options {options:?}: {e}")))?;
+            Ok([c[0].text.clone(), c[1].text.clone()])
+        };
+        let questions = [
+            (item.question.clone(), texts(&item.options)?),
+            (item.second.0.clone(), texts(&item.second.1)?),
+        ];
         for (source, shows, answer) in &item.sides {
             let bytes = image_bytes(corpus, source, &mut objects).await?;
             out.insert(
@@ -262,8 +289,7 @@ pub async fn known_images(
                 KnownImage {
                     pair,
                     pattern: item.pattern,
-                    question: item.question.clone(),
-                    options: [a.clone(), b.clone()],
+                    questions: questions.clone(),
                     answer: if *answer == "(a)" { 'a' } else { 'b' },
                     shows: shows.clone(),
                 },

@@ -149,7 +149,7 @@ fn card_json(d: &PairDraft, swap: bool) -> serde_json::Value {
             "text_only": letter(v.text_only), "blind_answerable": v.blind_answerable,
         })
     });
-    let draft = d.draft.as_ref().map(|x| {
+    let question = |x: &crate::review_files::Draft| {
         let (aa, ab) = order(
             serde_json::json!(x.answer_a.to_string()),
             serde_json::json!(x.answer_b.to_string()),
@@ -162,10 +162,17 @@ fn card_json(d: &PairDraft, swap: bool) -> serde_json::Value {
             "difference": x.difference, "pattern": pattern, "question": x.question,
             "option_a": x.option_a, "option_b": x.option_b, "answer_a": aa, "answer_b": ab,
         })
+    };
+    // A second question (draft --questions 2) is shown as drafted, with its status.
+    let second = d.second.as_ref().and_then(|q| {
+        let mut x = question(q.draft.as_ref()?);
+        x["status"] = serde_json::json!(q.verification.as_ref().map(|v| v.status.clone()));
+        x["in_benchmark"] = serde_json::json!(q.in_benchmark);
+        Some(x)
     });
     serde_json::json!({
         "status": d.status, "reason": d.reason, "in_sheet": d.in_sheet,
-        "draft": draft, "verification": verification,
+        "draft": d.draft.as_ref().map(question), "verification": verification, "second": second,
     })
 }
 
@@ -203,6 +210,7 @@ mod tests {
             }),
             in_sheet: false,
             review: None,
+            second: None,
         }
     }
 

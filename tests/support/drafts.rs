@@ -572,3 +572,122 @@ fn drafts_reviewed_in_chromium_carry_their_edits_into_the_benchmark() {
     ));
     assert_eq!(scored["questions"], rows.len(), "{scored}");
 }
+
+/// Issue 22: `draft --questions 2` asks for a second question about the same two images (again
+/// when it repeats the first), verifies it, and writes NaturalBench's shape: four rows per pair
+/// under a `Pair` column, which `eval mllm` scores with Q-Acc, I-Acc and G-Acc.
+#[test]
+fn a_second_question_makes_naturalbench_pairs() {
+    let (dir, _corpus, root) = mine("folder");
+    let sheet = dir.path().join("sheet");
+    let s = sheet.to_str().unwrap();
+    run_ok(&[
+        "annotate",
+        "--root",
+        root.to_str().unwrap(),
+        "--out",
+        s,
+        "--limit",
+        "2",
+    ]);
+    let urls: HashMap<String, (usize, char)> = (0..2)
+        .flat_map(|k| {
+            [
+                (data_url(&image(&sheet, 2 * k + 1)), (k, 'A')),
+                (data_url(&image(&sheet, 2 * k + 2)), (k, 'B')),
+            ]
+        })
+        .collect();
+    let server = Server::start(move |req, _| {
+        let p = &req.prompt;
+        if p.contains("You are shown two images") {
+            let (k, _) = urls[&req.images[0]];
+            let second = p.contains("A first question was already written");
+            let retry = p.contains("could not be used");
+            // The second question repeats the first until told so.
+            let q = match (second, retry) {
+                (true, true) => format!("R{k}?"),
+                _ => format!("Q{k}?"),
+            };
+            return Reply::Text(draft_json(&q, ("a", "b")));
+        }
+        if p.contains("You are not shown any image") {
+            return Reply::Text("(c) cannot tell".into());
+        }
+        let (k, side) = urls[&req.images[0]];
+        // Pair 1's second question is disputed: (a) for both images.
+        let disputed = k == 1 && p.contains("R1?");
+        Reply::Text(
+            if side == 'A' || disputed {
+                "(a)"
+            } else {
+                "(b)"
+            }
+            .into(),
+        )
+    });
+    let bench = dir.path().join("bench");
+    let args = [
+        "draft",
+        s,
+        "--base-url",
+        &server.url,
+        "--model",
+        "m",
+        "--questions",
+        "2",
+        "--benchmark",
+        bench.to_str().unwrap(),
+        "--json",
+    ];
+    let summary = run_json(&args);
+    assert_eq!(summary["in_sheet"], 2, "{summary}");
+    assert_eq!(summary["second_questions"], 1, "{summary}");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sheet.join("drafts.json")).unwrap()).unwrap();
+    let second = &file["pairs"][0]["second"];
+    assert_eq!(second["attempts"], 2, "{second}");
+    assert_eq!(second["draft"]["question"], "R0?");
+    assert_eq!(second["in_benchmark"], true);
+    let disputed = &file["pairs"][1]["second"];
+    assert_eq!(disputed["verification"]["status"], "disputed", "{disputed}");
+    assert_eq!(disputed["in_benchmark"], false);
+    let text = std::fs::read_to_string(bench.join("Questions.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Index,Question,Options,Correct Answer,Pattern,Pair"
+    );
+    assert_eq!(lines.len(), 7, "{text}");
+    assert_eq!(lines[3], "3,R0?,(a) left (b) right,(a),Orientation,1");
+    assert_eq!(lines[6], "6,Q1?,(a) left (b) right,(b),Orientation,2");
+    // Right on everything but R0 about image B of pair 1 (by hand: pair accuracy 50%; the one
+    // NaturalBench group has Q-Acc 1/2, I-Acc 1/2, G-Acc 0).
+    let side: HashMap<String, char> = (1..=6)
+        .map(|i| {
+            let url = data_url(&bench.join(format!("MMVP Images/{i}.png")));
+            (url, if i % 2 == 1 { 'A' } else { 'B' })
+        })
+        .collect();
+    let answers = Server::start(move |req, _| {
+        let b = side[&req.images[0]] == 'B';
+        let right = if b { "(b)" } else { "(a)" };
+        Reply::Text(
+            if b && req.prompt.contains("R0?") {
+                "(a)"
+            } else {
+                right
+            }
+            .into(),
+        )
+    });
+    let eval = dir.path().join("eval");
+    let scored = run_json(&mllm_args(&bench, &answers.url, "m", &eval, &["--json"]));
+    assert_eq!(scored["pair_accuracy"], 50.0, "{scored}");
+    let n = &scored["natural"];
+    assert_eq!(n["groups"], 1, "{scored}");
+    assert_eq!(
+        (&n["q_acc"], &n["i_acc"], &n["g_acc"]),
+        (&50.0.into(), &50.0.into(), &0.0.into())
+    );
+}

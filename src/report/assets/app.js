@@ -334,6 +334,14 @@
         "verifier: left " + said(v.answer_a) + ", right " + said(v.answer_b) + ", no image " + (v.text_only ? "(" + v.text_only + ")" : "cannot tell")));
     }
     box.appendChild(answers);
+    const q2 = g.second;
+    if (q2) {
+      const line = el("p", { class: "second" });
+      line.appendChild(el("span", {}, "2nd question" + (q2.in_benchmark ? "" : " (left out)") + ": "));
+      line.appendChild(el("bdi", {}, q2.question + " (a) " + q2.option_a + " (b) " + q2.option_b));
+      line.appendChild(document.createTextNode(" · left (" + q2.answer_a + "), right (" + q2.answer_b + ")" + (q2.status ? " · " + q2.status : "")));
+      box.appendChild(line);
+    }
     return box;
   }
 
