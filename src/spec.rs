@@ -607,6 +607,19 @@ batch-size = 0
         }
     }
 
+    #[test]
+    fn report_paths_resolve_against_the_spec_folder() {
+        let text = "[run]\nroot = \"run\"\nstages = [\"report\"]\n\n[encoders]\nclip = \"c.toml\"\ndino = \"d.toml\"\n\n[report]\nout = \"site\"\ndrafts = \"sheet/drafts.json\"\n";
+        let mut spec = parse(Path::new("/p/x.toml"), text).unwrap();
+        resolve_paths(Path::new("/p"), &mut spec);
+        assert_eq!(spec.report.drafts.as_deref(), Some("/p/sheet/drafts.json"));
+        assert_eq!(
+            spec.report.params().drafts.as_deref(),
+            Some("/p/sheet/drafts.json")
+        );
+        assert_eq!(spec.report.out.as_deref(), Some("/p/site"));
+    }
+
     #[tokio::test]
     async fn eval_problems_are_reported_with_the_rest() {
         let text = r#"
