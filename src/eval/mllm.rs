@@ -618,6 +618,17 @@ async fn ask_all(
     Ok(rows)
 }
 
+/// A question's image, read from the benchmark.
+async fn read_image(b: &Mmvp, q: &Question) -> Result<Image> {
+    let path = b.root.path(&q.image);
+    let bytes = b
+        .root
+        .get_bytes(&path)
+        .await
+        .map_err(|e| Error::storage(b.root.uri_of(&path), e))?;
+    Ok(Image::new(bytes, &q.image))
+}
+
 async fn ask_one(
     b: &Mmvp,
     q: &Question,
@@ -631,12 +642,7 @@ async fn ask_one(
     let prompt = params.template.render(q);
     // The image is read (and its digest kept, which groups NaturalBench's pairs) even when
     // it is not sent.
-    let bytes = b
-        .root
-        .get_bytes(&path)
-        .await
-        .map_err(|e| Error::storage(b.root.uri_of(&path), e))?;
-    let image = Image::new(bytes, &q.image);
+    let image = read_image(b, q).await?;
     let digest = image.digest.clone();
     let images = match params.no_image {
         true => Vec::new(),

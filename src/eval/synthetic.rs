@@ -153,6 +153,33 @@ fn orientation(f: &Facts, colour: &str) -> (String, &'static str) {
     }
 }
 
+/// A mirror pair's two questions (with options): which way it faces, and how it reads (an L
+/// or a mirrored one) or where its leg points; both give (a) for a shape facing left or down.
+fn orientation_questions(horizontal: bool) -> [(&'static str, &'static str); 2] {
+    match horizontal {
+        true => [
+            (
+                "Which way does the foot of the L shape point?",
+                "(a) Left (b) Right",
+            ),
+            (
+                "Does the shape look like the letter L or like a mirrored L?",
+                "(a) A mirrored L (b) The letter L",
+            ),
+        ],
+        false => [
+            (
+                "Is the long bar of the shape at the top or at the bottom?",
+                "(a) Top (b) Bottom",
+            ),
+            (
+                "Does the short leg of the shape point up or down?",
+                "(a) Down (b) Up",
+            ),
+        ],
+    }
+}
+
 fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
     let mut out = Vec::new();
     let colour = |f: &Facts, i: usize| {
@@ -164,31 +191,14 @@ fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
         let (fa, fb) = (facts(truth, &p.a)?, facts(truth, &p.b)?);
         let (sa, aa) = orientation(fa, &colour(fa, 0));
         let (sb, ab) = orientation(fb, &colour(fb, 0));
-        let horizontal = matches!(fa.facing.as_deref(), Some("left" | "right"));
+        let [q1, q2] =
+            orientation_questions(matches!(fa.facing.as_deref(), Some("left" | "right")));
         out.push(Item {
             pattern: "Orientation",
             sides: [(file(fa, &p.a)?, sa, aa), (file(fb, &p.b)?, sb, ab)],
-            question: if horizontal {
-                "Which way does the foot of the L shape point?".into()
-            } else {
-                "Is the long bar of the shape at the top or at the bottom?".into()
-            },
-            options: if horizontal {
-                "(a) Left (b) Right".into()
-            } else {
-                "(a) Top (b) Bottom".into()
-            },
-            second: if horizontal {
-                (
-                    "Does the shape look like the letter L or like a mirrored L?".into(),
-                    "(a) A mirrored L (b) The letter L".into(),
-                )
-            } else {
-                (
-                    "Does the short leg of the shape point up or down?".into(),
-                    "(a) Down (b) Up".into(),
-                )
-            },
+            question: q1.0.into(),
+            options: q1.1.into(),
+            second: (q2.0.into(), q2.1.into()),
         });
     }
     for p in truth.blind_pairs.iter().filter(|p| p.kind == "permutation") {

@@ -642,17 +642,14 @@ async fn cells_todo(
     Ok((todo, summary))
 }
 
-/// The partitioned method: every cell unit of this worker not committed yet, one at a time.
-async fn partitioned(
-    root: &Location,
-    params: &CandidateParams,
-    sharing: &Sharing,
-    progress: Arc<dyn Progress>,
-) -> Result<CandidatesSummary> {
-    let started = Instant::now();
-    let catalog = Catalog::new(root);
-    let layout = open_layout(&catalog, params.clip_min).await?;
-    let epoch = cells_epoch(&layout, params.clip_min);
+/// Retracts the candidates commits of another epoch (method, threshold) or of a partition
+/// generation the layout no longer has.
+async fn retract_stale(
+    catalog: &Catalog,
+    layout: &Layout,
+    epoch: &str,
+    progress: &dyn Progress,
+) -> Result<()> {
     let generations: BTreeSet<u64> = layout.generations.iter().map(|g| g.0).collect();
     let gone = catalog
         .retract(CommitSet::CANDIDATES, |c| {
@@ -667,6 +664,21 @@ async fn partitioned(
             "candidates: {gone} commits of an older table (another method, layout or threshold) retracted"
         ));
     }
+    Ok(())
+}
+
+/// The partitioned method: every cell unit of this worker not committed yet, one at a time.
+async fn partitioned(
+    root: &Location,
+    params: &CandidateParams,
+    sharing: &Sharing,
+    progress: Arc<dyn Progress>,
+) -> Result<CandidatesSummary> {
+    let started = Instant::now();
+    let catalog = Catalog::new(root);
+    let layout = open_layout(&catalog, params.clip_min).await?;
+    let epoch = cells_epoch(&layout, params.clip_min);
+    retract_stale(&catalog, &layout, &epoch, progress.as_ref()).await?;
     let (todo, mut summary) = cells_todo(&catalog, &layout, &epoch, sharing).await?;
     if !todo.is_empty() {
         let generation = catalog.begin(Stage::Candidates.name()).await?;

@@ -370,27 +370,9 @@ pub async fn report(
         true => groups.pairs,
         false => groups.group_pairs,
     };
-    let mut drafts = match &params.drafts {
-        Some(file) => drafts::GalleryDrafts::load(file).await?,
-        None => drafts::GalleryDrafts::default(),
-    };
-    let mut thumbs = Thumbnailer::open(out, &params.thumbs).await?;
-    let mut index = GalleryIndex::default();
-    let mut report_id = blake3::Hasher::new();
-    if has_pairs {
-        let shown = rows.min(params.max_pairs as u64);
-        progress.start(Stage::Report.name(), Some(shown));
-        let mut sinks = Sinks {
-            thumbs: &mut thumbs,
-            index: &mut index,
-            report_id: &mut report_id,
-            drafts: &mut drafts,
-        };
-        write_gallery(&t, out, params, &mut sinks, progress).await?;
-        progress.finish();
-    }
+    let written = gallery(&t, out, params, has_pairs.then_some(rows), progress).await?;
+    let (index, drafts) = (written.index, written.drafts);
     let shown = index.clip.len() as u64;
-    let drafts = drafts.finish(shown)?;
     let chunks = shown.div_ceil(chunk as u64) as usize;
     out.put("data/index.js", index.script()).await?;
 
@@ -404,8 +386,7 @@ pub async fn report(
     let eval_html = site::evaluation_body(&evals)?;
     let evaluations = evals.scores.iter().filter(|s| s.pattern == "all").count();
 
-    let report_id = report_id.finalize().to_hex()[..16].to_string();
-    let meta = meta(root, params, &groups, shown, chunks, &report_id);
+    let meta = meta(root, params, &groups, shown, chunks, &written.report_id);
     out.put("data/meta.js", script("meta", &meta, false))
         .await?;
     for (name, text) in site::assets() {
@@ -421,13 +402,61 @@ pub async fn report(
         every_pair: params.every_pair,
         shown,
         chunks,
-        thumbnails: thumbs.stats.clone(),
+        thumbnails: written.thumbs,
         candidates: thresholds.as_ref().map(|t| t.candidates),
         groups: groups.sizes.len(),
         largest_group: groups.sizes.first().copied().unwrap_or(0),
         evaluations,
         drafts,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What writing the gallery's rows leaves: the index, the report's id (a hash of the rows'
+/// keys), the thumbnails' counts and how the drafts met the cards.
+struct Written {
+    index: GalleryIndex,
+    report_id: String,
+    thumbs: ThumbStats,
+    drafts: Option<drafts::DraftsShown>,
+}
+
+/// The gallery's `rows` (none without a pairs table), in chunks with their thumbnails and
+/// drafts.
+async fn gallery(
+    t: &Tables,
+    out: &Location,
+    params: &ReportParams,
+    rows: Option<u64>,
+    progress: &dyn Progress,
+) -> Result<Written> {
+    let mut drafts = match &params.drafts {
+        Some(file) => drafts::GalleryDrafts::load(file).await?,
+        None => drafts::GalleryDrafts::default(),
+    };
+    let mut thumbs = Thumbnailer::open(out, &params.thumbs).await?;
+    let mut index = GalleryIndex::default();
+    let mut report_id = blake3::Hasher::new();
+    if let Some(rows) = rows {
+        progress.start(
+            Stage::Report.name(),
+            Some(rows.min(params.max_pairs as u64)),
+        );
+        let mut sinks = Sinks {
+            thumbs: &mut thumbs,
+            index: &mut index,
+            report_id: &mut report_id,
+            drafts: &mut drafts,
+        };
+        write_gallery(t, out, params, &mut sinks, progress).await?;
+        progress.finish();
+    }
+    let drafts = drafts.finish(index.clip.len() as u64)?;
+    Ok(Written {
+        index,
+        report_id: report_id.finalize().to_hex()[..16].to_string(),
+        thumbs: thumbs.stats.clone(),
+        drafts,
     })
 }
 

@@ -96,19 +96,7 @@ pub fn gallery_page(root: &Location, groups: &Groups, params: &ReportParams, sho
              (<code>--max-pairs</code>); the thresholds page covers every candidate.</p>"
         );
     }
-    let (draft_filter, draft_help) = match params.drafts.is_some() {
-        false => ("", ""),
-        true => (
-            r#"<label>Draft <select id="draft-filter"><option value="">any</option><option value="drafted">drafted</option><option value="verified">verified</option><option value="disputed">disputed or unanswered</option><option value="blind">answerable without the image</option><option value="failed">failed</option><option value="reviewed">reviewed</option><option value="none">no draft</option></select></label>
-  "#,
-            r#"<p>Drafted questions (<code>report --drafts</code>): <kbd>e</kbd> edit the question
-(<kbd>Tab</kbd> to the options and answers, <kbd>Enter</kbd> keeps the edit), <kbd>s</kbd> swap the
-two images' answers, <kbd>v</kbd> approve the draft as it is, <kbd>z</kbd> back to the draft;
-<kbd>1</kbd>–<kbd>9</kbd> set its pattern. Edits are kept with the decisions and exported with
-them; <code>blindspot draft SHEET --review FILE</code> puts them into the sheet and the
-benchmark.</p>"#,
-        ),
-    };
+    let (draft_filter, draft_help) = draft_controls(params.drafts.is_some());
     let body = format!(
         r#"<h1>Mined pairs</h1>{capped}
 <section class="controls" id="controls">
@@ -152,6 +140,23 @@ turns the accepted pairs into benchmark items with their pattern.</p>{draft_help
     let scripts = "<script src=\"data/meta.js\"></script><script src=\"data/index.js\"></script>\
                    <script src=\"assets/app.js\"></script>";
     page("Pairs", "gallery", root, &body, scripts)
+}
+
+/// The gallery's Draft filter and the help on reviewing drafts, with `report --drafts`.
+fn draft_controls(drafts: bool) -> (&'static str, &'static str) {
+    match drafts {
+        false => ("", ""),
+        true => (
+            r#"<label>Draft <select id="draft-filter"><option value="">any</option><option value="drafted">drafted</option><option value="verified">verified</option><option value="disputed">disputed or unanswered</option><option value="blind">answerable without the image</option><option value="failed">failed</option><option value="reviewed">reviewed</option><option value="none">no draft</option></select></label>
+  "#,
+            r#"<p>Drafted questions (<code>report --drafts</code>): <kbd>e</kbd> edit the question
+(<kbd>Tab</kbd> to the options and answers, <kbd>Enter</kbd> keeps the edit), <kbd>s</kbd> swap the
+two images' answers, <kbd>v</kbd> approve the draft as it is, <kbd>z</kbd> back to the draft;
+<kbd>1</kbd>–<kbd>9</kbd> set its pattern. Edits are kept with the decisions and exported with
+them; <code>blindspot draft SHEET --review FILE</code> puts them into the sheet and the
+benchmark.</p>"#,
+        ),
+    }
 }
 
 fn fmt_count(n: u64) -> String {
