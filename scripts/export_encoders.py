@@ -491,6 +491,13 @@ def run(args):
         "interpolation": pre.interpolation,
         "mean": pre.mean,
         "std": pre.std,
+        # The conventions of the Hugging Face processors these checkpoints come with:
+        # convert_to_rgb composites alpha onto white, center_crop floors the offset, and a plain
+        # Image.open applies no EXIF orientation. Change them to drop / half-even / apply to
+        # match embeddings made with torchvision or OpenCLIP transforms instead.
+        "alpha": "white",
+        "crop-rounding": "floor",
+        "exif": "ignore",
     }
     write_manifest(out / f"{name}.toml", comments, fields)
     written = sorted(p for p in out.iterdir() if p.name.startswith(f"{name}."))

@@ -8,7 +8,11 @@ It reproduces what torchvision does on a PIL image for
     ToTensor()
     Normalize(mean, std)
 
-so the Rust pipeline can be checked against it without installing torch.
+so the Rust pipeline can be checked against it without installing torch. The manifest's
+convention keys are honoured: `alpha` (`drop`: PIL's convert("RGB"); `white`: Hugging Face
+transformers' convert_to_rgb, alpha_composite over white), `crop-rounding` (`half-even`:
+torchvision's round; `floor`: transformers' `//`) and `exif` (`apply`: ImageOps.exif_transpose;
+`ignore`: a plain Image.open).
 
 Usage:
     reference_preprocess.py IMAGE MANIFEST OUT.f32
@@ -45,12 +49,26 @@ _RESAMPLE = {
 _RESIZE_MODES = ("shortest-side", "squash")
 
 
-def load_image(src: Union[str, os.PathLike, bytes, bytearray, memoryview]) -> Image.Image:
-    """Decode once: open with PIL, apply the EXIF orientation, convert to RGB."""
+def load_image(
+    src: Union[str, os.PathLike, bytes, bytearray, memoryview], exif: bool = True, rgb: bool = True
+) -> Image.Image:
+    """Decode once: open with PIL, apply the EXIF orientation (unless `exif` is false), convert
+    to RGB (unless `rgb` is false: `preprocess` then converts as the manifest says)."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = io.BytesIO(src)
     with Image.open(src) as img:
-        img = ImageOps.exif_transpose(img)  # returns a new (loaded) image
+        img = ImageOps.exif_transpose(img) if exif else img.copy()
+    return img.convert("RGB") if rgb else img
+
+
+def to_rgb(img: Image.Image, alpha: str) -> Image.Image:
+    """`drop`: PIL's convert("RGB"). `white`: transformers' convert_to_rgb."""
+    if img.mode == "RGB":
+        return img
+    if alpha == "white":
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
 
 
@@ -68,15 +86,19 @@ def resized_output_size(width: int, height: int, size: int) -> tuple[int, int]:
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
-def center_crop_box(width: int, height: int, crop: int) -> tuple[int, int, int, int]:
-    """PIL crop box (left, top, right, bottom) of torchvision CenterCrop on an image at least
-    `crop` on each side. Python's round() (half to even), as torchvision uses."""
-    top = int(round((height - crop) / 2.0))
-    left = int(round((width - crop) / 2.0))
+def center_crop_box(width: int, height: int, crop: int, rounding: str = "half-even") -> tuple[int, int, int, int]:
+    """PIL crop box (left, top, right, bottom) of a centre crop on an image at least `crop` on
+    each side: Python's round() (half to even), as torchvision uses, or floor division, as
+    transformers' center_crop does."""
+    if rounding == "floor":
+        top, left = (height - crop) // 2, (width - crop) // 2
+    else:
+        top = int(round((height - crop) / 2.0))
+        left = int(round((width - crop) / 2.0))
     return left, top, left + crop, top + crop
 
 
-def _center_crop(img: Image.Image, crop: int) -> Image.Image:
+def _center_crop(img: Image.Image, crop: int, rounding: str = "half-even") -> Image.Image:
     w, h = img.size
     if crop > w or crop > h:
         # torchvision pads with zeros first: left/top get the floor half, right/bottom the rest.
@@ -90,7 +112,7 @@ def _center_crop(img: Image.Image, crop: int) -> Image.Image:
         w, h = img.size
         if (w, h) == (crop, crop):
             return img
-    return img.crop(center_crop_box(w, h, crop))
+    return img.crop(center_crop_box(w, h, crop, rounding))
 
 
 def _get(manifest: Mapping[str, Any], key: str, default: Any = None) -> Any:
@@ -115,7 +137,7 @@ def preprocess(pil_image: Image.Image, manifest: Mapping[str, Any]) -> np.ndarra
         raise ValueError("mean and std must have 3 values")
     resample = _RESAMPLE[interp]
 
-    img = pil_image if pil_image.mode == "RGB" else pil_image.convert("RGB")
+    img = to_rgb(pil_image, str(_get(manifest, "alpha", "drop")))
     w, h = img.size
     if mode == "shortest-side":
         resize_size = int(_get(manifest, "resize-size", image_size))
@@ -125,7 +147,7 @@ def preprocess(pil_image: Image.Image, manifest: Mapping[str, Any]) -> np.ndarra
     if target != (w, h):  # torchvision returns the image untouched when the size already matches
         img = img.resize(target, resample=resample)  # reducing_gap=None, as torchvision
     if mode == "shortest-side":
-        img = _center_crop(img, image_size)
+        img = _center_crop(img, image_size, str(_get(manifest, "crop-rounding", "half-even")))
 
     # ToTensor: uint8 HWC -> float32 CHW / 255; Normalize: (x - mean) / std, all in float32.
     x = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
@@ -140,7 +162,9 @@ def main(argv: list[str]) -> int:
         print(f"usage: {os.path.basename(argv[0])} IMAGE MANIFEST OUT.f32", file=sys.stderr)
         return 2
     image_path, manifest_path, out_path = argv[1:]
-    out = preprocess(load_image(image_path), load_manifest(manifest_path))
+    manifest = load_manifest(manifest_path)
+    exif = str(_get(manifest, "exif", "apply")) == "apply"
+    out = preprocess(load_image(image_path, exif=exif, rgb=False), manifest)
     np.ascontiguousarray(out, dtype="<f4").tofile(out_path)
     return 0
 

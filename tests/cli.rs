@@ -456,6 +456,127 @@ fn bad_inputs_become_error_rows_and_good_ones_are_embedded() {
     );
 }
 
+/// Ours and the Python reference (`scripts/reference_preprocess.py`) for one image and
+/// manifest: the largest difference in 8-bit levels, against the reference made with `as_if`
+/// (the manifest the reference reads; `manifest` is ours).
+fn levels_apart(image: &Path, manifest: &Path, as_if: &Path) -> f32 {
+    let m = encoder::load_manifest_unchecked(manifest).unwrap();
+    let bytes = std::fs::read(image).unwrap();
+    let params = blindspot::encoder::preprocess::DecodeParams {
+        exif: m.exif,
+        ..Default::default()
+    };
+    let decoded = blindspot::encoder::preprocess::decode(&bytes, 0, &params).unwrap();
+    let t = blindspot::encoder::preprocess::Transform::new(&m);
+    let mut ours = vec![0f32; t.len()];
+    blindspot::encoder::preprocess::Preprocessor::new(vec![t])
+        .run_decoded(&decoded, &mut [&mut ours])
+        .unwrap();
+    let out = image.with_extension("ref.f32");
+    let status = Command::new(python())
+        .arg(repo().join("scripts/reference_preprocess.py"))
+        .args([image, as_if, &out])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reference: Vec<f32> = std::fs::read(&out)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(reference.len(), ours.len());
+    let plane = ours.len() / 3;
+    ours.iter()
+        .zip(&reference)
+        .enumerate()
+        .map(|(i, (a, b))| (a - b).abs() * m.std[i / plane] * 255.0)
+        .fold(0f32, f32::max)
+}
+
+/// Issue 23: the manifest keys `alpha`, `crop-rounding` and `exif`, each value against the
+/// reference convention it names (PIL for `drop`, `half-even`, `apply`; transformers'
+/// `convert_to_rgb`, `//` and a plain `Image.open` for the others), on lossless images: within
+/// one level of its own convention, far from the other.
+#[test]
+fn preprocessing_conventions_match_their_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import sys
+import numpy as np
+from PIL import Image
+d = sys.argv[1]
+h, w = 250, 340
+y, x = np.mgrid[0:h, 0:w]
+rgb = np.stack([x * 255 // w, y * 255 // h, ((x // 9 + y // 7) % 2) * 200], -1).astype(np.uint8)
+alpha = (x * 255 // w).astype(np.uint8)
+Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(d + "/alpha.png")
+Image.fromarray(rgb).save(d + "/crop.png")
+exif = Image.Exif()
+exif[0x0112] = 6
+Image.fromarray(rgb).save(d + "/exif.png", exif=exif.tobytes())
+"#;
+    let status = Command::new(python())
+        .args(["-c", script, dir.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let base = std::fs::read_to_string(repo().join("models/tiny/dino-tiny.toml"))
+        .unwrap()
+        .replace(
+            "onnx = \"",
+            &format!("onnx = \"{}/models/tiny/", repo().display()),
+        );
+    let manifest = |key: &str, value: &str| {
+        let path = dir.path().join(format!("{key}-{value}.toml"));
+        std::fs::write(&path, format!("{base}{key} = \"{value}\"\n")).unwrap();
+        path
+    };
+    // 340 x 250 resized to 87 x 64: the crop of 56 starts at 15.5, 16 rounded half to even, 15
+    // floored.
+    for (key, image, values) in [
+        ("alpha", "alpha.png", ["drop", "white"]),
+        ("crop-rounding", "crop.png", ["half-even", "floor"]),
+        ("exif", "exif.png", ["apply", "ignore"]),
+    ] {
+        let image = dir.path().join(image);
+        let [one, other] = values.map(|v| manifest(key, v));
+        for (ours, theirs) in [(&one, &other), (&other, &one)] {
+            let same = levels_apart(&image, ours, ours);
+            let crossed = levels_apart(&image, ours, theirs);
+            eprintln!(
+                "{key}: {} {same} levels from its convention, {crossed} from the other",
+                ours.display()
+            );
+            assert!(
+                same <= 1.001,
+                "{key} {}: {same} levels from its own convention",
+                ours.display()
+            );
+            assert!(
+                crossed >= 8.0,
+                "{key} {}: only {crossed} levels from the other convention",
+                ours.display()
+            );
+        }
+    }
+    // One decode serves every encoder of a run: encoders that disagree on EXIF are refused.
+    let out = run(&[
+        "bench-preprocess",
+        "--images",
+        dir.path().to_str().unwrap(),
+        "--clip",
+        manifest("exif", "apply").to_str().unwrap(),
+        "--dino",
+        manifest("exif", "ignore").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("disagree on EXIF orientation"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn preprocessing_matches_an_independent_pil_reference() {
     let dir = tempfile::tempdir().unwrap();
@@ -478,8 +599,24 @@ fn preprocessing_matches_an_independent_pil_reference() {
         repo().join("models/tiny/dino-tiny.toml"),
         bilinear,
     ];
+    // A lossless photo-sized image with detail at every scale (noise, edges, gradients): the
+    // resize itself is what differs from PIL here, not a decoder.
+    let detail = image::RgbImage::from_fn(331, 247, |x, y| {
+        let h = blake3::hash(&[(x / 5).to_le_bytes(), (y / 3).to_le_bytes()].concat());
+        let n = h.as_bytes();
+        let edge = (x / 7 + y / 4) % 2 == 0;
+        image::Rgb([
+            if edge { 255 } else { n[0] / 8 },
+            if n[1] > 127 { 255 } else { 0 },
+            ((x * 255 / 331) as u8).saturating_add(n[2] % 32),
+        ])
+    });
+    detail
+        .save(dir.path().join("images").join("detail-lossless.png"))
+        .unwrap();
     // Not the 16-bit PNG: PIL's convert("RGB") clips 16-bit values to 255 instead of scaling them.
     for name in [
+        "detail-lossless.png",
         "good-rgb.jpg",
         "good-exif-rotated.jpg",
         "good-rgba.png",
@@ -517,17 +654,38 @@ fn preprocessing_matches_an_independent_pil_reference() {
                 .collect();
             let max = diffs.iter().cloned().fold(0f32, f32::max);
             let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-            // One 8-bit level is 1/255/std, about 0.017 normalised: resampling may differ by two
-            // levels at worst. JPEG decoders also differ (chroma upsampling, IDCT) by a few.
-            let (max_ok, mean_ok) = if name.ends_with(".jpg") {
-                (0.1, 0.01)
-            } else {
-                (0.04, 0.005)
+            // In 8-bit levels: a value's difference times its channel's std times 255.
+            let plane = diffs.len() / 3;
+            let levels = diffs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| d * m.std[i / plane] * 255.0)
+                .fold(0f32, f32::max);
+            let off = diffs
+                .iter()
+                .enumerate()
+                .filter(|(i, d)| **d * m.std[i / plane] * 255.0 > 0.5)
+                .count() as f32
+                / diffs.len() as f32;
+            eprintln!(
+                "{name} with {}: {levels:.2} levels at most, {:.1}% of values off, max {max}, mean {mean}",
+                manifest.display(),
+                100.0 * off
+            );
+            // Lossless inputs: within one 8-bit level of PIL (the resize runs in PIL's order,
+            // horizontal first). Bilinear upscaling of the small RGBA image reaches two: the
+            // resizer's 16-bit fixed-point coefficients (Pillow-SIMD's) round ties unlike
+            // Pillow's 22-bit ones, and both passes may round the same way. JPEG decoders also
+            // differ (chroma upsampling, IDCT) by a few levels.
+            let bilinear_up = manifest.ends_with("bilinear.toml") && name == "good-rgba.png";
+            let (levels_ok, mean_ok) = match () {
+                _ if name.ends_with(".jpg") => (4.001, 0.01),
+                _ if bilinear_up => (2.001, 0.005),
+                _ => (1.001, 0.001),
             };
-            eprintln!("{name} with {}: max {max}, mean {mean}", manifest.display());
             assert!(
-                max < max_ok && mean < mean_ok,
-                "{name} with {}: max {max}, mean {mean}",
+                levels <= levels_ok && mean < mean_ok,
+                "{name} with {}: {levels} levels, mean {mean}",
                 manifest.display()
             );
         }

@@ -356,6 +356,7 @@ pub fn bench_preprocess(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(!images.is_empty(), "no images in {}", a.images.display());
     let decode = DecodeParams {
         dct_scaling: !a.no_dct_scaling,
+        exif: encoder::shared_exif([&clip, &dino])?,
         ..DecodeParams::default()
     };
     let threads = a.threads.max(1);

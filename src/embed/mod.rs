@@ -187,6 +187,7 @@ impl EmbedSettings {
             decode: DecodeParams {
                 max_pixels: self.max_pixels,
                 dct_scaling: self.dct_scaling,
+                ..DecodeParams::default()
             },
             rows_per_group: self.rows_per_group,
             ingest: self.ingest.params(self.fetch_concurrency),
@@ -429,6 +430,10 @@ impl Pipeline {
         if let Some(d) = &dino {
             transforms.push(Transform::new(d.manifest()));
         }
+        let mut decode = params.decode.clone();
+        decode.exif = crate::encoder::shared_exif(
+            std::iter::once(clip.manifest()).chain(dino.as_ref().map(OnnxEncoder::manifest)),
+        )?;
         let queue = params.batch_size * params.queue_batches.max(1);
         let (work_tx, work_rx) = mpsc::channel::<(usize, u64, Ingested)>(queue);
         let (prep_tx, prep_rx) = std_mpsc::sync_channel::<Prepared>(queue);
@@ -444,7 +449,7 @@ impl Pipeline {
             let prep_tx = prep_tx.clone();
             let out_tx = out_tx.clone();
             let transforms = transforms.clone();
-            let decode = params.decode.clone();
+            let decode = decode.clone();
             decoders.push(std::thread::spawn(move || {
                 decode_worker(rx, prep_tx, out_tx, transforms, decode)
             }));

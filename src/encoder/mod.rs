@@ -27,6 +27,40 @@ pub enum ResizeRule {
     Squash,
 }
 
+/// How an image with an alpha channel becomes RGB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlphaRule {
+    /// The alpha channel is dropped (PIL's `convert("RGB")`, as torchvision and OpenCLIP
+    /// pipelines do).
+    #[default]
+    Drop,
+    /// The image is composited onto white first (Hugging Face transformers' `convert_to_rgb`).
+    White,
+}
+
+/// How the centre crop's offset is rounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CropRounding {
+    /// torchvision's `int(round((len - crop) / 2))`, halves to even.
+    #[default]
+    HalfEven,
+    /// Hugging Face transformers' `(len - crop) // 2`.
+    Floor,
+}
+
+/// Whether EXIF orientation is applied before preprocessing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExifRule {
+    /// Upright as the camera meant (PIL's `ImageOps.exif_transpose`).
+    #[default]
+    Apply,
+    /// As stored (a plain `Image.open`, as Hugging Face processors see it).
+    Ignore,
+}
+
 /// The resampling filter, as PIL and torchvision name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,6 +111,35 @@ pub struct Manifest {
     pub mean: [f32; 3],
     /// Per-channel standard deviation of the [0, 1] RGB input.
     pub std: [f32; 3],
+    /// An alpha channel: `drop` (default) or `white`.
+    #[serde(default)]
+    pub alpha: AlphaRule,
+    /// The centre crop's offset: `half-even` (default) or `floor`.
+    #[serde(default)]
+    pub crop_rounding: CropRounding,
+    /// EXIF orientation: `apply` (default) or `ignore`. One decode serves every encoder of a
+    /// run, so they must agree.
+    #[serde(default)]
+    pub exif: ExifRule,
+}
+
+/// The EXIF rule shared by `manifests` (one decode serves them all): an error naming both
+/// when they disagree.
+pub fn shared_exif<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Result<ExifRule> {
+    let mut seen: Option<&Manifest> = None;
+    for m in manifests {
+        match seen {
+            Some(first) if first.exif != m.exif => {
+                return Err(Error::Usage(format!(
+                    "encoders {} (exif = {:?}) and {} (exif = {:?}) disagree on EXIF orientation; one decode serves both, so export them with the same `exif` key",
+                    first.id, first.exif, m.id, m.exif
+                )))
+            }
+            Some(_) => {}
+            None => seen = Some(m),
+        }
+    }
+    Ok(seen.map_or(ExifRule::Apply, |m| m.exif))
 }
 
 /// A manifest read from disk, with the paths and digest that follow from it.

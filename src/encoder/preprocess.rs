@@ -13,7 +13,7 @@ use fast_image_resize::images::{Image as FirImage, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
-use super::{Interpolation, Manifest, ResizeRule};
+use super::{AlphaRule, CropRounding, ExifRule, Interpolation, Manifest, ResizeRule};
 
 /// Why an image could not be used; becomes an `errors` row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +39,9 @@ pub struct DecodeParams {
     pub max_pixels: u64,
     /// Decode large JPEGs at a reduced DCT scale when every encoder needs far fewer pixels.
     pub dct_scaling: bool,
+    /// EXIF orientation: applied (default) or ignored, as the encoders' manifests say
+    /// ([`super::shared_exif`]).
+    pub exif: ExifRule,
 }
 
 impl Default for DecodeParams {
@@ -47,6 +50,7 @@ impl Default for DecodeParams {
         DecodeParams {
             max_pixels: 89_478_485,
             dct_scaling: true,
+            exif: ExifRule::Apply,
         }
     }
 }
@@ -60,6 +64,9 @@ pub struct Decoded {
     pub width: u32,
     /// Height of the original image, upright.
     pub height: u32,
+    /// The alpha channel (one byte a pixel, as `rgb`), when the image has one that is not
+    /// opaque everywhere; `rgb` is the colour without it (PIL's `convert("RGB")`).
+    pub alpha: Option<Vec<u8>>,
 }
 
 /// Decodes `bytes` to upright 8-bit RGB. `min_side` is the smallest shortest side that every
@@ -217,14 +224,47 @@ fn decode_full(
     let mut decoder = reader.into_decoder().map_err(classify)?;
     let (w, h) = decoder.dimensions();
     check_size(w, h, params)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = match params.exif {
+        ExifRule::Apply => decoder.orientation().ok(),
+        ExifRule::Ignore => None,
+    };
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(classify)?;
-    img.apply_orientation(orientation);
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    let alpha = alpha_plane(&img);
     let rgb = img.into_rgb8();
     let (width, height) = rgb.dimensions();
-    Ok(Decoded { rgb, width, height })
+    Ok(Decoded {
+        rgb,
+        width,
+        height,
+        alpha,
+    })
+}
+
+/// The alpha channel of `img` at 8 bits, unless it has none or it is opaque everywhere.
+fn alpha_plane(img: &image::DynamicImage) -> Option<Vec<u8>> {
+    if !img.color().has_alpha() {
+        return None;
+    }
+    let alpha: Vec<u8> = img.to_rgba8().pixels().map(|p| p.0[3]).collect();
+    alpha.iter().any(|&a| a != 255).then_some(alpha)
+}
+
+/// Pillow's `alpha_composite` of the image over opaque white (its integer arithmetic, so the
+/// result is PIL's to the level), as Hugging Face's `convert_to_rgb` does it.
+fn over_white(rgb: &RgbImage, alpha: &[u8]) -> RgbImage {
+    let mut out = rgb.clone();
+    for (px, &a) in out.pixels_mut().zip(alpha) {
+        let a = a as u32;
+        for c in px.0.iter_mut() {
+            // coef1 = a * 128 and coef2 = (255 - a) * 128 over white (PRECISION_BITS = 7).
+            let t = (*c as u32 * a + 255 * (255 - a)) * 128 + (0x80 << 7);
+            *c = ((((t >> 8) + t) >> 8) >> 7) as u8;
+        }
+    }
+    out
 }
 
 /// DCT-scaled decoding of a large baseline/progressive JPEG in RGB or greyscale. Returns
@@ -266,10 +306,13 @@ fn decode_jpeg_scaled(
         Err(_) => return Ok(None),
     };
     let pixels = dec.decode().map_err(|e| classify_jpeg(&e))?;
-    let orientation = dec
-        .exif_data()
-        .and_then(image::metadata::Orientation::from_exif_chunk)
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = match params.exif {
+        ExifRule::Apply => dec
+            .exif_data()
+            .and_then(image::metadata::Orientation::from_exif_chunk),
+        ExifRule::Ignore => None,
+    }
+    .unwrap_or(image::metadata::Orientation::NoTransforms);
     let rgb = match info.pixel_format {
         jpeg_decoder::PixelFormat::L8 => {
             let grey = image::GrayImage::from_raw(sw, sh, pixels)
@@ -294,6 +337,7 @@ fn decode_jpeg_scaled(
         rgb: img.into_rgb8(),
         width,
         height,
+        alpha: None,
     }))
 }
 
@@ -312,6 +356,9 @@ fn classify_jpeg(err: &jpeg_decoder::Error) -> ImageFault {
 struct ResizeKey {
     rule: ResizeRuleKey,
     interpolation: Interpolation,
+    /// The source differs with the alpha rule, the crop box with the rounding.
+    alpha: AlphaRule,
+    rounding: CropRounding,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -347,6 +394,8 @@ impl Transform {
             key: ResizeKey {
                 rule,
                 interpolation: m.interpolation,
+                alpha: m.alpha,
+                rounding: m.crop_rounding,
             },
             crop: m.image_size,
             lut,
@@ -387,10 +436,14 @@ pub fn shortest_side_size(width: u32, height: u32, size: u32) -> (u32, u32) {
     }
 }
 
-/// torchvision's `CenterCrop` offset: `int(round((len - crop) / 2))`, rounding halves to even.
-pub fn centre_offset(len: u32, crop: u32) -> u32 {
+/// The centre crop's offset: torchvision's `int(round((len - crop) / 2))`, rounding halves to
+/// even, or Hugging Face's `(len - crop) // 2`.
+pub fn centre_offset(len: u32, crop: u32, rounding: CropRounding) -> u32 {
     let d = (len as f64 - crop as f64) / 2.0;
-    d.round_ties_even().max(0.0) as u32
+    match rounding {
+        CropRounding::HalfEven => d.round_ties_even().max(0.0) as u32,
+        CropRounding::Floor => d.floor().max(0.0) as u32,
+    }
 }
 
 /// Preprocesses decoded images for a fixed set of encoders, reusing its buffers. One per
@@ -433,11 +486,32 @@ impl Preprocessor {
             .unwrap_or(0)
     }
 
-    /// Fills `outs[i]` (length `transforms[i].len()`, CHW) for every transform.
+    /// Fills `outs[i]` (length `transforms[i].len()`, CHW) for every transform, from an
+    /// image without alpha.
     pub fn run(&mut self, img: &RgbImage, outs: &mut [&mut [f32]]) -> Result<(), ImageFault> {
+        self.run_with(img, None, outs)
+    }
+
+    /// [`Preprocessor::run`] on a decoded image: transforms whose alpha rule is `white` see
+    /// it composited onto white.
+    pub fn run_decoded(&mut self, d: &Decoded, outs: &mut [&mut [f32]]) -> Result<(), ImageFault> {
+        self.run_with(&d.rgb, d.alpha.as_deref(), outs)
+    }
+
+    fn run_with(
+        &mut self,
+        img: &RgbImage,
+        alpha: Option<&[u8]>,
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), ImageFault> {
         let (w, h) = img.dimensions();
-        let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)
-            .map_err(|e| fault("decode", e.to_string()))?;
+        let wants_white = self
+            .transforms
+            .iter()
+            .any(|t| t.key.alpha == AlphaRule::White);
+        let white = alpha.filter(|_| wants_white).map(|a| over_white(img, a));
+        let src = image_ref(img)?;
+        let src_white = white.as_ref().map(image_ref).transpose()?;
         let mut resized: Vec<Option<(FirImage<'static>, u32, u32)>> =
             (0..self.transforms.len()).map(|_| None).collect();
         assert_eq!(
@@ -448,7 +522,11 @@ impl Preprocessor {
         for (i, out) in outs.iter_mut().enumerate() {
             let owner = self.share[i];
             if resized[owner].is_none() {
-                resized[owner] = Some(self.resize(&src, owner)?);
+                let from = match (&src_white, self.transforms[owner].key.alpha) {
+                    (Some(white), AlphaRule::White) => white,
+                    _ => &src,
+                };
+                resized[owner] = Some(self.resize(from, owner)?);
             }
             let (img, off_x, off_y) = resized[owner].as_ref().expect("resized above");
             let t = &self.transforms[i];
@@ -456,9 +534,10 @@ impl Preprocessor {
                 ResizeRuleKey::ShortestSide(_) => {
                     // The shared image holds the owner's crop box; this crop is centred in it.
                     let (nw, nh) = full_size(&self.transforms[owner], w, h);
+                    let r = t.key.rounding;
                     (
-                        centre_offset(nw, t.crop) - off_x,
-                        centre_offset(nh, t.crop) - off_y,
+                        centre_offset(nw, t.crop, r) - off_x,
+                        centre_offset(nh, t.crop, r) - off_y,
                     )
                 }
                 ResizeRuleKey::Squash(_) => (0, 0),
@@ -491,28 +570,51 @@ impl Preprocessor {
         let (out_w, out_h, off_x, off_y) = match t.key.rule {
             ResizeRuleKey::ShortestSide(_) => {
                 let (cw, ch) = (crop.min(nw), crop.min(nh));
-                (cw, ch, centre_offset(nw, cw), centre_offset(nh, ch))
+                let r = t.key.rounding;
+                (cw, ch, centre_offset(nw, cw, r), centre_offset(nh, ch, r))
             }
             ResizeRuleKey::Squash(s) => (s, s, 0, 0),
         };
         let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
-        let options = ResizeOptions::new().resize_alg(alg).crop(
-            off_x as f64 * sx,
-            off_y as f64 * sy,
-            out_w as f64 * sx,
-            out_h as f64 * sy,
-        );
         let mut dst = FirImage::new(out_w, out_h, PixelType::U8x3);
         if (nw, nh) == (w, h) {
             // torchvision leaves an image already at the target size untouched.
             copy_region(src, off_x, off_y, &mut dst);
-        } else {
-            self.resizer
-                .resize(src, &mut dst, &options)
-                .map_err(|e| fault("decode", e.to_string()))?;
+            return Ok((dst, off_x, off_y));
         }
+        // PIL resizes horizontally first, rounding to 8 bits between the passes, and only the
+        // rows the vertical pass reads. fast_image_resize does the vertical pass first on 8-bit
+        // images (up to 18 levels apart from PIL at sharp edges), so the two passes are asked
+        // for one at a time, in PIL's order.
+        let (top, height) = (off_y as f64 * sy, out_h as f64 * sy);
+        let reach = (SUPPORT * sy.max(1.0)).ceil() + 1.0;
+        let y0 = (top - reach).floor().max(0.0) as u32;
+        let y1 = ((top + height + reach).ceil() as u32).min(h);
+        let fail = |e: fast_image_resize::ResizeError| fault("decode", e.to_string());
+        let mut rows = FirImage::new(out_w, y1 - y0, PixelType::U8x3);
+        let across = ResizeOptions::new().resize_alg(alg).crop(
+            off_x as f64 * sx,
+            y0 as f64,
+            out_w as f64 * sx,
+            (y1 - y0) as f64,
+        );
+        self.resizer.resize(src, &mut rows, &across).map_err(fail)?;
+        let down =
+            ResizeOptions::new()
+                .resize_alg(alg)
+                .crop(0.0, top - y0 as f64, out_w as f64, height);
+        self.resizer.resize(&rows, &mut dst, &down).map_err(fail)?;
         Ok((dst, off_x, off_y))
     }
+}
+
+/// The widest reach of the resize filters, in output pixels (bicubic's 2; bilinear's is 1).
+const SUPPORT: f64 = 2.0;
+
+/// An RGB image as fast_image_resize reads it.
+fn image_ref(img: &RgbImage) -> Result<ImageRef<'_>, ImageFault> {
+    ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+        .map_err(|e| fault("decode", e.to_string()))
 }
 
 /// Size of the whole image after the resize step of `t`.
@@ -580,7 +682,7 @@ pub fn prepare(
         .map(|t| vec![0f32; t.len()])
         .collect();
     let mut slices: Vec<&mut [f32]> = tensors.iter_mut().map(|v| v.as_mut_slice()).collect();
-    pre.run(&decoded.rgb, &mut slices)?;
+    pre.run_decoded(&decoded, &mut slices)?;
     Ok((decoded.width, decoded.height, tensors))
 }
 
@@ -592,9 +694,25 @@ mod tests {
     fn torchvision_resize_and_crop_rules() {
         assert_eq!(shortest_side_size(640, 480, 256), (341, 256));
         assert_eq!(shortest_side_size(333, 500, 72), (72, 108));
-        assert_eq!(centre_offset(97, 64), 16);
-        assert_eq!(centre_offset(99, 64), 18);
-        assert_eq!(centre_offset(64, 64), 0);
+        let (even, floor) = (CropRounding::HalfEven, CropRounding::Floor);
+        assert_eq!(centre_offset(97, 64, even), 16);
+        assert_eq!(centre_offset(99, 64, even), 18);
+        assert_eq!(centre_offset(64, 64, even), 0);
+        // Transformers floors: 17.5 -> 17 where torchvision rounds to the even 18.
+        assert_eq!(centre_offset(99, 64, floor), 17);
+        assert_eq!(centre_offset(97, 64, floor), 16);
+    }
+
+    #[test]
+    fn alpha_over_white_is_pillows_arithmetic() {
+        // Pillow: alpha_composite(white, (r, g, b, a)) for these values, computed with its
+        // formula by hand: a = 0 is white, a = 255 the colour, a = 128 halfway.
+        let rgb = RgbImage::from_fn(3, 1, |_, _| image::Rgb([0, 100, 255]));
+        let out = over_white(&rgb, &[0, 255, 128]);
+        assert_eq!(out.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(out.get_pixel(1, 0).0, [0, 100, 255]);
+        // 0 * 128/255 + 255 * 127/255 = 127.0; 100 -> 177.2 -> 177; 255 -> 255.
+        assert_eq!(out.get_pixel(2, 0).0, [127, 177, 255]);
     }
 
     /// A PNG with a chunk of `kind` holding `data` inserted after IHDR.

@@ -294,13 +294,16 @@ impl Towers {
                 uri: uri.clone(),
                 reason: format!("{}: {}", f.kind, f.message),
             };
-            let decoded = preprocess::decode(bytes, self.pre.min_side(), &DecodeParams::default())
-                .map_err(bad)?;
+            let params = DecodeParams {
+                exif: self.image.manifest().exif,
+                ..DecodeParams::default()
+            };
+            let decoded = preprocess::decode(bytes, self.pre.min_side(), &params).map_err(bad)?;
             let mut slot = batch.index_axis_mut(ndarray::Axis(0), i);
             let buf = slot
                 .as_slice_mut()
                 .ok_or_else(|| Error::Internal("batch is not contiguous".into()))?;
-            self.pre.run(&decoded.rgb, &mut [buf]).map_err(bad)?;
+            self.pre.run_decoded(&decoded, &mut [buf]).map_err(bad)?;
         }
         let images = self.image.embed(batch.view())?;
         let text = self.text.embed(texts)?;

@@ -584,6 +584,7 @@ async fn embed_wants(
     let mut errors = Vec::new();
     let mut pending: Vec<(Want, Bytes)> = Vec::new();
     let transform = Transform::new(encoder.manifest());
+    let transform_exif = encoder.manifest().exif;
     let mut enc = Some(encoder);
     let mut done = false;
     while !done {
@@ -608,7 +609,10 @@ async fn embed_wants(
             let n = items.len() as u64;
             let mut e = enc.take().expect("encoder returned");
             let transform = transform.clone();
-            let decode = params.decode.clone();
+            let decode = DecodeParams {
+                exif: transform_exif,
+                ..params.decode.clone()
+            };
             let schema = schema.clone();
             let (e, out) = tokio::task::spawn_blocking(move || {
                 let out = embed_batch(&mut e, &transform, &decode, items, &schema, float);
