@@ -4003,3 +4003,70 @@ fn max_bytes_bounds_folder_images() {
     assert_eq!(s["images"], 0, "{s}");
     assert_eq!(s["errors_by_kind"]["too_large"], 4, "{s}");
 }
+
+/// Issue 23: the binary as a user installs it: stripped, copied away from the checkout, with
+/// the demo's pipelines and tiny encoders in `BLINDSPOT_HOME` (as the container image has them
+/// in /opt/blindspot). `--version` and the demo run; without a home that has them, the demo
+/// says what it needs. (`scripts/check_release.sh` does the same with the release build and
+/// measures its size.)
+#[test]
+fn a_stripped_binary_runs_the_demo_from_its_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let installed = dir.path().join("blindspot");
+    std::fs::copy(env!("CARGO_BIN_EXE_blindspot"), &installed).unwrap();
+    let status = Command::new("strip").arg(&installed).status().unwrap();
+    assert!(status.success());
+    let file = Command::new("file").arg(&installed).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&file.stdout).contains("stripped")
+            && !String::from_utf8_lossy(&file.stdout).contains("not stripped"),
+        "{}",
+        String::from_utf8_lossy(&file.stdout)
+    );
+    let home = dir.path().join("home");
+    for sub in ["pipelines", "models/tiny"] {
+        copy_tree(&repo().join(sub), &home.join(sub));
+    }
+    let run_in = |home: &Path, args: &[&str]| {
+        Command::new(&installed)
+            .args(args)
+            .env("BLINDSPOT_HOME", home)
+            .env("RUST_LOG", "warn")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let version = run_in(&home, &["--version"]);
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = dir.path().join("demo");
+    let demo = run_in(&home, &["demo", "--out", out.to_str().unwrap(), "--json"]);
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    assert!(out.join("report/index.html").is_file());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let refused = run_in(&empty, &["demo", "--out", out.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("BLINDSPOT_HOME"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+        }
+    }
+}

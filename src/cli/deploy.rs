@@ -169,6 +169,11 @@ mod tests {
             dockerfile.contains("ENTRYPOINT [\"blindspot\"]")
                 || dockerfile.contains("/usr/local/bin/blindspot")
         );
+        // The images people run carry the binary and ONNX Runtime's libraries, no toolchain.
+        let shipped = &dockerfile[dockerfile.find(" AS cpu").expect("a cpu stage")..];
+        for tool in ["pip ", "cargo ", "python", "rustup"] {
+            assert!(!shipped.contains(tool), "the shipped stages run {tool}");
+        }
     }
 
     #[test]

@@ -276,8 +276,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
 }
 
 /// The checkout this binary was built from: the default home of the tiny encoders.
+/// Where the demo's pipelines and the tiny encoders are: `$BLINDSPOT_HOME` when set (an
+/// installed binary, e.g. the container image's `/opt/blindspot`), else the checkout the
+/// binary was built from.
 pub fn checkout() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    match std::env::var_os("BLINDSPOT_HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
 }
 
 /// Prints a stage summary: JSON on one line, or the text `human` builds.

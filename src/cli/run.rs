@@ -137,8 +137,12 @@ async fn run_resolved(mut r: spec::Resolved, json: bool) -> Result<()> {
 
 pub async fn demo(a: DemoArgs) -> Result<()> {
     let spec_path = checkout().join("pipelines/demo.toml");
-    let text = std::fs::read_to_string(&spec_path)
-        .with_context(|| format!("reading {}", spec_path.display()))?;
+    let text = std::fs::read_to_string(&spec_path).with_context(|| {
+        format!(
+            "reading {} (the demo needs the checkout's pipelines/ and models/tiny/: set BLINDSPOT_HOME to a folder that has them)",
+            spec_path.display()
+        )
+    })?;
     let mut parsed = spec::parse(&spec_path, &text)?;
     if let Some(out) = &a.out {
         let out = std::path::absolute(out).context("resolving --out")?;
