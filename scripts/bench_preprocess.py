@@ -112,12 +112,25 @@ def _synthetic_photo(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
-def generate_corpus(directory: Path, count: int, seed: int = 20240601) -> None:
+def corpus_size(rng: np.random.Generator, i: int, sizes: str) -> tuple[int, int]:
+    """(w, h) of image i: `fixed` cycles CORPUS_SIZES; `laion` draws LAION's shape (shorter side
+    256 to 768, aspect w/h 0.6 to 1.8); `large` camera photos (shorter side 2000 to 3000, the
+    longer at most 4000, where DCT scaling applies)."""
+    if sizes == "fixed":
+        return CORPUS_SIZES[i % len(CORPUS_SIZES)]
+    lo, hi, cap = (256, 768, 10**6) if sizes == "laion" else (2000, 3000, 4000)
+    short = int(rng.integers(lo, hi + 1))
+    aspect = float(rng.uniform(0.6, 1.8))
+    long = min(cap, int(round(short * max(aspect, 1 / aspect))))
+    return (long, short) if aspect >= 1 else (short, long)
+
+
+def generate_corpus(directory: Path, count: int, seed: int = 20240601, sizes: str = "fixed") -> None:
     """`count` JPEGs (quality 90), deterministic for a given seed and Pillow version. Every 7th image
     is stored landscape with EXIF Orientation=6 (a phone portrait), so decoding must transpose it."""
     rng = np.random.default_rng(seed)
     for i in range(count):
-        w, h = CORPUS_SIZES[i % len(CORPUS_SIZES)]
+        w, h = corpus_size(rng, i, sizes)
         img = _synthetic_photo(rng, w, h)
         kwargs = {"quality": 90}
         if i % 7 == 6:
@@ -188,6 +201,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=Path, help="directory of images (default: generate a corpus)")
     ap.add_argument("--count", type=int, default=200, help="images to generate without --images (200)")
+    ap.add_argument("--sizes", choices=["fixed", "laion", "large"], default="fixed",
+                    help="generated sizes: fixed (500-1024 px, the earlier corpus), laion (shorter side "
+                         "256-768, aspect 0.6-1.8), large (2000-4000 px photos)")
     ap.add_argument("--clip", type=Path, help=f"CLIP-like manifest (default {DEFAULT_CLIP})")
     ap.add_argument("--dino", type=Path, help=f"DINOv2-like manifest (default {DEFAULT_DINO})")
     ap.add_argument("--real", action="store_true",
@@ -218,7 +234,7 @@ def main() -> int:
             image_dir = tmp / "corpus"
             image_dir.mkdir()
             t0 = time.perf_counter()
-            generate_corpus(image_dir, args.count)
+            generate_corpus(image_dir, args.count, sizes=args.sizes)
             print(f"generated {args.count} JPEGs in {image_dir} ({time.perf_counter() - t0:.1f} s)",
                   file=sys.stderr, flush=True)
         paths = list_images(image_dir)

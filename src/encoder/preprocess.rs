@@ -586,23 +586,27 @@ impl Preprocessor {
         // rows the vertical pass reads. fast_image_resize does the vertical pass first on 8-bit
         // images (up to 18 levels apart from PIL at sharp edges), so the two passes are asked
         // for one at a time, in PIL's order.
-        let (top, height) = (off_y as f64 * sy, out_h as f64 * sy);
+        // The crop box in source pixels, kept inside the source: `224 * (499 / 224)` is a
+        // hair above 499 in floating point, which the resizer refuses.
+        let (left, top) = (off_x as f64 * sx, off_y as f64 * sy);
+        let width = (out_w as f64 * sx).min(w as f64 - left);
+        let height = (out_h as f64 * sy).min(h as f64 - top);
         let reach = (SUPPORT * sy.max(1.0)).ceil() + 1.0;
         let y0 = (top - reach).floor().max(0.0) as u32;
         let y1 = ((top + height + reach).ceil() as u32).min(h);
         let fail = |e: fast_image_resize::ResizeError| fault("decode", e.to_string());
         let mut rows = FirImage::new(out_w, y1 - y0, PixelType::U8x3);
-        let across = ResizeOptions::new().resize_alg(alg).crop(
-            off_x as f64 * sx,
-            y0 as f64,
-            out_w as f64 * sx,
-            (y1 - y0) as f64,
-        );
-        self.resizer.resize(src, &mut rows, &across).map_err(fail)?;
-        let down =
+        let across =
             ResizeOptions::new()
                 .resize_alg(alg)
-                .crop(0.0, top - y0 as f64, out_w as f64, height);
+                .crop(left, y0 as f64, width, (y1 - y0) as f64);
+        self.resizer.resize(src, &mut rows, &across).map_err(fail)?;
+        let down = ResizeOptions::new().resize_alg(alg).crop(
+            0.0,
+            top - y0 as f64,
+            out_w as f64,
+            height.min((y1 - y0) as f64 - (top - y0 as f64)),
+        );
         self.resizer.resize(&rows, &mut dst, &down).map_err(fail)?;
         Ok((dst, off_x, off_y))
     }
@@ -689,6 +693,26 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crop_boxes_a_hair_past_the_source_still_resize() {
+        // 888 x 499 and 501 x 471 to 224 and 256: the crop box's float height is a hair above
+        // the source's (224 * (499 / 224) > 499), which the resizer used to refuse.
+        for (w, h) in [(888, 499), (501, 471)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]));
+            for size in [224, 256] {
+                let m: Manifest = toml::from_str(&format!(
+                    "id = \"t\"\nonnx = \"t.onnx\"\ninput = \"i\"\noutput = \"o\"\ndim = 4\nimage-size = 224\nresize-size = {size}\nresize = \"shortest-side\"\ninterpolation = \"bicubic\"\nmean = [0.5, 0.5, 0.5]\nstd = [0.2, 0.2, 0.2]\n"
+                ))
+                .unwrap();
+                let t = Transform::new(&m);
+                let mut out = vec![0f32; t.len()];
+                Preprocessor::new(vec![t])
+                    .run(&img, &mut [&mut out])
+                    .unwrap_or_else(|e| panic!("{w} x {h} to {size}: {e:?}"));
+            }
+        }
+    }
 
     #[test]
     fn torchvision_resize_and_crop_rules() {
