@@ -15,7 +15,7 @@ fi
 bin="$target/release/blindspot"
 [[ -x "$bin" ]] || { echo "no release binary at $bin (run without --no-build)" >&2; exit 2; }
 echo "size: $(stat -c %s "$bin") bytes ($(du -h "$bin" | cut -f1))"
-file "$bin"
+if command -v file >/dev/null; then file "$bin"; fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp "$bin" "$work/blindspot"
