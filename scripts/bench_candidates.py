@@ -501,7 +501,8 @@ def growth(args: argparse.Namespace, work: Path) -> None:
     """partition + candidates on clip-like vectors of growing n: time and peak RSS."""
     print(f"\ngrowth (clip-like, {args.dim}-d f16, probe {args.growth_probe}):")
     print(f"{'n':>10} {'cells':>7} {'partition s':>12} {'candidates s':>13} {'total s':>9} "
-          f"{'s per 100k':>11} {'peak MiB':>9} {'pairs':>9}")
+          f"{'s per 100k':>11} {'peak MiB':>9} {'pairs':>9} {'join s':>7} {'GFLOP/s':>8} "
+          f"{'read s':>7} {'MiB written':>12} {'MiB read':>9} {'copy':>5}")
     for n in [int(v) for v in args.growth.split(",")]:
         root = work / f"growth-{n}"
         shutil.rmtree(root, ignore_errors=True)
@@ -512,8 +513,14 @@ def growth(args: argparse.Namespace, work: Path) -> None:
                                                         "--probe", str(args.growth_probe)])
         c_s, c, c_peak = run_blindspot(args.blindspot, ["candidates", "--root", str(root)])
         total = p_s + c_s
+        # The candidates' split: busy seconds in the joins (GEMM and scan) and in reading
+        # cells (which overlaps the joins), and the rate the joins reached.
+        join_s, read_s = c.get("join_seconds", 0.0), c.get("read_seconds", 0.0)
+        gflops = c.get("flops", 0.0) / join_s / 1e9 if join_s else float("nan")
         print(f"{n:>10} {p['cells']:>7} {p_s:>12.2f} {c_s:>13.2f} {total:>9.2f} "
-              f"{total / n * 1e5:>11.2f} {max(p_peak, c_peak):>9.0f} {c['pairs']:>9}")
+              f"{total / n * 1e5:>11.2f} {max(p_peak, c_peak):>9.0f} {c['pairs']:>9} "
+              f"{join_s:>7.2f} {gflops:>8.1f} {read_s:>7.2f} {p['bytes'] / 2**20:>12.1f} "
+              f"{c['bytes_read'] / 2**20:>9.1f} {p['copy_factor']:>5.2f}")
         shutil.rmtree(root, ignore_errors=True)
 
 

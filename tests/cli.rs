@@ -1229,6 +1229,14 @@ fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
     let summary: serde_json::Value = run_json(&["candidates", "--root", r, "--json"]);
     let total = summary["cells"]["total"].as_u64().unwrap();
     assert!(summary["pairs"].as_u64().unwrap() > 100, "{summary}");
+    // The split the benchmarks read: every pair found was a product the joins evaluated, each
+    // of 2 x dim flops, in time spent joining and reading.
+    let products = summary["products"].as_u64().unwrap();
+    assert!(products >= summary["pairs"].as_u64().unwrap(), "{summary}");
+    let dim = summary["flops"].as_f64().unwrap() / products as f64 / 2.0;
+    assert!((dim - dim.round()).abs() < 1e-9 && dim >= 2.0, "{summary}");
+    assert!(summary["join_seconds"].as_f64().unwrap() > 0.0, "{summary}");
+    assert!(summary["read_seconds"].as_f64().unwrap() > 0.0, "{summary}");
 
     let k = root.to_str().unwrap();
     let mut child = bin().args(["candidates", "--root", k]).spawn().unwrap();

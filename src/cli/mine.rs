@@ -131,6 +131,16 @@ pub fn candidates_text(s: &CandidatesSummary, clip_min: f32) -> String {
             s.peak_block_bytes as f64 / (1 << 20) as f64,
             mib(s.peak_rss_bytes)
         );
+        if s.join_seconds > 0.0 {
+            text += &format!(
+                "\n  joins: {:.3e} vector products, {:.3e} flops in {:.1}s ({:.0} GFLOP/s); reading cells {:.1}s (overlapping the joins)",
+                s.products as f64,
+                s.flops,
+                s.join_seconds,
+                s.flops / s.join_seconds / 1e9,
+                s.read_seconds
+            );
+        }
         if s.cells.by_others + s.cells.discarded > 0 {
             text += &format!(
                 "\n  claimed: {} cells committed by other workers meanwhile; {} joined here but committed first by another (discarded)",

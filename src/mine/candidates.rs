@@ -153,6 +153,16 @@ pub struct CandidatesSummary {
     pub bytes_read: u64,
     /// Memory of the largest cell block joined (its f32 vectors), in bytes.
     pub peak_block_bytes: u64,
+    /// Vector products the cell joins evaluated (home x block, the upper triangle of home x
+    /// home), and their floating-point operations (2 x dim each).
+    pub products: u64,
+    /// Floating-point operations of those products.
+    pub flops: f64,
+    /// Seconds spent in the joins (the GEMM kernel and threshold scan), summed over cells.
+    pub join_seconds: f64,
+    /// Seconds spent reading and decoding cells, summed over cells (overlaps the joins: the
+    /// next cell is read while one is joined).
+    pub read_seconds: f64,
     /// Recall against brute force on a sample, when asked for.
     pub recall: Option<Recall>,
     /// Peak resident set of the process (Linux), in bytes.
@@ -476,13 +486,14 @@ impl CellJob<'_> {
         g: u64,
         cell: u32,
         unit: &str,
-        bytes: u64,
+        (bytes, read_seconds): (u64, f64),
     ) -> Result<(Joined, Commit)> {
         let block_bytes = members.vector_bytes();
         let clip_min = self.params.clip_min;
-        let (members, out) = tokio::task::spawn_blocking(move || {
+        let (members, out, join_seconds) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let out = join::cell_pairs(&members, g, clip_min);
-            (members, out)
+            (members, out, started.elapsed().as_secs_f64())
         })
         .await
         .map_err(|e| Error::Internal(format!("cell {cell}: {e}")))?;
@@ -534,22 +545,35 @@ impl CellJob<'_> {
             record,
             bytes,
             block_bytes,
+            products: out.products,
+            flops: 2.0 * out.products as f64 * members.dim as f64,
+            join_seconds,
+            read_seconds,
         };
         Ok((joined, commit))
     }
 }
 
-/// A joined cell: its record, the bytes read for it and its block's vector bytes.
+/// A joined cell: its record, the bytes read for it, its block's vector bytes, and what the
+/// read and the join cost.
 struct Joined {
     record: CandidatesCommit,
     bytes: u64,
     block_bytes: u64,
+    products: u64,
+    flops: f64,
+    join_seconds: f64,
+    read_seconds: f64,
 }
 
 impl CandidatesSummary {
     fn read(&mut self, done: &Joined) {
         self.bytes_read += done.bytes;
         self.peak_block_bytes = self.peak_block_bytes.max(done.block_bytes);
+        self.products += done.products;
+        self.flops += done.flops;
+        self.join_seconds += done.join_seconds;
+        self.read_seconds += done.read_seconds;
     }
 
     /// Counts what became of a cell.
@@ -700,12 +724,14 @@ async fn partitioned(
             let reader = reader.clone();
             let (job, joining) = (&job, &joining);
             async move {
+                let started = Instant::now();
                 let (members, bytes) = reader.read(cell, g).await?;
+                let read = (bytes, started.elapsed().as_secs_f64());
                 let _turn = joining
                     .acquire()
                     .await
                     .map_err(|e| Error::Internal(format!("cell {cell}: {e}")))?;
-                job.run(members, g, cell, &unit, bytes).await
+                job.run(members, g, cell, &unit, read).await
             }
         };
         let ran = runner

@@ -126,6 +126,8 @@ pub struct CellOutput {
     pub pairs: Vec<Hit>,
     /// `(duplicate, kept)`: home members of the new generation byte-identical to `kept`.
     pub duplicates: Vec<(u32, u32)>,
+    /// Vector products the join evaluated (each `dim` multiply-adds).
+    pub products: u64,
 }
 
 /// The pairs one cell owns among `members`, counting only pairs with at least one member of
@@ -197,6 +199,13 @@ pub fn cell_pairs(members: &Members, new: u64, threshold: f32) -> CellOutput {
         }
     }
     let any = |_: usize, _: usize| true;
+    let (nn, no, ng, gn) = (
+        home_new.len(),
+        home_old.len(),
+        guests.len(),
+        guest_new.len(),
+    );
+    out.products = (nn * (nn + 1) / 2 + nn * no + nn * ng + no * gn) as u64;
     // new home x new home, new home x old home.
     emit(
         &home_new,
@@ -306,5 +315,8 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, [("0", "b"), ("a", "b"), ("a", "g"), ("b", "g")]);
         assert_eq!(out.duplicates, [(2, 0)]);
+        // Two new home members kept (c collapsed onto a): their upper triangle, 3 products,
+        // and 2 x 2 against the two new guests.
+        assert_eq!(out.products, 3 + 4);
     }
 }
