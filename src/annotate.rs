@@ -17,9 +17,9 @@ use crate::error::{Error, Result};
 use crate::ingest::by_uri::fetch_uris;
 use crate::ingest::fetch::{FetchParams, Fetcher};
 use crate::mmvp::{canonical, MMVP_IMAGES, QUESTIONS};
-use crate::review_files::{parse_decisions, Decision};
+use crate::review_files::{read_decisions, Decision};
 use crate::sql;
-use crate::storage::{get_url, Location};
+use crate::storage::Location;
 use crate::table::{self, io};
 
 /// What `annotate` wrote.
@@ -168,9 +168,7 @@ pub async fn annotate(
             None,
         ),
         Some(file) => {
-            let text = String::from_utf8(get_url(file).await?.to_vec())
-                .map_err(|_| Error::Usage(format!("decisions file {file} is not UTF-8 text")))?;
-            let all = parse_decisions(&text, file)?;
+            let all = read_decisions(file).await?;
             let counts = DecisionCounts {
                 accepted: all.iter().filter(|d| d.decision == "accept").count(),
                 rejected: all.iter().filter(|d| d.decision == "reject").count(),

@@ -53,6 +53,19 @@ pub struct DraftEdit {
 /// reviewed).
 pub const DRAFT_COLUMNS: [&str; 5] = ["question", "option_a", "option_b", "answer_a", "answer_b"];
 
+/// A decisions file larger than this is refused (the report's export of 200,000 reviewed
+/// pairs is about 60 MiB).
+pub const MAX_DECISIONS_BYTES: u64 = 256 << 20;
+
+/// Reads and parses the decisions file at `file` (a path or URL), bounded in size.
+pub async fn read_decisions(file: &str) -> Result<Vec<Decision>> {
+    let bytes =
+        crate::storage::get_url_bounded(file, MAX_DECISIONS_BYTES, "decisions file").await?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::Usage(format!("decisions file {file} is not UTF-8 text")))?;
+    parse_decisions(&text, file)
+}
+
 #[derive(Deserialize)]
 struct DecisionsDoc {
     decisions: Vec<Decision>,

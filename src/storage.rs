@@ -178,6 +178,28 @@ impl Location {
     }
 }
 
+/// Reads a whole object named by a full URL or local path, refusing one larger than `max`
+/// bytes before reading it (`what` names it in the error).
+pub async fn get_url_bounded(url_or_path: &str, max: u64, what: &str) -> Result<Bytes> {
+    let (dir, name) = url_or_path.rsplit_once('/').unwrap_or((".", url_or_path));
+    let loc = Location::open(if dir.is_empty() { "/" } else { dir })?;
+    let path = loc.path(name);
+    let meta = loc
+        .store
+        .head(&path)
+        .await
+        .map_err(|e| Error::storage(loc.uri_of(&path), e))?;
+    if meta.size > max {
+        return Err(Error::Usage(format!(
+            "{what} {} is {} MiB, above the {} MiB blindspot reads",
+            loc.uri_of(&path),
+            meta.size >> 20,
+            max >> 20
+        )));
+    }
+    get_url(url_or_path).await
+}
+
 /// Reads a whole object named by a full URL or local path.
 pub async fn get_url(url_or_path: &str) -> Result<Bytes> {
     let (dir, name) = url_or_path.rsplit_once('/').unwrap_or((".", url_or_path));
@@ -438,6 +460,27 @@ mod tests {
         assert!(a
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+    }
+
+    #[tokio::test]
+    async fn a_bounded_read_refuses_an_object_over_its_bound_before_reading_it() {
+        let a = Location::open("memory://bounded-test/x").unwrap();
+        a.put("big.json", Bytes::from(vec![b' '; 3 << 20]))
+            .await
+            .unwrap();
+        let url = "memory://bounded-test/x/big.json";
+        let err = get_url_bounded(url, 2 << 20, "drafts file")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("drafts file") && err.contains("3 MiB, above the 2 MiB"),
+            "{err}"
+        );
+        assert_eq!(
+            get_url_bounded(url, 4 << 20, "x").await.unwrap().len(),
+            3 << 20
+        );
     }
 
     #[tokio::test]

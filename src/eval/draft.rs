@@ -697,9 +697,7 @@ pub async fn draft(
     drop(runs);
     progress.finish();
     if let Some(file) = &settings.review {
-        let text = String::from_utf8(crate::storage::get_url(file).await?.to_vec())
-            .map_err(|_| Error::Usage(format!("review file {file} is not UTF-8 text")))?;
-        let entries = crate::review_files::parse_decisions(&text, file)?;
+        let entries = crate::review_files::read_decisions(file).await?;
         summary.review = Some(super::review::apply(&mut done, &entries, file)?);
     }
     for d in &mut done {

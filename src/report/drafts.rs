@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::review_files::{DraftsFile, PairDraft};
 
 /// A drafts file larger than this is refused (a sheet of 100,000 pairs is about 200 MiB).
-pub const MAX_DRAFTS_BYTES: usize = 512 << 20;
+pub const MAX_DRAFTS_BYTES: u64 = 512 << 20;
 
 /// The drafts of a `--drafts` file, by the keys of their pair.
 #[derive(Default)]
@@ -39,14 +39,7 @@ pub struct DraftsShown {
 impl GalleryDrafts {
     /// Reads `drafts.json` at `file` (a path or URL).
     pub async fn load(file: &str) -> Result<GalleryDrafts> {
-        let bytes = crate::storage::get_url(file).await?;
-        if bytes.len() > MAX_DRAFTS_BYTES {
-            return Err(Error::Usage(format!(
-                "drafts file {file} is {} MiB, above the {} MiB the report reads",
-                bytes.len() >> 20,
-                MAX_DRAFTS_BYTES >> 20
-            )));
-        }
+        let bytes = crate::storage::get_url_bounded(file, MAX_DRAFTS_BYTES, "drafts file").await?;
         let parsed: DraftsFile = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Usage(format!(
                 "drafts file {file} is not a drafts.json of `blindspot draft`: {e}"
