@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::ingest::by_uri::fetch_uris;
 use crate::ingest::fetch::{FetchParams, Fetcher};
-use crate::mmvp::{canonical, MMVP_IMAGES, QUESTIONS};
+use crate::mmvp::{canonical, sheet_text, MMVP_IMAGES, QUESTIONS};
 use crate::review_files::{read_decisions, Decision};
 use crate::sql;
 use crate::storage::Location;
@@ -332,10 +332,10 @@ async fn write_sheet(out: &Location, pairs: &[MinedPair]) -> Result<()> {
                     "",
                     "",
                     "",
-                    &p.pattern,
-                    key,
-                    uri,
-                    &p.note,
+                    &sheet_text(&p.pattern),
+                    &sheet_text(key),
+                    &sheet_text(uri),
+                    &sheet_text(&p.note),
                     &format!("{:.4}", p.clip),
                     &format!("{:.4}", p.dino),
                 ])

@@ -2,6 +2,22 @@
 //! question sheet and image folders. Shared by what reads benchmarks (`eval`) and what writes
 //! them (`annotate`, the synthetic benchmarks), so neither imports the other.
 
+/// A text cell of a sheet people open in spreadsheets (the annotation sheet): OWASP's rule
+/// against formula injection puts an apostrophe before text that begins with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return, and before text that begins with an apostrophe, so that
+/// [`sheet_text_back`] takes exactly one off. Corpus keys and URIs are anyone's text.
+pub fn sheet_text(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) {
+        true => format!("'{s}").into(),
+        false => s.into(),
+    }
+}
+
+/// A text cell as [`sheet_text`] wrote it, back as it was.
+pub fn sheet_text_back(s: &str) -> &str {
+    s.strip_prefix('\'').unwrap_or(s)
+}
+
 /// The question sheet of both formats.
 pub const QUESTIONS: &str = "Questions.csv";
 /// Where a sheet or benchmark says where it came from (`annotate`, `draft`).
@@ -60,4 +76,25 @@ pub fn canonical(name: &str) -> String {
         }
     }
     n.to_string()
+}
+
+#[cfg(test)]
+mod sheet_text_tests {
+    use super::*;
+
+    #[test]
+    fn formula_text_is_neutralised_and_comes_back() {
+        for (raw, cell) in [
+            ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
+            ("+1", "'+1"),
+            ("-2", "'-2"),
+            ("@a", "'@a"),
+            ("\tx", "'\tx"),
+            ("'quoted", "''quoted"),
+            ("part-00000/a", "part-00000/a"),
+        ] {
+            assert_eq!(sheet_text(raw), cell);
+            assert_eq!(sheet_text_back(&sheet_text(raw)), raw);
+        }
+    }
 }

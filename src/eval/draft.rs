@@ -29,7 +29,7 @@ use super::client::{Chat, ClientParams, Image, OpenAiClient};
 use super::grade::{self, Choice};
 use super::review::ReviewCounts;
 use crate::error::{Error, Result};
-use crate::mmvp::{canonical, MMVP_IMAGES, PATTERNS, PROVENANCE, QUESTIONS};
+use crate::mmvp::{canonical, sheet_text_back, MMVP_IMAGES, PATTERNS, PROVENANCE, QUESTIONS};
 use crate::progress::Progress;
 use crate::review_files::{Draft, DraftsFile, PairDraft, Review, SecondQuestion, Verification};
 use crate::stage::Stage;
@@ -321,6 +321,11 @@ pub fn check_draft(r: DraftReply) -> std::result::Result<Draft, String> {
     if pattern == "other" && pattern_name.is_empty() {
         return Err("pattern other without a name".into());
     }
+    if formula(&pattern_name) {
+        return Err(format!(
+            "pattern name {pattern_name:?} starts like a spreadsheet formula"
+        ));
+    }
     Ok(Draft {
         difference: r.difference.trim().to_string(),
         pattern,
@@ -442,8 +447,8 @@ impl Sheet {
                 let hint = match previous.get(&ia) {
                     Some(d) => d.hint.clone(),
                     None => [
-                        two[0][pattern].trim(),
-                        note.map_or("", |c| two[0][c].trim()),
+                        sheet_text_back(two[0][pattern].trim()),
+                        note.map_or("", |c| sheet_text_back(two[0][c].trim())),
                     ]
                     .into_iter()
                     .filter(|s| !s.is_empty())
@@ -452,8 +457,8 @@ impl Sheet {
                 };
                 Ok(SheetPair {
                     index: ia,
-                    a: two[0][key].clone(),
-                    b: two[1][key].clone(),
+                    a: sheet_text_back(&two[0][key]).to_string(),
+                    b: sheet_text_back(&two[1][key]).to_string(),
                     hint,
                     images: [image(ia)?, image(ib)?],
                     written: !asked.is_empty() && ours.is_none(),
@@ -1100,10 +1105,48 @@ mod tests {
         assert!(parse_draft(&twins)
             .unwrap_err()
             .contains("both options read"));
+        let named = good.replace("Orientation and Direction", "=cmd|x");
+        assert!(parse_draft(&named)
+            .unwrap_err()
+            .contains("spreadsheet formula"));
         let formula = good.replace("\"right\", \"left\"", "\"=HYPERLINK(1)\", \"left\"");
         assert!(parse_draft(&formula).unwrap_err().contains("formula"));
         let bad_letter = good.replace("\"answer_a\": \"(a)\"", "\"answer_a\": \"c\"");
         assert!(parse_draft(&bad_letter).unwrap_err().contains("not a or b"));
+    }
+
+    #[test]
+    fn sheet_keys_and_hints_come_back_from_their_spreadsheet_guard() {
+        // annotate writes `'=...` for a key a spreadsheet would run; draft reads the key.
+        let header = [
+            "Index",
+            "Question",
+            "Options",
+            "Correct Answer",
+            "Pattern",
+            "key",
+            "note",
+        ];
+        let row = |i: &str, key: &str| {
+            vec![i, "", "", "", "'+Color", key, "'=look left"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let sheet = Sheet {
+            header: header.map(String::from).to_vec(),
+            rows: vec![row("1", "'=cmd|a"), row("2", "plain/b")],
+        };
+        let images = [(1, "MMVP Images/1.png"), (2, "MMVP Images/2.png")]
+            .map(|(i, p)| (i, p.to_string()))
+            .into_iter()
+            .collect();
+        let pairs = sheet.pairs(&images, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            (pairs[0].a.as_str(), pairs[0].b.as_str()),
+            ("=cmd|a", "plain/b")
+        );
+        assert_eq!(pairs[0].hint, "+Color; =look left");
     }
 
     #[test]
