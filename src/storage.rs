@@ -151,6 +151,16 @@ impl Location {
         Ok(all)
     }
 
+    /// Whether the object `rel` exists.
+    pub async fn exists(&self, rel: &str) -> Result<bool> {
+        let path = self.path(rel);
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::storage(self.uri_of(&path), e)),
+        }
+    }
+
     /// Reads a whole (small) object.
     pub async fn get_bytes(&self, path: &Path) -> Result<Bytes, object_store::Error> {
         self.store.get(path).await?.bytes().await

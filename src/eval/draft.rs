@@ -391,6 +391,12 @@ impl Sheet {
     /// The sheet as the benchmark loader reads it (headers trimmed, blank rows skipped),
     /// every row as wide as the header.
     async fn read(sheet: &Location) -> Result<Sheet> {
+        if !sheet.exists(QUESTIONS).await? {
+            return Err(Error::Usage(format!(
+                "no annotation sheet at {}: it has no {QUESTIONS}; write one with `blindspot annotate --root ROOT --out {}`",
+                sheet.url, sheet.url
+            )));
+        }
         let (header, mut rows) = super::benchmark::read_sheet(sheet).await?;
         for row in &mut rows {
             row.resize(header.len(), String::new());

@@ -270,6 +270,23 @@ fn drafts_are_retried_verified_cached_and_become_a_benchmark() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("drafts.json"));
+
+    // No sheet at all: exit 2, saying how to write one.
+    let nowhere = dir.path().join("no-sheet");
+    let out = run(&[
+        "draft",
+        nowhere.to_str().unwrap(),
+        "--base-url",
+        &refuse.url,
+        "--model",
+        "other",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no annotation sheet") && err.contains("blindspot annotate"),
+        "{err}"
+    );
 }
 
 /// Issue 22: NaturalBench's Q-Acc, I-Acc and G-Acc on pairs that ask two questions of two
