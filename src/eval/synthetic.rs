@@ -203,6 +203,11 @@ fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
     }
     for p in truth.blind_pairs.iter().filter(|p| p.kind == "permutation") {
         let (fa, fb) = (facts(truth, &p.a)?, facts(truth, &p.b)?);
+        // Two shades one name calls alike (two purples) make a question whose options read the
+        // same, and statements that do: no one could answer them, so the pair is left out.
+        if colour(fa, 0) == colour(fb, 0) {
+            continue;
+        }
         let st = |f: &Facts| {
             format!(
                 "a {} block to the left of a {} block",
