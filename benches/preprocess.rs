@@ -51,14 +51,13 @@ fn bench(c: &mut Criterion) {
         for (name, (clip, dino)) in [("tiny", tiny()), ("vit-l-14", real())] {
             for dct in [true, false] {
                 let mut pre = Preprocessor::new(vec![Transform::new(&clip), Transform::new(&dino)]);
-                let min_side = pre.min_side();
                 let params = DecodeParams {
                     dct_scaling: dct,
                     ..Default::default()
                 };
                 let id = format!("{name}/{size}/{}", if dct { "dct" } else { "full" });
                 group.bench_function(id, |b| {
-                    b.iter(|| black_box(prepare(&mut pre, &jpeg, min_side, &params).unwrap()))
+                    b.iter(|| black_box(prepare(&mut pre, &jpeg, &params).unwrap()))
                 });
             }
         }

@@ -466,12 +466,11 @@ fn levels_apart(image: &Path, manifest: &Path, as_if: &Path) -> f32 {
         exif: m.exif,
         ..Default::default()
     };
-    let decoded = blindspot::encoder::preprocess::decode(&bytes, 0, &params).unwrap();
     let t = blindspot::encoder::preprocess::Transform::new(&m);
     let mut ours = vec![0f32; t.len()];
-    blindspot::encoder::preprocess::Preprocessor::new(vec![t])
-        .run_decoded(&decoded, &mut [&mut ours])
-        .unwrap();
+    let mut pre = blindspot::encoder::preprocess::Preprocessor::new(vec![t]);
+    let decoded = pre.decode(&bytes, &params).unwrap();
+    pre.run_decoded(&decoded, &mut [&mut ours]).unwrap();
     let out = image.with_extension("ref.f32");
     let status = Command::new(python())
         .arg(repo().join("scripts/reference_preprocess.py"))

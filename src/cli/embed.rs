@@ -367,11 +367,10 @@ pub fn bench_preprocess(a: BenchArgs) -> Result<()> {
             let (images, transforms, decode, done) = (&images, transforms.clone(), &decode, &done);
             s.spawn(move || {
                 let mut pre = Preprocessor::new(transforms);
-                let min_side = pre.min_side();
                 for r in 0..a.repeat {
                     for (i, img) in images.iter().enumerate() {
                         if (i + r * images.len()) % threads == t
-                            && prepare(&mut pre, img, min_side, decode).is_ok()
+                            && prepare(&mut pre, img, decode).is_ok()
                         {
                             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }

@@ -609,7 +609,6 @@ fn decode_worker(
     decode: DecodeParams,
 ) {
     let mut pre = Preprocessor::new(transforms.clone());
-    let min_side = pre.min_side();
     loop {
         let next = rx.lock().map(|mut r| r.blocking_recv());
         let Ok(Some((shard, seq, item))) = next else {
@@ -630,7 +629,7 @@ fn decode_worker(
         // A decoder that panics on crafted bytes loses that image, not the shard: the panic
         // becomes an `errors` row of kind `panic`, and the preprocessor starts afresh.
         let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            prepare(&mut pre, &item.bytes, min_side, &decode)
+            prepare(&mut pre, &item.bytes, &decode)
         }))
         .unwrap_or_else(|panic| {
             pre = Preprocessor::new(transforms.clone());

@@ -42,6 +42,9 @@ pub struct DecodeParams {
     /// EXIF orientation: applied (default) or ignored, as the encoders' manifests say
     /// ([`super::shared_exif`]).
     pub exif: ExifRule,
+    /// Keep the alpha plane of an image that has one ([`Decoded::alpha`]), for transforms that
+    /// composite onto white; [`Preprocessor::decode`] sets it from its transforms.
+    pub keep_alpha: bool,
 }
 
 impl Default for DecodeParams {
@@ -51,6 +54,7 @@ impl Default for DecodeParams {
             max_pixels: 89_478_485,
             dct_scaling: true,
             exif: ExifRule::Apply,
+            keep_alpha: false,
         }
     }
 }
@@ -232,7 +236,7 @@ fn decode_full(
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    let alpha = alpha_plane(&img);
+    let alpha = params.keep_alpha.then(|| alpha_plane(&img)).flatten();
     let rgb = img.into_rgb8();
     let (width, height) = rgb.dimensions();
     Ok(Decoded {
@@ -248,7 +252,10 @@ fn alpha_plane(img: &image::DynamicImage) -> Option<Vec<u8>> {
     if !img.color().has_alpha() {
         return None;
     }
-    let alpha: Vec<u8> = img.to_rgba8().pixels().map(|p| p.0[3]).collect();
+    let alpha: Vec<u8> = match img.as_rgba8() {
+        Some(rgba) => rgba.pixels().map(|p| p.0[3]).collect(),
+        None => img.to_rgba8().pixels().map(|p| p.0[3]).collect(),
+    };
     alpha.iter().any(|&a| a != 255).then_some(alpha)
 }
 
@@ -486,6 +493,22 @@ impl Preprocessor {
             .unwrap_or(0)
     }
 
+    /// Decodes `bytes` for these transforms: at the smallest scale they allow, with the alpha
+    /// plane only when one of them composites onto white.
+    pub fn decode(&self, bytes: &[u8], params: &DecodeParams) -> Result<Decoded, ImageFault> {
+        let params = DecodeParams {
+            keep_alpha: self.wants_white(),
+            ..params.clone()
+        };
+        decode(bytes, self.min_side(), &params)
+    }
+
+    fn wants_white(&self) -> bool {
+        self.transforms
+            .iter()
+            .any(|t| t.key.alpha == AlphaRule::White)
+    }
+
     /// Fills `outs[i]` (length `transforms[i].len()`, CHW) for every transform, from an
     /// image without alpha.
     pub fn run(&mut self, img: &RgbImage, outs: &mut [&mut [f32]]) -> Result<(), ImageFault> {
@@ -505,11 +528,9 @@ impl Preprocessor {
         outs: &mut [&mut [f32]],
     ) -> Result<(), ImageFault> {
         let (w, h) = img.dimensions();
-        let wants_white = self
-            .transforms
-            .iter()
-            .any(|t| t.key.alpha == AlphaRule::White);
-        let white = alpha.filter(|_| wants_white).map(|a| over_white(img, a));
+        let white = alpha
+            .filter(|_| self.wants_white())
+            .map(|a| over_white(img, a));
         let src = image_ref(img)?;
         let src_white = white.as_ref().map(image_ref).transpose()?;
         let mut resized: Vec<Option<(FirImage<'static>, u32, u32)>> =
@@ -676,10 +697,9 @@ fn normalise_into(img: &FirImage<'_>, ox: u32, oy: u32, t: &Transform, out: &mut
 pub fn prepare(
     pre: &mut Preprocessor,
     bytes: &[u8],
-    min_side: u32,
     decode_params: &DecodeParams,
 ) -> Result<(u32, u32, Vec<Vec<f32>>), ImageFault> {
-    let decoded = decode(bytes, min_side, decode_params)?;
+    let decoded = pre.decode(bytes, decode_params)?;
     let mut tensors: Vec<Vec<f32>> = pre
         .transforms()
         .iter()

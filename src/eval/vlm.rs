@@ -298,7 +298,7 @@ impl Towers {
                 exif: self.image.manifest().exif,
                 ..DecodeParams::default()
             };
-            let decoded = preprocess::decode(bytes, self.pre.min_side(), &params).map_err(bad)?;
+            let decoded = self.pre.decode(bytes, &params).map_err(bad)?;
             let mut slot = batch.index_axis_mut(ndarray::Axis(0), i);
             let buf = slot
                 .as_slice_mut()

@@ -12,7 +12,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::review_files::{DraftsFile, PairDraft};
 
-/// A drafts file larger than this is refused (a sheet of 100,000 pairs is about 200 MiB).
+/// A drafts file larger than this is refused (the demo's drafts.json takes 1.5 KB a pair with
+/// two questions and the verifier's replies, so 100,000 pairs are about 150 MB).
 pub const MAX_DRAFTS_BYTES: u64 = 512 << 20;
 
 /// The drafts of a `--drafts` file, by the keys of their pair.

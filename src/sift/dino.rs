@@ -649,7 +649,6 @@ fn embed_batch(
             || Preprocessor::new(vec![transform.clone()]),
             |pre, (w, bytes)| {
                 let hash = blake3::hash(&bytes).to_hex().to_string();
-                let min_side = pre.min_side();
                 let imported = w.hash.starts_with(crate::table::schema::IMPORTED_HASH);
                 if !imported && hash != w.hash {
                     let msg = format!(
@@ -658,7 +657,7 @@ fn embed_batch(
                     );
                     return (w, hash, Err(("changed".to_string(), msg)));
                 }
-                let r = prepare(pre, &bytes, min_side, decode)
+                let r = prepare(pre, &bytes, decode)
                     .map(|(_, _, mut t)| t.remove(0))
                     .map_err(|f| (f.kind.to_string(), f.message));
                 (w, hash, r)

@@ -276,12 +276,10 @@
     return DRAFT_FIELDS.some((f) => x.draft[f] !== d[f]);
   }
 
-  // A card's drafted question: what the drafter and verifier said, and fields to review it.
-  function draftBlock(i, p) {
+  // The head of a card's draft: its status, verification and review, as tags.
+  function draftHead(i, p) {
     const g = p.draft;
     const x = decisions[i] || {};
-    const cur = shownDraft(i, p);
-    const box = el("div", { class: "draft" + (x.draft ? " reviewed" : "") });
     const head = el("div", { class: "draft-head" });
     head.appendChild(el("b", {}, "Draft"));
     const v = g.verification;
@@ -296,7 +294,17 @@
       t.appendChild(el("bdi", {}, text));
       head.appendChild(t);
     });
-    box.appendChild(head);
+    return head;
+  }
+
+  // A card's drafted question: what the drafter and verifier said, and fields to review it.
+  function draftBlock(i, p) {
+    const g = p.draft;
+    const x = decisions[i] || {};
+    const cur = shownDraft(i, p);
+    const v = g.verification;
+    const box = el("div", { class: "draft" + (x.draft ? " reviewed" : "") });
+    box.appendChild(draftHead(i, p));
     if (g.draft) {
       const d = el("p", { class: "difference" });
       d.appendChild(el("bdi", {}, g.draft.difference));
@@ -362,9 +370,8 @@
     save();
     const box = document.querySelector('.card[data-i="' + i + '"] .draft');
     if (!box) return;
-    const fresh = draftBlock(i, row(i));
-    box.className = fresh.className;
-    box.querySelector(".draft-head").replaceWith(fresh.querySelector(".draft-head"));
+    box.classList.add("reviewed");
+    box.querySelector(".draft-head").replaceWith(draftHead(i, row(i)));
     ["answer_a", "answer_b"].forEach((f) => {
       const sel = box.querySelector(".d-" + f);
       if (sel) sel.value = d[f];
