@@ -241,6 +241,24 @@ pub struct SecondQuestion {
 }
 
 impl PairDraft {
+    /// Pair `a`, `b` at sheet index `index`, not drafted yet: `failed` until a draft is usable.
+    pub fn undrafted(index: u32, a: &str, b: &str, hint: &str) -> PairDraft {
+        PairDraft {
+            index,
+            a: a.to_string(),
+            b: b.to_string(),
+            status: "failed".into(),
+            hint: hint.to_string(),
+            reason: String::new(),
+            attempts: 0,
+            draft: None,
+            verification: None,
+            in_sheet: false,
+            review: None,
+            second: None,
+        }
+    }
+
     /// The question that fills the sheet: the reviewer's where they changed it, else the draft.
     pub fn question(&self) -> Option<&Draft> {
         self.review

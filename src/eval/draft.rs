@@ -522,20 +522,7 @@ impl Job {
     /// Drafts one pair (asking again with the reason while attempts last), then verifies it.
     async fn pair(&self, p: SheetPair) -> Result<(PairDraft, Counts)> {
         let mut counts = Counts::default();
-        let mut out = PairDraft {
-            index: p.index,
-            a: p.a,
-            b: p.b,
-            status: "failed".into(),
-            hint: p.hint,
-            reason: String::new(),
-            attempts: 0,
-            draft: None,
-            verification: None,
-            in_sheet: false,
-            review: None,
-            second: None,
-        };
+        let mut out = PairDraft::undrafted(p.index, &p.a, &p.b, &p.hint);
         if p.written {
             out.status = "kept".into();
             out.reason = "the sheet already has a question for it; left as written".into();

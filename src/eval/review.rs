@@ -191,12 +191,7 @@ mod tests {
 
     fn drafted() -> PairDraft {
         PairDraft {
-            index: 1,
-            a: "k/1".into(),
-            b: "k/2".into(),
             status: "drafted".into(),
-            hint: String::new(),
-            reason: String::new(),
             attempts: 1,
             draft: Some(Draft {
                 difference: "d".into(),
@@ -208,10 +203,7 @@ mod tests {
                 answer_a: 'a',
                 answer_b: 'b',
             }),
-            verification: None,
-            in_sheet: false,
-            review: None,
-            second: None,
+            ..PairDraft::undrafted(1, "k/1", "k/2", "")
         }
     }
 

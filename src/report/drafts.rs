@@ -177,12 +177,7 @@ mod tests {
 
     fn pair(a: &str, b: &str) -> PairDraft {
         PairDraft {
-            index: 1,
-            a: a.into(),
-            b: b.into(),
             status: "drafted".into(),
-            hint: String::new(),
-            reason: String::new(),
             attempts: 1,
             draft: Some(Draft {
                 difference: "d".into(),
@@ -202,9 +197,7 @@ mod tests {
                 blind_answerable: false,
                 replies: Default::default(),
             }),
-            in_sheet: false,
-            review: None,
-            second: None,
+            ..PairDraft::undrafted(1, a, b, "")
         }
     }
 

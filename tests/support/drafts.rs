@@ -35,6 +35,19 @@ fn image(sheet: &Path, index: usize) -> std::path::PathBuf {
         .unwrap()
 }
 
+/// Which pair and side (`A` or `B`) each of the sheet's first `pairs` pairs' images is, by the
+/// data URL the client sends for it (pair k is images 2k+1 and 2k+2).
+fn sides_by_url(sheet: &Path, pairs: usize) -> HashMap<String, (usize, char)> {
+    (0..pairs)
+        .flat_map(|k| {
+            [
+                (data_url(&image(sheet, 2 * k + 1)), (k, 'A')),
+                (data_url(&image(sheet, 2 * k + 2)), (k, 'B')),
+            ]
+        })
+        .collect()
+}
+
 fn draft_json(q: &str, answers: (&str, &str)) -> String {
     format!(
         r#"{{"difference": "the foot points the other way", "pattern": "Orientation and Direction", "question": "{q}", "options": ["left", "right"], "answer_a": "{}", "answer_b": "{}"}}"#,
@@ -56,20 +69,7 @@ fn drafts_are_retried_verified_cached_and_become_a_benchmark() {
         "--limit",
         "4",
     ]);
-    // Pair k is images 2k+1 (A) and 2k+2 (B).
-    let urls: Vec<(String, String)> = (0..4)
-        .map(|k| {
-            (
-                data_url(&image(&sheet, 2 * k + 1)),
-                data_url(&image(&sheet, 2 * k + 2)),
-            )
-        })
-        .collect();
-    let pair_of: HashMap<String, (usize, char)> = urls
-        .iter()
-        .enumerate()
-        .flat_map(|(k, (a, b))| [(a.clone(), (k, 'A')), (b.clone(), (k, 'B'))])
-        .collect();
+    let pair_of = sides_by_url(&sheet, 4);
     let script = move |req: &super::openai::Logged, _seen: usize| -> Reply {
         let p = &req.prompt;
         if p.contains("You are shown two images") {
@@ -398,14 +398,7 @@ fn drafts_reviewed_in_chromium_carry_their_edits_into_the_benchmark() {
     let sheet = dir.path().join("sheet");
     let s = sheet.to_str().unwrap();
     run_ok(&["annotate", "--root", r, "--out", s, "--limit", "4"]);
-    let urls: HashMap<String, (usize, char)> = (0..4)
-        .flat_map(|k| {
-            [
-                (data_url(&image(&sheet, 2 * k + 1)), (k, 'A')),
-                (data_url(&image(&sheet, 2 * k + 2)), (k, 'B')),
-            ]
-        })
-        .collect();
+    let urls = sides_by_url(&sheet, 4);
     // Pair 0 verified; 1 disputed; 2 never tells its images apart (failed); 3 verified but
     // answerable without the image.
     let server = Server::start(move |req, _| {
@@ -607,14 +600,7 @@ fn a_second_question_makes_naturalbench_pairs() {
         "--limit",
         "2",
     ]);
-    let urls: HashMap<String, (usize, char)> = (0..2)
-        .flat_map(|k| {
-            [
-                (data_url(&image(&sheet, 2 * k + 1)), (k, 'A')),
-                (data_url(&image(&sheet, 2 * k + 2)), (k, 'B')),
-            ]
-        })
-        .collect();
+    let urls = sides_by_url(&sheet, 2);
     let server = Server::start(move |req, _| {
         let p = &req.prompt;
         if p.contains("You are shown two images") {
