@@ -46,15 +46,32 @@ pub struct CompareArgs {
     /// The benchmark (needed when both models answered several).
     #[arg(long)]
     pub benchmark: Option<String>,
-    /// Bootstrap resamples of the difference's interval (0: none).
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
+    /// Print the comparison as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The bootstrap flags of the commands that give intervals.
+#[derive(Args, Debug)]
+pub struct BootstrapArgs {
+    /// Bootstrap resamples of the intervals (0: none).
     #[arg(long, default_value_t = blindspot::eval::mllm::default_bootstrap())]
     pub bootstrap: u32,
     /// The bootstrap's seed.
     #[arg(long, default_value_t = 0)]
     pub bootstrap_seed: u64,
-    /// Print the comparison as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl BootstrapArgs {
+    fn params(&self) -> Bootstrap {
+        Bootstrap {
+            resamples: self.bootstrap,
+            seed: self.bootstrap_seed,
+            ..Bootstrap::default()
+        }
+    }
 }
 
 /// A comparison as a table, with what it means.
@@ -148,12 +165,8 @@ pub struct VlmArgs {
     /// Where the encoders run: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-    /// Bootstrap resamples for the scores' confidence intervals (0: none).
-    #[arg(long, default_value_t = blindspot::eval::mllm::default_bootstrap())]
-    pub bootstrap: u32,
-    /// The bootstrap's seed.
-    #[arg(long, default_value_t = 0)]
-    pub bootstrap_seed: u64,
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -230,11 +243,7 @@ pub async fn dispatch(cmd: EvalCommand) -> Result<()> {
             Ok(())
         }
         EvalCommand::Vlm(a) => {
-            let bootstrap = Bootstrap {
-                resamples: a.bootstrap,
-                seed: a.bootstrap_seed,
-                ..Bootstrap::default()
-            };
+            let bootstrap = a.bootstrap.params();
             let s = run_vlm(&a.benchmark, &a.image, &a.text, &a.out, a.device, bootstrap).await?;
             report(a.json, &s, || eval_text(&s));
             Ok(())
@@ -255,11 +264,7 @@ pub async fn dispatch(cmd: EvalCommand) -> Result<()> {
         }
         EvalCommand::Compare(a) => {
             let root = Location::open(&a.root)?;
-            let boot = blindspot::eval::stats::Bootstrap {
-                resamples: a.bootstrap,
-                seed: a.bootstrap_seed,
-                ..Default::default()
-            };
+            let boot = a.bootstrap.params();
             let s =
                 blindspot::eval::compare::compare(&root, &a.a, &a.b, a.benchmark.as_deref(), &boot)
                     .await?;
