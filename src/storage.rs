@@ -188,33 +188,39 @@ impl Location {
     }
 }
 
-/// Reads a whole object named by a full URL or local path, refusing one larger than `max`
-/// bytes before reading it (`what` names it in the error).
-pub async fn get_url_bounded(url_or_path: &str, max: u64, what: &str) -> Result<Bytes> {
+/// The location and object path of a full URL or local path to one object.
+fn locate(url_or_path: &str) -> Result<(Location, Path)> {
     let (dir, name) = url_or_path.rsplit_once('/').unwrap_or((".", url_or_path));
     let loc = Location::open(if dir.is_empty() { "/" } else { dir })?;
     let path = loc.path(name);
+    Ok((loc, path))
+}
+
+/// Reads a whole object named by a full URL or local path, refusing one larger than `max`
+/// bytes before reading it (`what` names it in the error).
+pub async fn get_url_bounded(url_or_path: &str, max: u64, what: &str) -> Result<Bytes> {
+    let (loc, path) = locate(url_or_path)?;
+    let uri = loc.uri_of(&path);
     let meta = loc
         .store
         .head(&path)
         .await
-        .map_err(|e| Error::storage(loc.uri_of(&path), e))?;
+        .map_err(|e| Error::storage(uri.clone(), e))?;
     if meta.size > max {
         return Err(Error::Usage(format!(
-            "{what} {} is {} MiB, above the {} MiB blindspot reads",
-            loc.uri_of(&path),
+            "{what} {uri} is {} MiB, above the {} MiB blindspot reads",
             meta.size >> 20,
             max >> 20
         )));
     }
-    get_url(url_or_path).await
+    loc.get_bytes(&path)
+        .await
+        .map_err(|e| Error::storage(uri, e))
 }
 
 /// Reads a whole object named by a full URL or local path.
 pub async fn get_url(url_or_path: &str) -> Result<Bytes> {
-    let (dir, name) = url_or_path.rsplit_once('/').unwrap_or((".", url_or_path));
-    let loc = Location::open(if dir.is_empty() { "/" } else { dir })?;
-    let path = loc.path(name);
+    let (loc, path) = locate(url_or_path)?;
     loc.get_bytes(&path)
         .await
         .map_err(|e| Error::storage(loc.uri_of(&path), e))
