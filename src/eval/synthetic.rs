@@ -229,7 +229,16 @@ fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
             ),
         });
     }
-    // Blocks of different colour names, paired in key order.
+    colour_items(truth, &colour, &mut out)?;
+    Ok(out)
+}
+
+/// Blocks of different colour names, paired in key order: the Color items.
+fn colour_items(
+    truth: &Truth,
+    colour: &dyn Fn(&Facts, usize) -> String,
+    out: &mut Vec<Item>,
+) -> Result<()> {
     let mut singles: Vec<(&String, &Facts)> = truth
         .facts
         .iter()
@@ -259,7 +268,7 @@ fn items(truth: &Truth, names: &ColourNames) -> Result<Vec<Item>> {
             ),
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// One image of a generated pair, as the demo's scripted endpoint knows it (see
