@@ -460,3 +460,107 @@ async fn claiming_workers_share_cells_and_take_over_a_dead_ones_lease() {
     assert!(lease::leases(&many, "candidates").await.unwrap().is_empty());
     assert_eq!(table(&many).await, single, "claimed union vs one run");
 }
+
+/// The candidates table as one line per pair, the similarity as its f32 bits: what "the same
+/// table" means to the golden record.
+async fn table_lines(root: &Location) -> String {
+    table(root)
+        .await
+        .into_iter()
+        .map(|((a, b), s)| format!("{a}\t{b}\t{:08x}\n", s.to_bits()))
+        .collect()
+}
+
+/// `name pairs blake3` of a root's candidates table.
+async fn golden_line(name: &str, root: &Location) -> String {
+    let lines = table_lines(root).await;
+    let pairs = lines.lines().count();
+    assert!(pairs > 0, "{name}: no candidates");
+    format!(
+        "{name} {pairs} {}\n",
+        blake3::hash(lines.as_bytes()).to_hex()
+    )
+}
+
+#[tokio::test]
+async fn candidates_are_bit_identical_to_the_recorded_tables() {
+    // Recorded by the layout that wrote guest copies into `cells` (before issue 23 read guests
+    // in place): planted vectors placed exactly, CLIP-like and LAION-like vectors at 768-d f16
+    // with probe 2, and a root mined, then mined again after an increment.
+    let probe = |cells| PartitionParams {
+        cells: Some(cells),
+        probe: Some(2),
+        ..Default::default()
+    };
+    let real = |n, kind, prefix: &str, seed| VectorParams {
+        n,
+        kind,
+        shard_rows: 1000,
+        seed,
+        prefix: prefix.into(),
+        ..Default::default()
+    };
+    let mut got = String::new();
+    let roots: [(&str, VectorParams, PartitionParams); 3] = [
+        (
+            "planted",
+            corpus(3000, VectorKind::Planted, "p", 1),
+            exact_layout(12),
+        ),
+        (
+            "clip-like",
+            real(4000, VectorKind::ClipLike, "c", 2),
+            probe(16),
+        ),
+        (
+            "laion-like",
+            real(4000, VectorKind::LaionLike, "l", 3),
+            probe(16),
+        ),
+    ];
+    for (name, vectors, layout) in roots {
+        let root = Location::open(&format!("memory://golden-candidates/{name}")).unwrap();
+        blindspot::synth::vectors::write(&root, &vectors)
+            .await
+            .unwrap();
+        place(&root, &layout).await;
+        mine(&root, None).await;
+        got += &golden_line(name, &root).await;
+    }
+    // The increment: every sixth vector of one CLIP-like corpus arrives a night later.
+    let root = Location::open("memory://golden-candidates/increment").unwrap();
+    let all = blindspot::synth::vectors::generate(&real(3600, VectorKind::ClipLike, "v", 4));
+    let (dim, ddim) = (768, 16);
+    let split = |night: bool| -> (Vec<f32>, Vec<f32>) {
+        let rows = (0..3600).filter(|i| (i % 6 == 5) == night);
+        let (mut clip, mut dino) = (Vec::new(), Vec::new());
+        for i in rows {
+            clip.extend_from_slice(&all.clip[i * dim..(i + 1) * dim]);
+            dino.extend_from_slice(&all.dino[i * ddim..(i + 1) * ddim]);
+        }
+        (clip, dino)
+    };
+    let (clip, dino) = split(false);
+    blindspot::synth::vectors::write_copies(&root, "base", &clip, &dino, dim, ddim)
+        .await
+        .unwrap();
+    place(&root, &probe(12)).await;
+    mine(&root, None).await;
+    got += &golden_line("increment-base", &root).await;
+    let (clip, dino) = split(true);
+    blindspot::synth::vectors::write_copies(&root, "night", &clip, &dino, dim, ddim)
+        .await
+        .unwrap();
+    let inc = place(&root, &probe(12)).await;
+    assert_eq!((inc.trained.clone(), inc.vectors), (None, 600), "{inc:?}");
+    mine(&root, None).await;
+    got += &golden_line("increment", &root).await;
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/candidates.txt");
+    if std::env::var_os("BLINDSPOT_BLESS").is_some() {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden)
+        .expect("tests/golden/candidates.txt (BLINDSPOT_BLESS=1 writes it)");
+    assert_eq!(got, want, "the candidates tables changed");
+}
