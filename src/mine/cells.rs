@@ -1,20 +1,26 @@
 //! The mining layout, shared by the partition stage (which writes it) and the candidates stage
-//! (which reads it): the `cells` and `centroids` schemas, the partition commit's record, and
-//! reading one cell's members.
+//! (which reads it): the `cells`, `guests` and `centroids` schemas, the partition commit's
+//! record, and reading one cell's members.
 //!
-//! A `cells` object is cell-clustered: every row group holds rows of one cell only, so the
-//! `cell` column's statistics in the footer say which row groups a cell has, and a cell is
-//! read with range reads of just those groups (DuckDB or DataFusion prune the same way on
-//! `WHERE cell = n`). A partition generation writes its own objects; a cell's members are the
-//! union over the generations up to the one being mined.
+//! Every vector is written once, in its home cell. A `cells` object is cell-clustered: every
+//! row group holds rows of one cell only, so the `cell` column's statistics in the footer say
+//! which row groups a cell has, and a cell's home rows are read with range reads of just those
+//! groups (DuckDB or DataFusion prune the same way on `WHERE cell = n`). Within a row group the
+//! rows are sorted by the cells they are a guest of, so the guests a cell takes from one
+//! neighbour are a few runs of consecutive rows; the `guests` table lists those runs (cell,
+//! home cell, object, first row, rows) and the reader fetches them by range, page by page (the
+//! objects have small pages and an offset index). A partition generation writes its own
+//! objects; a cell's members are the union over the generations up to the one being mined.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, ListArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ListArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use ndarray::Array2;
+use object_store::ObjectMeta;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::file::statistics::Statistics;
 
@@ -24,21 +30,27 @@ use crate::storage::Location;
 pub use crate::table::records::{PartitionCommit, UnitCell};
 use crate::table::{self, io, Catalog, Commit, CommitSet};
 
-/// The `cells` schema: the cell, whether this is the vector's home cell (else a guest copy),
-/// the vector's home cell and, on home rows, the cells it is a guest of (which decide which cell
-/// emits a pair, see `join::cell_pairs`), and the embedding row's key, content hash, CLIP
-/// vector, uri and, when embed wrote one, DINOv2 vector (as stored in `embeddings`). The uri
-/// and the DINOv2 vector ride along so that the filter of a cell finds everything its
-/// candidates name in the cell's own row groups.
+/// Rows per data page of a `cells` object: a guest run is read as the pages it is on, so a
+/// page holds about as many rows as a short run (32 CLIP vectors of 768 f16 are 48 KiB).
+pub const PAGE_ROWS: usize = 32;
+
+/// Rows per row group of a `guests` object: a cell's runs are read as the row groups whose
+/// cell range holds it.
+pub const GUEST_GROUP_ROWS: usize = 4096;
+
+/// The `cells` schema: the vector's home cell; the cells it is a guest of (which decide which
+/// cell emits a pair, see `join::cell_pairs`); and the embedding row's key, content hash, CLIP
+/// vector (its raw bytes, one binary per row: see `io::raw_vector_field`), uri and, when embed
+/// wrote one, DINOv2 vector (raw too). The uri and the DINOv2 vector ride along so that the
+/// filter of a cell finds everything its candidates name in the cell's home rows and the runs
+/// of its guests.
 pub fn cells_schema(clip: &Field, dino: Option<&Field>) -> SchemaRef {
     let mut fields = vec![
         Field::new("cell", DataType::UInt32, false),
-        Field::new("home", DataType::Boolean, false),
-        Field::new("home_cell", DataType::UInt32, false),
         Field::new("guest_cells", guest_cells_type(), false),
         Field::new("key", DataType::Utf8, false),
         Field::new("content_hash", DataType::Utf8, false),
-        clip.clone().with_name("clip"),
+        io::raw_vector_field("clip", clip),
         Field::new("uri", DataType::Utf8, true),
     ];
     fields.extend(dino.map(|d| io::raw_vector_field("dino", d)));
@@ -56,6 +68,34 @@ pub fn copied_columns(with_dino: bool) -> &'static [&'static str] {
 /// The type of `guest_cells`: a list of cell numbers.
 pub fn guest_cells_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::UInt32, false)))
+}
+
+/// The `guests` schema: a run of `rows` consecutive home rows of `home_cell`, from row `first`
+/// of the generation's `object`-th `cells` object (in its commit's order), that are guests of
+/// `cell`. Sorted by cell.
+pub fn guests_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("cell", DataType::UInt32, false),
+        Field::new("home_cell", DataType::UInt32, false),
+        Field::new("object", DataType::UInt32, false),
+        Field::new("first", DataType::UInt64, false),
+        Field::new("rows", DataType::UInt32, false),
+    ]))
+}
+
+/// One run of the `guests` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GuestRun {
+    /// The cell the rows are guests of.
+    pub cell: u32,
+    /// Their home cell.
+    pub home_cell: u32,
+    /// The generation's `cells` object they are in (its index in the commit).
+    pub object: u32,
+    /// The first row, in that object.
+    pub first: u64,
+    /// Rows.
+    pub rows: u32,
 }
 
 /// The `centroids` schema: one unit f32 vector per cell.
@@ -153,6 +193,12 @@ impl Layout {
             .1
     }
 
+    /// True when every generation lists its guests as runs of home rows (an older layout
+    /// copied them into `cells`, which the reader no longer reads: partition places it again).
+    pub fn in_place(&self) -> bool {
+        self.generations.iter().all(|g| g.1.guests_in_place)
+    }
+
     /// Members of `cell` over generations up to `through` (home and guest rows).
     pub fn block_rows(&self, cell: usize, through: u64) -> u64 {
         self.generations
@@ -171,48 +217,245 @@ fn u32s<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a UInt32Array> {
         .ok_or_else(|| Error::table("cells", format!("no u32 column {column}")))
 }
 
-/// One `cells` object: its footer and the row groups of each cell.
+/// One `cells` object: where it is, its footer (with the offset index), the row groups of each
+/// cell and the first row of each row group.
 struct CellObject {
     path: String,
+    meta: ObjectMeta,
     generation: u64,
-    metadata: ArrowReaderMetadata,
+    footer: ArrowReaderMetadata,
     groups: HashMap<u32, Vec<usize>>,
+    starts: Vec<u64>,
+    /// Written by an older layout, whose cell row groups hold guest copies beside the home rows
+    /// (`home` column): `for_each` still reads them, `read` asks for the cells to be placed
+    /// again.
+    copies: bool,
 }
 
-/// Reads the members of one cell at a time. Holds the footers of the `cells` objects (a few
-/// bytes per row group) and never more than the one cell being read.
-pub struct CellReader {
-    root: Location,
-    objects: Vec<CellObject>,
-}
-
-impl CellReader {
-    /// Reads the footers of every `cells` object of `layout`.
-    pub async fn open(root: &Location, layout: &Layout) -> Result<CellReader> {
-        let mut objects = Vec::new();
-        for (generation, _, commit) in &layout.generations {
-            for object in commit.objects(&table::CELLS) {
-                let metadata = io::object_metadata(root, &object.path).await?;
-                let groups = cell_groups(&metadata, &object.path)?;
-                objects.push(CellObject {
-                    path: object.path,
-                    generation: *generation,
-                    metadata,
-                    groups,
-                });
-            }
-        }
-        Ok(CellReader {
-            root: root.clone(),
-            objects,
+impl CellObject {
+    /// The row ranges of `cell`'s row groups.
+    fn home_ranges(&self, cell: u32) -> Vec<Range<u64>> {
+        let meta = self.footer.metadata();
+        self.groups.get(&cell).map_or_else(Vec::new, |groups| {
+            groups
+                .iter()
+                .map(|&g| self.starts[g]..self.starts[g] + meta.row_group(g).num_rows() as u64)
+                .collect()
         })
     }
 
-    /// Streams the rows of `cell` placed by generations up to `through`, only `columns`, batch
-    /// by batch into `f` with the URI of the object read (range reads of the cell's row
-    /// groups; nothing is kept here). Objects
-    /// that lack one of `columns` (written before it existed) are passed over; returns how
-    /// many were.
+    fn uri(&self, root: &Location) -> String {
+        root.uri_of(&root.path(&self.path))
+    }
+
+    /// Rows in the object.
+    fn rows(&self) -> u64 {
+        self.footer.metadata().file_metadata().num_rows().max(0) as u64
+    }
+}
+
+/// One `guests` object: its generation, the `cells` objects its runs index (positions in
+/// `CellReader::objects`), and its footer, whose `cell` statistics say which row groups hold a
+/// cell's runs.
+struct GuestObject {
+    path: String,
+    generation: u64,
+    cells_objects: Vec<usize>,
+    footer: ArrowReaderMetadata,
+}
+
+/// Rows of one read, from one `cells` object: home rows (`home_cell: None`) or guest runs.
+struct Part {
+    object: usize,
+    ranges: Vec<Range<u64>>,
+    /// For guest runs, the home cell of each range.
+    home_cells: Option<Vec<u32>>,
+}
+
+/// Reads the members of one cell at a time. Holds the footers of the `cells` and `guests`
+/// objects (the offset index is a few bytes per page of `PAGE_ROWS` rows) and never more than
+/// the one cell being read.
+pub struct CellReader {
+    root: Location,
+    objects: Vec<CellObject>,
+    guests: Vec<GuestObject>,
+    /// Per generation: guest placements per cell, for `column_bytes`.
+    guest_rows: Vec<(u64, Vec<u64>)>,
+}
+
+impl CellReader {
+    /// Reads the footers of every `cells` and `guests` object of `layout`.
+    pub async fn open(root: &Location, layout: &Layout) -> Result<CellReader> {
+        let mut objects = Vec::new();
+        let mut guests = Vec::new();
+        for (generation, record, commit) in &layout.generations {
+            let first = objects.len();
+            for object in commit.objects(&table::CELLS) {
+                let (meta, footer) = io::paged_metadata(root, &object.path).await?;
+                let groups = cell_groups(&footer, &object.path)?;
+                let copies = footer.schema().index_of("home").is_ok();
+                let mut starts = Vec::new();
+                let mut at = 0u64;
+                for g in footer.metadata().row_groups() {
+                    starts.push(at);
+                    at += g.num_rows().max(0) as u64;
+                }
+                objects.push(CellObject {
+                    path: object.path,
+                    meta,
+                    generation: *generation,
+                    footer,
+                    groups,
+                    starts,
+                    copies,
+                });
+            }
+            for object in commit.objects(&table::GUESTS) {
+                guests.push(GuestObject {
+                    footer: io::object_metadata(root, &object.path).await?,
+                    path: object.path,
+                    generation: *generation,
+                    cells_objects: (first..objects.len()).collect(),
+                });
+            }
+            let _ = record;
+        }
+        let guest_rows = layout
+            .generations
+            .iter()
+            .map(|(g, r, _)| (*g, r.cell_rows.iter().map(|c| c[1]).collect()))
+            .collect();
+        Ok(CellReader {
+            root: root.clone(),
+            objects,
+            guests,
+            guest_rows,
+        })
+    }
+
+    /// The runs of guests of `cell` listed by generations up to `through`, as parts to read:
+    /// one per `cells` object, ranges in row order.
+    async fn guest_parts(&self, cell: u32, through: u64) -> Result<Vec<Part>> {
+        let mut by_object: HashMap<usize, Vec<(u64, u32, u32)>> = HashMap::new();
+        for object in self.guests.iter().filter(|o| o.generation <= through) {
+            let groups = groups_holding(&object.footer, cell);
+            if groups.is_empty() {
+                continue;
+            }
+            let mut stream = io::scan_row_groups(
+                &self.root,
+                &object.path,
+                object.footer.clone(),
+                groups,
+                &["cell", "home_cell", "object", "first", "rows"],
+            )
+            .await?;
+            let uri = self.root.uri_of(&self.root.path(&object.path));
+            while let Some(batch) = stream.try_next().await? {
+                let (cells, homes, objects, rows) = (
+                    u32s(&batch, "cell")?,
+                    u32s(&batch, "home_cell")?,
+                    u32s(&batch, "object")?,
+                    u32s(&batch, "rows")?,
+                );
+                let firsts = batch
+                    .column_by_name("first")
+                    .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+                    .ok_or_else(|| Error::table("guests", format!("{uri}: no u64 column first")))?;
+                for i in (0..batch.num_rows()).filter(|&i| cells.value(i) == cell) {
+                    let at = object.cells_objects.get(objects.value(i) as usize);
+                    let Some(&at) = at.filter(|&&at| {
+                        firsts.value(i) + rows.value(i) as u64 <= self.objects[at].rows()
+                    }) else {
+                        return Err(Error::table(
+                            "guests",
+                            format!(
+                                "{uri}: a run of cell {cell} names rows {}..+{} of cells object {}, which the generation does not have: the object is damaged; run `blindspot partition --retrain`",
+                                firsts.value(i),
+                                rows.value(i),
+                                objects.value(i)
+                            ),
+                        ));
+                    };
+                    by_object.entry(at).or_default().push((
+                        firsts.value(i),
+                        rows.value(i),
+                        homes.value(i),
+                    ));
+                }
+            }
+        }
+        let mut parts: Vec<Part> = by_object
+            .into_iter()
+            .map(|(object, mut runs)| {
+                runs.sort_unstable();
+                Part {
+                    object,
+                    ranges: runs.iter().map(|r| r.0..r.0 + r.1 as u64).collect(),
+                    home_cells: Some(runs.iter().map(|r| r.2).collect()),
+                }
+            })
+            .collect();
+        parts.sort_by_key(|p| p.object);
+        Ok(parts)
+    }
+
+    /// Home rows of `cell` (generations up to `through`), then its guest runs.
+    async fn parts(&self, cell: u32, through: u64) -> Result<Vec<Part>> {
+        let mut parts: Vec<Part> = self
+            .objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.generation <= through)
+            .map(|(object, o)| Part {
+                object,
+                ranges: o.home_ranges(cell),
+                home_cells: None,
+            })
+            .filter(|p| !p.ranges.is_empty())
+            .collect();
+        parts.extend(self.guest_parts(cell, through).await?);
+        Ok(parts)
+    }
+
+    /// Streams the rows of `part`, only `columns`, batch by batch into `f` with each row's home
+    /// cell (`None` for home rows).
+    async fn read_part(
+        &self,
+        part: &Part,
+        columns: &[&str],
+        mut f: impl FnMut(&RecordBatch, &dyn Fn(usize) -> Option<u32>) -> Result<()>,
+    ) -> Result<()> {
+        let o = &self.objects[part.object];
+        let mut stream = io::scan_rows_at(
+            &self.root.store,
+            &o.meta,
+            o.footer.clone(),
+            &part.ranges,
+            columns,
+            io::SCAN_BATCH_ROWS,
+        )?;
+        // Rows come in row order: the home cell of each is its range's.
+        let mut homes: Vec<u32> = Vec::new();
+        if let Some(cells) = &part.home_cells {
+            for (r, &h) in part.ranges.iter().zip(cells) {
+                homes.extend(std::iter::repeat_n(h, (r.end - r.start) as usize));
+            }
+        }
+        let mut read = 0usize;
+        while let Some(batch) = stream.try_next().await? {
+            let base = read;
+            let home_of = |i: usize| homes.get(base + i).copied();
+            f(&batch, &home_of)?;
+            read += batch.num_rows();
+        }
+        Ok(())
+    }
+
+    /// Streams the rows of `cell` (its home rows and its guests) placed by generations up to
+    /// `through`, only `columns`, batch by batch into `f` with the URI of the object read (range
+    /// reads; nothing is kept here). Objects that lack one of `columns` (written before it
+    /// existed) are passed over; returns how many were.
     pub async fn for_each(
         &self,
         cell: u32,
@@ -221,99 +464,79 @@ impl CellReader {
         mut f: impl FnMut(&RecordBatch, &str) -> Result<()>,
     ) -> Result<usize> {
         let mut lacking = 0;
-        for object in self.objects.iter().filter(|o| o.generation <= through) {
-            let Some(groups) = object.groups.get(&cell) else {
-                continue;
-            };
-            let schema = object.metadata.schema();
-            if columns.iter().any(|c| schema.index_of(c).is_err()) {
+        for part in self.parts(cell, through).await? {
+            let o = &self.objects[part.object];
+            if columns
+                .iter()
+                .any(|c| o.footer.schema().index_of(c).is_err())
+            {
                 lacking += 1;
                 continue;
             }
-            let mut stream = io::scan_row_groups(
-                &self.root,
-                &object.path,
-                object.metadata.clone(),
-                groups.clone(),
-                columns,
-            )
-            .await?;
-            let uri = self.root.uri_of(&self.root.path(&object.path));
-            while let Some(batch) = stream.try_next().await? {
-                f(&batch, &uri)?;
-            }
+            let uri = o.uri(&self.root);
+            self.read_part(&part, columns, |batch, _| f(batch, &uri))
+                .await?;
         }
         Ok(lacking)
     }
 
-    /// The uncompressed bytes of `column` in the row groups of `cell` placed by generations up
-    /// to `through` (what gathering that column of the cell holds at most); `None` when an
-    /// object lacks the column.
+    /// About the uncompressed bytes of `column` in the rows of `cell` placed by generations up
+    /// to `through` (what gathering that column of the cell holds at most): its home row groups,
+    /// and its guests at the column's mean bytes per row; `None` when an object lacks the
+    /// column.
     pub fn column_bytes(&self, cell: u32, through: u64, column: &str) -> Option<u64> {
-        let mut bytes = 0u64;
+        let (mut bytes, mut all_bytes, mut all_rows) = (0u64, 0u64, 0u64);
         for object in self.objects.iter().filter(|o| o.generation <= through) {
-            let Some(groups) = object.groups.get(&cell) else {
-                continue;
-            };
-            let meta = object.metadata.metadata();
+            let meta = object.footer.metadata();
             let index = meta
                 .file_metadata()
                 .schema_descr()
                 .columns()
                 .iter()
                 .position(|c| c.path().parts().first().is_some_and(|p| p == column))?;
-            bytes += groups
-                .iter()
-                .map(|&g| meta.row_group(g).column(index).uncompressed_size().max(0) as u64)
-                .sum::<u64>();
+            let size = |g: usize| meta.row_group(g).column(index).uncompressed_size().max(0) as u64;
+            all_bytes += (0..meta.num_row_groups()).map(size).sum::<u64>();
+            all_rows += object.rows();
+            if let Some(groups) = object.groups.get(&cell) {
+                bytes += groups.iter().map(|&g| size(g)).sum::<u64>();
+            }
         }
-        Some(bytes)
+        let guests: u64 = self
+            .guest_rows
+            .iter()
+            .filter(|(g, _)| *g <= through)
+            .filter_map(|(_, rows)| rows.get(cell as usize))
+            .sum();
+        Some(bytes + (guests * all_bytes).div_ceil(all_rows.max(1)))
     }
 
     /// The members of `cell` placed by generations up to `through`, and the compressed bytes
-    /// of the row groups read.
+    /// of the pages read (about: a page's bytes counted for the rows read from it).
     pub async fn read(&self, cell: u32, through: u64) -> Result<(Members, u64)> {
         let mut members = Members::default();
         let mut bytes = 0u64;
-        for object in self.objects.iter().filter(|o| o.generation <= through) {
-            let Some(groups) = object.groups.get(&cell) else {
-                continue;
-            };
-            let meta = object.metadata.metadata();
-            bytes += groups
+        for part in self.parts(cell, through).await? {
+            let o = &self.objects[part.object];
+            let rows: u64 = part.ranges.iter().map(|r| r.end - r.start).sum();
+            let compressed: u64 = o
+                .footer
+                .metadata()
+                .row_groups()
                 .iter()
-                .map(|&g| meta.row_group(g).compressed_size().max(0) as u64)
-                .sum::<u64>();
-            // Where each group read starts in the object, to name a bad row.
-            let starts: Vec<(usize, u64, u64)> = groups
-                .iter()
-                .map(|&g| {
-                    let start: i64 = (0..g).map(|h| meta.row_group(h).num_rows()).sum();
-                    (g, start as u64, meta.row_group(g).num_rows() as u64)
-                })
-                .collect();
-            let mut read = 0u64;
-            let mut stream = io::scan_row_groups(
-                &self.root,
-                &object.path,
-                object.metadata.clone(),
-                groups.clone(),
-                &[
-                    "home",
-                    "home_cell",
-                    "guest_cells",
-                    "key",
-                    "content_hash",
-                    "clip",
-                ],
-            )
-            .await?;
-            while let Some(batch) = stream.try_next().await? {
-                let (home, guest_cells) = placement_columns(&batch)?;
-                let keys = io::strings(&batch, "key")?;
-                let hashes = io::strings(&batch, "content_hash")?;
-                let home_cell = u32s(&batch, "home_cell")?;
-                let (flat, dim) = io::vectors_flat(&batch, "clip")?;
+                .map(|g| g.compressed_size().max(0) as u64)
+                .sum();
+            bytes += (rows * compressed).div_ceil(o.rows().max(1));
+            let uri = o.uri(&self.root);
+            if o.copies {
+                let root = &self.root.url;
+                return Err(Error::Usage(format!(
+                    "{uri} was written by an older blindspot that copied guests into the cells; run `blindspot partition --root {root}` to place them again (on the same centroids), then candidates"
+                )));
+            }
+            let mut at = 0usize;
+            let columns = ["guest_cells", "key", "content_hash", "clip"];
+            self.read_part(&part, &columns, |batch, home_of| {
+                let (flat, dim) = io::vectors_flat(batch, "clip")?;
                 if members.dim != 0 && members.dim != dim {
                     return Err(Error::table(
                         "cells",
@@ -322,35 +545,67 @@ impl CellReader {
                 }
                 members.dim = dim;
                 if let Some(i) = first_bad_vector(&flat, dim) {
-                    let uri = self.root.uri_of(&self.root.path(&object.path));
-                    return Err(bad_vector(
-                        &uri,
-                        cell,
-                        &starts,
-                        read,
-                        &flat[i * dim..(i + 1) * dim],
-                        i,
-                    ));
+                    let row = row_of(&part.ranges, at + i);
+                    return Err(bad_vector(&uri, cell, row, &flat[i * dim..(i + 1) * dim]));
                 }
-                read += batch.num_rows() as u64;
-                for i in 0..batch.num_rows() {
-                    members.keys.push(keys.value(i).to_string());
-                    members.hashes.push(hashes.value(i).to_string());
-                    members.home.push(home.value(i));
-                    members.home_cell.push(home_cell.value(i));
-                    let list = guest_cells.value(i);
-                    let list = list
-                        .as_any()
-                        .downcast_ref::<UInt32Array>()
-                        .ok_or_else(|| Error::table("cells", "guest_cells holds no u32"))?;
-                    members.guest_cells.push(list.values().to_vec());
-                    members.generations.push(object.generation);
-                }
+                at += batch.num_rows();
+                push_members(&mut members, batch, cell, home_of, o.generation)?;
                 members.data.extend_from_slice(&flat);
-            }
+                Ok(())
+            })
+            .await?;
         }
         Ok((members, bytes))
     }
+}
+
+/// Appends a batch's rows to `members`: home rows of `cell` where `home_of` gives `None`,
+/// else guests homed where it says.
+fn push_members(
+    members: &mut Members,
+    batch: &RecordBatch,
+    cell: u32,
+    home_of: &dyn Fn(usize) -> Option<u32>,
+    generation: u64,
+) -> Result<()> {
+    let keys = io::strings(batch, "key")?;
+    let hashes = io::strings(batch, "content_hash")?;
+    let guest_cells = batch
+        .column_by_name("guest_cells")
+        .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+        .ok_or_else(|| Error::table("cells", "no list column guest_cells"))?;
+    for i in 0..batch.num_rows() {
+        members.keys.push(keys.value(i).to_string());
+        members.hashes.push(hashes.value(i).to_string());
+        let home = home_of(i);
+        members.home.push(home.is_none());
+        members.home_cell.push(home.unwrap_or(cell));
+        members.guest_cells.push(match home {
+            Some(_) => Vec::new(),
+            None => {
+                let list = guest_cells.value(i);
+                list.as_any()
+                    .downcast_ref::<UInt32Array>()
+                    .ok_or_else(|| Error::table("cells", "guest_cells holds no u32"))?
+                    .values()
+                    .to_vec()
+            }
+        });
+        members.generations.push(generation);
+    }
+    Ok(())
+}
+
+/// The row of the object that is the `n`-th row read from `ranges`.
+fn row_of(ranges: &[Range<u64>], mut n: usize) -> u64 {
+    for r in ranges {
+        let len = (r.end - r.start) as usize;
+        if n < len {
+            return r.start + n as u64;
+        }
+        n -= len;
+    }
+    0
 }
 
 /// How far a stored vector's norm may be from 1 (f16 storage rounds each value by 2^-11 of
@@ -365,28 +620,30 @@ pub fn first_bad_vector(flat: &[f32], dim: usize) -> Option<usize> {
     })
 }
 
+/// The `(min, max)` of an integer column's statistics in row group `g`.
+fn int_range(footer: &ArrowReaderMetadata, column: usize, g: usize) -> (Option<i32>, Option<i32>) {
+    match footer.metadata().row_group(g).column(column).statistics() {
+        Some(Statistics::Int32(s)) => (s.min_opt().copied(), s.max_opt().copied()),
+        _ => (None, None),
+    }
+}
+
 /// Which row groups of an object hold each cell, from the `cell` column's statistics (the
 /// writer puts one cell in a row group, so min equals max).
-fn cell_groups(metadata: &ArrowReaderMetadata, path: &str) -> Result<HashMap<u32, Vec<usize>>> {
-    let meta = metadata.metadata();
-    let column = metadata
+fn cell_groups(footer: &ArrowReaderMetadata, path: &str) -> Result<HashMap<u32, Vec<usize>>> {
+    let meta = footer.metadata();
+    let column = footer
         .schema()
         .index_of("cell")
         .map_err(|_| Error::table("cells", format!("{path} has no cell column")))?;
     let mut out: HashMap<u32, Vec<usize>> = HashMap::new();
     for g in 0..meta.num_row_groups() {
-        let group = meta.row_group(g);
-        if group.num_rows() == 0 {
+        if meta.row_group(g).num_rows() == 0 {
             continue;
         }
-        let stats = group.column(column).statistics();
-        let (min, max) = match stats {
-            Some(Statistics::Int32(s)) => (s.min_opt().copied(), s.max_opt().copied()),
-            _ => (None, None),
-        };
-        match (min, max) {
+        match int_range(footer, column, g) {
             (Some(a), Some(b)) if a == b => out.entry(a as u32).or_default().push(g),
-            _ => {
+            (min, max) => {
                 return Err(Error::table(
                     "cells",
                     format!("{path}: row group {g} is not one cell (min {min:?}, max {max:?}); run `blindspot partition --retrain`"),
@@ -397,44 +654,27 @@ fn cell_groups(metadata: &ArrowReaderMetadata, path: &str) -> Result<HashMap<u32
     Ok(out)
 }
 
-/// A `cells` batch's `home` and `guest_cells` columns.
-fn placement_columns(batch: &RecordBatch) -> Result<(&BooleanArray, &ListArray)> {
-    let home = batch
-        .column_by_name("home")
-        .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
-        .ok_or_else(|| Error::table("cells", "no boolean column home"))?;
-    let guest_cells = batch
-        .column_by_name("guest_cells")
-        .and_then(|c| c.as_any().downcast_ref::<ListArray>())
-        .ok_or_else(|| Error::table("cells", "no list column guest_cells"))?;
-    Ok((home, guest_cells))
+/// The row groups of a `guests` object whose cell range holds `cell` (all of them when a
+/// group has no statistics).
+fn groups_holding(footer: &ArrowReaderMetadata, cell: u32) -> Vec<usize> {
+    let Ok(column) = footer.schema().index_of("cell") else {
+        return Vec::new();
+    };
+    (0..footer.metadata().num_row_groups())
+        .filter(|&g| match int_range(footer, column, g) {
+            (Some(a), Some(b)) => (a as u32..=b as u32).contains(&cell),
+            _ => true,
+        })
+        .collect()
 }
 
-/// The error for a damaged CLIP vector, `v`, at row `i` of a batch read after `read` rows of the
-/// row groups `starts` ((group, first row, rows)) of the object at `uri`.
-fn bad_vector(
-    uri: &str,
-    cell: u32,
-    starts: &[(usize, u64, u64)],
-    read: u64,
-    v: &[f32],
-    i: usize,
-) -> Error {
-    let (n, mut at) = (read + i as u64, None);
-    let mut before = 0;
-    for &(g, start, rows) in starts {
-        if n < before + rows {
-            at = Some((g, start + n - before));
-            break;
-        }
-        before += rows;
-    }
-    let (g, row) = at.unwrap_or_default();
+/// The error for a damaged CLIP vector `v` at `row` of the object at `uri`.
+fn bad_vector(uri: &str, cell: u32, row: u64, v: &[f32]) -> Error {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     Error::table(
         "cells",
         format!(
-            "{uri}: row {row} (row group {g}, cell {cell}) holds a CLIP vector that is not finite and unit-norm (norm {norm}): the object is damaged; re-run `blindspot partition --retrain` from the embeddings"
+            "{uri}: row {row} (cell {cell}) holds a CLIP vector that is not finite and unit-norm (norm {norm}): the object is damaged; re-run `blindspot partition --retrain` from the embeddings"
         ),
     )
 }

@@ -1,6 +1,8 @@
 //! The partition stage: the mining layout. Spherical k-means on a sample of the CLIP vectors
 //! gives the cells' centroids; every vector then gets a *home* cell (its nearest centroid) and
-//! is copied as a *guest* into every other cell where it could have a pair.
+//! is a *guest* of every other cell where it could have a pair. It is written once, in its home
+//! cell; the `guests` table lists, for each cell, the runs of other cells' home rows that are
+//! its guests.
 //!
 //! The guest rule is exact. With every norm at most `N` (checked) and threshold `t`, a pair
 //! `x . y > t` has `|x - y| < r(y) = sqrt(|y|^2 + N^2 - 2t)`. If `x` is homed in cell `j` and `y`
@@ -10,8 +12,9 @@
 //! (recall 1.0 by construction). `--probe K` keeps only the K nearest such cells (approximate;
 //! `candidates --recall` measures the cost).
 //!
-//! Output: the `cells` table (cell-clustered Parquet: each row group one cell, so a cell is
-//! read with range reads), the `centroids` table, and a commit per generation. A later run
+//! Output: the `cells` table (cell-clustered Parquet: each row group one cell, its rows sorted by
+//! the cells they are a guest of, so a cell's guests are a few runs of each neighbour's rows),
+//! the `guests` table (those runs), the `centroids` table, and a commit per generation. A later run
 //! places only the embed shards that are new, on the same centroids, unless `--retrain`, a
 //! lower threshold, or drift (the new vectors' mean cosine to their home centroid falling more
 //! than `drift_max` below the training sample's) asks for new centroids; then everything is
@@ -174,9 +177,11 @@ pub struct PartitionSummary {
     pub shards: usize,
     /// Vectors placed (home rows).
     pub vectors: u64,
-    /// Guest copies written.
+    /// Guest placements (each read in place from its home cell, not copied).
     pub guests: u64,
-    /// (home + guests) / home.
+    /// Runs of home rows the `guests` table lists for them.
+    pub guest_runs: u64,
+    /// (home + guests) / home: the rows the joins read per vector written.
     pub copy_factor: f64,
     /// The largest cell block (home + guests, all generations), in rows.
     pub largest_block: u64,
@@ -190,7 +195,7 @@ pub struct PartitionSummary {
     pub fit: f64,
     /// Drift of the new vectors against the training sample, when placed incrementally.
     pub drift: Option<f64>,
-    /// Bytes of `cells` objects written.
+    /// Bytes of `cells` and `guests` objects written.
     pub bytes: u64,
     /// Rows not placed because their key is in another shard too (one row of each is).
     pub duplicate_keys: u64,
@@ -507,6 +512,7 @@ impl PartitionSummary {
             shards: record.shards.len(),
             vectors: record.home,
             guests: record.guests,
+            guest_runs: record.guest_runs,
             copy_factor: record.copy_factor(),
             largest_block: 0,
             probe: record.probe,
@@ -552,6 +558,8 @@ async fn commit_generation(
             .collect(),
         home: placed.home,
         guests: placed.guests,
+        guests_in_place: true,
+        guest_runs: placed.runs,
         cell_rows: placed.cell_rows.clone(),
         fit: placed.fit,
         train_fit: centroids.train_fit,
@@ -561,6 +569,7 @@ async fn commit_generation(
     };
     let commit = Commit::new(&UnitId::partition(generation), generation, &record)?
         .with(&table::CELLS, placed.objects.clone())
+        .with(&table::GUESTS, placed.guest_objects.clone())
         .with(&table::CENTROIDS, centroids.objects);
     catalog.commit(CommitSet::PARTITION, &commit).await?;
     if plan.full {
@@ -584,6 +593,7 @@ fn up_to_date(layout: &Layout, started: Instant) -> PartitionSummary {
         shards: 0,
         vectors: 0,
         guests: 0,
+        guest_runs: 0,
         copy_factor: 1.0,
         largest_block: largest_block(layout),
         probe: layout.latest().probe,
@@ -731,6 +741,14 @@ fn plan(embeds: &[Commit], existing: Option<&Layout>, params: &PartitionParams) 
         return Plan {
             units: all(),
             trained: reason,
+            full: true,
+        };
+    }
+    if !layout.in_place() {
+        tracing::warn!("the cells hold guest copies (an older layout); placing every shard again on the same centroids");
+        return Plan {
+            units: all(),
+            trained: None,
             full: true,
         };
     }
@@ -1026,8 +1044,10 @@ async fn write_centroids(
 /// What placing wrote.
 struct Placed {
     objects: Vec<DataObject>,
+    guest_objects: Vec<DataObject>,
     home: u64,
     guests: u64,
+    runs: u64,
     cell_rows: Vec<[u64; 2]>,
     fit: f64,
     dim: usize,
@@ -1137,8 +1157,10 @@ impl Placed {
     fn new(cells: usize) -> Placed {
         Placed {
             objects: Vec::new(),
+            guest_objects: Vec::new(),
             home: 0,
             guests: 0,
+            runs: 0,
             cell_rows: vec![[0, 0]; cells],
             fit: 0.0,
             dim: 0,
@@ -1149,7 +1171,8 @@ impl Placed {
 }
 
 /// Streams the units' vectors, places each, and writes the `cells` rows one cell per row group,
-/// buffering at most `buffer_bytes` across cells (the fullest cell is written first).
+/// buffering at most `buffer_bytes` across cells (the fullest cell is written first); then the
+/// `guests` table of the runs the row groups hold.
 async fn place(
     catalog: &Catalog,
     generation: u64,
@@ -1172,13 +1195,7 @@ async fn place(
     );
     let mut out = Placed::new(k);
     let mut buffers = Buffers::new(k);
-    let mut writer: Option<table::TableWriter> = None;
-    let mut schema: Option<SchemaRef> = None;
-    let base = format!(
-        "{}/{}/cells",
-        table::CELLS.dir,
-        UnitId::generation(generation)
-    );
+    let mut cells: Option<Written> = None;
     while let Some(batch) = stream.try_next().await? {
         let batch = match dups.keep.is_empty() {
             true => batch,
@@ -1190,43 +1207,204 @@ async fn place(
         let (flat, dim) = io::vectors_flat(&batch, "clip")?;
         out.dim = dim;
         check_norms(&flat, dim, &batch)?;
-        let schema = schema.get_or_insert_with(|| {
-            let field = |name: &str| batch.schema().field_with_name(name).ok().cloned();
-            cells::cells_schema(
-                &field("clip").expect("projected"),
-                field("dino").filter(|_| with_dino).as_ref(),
-            )
-        });
+        let w = match &mut cells {
+            Some(w) => w,
+            None => cells.insert(Written::new(catalog, generation, &batch, with_dino)?),
+        };
         let placements = placer.clone().place_blocking(flat, dim).await?;
         for p in &placements {
             out.fit += p.fit as f64;
         }
-        buffer_by_cell(&mut out, &mut buffers, &placements, &batch, copied, schema)?;
+        buffer_by_cell(
+            &mut out,
+            &mut buffers,
+            &placements,
+            &batch,
+            copied,
+            &w.schema,
+        )?;
         progress.advance(batch.num_rows() as u64);
         while buffers.total > params.buffer_bytes {
             let fullest = (0..k).max_by_key(|&c| buffers.bytes[c]).expect("k > 0");
-            flush(catalog, &base, schema, &mut writer, &mut buffers, fullest).await?;
+            w.flush(&mut buffers, fullest).await?;
         }
     }
     progress.finish();
-    let Some(schema) = schema else {
+    let Some(mut w) = cells else {
         return Err(Error::Usage(format!(
             "the {} embed shards to place hold no rows",
             units.len()
         )));
     };
     for c in 0..k {
-        flush(catalog, &base, &schema, &mut writer, &mut buffers, c).await?;
+        w.flush(&mut buffers, c).await?;
     }
-    let writer = writer.ok_or_else(|| Error::Internal("no cells rows were written".into()))?;
-    out.objects = writer.finish().await?;
-    out.bytes = bytes_of(catalog, &out.objects).await?;
+    out.runs = w.runs.len() as u64;
+    (out.objects, out.guest_objects) = w.finish(catalog, generation).await?;
+    out.bytes =
+        bytes_of(catalog, &out.objects).await? + bytes_of(catalog, &out.guest_objects).await?;
     out.fit /= out.home.max(1) as f64;
     Ok(out)
 }
 
-/// Groups a batch's placements by cell (home and guest rows) and buffers each cell's rows,
-/// counting them into `out`.
+/// The `cells` objects of a generation being written, and the guest runs of their row groups.
+struct Written {
+    schema: SchemaRef,
+    writer: table::TableWriter,
+    /// The objects written to, in order.
+    paths: Vec<String>,
+    runs: Vec<cells::GuestRun>,
+}
+
+impl Written {
+    /// The writer for generation `generation`'s cells, in the schema of `batch`'s columns.
+    fn new(
+        catalog: &Catalog,
+        generation: u64,
+        batch: &RecordBatch,
+        with_dino: bool,
+    ) -> Result<Written> {
+        let field = |name: &str| batch.schema().field_with_name(name).ok().cloned();
+        let schema = cells::cells_schema(
+            &field("clip").expect("projected"),
+            field("dino").filter(|_| with_dino).as_ref(),
+        );
+        let base = format!(
+            "{}/{}/cells",
+            table::CELLS.dir,
+            UnitId::generation(generation)
+        );
+        let writer = table::TableWriter::new(
+            catalog.root(),
+            &base,
+            schema.clone(),
+            WriteParams {
+                fast: true,
+                page_rows: Some(cells::PAGE_ROWS),
+                ..WriteParams::default()
+            },
+        )?;
+        Ok(Written {
+            schema,
+            writer,
+            paths: Vec::new(),
+            runs: Vec::new(),
+        })
+    }
+
+    /// Writes one cell's buffered rows as a row group, sorted by the cells they are a guest of,
+    /// and notes the runs of each guest cell.
+    async fn flush(&mut self, buffers: &mut Buffers, cell: usize) -> Result<()> {
+        let parts = std::mem::take(&mut buffers.cells[cell]);
+        buffers.total -= std::mem::take(&mut buffers.bytes[cell]);
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let batch = arrow::compute::concat_batches(&self.schema, &parts)
+            .map_err(|e| Error::table("cells", e))?;
+        let lists = guest_lists(&batch)?;
+        let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+        order.sort_by(|&a, &b| lists[a as usize].cmp(lists[b as usize]));
+        let sorted = arrow::compute::take_record_batch(&batch, &UInt32Array::from(order.clone()))
+            .map_err(|e| Error::table("cells", e))?;
+        let (path, first) = self.writer.write_group(&sorted).await?;
+        if self.paths.last() != Some(&path) {
+            self.paths.push(path);
+        }
+        let object = (self.paths.len() - 1) as u32;
+        // (guest cell, row in the group), then runs of consecutive rows.
+        let mut entries: Vec<(u32, u32)> = order
+            .iter()
+            .enumerate()
+            .flat_map(|(row, &i)| lists[i as usize].iter().map(move |&g| (g, row as u32)))
+            .collect();
+        entries.sort_unstable();
+        for run in entries.chunk_by(|a, b| a.0 == b.0 && a.1 + 1 == b.1) {
+            self.runs.push(cells::GuestRun {
+                cell: run[0].0,
+                home_cell: cell as u32,
+                object,
+                first: first + run[0].1 as u64,
+                rows: run.len() as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the `cells` objects and writes the `guests` table: the runs sorted by cell.
+    async fn finish(
+        mut self,
+        catalog: &Catalog,
+        generation: u64,
+    ) -> Result<(Vec<DataObject>, Vec<DataObject>)> {
+        let objects = self.writer.finish().await?;
+        let written: Vec<&String> = objects.iter().map(|o| &o.path).collect();
+        if written.iter().zip(&self.paths).any(|(a, b)| *a != b) || self.paths.len() > written.len()
+        {
+            return Err(Error::Internal(format!(
+                "cells objects {written:?} are not the ones written to, {:?}",
+                self.paths
+            )));
+        }
+        self.runs.sort_unstable();
+        let schema = cells::guests_schema();
+        let base = format!(
+            "{}/{}/guests",
+            table::GUESTS.dir,
+            UnitId::generation(generation)
+        );
+        let mut writer = table::TableWriter::new(
+            catalog.root(),
+            &base,
+            schema.clone(),
+            WriteParams {
+                rows_per_group: cells::GUEST_GROUP_ROWS,
+                ..WriteParams::default()
+            },
+        )?;
+        for chunk in self.runs.chunks(cells::GUEST_GROUP_ROWS) {
+            let column = |f: fn(&cells::GuestRun) -> u32| {
+                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(f))) as ArrayRef
+            };
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    column(|r| r.cell),
+                    column(|r| r.home_cell),
+                    column(|r| r.object),
+                    Arc::new(arrow::array::UInt64Array::from_iter_values(
+                        chunk.iter().map(|r| r.first),
+                    )),
+                    column(|r| r.rows),
+                ],
+            )
+            .map_err(|e| Error::table("guests", e))?;
+            writer.write(&batch).await?;
+        }
+        Ok((objects, writer.finish().await?))
+    }
+}
+
+/// Each row's `guest_cells` of a `cells` batch.
+fn guest_lists(batch: &RecordBatch) -> Result<Vec<&[u32]>> {
+    let lists = batch
+        .column_by_name("guest_cells")
+        .and_then(|c| c.as_any().downcast_ref::<arrow::array::ListArray>())
+        .ok_or_else(|| Error::table("cells", "no list column guest_cells"))?;
+    let values = lists
+        .values()
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .ok_or_else(|| Error::table("cells", "guest_cells holds no u32"))?
+        .values();
+    let offsets = lists.value_offsets();
+    Ok((0..offsets.len() - 1)
+        .map(|i| &values[offsets[i] as usize..offsets[i + 1] as usize])
+        .collect())
+}
+
+/// Buffers each cell's home rows of a batch, counting home rows and guest placements into
+/// `out`.
 fn buffer_by_cell(
     out: &mut Placed,
     buffers: &mut Buffers,
@@ -1235,20 +1413,20 @@ fn buffer_by_cell(
     copied: &[&str],
     schema: &SchemaRef,
 ) -> Result<()> {
-    // (cell, row, home), grouped by cell.
-    let mut entries: Vec<(u32, u32, bool)> = Vec::new();
+    // (cell, row), grouped by cell.
+    let mut entries: Vec<(u32, u32)> = Vec::new();
     for (row, p) in placements.iter().enumerate() {
-        entries.push((p.home, row as u32, true));
-        entries.extend(p.guests.iter().map(|&g| (g, row as u32, false)));
+        entries.push((p.home, row as u32));
+        for &g in &p.guests {
+            out.cell_rows[g as usize][1] += 1;
+        }
+        out.guests += p.guests.len() as u64;
     }
-    entries.sort_unstable_by_key(|e| (e.0, e.1));
+    entries.sort_unstable();
     for run in entries.chunk_by(|a, b| a.0 == b.0) {
         let cell = run[0].0;
-        let homes = run.iter().filter(|e| e.2).count() as u64;
-        out.cell_rows[cell as usize][0] += homes;
-        out.cell_rows[cell as usize][1] += run.len() as u64 - homes;
-        out.home += homes;
-        out.guests += run.len() as u64 - homes;
+        out.cell_rows[cell as usize][0] += run.len() as u64;
+        out.home += run.len() as u64;
         let part = cell_part(cell, run, placements, batch, copied, schema)?;
         let size = part.get_array_memory_size();
         buffers.cells[cell as usize].push(part);
@@ -1274,37 +1452,30 @@ async fn bytes_of(catalog: &Catalog, objects: &[DataObject]) -> Result<u64> {
     Ok(bytes)
 }
 
-/// One cell's `cells` rows of a batch: `run`, the (cell, row, home) entries of the cell, with
-/// the columns `copied` from `batch` cast to `schema`'s types.
+/// One cell's `cells` rows of a batch: `run`, the (cell, row) entries of its home rows, with
+/// the columns `copied` from `batch` cast to `schema`'s types (vectors as raw bytes).
 fn cell_part(
     cell: u32,
-    run: &[(u32, u32, bool)],
+    run: &[(u32, u32)],
     placements: &[Placement],
     batch: &RecordBatch,
     copied: &[&str],
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
     let rows = UInt32Array::from_iter_values(run.iter().map(|e| e.1));
-    let home = BooleanArray::from_iter(run.iter().map(|e| Some(e.2)));
-    let home_cell =
-        UInt32Array::from_iter_values(run.iter().map(|e| placements[e.1 as usize].home));
     let mut guest_cells = ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(Field::new(
         "item",
         arrow::datatypes::DataType::UInt32,
         false,
     )));
     for e in run {
-        if e.2 {
-            guest_cells
-                .values()
-                .append_slice(&placements[e.1 as usize].guests);
-        }
+        guest_cells
+            .values()
+            .append_slice(&placements[e.1 as usize].guests);
         guest_cells.append(true);
     }
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_value(cell, run.len())),
-        Arc::new(home),
-        Arc::new(home_cell),
         Arc::new(guest_cells.finish()),
     ];
     for name in copied {
@@ -1424,38 +1595,6 @@ impl DuplicateKeys {
         *dropped += (batch.num_rows() - keep.true_count()) as u64;
         arrow::compute::filter_record_batch(batch, &keep).map_err(|e| Error::table("embeddings", e))
     }
-}
-
-/// Writes one cell's buffered rows as their own row group(s).
-async fn flush(
-    catalog: &Catalog,
-    base: &str,
-    schema: &SchemaRef,
-    writer: &mut Option<table::TableWriter>,
-    buffers: &mut Buffers,
-    cell: usize,
-) -> Result<()> {
-    let parts = std::mem::take(&mut buffers.cells[cell]);
-    buffers.total -= std::mem::take(&mut buffers.bytes[cell]);
-    if parts.is_empty() {
-        return Ok(());
-    }
-    let batch =
-        arrow::compute::concat_batches(schema, &parts).map_err(|e| Error::table("cells", e))?;
-    if writer.is_none() {
-        *writer = Some(table::TableWriter::new(
-            catalog.root(),
-            base,
-            schema.clone(),
-            WriteParams {
-                fast: true,
-                ..WriteParams::default()
-            },
-        )?);
-    }
-    let w = writer.as_mut().expect("opened above");
-    w.write(&batch).await?;
-    w.end_group().await
 }
 
 #[cfg(test)]

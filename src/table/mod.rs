@@ -137,10 +137,18 @@ pub const DUPLICATES: TableDef = TableDef {
 /// every other cell where it could have a pair.
 pub const CELLS: TableDef = TableDef {
     name: "cells",
-    about: "mining cells: each CLIP vector in its home cell and as a guest where it can pair",
+    about: "mining cells: each CLIP vector once, in its home cell, with the cells it is a guest of",
     commits: CommitSet::PARTITION,
     dir: "partition",
     legacy: Legacy::Field("cells"),
+};
+/// `guests`: where each mining cell's guests are, as runs of other cells' home rows.
+pub const GUESTS: TableDef = TableDef {
+    name: "guests",
+    about: "per mining cell: runs of other cells' home rows (object, first row, rows) that are its guests",
+    commits: CommitSet::PARTITION,
+    dir: "partition",
+    legacy: Legacy::None,
 };
 /// `centroids`: the unit centroids of the mining cells.
 pub const CENTROIDS: TableDef = TableDef {
@@ -249,6 +257,7 @@ pub const TABLES: &[&TableDef] = &[
     &ERRORS,
     &CENTROIDS,
     &CELLS,
+    &GUESTS,
     &DUPLICATES,
     &CANDIDATES,
     &DINO,

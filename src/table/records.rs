@@ -152,9 +152,17 @@ pub struct PartitionCommit {
     pub shards: BTreeMap<String, u64>,
     /// Home rows written (one per embedding row).
     pub home: u64,
-    /// Guest copies written.
+    /// Guest placements (a vector that is a guest of two cells counts twice).
     pub guests: u64,
-    /// Per cell: home and guest rows this generation added.
+    /// Guests are runs of other cells' home rows, listed in the `guests` table (every vector
+    /// is written once). False: an older generation that copied its guests into `cells`; such a
+    /// layout is placed again on its centroids.
+    #[serde(default)]
+    pub guests_in_place: bool,
+    /// Runs of home rows listed in the `guests` table.
+    #[serde(default)]
+    pub guest_runs: u64,
+    /// Per cell: home rows and guest placements this generation added.
     pub cell_rows: Vec<[u64; 2]>,
     /// Mean cosine of these vectors to their home centroid.
     pub fit: f64,
