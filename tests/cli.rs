@@ -1239,6 +1239,13 @@ fn candidates_killed_mid_run_resumes_by_cell_to_the_same_table() {
     assert!((dim - dim.round()).abs() < 1e-9 && dim >= 2.0, "{summary}");
     assert!(summary["join_seconds"].as_f64().unwrap() > 0.0, "{summary}");
     assert!(summary["read_seconds"].as_f64().unwrap() > 0.0, "{summary}");
+    // What was fetched from `cells` and `guests`: at least the home rows' vectors, once.
+    let vectors = 40_000.0 * dim * 2.0;
+    assert!(
+        summary["bytes_read"].as_f64().unwrap() > vectors,
+        "{summary}"
+    );
+    assert!(summary["recall_seconds"].as_f64().is_some(), "{summary}");
 
     let k = root.to_str().unwrap();
     let mut child = bin().args(["candidates", "--root", k]).spawn().unwrap();

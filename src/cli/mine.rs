@@ -81,8 +81,8 @@ pub fn partition_text(s: &PartitionSummary) -> String {
         ),
         Some(g) => {
             format!(
-            "partition: generation {g}: {} vectors of {} shards into {} cells{}, {}, {} guest copies \
-             (copy factor {:.2}), largest block {} rows, fit {:.3}{}, {:.1} MiB written, peak RSS {} in {:.1}s",
+            "partition: generation {g}: {} vectors of {} shards into {} cells{}, {}, {} guest placements \
+             in {} runs read in place (copy factor {:.2}), largest block {} rows, fit {:.3}{}, {:.1} MiB written, peak RSS {} in {:.1}s",
             s.vectors,
             s.shards,
             s.cells,
@@ -99,6 +99,7 @@ pub fn partition_text(s: &PartitionSummary) -> String {
                 ),
             },
             s.guests,
+            s.guest_runs,
             s.copy_factor,
             s.largest_block,
             s.fit,
@@ -150,8 +151,8 @@ pub fn candidates_text(s: &CandidatesSummary, clip_min: f32) -> String {
     }
     if let Some(r) = &s.recall {
         text += &format!(
-            "\n  recall on {} sampled images: {:.4} ({} of {} exact pairs)",
-            r.sample, r.recall, r.found, r.exact_pairs
+            "\n  recall on {} sampled images: {:.4} ({} of {} exact pairs), measured in {:.1}s",
+            r.sample, r.recall, r.found, r.exact_pairs, s.recall_seconds
         );
     }
     text

@@ -73,7 +73,7 @@ enum Command {
     },
     /// Measure decode + preprocess throughput on a folder of images (for scripts/bench_preprocess.py).
     BenchPreprocess(embed::BenchArgs),
-    /// Cluster the CLIP embeddings into mining cells (home + guest copies); new shards only.
+    /// Cluster the CLIP embeddings into mining cells (each vector at home, a guest where it can pair); new shards only.
     Partition(mine::PartitionArgs),
     /// Build the usearch HNSW index over the CLIP embeddings (for candidates --method index).
     Index(mine::IndexArgs),

@@ -149,7 +149,8 @@ pub struct CandidatesSummary {
     pub cells: CellCounts,
     /// Guest copies per home vector in the layout.
     pub copy_factor: Option<f64>,
-    /// Compressed bytes of cell row groups read.
+    /// Bytes fetched from `cells` and `guests` objects: footers and the pages the home rows
+    /// and guest runs are on.
     pub bytes_read: u64,
     /// Memory of the largest cell block joined (its f32 vectors), in bytes.
     pub peak_block_bytes: u64,
@@ -165,9 +166,12 @@ pub struct CandidatesSummary {
     pub read_seconds: f64,
     /// Recall against brute force on a sample, when asked for.
     pub recall: Option<Recall>,
+    /// Seconds the recall measurement took after the mining (a brute force of the sample
+    /// against every vector), besides `seconds`.
+    pub recall_seconds: f64,
     /// Peak resident set of the process (Linux), in bytes.
     pub peak_rss_bytes: Option<u64>,
-    /// Wall time.
+    /// Wall time of the mining.
     pub seconds: f64,
 }
 
@@ -364,7 +368,10 @@ async fn mine_and_measure(
         Method::Index | Method::Exact => whole(root, params, progress).await,
     };
     if let (Ok(summary), Some(n)) = (&mut result, recall_sample) {
-        match recall::measure(&catalog, params.clip_min, n).await {
+        let started = Instant::now();
+        let measured = recall::measure(&catalog, params.clip_min, n).await;
+        summary.recall_seconds = started.elapsed().as_secs_f64();
+        match measured {
             Ok(r) => {
                 let record = RecallCommit {
                     recall: r.clone(),
@@ -486,7 +493,7 @@ impl CellJob<'_> {
         g: u64,
         cell: u32,
         unit: &str,
-        (bytes, read_seconds): (u64, f64),
+        read_seconds: f64,
     ) -> Result<(Joined, Commit)> {
         let block_bytes = members.vector_bytes();
         let clip_min = self.params.clip_min;
@@ -543,7 +550,6 @@ impl CellJob<'_> {
             .with(&table::DUPLICATES, dup_objects);
         let joined = Joined {
             record,
-            bytes,
             block_bytes,
             products: out.products,
             flops: 2.0 * out.products as f64 * members.dim as f64,
@@ -554,11 +560,10 @@ impl CellJob<'_> {
     }
 }
 
-/// A joined cell: its record, the bytes read for it, its block's vector bytes, and what the
+/// A joined cell: its record, its block's vector bytes, and what the
 /// read and the join cost.
 struct Joined {
     record: CandidatesCommit,
-    bytes: u64,
     block_bytes: u64,
     products: u64,
     flops: f64,
@@ -568,7 +573,6 @@ struct Joined {
 
 impl CandidatesSummary {
     fn read(&mut self, done: &Joined) {
-        self.bytes_read += done.bytes;
         self.peak_block_bytes = self.peak_block_bytes.max(done.block_bytes);
         self.products += done.products;
         self.flops += done.flops;
@@ -704,6 +708,7 @@ async fn partitioned(
     let epoch = cells_epoch(&layout, params.clip_min);
     retract_stale(&catalog, &layout, &epoch, progress.as_ref()).await?;
     let (todo, mut summary) = cells_todo(&catalog, &layout, &epoch, sharing).await?;
+    let fetched = table::io::bytes_fetched();
     if !todo.is_empty() {
         let generation = catalog.begin(Stage::Candidates.name()).await?;
         let reader = Arc::new(CellReader::open(root, &layout).await?);
@@ -725,8 +730,8 @@ async fn partitioned(
             let (job, joining) = (&job, &joining);
             async move {
                 let started = Instant::now();
-                let (members, bytes) = reader.read(cell, g).await?;
-                let read = (bytes, started.elapsed().as_secs_f64());
+                let members = reader.read(cell, g).await?;
+                let read = started.elapsed().as_secs_f64();
                 let _turn = joining
                     .acquire()
                     .await
@@ -759,6 +764,7 @@ async fn partitioned(
         .filter_map(|c| c.record::<CandidatesCommit>().ok())
         .map(|r| r.pairs)
         .sum();
+    summary.bytes_read = table::io::bytes_fetched() - fetched;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -510,22 +510,11 @@ impl CellReader {
         Some(bytes + (guests * all_bytes).div_ceil(all_rows.max(1)))
     }
 
-    /// The members of `cell` placed by generations up to `through`, and the compressed bytes
-    /// of the pages read (about: a page's bytes counted for the rows read from it).
-    pub async fn read(&self, cell: u32, through: u64) -> Result<(Members, u64)> {
+    /// The members of `cell` placed by generations up to `through`.
+    pub async fn read(&self, cell: u32, through: u64) -> Result<Members> {
         let mut members = Members::default();
-        let mut bytes = 0u64;
         for part in self.parts(cell, through).await? {
             let o = &self.objects[part.object];
-            let rows: u64 = part.ranges.iter().map(|r| r.end - r.start).sum();
-            let compressed: u64 = o
-                .footer
-                .metadata()
-                .row_groups()
-                .iter()
-                .map(|g| g.compressed_size().max(0) as u64)
-                .sum();
-            bytes += (rows * compressed).div_ceil(o.rows().max(1));
             let uri = o.uri(&self.root);
             if o.copies {
                 let root = &self.root.url;
@@ -555,7 +544,7 @@ impl CellReader {
             })
             .await?;
         }
-        Ok((members, bytes))
+        Ok(members)
     }
 }
 

@@ -136,7 +136,7 @@ pub struct CellOutput {
 /// generation, then the smallest key, is kept. A pair of two home members belongs to this cell.
 /// A home member `x` and a guest `y` (homed in cell `h`) meet here; they also meet in `h` when
 /// `x` is a guest of `h`. Then the pair belongs to the home cell of the smaller key; otherwise
-/// (possible only with `--probe`, where guest copies are capped) it belongs here. So each
+/// (possible only with `--probe`, where guest placements are capped) it belongs here. So each
 /// unordered pair above the threshold that meets in any cell is emitted by exactly one.
 pub fn cell_pairs(members: &Members, new: u64, threshold: f32) -> CellOutput {
     let n = members.len();

@@ -86,7 +86,7 @@ pub struct PartitionParams {
     #[arg(long, default_value_t = PartitionParams::default().max_block_rows)]
     pub max_block_rows: usize,
     /// Give up exact placement (choose probes; refuse with --exact) when vectors would average
-    /// more guest copies than this.
+    /// more guest placements than this.
     #[arg(long, default_value_t = PartitionParams::default().max_copies)]
     pub max_copies: f64,
     /// Demand exact placement: refuse rather than choose probes when it is impractical.

@@ -298,8 +298,23 @@ fn parquet_err(e: object_store::Error) -> ParquetError {
     ParquetError::External(Box::new(e))
 }
 
+/// Bytes this process has fetched from Parquet objects (footers, pages), for the stages that
+/// report what they read.
+static FETCHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes fetched from Parquet objects by this process so far.
+pub fn bytes_fetched() -> u64 {
+    FETCHED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn fetched(ranges: &[Range<u64>]) {
+    let n = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+    FETCHED.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl AsyncFileReader for ObjectReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        fetched(std::slice::from_ref(&range));
         self.store
             .get_range(&self.path, range)
             .map_err(parquet_err)
@@ -310,6 +325,7 @@ impl AsyncFileReader for ObjectReader {
         &mut self,
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        fetched(&ranges);
         async move {
             self.store
                 .get_ranges(&self.path, &ranges)

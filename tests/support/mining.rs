@@ -117,6 +117,98 @@ async fn homes(root: &Location) -> BTreeMap<String, u32> {
     out
 }
 
+/// Checks every generation's `guests` table against its `cells` objects: each run's rows are
+/// home rows of its home cell whose guest cells name the run's cell, and the runs cover every
+/// (row, guest cell) once. Returns the guest placements covered.
+async fn check_guest_runs(root: &Location) -> u64 {
+    let catalog = Catalog::new(root);
+    let mut placements = 0u64;
+    for commit in catalog.commits_of(CommitSet::PARTITION).await.unwrap() {
+        // Each object's rows in order: (cell, guest cells).
+        let mut objects: Vec<Vec<(u32, Vec<u32>)>> = Vec::new();
+        for o in commit.objects(&table::CELLS) {
+            let mut rows = Vec::new();
+            let mut s = io::scan_objects(root, vec![o.path], &["cell", "guest_cells"], 8192);
+            while let Some(b) = s.try_next().await.unwrap() {
+                let cell = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::UInt32Array>();
+                let lists = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<arrow::array::ListArray>();
+                let (cell, lists) = (cell.unwrap(), lists.unwrap());
+                for i in 0..b.num_rows() {
+                    let l = lists.value(i);
+                    let l = l
+                        .as_any()
+                        .downcast_ref::<arrow::array::UInt32Array>()
+                        .unwrap();
+                    rows.push((cell.value(i), l.values().to_vec()));
+                }
+            }
+            objects.push(rows);
+        }
+        let expected: usize = objects.iter().flatten().map(|r| r.1.len()).sum();
+        let mut covered = BTreeSet::new();
+        let paths = commit
+            .objects(&table::GUESTS)
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        let mut s = io::scan_objects(root, paths, &[], 8192);
+        while let Some(b) = s.try_next().await.unwrap() {
+            let u32s = |name: &str| {
+                let c = b.column_by_name(name).unwrap();
+                let c = c
+                    .as_any()
+                    .downcast_ref::<arrow::array::UInt32Array>()
+                    .unwrap();
+                c.values().to_vec()
+            };
+            let (cells, homes, objs, lens) = (
+                u32s("cell"),
+                u32s("home_cell"),
+                u32s("object"),
+                u32s("rows"),
+            );
+            let first = b.column_by_name("first").unwrap();
+            let first = first
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+                .unwrap();
+            for i in 0..b.num_rows() {
+                assert!(lens[i] > 0, "an empty run");
+                for row in first.value(i)..first.value(i) + lens[i] as u64 {
+                    let (home, guest_of) = &objects[objs[i] as usize][row as usize];
+                    assert_eq!(
+                        *home, homes[i],
+                        "run {i}: row {row} is not homed where it says"
+                    );
+                    assert!(
+                        guest_of.contains(&cells[i]),
+                        "run {i}: row {row} is no guest of {}",
+                        cells[i]
+                    );
+                    assert!(
+                        covered.insert((objs[i], row, cells[i])),
+                        "row {row} listed twice for {}",
+                        cells[i]
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            covered.len(),
+            expected,
+            "every guest placement is in one run"
+        );
+        placements += expected as u64;
+    }
+    placements
+}
+
 /// Pairs of vectors on the bisector of two centroids, one just on each side, cosine about
 /// 0.97: every one of them straddles a cell border. Then near-copies (cosine about 0.97) of the
 /// first `pairs` vectors of `old`, so the increment pairs with old vectors too.
@@ -168,6 +260,11 @@ async fn exact_partitioned_mining_equals_brute_force_across_borders_and_incremen
         first.trained.is_some() && first.vectors == 3000,
         "{first:?}"
     );
+    assert_eq!(check_guest_runs(&a).await, first.guests);
+    assert!(
+        first.guest_runs > 0 && first.guest_runs <= first.guests,
+        "{first:?}"
+    );
     let mined = mine(&a, None).await;
     assert_eq!(table(&a).await, brute_force(&a).await);
     assert_eq!(mined.cells.done, mined.cells.total);
@@ -188,6 +285,7 @@ async fn exact_partitioned_mining_equals_brute_force_across_borders_and_incremen
         (None, 1, 120),
         "{inc:?}"
     );
+    assert_eq!(check_guest_runs(&a).await, first.guests + inc.guests);
     let again = mine(&a, None).await;
     let after = table(&a).await;
     assert_eq!(
