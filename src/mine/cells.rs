@@ -30,9 +30,10 @@ use crate::storage::Location;
 pub use crate::table::records::{PartitionCommit, UnitCell};
 use crate::table::{self, io, Catalog, Commit, CommitSet};
 
-/// Rows per data page of a `cells` object: a guest run is read as the pages it is on, so a
-/// page holds about as many rows as a short run (32 CLIP vectors of 768 f16 are 48 KiB).
-pub const PAGE_ROWS: usize = 32;
+/// Rows per data page of a `cells` object's vector columns: a guest run is read as the pages
+/// it is on, so a page holds about as many rows as a short run (8 CLIP vectors of 768 f16 are
+/// 12 KiB). The other columns' pages hold `io::SMALL_PAGE_FACTOR` times as many.
+pub const PAGE_ROWS: usize = 8;
 
 /// Rows per row group of a `guests` object: a cell's runs are read as the row groups whose
 /// cell range holds it.
@@ -217,8 +218,8 @@ fn u32s<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a UInt32Array> {
         .ok_or_else(|| Error::table("cells", format!("no u32 column {column}")))
 }
 
-/// One `cells` object: where it is, its footer (with the offset index), the row groups of each
-/// cell and the first row of each row group.
+/// One `cells` object: where it is, its footer, the row groups of each cell and the first row
+/// of each row group.
 struct CellObject {
     path: String,
     meta: ObjectMeta,
@@ -272,12 +273,18 @@ struct Part {
     home_cells: Option<Vec<u32>>,
 }
 
+/// Offset indexes (a few bytes per page) kept for guest reads, of this many `cells` objects at
+/// most (the most recently used): about 1 MiB each for a full object of 768-d CLIP.
+const PAGED_OBJECTS: usize = 32;
+
 /// Reads the members of one cell at a time. Holds the footers of the `cells` and `guests`
-/// objects (the offset index is a few bytes per page of `PAGE_ROWS` rows) and never more than
-/// the one cell being read.
+/// objects, the offset indexes of at most `PAGED_OBJECTS` objects, and never more than the one
+/// cell being read.
 pub struct CellReader {
     root: Location,
     objects: Vec<CellObject>,
+    /// `(object, footer with its offset index)`, most recently used last.
+    paged: std::sync::Mutex<std::collections::VecDeque<(usize, ArrowReaderMetadata)>>,
     guests: Vec<GuestObject>,
     /// Per generation: guest placements per cell, for `column_bytes`.
     guest_rows: Vec<(u64, Vec<u64>)>,
@@ -291,7 +298,7 @@ impl CellReader {
         for (generation, record, commit) in &layout.generations {
             let first = objects.len();
             for object in commit.objects(&table::CELLS) {
-                let (meta, footer) = io::paged_metadata(root, &object.path).await?;
+                let (meta, footer) = io::metadata_at(root, &object.path).await?;
                 let groups = cell_groups(&footer, &object.path)?;
                 let copies = footer.schema().index_of("home").is_ok();
                 let mut starts = Vec::new();
@@ -328,6 +335,7 @@ impl CellReader {
         Ok(CellReader {
             root: root.clone(),
             objects,
+            paged: Default::default(),
             guests,
             guest_rows,
         })
@@ -418,8 +426,32 @@ impl CellReader {
         Ok(parts)
     }
 
+    /// The footer of `object` with its offset index, from the last `PAGED_OBJECTS` used or read.
+    async fn paged(&self, object: usize) -> Result<ArrowReaderMetadata> {
+        let cached = {
+            let mut paged = self.paged.lock().expect("not poisoned");
+            let at = paged.iter().position(|p| p.0 == object);
+            at.and_then(|i| paged.remove(i))
+        };
+        let entry = match cached {
+            Some(entry) => entry,
+            None => {
+                let o = &self.objects[object];
+                let footer = io::with_offset_index(&self.root.store, &o.meta, &o.footer).await?;
+                (object, footer)
+            }
+        };
+        let footer = entry.1.clone();
+        let mut paged = self.paged.lock().expect("not poisoned");
+        paged.push_back(entry);
+        while paged.len() > PAGED_OBJECTS {
+            paged.pop_front();
+        }
+        Ok(footer)
+    }
+
     /// Streams the rows of `part`, only `columns`, batch by batch into `f` with each row's home
-    /// cell (`None` for home rows).
+    /// cell (`None` for home rows). Home rows are whole row groups; guest runs are read by page.
     async fn read_part(
         &self,
         part: &Part,
@@ -427,10 +459,14 @@ impl CellReader {
         mut f: impl FnMut(&RecordBatch, &dyn Fn(usize) -> Option<u32>) -> Result<()>,
     ) -> Result<()> {
         let o = &self.objects[part.object];
+        let footer = match part.home_cells {
+            Some(_) => self.paged(part.object).await?,
+            None => o.footer.clone(),
+        };
         let mut stream = io::scan_rows_at(
             &self.root.store,
             &o.meta,
-            o.footer.clone(),
+            footer,
             &part.ranges,
             columns,
             io::SCAN_BATCH_ROWS,

@@ -44,9 +44,10 @@ pub struct WriteParams {
     /// Snappy instead of zstd: for tables of vectors, which zstd barely shrinks (about 10%) at
     /// a third of snappy's speed.
     pub fast: bool,
-    /// Rows per data page, for tables read by row ranges (`cells`): with the offset index, a
-    /// range read then fetches and decodes only the pages its rows are on. `None`: pages are
-    /// bounded by bytes alone (Parquet's 1 MiB).
+    /// Rows per data page of the raw vector columns, for tables read by row ranges (`cells`):
+    /// with the offset index, a range read then fetches and decodes only the pages its rows are
+    /// on. The other columns, whose rows are small, get pages of `SMALL_PAGE_FACTOR` times as
+    /// many rows. `None`: pages are bounded by bytes alone (Parquet's 1 MiB).
     pub page_rows: Option<usize>,
 }
 
@@ -61,6 +62,10 @@ impl Default for WriteParams {
     }
 }
 
+/// Rows per page of the small columns of a table with `WriteParams::page_rows`, as a multiple
+/// of its vector columns' rows per page.
+pub const SMALL_PAGE_FACTOR: usize = 8;
+
 /// Writer properties for every blindspot table: zstd (snappy with `fast`), bounded row groups,
 /// and the schema's metadata as Parquet key-value metadata (so DuckDB and pyarrow both show
 /// it). No dictionaries: keys and vectors are nearly all distinct, where a dictionary only
@@ -73,16 +78,23 @@ pub fn writer_props(schema: &SchemaRef, params: &WriteParams) -> WriterPropertie
         .into_iter()
         .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.clone(), v.clone()))
         .collect();
-    let builder = WriterProperties::builder();
-    let builder = match params.page_rows {
-        // Row-sized pages: statistics per column chunk only (per-page minima of vectors would
-        // weigh as much as the pages' data in the footer).
-        Some(rows) => builder
-            .set_data_page_row_count_limit(rows.max(1))
-            .set_write_batch_size(rows.max(1))
-            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk),
-        None => builder,
-    };
+    let mut builder = WriterProperties::builder();
+    if let Some(rows) = params.page_rows {
+        // Small pages: statistics per column chunk only (per-page minima of vectors would weigh
+        // as much as the pages' data in the footer). A page closes once it holds its bytes,
+        // checked every `rows` rows.
+        let rows = rows.max(1);
+        builder = builder
+            .set_data_page_row_count_limit(rows * SMALL_PAGE_FACTOR)
+            .set_write_batch_size(rows)
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk);
+        for field in schema.fields() {
+            if let DataType::FixedSizeBinary(width) = field.data_type() {
+                let path = parquet::schema::types::ColumnPath::from(field.name().as_str());
+                builder = builder.set_column_data_page_size_limit(path, rows * *width as usize);
+            }
+        }
+    }
     builder
         .set_compression(if params.fast {
             parquet::basic::Compression::SNAPPY
@@ -386,9 +398,8 @@ pub async fn object_metadata(root: &Location, rel: &str) -> Result<ArrowReaderMe
         .map_err(|e| Error::table(rel, e))
 }
 
-/// An object's listing entry and its footer with the offset index (where each page is), for
-/// reads of row ranges that fetch only the pages the rows are on (`scan_rows_at`).
-pub async fn paged_metadata(
+/// An object's listing entry and its footer (without page indexes).
+pub async fn metadata_at(
     root: &Location,
     rel: &str,
 ) -> Result<(object_store::ObjectMeta, ArrowReaderMetadata)> {
@@ -398,17 +409,28 @@ pub async fn paged_metadata(
         .head(&path)
         .await
         .map_err(|e| Error::storage(root.uri_of(&path), e))?;
+    let footer = footer_at(&root.store, &meta).await?;
+    Ok((meta, footer))
+}
+
+/// `footer` with the object's offset index (where each page is) added, for reads of row
+/// ranges that fetch only the pages the rows are on (`scan_rows_at`). Only the index is read.
+pub async fn with_offset_index(
+    store: &Arc<dyn ObjectStore>,
+    meta: &object_store::ObjectMeta,
+    footer: &ArrowReaderMetadata,
+) -> Result<ArrowReaderMetadata> {
     let mut r = ObjectReader {
-        store: root.store.clone(),
-        path,
+        store: store.clone(),
+        path: meta.location.clone(),
         size: meta.size,
     };
-    let options = ArrowReaderOptions::new()
+    let failed = |e: parquet::errors::ParquetError| Error::table(meta.location.as_ref(), e);
+    let mut reader = ParquetMetaDataReader::new_with_metadata(footer.metadata().as_ref().clone())
         .with_offset_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
-    let footer = ArrowReaderMetadata::load_async(&mut r, options)
-        .await
-        .map_err(|e| Error::table(rel, e))?;
-    Ok((meta, footer))
+    reader.load_page_index(&mut r).await.map_err(failed)?;
+    let metadata = reader.finish().map_err(failed)?;
+    ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new()).map_err(failed)
 }
 
 /// The footer of any Parquet object, named by its listing entry (so no extra `head`).
