@@ -97,6 +97,10 @@ impl ScalarUDFImpl for CosineSim {
             (_, _, DataType::FixedSizeBinary(a), DataType::FixedSizeBinary(b)) if a == b => {
                 Ok(DataType::Float32)
             }
+            // A raw vector against a list (`cells.clip` against `embeddings.clip`): the
+            // dimensions are compared once the raw bytes are read by their element type.
+            (Some(_), None, _, DataType::FixedSizeBinary(_))
+            | (None, Some(_), DataType::FixedSizeBinary(_), _) => Ok(DataType::Float32),
             _ => Err(datafusion::error::DataFusionError::Plan(format!(
                 "cosine_sim takes two FixedSizeList<Float32 or Float16> of one size, got {} and {}",
                 args[0], args[1]
@@ -473,8 +477,42 @@ async fn listing_table(
     } else {
         config
     };
+    let config = with_raw_item_types(root, paths, config).await?;
     let table = ListingTable::try_new(config).map_err(|e| Error::table(name, e))?;
     Ok(Arc::new(table))
+}
+
+/// `config` with the element type of its raw vector columns (`io::RAW_ITEM`, field metadata
+/// that DataFusion's schema inference leaves out) taken from the first object's own schema, so
+/// that `cosine_sim` reads `cells.clip` and `cells.dino`.
+async fn with_raw_item_types(
+    root: &Location,
+    paths: &[String],
+    config: ListingTableConfig,
+) -> Result<ListingTableConfig> {
+    let Some(schema) = config.file_schema.clone() else {
+        return Ok(config);
+    };
+    let raw = |f: &Field| matches!(f.data_type(), DataType::FixedSizeBinary(_));
+    let (Some(first), true) = (paths.first(), schema.fields().iter().any(|f| raw(f))) else {
+        return Ok(config);
+    };
+    let own = table::io::object_metadata(root, first)
+        .await?
+        .schema()
+        .clone();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match own.field_with_name(f.name()) {
+            Ok(o) if raw(f) && o.data_type() == f.data_type() => {
+                f.as_ref().clone().with_metadata(o.metadata().clone())
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let with = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    Ok(config.with_schema(with))
 }
 
 /// Registers (or replaces) table `name` of `ctx` as an empty table of `schema`.

@@ -1797,6 +1797,29 @@ fn sql_is_read_only_and_explains_bad_queries() {
     let csv = run_ok(&["sql", "--root", r, q, "--format", "csv"]);
     assert!(csv.starts_with("a,b,sim\n"), "{csv}");
     assert_eq!(csv.lines().count(), 4);
+    // The cells keep vectors as raw bytes: the UDF reads them, alone and against the
+    // embeddings' lists, and gives the candidates' similarities back (a cosine, where
+    // `clip_sim` is the plain dot product of the stored unit vectors).
+    let q = "SELECT count(*) AS n, \
+             sum(CASE WHEN cosine_sim(x.clip, e.clip) > 0.999 THEN 1 ELSE 0 END) AS same, \
+             sum(CASE WHEN cosine_sim(x.dino, x.dino) > 0.999 THEN 1 ELSE 0 END) AS dino \
+             FROM cells x JOIN embeddings e ON e.key = x.key";
+    let csv = run_ok(&["sql", "--root", r, q, "--format", "csv"]);
+    let row: Vec<u64> = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(row[0] > 0 && row == [row[0]; 3], "{csv}");
+    let q = "SELECT count(*) AS n FROM candidates c JOIN cells x ON x.key = c.a JOIN cells y ON y.key = c.b \
+             WHERE abs(cosine_sim(x.clip, y.clip) - c.clip_sim) < 1e-3";
+    let n = run_ok(&["sql", "--root", r, q, "--format", "csv"]);
+    assert_eq!(
+        n.lines().nth(1),
+        Some(sql_count(r, "candidates").to_string().as_str())
+    );
     let json = run_ok(&[
         "sql",
         "--root",
