@@ -28,7 +28,7 @@ import io
 import os
 import sys
 import tomllib
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -50,13 +50,20 @@ _RESIZE_MODES = ("shortest-side", "squash")
 
 
 def load_image(
-    src: Union[str, os.PathLike, bytes, bytearray, memoryview], exif: bool = True, rgb: bool = True
+    src: Union[str, os.PathLike, bytes, bytearray, memoryview],
+    exif: bool = True,
+    rgb: bool = True,
+    draft: Optional[tuple[int, int]] = None,
 ) -> Image.Image:
     """Decode once: open with PIL, apply the EXIF orientation (unless `exif` is false), convert
-    to RGB (unless `rgb` is false: `preprocess` then converts as the manifest says)."""
+    to RGB (unless `rgb` is false: `preprocess` then converts as the manifest says). `draft`:
+    ask the JPEG decoder for a reduced scale whose size is at least this (PIL's `draft`, which
+    scales in the DCT by 1/2, 1/4 or 1/8)."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = io.BytesIO(src)
     with Image.open(src) as img:
+        if draft is not None:
+            img.draft("RGB", draft)
         img = ImageOps.exif_transpose(img) if exif else img.copy()
     return img.convert("RGB") if rgb else img
 
@@ -158,13 +165,17 @@ def preprocess(pil_image: Image.Image, manifest: Mapping[str, Any]) -> np.ndarra
 
 
 def main(argv: list[str]) -> int:
+    draft = None
+    if len(argv) == 7 and argv[4] == "--draft":
+        draft = (int(argv[5]), int(argv[6]))
+        argv = argv[:4]
     if len(argv) != 4:
-        print(f"usage: {os.path.basename(argv[0])} IMAGE MANIFEST OUT.f32", file=sys.stderr)
+        print(f"usage: {os.path.basename(argv[0])} IMAGE MANIFEST OUT.f32 [--draft W H]", file=sys.stderr)
         return 2
     image_path, manifest_path, out_path = argv[1:]
     manifest = load_manifest(manifest_path)
     exif = str(_get(manifest, "exif", "apply")) == "apply"
-    out = preprocess(load_image(image_path, exif=exif, rgb=False), manifest)
+    out = preprocess(load_image(image_path, exif=exif, rgb=False, draft=draft), manifest)
     np.ascontiguousarray(out, dtype="<f4").tofile(out_path)
     return 0
 

@@ -691,6 +691,94 @@ fn preprocessing_matches_an_independent_pil_reference() {
     }
 }
 
+/// A JPEG at least four times the encoders' input is decoded at 1/4 or 1/8 scale in the DCT,
+/// which PIL does too when asked (`Image.draft`, as torchvision users who call it get): the
+/// tensors stay within 6 levels of PIL's `draft` + resize + crop, 1.5 on average (measured at
+/// 1/8: 3 at most, 0.97 on average, for the tiny CLIP and DINOv2 geometries; the two decoders'
+/// scaled IDCTs round differently), and the image decoded at full size stays within today's 4
+/// levels of PIL's full decode (measured: 1).
+#[test]
+fn a_dct_scaled_jpeg_stays_close_to_pil_draft() {
+    let dir = tempfile::tempdir().unwrap();
+    // Photo-like: smooth gradients, soft texture and a few edges, at quality 90.
+    let (w, h) = (1203u32, 911u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let n = blake3::hash(&[(x / 9).to_le_bytes(), (y / 9).to_le_bytes()].concat());
+        let t = n.as_bytes()[0] as u32 % 24;
+        let edge = if (x / 150 + y / 110) % 2 == 0 { 40 } else { 0 };
+        image::Rgb([
+            ((x * 200 / w) + t + edge).min(255) as u8,
+            ((y * 180 / h) + t).min(255) as u8,
+            (((x + y) * 120 / (w + h)) + 60 + edge).min(255) as u8,
+        ])
+    });
+    let path = dir.path().join("large.jpg");
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+        .encode_image(&img)
+        .unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    for manifest in [
+        repo().join("models/tiny/clip-tiny.toml"),
+        repo().join("models/tiny/dino-tiny.toml"),
+    ] {
+        let m = encoder::load_manifest_unchecked(&manifest).unwrap();
+        let mut p = blindspot::encoder::preprocess::Preprocessor::new(vec![
+            blindspot::encoder::preprocess::Transform::new(&m),
+        ]);
+        let min_side = p.min_side();
+        let factor = (h / min_side).min(8);
+        assert!(factor >= 4, "{min_side}: the DCT path applies");
+        for (dct, draft) in [(true, true), (false, false)] {
+            let params = blindspot::encoder::preprocess::DecodeParams {
+                dct_scaling: dct,
+                ..Default::default()
+            };
+            let decoded = p.decode(&bytes, &params).unwrap();
+            assert_eq!(
+                decoded.rgb.width() < w / 3,
+                dct,
+                "decoded at {}",
+                decoded.rgb.width()
+            );
+            let mut ours = vec![0f32; m.image_size as usize * m.image_size as usize * 3];
+            p.run_decoded(&decoded, &mut [&mut ours]).unwrap();
+            let out = dir.path().join("ref.f32");
+            let mut cmd = Command::new(python());
+            cmd.arg(repo().join("scripts/reference_preprocess.py"))
+                .args([&path, &manifest, &out]);
+            if draft {
+                // PIL takes the largest of 1/8, 1/4, 1/2 that `w / size` allows.
+                let (dw, dh) = (w / factor, h / factor);
+                cmd.args(["--draft", &dw.to_string(), &dh.to_string()]);
+            }
+            assert!(cmd.status().unwrap().success());
+            let reference: Vec<f32> = std::fs::read(&out)
+                .unwrap()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(reference.len(), ours.len());
+            let plane = ours.len() / 3;
+            let levels: Vec<f32> = ours
+                .iter()
+                .zip(&reference)
+                .enumerate()
+                .map(|(i, (a, b))| (a - b).abs() * m.std[i / plane] * 255.0)
+                .collect();
+            let max = levels.iter().cloned().fold(0f32, f32::max);
+            let mean = levels.iter().sum::<f32>() / levels.len() as f32;
+            eprintln!(
+                "{} at {} (dct {dct}): {max:.2} levels at most, {mean:.3} on average",
+                manifest.display(),
+                decoded.rgb.width()
+            );
+            let (max_ok, mean_ok) = if dct { (6.0, 1.5) } else { (4.001, 0.5) };
+            assert!(max <= max_ok && mean < mean_ok, "{max} levels, mean {mean}");
+        }
+    }
+}
+
 #[test]
 fn demo_prints_the_known_pairs() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,9 +3,10 @@
 //! a centre crop and a normalisation into a CHW float tensor, matching torchvision's
 //! `Resize(int) + CenterCrop + ToTensor + Normalize` on a PIL image.
 //!
-//! Speed comes from three things: encoders whose geometry matches share one resize; a JPEG
-//! much larger than every encoder's input is decoded at 1/2, 1/4 or 1/8 scale in the DCT
-//! (as PIL's `draft` does); and normalisation is a per-channel lookup table.
+//! Speed comes from three things: encoders whose geometry matches share one resize; a JPEG at
+//! least four times every encoder's input is decoded at 1/4 or 1/8 scale in the DCT (as PIL's
+//! `draft` does; at 1/2 the scaled decoder is slower than the full-size one); and
+//! normalisation is a per-channel lookup table.
 
 use std::io::Cursor;
 
