@@ -559,7 +559,7 @@ impl CellReader {
                 )));
             }
             let mut at = 0usize;
-            let columns = ["guest_cells", "key", "content_hash", "clip"];
+            let columns = ["cell", "guest_cells", "key", "content_hash", "clip"];
             self.read_part(&part, &columns, |batch, home_of| {
                 let (flat, dim) = io::vectors_flat(batch, "clip")?;
                 if members.dim != 0 && members.dim != dim {
@@ -573,8 +573,10 @@ impl CellReader {
                     let row = row_of(&part.ranges, at + i);
                     return Err(bad_vector(&uri, cell, row, &flat[i * dim..(i + 1) * dim]));
                 }
+                let rows = |i: usize| row_of(&part.ranges, at + i);
+                push_members(&mut members, batch, cell, home_of, o.generation)
+                    .map_err(|(i, what)| misplaced(&uri, rows(i), cell, &what))?;
                 at += batch.num_rows();
-                push_members(&mut members, batch, cell, home_of, o.generation)?;
                 members.data.extend_from_slice(&flat);
                 Ok(())
             })
@@ -585,40 +587,68 @@ impl CellReader {
 }
 
 /// Appends a batch's rows to `members`: home rows of `cell` where `home_of` gives `None`,
-/// else guests homed where it says.
+/// else guests homed where it says. Each row must be what the read took it for: homed in its
+/// cell, and a guest of `cell` when read as one; else `(row in the batch, what it is)`.
 fn push_members(
     members: &mut Members,
     batch: &RecordBatch,
     cell: u32,
     home_of: &dyn Fn(usize) -> Option<u32>,
     generation: u64,
-) -> Result<()> {
-    let keys = io::strings(batch, "key")?;
-    let hashes = io::strings(batch, "content_hash")?;
-    let guest_cells = batch
-        .column_by_name("guest_cells")
-        .and_then(|c| c.as_any().downcast_ref::<ListArray>())
-        .ok_or_else(|| Error::table("cells", "no list column guest_cells"))?;
+) -> std::result::Result<(), (usize, String)> {
+    let columns = || -> Result<_> {
+        let guest_cells = batch
+            .column_by_name("guest_cells")
+            .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+            .ok_or_else(|| Error::table("cells", "no list column guest_cells"))?;
+        let values = guest_cells
+            .values()
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .ok_or_else(|| Error::table("cells", "guest_cells holds no u32"))?;
+        let (keys, hashes) = (
+            io::strings(batch, "key")?,
+            io::strings(batch, "content_hash")?,
+        );
+        Ok((u32s(batch, "cell")?, guest_cells, values, keys, hashes))
+    };
+    let (cells, lists, values, keys, hashes) = columns().map_err(|e| (0, e.to_string()))?;
+    let offsets = lists.value_offsets();
     for i in 0..batch.num_rows() {
+        let guest_of = &values.values()[offsets[i] as usize..offsets[i + 1] as usize];
+        let home = home_of(i);
+        let stored = cells.value(i);
+        if stored != home.unwrap_or(cell) || home.is_some_and(|_| !guest_of.contains(&cell)) {
+            let read_as = match home {
+                Some(h) => format!("a guest of cell {cell} homed in {h}"),
+                None => "a home row".to_string(),
+            };
+            return Err((
+                i,
+                format!("read as {read_as}, it is homed in {stored} and a guest of {guest_of:?}"),
+            ));
+        }
         members.keys.push(keys.value(i).to_string());
         members.hashes.push(hashes.value(i).to_string());
-        let home = home_of(i);
         members.home.push(home.is_none());
-        members.home_cell.push(home.unwrap_or(cell));
+        members.home_cell.push(stored);
         members.guest_cells.push(match home {
             Some(_) => Vec::new(),
-            None => {
-                let list = guest_cells.value(i);
-                list.as_any()
-                    .downcast_ref::<UInt32Array>()
-                    .ok_or_else(|| Error::table("cells", "guest_cells holds no u32"))?
-                    .values()
-                    .to_vec()
-            }
+            None => guest_of.to_vec(),
         });
         members.generations.push(generation);
     }
     Ok(())
+}
+
+/// The error for a row that is not what the `guests` table or the footer said it is.
+fn misplaced(uri: &str, row: u64, cell: u32, what: &str) -> Error {
+    Error::table(
+        "cells",
+        format!(
+            "{uri}: row {row}, read for cell {cell}, is not where the layout puts it ({what}): the cells or guests objects are damaged; run `blindspot partition --retrain`"
+        ),
+    )
 }
 
 /// The row of the object that is the `n`-th row read from `ranges`.

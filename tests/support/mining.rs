@@ -655,3 +655,102 @@ async fn candidates_are_bit_identical_to_the_recorded_tables() {
         .expect("tests/golden/candidates.txt (BLINDSPOT_BLESS=1 writes it)");
     assert_eq!(got, want, "the candidates tables changed");
 }
+
+/// Replaces a root's `guests` object with one run and returns what `candidates` says.
+async fn candidates_with_run(root: &Location, run: [u64; 5]) -> String {
+    let catalog = Catalog::new(root);
+    let commit = catalog
+        .commits_of(CommitSet::PARTITION)
+        .await
+        .unwrap()
+        .remove(0);
+    let path = commit.objects(&table::GUESTS).remove(0).path;
+    let schema = blindspot::mine::cells::guests_schema();
+    let u32s = |v: u64| Arc::new(arrow::array::UInt32Array::from(vec![v as u32])) as _;
+    let batch = arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            u32s(run[0]),
+            u32s(run[1]),
+            u32s(run[2]),
+            Arc::new(arrow::array::UInt64Array::from(vec![run[3]])),
+            u32s(run[4]),
+        ],
+    )
+    .unwrap();
+    let base = path.trim_end_matches(".parquet");
+    io::write_batches(root, base, &schema, &[batch])
+        .await
+        .unwrap();
+    let params = CandidateParams::default();
+    let err = candidates::candidates(root, &params, None, None, None, Arc::new(NoProgress))
+        .await
+        .unwrap_err();
+    err.to_string()
+}
+
+#[tokio::test]
+async fn a_guests_table_that_lies_is_an_error_naming_the_object() {
+    // A run past the end of its object, and a run naming a row that is no guest of its cell:
+    // both stop the cell with a message naming what is damaged, before the cell's pairs.
+    let params = corpus(2000, VectorKind::ClipLike, "v", 9);
+    let layout = PartitionParams {
+        cells: Some(8),
+        probe: Some(2),
+        ..Default::default()
+    };
+    let root = Location::open("memory://guests-lie/past-the-end").unwrap();
+    blindspot::synth::vectors::write(&root, &params)
+        .await
+        .unwrap();
+    place(&root, &layout).await;
+    let err = candidates_with_run(&root, [0, 1, 0, 1 << 40, 3]).await;
+    assert!(
+        err.contains("guests") && err.contains("does not have") && err.contains("--retrain"),
+        "{err}"
+    );
+
+    let root = Location::open("memory://guests-lie/not-a-guest").unwrap();
+    blindspot::synth::vectors::write(&root, &params)
+        .await
+        .unwrap();
+    place(&root, &layout).await;
+    // Row 0 of the first cells object: its home, and a cell it is no guest of.
+    let catalog = Catalog::new(&root);
+    let commit = catalog
+        .commits_of(CommitSet::PARTITION)
+        .await
+        .unwrap()
+        .remove(0);
+    let first = commit.objects(&table::CELLS).remove(0).path;
+    let mut s = io::scan_objects(&root, vec![first.clone()], &["cell", "guest_cells"], 1);
+    let b = s.try_next().await.unwrap().unwrap();
+    let home = b
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::UInt32Array>()
+        .unwrap()
+        .value(0);
+    let lists = b
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow::array::ListArray>()
+        .unwrap();
+    let l = lists.value(0);
+    let guest_of = l
+        .as_any()
+        .downcast_ref::<arrow::array::UInt32Array>()
+        .unwrap();
+    let other = (0..8u32)
+        .find(|c| *c != home && !guest_of.values().contains(c))
+        .unwrap();
+    let err = candidates_with_run(&root, [other as u64, home as u64, 0, 0, 1]).await;
+    assert!(
+        err.contains(&first) && err.contains("not where the layout puts it"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("a guest of cell {other} homed in {home}")),
+        "{err}"
+    );
+}
