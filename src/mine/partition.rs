@@ -711,32 +711,7 @@ fn plan(embeds: &[Commit], existing: Option<&Layout>, params: &PartitionParams) 
             full: true,
         };
     };
-    let latest = layout.latest();
-    let reason = if params.retrain {
-        Some("--retrain".to_string())
-    } else if params.clip_min < latest.clip_min {
-        Some(format!(
-            "clip-min {} is below the {} the guests were placed for",
-            params.clip_min, latest.clip_min
-        ))
-    } else if probe_changed(params, latest) {
-        Some(format!(
-            "probe changed from {} to {}",
-            probe_name(latest.probe, latest.auto_probe.is_some()),
-            match (params.probe, params.exact) {
-                (Some(k), _) => k.to_string(),
-                (None, true) => "exact".into(),
-                (None, false) => "chosen for the target recall".into(),
-            }
-        ))
-    } else if params.cells.is_some_and(|k| k != layout.centroids.nrows()) {
-        Some(format!(
-            "--cells differs from the layout's {}",
-            layout.centroids.nrows()
-        ))
-    } else {
-        None
-    };
+    let reason = retrain_reason(layout, params);
     if reason.is_some() {
         return Plan {
             units: all(),
@@ -781,6 +756,36 @@ fn plan(embeds: &[Commit], existing: Option<&Layout>, params: &PartitionParams) 
             .collect(),
         trained: None,
         full: false,
+    }
+}
+
+/// Why `params` ask for new centroids on `layout`, if they do.
+fn retrain_reason(layout: &Layout, params: &PartitionParams) -> Option<String> {
+    let latest = layout.latest();
+    if params.retrain {
+        Some("--retrain".to_string())
+    } else if params.clip_min < latest.clip_min {
+        Some(format!(
+            "clip-min {} is below the {} the guests were placed for",
+            params.clip_min, latest.clip_min
+        ))
+    } else if probe_changed(params, latest) {
+        Some(format!(
+            "probe changed from {} to {}",
+            probe_name(latest.probe, latest.auto_probe.is_some()),
+            match (params.probe, params.exact) {
+                (Some(k), _) => k.to_string(),
+                (None, true) => "exact".into(),
+                (None, false) => "chosen for the target recall".into(),
+            }
+        ))
+    } else if params.cells.is_some_and(|k| k != layout.centroids.nrows()) {
+        Some(format!(
+            "--cells differs from the layout's {}",
+            layout.centroids.nrows()
+        ))
+    } else {
+        None
     }
 }
 
