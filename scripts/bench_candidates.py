@@ -38,7 +38,11 @@ the peak resident set (VmHWM, MiB) of that process is reported, by the child its
 blindspot's JSON summary.
 
 Growth (--growth 100000,300000,1000000): `blindspot synth-vectors --kind clip-like` at each n
-(768-d f16), then `partition --probe P` and `candidates`: time and peak RSS of each.
+(768-d f16), then `partition --probe P` and `candidates`: time and peak RSS of each; the
+mining time (partition + candidates without the recall check, which is printed apart) against
+the GEMM bound (the joins' flops at --gemm-gflops); the joins' seconds and rate, the seconds
+spent reading cells, MiB written by partition and fetched by candidates, the copy factor and
+the guest runs.
 
 Recall (planted) is measured on the planted pairs (pairs inside a group whose true cosine is
 above the threshold), always in full. False positives are found pairs whose true cosine is not
