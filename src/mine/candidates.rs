@@ -369,7 +369,12 @@ async fn mine_and_measure(
     };
     if let (Ok(summary), Some(n)) = (&mut result, recall_sample) {
         let started = Instant::now();
-        let measured = recall::measure(&catalog, params.clip_min, n).await;
+        // A partitioned table's rows are in the cells, once each.
+        let vectors = match layout.as_ref().is_some_and(Layout::in_place) {
+            true => &table::CELLS,
+            false => &table::EMBEDDINGS,
+        };
+        let measured = recall::measure(&catalog, params.clip_min, n, vectors).await;
         summary.recall_seconds = started.elapsed().as_secs_f64();
         match measured {
             Ok(r) => {

@@ -11,7 +11,7 @@ use ndarray::{Array2, ArrayView2};
 
 use super::join;
 use crate::error::Result;
-use crate::table::{self, io, Catalog, Generations};
+use crate::table::{self, io, Catalog, Generations, TableDef};
 
 pub use crate::table::records::Recall;
 
@@ -20,8 +20,16 @@ fn chosen(key: &str, stride: u64) -> bool {
     u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) % stride == 0
 }
 
-/// Measures the recall of `catalog`'s candidates at `clip_min` on about `sample` queries.
-pub async fn measure(catalog: &Catalog, clip_min: f32, sample: usize) -> Result<Recall> {
+/// Measures the recall of `catalog`'s candidates at `clip_min` on about `sample` queries, with
+/// the CLIP vectors of `vectors`: `embeddings`, or `cells` for a partitioned table (the rows it
+/// mined, each once, and raw vectors, which read several times faster than the embeddings'
+/// f16 lists).
+pub async fn measure(
+    catalog: &Catalog,
+    clip_min: f32,
+    sample: usize,
+    vectors: &TableDef,
+) -> Result<Recall> {
     let collapsed = collapsed_keys(catalog).await?;
     let rows: u64 = catalog
         .objects(&table::EMBEDDINGS, Generations::All)
@@ -30,8 +38,16 @@ pub async fn measure(catalog: &Catalog, clip_min: f32, sample: usize) -> Result<
         .map(|o| o.rows.unwrap_or(0))
         .sum();
     let stride = (rows / sample.max(1) as u64).max(1);
-    let (qkeys, queries) = queries(catalog, stride, &collapsed).await?;
-    let exact = exact_pairs(catalog, &qkeys, queries.view(), clip_min, &collapsed).await?;
+    let (qkeys, queries) = queries(catalog, vectors, stride, &collapsed).await?;
+    let exact = exact_pairs(
+        catalog,
+        vectors,
+        &qkeys,
+        queries.view(),
+        clip_min,
+        &collapsed,
+    )
+    .await?;
     // The table's pairs that involve a query.
     let query_set: HashSet<&str> = qkeys.iter().map(String::as_str).collect();
     let mut found = 0u64;
@@ -79,12 +95,13 @@ async fn collapsed_keys(catalog: &Catalog) -> Result<HashSet<String>> {
 /// Pass 1: the query images (every `stride`-th key by hash, not collapsed) and their vectors.
 async fn queries(
     catalog: &Catalog,
+    vectors: &TableDef,
     stride: u64,
     collapsed: &HashSet<String>,
 ) -> Result<(Vec<String>, Array2<f32>)> {
     let (mut qkeys, mut qdata, mut dim) = (Vec::new(), Vec::new(), 0);
     let mut s = catalog
-        .scan(&table::EMBEDDINGS, &["key", "clip"], Generations::All)
+        .scan(vectors, &["key", "clip"], Generations::All)
         .await?;
     while let Some(b) = s.try_next().await? {
         let keys = io::strings(&b, "key")?;
@@ -106,6 +123,7 @@ async fn queries(
 /// Pass 2: every vector against the queries: the pairs above `clip_min` (brute force).
 async fn exact_pairs(
     catalog: &Catalog,
+    vectors: &TableDef,
     qkeys: &[String],
     queries: ArrayView2<'_, f32>,
     clip_min: f32,
@@ -113,7 +131,7 @@ async fn exact_pairs(
 ) -> Result<HashSet<(String, String)>> {
     let mut exact: HashSet<(String, String)> = HashSet::new();
     let mut s = catalog
-        .scan(&table::EMBEDDINGS, &["key", "clip"], Generations::All)
+        .scan(vectors, &["key", "clip"], Generations::All)
         .await?;
     while let Some(b) = s.try_next().await? {
         let keys: Vec<String> = io::strings(&b, "key")?

@@ -401,6 +401,23 @@ async fn workers_add_up_to_one_run_and_a_cut_run_resumes_by_cell() {
     let whole = mine(&one, None).await;
     let single = table(&one).await;
     assert!(single.len() > 50, "{} pairs", single.len());
+    // The recall check reads the cells' raw vectors (each mined row once) and measures what
+    // it measures from the embeddings.
+    let catalog = Catalog::new(&one);
+    let measure = |vectors| blindspot::mine::recall::measure(&catalog, 0.95, 400, vectors);
+    let (from_cells, from_embeddings) = (
+        measure(&table::CELLS).await.unwrap(),
+        measure(&table::EMBEDDINGS).await.unwrap(),
+    );
+    assert!(from_cells.exact_pairs > 10, "{from_cells:?}");
+    assert_eq!(
+        (from_cells.sample, from_cells.exact_pairs, from_cells.found),
+        (
+            from_embeddings.sample,
+            from_embeddings.exact_pairs,
+            from_embeddings.found
+        )
+    );
     let mut done = 0;
     for i in 0..3 {
         let s = mine(&three, Some((i, 3))).await;
