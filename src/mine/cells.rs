@@ -286,7 +286,8 @@ pub struct CellReader {
     /// `(object, footer with its offset index)`, most recently used last.
     paged: std::sync::Mutex<std::collections::VecDeque<(usize, ArrowReaderMetadata)>>,
     guests: Vec<GuestObject>,
-    /// Per generation: guest placements per cell, for `column_bytes`.
+    /// Per generation that reads guests in place: guest placements per cell, for
+    /// `column_bytes`.
     guest_rows: Vec<(u64, Vec<u64>)>,
 }
 
@@ -295,7 +296,7 @@ impl CellReader {
     pub async fn open(root: &Location, layout: &Layout) -> Result<CellReader> {
         let mut objects = Vec::new();
         let mut guests = Vec::new();
-        for (generation, record, commit) in &layout.generations {
+        for (generation, _, commit) in &layout.generations {
             let first = objects.len();
             for object in commit.objects(&table::CELLS) {
                 let (meta, footer) = io::metadata_at(root, &object.path).await?;
@@ -325,11 +326,12 @@ impl CellReader {
                     cells_objects: (first..objects.len()).collect(),
                 });
             }
-            let _ = record;
         }
+        // An older generation's guests are copies inside its cells' row groups, counted there.
         let guest_rows = layout
             .generations
             .iter()
+            .filter(|(_, r, _)| r.guests_in_place)
             .map(|(g, r, _)| (*g, r.cell_rows.iter().map(|c| c[1]).collect()))
             .collect();
         Ok(CellReader {

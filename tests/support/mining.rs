@@ -265,6 +265,20 @@ async fn exact_partitioned_mining_equals_brute_force_across_borders_and_incremen
         first.guest_runs > 0 && first.guest_runs <= first.guests,
         "{first:?}"
     );
+    // What a filter unit of a cell gathers, estimated from the footers: its home and guest
+    // rows' DINOv2 vectors (16-d f16, 32 bytes), pages and all.
+    let layout = Layout::open(&Catalog::new(&a)).await.unwrap().unwrap();
+    let reader = blindspot::mine::cells::CellReader::open(&a, &layout)
+        .await
+        .unwrap();
+    for cell in 0..12 {
+        let rows = layout.block_rows(cell, u64::MAX);
+        let bytes = reader.column_bytes(cell as u32, u64::MAX, "dino").unwrap();
+        assert!(
+            bytes >= rows * 32 && bytes <= rows * 48 + 4096,
+            "cell {cell}: {bytes} bytes for {rows} rows"
+        );
+    }
     let mined = mine(&a, None).await;
     assert_eq!(table(&a).await, brute_force(&a).await);
     assert_eq!(mined.cells.done, mined.cells.total);
