@@ -16,6 +16,7 @@
 pub mod ann;
 pub mod candidates;
 pub mod cells;
+pub mod guests;
 pub mod index;
 pub mod join;
 pub mod kmeans;

@@ -35,6 +35,7 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use super::cells::{self, Layout, PartitionCommit};
+use super::guests::{self, GuestRuns};
 use super::kmeans;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -107,6 +108,11 @@ pub struct PartitionParams {
     #[arg(skip = PartitionParams::default().buffer_bytes)]
     #[serde(skip)]
     pub buffer_bytes: usize,
+    /// Guest runs held in memory (24 bytes each) before they are spilled to scratch objects
+    /// and sorted on disk.
+    #[arg(skip = PartitionParams::default().runs_held)]
+    #[serde(skip)]
+    pub runs_held: usize,
 }
 
 impl PartitionParams {
@@ -158,6 +164,7 @@ impl Default for PartitionParams {
             drift_max: 0.05,
             iterations: 10,
             buffer_bytes: 256 << 20,
+            runs_held: 4 << 20,
         }
     }
 }
@@ -451,6 +458,7 @@ async fn partition_locked(
         drift = Some(check_drift(&catalog, &mut plan, layout, &embeds, params).await?);
     }
     let generation = catalog.begin(Stage::Partition.name()).await?;
+    guests::clear_scratch(root).await?;
     let centroids = match (&plan.trained, &existing) {
         (None, Some(layout)) => Centroids::of(layout, params),
         (reason, _) => {
@@ -1214,7 +1222,9 @@ async fn place(
         check_norms(&flat, dim, &batch)?;
         let w = match &mut cells {
             Some(w) => w,
-            None => cells.insert(Written::new(catalog, generation, &batch, with_dino)?),
+            None => cells.insert(Written::new(
+                catalog, generation, &batch, with_dino, params,
+            )?),
         };
         let placements = placer.clone().place_blocking(flat, dim).await?;
         for p in &placements {
@@ -1244,8 +1254,8 @@ async fn place(
     for c in 0..k {
         w.flush(&mut buffers, c).await?;
     }
-    out.runs = w.runs.len() as u64;
-    (out.objects, out.guest_objects) = w.finish(catalog, generation).await?;
+    out.runs = w.runs.count();
+    (out.objects, out.guest_objects) = w.finish().await?;
     out.bytes =
         bytes_of(catalog, &out.objects).await? + bytes_of(catalog, &out.guest_objects).await?;
     out.fit /= out.home.max(1) as f64;
@@ -1258,7 +1268,7 @@ struct Written {
     writer: table::TableWriter,
     /// The objects written to, in order.
     paths: Vec<String>,
-    runs: Vec<cells::GuestRun>,
+    runs: GuestRuns,
 }
 
 impl Written {
@@ -1268,6 +1278,7 @@ impl Written {
         generation: u64,
         batch: &RecordBatch,
         with_dino: bool,
+        params: &PartitionParams,
     ) -> Result<Written> {
         let field = |name: &str| batch.schema().field_with_name(name).ok().cloned();
         let schema = cells::cells_schema(
@@ -1293,7 +1304,7 @@ impl Written {
             schema,
             writer,
             paths: Vec::new(),
-            runs: Vec::new(),
+            runs: GuestRuns::new(catalog.root(), generation, params.runs_held),
         })
     }
 
@@ -1324,24 +1335,20 @@ impl Written {
             .flat_map(|(row, &i)| lists[i as usize].iter().map(move |&g| (g, row as u32)))
             .collect();
         entries.sort_unstable();
-        for run in entries.chunk_by(|a, b| a.0 == b.0 && a.1 + 1 == b.1) {
-            self.runs.push(cells::GuestRun {
+        let runs = entries
+            .chunk_by(|a, b| a.0 == b.0 && a.1 + 1 == b.1)
+            .map(|run| cells::GuestRun {
                 cell: run[0].0,
                 home_cell: cell as u32,
                 object,
                 first: first + run[0].1 as u64,
                 rows: run.len() as u32,
             });
-        }
-        Ok(())
+        self.runs.push(runs).await
     }
 
     /// Closes the `cells` objects and writes the `guests` table: the runs sorted by cell.
-    async fn finish(
-        mut self,
-        catalog: &Catalog,
-        generation: u64,
-    ) -> Result<(Vec<DataObject>, Vec<DataObject>)> {
+    async fn finish(self) -> Result<(Vec<DataObject>, Vec<DataObject>)> {
         let objects = self.writer.finish().await?;
         let written: Vec<&String> = objects.iter().map(|o| &o.path).collect();
         if written.iter().zip(&self.paths).any(|(a, b)| *a != b) || self.paths.len() > written.len()
@@ -1351,42 +1358,7 @@ impl Written {
                 self.paths
             )));
         }
-        self.runs.sort_unstable();
-        let schema = cells::guests_schema();
-        let base = format!(
-            "{}/{}/guests",
-            table::GUESTS.dir,
-            UnitId::generation(generation)
-        );
-        let mut writer = table::TableWriter::new(
-            catalog.root(),
-            &base,
-            schema.clone(),
-            WriteParams {
-                rows_per_group: cells::GUEST_GROUP_ROWS,
-                ..WriteParams::default()
-            },
-        )?;
-        for chunk in self.runs.chunks(cells::GUEST_GROUP_ROWS) {
-            let column = |f: fn(&cells::GuestRun) -> u32| {
-                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(f))) as ArrayRef
-            };
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    column(|r| r.cell),
-                    column(|r| r.home_cell),
-                    column(|r| r.object),
-                    Arc::new(arrow::array::UInt64Array::from_iter_values(
-                        chunk.iter().map(|r| r.first),
-                    )),
-                    column(|r| r.rows),
-                ],
-            )
-            .map_err(|e| Error::table("guests", e))?;
-            writer.write(&batch).await?;
-        }
-        Ok((objects, writer.finish().await?))
+        Ok((objects, self.runs.write().await?))
     }
 }
 

@@ -785,3 +785,80 @@ async fn a_guests_table_that_lies_is_an_error_naming_the_object() {
         "{err}"
     );
 }
+
+/// Every row of a root's `guests` table, in table order.
+async fn guest_rows(root: &Location) -> Vec<(u32, u32, u32, u64, u32)> {
+    let mut out = Vec::new();
+    let mut s = Catalog::new(root)
+        .scan(&table::GUESTS, &[], Generations::All)
+        .await
+        .unwrap();
+    while let Some(b) = s.try_next().await.unwrap() {
+        let u = |i: usize| {
+            let c = b
+                .column(i)
+                .as_any()
+                .downcast_ref::<arrow::array::UInt32Array>();
+            c.unwrap().values().to_vec()
+        };
+        let first = b
+            .column(3)
+            .as_any()
+            .downcast_ref::<arrow::array::UInt64Array>();
+        let (cells, homes, objects, rows) = (u(0), u(1), u(2), u(4));
+        for i in 0..b.num_rows() {
+            out.push((
+                cells[i],
+                homes[i],
+                objects[i],
+                first.unwrap().value(i),
+                rows[i],
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn guest_runs_spilled_and_sorted_on_disk_are_the_runs_held_in_memory() {
+    // Root A holds its runs in memory; root B spills them every 7 runs and sorts them with
+    // DataFusion. A killed run's scratch object is cleared first.
+    let params = corpus(3000, VectorKind::ClipLike, "v", 11);
+    let layout = |runs_held| PartitionParams {
+        cells: Some(12),
+        probe: Some(2),
+        runs_held,
+        ..Default::default()
+    };
+    let a = Location::open("memory://guest-runs/held").unwrap();
+    let b = Location::open("memory://guest-runs/spilled").unwrap();
+    for root in [&a, &b] {
+        blindspot::synth::vectors::write(root, &params)
+            .await
+            .unwrap();
+    }
+    let left = "_tmp/partition/g0000000009/runs.parquet";
+    b.store
+        .put(
+            &b.path(left),
+            bytes::Bytes::from_static(b"cut short").into(),
+        )
+        .await
+        .unwrap();
+    let held = place(&a, &layout(PartitionParams::default().runs_held)).await;
+    let spilled = place(&b, &layout(7)).await;
+    assert!(held.guest_runs > 100, "{held:?}");
+    assert_eq!(held.guest_runs, spilled.guest_runs);
+    let rows = guest_rows(&a).await;
+    assert_eq!(rows.len() as u64, held.guest_runs);
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "sorted, no run twice");
+    assert_eq!(guest_rows(&b).await, rows);
+    assert_eq!(check_guest_runs(&b).await, spilled.guests);
+    assert!(
+        b.list("_tmp/partition").await.unwrap().is_empty(),
+        "scratch deleted"
+    );
+    mine(&a, None).await;
+    mine(&b, None).await;
+    assert_eq!(table(&a).await, table(&b).await);
+}
