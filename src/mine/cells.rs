@@ -374,9 +374,10 @@ impl CellReader {
                     .ok_or_else(|| Error::table("guests", format!("{uri}: no u64 column first")))?;
                 for i in (0..batch.num_rows()).filter(|&i| cells.value(i) == cell) {
                     let at = object.cells_objects.get(objects.value(i) as usize);
-                    let Some(&at) = at.filter(|&&at| {
-                        firsts.value(i) + rows.value(i) as u64 <= self.objects[at].rows()
-                    }) else {
+                    let end = firsts.value(i).checked_add(rows.value(i) as u64);
+                    let Some(&at) =
+                        at.filter(|&&at| end.is_some_and(|end| end <= self.objects[at].rows()))
+                    else {
                         return Err(Error::table(
                             "guests",
                             format!(
@@ -395,17 +396,26 @@ impl CellReader {
                 }
             }
         }
-        let mut parts: Vec<Part> = by_object
-            .into_iter()
-            .map(|(object, mut runs)| {
-                runs.sort_unstable();
-                Part {
-                    object,
-                    ranges: runs.iter().map(|r| r.0..r.0 + r.1 as u64).collect(),
-                    home_cells: Some(runs.iter().map(|r| r.2).collect()),
-                }
-            })
-            .collect();
+        let mut parts: Vec<Part> = Vec::new();
+        for (object, mut runs) in by_object {
+            runs.sort_unstable();
+            // A row is a guest of a cell once: runs that overlap are damage, not a read.
+            if let Some(w) = runs.windows(2).find(|w| w[0].0 + w[0].1 as u64 > w[1].0) {
+                let uri = self.objects[object].uri(&self.root);
+                return Err(Error::table(
+                    "guests",
+                    format!(
+                        "runs of cell {cell} overlap in {uri} (rows {}..+{} and {}..+{}): the guests table is damaged; run `blindspot partition --retrain`",
+                        w[0].0, w[0].1, w[1].0, w[1].1
+                    ),
+                ));
+            }
+            parts.push(Part {
+                object,
+                ranges: runs.iter().map(|r| r.0..r.0 + r.1 as u64).collect(),
+                home_cells: Some(runs.iter().map(|r| r.2).collect()),
+            });
+        }
         parts.sort_by_key(|p| p.object);
         Ok(parts)
     }

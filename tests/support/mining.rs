@@ -687,8 +687,8 @@ async fn candidates_are_bit_identical_to_the_recorded_tables() {
     assert_eq!(got, want, "the candidates tables changed");
 }
 
-/// Replaces a root's `guests` object with one run and returns what `candidates` says.
-async fn candidates_with_run(root: &Location, run: [u64; 5]) -> String {
+/// Replaces a root's `guests` object with `runs` and returns what `candidates` says.
+async fn candidates_with_runs(root: &Location, runs: &[[u64; 5]]) -> String {
     let catalog = Catalog::new(root);
     let commit = catalog
         .commits_of(CommitSet::PARTITION)
@@ -697,15 +697,19 @@ async fn candidates_with_run(root: &Location, run: [u64; 5]) -> String {
         .remove(0);
     let path = commit.objects(&table::GUESTS).remove(0).path;
     let schema = blindspot::mine::cells::guests_schema();
-    let u32s = |v: u64| Arc::new(arrow::array::UInt32Array::from(vec![v as u32])) as _;
+    let u32s = |i: usize| {
+        let values: Vec<u32> = runs.iter().map(|r| r[i] as u32).collect();
+        Arc::new(arrow::array::UInt32Array::from(values)) as _
+    };
+    let firsts: Vec<u64> = runs.iter().map(|r| r[3]).collect();
     let batch = arrow::array::RecordBatch::try_new(
         schema.clone(),
         vec![
-            u32s(run[0]),
-            u32s(run[1]),
-            u32s(run[2]),
-            Arc::new(arrow::array::UInt64Array::from(vec![run[3]])),
-            u32s(run[4]),
+            u32s(0),
+            u32s(1),
+            u32s(2),
+            Arc::new(arrow::array::UInt64Array::from(firsts)),
+            u32s(4),
         ],
     )
     .unwrap();
@@ -735,11 +739,15 @@ async fn a_guests_table_that_lies_is_an_error_naming_the_object() {
         .await
         .unwrap();
     place(&root, &layout).await;
-    let err = candidates_with_run(&root, [0, 1, 0, 1 << 40, 3]).await;
-    assert!(
-        err.contains("guests") && err.contains("does not have") && err.contains("--retrain"),
-        "{err}"
-    );
+    for first in [1 << 40, u64::MAX - 1] {
+        let err = candidates_with_runs(&root, &[[0, 1, 0, first, 3]]).await;
+        assert!(
+            err.contains("guests") && err.contains("does not have") && err.contains("--retrain"),
+            "{err}"
+        );
+    }
+    let err = candidates_with_runs(&root, &[[0, 1, 0, 10, 4], [0, 1, 0, 12, 4]]).await;
+    assert!(err.contains("overlap") && err.contains("10..+4"), "{err}");
 
     let root = Location::open("memory://guests-lie/not-a-guest").unwrap();
     blindspot::synth::vectors::write(&root, &params)
@@ -775,7 +783,7 @@ async fn a_guests_table_that_lies_is_an_error_naming_the_object() {
     let other = (0..8u32)
         .find(|c| *c != home && !guest_of.values().contains(c))
         .unwrap();
-    let err = candidates_with_run(&root, [other as u64, home as u64, 0, 0, 1]).await;
+    let err = candidates_with_runs(&root, &[[other as u64, home as u64, 0, 0, 1]]).await;
     assert!(
         err.contains(&first) && err.contains("not where the layout puts it"),
         "{err}"
