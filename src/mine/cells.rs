@@ -35,8 +35,8 @@ use crate::table::{self, io, Catalog, Commit, CommitSet};
 /// 12 KiB). The other columns' pages hold `io::SMALL_PAGE_FACTOR` times as many.
 pub const PAGE_ROWS: usize = 8;
 
-/// Rows per row group of a `guests` object: a cell's runs are read as the row groups whose
-/// cell range holds it.
+/// Rows per row group of a `guests` object (more for a very large generation, see
+/// `guests::group_rows`): a cell's runs are read as the row groups whose cell range holds it.
 pub const GUEST_GROUP_ROWS: usize = 4096;
 
 /// The `cells` schema: the vector's home cell; the cells it is a guest of (which decide which

@@ -19,6 +19,11 @@ use crate::table::{self, io, DataObject, TableWriter, WriteParams};
 /// Memory the external sort of spilled runs may use before it spills to disk itself.
 const SORT_MEMORY: usize = 256 << 20;
 
+/// Row groups of a generation's `guests` table at most: past `cells::GUEST_GROUP_ROWS` x this
+/// many runs, the groups grow instead, so that the footers a reader holds stay small (a few MiB
+/// however large the generation).
+const MAX_GUEST_GROUPS: u64 = 4096;
+
 /// Where partition keeps spilled runs until the generation's `guests` table is written.
 const SCRATCH: &str = "_tmp/partition";
 
@@ -90,7 +95,8 @@ impl GuestRuns {
     }
 
     /// Writes the generation's `guests` table, sorted by cell (then home cell, object and
-    /// row), in row groups of `cells::GUEST_GROUP_ROWS`; deletes the scratch objects.
+    /// row), in row groups of `cells::GUEST_GROUP_ROWS` (more for a generation of more than
+    /// `MAX_GUEST_GROUPS` such groups); deletes the scratch objects.
     pub async fn write(mut self) -> Result<Vec<DataObject>> {
         let base = format!(
             "{}/{}/guests",
@@ -103,13 +109,13 @@ impl GuestRuns {
             &base,
             schema.clone(),
             WriteParams {
-                rows_per_group: cells::GUEST_GROUP_ROWS,
+                rows_per_group: group_rows(self.count),
                 ..WriteParams::default()
             },
         )?;
         if self.scratch.is_none() {
             self.held.sort_unstable();
-            for chunk in self.held.chunks(cells::GUEST_GROUP_ROWS) {
+            for chunk in self.held.chunks(group_rows(self.count)) {
                 writer.write(&batch_of(chunk)?).await?;
             }
             return writer.finish().await;
@@ -162,6 +168,11 @@ pub async fn clear_scratch(root: &Location) -> Result<()> {
     Ok(())
 }
 
+/// Runs per row group of a `guests` table of `count` runs.
+fn group_rows(count: u64) -> usize {
+    (cells::GUEST_GROUP_ROWS as u64).max(count.div_ceil(MAX_GUEST_GROUPS)) as usize
+}
+
 /// Runs as a `guests` batch.
 fn batch_of(runs: &[GuestRun]) -> Result<RecordBatch> {
     let column = |f: fn(&GuestRun) -> u32| {
@@ -178,4 +189,19 @@ fn batch_of(runs: &[GuestRun]) -> Result<RecordBatch> {
         ],
     )
     .map_err(|e| Error::table(table::GUESTS.name, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_groups_grow_past_the_bound_so_the_footer_does_not() {
+        assert_eq!(group_rows(0), cells::GUEST_GROUP_ROWS);
+        assert_eq!(group_rows(42_096), cells::GUEST_GROUP_ROWS);
+        // 900 million runs (two billion vectors at probe 2): 4,096 groups of 219,727.
+        let rows = group_rows(900_000_000);
+        assert_eq!(rows, 219_727);
+        assert!(900_000_000u64.div_ceil(rows as u64) <= MAX_GUEST_GROUPS);
+    }
 }
