@@ -471,10 +471,25 @@ fn levels_apart(image: &Path, manifest: &Path, as_if: &Path) -> f32 {
     let mut pre = blindspot::encoder::preprocess::Preprocessor::new(vec![t]);
     let decoded = pre.decode(&bytes, &params).unwrap();
     pre.run_decoded(&decoded, &mut [&mut ours]).unwrap();
+    reference_levels(image, as_if, &[], &ours, &m)
+        .into_iter()
+        .fold(0f32, f32::max)
+}
+
+/// Each value's difference from `scripts/reference_preprocess.py` on `image` with `manifest`
+/// (and `extra` arguments), in 8-bit levels: the difference times its channel's std times 255.
+fn reference_levels(
+    image: &Path,
+    manifest: &Path,
+    extra: &[String],
+    ours: &[f32],
+    m: &encoder::Manifest,
+) -> Vec<f32> {
     let out = image.with_extension("ref.f32");
     let status = Command::new(python())
         .arg(repo().join("scripts/reference_preprocess.py"))
-        .args([image, as_if, &out])
+        .args([image, manifest, &out])
+        .args(extra)
         .status()
         .unwrap();
     assert!(status.success());
@@ -489,7 +504,7 @@ fn levels_apart(image: &Path, manifest: &Path, as_if: &Path) -> f32 {
         .zip(&reference)
         .enumerate()
         .map(|(i, (a, b))| (a - b).abs() * m.std[i / plane] * 255.0)
-        .fold(0f32, f32::max)
+        .collect()
 }
 
 /// Issue 23: the manifest keys `alpha`, `crop-rounding` and `exif`, each value against the
@@ -743,29 +758,16 @@ fn a_dct_scaled_jpeg_stays_close_to_pil_draft() {
             );
             let mut ours = vec![0f32; m.image_size as usize * m.image_size as usize * 3];
             p.run_decoded(&decoded, &mut [&mut ours]).unwrap();
-            let out = dir.path().join("ref.f32");
-            let mut cmd = Command::new(python());
-            cmd.arg(repo().join("scripts/reference_preprocess.py"))
-                .args([&path, &manifest, &out]);
-            if draft {
-                // PIL takes the largest of 1/8, 1/4, 1/2 that `w / size` allows.
-                let (dw, dh) = (w / factor, h / factor);
-                cmd.args(["--draft", &dw.to_string(), &dh.to_string()]);
-            }
-            assert!(cmd.status().unwrap().success());
-            let reference: Vec<f32> = std::fs::read(&out)
-                .unwrap()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            assert_eq!(reference.len(), ours.len());
-            let plane = ours.len() / 3;
-            let levels: Vec<f32> = ours
-                .iter()
-                .zip(&reference)
-                .enumerate()
-                .map(|(i, (a, b))| (a - b).abs() * m.std[i / plane] * 255.0)
-                .collect();
+            // PIL takes the largest of 1/8, 1/4, 1/2 that `w / size` allows.
+            let extra = match draft {
+                true => vec![
+                    "--draft".to_string(),
+                    (w / factor).to_string(),
+                    (h / factor).to_string(),
+                ],
+                false => Vec::new(),
+            };
+            let levels = reference_levels(&path, &manifest, &extra, &ours, &m);
             let max = levels.iter().cloned().fold(0f32, f32::max);
             let mean = levels.iter().sum::<f32>() / levels.len() as f32;
             eprintln!(

@@ -363,16 +363,20 @@ impl AsyncFileReader for ObjectReader {
     }
 }
 
-async fn reader(root: &Location, rel: &str) -> Result<ObjectReader> {
+/// The listing entry of object `rel` of `root`.
+async fn head(root: &Location, rel: &str) -> Result<object_store::ObjectMeta> {
     let path = root.path(rel);
-    let meta = root
-        .store
+    root.store
         .head(&path)
         .await
-        .map_err(|e| Error::storage(root.uri_of(&path), e))?;
+        .map_err(|e| Error::storage(root.uri_of(&path), e))
+}
+
+async fn reader(root: &Location, rel: &str) -> Result<ObjectReader> {
+    let meta = head(root, rel).await?;
     Ok(ObjectReader {
         store: root.store.clone(),
-        path,
+        path: meta.location,
         size: meta.size,
     })
 }
@@ -403,12 +407,7 @@ pub async fn metadata_at(
     root: &Location,
     rel: &str,
 ) -> Result<(object_store::ObjectMeta, ArrowReaderMetadata)> {
-    let path = root.path(rel);
-    let meta = root
-        .store
-        .head(&path)
-        .await
-        .map_err(|e| Error::storage(root.uri_of(&path), e))?;
+    let meta = head(root, rel).await?;
     let footer = footer_at(&root.store, &meta).await?;
     Ok((meta, footer))
 }
