@@ -687,15 +687,23 @@ async fn candidates_are_bit_identical_to_the_recorded_tables() {
     assert_eq!(got, want, "the candidates tables changed");
 }
 
-/// Replaces a root's `guests` object with `runs` and returns what `candidates` says.
-async fn candidates_with_runs(root: &Location, runs: &[[u64; 5]]) -> String {
+/// The first partition commit of a root.
+async fn partition_commit(root: &Location) -> blindspot::table::Commit {
     let catalog = Catalog::new(root);
-    let commit = catalog
+    catalog
         .commits_of(CommitSet::PARTITION)
         .await
         .unwrap()
-        .remove(0);
-    let path = commit.objects(&table::GUESTS).remove(0).path;
+        .remove(0)
+}
+
+/// Replaces a root's `guests` object with `runs` and returns what `candidates` says.
+async fn candidates_with_runs(root: &Location, runs: &[[u64; 5]]) -> String {
+    let path = partition_commit(root)
+        .await
+        .objects(&table::GUESTS)
+        .remove(0)
+        .path;
     let schema = blindspot::mine::cells::guests_schema();
     let u32s = |i: usize| {
         let values: Vec<u32> = runs.iter().map(|r| r[i] as u32).collect();
@@ -755,13 +763,11 @@ async fn a_guests_table_that_lies_is_an_error_naming_the_object() {
         .unwrap();
     place(&root, &layout).await;
     // Row 0 of the first cells object: its home, and a cell it is no guest of.
-    let catalog = Catalog::new(&root);
-    let commit = catalog
-        .commits_of(CommitSet::PARTITION)
+    let first = partition_commit(&root)
         .await
-        .unwrap()
-        .remove(0);
-    let first = commit.objects(&table::CELLS).remove(0).path;
+        .objects(&table::CELLS)
+        .remove(0)
+        .path;
     let mut s = io::scan_objects(&root, vec![first.clone()], &["cell", "guest_cells"], 1);
     let b = s.try_next().await.unwrap().unwrap();
     let home = b
