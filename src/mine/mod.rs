@@ -14,6 +14,7 @@
 //! reads its inputs from the catalog, never from another stage.
 
 pub mod ann;
+pub mod by_cell;
 pub mod candidates;
 pub mod cells;
 pub mod guests;

@@ -34,6 +34,7 @@ use ndarray::{Array2, ArrayView2};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
+use super::by_cell;
 use super::cells::{self, Layout, PartitionCommit};
 use super::guests::{self, GuestRuns};
 use super::kmeans;
@@ -113,6 +114,12 @@ pub struct PartitionParams {
     #[arg(skip = PartitionParams::default().runs_held)]
     #[serde(skip)]
     pub runs_held: usize,
+    /// When the buffer cannot hold this many rows of every cell, rows are sorted by cell on
+    /// disk before they are written (one row group per cell) rather than flushed a cell at a
+    /// time from the buffer (row groups of a few rows).
+    #[arg(skip = PartitionParams::default().min_group_rows)]
+    #[serde(skip)]
+    pub min_group_rows: usize,
 }
 
 impl PartitionParams {
@@ -165,6 +172,7 @@ impl Default for PartitionParams {
             iterations: 10,
             buffer_bytes: 256 << 20,
             runs_held: 4 << 20,
+            min_group_rows: 64,
         }
     }
 }
@@ -1164,6 +1172,21 @@ impl Buffers {
             total: 0,
         }
     }
+
+    /// Buffers `part`, rows of `cell`.
+    fn push(&mut self, cell: usize, part: RecordBatch) {
+        let size = part.get_array_memory_size();
+        self.cells[cell].push(part);
+        self.bytes[cell] += size;
+        self.total += size;
+    }
+
+    /// Every buffered part, in cell order, leaving the buffer empty.
+    fn take_all(&mut self) -> Vec<RecordBatch> {
+        self.bytes.iter_mut().for_each(|b| *b = 0);
+        self.total = 0;
+        self.cells.iter_mut().flat_map(std::mem::take).collect()
+    }
 }
 
 impl Placed {
@@ -1209,6 +1232,7 @@ async fn place(
     let mut out = Placed::new(k);
     let mut buffers = Buffers::new(k);
     let mut cells: Option<Written> = None;
+    let mut spilled: Option<by_cell::Spilled> = None;
     while let Some(batch) = stream.try_next().await? {
         let batch = match dups.keep.is_empty() {
             true => batch,
@@ -1220,6 +1244,7 @@ async fn place(
         let (flat, dim) = io::vectors_flat(&batch, "clip")?;
         out.dim = dim;
         check_norms(&flat, dim, &batch)?;
+        let first = cells.is_none();
         let w = match &mut cells {
             Some(w) => w,
             None => cells.insert(Written::new(
@@ -1239,9 +1264,28 @@ async fn place(
             &w.schema,
         )?;
         progress.advance(batch.num_rows() as u64);
+        // Whether the buffer can gather `min_group_rows` rows of every cell, at the first
+        // batch's bytes per row.
+        let row_bytes = buffers.total / batch.num_rows().max(1);
+        if first && k * params.min_group_rows * row_bytes > params.buffer_bytes {
+            tracing::info!(
+                cells = k,
+                "rows are sorted by cell on disk before they are written"
+            );
+            spilled = Some(by_cell::Spilled::new(
+                catalog.root(),
+                generation,
+                &w.schema,
+            )?);
+        }
         while buffers.total > params.buffer_bytes {
-            let fullest = (0..k).max_by_key(|&c| buffers.bytes[c]).expect("k > 0");
-            w.flush(&mut buffers, fullest).await?;
+            match &mut spilled {
+                Some(s) => s.spill(&buffers.take_all()).await?,
+                None => {
+                    let fullest = (0..k).max_by_key(|&c| buffers.bytes[c]).expect("k > 0");
+                    w.flush(&mut buffers, fullest).await?;
+                }
+            }
         }
     }
     progress.finish();
@@ -1251,8 +1295,30 @@ async fn place(
             units.len()
         )));
     };
-    for c in 0..k {
-        w.flush(&mut buffers, c).await?;
+    match spilled {
+        Some(mut s) => {
+            s.spill(&buffers.take_all()).await?;
+            // One cell at a time: its rows gathered, then written as one row group.
+            let mut current: Option<u32> = None;
+            // DataFusion's sort needs some room to merge its spills, even for a tiny buffer.
+            s.sorted(params.buffer_bytes.max(16 << 20), async |cell, part| {
+                if let Some(c) = current.filter(|&c| c != cell) {
+                    w.flush(&mut buffers, c as usize).await?;
+                }
+                current = Some(cell);
+                buffers.push(cell as usize, part);
+                Ok(())
+            })
+            .await?;
+            if let Some(c) = current {
+                w.flush(&mut buffers, c as usize).await?;
+            }
+        }
+        None => {
+            for c in 0..k {
+                w.flush(&mut buffers, c).await?;
+            }
+        }
     }
     out.runs = w.runs.count();
     (out.objects, out.guest_objects) = w.finish().await?;
@@ -1404,11 +1470,10 @@ fn buffer_by_cell(
         let cell = run[0].0;
         out.cell_rows[cell as usize][0] += run.len() as u64;
         out.home += run.len() as u64;
-        let part = cell_part(cell, run, placements, batch, copied, schema)?;
-        let size = part.get_array_memory_size();
-        buffers.cells[cell as usize].push(part);
-        buffers.bytes[cell as usize] += size;
-        buffers.total += size;
+        buffers.push(
+            cell as usize,
+            cell_part(cell, run, placements, batch, copied, schema)?,
+        );
     }
     Ok(())
 }

@@ -876,3 +876,73 @@ async fn guest_runs_spilled_and_sorted_on_disk_are_the_runs_held_in_memory() {
     mine(&b, None).await;
     assert_eq!(table(&a).await, table(&b).await);
 }
+
+/// Row groups of a root's `cells` objects.
+async fn cell_row_groups(root: &Location) -> usize {
+    let mut groups = 0;
+    for o in partition_commit(root).await.objects(&table::CELLS) {
+        let footer = io::object_metadata(root, &o.path).await.unwrap();
+        groups += footer.metadata().num_row_groups();
+    }
+    groups
+}
+
+#[tokio::test]
+async fn rows_sorted_by_cell_on_disk_make_one_row_group_a_cell() {
+    // A buffer too small to gather 64 rows of each cell (as 256 MiB is for the 45,000 cells
+    // of two billion vectors): the rows are spilled, sorted by cell with DataFusion and
+    // written a cell at a time. Flushing the fullest cell instead writes many small groups.
+    // Both mine what the roomy buffer mines.
+    let params = corpus(3000, VectorKind::ClipLike, "v", 13);
+    let layout = |buffer_bytes, min_group_rows| PartitionParams {
+        cells: Some(12),
+        probe: Some(2),
+        buffer_bytes,
+        min_group_rows,
+        ..Default::default()
+    };
+    let roomy = Location::open("memory://by-cell/roomy").unwrap();
+    let sorted = Location::open("memory://by-cell/sorted").unwrap();
+    let flushed = Location::open("memory://by-cell/flushed").unwrap();
+    for root in [&roomy, &sorted, &flushed] {
+        blindspot::synth::vectors::write(root, &params)
+            .await
+            .unwrap();
+    }
+    let defaults = PartitionParams::default();
+    let r = place(
+        &roomy,
+        &layout(defaults.buffer_bytes, defaults.min_group_rows),
+    )
+    .await;
+    let s = place(&sorted, &layout(32 << 10, defaults.min_group_rows)).await;
+    place(&flushed, &layout(32 << 10, 0)).await;
+    let cells = Layout::open(&Catalog::new(&sorted)).await.unwrap().unwrap();
+    let occupied = (0..12)
+        .filter(|&c| cells.latest().cell_rows[c][0] > 0)
+        .count();
+    assert_eq!(cell_row_groups(&roomy).await, occupied);
+    assert_eq!(
+        cell_row_groups(&sorted).await,
+        occupied,
+        "one row group a cell"
+    );
+    let small = cell_row_groups(&flushed).await;
+    assert!(
+        small > 2 * occupied,
+        "small groups when flushed: {small} for {occupied} cells"
+    );
+    assert_eq!((s.vectors, s.guests), (r.vectors, r.guests));
+    assert_eq!(check_guest_runs(&sorted).await, s.guests);
+    assert!(
+        sorted.list("_tmp/partition").await.unwrap().is_empty(),
+        "scratch deleted"
+    );
+    for root in [&roomy, &sorted, &flushed] {
+        mine(root, None).await;
+    }
+    let pairs = table(&roomy).await;
+    assert!(pairs.len() > 20, "{} pairs", pairs.len());
+    assert_eq!(table(&sorted).await, pairs);
+    assert_eq!(table(&flushed).await, pairs);
+}
