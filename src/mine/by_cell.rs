@@ -63,6 +63,20 @@ impl Spilled {
         let result = async {
             let failed = |e: datafusion::error::DataFusionError| Error::table(table::CELLS.name, e);
             let ctx = crate::sql::spilling_session(&self.root, memory)?;
+            // One sort, no merge of partitions, and batches of 1,024 rows: a batch of 8,192
+            // rows of 768-d f16 CLIP vectors is 13 MB, and each sort and merge stream holds
+            // some (at 200k vectors the default plan ran out of a 256 MiB pool).
+            for set in [
+                "SET datafusion.execution.target_partitions = 1",
+                "SET datafusion.execution.batch_size = 1024",
+            ] {
+                ctx.sql(set)
+                    .await
+                    .map_err(failed)?
+                    .collect()
+                    .await
+                    .map_err(failed)?;
+            }
             crate::sql::register_objects(&ctx, &self.root, "rows", &paths).await?;
             let df = ctx
                 .sql("SELECT * FROM rows ORDER BY cell")
