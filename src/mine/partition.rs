@@ -1232,7 +1232,6 @@ async fn place(
     let mut out = Placed::new(k);
     let mut buffers = Buffers::new(k);
     let mut cells: Option<Written> = None;
-    let mut spilled: Option<by_cell::Spilled> = None;
     while let Some(batch) = stream.try_next().await? {
         let batch = match dups.keep.is_empty() {
             true => batch,
@@ -1264,29 +1263,10 @@ async fn place(
             &w.schema,
         )?;
         progress.advance(batch.num_rows() as u64);
-        // Whether the buffer can gather `min_group_rows` rows of every cell, at the first
-        // batch's bytes per row.
-        let row_bytes = buffers.total / batch.num_rows().max(1);
-        if first && k * params.min_group_rows * row_bytes > params.buffer_bytes {
-            tracing::info!(
-                cells = k,
-                "rows are sorted by cell on disk before they are written"
-            );
-            spilled = Some(by_cell::Spilled::new(
-                catalog.root(),
-                generation,
-                &w.schema,
-            )?);
+        if first {
+            w.sort_if_crowded(k, buffers.total / batch.num_rows().max(1), params)?;
         }
-        while buffers.total > params.buffer_bytes {
-            match &mut spilled {
-                Some(s) => s.spill(&buffers.take_all()).await?,
-                None => {
-                    let fullest = (0..k).max_by_key(|&c| buffers.bytes[c]).expect("k > 0");
-                    w.flush(&mut buffers, fullest).await?;
-                }
-            }
-        }
+        w.make_room(&mut buffers, params.buffer_bytes).await?;
     }
     progress.finish();
     let Some(mut w) = cells else {
@@ -1295,31 +1275,7 @@ async fn place(
             units.len()
         )));
     };
-    match spilled {
-        Some(mut s) => {
-            s.spill(&buffers.take_all()).await?;
-            // One cell at a time: its rows gathered, then written as one row group.
-            let mut current: Option<u32> = None;
-            // DataFusion's sort needs some room to merge its spills, even for a tiny buffer.
-            s.sorted(params.buffer_bytes.max(16 << 20), async |cell, part| {
-                if let Some(c) = current.filter(|&c| c != cell) {
-                    w.flush(&mut buffers, c as usize).await?;
-                }
-                current = Some(cell);
-                buffers.push(cell as usize, part);
-                Ok(())
-            })
-            .await?;
-            if let Some(c) = current {
-                w.flush(&mut buffers, c as usize).await?;
-            }
-        }
-        None => {
-            for c in 0..k {
-                w.flush(&mut buffers, c).await?;
-            }
-        }
-    }
+    w.write_rest(buffers, params.buffer_bytes).await?;
     out.runs = w.runs.count();
     (out.objects, out.guest_objects) = w.finish().await?;
     out.bytes =
@@ -1330,8 +1286,12 @@ async fn place(
 
 /// The `cells` objects of a generation being written, and the guest runs of their row groups.
 struct Written {
+    root: Location,
+    generation: u64,
     schema: SchemaRef,
     writer: table::TableWriter,
+    /// Rows spilled to be sorted by cell on disk, when the cells are too many to buffer.
+    spilled: Option<by_cell::Spilled>,
     /// The objects written to, in order.
     paths: Vec<String>,
     runs: GuestRuns,
@@ -1367,8 +1327,11 @@ impl Written {
             },
         )?;
         Ok(Written {
+            root: catalog.root().clone(),
+            generation,
             schema,
             writer,
+            spilled: None,
             paths: Vec::new(),
             runs: GuestRuns::new(catalog.root(), generation, params.runs_held),
         })
@@ -1411,6 +1374,69 @@ impl Written {
                 rows: run.len() as u32,
             });
         self.runs.push(runs).await
+    }
+
+    /// Sorts the rows by cell on disk when the buffer cannot gather `min_group_rows` rows of
+    /// each of `cells` cells at `row_bytes` bytes a row.
+    fn sort_if_crowded(
+        &mut self,
+        cells: usize,
+        row_bytes: usize,
+        params: &PartitionParams,
+    ) -> Result<()> {
+        if cells * params.min_group_rows * row_bytes > params.buffer_bytes {
+            tracing::info!(
+                cells,
+                "rows are sorted by cell on disk before they are written"
+            );
+            let spilled = by_cell::Spilled::new(&self.root, self.generation, &self.schema)?;
+            self.spilled = Some(spilled);
+        }
+        Ok(())
+    }
+
+    /// Makes room in the buffer, down to `limit` bytes: spills everything when the rows are
+    /// sorted by cell on disk, else writes the fullest cells.
+    async fn make_room(&mut self, buffers: &mut Buffers, limit: usize) -> Result<()> {
+        while buffers.total > limit {
+            match self.spilled.as_mut() {
+                Some(s) => s.spill(&buffers.take_all()).await?,
+                None => {
+                    let cells = buffers.cells.len();
+                    let fullest = (0..cells).max_by_key(|&c| buffers.bytes[c]).expect("cells");
+                    self.flush(buffers, fullest).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every row still buffered or spilled: the spilled rows sorted by cell (DataFusion
+    /// in `memory` bytes, at least 16 MiB), each cell one row group, a cell at a time; else
+    /// each cell's buffered rows.
+    async fn write_rest(&mut self, mut buffers: Buffers, memory: usize) -> Result<()> {
+        let Some(mut s) = self.spilled.take() else {
+            for c in 0..buffers.cells.len() {
+                self.flush(&mut buffers, c).await?;
+            }
+            return Ok(());
+        };
+        s.spill(&buffers.take_all()).await?;
+        let mut current: Option<u32> = None;
+        // DataFusion's sort needs some room to merge its spills, even for a tiny buffer.
+        s.sorted(memory.max(16 << 20), async |cell, part| {
+            if let Some(c) = current.filter(|&c| c != cell) {
+                self.flush(&mut buffers, c as usize).await?;
+            }
+            current = Some(cell);
+            buffers.push(cell as usize, part);
+            Ok(())
+        })
+        .await?;
+        if let Some(c) = current {
+            self.flush(&mut buffers, c as usize).await?;
+        }
+        Ok(())
     }
 
     /// Closes the `cells` objects and writes the `guests` table: the runs sorted by cell.
