@@ -485,6 +485,19 @@ fn reference_levels(
     ours: &[f32],
     m: &encoder::Manifest,
 ) -> Vec<f32> {
+    let reference = reference_tensor(image, manifest, extra);
+    assert_eq!(reference.len(), ours.len());
+    let plane = ours.len() / 3;
+    ours.iter()
+        .zip(&reference)
+        .enumerate()
+        .map(|(i, (a, b))| (a - b).abs() * m.std[i / plane] * 255.0)
+        .collect()
+}
+
+/// The tensor `scripts/reference_preprocess.py` makes of `image` with `manifest` (and `extra`
+/// arguments).
+fn reference_tensor(image: &Path, manifest: &Path, extra: &[String]) -> Vec<f32> {
     let out = image.with_extension("ref.f32");
     let status = Command::new(python())
         .arg(repo().join("scripts/reference_preprocess.py"))
@@ -493,17 +506,10 @@ fn reference_levels(
         .status()
         .unwrap();
     assert!(status.success());
-    let reference: Vec<f32> = std::fs::read(&out)
+    std::fs::read(&out)
         .unwrap()
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(reference.len(), ours.len());
-    let plane = ours.len() / 3;
-    ours.iter()
-        .zip(&reference)
-        .enumerate()
-        .map(|(i, (a, b))| (a - b).abs() * m.std[i / plane] * 255.0)
         .collect()
 }
 
@@ -648,18 +654,7 @@ fn preprocessing_matches_an_independent_pil_reference() {
             blindspot::encoder::preprocess::Preprocessor::new(vec![t])
                 .run(&decoded.rgb, &mut [&mut ours])
                 .unwrap();
-            let out = dir.path().join("ref.f32");
-            let status = Command::new(python())
-                .arg(repo().join("scripts/reference_preprocess.py"))
-                .args([&path, manifest, &out])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            let reference: Vec<f32> = std::fs::read(&out)
-                .unwrap()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
+            let reference = reference_tensor(&path, manifest, &[]);
             assert_eq!(reference.len(), ours.len());
             let diffs: Vec<f32> = ours
                 .iter()
