@@ -151,6 +151,17 @@ impl Location {
         Ok(all)
     }
 
+    /// Deletes the scratch objects `rels`, each under this location; one that cannot be
+    /// deleted is logged and left (scratch is never read again, so the run goes on).
+    pub async fn delete_scratch(&self, rels: &[String]) {
+        for rel in rels {
+            let path = self.path(rel);
+            if let Err(e) = self.store.delete(&path).await {
+                tracing::warn!(object = %self.uri_of(&path), error = %e, "could not delete a scratch object");
+            }
+        }
+    }
+
     /// Whether the object `rel` exists.
     pub async fn exists(&self, rel: &str) -> Result<bool> {
         let path = self.path(rel);

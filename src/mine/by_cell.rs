@@ -7,16 +7,12 @@
 //! group, a cell at a time.
 
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 
 use crate::error::{Error, Result};
 use crate::storage::Location;
 use crate::table::records::UnitId;
 use crate::table::{self, io, TableWriter, WriteParams};
 use arrow::datatypes::SchemaRef;
-
-/// Where the spilled rows wait for the sort (beside the guest runs' scratch, cleared with it).
-const SCRATCH: &str = "_tmp/partition";
 
 /// Rows of one generation spilled unsorted.
 pub struct Spilled {
@@ -28,7 +24,12 @@ pub struct Spilled {
 impl Spilled {
     /// Scratch objects for generation `generation`'s rows of `schema` (the `cells` schema).
     pub fn new(root: &Location, generation: u64, schema: &SchemaRef) -> Result<Spilled> {
-        let base = format!("{SCRATCH}/{}/rows", UnitId::generation(generation));
+        // Beside the guest runs' scratch, and cleared with it by the next partition.
+        let base = format!(
+            "{}/{}/rows",
+            super::guests::SCRATCH,
+            UnitId::generation(generation)
+        );
         let params = WriteParams {
             fast: true,
             ..WriteParams::default()
@@ -101,12 +102,7 @@ impl Spilled {
             Ok(())
         }
         .await;
-        for path in &paths {
-            let at = self.root.path(path);
-            if let Err(e) = self.root.store.delete(&at).await {
-                tracing::warn!(object = %self.root.uri_of(&at), error = %e, "could not delete a scratch object");
-            }
-        }
+        self.root.delete_scratch(&paths).await;
         result
     }
 }

@@ -24,8 +24,9 @@ const SORT_MEMORY: usize = 256 << 20;
 /// however large the generation).
 const MAX_GUEST_GROUPS: u64 = 4096;
 
-/// Where partition keeps spilled runs until the generation's `guests` table is written.
-const SCRATCH: &str = "_tmp/partition";
+/// Where partition keeps what it spills (guest runs, rows to sort by cell) until the
+/// generation is written.
+pub(super) const SCRATCH: &str = "_tmp/partition";
 
 /// The runs of one generation being placed.
 pub struct GuestRuns {
@@ -124,12 +125,7 @@ impl GuestRuns {
         let scratch = self.scratch.take().expect("spilled").finish().await?;
         let paths: Vec<String> = scratch.iter().map(|o| o.path.clone()).collect();
         let sorted = sort_spilled(&self.root, &paths, &mut writer).await;
-        for path in &paths {
-            let at = self.root.path(path);
-            if let Err(e) = self.root.store.delete(&at).await {
-                tracing::warn!(object = %self.root.uri_of(&at), error = %e, "could not delete a scratch object");
-            }
-        }
+        self.root.delete_scratch(&paths).await;
         sorted?;
         writer.finish().await
     }

@@ -36,7 +36,6 @@ use datafusion::prelude::SessionContext;
 use futures::channel::mpsc::Receiver;
 use futures::SinkExt;
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use super::aggregates::UnitAggregates;
@@ -928,12 +927,8 @@ impl UnitJob {
                     register_memory(ctx, table::CANDIDATES.name, schema, candidates)?;
                 }
                 let written = self.query(ctx, unit, first, stem).await;
-                for o in scratch {
-                    let path = root.path(&o.path);
-                    if let Err(e) = root.store.delete(&path).await {
-                        tracing::warn!(object = %root.uri_of(&path), error = %e, "could not delete a scratch object");
-                    }
-                }
+                let scratch: Vec<String> = scratch.into_iter().map(|o| o.path).collect();
+                root.delete_scratch(&scratch).await;
                 written
             }
             _ if first => {
